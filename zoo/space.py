@@ -1,0 +1,220 @@
+"""Search spaces as data: choice lists plus the fixed model options, YAML/JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.arch import Arch
+
+POOLS = ("avg", "cls")
+
+
+def _choices(name: str, values: Any, kind: type) -> tuple:
+    """Normalise a choice list to a sorted tuple of unique positive numbers of `kind`."""
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ValueError(f"search space field '{name}' must be a non-empty list, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
+            raise ValueError(f"search space field '{name}' must hold {kind.__name__}s, got {v!r}")
+        if v <= 0:
+            raise ValueError(f"search space field '{name}' must hold positive values, got {v!r}")
+        out.append(kind(v))
+    if len(set(out)) != len(out):
+        raise ValueError(f"search space field '{name}' has duplicate values: {values!r}")
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A ViT search space: per-layer choices (heads, MLP ratio) and global ones (embed, depth).
+
+    The super sizes default to the largest choices; the official AutoFormer spaces set them
+    larger (e.g. Tiny's 256-wide supernet for embeds up to 240) so their checkpoints fit.
+    """
+
+    name: str
+    embed_dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    mlp_ratios: tuple[float, ...]
+    head_dim: int = 64
+    patch_size: int = 16
+    img_size: int = 224
+    in_chans: int = 3
+    num_classes: int = 1000
+    rel_pos: bool = True
+    pool: str = "avg"
+    norm_eps: float = 1e-6
+    super_embed_dim: int | None = None
+    super_depth: int | None = None
+    super_num_heads: int | None = None
+    super_mlp_ratio: float | None = None
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)
+        set_("embed_dims", _choices("embed_dims", self.embed_dims, int))
+        set_("depths", _choices("depths", self.depths, int))
+        set_("num_heads", _choices("num_heads", self.num_heads, int))
+        set_("mlp_ratios", _choices("mlp_ratios", self.mlp_ratios, float))
+        for k in ("head_dim", "patch_size", "img_size", "in_chans", "num_classes"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"search space field '{k}' must be a positive int, got {v!r}")
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if isinstance(self.norm_eps, str):  # YAML 1.1 reads "1e-6" as a string
+            try:
+                object.__setattr__(self, "norm_eps", float(self.norm_eps))
+            except ValueError:
+                pass
+        if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or self.norm_eps <= 0:
+            raise ValueError(f"search space field 'norm_eps' must be a positive number, got {self.norm_eps!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"search space field 'pool' must be one of {POOLS}, got {self.pool!r}")
+        if not isinstance(self.rel_pos, bool):
+            raise ValueError(f"search space field 'rel_pos' must be true or false, got {self.rel_pos!r}")
+        defaults = {"super_embed_dim": max(self.embed_dims), "super_depth": max(self.depths),
+                    "super_num_heads": max(self.num_heads), "super_mlp_ratio": max(self.mlp_ratios)}
+        for k, largest in defaults.items():
+            v = getattr(self, k)
+            set_(k, largest if v is None else type(largest)(v))
+            if getattr(self, k) < largest:
+                raise ValueError(f"search space field '{k}' = {v} is smaller than the largest choice {largest}")
+
+    # -- derived sizes -------------------------------------------------------------------------
+    @property
+    def grid_size(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        """Patch tokens plus the class token (which exists even with average pooling)."""
+        return self.grid_size**2 + 1
+
+    def super_arch(self) -> Arch:
+        """The supernet's own shape: every tensor at its super size."""
+        d = self.super_depth
+        return Arch(self.super_embed_dim, d, (self.super_num_heads,) * d, (self.super_mlp_ratio,) * d)
+
+    def largest_arch(self) -> Arch:
+        d = max(self.depths)
+        return Arch(max(self.embed_dims), d, (max(self.num_heads),) * d, (max(self.mlp_ratios),) * d)
+
+    def smallest_arch(self) -> Arch:
+        d = min(self.depths)
+        return Arch(min(self.embed_dims), d, (min(self.num_heads),) * d, (min(self.mlp_ratios),) * d)
+
+    # -- validation ------------------------------------------------------------------------------
+    def validate(self, arch: Arch) -> Arch:
+        """Raise ValueError naming the offending field and the allowed values; return `arch`."""
+        if not isinstance(arch, Arch):
+            raise ValueError(f"expected an Arch, got {type(arch).__name__}")
+        if arch.embed_dim not in self.embed_dims:
+            raise ValueError(f"embed_dim {arch.embed_dim} is not allowed in space '{self.name}'; "
+                             f"choose one of {list(self.embed_dims)}")
+        if arch.depth not in self.depths:
+            raise ValueError(f"depth {arch.depth} is not allowed in space '{self.name}'; "
+                             f"choose one of {list(self.depths)}")
+        for fname, values, allowed in (("num_heads", arch.num_heads, self.num_heads),
+                                       ("mlp_ratios", arch.mlp_ratios, self.mlp_ratios)):
+            for i, v in enumerate(values):
+                if v not in allowed:
+                    raise ValueError(f"{fname}[{i}] = {v} is not allowed in space '{self.name}'; "
+                                     f"choose one of {list(allowed)}")
+        return arch
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchSpace:
+        if not isinstance(d, dict):
+            raise ValueError(f"a search space must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown search space field(s) {unknown}; known fields: {sorted(known)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.name not in d and f.default is dataclasses.MISSING)
+        if missing:
+            raise ValueError(f"search space is missing field(s) {missing}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def hash(self) -> str:
+        """Content hash of everything that shapes the weights (the description is left out)."""
+        d = self.to_dict()
+        d.pop("description")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def save(self, path: str | Path) -> None:
+        from zoo.io import atomic_write_text
+
+        path = Path(path)
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False) if path.suffix in (".yaml", ".yml") \
+            else json.dumps(self.to_dict(), indent=2) + "\n"
+        atomic_write_text(path, text)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchSpace:
+        path = Path(path)
+        try:
+            text = path.read_text()
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            raise ValueError(f"cannot read search space file {path}: {e}") from e
+        return cls.from_dict(data)
+
+
+def _autoformer(name: str, embeds, depths, heads, ratios, sup: tuple[int, int, int, float]) -> SearchSpace:
+    return SearchSpace(
+        name=name, embed_dims=embeds, depths=depths, num_heads=heads, mlp_ratios=ratios,
+        head_dim=64, patch_size=16, img_size=224, in_chans=3, num_classes=1000, rel_pos=True,
+        pool="avg", norm_eps=1e-5, super_embed_dim=sup[0], super_depth=sup[1],
+        super_num_heads=sup[2], super_mlp_ratio=sup[3],
+        description=f"Official AutoFormer/PreNAS search space ({name}); ImageNet 224².")
+
+
+BUILTIN_SPACES: dict[str, SearchSpace] = {
+    s.name: s
+    for s in (
+        _autoformer("autoformer-tiny", (192, 216, 240), (12, 13, 14), (3, 4), (3.5, 4.0), (256, 14, 4, 4.0)),
+        _autoformer("autoformer-small", (320, 384, 448), (13, 14), (5, 6, 7), (3.0, 3.5, 4.0), (448, 14, 7, 4.0)),
+        _autoformer("autoformer-base", (528, 576, 624), (14, 15, 16), (9, 10), (3.0, 3.5, 4.0), (640, 16, 10, 4.0)),
+        SearchSpace(
+            name="mini", embed_dims=(64, 80, 96), depths=(4, 5, 6), num_heads=(2, 3, 4),
+            mlp_ratios=(2.0, 3.0, 4.0), head_dim=16, patch_size=4, img_size=28, in_chans=1,
+            num_classes=10, rel_pos=False, pool="avg", norm_eps=1e-6,
+            description="CPU default for Fashion-MNIST (28², 1 channel, 10 classes)."),
+    )
+}
+
+
+def get_space(name_or_path: str | Path | SearchSpace) -> SearchSpace:
+    """A built-in space by name, or a space file (YAML/JSON) by path."""
+    if isinstance(name_or_path, SearchSpace):
+        return name_or_path
+    key = str(name_or_path)
+    if key in BUILTIN_SPACES:
+        return BUILTIN_SPACES[key]
+    if Path(key).is_file():
+        return SearchSpace.load(key)
+    raise ValueError(f"unknown search space '{key}': not a built-in ({', '.join(BUILTIN_SPACES)}) "
+                     f"and not a YAML/JSON file")
