@@ -1,0 +1,1 @@
+"""Training side of PreZoo: data, selector, trainers, evaluation, search."""

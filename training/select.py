@@ -1,0 +1,375 @@
+"""Zero-cost selection (PreNAS): from a search space to one preferred architecture per bucket.
+
+1. One forward/backward pass of a randomly initialised supernet at the space's largest arch.
+2. Score tables from θ and g, built once with the supernet's own slicing rules: per layer the
+   proxy's cumulative score of the first h heads / r MLP units (step 1), and plain-SNIP sums per
+   (layer, embed, heads, ratio) and per embed (step 2). Any subnet's score is then arithmetic.
+3. Step 1: per isomer group (embed, depth, total head steps, total MLP steps), the paper's
+   Algorithm 1 picks the representative: add one unit at a time to the layer whose next unit
+   scores highest. One greedy run per depth yields the representative of every total at once.
+4. Step 2: plain SNIP over the inherited slices ranks representatives inside each cost bucket;
+   the top N per bucket are the preferred archs, written to `preferred.json`.
+
+`preferred.json` (schema_version 1): {schema_version, kind: "prezoo.preferred", created,
+space: <SearchSpace dict>, space_hash, selector: {proxy, seed, batch_size, data, bucket_by,
+buckets: {low, high, width}, top_n, step1_embed}, stats: {representatives, seconds: {...}},
+buckets: [{low, high, entries: [{id, arch, params, flops, score}]}]} — params in parameters,
+FLOPs in multiply-accumulates (zoo.cost), score = plain SNIP; empty buckets are listed with no
+entries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from training.proxies import get_proxy
+from zoo import Arch, SearchSpace, ViTSupernet, flops, params, slice_tensor
+from zoo.io import atomic_write_text
+
+SCHEMA_VERSION = 1
+# Step 2 leaves out tensors whose size does not depend on the choices being ranked within an
+# embed width (as the official code does): class token, position embedding, relative-position tables.
+STEP2_EXCLUDED = ("cls_token", "pos_embed", "rel_pos_")
+# Official bucket settings (spec §3, margin 1M/5M/12M) and a 0.05M grid for `mini`.
+DEFAULT_BUCKETS: dict[str, tuple[float, float, float]] = {
+    "autoformer-tiny": (5e6, 12e6, 1e6),
+    "autoformer-small": (13e6, 33e6, 5e6),
+    "autoformer-base": (30e6, 70e6, 12e6),
+    "mini": (0.1e6, 0.65e6, 0.05e6),
+}
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """Half-open buckets [low + k·width, low + (k+1)·width) whose upper edge is ≤ high."""
+
+    low: float
+    high: float
+    width: float
+
+    def __post_init__(self) -> None:
+        if not (self.width > 0 and self.high > self.low >= 0):
+            raise ValueError(f"buckets need 0 <= low < high and width > 0, got {self}")
+        if self.count == 0:
+            raise ValueError(f"no bucket of width {self.width:g} fits between {self.low:g} and {self.high:g}")
+
+    @property
+    def count(self) -> int:
+        return int(math.floor((self.high - self.low) / self.width + 1e-9))
+
+    def edges(self) -> list[tuple[float, float]]:
+        return [(self.low + k * self.width, self.low + (k + 1) * self.width) for k in range(self.count)]
+
+    def index(self, value: float) -> int | None:
+        """The bucket holding `value`, or None outside every bucket."""
+        k = math.floor((value - self.low) / self.width + 1e-12)
+        return k if 0 <= k < self.count and value >= self.low else None
+
+    @classmethod
+    def default(cls, space: SearchSpace, by: str) -> Buckets:
+        if by == "params" and space.name in DEFAULT_BUCKETS:
+            return cls(*DEFAULT_BUCKETS[space.name])
+        cost = COSTS[by]
+        lo, hi = cost(space, space.smallest_arch()), cost(space, space.largest_arch())
+        width = float(f"{(hi - lo) / 8:.1g}")  # about eight buckets, a round width
+        low = math.floor(lo / width) * width
+        return cls(low, low + math.ceil((hi - low) / width + 1e-9) * width, width)
+
+
+COSTS = {"params": params, "flops": flops}
+
+
+@dataclass
+class SelectConfig:
+    space: SearchSpace
+    proxy: str = "snip-normalised"
+    seed: int = 0
+    batch_size: int = 64
+    data: str = "gaussian"
+    bucket_by: str = "params"
+    buckets: Buckets | None = None
+    top_n: int = 1
+    chunk: int = 16  # images per forward/backward (memory); the gradient is their sum either way
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        get_proxy(self.proxy)
+        if self.bucket_by not in COSTS:
+            raise ValueError(f"bucket_by must be one of {sorted(COSTS)}, got {self.bucket_by!r}")
+        for k in ("batch_size", "top_n", "chunk"):
+            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
+                raise ValueError(f"{k} must be a positive int, got {getattr(self, k)!r}")
+        if self.buckets is None:
+            self.buckets = Buckets.default(self.space, self.bucket_by)
+
+
+# -- 1. the gradient pass ------------------------------------------------------------------------
+def gaussian_batch(space: SearchSpace, n: int, generator: torch.Generator) -> Tensor:
+    """Data-free input (official recipe): channel c ~ N(mean_c, std_c), ImageNet stats for RGB."""
+    mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if space.in_chans == 3 else \
+        ((0.5,) * space.in_chans, (0.25,) * space.in_chans)
+    x = torch.randn(n, space.in_chans, space.img_size, space.img_size, generator=generator)
+    return x * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
+
+
+def gradient_pass(space: SearchSpace, seed: int, batch: tuple[Tensor, Tensor | None],
+                  chunk: int = 16, progress: bool = False) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """θ and g of a random supernet after one pass at the largest arch, in train mode (drop path
+    0.1 active, as officially). Loss: sum of logits without labels, else summed cross-entropy."""
+    torch.manual_seed(seed)
+    supernet = ViTSupernet(space, drop_path_rate=0.1).train()
+    arch = space.largest_arch()
+    x, y = batch
+    for start in tqdm(range(0, len(x), chunk), desc="gradient pass", unit="chunk", disable=not progress):
+        logits = supernet(x[start:start + chunk], arch)
+        loss = logits.sum() if y is None else F.cross_entropy(logits, y[start:start + chunk], reduction="sum")
+        loss.backward()
+    theta = {k: p.detach() for k, p in supernet.named_parameters()}
+    grad = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).detach()
+            for k, p in supernet.named_parameters()}
+    return theta, grad
+
+
+# -- 2. score tables -----------------------------------------------------------------------------
+def _uniform(space: SearchSpace, embed: int, heads: int, ratio: float) -> Arch:
+    d = space.super_depth
+    return Arch(embed, d, (heads,) * d, (ratio,) * d)
+
+
+@dataclass
+class ScoreTables:
+    """Everything the selector needs from θ and g, as small tensors.
+
+    heads[l, j] / mlp[l, j]: the step-1 proxy's cumulative score of layer l at its j-th head /
+    ratio choice (scored at the largest embed, as officially). block[l, e, j, k]: plain SNIP of
+    layer l at embed e, heads j, ratio k. outer[e]: plain SNIP of patch embed, final norm, head.
+    """
+
+    space: SearchSpace
+    heads: Tensor
+    mlp: Tensor
+    block: Tensor
+    outer: Tensor
+
+    def step2_scores(self, e: int, head_idx: Tensor, ratio_idx: Tensor) -> Tensor:
+        """Plain SNIP of every (head allocation, ratio allocation) pair: shape (n_heads, n_ratios)."""
+        depth = head_idx.shape[1]
+        layers = torch.arange(depth)
+        per_layer = self.block[layers[None, None, :], e, head_idx[:, None, :], ratio_idx[None, :, :]]
+        return self.outer[e] + per_layer.sum(-1)
+
+
+def _snip(theta: Tensor, grad: Tensor) -> tuple[Tensor, float]:
+    """|θ ⊙ g| with g scaled by a power of two (exact), and the factor that undoes it.
+
+    At init many θ·g products fall below float32's normal range, and subnormal arithmetic is
+    ~20x slower on x86; flushing them to zero would change scores, float64 doubles the traffic.
+    """
+    top = float(grad.abs().max())
+    if top == 0.0:
+        return torch.zeros_like(theta), 1.0
+    k = -math.floor(math.log2(top))  # max |g · 2^k| lies in [1, 2)
+    return (theta * (grad * 2.0**k)).abs(), 2.0**-k
+
+
+def build_tables(space: SearchSpace, theta: dict[str, Tensor], grad: dict[str, Tensor], proxy: str) -> ScoreTables:
+    score_fn = get_proxy(proxy)
+    D, E_max = space.super_depth, max(space.embed_dims)
+    # Step 1: each matrix's region is its super rows and the largest embed's columns.
+    region = _uniform(space, E_max, space.super_num_heads, space.super_mlp_ratio)
+    heads = torch.zeros(D, len(space.num_heads), dtype=torch.float64)
+    mlp = torch.zeros(D, len(space.mlp_ratios), dtype=torch.float64)
+    for layer in range(D):
+        for matrix, table, choices in (("attn.qkv.weight", heads, space.num_heads),
+                                       ("mlp.fc1.weight", mlp, space.mlp_ratios),
+                                       ("mlp.fc2.weight", mlp, space.mlp_ratios)):
+            name = f"blocks.{layer}.{matrix}"
+            t, g = (slice_tensor(name, x[name], space, region).double() for x in (theta, grad))  # see _snip
+            s = score_fn(t, g)
+            for j, c in enumerate(choices):
+                arch = _uniform(space, E_max, c, space.mlp_ratios[0]) if table is heads else \
+                    _uniform(space, E_max, space.num_heads[0], c)
+                table[layer, j] += slice_tensor(name, s, space, arch).sum()
+    # Step 2: plain SNIP sums per (layer, embed, heads, ratio) and per embed. A prefix slice is
+    # identified by its shape, so each distinct slice of a tensor is summed once.
+    snip = {k: _snip(theta[k], grad[k]) for k in theta if not any(x in k for x in STEP2_EXCLUDED)}
+    block = torch.zeros(D, len(space.embed_dims), len(space.num_heads), len(space.mlp_ratios), dtype=torch.float64)
+    outer = torch.zeros(len(space.embed_dims), dtype=torch.float64)
+    sums: dict[tuple[str, torch.Size], float] = {}
+    for e, E in enumerate(space.embed_dims):
+        for (j, h), (k, r) in itertools.product(enumerate(space.num_heads), enumerate(space.mlp_ratios)):
+            arch = _uniform(space, E, h, r)
+            for name, (s, unscale) in snip.items():
+                part = slice_tensor(name, s, space, arch)
+                key = (name, part.shape)
+                if key not in sums:
+                    sums[key] = float(part.sum()) * unscale
+                if name.startswith("blocks."):
+                    block[int(name.split(".")[1]), e, j, k] += sums[key]
+                elif j == 0 and k == 0:
+                    outer[e] += sums[key]
+    return ScoreTables(space, heads, mlp, block, outer)
+
+
+# -- 3. isomer representatives (Algorithm 1) -----------------------------------------------------
+def greedy_allocations(prefix: Tensor) -> list[tuple[int, ...]]:
+    """Choice index per layer for every total number of unit steps 0..L·(K-1).
+
+    `prefix` (L, K): cumulative score of each layer at each choice. Each step adds one unit to
+    the layer whose next unit has the highest marginal score (layers at the top choice are full).
+    """
+    L, K = prefix.shape
+    idx = [0] * L
+    out = [tuple(idx)]
+    for _ in range(L * (K - 1)):
+        gains = [prefix[layer, idx[layer] + 1] - prefix[layer, idx[layer]] if idx[layer] < K - 1 else -math.inf
+                 for layer in range(L)]
+        best = max(range(L), key=lambda layer: gains[layer])  # ties: the lowest layer
+        idx[best] += 1
+        out.append(tuple(idx))
+    return out
+
+
+def brute_force_allocation(prefix: Tensor, total: int) -> tuple[tuple[int, ...], float]:
+    """The allocation with `total` unit steps that maximises the summed score (exhaustive)."""
+    L, K = prefix.shape
+    best, best_score = None, -math.inf
+    for idx in itertools.product(range(K), repeat=L):
+        if sum(idx) == total:
+            score = float(sum(prefix[layer, i] for layer, i in enumerate(idx)))
+            if score > best_score:
+                best, best_score = idx, score
+    return best, best_score
+
+
+@dataclass
+class Candidate:
+    arch: Arch
+    params: int
+    flops: int
+    score: float
+
+
+def representatives(tables: ScoreTables, progress: bool = False) -> Iterator[Candidate]:
+    """Every isomer group's representative with its step-2 score."""
+    space = tables.space
+    groups = list(itertools.product(enumerate(space.embed_dims), space.depths))
+    for (e, E), L in tqdm(groups, desc="scoring", unit="group", disable=not progress):
+        head_alloc = greedy_allocations(tables.heads[:L])
+        mlp_alloc = greedy_allocations(tables.mlp[:L])
+        scores = tables.step2_scores(e, torch.tensor(head_alloc), torch.tensor(mlp_alloc))
+        for (a, hi), (b, ri) in itertools.product(enumerate(head_alloc), enumerate(mlp_alloc)):
+            arch = Arch(E, L, tuple(space.num_heads[i] for i in hi), tuple(space.mlp_ratios[i] for i in ri))
+            yield Candidate(arch, params(space, arch), flops(space, arch), float(scores[a, b]))
+
+
+# -- 4. buckets, top-N, output -------------------------------------------------------------------
+@dataclass
+class Selection:
+    config: SelectConfig
+    candidates: list[Candidate]
+    preferred: list[list[Candidate]]  # per bucket, best first
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        cfg = self.config
+        entry = lambda c: {"id": c.arch.id, "arch": c.arch.to_dict(), "params": c.params, "flops": c.flops,
+                           "score": c.score}
+        return {
+            "schema_version": SCHEMA_VERSION, "kind": "prezoo.preferred",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "space": cfg.space.to_dict(), "space_hash": cfg.space.hash,
+            "selector": {"proxy": cfg.proxy, "seed": cfg.seed, "batch_size": cfg.batch_size, "data": cfg.data,
+                         "bucket_by": cfg.bucket_by, "buckets": asdict(cfg.buckets), "top_n": cfg.top_n,
+                         "step1_embed": max(cfg.space.embed_dims)},
+            "stats": {"representatives": len(self.candidates), "seconds": self.seconds},
+            "buckets": [{"low": lo, "high": hi, "entries": [entry(c) for c in best]}
+                        for (lo, hi), best in zip(cfg.buckets.edges(), self.preferred, strict=True)],
+        }
+
+    @property
+    def preferred_archs(self) -> list[Candidate]:
+        return [c for best in self.preferred for c in best]
+
+
+def pick_preferred(candidates: list[Candidate], buckets: Buckets, by: str, top_n: int) -> list[list[Candidate]]:
+    """Top-N candidates by step-2 score within each bucket (empty buckets stay empty)."""
+    per_bucket: list[list[Candidate]] = [[] for _ in range(buckets.count)]
+    for c in candidates:
+        k = buckets.index(getattr(c, by))
+        if k is not None:
+            per_bucket[k].append(c)
+    return [sorted(b, key=lambda c: (-c.score, c.arch.id))[:top_n] for b in per_bucket]
+
+
+def input_batch(cfg: SelectConfig) -> tuple[Tensor, Tensor | None]:
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if cfg.data == "gaussian":
+        return gaussian_batch(cfg.space, cfg.batch_size, generator), None
+    from training.data import load_data
+
+    s = cfg.space
+    dataset, _ = load_data(cfg.data, "train", img_size=s.img_size, in_chans=s.in_chans, seed=cfg.seed)
+    idx = torch.randperm(len(dataset), generator=generator)[:cfg.batch_size]
+    xs, ys = zip(*(dataset[int(i)] for i in idx), strict=True)
+    return torch.stack(xs), torch.tensor(ys)
+
+
+def select(cfg: SelectConfig) -> Selection:
+    seconds = {}
+    t0 = time.perf_counter()
+    theta, grad = gradient_pass(cfg.space, cfg.seed, input_batch(cfg), cfg.chunk, cfg.progress)
+    seconds["gradient_pass"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    tables = build_tables(cfg.space, theta, grad, cfg.proxy)
+    seconds["tables"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    candidates = list(representatives(tables, cfg.progress))
+    preferred = pick_preferred(candidates, cfg.buckets, cfg.bucket_by, cfg.top_n)
+    seconds["representatives_and_buckets"] = time.perf_counter() - t2
+    seconds["scoring_total"] = seconds["tables"] + seconds["representatives_and_buckets"]
+    seconds["total"] = time.perf_counter() - t0
+    return Selection(cfg, candidates, preferred, seconds)
+
+
+def write_selection(sel: Selection, out_dir: str | Path) -> Path:
+    path = Path(out_dir) / "preferred.json"
+    atomic_write_text(path, json.dumps(sel.to_dict(), indent=1) + "\n")
+    return path
+
+
+def load_preferred(path: str | Path) -> tuple[SearchSpace, list[dict]]:
+    """The space and the preferred entries of a `preferred.json`, checked for consistency."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read preferred set {path}: {e}") from e
+    if not isinstance(doc, dict) or doc.get("kind") != "prezoo.preferred":
+        raise ValueError(f"{path} is not a PreZoo preferred.json (kind != 'prezoo.preferred')")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {doc.get('schema_version')!r} is not supported "
+                         f"(this PreZoo reads {SCHEMA_VERSION})")
+    space = SearchSpace.from_dict(doc["space"])
+    if space.hash != doc.get("space_hash"):
+        raise ValueError(f"{path}: space_hash {doc.get('space_hash')} does not match its space ({space.hash})")
+    entries = [e for b in doc["buckets"] for e in b["entries"]]
+    for e in entries:
+        arch = space.validate(Arch.from_dict(e["arch"]))
+        if arch.id != e["id"]:
+            raise ValueError(f"{path}: entry id {e['id']} does not match its arch ({arch.id})")
+    if not entries:
+        raise ValueError(f"{path} holds no preferred architectures")
+    return space, entries
