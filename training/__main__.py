@@ -1,4 +1,4 @@
-"""`python -m training`: zero-cost selection now; training, evaluation and search follow."""
+"""`python -m training`: select preferred archs, train the supernet, evaluate them, search (baseline)."""
 
 from __future__ import annotations
 
@@ -60,14 +60,128 @@ def run_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    from dataclasses import MISSING, fields
+
+    from training.train import TrainConfig
+
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:  # annotations are strings such as "int | None"
+            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+            p.add_argument(flag, type=kind, default=default, help=f"default: {default}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from training.train import TrainConfig, train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    out = train(cfg)
+    print(f"wrote {out / 'supernet.safetensors'}")
+    print(f"next: python -m training evaluate --run {out}")
+    return 0
+
+
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="training run directory (holds supernet.safetensors, config.json)")
+    p.add_argument("--preferred", help="preferred.json to evaluate (default: the run's own)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--batch-size", type=int, default=500)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from training.data import load_data
+    from training.evaluate import evaluate_archs, load_supernet, tensor_batches
+    from training.select import load_preferred
+    from training.train import TrainConfig
+    from zoo import Arch, flops, params
+    from zoo.io import atomic_write_text
+
+    run = Path(args.run)
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} is missing: is {run} a training run directory?")
+    cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    supernet = load_supernet(run / "supernet.safetensors")
+    space = supernet.space
+    pref_space, entries = load_preferred(args.preferred or cfg.preferred)
+    if pref_space.hash != space.hash:
+        raise ValueError(f"the preferred set is for space {pref_space.name}, the supernet for {space.name}")
+    data, info = load_data(cfg.data, args.split, img_size=space.img_size, in_chans=space.in_chans,
+                           val_size=cfg.val_size, seed=cfg.seed)
+    archs = [Arch.from_dict(e["arch"]) for e in entries]
+    results = evaluate_archs(supernet, archs, tensor_batches(data, args.batch_size))
+    rows = [{"id": a.id, "arch": a.to_dict(), "params": params(space, a), "flops": flops(space, a),
+             "top1": r.top1, "top5": r.top5, "loss": r.loss, "n": r.n} for a, r in zip(archs, results, strict=True)]
+    doc = {"schema_version": 1, "kind": "prezoo.eval", "split": args.split, "data": cfg.data,
+           "protocol": f"{info.name} {args.split} split, {results[0].n} images, single crop at "
+                       f"{info.img_size}px, weights inherited from the supernet",
+           "results": rows}
+    atomic_write_text(run / f"eval_{args.split}.json", json.dumps(doc, indent=1) + "\n")
+    print(f"{'id':<20} {'params':>9} {'top1':>7} {'top5':>7} {'loss':>7}")
+    for r in rows:
+        print(f"{r['id']:<20} {r['params'] / 1e6:>8.3f}M {r['top1']:>7.2f} {r['top5']:>7.2f} {r['loss']:>7.3f}")
+    print(f"wrote {run / f'eval_{args.split}.json'}")
+    return 0
+
+
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="training run directory of the supernet to search")
+    p.add_argument("--max-params", type=_number)
+    p.add_argument("--max-flops", type=_number)
+    p.add_argument("--population", type=int, default=50)
+    p.add_argument("--generations", type=int, default=20)
+    p.add_argument("--val-images", type=int, default=2000, help="val images per fitness evaluation")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    import json
+
+    from training.data import load_data
+    from training.evaluate import accuracy, load_supernet, tensor_batches
+    from training.search import EvolutionConfig, evolve
+    from training.train import TrainConfig
+    from zoo import flops, params
+
+    if args.max_params is None and args.max_flops is None:
+        raise ValueError("give a budget: --max-params and/or --max-flops")
+    run = Path(args.run)
+    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    supernet = load_supernet(run / "supernet.safetensors")
+    space = supernet.space
+    data, _ = load_data(cfg.data, "val", img_size=space.img_size, in_chans=space.in_chans,
+                        val_size=cfg.val_size, seed=cfg.seed)
+    batches = tensor_batches(data, 500, limit=args.val_images)
+    evo = EvolutionConfig(max_params=args.max_params, max_flops=args.max_flops, population=args.population,
+                          generations=args.generations, parents=min(10, args.population), seed=args.seed)
+    result = evolve(space, lambda a: accuracy(supernet, a, batches).top1, evo)
+    a = result.best
+    print(f"best under the budget: {a.id}  {a.describe()}\n  params {params(space, a):,}  FLOPs {flops(space, a):,}"
+          f"  val top-1 {result.best_score:.2f}%  ({result.evaluations} archs evaluated in {result.seconds:.0f} s)")
+    print(f"arch JSON: {a.to_json()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     add_select_args(sub.add_parser("select", help="zero-cost selection of preferred architectures"))
+    add_train_args(sub.add_parser("train", help="one-shot supernet training (preferred or uniform sampling)"))
+    add_evaluate_args(sub.add_parser("evaluate", help="accuracy of every preferred arch of a trained supernet"))
+    add_search_args(sub.add_parser("search", help="evolutionary search under a budget (the AutoFormer baseline)"))
     args = parser.parse_args(argv)
+    commands = {"select": run_select, "train": run_train, "evaluate": run_evaluate, "search": run_search}
     try:
-        return {"select": run_select}[args.cmd](args)
-    except (ValueError, FileNotFoundError) as e:
+        return commands[args.cmd](args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

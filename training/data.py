@@ -473,13 +473,23 @@ def _loader_seed(seed: int, epoch: int) -> int:
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
-                drop_last: bool = False, num_workers: int = 0) -> DataLoader:
+                drop_last: bool = False, num_workers: int = 0, start_batch: int = 0, rank: int = 0,
+                world_size: int = 1) -> DataLoader:
     """A DataLoader whose order (and worker seeds) depend only on (seed, epoch): a resumed run replays it.
 
-    Build a fresh loader per epoch; iterating one loader twice continues its generator.
+    `start_batch` skips that many batches without loading them (resuming mid-epoch); with
+    `world_size` > 1 each global batch of `batch_size * world_size` items is split across ranks.
+    Build a fresh loader per epoch.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, world_size), got rank={rank}, world_size={world_size}")
     generator = torch.Generator().manual_seed(_loader_seed(seed, epoch))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last,
+    order = torch.randperm(len(dataset), generator=generator) if shuffle else torch.arange(len(dataset))
+    step = batch_size * world_size
+    n_batches = len(order) // step if drop_last else -(-len(order) // step)
+    batches = [order[b * step + rank * batch_size:b * step + (rank + 1) * batch_size].tolist()
+               for b in range(start_batch, n_batches)]
+    return DataLoader(dataset, batch_sampler=[b for b in batches if b], generator=generator,
                       num_workers=num_workers)

@@ -1,0 +1,158 @@
+"""Trainer: learning, exact resume after SIGKILL, DDP on 2 gloo processes, evaluate and search CLIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.sampler import PreferredSampler, UniformSampler
+from training.search import EvolutionConfig, evolve
+from training.select import SelectConfig, select, write_selection
+from training.train import Checkpoint, TrainConfig, train
+from zoo import BUILTIN_SPACES, params
+
+MINI = BUILTIN_SPACES["mini"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def preferred(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("select")
+    return str(write_selection(select(SelectConfig(MINI, batch_size=16, progress=False)), out))
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def _train_args(out, preferred, steps_epochs="0.012", **extra) -> list[str]:
+    args = ["train", "--out", str(out), "--space", "mini", "--preferred", preferred, "--epochs", steps_epochs,
+            "--batch-size", "32", "--ckpt-every", "4", "--log-every", "2", "--no-progress", "--warmup-epochs", "0.001"]
+    for k, v in extra.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    return args
+
+
+def test_preferred_sampler_balances_embed_depth_groups(preferred):
+    from training.select import load_preferred
+    from zoo import Arch
+
+    _, entries = load_preferred(preferred)
+    archs = [Arch.from_dict(e["arch"]) for e in entries]
+    sampler = PreferredSampler(archs, seed=0)
+    draws = [sampler(step) for step in range(6000)]
+    assert draws[:50] == [PreferredSampler(archs, seed=0)(s) for s in range(50)]  # stateless, reproducible
+    groups = {(a.embed_dim, a.depth) for a in archs}
+    counts = {g: sum((a.embed_dim, a.depth) == g for a in draws) for g in groups}
+    for g, n in counts.items():
+        assert abs(n / len(draws) - 1 / len(groups)) < 0.03, (g, n)
+    assert set(draws) == set(archs)
+    uniform = UniformSampler(MINI, seed=1)
+    assert all(MINI.validate(uniform(s)) for s in range(100))
+
+
+def test_training_learns_and_writes_artifacts(tmp_path, preferred):
+    from training.data import load_data
+    from training.evaluate import accuracy, load_supernet, tensor_batches
+    from zoo import ViTSupernet
+
+    cfg = TrainConfig(out=str(tmp_path), preferred=preferred, epochs=0.15, batch_size=64, log_every=16,
+                      ckpt_every=1000, warmup_epochs=0.02, progress=False)
+    out = train(cfg)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == int(0.15 * (55000 // 64))
+    assert log[-1]["loss"] < log[0]["loss"]
+    supernet = load_supernet(out / "supernet.safetensors")
+    assert set(supernet.state_dict()) == set(ViTSupernet(MINI).state_dict())
+    val, _ = load_data("fashion-mnist", "val")
+    top1 = accuracy(supernet, MINI.largest_arch(), tensor_batches(val, 500, limit=2000)).top1
+    assert top1 > 30, top1  # chance is 10%; 0.15 epoch reaches about 43%
+    assert Checkpoint(out).load()["step"] == log[-1]["step"]
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, preferred):
+    full = _cli(*_train_args(tmp_path / "full", preferred, steps_epochs="0.025"))
+    assert full.returncode == 0, full.stderr
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "training", *_train_args(killed_dir, preferred, "0.025")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = killed_dir / "checkpoint.json"
+    deadline = time.time() + 120
+    while not meta.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = json.loads(meta.read_text())["step"]
+    total = int(0.025 * (55000 // 32))
+    assert 0 < killed_at < total, "the run must be killed mid-way for this test to mean anything"
+    resumed = _cli(*_train_args(killed_dir, preferred, "0.025"))
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_file(tmp_path / "full" / "supernet.safetensors"), load_file(killed_dir / "supernet.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path, preferred):
+    out = tmp_path / "run"
+    assert _cli(*_train_args(out, preferred, "0.003")).returncode == 0
+    data = bytearray((out / "checkpoint.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (out / "checkpoint.pt").write_bytes(bytes(data))
+    bad = _cli(*_train_args(out, preferred, "0.006"))
+    assert bad.returncode == 2 and "is corrupt: sha256" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_ddp_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path, preferred):
+    """Same samples, same archs: DDP's averaged gradients equal one process over the global batch."""
+    fixed = ["--no-augment", "--drop-path", "0"]  # no per-process randomness left
+    ddp_args = _train_args(tmp_path / "ddp", preferred, "0.006", batch_size=16) + fixed
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                          "-m", "training", *ddp_args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = _cli(*_train_args(tmp_path / "single", preferred, "0.006", batch_size=32), *fixed)
+    assert one.returncode == 0, one.stderr
+    steps = [json.loads((tmp_path / d / "checkpoint.json").read_text())["step"] for d in ("ddp", "single")]
+    assert steps[0] == steps[1] > 5
+    a, b = (load_file(tmp_path / d / "supernet.safetensors") for d in ("ddp", "single"))
+    init = torch.manual_seed(0) and __import__("zoo").ViTSupernet(MINI).state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-4
+    assert max((a[k] - init[k]).abs().max().item() for k in a) > 1e-3  # and training did move the weights
+
+
+def test_evaluate_and_search_cli(tmp_path, preferred):
+    out = tmp_path / "run"
+    assert _cli(*_train_args(out, preferred, "0.01")).returncode == 0
+    ev = _cli("evaluate", "--run", str(out), "--split", "val")
+    assert ev.returncode == 0, ev.stderr
+    doc = json.loads((out / "eval_val.json").read_text())
+    assert doc["kind"] == "prezoo.eval" and len(doc["results"]) >= 5
+    assert all(0 <= r["top1"] <= r["top5"] <= 100 and r["n"] == 5000 for r in doc["results"])
+    se = _cli("search", "--run", str(out), "--max-params", "0.3M", "--population", "6", "--generations", "2",
+              "--val-images", "500")
+    assert se.returncode == 0, se.stderr
+    assert "best under the budget" in se.stdout
+    bad = _cli("search", "--run", str(out), "--max-params", "1K")
+    assert bad.returncode == 2 and "no architecture of mini fits" in bad.stderr
+    missing = _cli("evaluate", "--run", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "config.json is missing" in missing.stderr
+
+
+def test_evolution_respects_the_budget_and_improves():
+    limit = 0.3e6
+    result = evolve(MINI, lambda a: params(MINI, a) / 1e6, EvolutionConfig(max_params=limit, population=20,
+                                                                           generations=6, parents=5, mutants=8,
+                                                                           crossovers=7), progress=False)
+    assert params(MINI, result.best) <= limit
+    assert result.history == sorted(result.history) and result.best_score > result.history[0] - 1e-12
+    assert result.best_score > 0.27  # close to the budget: the fitness here is the param count itself

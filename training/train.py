@@ -1,0 +1,270 @@
+"""One-shot supernet training: preferred (PreNAS) or uniform (AutoFormer) sampling.
+
+Checkpoints (`checkpoint.pt` + `checkpoint.json` with its sha256) are written atomically every
+`ckpt_every` steps and at the end; `resume` continues bit-for-bit: the arch of a step and the data
+order of an epoch are functions of (seed, step/epoch), and the RNG state is saved. Multi-process via
+`torchrun` (DDP; gloo on CPU, NCCL on GPU): every rank trains the same arch on its shard.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from training.data import load_data, make_loader
+from training.sampler import PreferredSampler, UniformSampler, sandwich
+from training.select import load_preferred
+from zoo import Arch, ViTSupernet, get_space, params
+from zoo.io import atomic_write_bytes, atomic_write_text, sha256_file
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/train"
+    space: str = "mini"
+    preferred: str | None = None  # preferred.json; required by the preferred sampler
+    sampler: str = "preferred"  # or "uniform"
+    sandwich: int = -1  # k >= 0: train largest + smallest + k sampled archs per step
+    data: str = "fashion-mnist"
+    img_size: int | None = None
+    in_chans: int | None = None
+    val_size: int | None = None
+    epochs: float = 10.0
+    batch_size: int = 128  # per process
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    augment: bool = True  # flips (small images) or the timm recipe (image folders)
+    auto_augment: str | None = None  # e.g. rand-m9-mstd0.5-inc1 (image folders)
+    drop_path: float = 0.1
+    clip_grad: float | None = None
+    amp: bool = True  # bf16 autocast, on CUDA only (on CPU it is ~2x slower for training)
+    compile: bool = False
+    seed: int = 0
+    ckpt_every: int = 500
+    log_every: int = 50
+    workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("preferred", "uniform"):
+            raise ValueError(f"sampler must be 'preferred' or 'uniform', got {self.sampler!r}")
+        if self.sampler == "preferred" and not self.preferred:
+            raise ValueError("the preferred sampler needs --preferred PATH (from `python -m training select`)")
+        for k in ("epochs", "lr", "batch_size", "ckpt_every", "log_every"):
+            if not getattr(self, k) > 0:
+                raise ValueError(f"{k} must be positive, got {getattr(self, k)!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int, warmup: int) -> float:
+    """Linear warmup from 0, then cosine from lr to min_lr."""
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    t = (step - warmup) / max(total - warmup, 1)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms and the class/position tokens (the usual ViT exemptions)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.dim() <= 1 or name in ("cls_token", "pos_embed") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _dist_env() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _sampler(cfg: TrainConfig, space):
+    if cfg.sampler == "preferred":
+        pref_space, entries = load_preferred(cfg.preferred)
+        if pref_space.hash != space.hash:
+            raise ValueError(f"{cfg.preferred} was selected on space {pref_space.name} [{pref_space.hash}], "
+                             f"not {space.name} [{space.hash}]")
+        archs = [Arch.from_dict(e["arch"]) for e in entries]
+        sample = PreferredSampler(archs, cfg.seed)
+        largest = max(archs, key=lambda a: params(space, a))
+        smallest = min(archs, key=lambda a: params(space, a))
+    else:
+        sample = UniformSampler(space, cfg.seed)
+        largest, smallest = space.largest_arch(), space.smallest_arch()
+    if cfg.sandwich >= 0:
+        return sandwich(sample, largest, smallest, cfg.sandwich)
+    return lambda step: [sample(step)]
+
+
+class Checkpoint:
+    """`checkpoint.pt` (weights, optimizer, step, RNG) + `checkpoint.json` (its sha256 and step)."""
+
+    def __init__(self, out: Path) -> None:
+        self.path, self.meta = out / "checkpoint.pt", out / "checkpoint.json"
+
+    def save(self, state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.path, buf.getvalue())
+        atomic_write_text(self.meta, json.dumps({"file": self.path.name, "sha256": sha256_file(self.path),
+                                                 "step": state["step"]}) + "\n")
+
+    def load(self) -> dict | None:
+        if not self.meta.exists():
+            return None
+        meta = json.loads(self.meta.read_text())
+        if not self.path.exists():
+            raise ValueError(f"{self.meta} names {self.path}, which is missing")
+        digest = sha256_file(self.path)
+        if digest != meta["sha256"]:
+            raise ValueError(f"{self.path} is corrupt: sha256 {digest[:12]}… but {self.meta} records "
+                             f"{meta['sha256'][:12]}…; delete the run directory or restore the file")
+        return torch.load(self.path, map_location="cpu", weights_only=True)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) a supernet; returns the run directory."""
+    rank, world, device = _dist_env()
+    out = Path(cfg.out)
+    space = get_space(cfg.space)
+    sample = _sampler(cfg, space)
+    data, info = load_data(cfg.data, "train", img_size=cfg.img_size or space.img_size,
+                           in_chans=cfg.in_chans or space.in_chans, augment=cfg.augment, val_size=cfg.val_size,
+                           seed=cfg.seed, auto_augment=cfg.auto_augment)
+    if info.num_classes != space.num_classes:
+        raise ValueError(f"data {cfg.data} has {info.num_classes} classes but space {space.name} has "
+                         f"{space.num_classes}")
+    steps_per_epoch = len(data) // (cfg.batch_size * world)
+    total = max(1, int(cfg.epochs * steps_per_epoch))
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    torch.manual_seed(cfg.seed)
+    model = ViTSupernet(space, drop_path_rate=cfg.drop_path).to(device)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    ckpt = Checkpoint(out)
+    state = ckpt.load()
+    step = 0
+    if state is not None:
+        saved = TrainConfig.from_dict(state["config"])
+        if (saved.space, saved.sampler, saved.seed, saved.data) != (cfg.space, cfg.sampler, cfg.seed, cfg.data):
+            raise ValueError(f"{out} holds a run of another config ({saved.space}, {saved.sampler}, seed "
+                             f"{saved.seed}, {saved.data}); use another --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"])
+    elif rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1) + "\n")
+    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    run = torch.compile(ddp) if cfg.compile else ddp
+    mix = _mixup(cfg, space.num_classes)
+    log = (out / "log.jsonl").open("a") if rank == 0 else None
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not cfg.progress or rank != 0)
+    t_last, seen = time.perf_counter(), 0
+    while step < total:
+        epoch, offset = divmod(step, steps_per_epoch)
+        loader = make_loader(data, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, drop_last=True,
+                             num_workers=cfg.workers, start_batch=offset, rank=rank, world_size=world)
+        for x, y in loader:
+            if step >= total:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            lr = lr_at(cfg, step, total, warmup)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = train_step(run, opt, x, y, sample(step), cfg, mix, device)
+            step += 1
+            seen += len(x) * world
+            bar.update(1)
+            if log and (step % cfg.log_every == 0 or step == total):
+                now = time.perf_counter()
+                rec = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr, "loss": loss,
+                       "img_per_s": round(seen / (now - t_last), 1), "time": time.time()}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{loss:.3f}")
+                t_last, seen = now, 0
+            if step % cfg.ckpt_every == 0 or step == total:
+                if rank == 0:
+                    ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                               "config": asdict(cfg), "rng": torch.get_rng_state(),
+                               **({"cuda_rng": torch.cuda.get_rng_state()} if device.type == "cuda" else {})})
+                if world > 1:
+                    dist.barrier()
+    bar.close()
+    if log:
+        log.close()
+    if rank == 0:
+        save_supernet(model, out / "supernet.safetensors", {"steps": str(total)})
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
+
+
+def save_supernet(model: ViTSupernet, path: Path, metadata: dict[str, str]) -> None:
+    """Supernet weights as safetensors (atomic), with the space in the metadata."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata={"space": model.space.to_json(), **metadata}))
+
+
+def _mixup(cfg: TrainConfig, num_classes: int):
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                 num_classes=num_classes)
+
+
+def train_step(model, opt, x, y, archs: list[Arch], cfg: TrainConfig, mix, device) -> float:
+    """One optimizer step; the loss is averaged over the step's archs (one, or a sandwich)."""
+    if mix is not None:
+        x, target = mix(x, y)
+    opt.zero_grad(set_to_none=True)
+    total = 0.0
+    for arch in archs:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            logits = model(x, arch)
+        if mix is not None:
+            loss = torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        else:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} on {arch.id}; lower --lr or enable --clip-grad")
+        (loss / len(archs)).backward()
+        total += loss.item() / len(archs)
+    if cfg.clip_grad:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+    opt.step()
+    return total
