@@ -1,3 +1,2 @@
-"""Export of standalone subnets: Hugging Face safetensors layout, ONNX (fp32/INT8/fp16), Hub push.
-
-Not built yet: see issue #5."""
+"""Export of standalone subnets: Hugging Face folder (safetensors + config + model card), ONNX
+(fp32 / INT8 / fp16) with an export cache, and Hub push."""

@@ -1,7 +1,66 @@
-"""`python -m export`: not built yet (issue #5). Exits with a clear message instead of a traceback."""
+"""`python -m export push`: push one budgeted model, or the whole zoo, to the Hugging Face Hub.
 
+    python -m export push --zoo DIR --max-params 0.3M --repo-id user/name [--private]
+    python -m export push --zoo DIR --whole-zoo --repo-id user/zoo-name
+
+The token comes from HF_TOKEN or the standard login cache (`hf auth login`); it is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
+import tempfile
+from pathlib import Path
 
-print("python -m export: export and Hub push are not built yet (issue #5). "
-      "Available now: python -m zoo, python -m training select.", file=sys.stderr)
-sys.exit(2)
+from export.cache import ExportCache
+from export.hub import push_folder
+from zoo.hub import HubError
+from zoo.store import DEFAULT_ZOO, Zoo
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    zoo = Zoo.load(args.zoo)
+    if args.whole_zoo:
+        if any(v is not None for v in (args.max_params, args.max_flops, args.max_latency)):
+            raise ValueError("--whole-zoo pushes every entry; drop the budget options")
+        url = push_folder(zoo.root, args.repo_id, private=args.private, commit_message=f"PreZoo zoo {zoo.name}")
+        print(f"pushed zoo {zoo.name} ({len(zoo.entries)} entries) to {url}")
+        print(f"next: Zoo.load('{args.repo_id}')  or  python -m zoo list --zoo {args.repo_id}")
+        return 0
+    if all(v is None for v in (args.max_params, args.max_flops, args.max_latency)):
+        raise ValueError("give a budget (--max-params/--max-flops/--max-latency) or --whole-zoo")
+    entry = zoo.query(args.max_params, args.max_flops, args.max_latency)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = ExportCache(Path(args.cache) if args.cache else Path(tmp))
+        url = push_folder(cache.get(zoo, entry, "safetensors"), args.repo_id, private=args.private,
+                          commit_message=f"PreZoo {zoo.name} {entry.id}")
+    print(f"pushed {entry.id} to {url}")
+    print(f"next: PreZooViT.from_pretrained('{args.repo_id}')  or  timm.create_model('hf-hub:{args.repo_id}', "
+          "pretrained=True)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("push", help="push a model (by budget) or the whole zoo to the Hub")
+    p.add_argument("--zoo", default=str(DEFAULT_ZOO))
+    p.add_argument("--repo-id", required=True, help="org/name on the Hub")
+    p.add_argument("--whole-zoo", action="store_true", help="push the zoo itself (zoo.json + supernet)")
+    p.add_argument("--max-params")
+    p.add_argument("--max-flops")
+    p.add_argument("--max-latency")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--cache", help="export cache directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    try:
+        return cmd_push(args)
+    except (ValueError, FileNotFoundError, HubError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

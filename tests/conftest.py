@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the internet
+from tests.hub_server import LocalHub
+
+# One local Hub for the session, set up before anything imports huggingface_hub (it reads endpoint, home and token
+# at import): hub tests talk only to 127.0.0.1 and never see the user's cache, token or offline setting.
+# (Walrus assignments keep this block to os.environ statements, which may precede imports.)
+os.environ["HF_ENDPOINT"] = (_LOCAL_HUB := LocalHub(token="test-admin-token")).start()
+os.environ["HF_HOME"] = (_HF_HOME := tempfile.TemporaryDirectory(prefix="prezoo-hf-home-")).name  # gone at exit
+os.environ.update(HF_HUB_CACHE=os.path.join(_HF_HOME.name, "hub"), HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="0")
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
+os.environ.pop("HF_TOKEN_PATH", None)
 
 import pytest
 import torch
@@ -13,6 +24,12 @@ from hypothesis import strategies as st
 from zoo import Arch, SearchSpace
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def local_hub() -> LocalHub:
+    """The session's local Hub (HF_ENDPOINT points at it); writes need the token "test-admin-token"."""
+    return _LOCAL_HUB
 
 
 @st.composite

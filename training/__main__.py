@@ -170,6 +170,23 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_package_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="training run directory, already evaluated on the test split")
+    p.add_argument("--out", required=True, help="zoo directory to write")
+    p.add_argument("--name", required=True, help="zoo name, e.g. mini-fmnist")
+    p.add_argument("--max-fp16-drift", type=float, default=0.1, help="top-1 points fp16 storage may cost")
+
+
+def run_package(args: argparse.Namespace) -> int:
+    from training.package import package_run
+
+    summary = package_run(args.run, args.out, args.name, args.max_fp16_drift)
+    print(f"weights stored as {summary['dtype']} (largest fp16 top-1 drift "
+          f"{max(summary['drift'].values()):.2f} pp, threshold {args.max_fp16_drift} pp)")
+    print(f"wrote zoo {args.out}\nnext: python -m zoo profile --zoo {args.out}   (measure latency)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -177,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     add_train_args(sub.add_parser("train", help="one-shot supernet training (preferred or uniform sampling)"))
     add_evaluate_args(sub.add_parser("evaluate", help="accuracy of every preferred arch of a trained supernet"))
     add_search_args(sub.add_parser("search", help="evolutionary search under a budget (the AutoFormer baseline)"))
+    add_package_args(sub.add_parser("package", help="package an evaluated run into a zoo directory"))
     args = parser.parse_args(argv)
-    commands = {"select": run_select, "train": run_train, "evaluate": run_evaluate, "search": run_search}
+    commands = {"select": run_select, "train": run_train, "evaluate": run_evaluate, "search": run_search,
+                "package": run_package}
     try:
         return commands[args.cmd](args)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:

@@ -1,19 +1,29 @@
-"""`python -m zoo`: the zoo's command line. For now: the built-in search spaces and their costs."""
+"""`python -m zoo`: search spaces, the zoo's entries, budget -> model, latency profiling.
+
+    python -m zoo                      # the built-in search spaces with their param/FLOP ranges
+    python -m zoo list [--zoo DIR|org/name]
+    python -m zoo get --max-params 0.3M [--max-flops 20M] [--max-latency 2ms] --format onnx --out DIR
+    python -m zoo profile [--zoo DIR] [--threads 2] [--batch 1]
+
+`get` and `profile` use the `export` package (this CLI is an application entry point; the `zoo`
+library itself never imports `export`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import shutil
 import sys
+from pathlib import Path
 
+from zoo.budget import human
 from zoo.cost import cost_range
 from zoo.space import BUILTIN_SPACES, SearchSpace, get_space
+from zoo.store import DEFAULT_ZOO, Zoo
 
-
-def _fmt(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3f}{unit}"
-    return str(n)
+CACHE = Path(os.environ.get("PREZOO_CACHE", Path.home() / ".cache" / "prezoo"))
 
 
 def describe_space(space: SearchSpace) -> str:
@@ -27,21 +37,114 @@ def describe_space(space: SearchSpace) -> str:
             f"  params {_fmt(p_lo)} – {_fmt(p_hi)}   FLOPs (MACs) {_fmt(f_lo)} – {_fmt(f_hi)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd")
-    sp = sub.add_parser("spaces", help="list the built-in search spaces with their param/FLOP ranges")
-    sp.add_argument("space", nargs="*", help="names of built-in spaces or YAML/JSON space files")
-    args = parser.parse_args(argv)
-    names = getattr(args, "space", None) or list(BUILTIN_SPACES)
-    try:
-        spaces = [get_space(n) for n in names]
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _fmt(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3f}{unit}"
+    return str(n)
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    spaces = [get_space(n) for n in (args.space or list(BUILTIN_SPACES))]
     print("\n\n".join(describe_space(s) for s in spaces))
     print("\nnext: python -m training select --space mini   (zero-cost selection of preferred archs)")
     return 0
+
+
+def entries_table(zoo: Zoo) -> str:
+    front = {e.id for e in zoo.pareto("params")}
+    rows = [f"zoo {zoo.name}  space {zoo.space.name}  {len(zoo.entries)} entries  ({zoo.root})",
+            f"{'id':<20} {'params':>8} {'FLOPs':>8} {'top-1':>6} {'top-5':>6} {'latency':>10}  pareto  layout"]
+    for e in sorted(zoo.entries, key=lambda e: e.params):
+        lat = f"{e.latency_ms:.3f}ms" if e.latency_ms is not None else "-"
+        top1 = f"{e.top1:.2f}" if e.top1 is not None else "-"
+        top5 = f"{e.top5:.2f}" if e.top5 is not None else "-"
+        rows.append(f"{e.id:<20} {human(e.params):>8} {human(e.flops):>8} {top1:>6} {top5:>6} {lat:>10}  "
+                    f"{'  *   ' if e.id in front else '      '}  {e.arch.describe()}")
+    return "\n".join(rows)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    print(entries_table(Zoo.load(args.zoo)))
+    print("\nnext: python -m zoo get --max-params <budget> --format onnx --out DIR")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from export.cache import FILES, ExportCache
+
+    zoo = Zoo.load(args.zoo)
+    entry = zoo.query(args.max_params, args.max_flops, args.max_latency)
+    folder = ExportCache(args.cache).get(zoo, entry, args.format)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in FILES[args.format]:
+        shutil.copyfile(folder / name, out / name)
+    top1 = f"{entry.top1:.2f}%" if entry.top1 is not None else "unmeasured"
+    print(f"chose {entry.id}: {human(entry.params)} params, {human(entry.flops)} FLOPs, top-1 {top1} — the most "
+          f"accurate of {len(zoo.entries)} entries within the budget")
+    for name in FILES[args.format]:
+        print(f"wrote {out / name}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from export.cache import ExportCache
+    from export.onnx import measure_latency, session
+
+    zoo = Zoo.load(args.zoo)
+    cache = ExportCache(args.cache)
+    pre = zoo.preprocessing
+    shape = (args.batch, pre["in_chans"], pre["img_size"], pre["img_size"])
+    latencies = {}
+    for e in tqdm(zoo.entries, desc="profile", unit="entry"):
+        sess = session(cache.file(zoo, e, "onnx"), threads=args.threads)
+        latencies[e.id] = measure_latency(sess, shape, warmup=args.warmup, runs=args.runs)
+    import onnxruntime
+
+    protocol = {"engine": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider, fp32",
+                "device": f"{platform.machine()} {os.cpu_count()} cores", "threads": args.threads,
+                "batch": args.batch, "warmup": args.warmup, "runs": args.runs, "statistic": "median, p10, p90"}
+    zoo.with_latency(latencies, protocol)
+    print(entries_table(zoo))
+    print(f"\nupdated {zoo.root / 'zoo.json'} with latency measured on this machine")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd")
+    sp = sub.add_parser("spaces", help="the built-in search spaces with their param/FLOP ranges")
+    sp.add_argument("space", nargs="*", help="names of built-in spaces or YAML/JSON space files")
+    for name, help_ in (("list", "the zoo's entries"), ("get", "budget -> exported model"),
+                        ("profile", "measure latency of every entry here and update the index")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--zoo", default=str(DEFAULT_ZOO), help="zoo directory or Hub repo id (default: built-in)")
+        if name != "list":
+            p.add_argument("--cache", default=str(CACHE / "exports"), help="export cache directory")
+    get = sub.choices["get"]
+    get.add_argument("--max-params", help="e.g. 0.3M")
+    get.add_argument("--max-flops", help="e.g. 20M or 1.4G")
+    get.add_argument("--max-latency", help="e.g. 2ms (needs measured latency)")
+    get.add_argument("--format", default="safetensors", choices=["safetensors", "onnx", "onnx-int8", "onnx-fp16"])
+    get.add_argument("--out", required=True)
+    prof = sub.choices["profile"]
+    prof.add_argument("--threads", type=int, default=2)
+    prof.add_argument("--batch", type=int, default=1)
+    prof.add_argument("--warmup", type=int, default=10)
+    prof.add_argument("--runs", type=int, default=100)
+    args = parser.parse_args(argv)
+    commands = {None: cmd_spaces, "spaces": cmd_spaces, "list": cmd_list, "get": cmd_get, "profile": cmd_profile}
+    if args.cmd is None:
+        args.space = []
+    try:
+        return commands[args.cmd](args)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

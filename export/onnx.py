@@ -1,0 +1,125 @@
+"""ONNX export of a materialised subnet (fp32, INT8, fp16), parity checks and latency measurement.
+
+We export the standalone `ViT`, never the sliced supernet: the dynamo exporter would keep the full
+supernet tensors plus Slice ops. Default exporter: TorchScript (`dynamo=False`) at opset 17 — with
+our pinned torch it is 8-13x faster to export (0.5 s vs 6.5 s for a `mini` subnet, 1.6 s vs 12.5 s
+for PreNAS-Ti) at the same parity (max |Δ| < 1e-7), which is what a cold export on a server
+request waits for. `exporter="dynamo"` (opset 20) is there for when TorchScript export goes away.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from zoo.io import atomic_write_bytes
+from zoo.vit import ViT
+
+INPUT, OUTPUT = "pixel_values", "logits"
+FORMATS = ("onnx", "onnx-int8", "onnx-fp16")
+
+
+def model_metadata(model: ViT, labels: list[str], preprocessing: dict) -> dict[str, str]:
+    """What a consumer of the .onnx file needs without our code: arch, labels, preprocessing."""
+    return {"prezoo.arch": model.arch.to_json(), "prezoo.arch_id": model.arch.id,
+            "prezoo.space": model.space.to_json(), "prezoo.labels": json.dumps(labels),
+            "prezoo.preprocessing": json.dumps(preprocessing), "prezoo.input": INPUT, "prezoo.output": OUTPUT}
+
+
+def _finish(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> Path:
+    del proto.metadata_props[:]
+    for k, v in metadata.items():
+        proto.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(proto, full_check=True)
+    atomic_write_bytes(path, proto.SerializeToString())
+    return path
+
+
+def export_onnx(model: ViT, path: str | Path, metadata: dict[str, str], exporter: str = "torchscript") -> Path:
+    """fp32 ONNX with a dynamic batch axis, checked by onnx.checker, written atomically."""
+    model = model.eval()
+    space = model.space
+    x = torch.zeros(2, space.in_chans, space.img_size, space.img_size)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer / deprecation chatter
+        raw = Path(tmp) / "model.onnx"
+        if exporter == "torchscript":
+            torch.onnx.export(model, (x,), str(raw), dynamo=False, opset_version=17, input_names=[INPUT],
+                              output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+        elif exporter == "dynamo":
+            torch.onnx.export(model, (x,), str(raw), dynamo=True, external_data=False, input_names=[INPUT],
+                              output_names=[OUTPUT], verbose=False,
+                              dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})
+        else:
+            raise ValueError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
+        return _finish(onnx.load(str(raw)), Path(path), metadata)
+
+
+def quantize_int8(src: str | Path, dst: str | Path) -> Path:
+    """Dynamic INT8 (per-channel weights): 4x smaller, faster on CPU at batch 1 and 32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    metadata = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=True)
+        return _finish(onnx.load(str(out)), Path(dst), {**metadata, "prezoo.quantization": "int8-dynamic"})
+
+
+def convert_fp16(src: str | Path, dst: str | Path) -> Path:
+    """fp16 weights and activations, fp32 inputs/outputs (for GPU serving; no gain on CPU)."""
+    import onnx_ir as ir
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = onnx.load(str(src))
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    half = ir.from_proto(convert_float_to_float16(proto, keep_io_types=True))
+    half.graph.sort()  # the converter appends its input casts at the end of the node list
+    return _finish(ir.to_proto(half), Path(dst), {**metadata, "prezoo.precision": "float16"})
+
+
+def session(path: str | Path, providers: list[str] | None = None, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+
+
+def run(sess, x: np.ndarray) -> np.ndarray:
+    return sess.run([OUTPUT], {INPUT: x.astype(np.float32, copy=False)})[0]
+
+
+def parity(model: ViT, sess, x: torch.Tensor) -> tuple[float, float]:
+    """(max |logit difference|, top-1 agreement in [0, 1]) of ONNX Runtime vs torch on `x`."""
+    with torch.inference_mode():
+        ref = model.eval()(x).numpy()
+    got = run(sess, x.numpy())
+    return float(np.abs(got - ref).max()), float((got.argmax(1) == ref.argmax(1)).mean())
+
+
+def measure_latency(sess, shape: tuple[int, ...], warmup: int = 10, runs: int = 50) -> dict[str, float]:
+    """Median and spread of single-call latency (ms) on random input of `shape`."""
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for _ in range(warmup):
+        run(sess, x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run(sess, x)
+        times.append((time.perf_counter() - t) * 1e3)
+    q = statistics.quantiles(times, n=10)
+    return {"median_ms": round(statistics.median(times), 4), "p10_ms": round(q[0], 4), "p90_ms": round(q[-1], 4)}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Rebuilds the committed default zoo (space `mini`, Fashion-MNIST) from scratch, exactly as it was made:
+# zero-cost selection -> preferred one-shot training -> evaluation -> packaging into zoos/mini-fmnist.
+# Takes about an hour on 2 CPU cores. Usage: bash scripts/build-default-zoo.sh [RUN_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${1:-runs/default}
+PY=.venv/bin/python
+$PY -m training select --space mini --seed 0 --out "$RUN/select"
+$PY -m training train --space mini --preferred "$RUN/select/preferred.json" --sampler preferred --seed 0 \
+    --data fashion-mnist --epochs 55 --batch-size 128 --lr 1e-3 --min-lr 1e-5 --warmup-epochs 1 \
+    --weight-decay 0.05 --label-smoothing 0.1 --drop-path 0.1 --ckpt-every 1000 --out "$RUN/train"
+$PY -m training evaluate --run "$RUN/train" --split test

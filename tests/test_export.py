@@ -1,0 +1,157 @@
+"""Export: ONNX parity and metadata, INT8/fp16, the HF folder loaded three ways, the cache, Hub round trip."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import onnx
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from export.cache import ExportCache
+from export.hub import push_folder
+from export.onnx import export_onnx, model_metadata, parity, run, session
+from tests.zoo_fixtures import ENTRY_ARCHS, FMNIST_CLASSES, PREPROCESSING, make_zoo
+from zoo import PreZooViT, ViT, Zoo
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    return Zoo.load(make_zoo(tmp_path_factory.mktemp("zoo")))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return ExportCache(tmp_path_factory.mktemp("cache"))
+
+
+def _x(n=6, seed=0):
+    return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_onnx_parity_metadata_and_dynamic_batch(zoo, tmp_path, exporter):
+    model = zoo.subnet(zoo.entries[2])
+    path = export_onnx(model, tmp_path / "m.onnx", model_metadata(model, FMNIST_CLASSES, PREPROCESSING), exporter)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version >= 17
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["prezoo.arch"]) == model.arch.to_dict()
+    assert json.loads(meta["prezoo.labels"]) == FMNIST_CLASSES
+    assert json.loads(meta["prezoo.preprocessing"]) == PREPROCESSING
+    sess = session(path)
+    for n in (1, 5, 33):
+        diff, agree = parity(model, sess, _x(n, seed=n))
+        assert diff <= 1e-4 and agree == 1.0
+    # exact-size weights: the file is about the subnet's size, not the supernet's
+    assert path.stat().st_size < 4 * sum(p.numel() for p in model.parameters()) * 1.2
+
+
+def test_int8_and_fp16_exports_run(zoo, cache):
+    entry = zoo.entries[3]
+    fp32 = cache.file(zoo, entry, "onnx")
+    int8 = cache.file(zoo, entry, "onnx-int8")
+    fp16 = cache.file(zoo, entry, "onnx-fp16")
+    assert int8.stat().st_size < fp32.stat().st_size / 2.5
+    assert fp16.stat().st_size < fp32.stat().st_size * 0.6
+    x = _x(8).numpy()
+    ref = run(session(fp32), x)
+    for path in (int8, fp16):
+        out = run(session(path), x)
+        assert out.shape == ref.shape and np.isfinite(out).all()
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert meta["prezoo.arch_id"] == entry.id
+    assert np.abs(run(session(fp16), x) - ref).max() < 0.05  # fp16 rounding on logits of size ~1
+
+
+def test_hf_folder_loads_three_ways(zoo, cache):
+    entry = zoo.entries[1]
+    folder = cache.get(zoo, entry, "safetensors")
+    x = _x()
+    with torch.no_grad():
+        ref = zoo.subnet(entry)(x)
+        mixin = PreZooViT.from_pretrained(folder).eval()
+        assert torch.equal(mixin(x), ref) and mixin.labels == FMNIST_CLASSES
+        local = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+        assert torch.equal(local(x), ref)
+        config = json.loads((folder / "config.json").read_text())
+        overlay = timm.create_model("prezoo_vit", pretrained=True, pretrained_cfg_overlay={
+            "file": str(folder / "model.safetensors")}, **config["model_args"]).eval()
+        assert torch.equal(overlay(x), ref)
+        # plain safetensors + config, no PreZoo class needed beyond the architecture's definition
+        from zoo import Arch, SearchSpace
+
+        plain = ViT(SearchSpace.from_dict(config["space"]), Arch.from_dict(config["arch"]))
+        plain.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+        assert torch.equal(plain.eval()(x), ref)
+    card = (folder / "README.md").read_text()
+    for needle in ("pipeline_tag: image-classification", "library_name: timm", "fashion_mnist", "accuracy",
+                   f"{entry.params:,}", "FLOPs rule"):
+        assert needle in card
+
+
+def test_from_pretrained_is_strict(zoo, cache, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder = shutil.copytree(cache.get(zoo, zoo.entries[0], "safetensors"), tmp_path / "f")
+    state = load_file(folder / "model.safetensors")
+    state.pop("head.bias")
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises(RuntimeError, match="head.bias"):
+        PreZooViT.from_pretrained(folder)
+    with pytest.raises(ValueError, match="trained with num_classes=10"):
+        timm.create_model(f"local-dir:{cache.get(zoo, zoo.entries[0], 'safetensors')}", pretrained=True,
+                          num_classes=5)
+
+
+def test_concurrent_requests_build_an_export_once(zoo, tmp_path):
+    cache = ExportCache(tmp_path / "c")
+    entry = zoo.entries[0]
+    paths, barrier = [], threading.Barrier(8)
+
+    def ask():
+        barrier.wait()
+        paths.append(cache.file(zoo, entry, "onnx"))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(paths)) == 1 and len(paths) == 8
+    assert sum(cache.builds.values()) == 1
+    # a damaged cached file is detected (by checksum) and rebuilt for a fresh process
+    data = bytearray(paths[0].read_bytes())
+    data[100] ^= 0xFF
+    paths[0].write_bytes(bytes(data))
+    fresh = ExportCache(tmp_path / "c")
+    assert fresh.file(zoo, entry, "onnx").read_bytes() != bytes(data) and sum(fresh.builds.values()) == 1
+    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
+        cache.get(zoo, entry, "tflite")
+
+
+def test_hub_round_trip_model_and_zoo(zoo, cache, local_hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "test-admin-token")
+    entry = zoo.entries[1]
+    push_folder(cache.get(zoo, entry, "safetensors"), "prezoo/mini-test-model")
+    push_folder(zoo.root, "prezoo/mini-test-zoo")
+    x = _x()
+    with torch.no_grad():
+        ref = zoo.subnet(entry)(x)
+        assert torch.equal(PreZooViT.from_pretrained("prezoo/mini-test-model").eval()(x), ref)
+        assert torch.equal(timm.create_model("hf-hub:prezoo/mini-test-model", pretrained=True).eval()(x), ref)
+    pulled = Zoo.load("prezoo/mini-test-zoo")
+    assert pulled.root != zoo.root and pulled.checksum == zoo.checksum
+    assert (pulled.root / "supernet.safetensors").read_bytes() == (zoo.root / "supernet.safetensors").read_bytes()
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)  # warm cache: works offline
+    assert Zoo.load("prezoo/mini-test-zoo").checksum == zoo.checksum
+    assert ENTRY_ARCHS[1].id == entry.id

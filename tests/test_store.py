@@ -1,0 +1,147 @@
+"""The zoo store: verified loading, budgets, Pareto front, instant slicing, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.zoo_fixtures import ACCURACY, ENTRY_ARCHS, MINI, make_zoo
+from zoo import BudgetError, Zoo, ZooError, params
+from zoo.budget import parse_count, parse_latency_ms
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(tmp_path_factory):
+    return make_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture(scope="module")
+def zoo(zoo_dir):
+    return Zoo.load(zoo_dir)
+
+
+def test_round_trip_and_entries(zoo):
+    assert [e.arch for e in zoo.entries] == ENTRY_ARCHS and [e.top1 for e in zoo.entries] == ACCURACY
+    assert zoo.space == MINI and len(zoo.classes) == 10 and zoo.preprocessing["img_size"] == 28
+    assert all(e.params == params(MINI, e.arch) for e in zoo.entries)
+
+
+@pytest.mark.parametrize("text, value", [("6M", 6e6), ("0.3m", 3e5), ("1.4G", 1.4e9), ("500000", 5e5),
+                                         (250_000, 250_000.0), ("2e5", 2e5), ("50 K", 5e4)])
+def test_parse_count(text, value):
+    assert parse_count(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text, ms", [("12ms", 12.0), ("0.5s", 500.0), ("3", 3.0), (2.5, 2.5), ("250us", 0.25)])
+def test_parse_latency(text, ms):
+    assert parse_latency_ms(text) == pytest.approx(ms)
+
+
+@pytest.mark.parametrize("bad", ["", "lots", "-3M", "0", "6X", "nan", True, "1e400"])
+def test_bad_budgets_are_clear_errors(bad):
+    with pytest.raises(ValueError, match="must be"):
+        parse_count(bad, "max_params")
+
+
+def test_query_picks_the_most_accurate_entry_within_all_limits(zoo):
+    assert zoo.query().arch == MINI.largest_arch()
+    assert zoo.query(max_params="0.25M").top1 == 86.5
+    assert zoo.query(max_params=params(MINI, ENTRY_ARCHS[1])).arch == ENTRY_ARCHS[1]  # limits are inclusive
+    assert zoo.query(max_params="0.25M", max_flops="5.9M").arch == MINI.smallest_arch()
+
+
+def test_impossible_budget_names_the_nearest_entries(zoo):
+    with pytest.raises(BudgetError, match=r"no entry of zoo test-zoo fits max_params=50K; nearest: e64-d4") as e:
+        zoo.query(max_params="50K")
+    assert e.value.nearest[0].arch == MINI.smallest_arch()
+    with pytest.raises(BudgetError, match="run `python -m zoo profile"):
+        zoo.query(max_latency_ms="5ms")
+
+
+def test_pareto_front(zoo):
+    front = zoo.pareto("params")
+    assert [e.arch for e in front] == [ENTRY_ARCHS[0], ENTRY_ARCHS[1], ENTRY_ARCHS[3]]
+    with pytest.raises(ValueError, match="cost must be one of"):
+        zoo.pareto("speed")
+
+
+def test_subnet_is_the_exact_standalone_model(zoo):
+    arch = ENTRY_ARCHS[2]
+    sub = zoo.subnet(zoo.entries[2])
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(sub(x), zoo.supernet(x, arch))
+    assert sum(p.numel() for p in sub.parameters()) == params(MINI, arch)
+    assert zoo.subnet(arch.id).arch == arch
+    with pytest.raises(KeyError, match="no entry 'e1-d1-x'"):
+        zoo.subnet("e1-d1-x")
+
+
+def test_fp16_weights_load_as_float32(tmp_path):
+    z = Zoo.load(make_zoo(tmp_path, dtype=torch.float16))
+    assert z.doc["weights"]["dtype"] == "torch.float16"
+    assert next(z.supernet.parameters()).dtype == torch.float32
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_corrupt_truncated_or_mismatched_files_are_named(zoo_dir, tmp_path):
+    bad = _copy(zoo_dir, tmp_path / "flip")
+    data = bytearray((bad / "supernet.safetensors").read_bytes())
+    data[-10] ^= 0x01
+    (bad / "supernet.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ZooError, match=r"supernet.safetensors does not match .*zoo.json: sha256"):
+        Zoo.load(bad)
+    trunc = _copy(zoo_dir, tmp_path / "trunc")
+    (trunc / "zoo.json").write_text((trunc / "zoo.json").read_text()[:200])
+    with pytest.raises(ZooError, match=r"zoo.json is not valid JSON"):
+        Zoo.load(trunc)
+    gone = _copy(zoo_dir, tmp_path / "gone")
+    (gone / "supernet.safetensors").unlink()
+    with pytest.raises(ZooError, match="supernet.safetensors is missing"):
+        Zoo.load(gone)
+    lied = _copy(zoo_dir, tmp_path / "lied")
+    doc = json.loads((lied / "zoo.json").read_text())
+    doc["entries"][0]["params"] += 1
+    (lied / "zoo.json").write_text(json.dumps(doc))
+    with pytest.raises(ZooError, match="says id/params/flops"):
+        Zoo.load(lied)
+    with pytest.raises(ZooError, match="not a directory and not a Hub repo id"):
+        Zoo.load(tmp_path / "nowhere" / "deeper" / "x")
+
+
+def _zoo_cli(*args):
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_list_get_profile(zoo_dir, tmp_path):
+    import shutil
+
+    z = shutil.copytree(zoo_dir, tmp_path / "z")
+    listed = _zoo_cli("list", "--zoo", str(z))
+    assert listed.returncode == 0 and all(a.id in listed.stdout for a in ENTRY_ARCHS)
+    cache = str(tmp_path / "cache")
+    got = _zoo_cli("get", "--zoo", str(z), "--max-params", "0.25M", "--format", "onnx", "--out", str(tmp_path / "o"),
+                   "--cache", cache)
+    assert got.returncode == 0, got.stderr
+    assert f"chose {ENTRY_ARCHS[1].id}" in got.stdout and (tmp_path / "o" / "model.onnx").stat().st_size > 100_000
+    prof = _zoo_cli("profile", "--zoo", str(z), "--cache", cache, "--runs", "10", "--warmup", "2")
+    assert prof.returncode == 0, prof.stderr
+    reloaded = Zoo.load(z)
+    assert all(e.latency["p10_ms"] <= e.latency["median_ms"] <= e.latency["p90_ms"] for e in reloaded.entries)
+    assert reloaded.doc["latency_protocol"]["threads"] == 2
+    assert reloaded.query(max_latency_ms="1s").arch == MINI.largest_arch()
+    for args, msg in ((["get", "--zoo", str(z), "--max-params", "1K", "--out", str(tmp_path / "x")], "nearest"),
+                      (["get", "--zoo", str(z), "--max-params", "lots", "--out", str(tmp_path / "x")], "must be"),
+                      (["list", "--zoo", str(tmp_path / "missing" / "zoo")], "no zoo at")):
+        bad = _zoo_cli(*args)
+        assert bad.returncode == 2 and msg in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,63 @@
+"""Package a training run (supernet + preferred set + test accuracy) into a zoo directory.
+
+Weights are stored as fp16 when that moves no preferred arch's test top-1 by more than
+`max_fp16_drift` points (measured here, on the same test set), else as fp32.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from training.data import load_data
+from training.evaluate import evaluate_archs, load_supernet, tensor_batches
+from training.select import load_preferred
+from training.train import TrainConfig
+from zoo import Arch, flops, params
+from zoo.store import ZooEntry, write_zoo
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; run the step that writes it first")
+    return json.loads(path.read_text())
+
+
+def package_run(run: str | Path, out: str | Path, name: str, max_fp16_drift: float = 0.1,
+                progress: bool = True) -> dict:
+    """Write the zoo; returns a summary (dtype chosen, fp16 drift per entry)."""
+    run = Path(run)
+    cfg = TrainConfig.from_dict(_read_json(run / "config.json"))
+    evaluation = _read_json(run / "eval_test.json")
+    supernet = load_supernet(run / "supernet.safetensors")
+    space = supernet.space
+    pref_path = Path(cfg.preferred) if cfg.preferred else None
+    selector = _read_json(pref_path)["selector"] if pref_path else {"sampler": "uniform"}
+    if pref_path:
+        load_preferred(pref_path)  # validates it
+    results = {r["id"]: r for r in evaluation["results"]}
+    archs = [Arch.from_dict(r["arch"]) for r in evaluation["results"]]
+
+    test, info = load_data(cfg.data, "test", img_size=space.img_size, in_chans=space.in_chans)
+    fp32_state = supernet.state_dict()
+    half = {k: v.half().float() for k, v in fp32_state.items()}
+    supernet.load_state_dict(half)
+    fp16_acc = evaluate_archs(supernet, archs, tensor_batches(test), progress=progress)
+    drift = {a.id: abs(acc.top1 - results[a.id]["top1"]) for a, acc in zip(archs, fp16_acc, strict=True)}
+    use_fp16 = max(drift.values()) <= max_fp16_drift
+    # the index shows what users get: the accuracy of the weights as stored
+    measured = {a.id: (acc.top1, acc.top5, acc.loss) for a, acc in zip(archs, fp16_acc, strict=True)} if use_fp16 \
+        else {i: (r["top1"], r["top5"], r["loss"]) for i, r in results.items()}
+    entries = [ZooEntry(a, params(space, a), flops(space, a), *measured[a.id]) for a in archs]
+    preprocessing = {"img_size": info.img_size, "in_chans": info.in_chans, "crop_pct": info.crop_pct,
+                     "interpolation": info.interpolation, "mean": list(info.mean), "std": list(info.std)}
+    training = {k: v for k, v in asdict(cfg).items() if k not in ("out", "preferred", "progress", "workers")}
+    write_zoo(out, name=name, space=space, state=fp32_state, entries=entries, classes=list(info.labels),
+              preprocessing=preprocessing, weights_dtype=torch.float16 if use_fp16 else torch.float32,
+              dataset=info.name, eval_protocol=evaluation["protocol"], selector=selector, training=training,
+              fp16_check={"max_top1_drift_pp": max(drift.values()), "threshold_pp": max_fp16_drift,
+                          "stored_as": "float16" if use_fp16 else "float32"})
+    return {"dtype": "float16" if use_fp16 else "float32", "drift": drift}

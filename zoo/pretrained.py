@@ -1,0 +1,100 @@
+"""A standalone subnet as a Hugging Face / timm model: `PreZooViT.from_pretrained(dir_or_repo)` and
+`timm.create_model("prezoo_vit" | "hf-hub:org/name" | "local-dir:DIR", pretrained=True)`.
+
+An exported folder holds `model.safetensors`, `README.md` and one `config.json` read by both:
+the mixin takes `space`, `arch`, `labels`, `preprocessing`, `num_classes` (our __init__ args); timm
+takes `architecture`, `pretrained_cfg`, `model_args`. Importing `zoo` registers `prezoo_vit` in timm.
+Loading needs neither `training` nor the supernet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huggingface_hub import PyTorchModelHubMixin
+
+from zoo.arch import Arch
+from zoo.space import SearchSpace
+from zoo.vit import ViT
+
+TIMM_NAME = "prezoo_vit"
+# config.json keys meant for timm, which the mixin also hands to __init__
+CONFIG_ONLY_KEYS = {"architecture", "num_features", "label_names", "pretrained_cfg", "model_args"}
+HUB_TAGS = ["image-classification", "vision-transformer", "prenas", "timm", "prezoo"]
+
+
+class PreZooViT(ViT, PyTorchModelHubMixin, library_name="timm", tags=HUB_TAGS, pipeline_tag="image-classification",
+                repo_url="https://github.com/prezoo/prezoo"):
+    """`ViT` whose constructor takes plain JSON (what config.json holds)."""
+
+    def __init__(self, space: dict, arch: dict, labels: list[str] | None = None,
+                 preprocessing: dict | None = None, num_classes: int | None = None, in_chans: int | None = None,
+                 img_size: int | list[int] | None = None, **timm_kwargs: Any) -> None:
+        unknown = sorted(set(timm_kwargs) - CONFIG_ONLY_KEYS)
+        if unknown:
+            raise ValueError(f"unexpected argument(s) {unknown} for {TIMM_NAME}: the architecture is fixed by "
+                             f"`space` and `arch`")
+        s, a = SearchSpace.from_dict(dict(space)), Arch.from_dict(dict(arch))
+        if isinstance(img_size, (list, tuple)):
+            img_size = img_size[0] if len(set(img_size)) == 1 else tuple(img_size)
+        for name, asked, actual in (("num_classes", num_classes, s.num_classes), ("in_chans", in_chans, s.in_chans),
+                                    ("img_size", img_size, s.img_size)):
+            if asked is not None and asked != actual:
+                raise ValueError(f"this model was trained with {name}={actual}; it cannot be built with "
+                                 f"{name}={asked}")
+        super().__init__(s, a)
+        self.labels = list(labels) if labels else [str(i) for i in range(s.num_classes)]
+        self.preprocessing = preprocessing or {}
+        self.num_classes = s.num_classes
+
+    @classmethod
+    def _from_pretrained(cls, *, strict: bool = True, **kwargs: Any):  # the mixin defaults to strict=False
+        return super()._from_pretrained(strict=strict, **kwargs)
+
+
+def hf_config(space: SearchSpace, arch: Arch, labels: list[str], preprocessing: dict) -> dict[str, Any]:
+    """The config.json of an exported subnet (see the module docstring)."""
+    model_args = {"space": space.to_dict(), "arch": arch.to_dict()}
+    pretrained_cfg = {
+        "input_size": [space.in_chans, space.img_size, space.img_size], "fixed_input_size": True,
+        "interpolation": preprocessing.get("interpolation", "bicubic"), "crop_pct": preprocessing.get("crop_pct", 1.0),
+        "mean": list(preprocessing.get("mean", [0.5] * space.in_chans)),
+        "std": list(preprocessing.get("std", [0.5] * space.in_chans)),
+        "num_classes": space.num_classes, "first_conv": "patch_embed.proj", "classifier": "head",
+    }
+    return {"architecture": TIMM_NAME, "num_classes": space.num_classes, "num_features": arch.embed_dim,
+            "label_names": labels, "pretrained_cfg": pretrained_cfg, "model_args": model_args,
+            **model_args, "labels": labels, "preprocessing": preprocessing}
+
+
+# timm's default cfg for `prezoo_vit`: no class count or input size of its own (-1: timm passes
+# nothing), so a model built from its config alone is never silently given 1000 classes.
+default_cfgs = {TIMM_NAME: {"num_classes": -1, "input_size": None, "first_conv": "patch_embed.proj",
+                            "classifier": "head", "license": "apache-2.0"}}
+
+
+def _register_timm() -> None:
+    from timm.models import build_model_with_cfg, register_model
+    from timm.models._registry import is_model
+
+    if is_model(TIMM_NAME):
+        return
+
+    @register_model
+    def prezoo_vit(pretrained: bool = False, **kwargs: Any) -> PreZooViT:
+        """A PreZoo subnet; `space` and `arch` come from config.json's model_args (hf-hub:, local-dir:)
+        or are passed to `timm.create_model` directly."""
+        if "space" not in kwargs or "arch" not in kwargs:
+            raise ValueError("prezoo_vit needs space= and arch= (they are in an exported config.json's "
+                             "model_args); or load with timm.create_model('hf-hub:org/name') / 'local-dir:DIR'")
+        # the weights' own class count and input size, so timm never "adapts" (drops) the head
+        space = SearchSpace.from_dict(dict(kwargs["space"]))
+        own = {"num_classes": space.num_classes, "fixed_input_size": True,
+               "input_size": (space.in_chans, space.img_size, space.img_size)}
+        kwargs["pretrained_cfg_overlay"] = {**own, **(kwargs.get("pretrained_cfg_overlay") or {})}
+        return build_model_with_cfg(PreZooViT, TIMM_NAME, pretrained, pretrained_strict=True, **kwargs)
+
+    del prezoo_vit
+
+
+_register_timm()
