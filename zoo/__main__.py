@@ -4,6 +4,8 @@
     python -m zoo list [--zoo DIR|org/name]
     python -m zoo get --max-params 0.3M [--max-flops 20M] [--max-latency 2ms] --format onnx --out DIR
     python -m zoo profile [--zoo DIR] [--threads 2] [--batch 1]
+    python -m zoo import-official --checkpoint supernet-tiny.pth --space autoformer-tiny \\
+        --preferred interval_cands/tiny.json --out DIR
 
 `get` and `profile` use the `export` package (this CLI is an application entry point; the `zoo`
 library itself never imports `export`).
@@ -113,6 +115,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_official(args: argparse.Namespace) -> int:
+    from zoo.official import import_official
+
+    out = import_official(args.checkpoint, get_space(args.space), args.preferred, args.out, args.name)
+    print(f"wrote zoo {out}\nnext: python -m zoo list --zoo {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,8 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     prof.add_argument("--batch", type=int, default=1)
     prof.add_argument("--warmup", type=int, default=10)
     prof.add_argument("--runs", type=int, default=100)
+    imp = sub.add_parser("import-official", help="a zoo from an official AutoFormer/PreNAS supernet checkpoint")
+    imp.add_argument("--checkpoint", required=True, help="supernet-{tiny,small,base}.pth")
+    imp.add_argument("--space", required=True, help="autoformer-tiny, -small or -base")
+    imp.add_argument("--preferred", required=True, help="the official interval_cands/*.json")
+    imp.add_argument("--out", required=True)
+    imp.add_argument("--name", default="prenas-official")
     args = parser.parse_args(argv)
-    commands = {None: cmd_spaces, "spaces": cmd_spaces, "list": cmd_list, "get": cmd_get, "profile": cmd_profile}
+    commands = {None: cmd_spaces, "spaces": cmd_spaces, "list": cmd_list, "get": cmd_get, "profile": cmd_profile,
+                "import-official": cmd_import_official}
     if args.cmd is None:
         args.space = []
     try:

@@ -54,3 +54,88 @@ OFFICIAL_PREFERRED: dict[str, list[OfficialEntry]] = {
 # PreNAS-Ti / S / B: the 6M, 23M and 54M buckets.
 PRENAS_MODELS = {"PreNAS-Ti": ("autoformer-tiny", 6), "PreNAS-S": ("autoformer-small", 23),
                  "PreNAS-B": ("autoformer-base", 54)}
+
+
+# -- importing official AutoFormer/PreNAS supernet checkpoints -------------------------------------
+# Their key names -> ours (timm's). Their qkv rows are interleaved (row 3i+c is channel i of q, k
+# or v); ours are [q; k; v]. Everything else is the same tensor under another name.
+_RENAMES = (("patch_embed_super.proj.", "patch_embed.proj."), (".attn_layer_norm.", ".norm1."),
+            (".ffn_layer_norm.", ".norm2."), (".fc1.", ".mlp.fc1."), (".fc2.", ".mlp.fc2."),
+            (".rel_pos_embed_k.embeddings_table_", ".rel_pos_k.table_"),
+            (".rel_pos_embed_v.embeddings_table_", ".rel_pos_v.table_"))
+
+
+def official_to_prezoo(state: dict) -> dict:
+    """An official supernet state dict in PreZoo's layout (pure renames + qkv de-interleaving)."""
+    import torch
+
+    out = {}
+    for key, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"official checkpoint entry '{key}' is a {type(t).__name__}, not a tensor")
+        name = key[len("module."):] if key.startswith("module.") else key
+        for old, new in _RENAMES:
+            name = name.replace(old, new)
+        if name.endswith(("attn.qkv.weight", "attn.qkv.bias")):
+            if t.shape[0] % 3:
+                raise ValueError(f"official '{key}' has {t.shape[0]} rows, not a multiple of 3")
+            t = torch.cat([t[0::3], t[1::3], t[2::3]])
+        out[name] = t
+    return out
+
+
+def parse_official_preferred(doc: dict) -> list[Arch]:
+    """Archs of an official `interval_cands/*.json` ({bucket: [{layer_num, embed_dim, num_heads, mlp_ratio}]})."""
+    archs = []
+    for bucket, cands in doc.items():
+        for c in cands:
+            try:
+                embed = set(c["embed_dim"])
+                if len(embed) != 1:
+                    raise ValueError(f"per-layer embed dims {sorted(embed)} are not supported")
+                archs.append(Arch(embed.pop(), int(c["layer_num"]), tuple(c["num_heads"]),
+                                  tuple(float(r) for r in c["mlp_ratio"])))
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"official preferred entry in bucket {bucket} is malformed: {e}") from e
+    return archs
+
+
+def import_official(checkpoint: str, space, preferred: str, out: str, name: str, labels: list[str] | None = None):
+    """Write a zoo from an official supernet checkpoint (.pth) and its preferred-set JSON."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from zoo.cost import flops, params
+    from zoo.store import ZooEntry, write_zoo
+    from zoo.supernet import ViTSupernet
+
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # unpickling refuses anything but tensors and containers
+        raise ValueError(f"{checkpoint} could not be loaded safely (weights_only=True): {str(e).splitlines()[0]}. "
+                         f"Re-save it as a plain state dict of tensors, e.g. torch.save(ckpt['model'], path)") from e
+    state = official_to_prezoo(ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt)
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    if depth < space.super_depth:  # e.g. the trained Base supernet has 14 blocks, its search space 16
+        space = dataclasses.replace(space, name=f"{space.name}-d{depth}", super_depth=depth,
+                                    depths=tuple(d for d in space.depths if d <= depth))
+    model = ViTSupernet(space)
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise ValueError(f"{checkpoint} does not fit space {space.name}: missing {missing[:4]}, unexpected "
+                         f"{unexpected[:4]}, wrong shapes {[(k, tuple(state[k].shape)) for k in wrong[:4]]}")
+    archs = parse_official_preferred(json.loads(Path(preferred).read_text()))
+    entries = [ZooEntry(space.validate(a), params(space, a), flops(space, a)) for a in archs]
+    classes = labels or [f"class_{i}" for i in range(space.num_classes)]
+    preprocessing = {"img_size": space.img_size, "in_chans": space.in_chans, "crop_pct": 0.875,
+                     "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    return write_zoo(out, name=name, space=space, state=state, entries=entries, classes=classes,
+                     preprocessing=preprocessing, source=f"official checkpoint {Path(checkpoint).name}",
+                     eval_protocol="not measured here (official: ImageNet val, 224px, single crop)")
