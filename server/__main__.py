@@ -1,7 +1,91 @@
-"""`python -m server`: not built yet (issue #6). Exits with a clear message instead of a traceback."""
+"""`python -m server`: serve a zoo (REST API under /api, UI at /).
 
+    python -m server [--zoo DIR|org/name] [--host 127.0.0.1] [--port 7860] [--admin-token-env NAME]
+
+The admin token (which enables POST /api/push) is read from the environment variable NAME, never from the command
+line; the Hub token from HF_TOKEN. A zoo that cannot be used stops the start with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
 import sys
+from pathlib import Path
 
-print("python -m server: the server is not built yet (issue #6). "
-      "Available now: python -m zoo, python -m training select.", file=sys.stderr)
-sys.exit(2)
+from zoo.hub import HubError
+from zoo.store import DEFAULT_ZOO, Zoo, ZooError
+
+CACHE = Path(os.environ.get("PREZOO_CACHE", Path.home() / ".cache" / "prezoo"))
+
+
+class StartError(Exception):
+    """A problem the operator fixes (zoo, token, port): one line, no traceback."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m server", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--zoo", default=str(DEFAULT_ZOO), help="zoo directory or Hub repo id (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--admin-token-env", metavar="NAME", help="environment variable holding the admin token; "
+                                                             "without it, pushing to the Hub is off")
+    p.add_argument("--cache", default=str(CACHE), help="exports, sample images (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, default=16, help="micro-batch size limit (images)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a micro-batch waits to fill up")
+    p.add_argument("--no-batching", action="store_true", help="one ONNX Runtime call per request")
+    p.add_argument("--sessions", type=int, default=4, help="ONNX Runtime sessions kept loaded (LRU)")
+    p.add_argument("--ort-threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    p.add_argument("--shutdown-timeout", type=float, default=10.0,
+                   help="seconds in-flight requests get to finish on SIGTERM/SIGINT")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p.parse_args(argv)
+
+
+def load_zoo(source: str) -> Zoo:
+    if source == str(DEFAULT_ZOO) and not DEFAULT_ZOO.exists():
+        raise StartError(f"the default zoo {DEFAULT_ZOO} is not built yet: build it with `python -m training` "
+                         f"(see the README) or pass --zoo DIR|org/name")
+    try:
+        return Zoo.load(source)
+    except (ZooError, HubError, OSError) as e:
+        raise StartError(f"cannot use zoo {source}: {e}") from None
+    except (KeyError, ValueError) as e:
+        raise StartError(f"cannot use zoo {source}: its index is malformed ({type(e).__name__}: {e})") from None
+
+
+def admin_token(name: str | None) -> str | None:
+    if name is None:
+        return None
+    token = os.environ.get(name, "").strip()
+    if not token:
+        raise StartError(f"--admin-token-env {name}: the environment variable {name} is unset or empty")
+    return token
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("server").setLevel(args.log_level.upper())  # ours; libraries (ORT quantizer) stay quiet
+    try:
+        zoo, token = load_zoo(args.zoo), admin_token(args.admin_token_env)
+    except StartError as e:
+        print(f"python -m server: {e}", file=sys.stderr)
+        return 2
+    import uvicorn  # after the checks: a bad start fails in about a second, before gradio is imported
+
+    from server.app import create_app
+
+    app = create_app(zoo, cache_dir=args.cache, admin_token=token, hub_token=os.environ.get("HF_TOKEN") or None,
+                     max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, micro_batching=not args.no_batching,
+                     sessions=args.sessions, ort_threads=args.ort_threads)
+    print(f"PreZoo serving zoo {zoo.name} on http://{args.host}:{args.port}/ (API docs: /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=args.shutdown_timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

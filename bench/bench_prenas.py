@@ -1,0 +1,131 @@
+"""The paper's central claim at our scale: preferred training vs uniform ("redundant") training.
+
+    .venv/bin/python -m bench.bench_prenas [--epochs 10] [--seed 0] [--out runs/experiment]
+
+Same space (`mini`), same steps, same seed:
+ (a) PreNAS: train with the preferred sampler, evaluate the preferred archs;
+ (b) AutoFormer-style uniform training, evaluating the same preferred archs;
+ (c) uniform training + evolutionary search per bucket (fitness: val top-1), then test top-1.
+Prints a markdown table per bucket and the search time of (c) vs PreNAS's selection time; writes
+`<out>/experiment.json` and `<out>/experiment.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from bench.common import machine
+from training.data import load_data
+from training.evaluate import accuracy, evaluate_archs, load_supernet, tensor_batches
+from training.search import EvolutionConfig, evolve
+from training.select import SelectConfig, select, write_selection
+from training.train import TrainConfig, train
+from zoo import get_space, params
+from zoo.io import atomic_write_text
+
+
+def run(epochs: float, seed: int, out: Path, population: int, generations: int, val_images: int) -> dict:
+    space = get_space("mini")
+    t = time.perf_counter()
+    sel = select(SelectConfig(space, seed=seed, progress=False))
+    select_s = time.perf_counter() - t
+    pref_path = write_selection(sel, out / "select")
+    pairs = [(edge, best[0]) for edge, best in zip(sel.config.buckets.edges(), sel.preferred, strict=True) if best]
+    runs = {}
+    for sampler in ("preferred", "uniform"):
+        run_dir = out / sampler
+        if not (run_dir / "supernet.safetensors").exists():
+            train(TrainConfig(out=str(run_dir), space="mini", preferred=str(pref_path), sampler=sampler,
+                              epochs=epochs, seed=seed, ckpt_every=1000, progress=True))
+        runs[sampler] = load_supernet(run_dir / "supernet.safetensors")
+    test, _ = load_data("fashion-mnist", "test")
+    test_batches = tensor_batches(test)
+    val, _ = load_data("fashion-mnist", "val", seed=seed)
+    val_batches = tensor_batches(val, 500, limit=val_images)
+    archs = [c.arch for _, c in pairs]
+    acc = {s: [a.top1 for a in evaluate_archs(runs[s], archs, test_batches)] for s in runs}
+    rows = []
+    for ((lo, hi), c), a_pre, a_uni in zip(pairs, acc["preferred"], acc["uniform"], strict=True):
+        evo = EvolutionConfig(max_params=hi, population=population, generations=generations,
+                              parents=max(2, population // 5), mutants=population // 2,
+                              crossovers=population - population // 2, seed=seed)
+        t = time.perf_counter()
+        found = evolve(space, lambda a: accuracy(runs["uniform"], a, val_batches).top1, evo, progress=False)
+        search_s = time.perf_counter() - t
+        rows.append({"bucket": [lo, hi], "preferred_id": c.arch.id, "params": c.params,
+                     "a_preferred_training": a_pre, "b_uniform_training": a_uni,
+                     "c_search_id": found.best.id, "c_search_params": params(space, found.best),
+                     "c_uniform_plus_search": accuracy(runs["uniform"], found.best, test_batches).top1,
+                     "c_evaluations": found.evaluations, "c_search_s": search_s})
+    return {"epochs": epochs, "seed": seed, "select_s": select_s, "machine": machine(),
+            "search": {"population": population, "generations": generations, "val_images": val_images},
+            "rows": rows}
+
+
+def report(res: dict) -> str:
+    lines = [f"mini on Fashion-MNIST, {res['epochs']} epochs per supernet, seed {res['seed']}; search: population "
+             f"{res['search']['population']}, {res['search']['generations']} generations, fitness = val top-1 on "
+             f"{res['search']['val_images']} held-out images; test top-1 on the 10k test set.\n",
+             "| bucket (params) | preferred arch | (a) preferred training | (b) uniform training | "
+             "(c) uniform + search (arch, params) | search time s |", "|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        lo, hi = r["bucket"]
+        lines.append(f"| [{lo / 1e6:.2f}, {hi / 1e6:.2f})M | {r['preferred_id']} ({r['params'] / 1e6:.3f}M) | "
+                     f"{r['a_preferred_training']:.2f} | {r['b_uniform_training']:.2f} | "
+                     f"{r['c_uniform_plus_search']:.2f} ({r['c_search_id']}, {r['c_search_params'] / 1e6:.3f}M) | "
+                     f"{r['c_search_s']:.0f} |")
+    n = len(res["rows"])
+    mean = lambda k: sum(r[k] for r in res["rows"]) / n
+    wins = sum(r["a_preferred_training"] > r["b_uniform_training"] for r in res["rows"])
+    total_search = sum(r["c_search_s"] for r in res["rows"])
+    lines.append(f"| mean | | {mean('a_preferred_training'):.2f} | {mean('b_uniform_training'):.2f} | "
+                 f"{mean('c_uniform_plus_search'):.2f} | {total_search:.0f} |")
+    lines.append(f"\n(a) beats (b) in {wins}/{n} buckets. Selection time of PreNAS: {res['select_s']:.2f} s for all "
+                 f"buckets; search time of (c): {total_search:.0f} s ({total_search / res['select_s']:,.0f}x).")
+    return "\n".join(lines)
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["params"] / 1e6 for r in res["rows"]]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ax.plot(x, [r["a_preferred_training"] for r in res["rows"]], "o-", label="(a) preferred training (PreNAS)")
+    ax.plot(x, [r["b_uniform_training"] for r in res["rows"]], "s-", label="(b) uniform training, same archs")
+    ax.plot([r["c_search_params"] / 1e6 for r in res["rows"]], [r["c_uniform_plus_search"] for r in res["rows"]],
+            "^--", label="(c) uniform training + evolutionary search")
+    ax.set_xlabel("M params")
+    ax.set_ylabel("Fashion-MNIST test top-1 (%)")
+    ax.set_title(f"mini space, {res['epochs']} epochs, seed {res['seed']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=float, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/experiment")
+    ap.add_argument("--population", type=int, default=20)
+    ap.add_argument("--generations", type=int, default=10)
+    ap.add_argument("--val-images", type=int, default=1000)
+    args = ap.parse_args()
+    out = Path(args.out) / f"seed{args.seed}"
+    res = run(args.epochs, args.seed, out, args.population, args.generations, args.val_images)
+    atomic_write_text(out / "experiment.json", json.dumps(res, indent=1) + "\n")
+    plot(res, out / "experiment.png")
+    print(report(res))
+    print(f"\nwrote {out / 'experiment.json'} and {out / 'experiment.png'}")
+
+
+if __name__ == "__main__":
+    main()

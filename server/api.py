@@ -1,0 +1,192 @@
+"""The REST API under /api. Every error is JSON `{"error": message, ...}` with a 4xx status that says whose fault
+it is; ids and kinds are looked up in tables, never joined into file paths."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, File, Form, Header, Path, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.images import ImageError, check_content_type
+from server.state import DOWNLOADS, PreZooServer
+from zoo.hub import HubError
+from zoo.store import BudgetError, ZooEntry
+
+ENTRY_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"  # no slashes, no leading dot: never a path
+Kind = Literal["safetensors", "config", "card", "onnx", "onnx-int8", "onnx-fp16"]
+BudgetValue = StrictInt | StrictFloat | StrictStr | None
+EntryId = Annotated[str, Path(pattern=ENTRY_ID, description="an entry id from GET /api/zoo, e.g. e96-d6-529fda2c")]
+
+
+class ApiError(Exception):
+    """Answered as JSON {"error": message, **extra} with `status`."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers, self.extra = status, message, headers, extra
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_params: BudgetValue = Field(None, description="parameters, e.g. 300000 or '0.3M'", examples=["0.3M"])
+    max_flops: BudgetValue = Field(None, description="FLOPs (multiply-accumulates), e.g. '20M' or '1.4G'")
+    max_latency_ms: BudgetValue = Field(None, description="median latency in ms, e.g. 2 or '2ms' (needs a profiled "
+                                                          "zoo)")
+
+
+class PushRequest(Budget):
+    repo_id: str = Field(description="the Hub model repo to create or update, 'org/name'", examples=["me/my-vit"])
+    model: str | None = Field(None, description="an entry id; default: the entry the budget picks")
+    whole_zoo: bool = Field(False, description="push the whole zoo folder (supernet + index) instead of one entry")
+    private: bool = False
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse({"error": e.message, **e.extra}, status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
+        problems = [{"loc": [str(p) for p in err["loc"]], "msg": err["msg"]} for err in e.errors()]
+        message = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
+        return JSONResponse({"error": f"invalid request: {message}", "problems": problems}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code, headers=e.headers)
+
+
+def entry_json(entry: ZooEntry, pareto: set[str]) -> dict[str, Any]:
+    return {**entry.to_dict(), "latency_ms": entry.latency_ms, "pareto": entry.id in pareto,
+            "describe": entry.arch.describe()}
+
+
+def download_links(request: Request, entry: ZooEntry) -> dict[str, str]:
+    return {kind: request.url_for("download", entry_id=entry.id, kind=kind).path for kind in DOWNLOADS}
+
+
+def choose(server: PreZooServer, budget: Budget) -> ZooEntry:
+    """The budget's entry, or an ApiError 422 (impossible budget: with the nearest entries; or a bad number)."""
+    try:
+        return server.zoo.query(budget.max_params, budget.max_flops, budget.max_latency_ms)
+    except BudgetError as e:
+        pareto = set(server.pareto_ids())
+        raise ApiError(422, str(e), nearest=[entry_json(n, pareto) for n in e.nearest]) from None
+    except ValueError as e:
+        raise ApiError(422, str(e)) from None
+
+
+def known_entry(server: PreZooServer, entry_id: str | None) -> ZooEntry:
+    try:
+        return server.entry(entry_id)
+    except KeyError as e:
+        raise ApiError(404, e.args[0]) from None
+
+
+def add_api_routes(app: FastAPI, server: PreZooServer) -> None:
+    zoo = server.zoo
+
+    @app.get("/api/health", tags=["service"])
+    def health() -> dict[str, Any]:
+        """Liveness and readiness: the zoo is loaded and inference is set up."""
+        return {"status": "ok", "ready": True, "zoo": zoo.name, "checksum": zoo.checksum,
+                "entries": len(zoo.entries), "providers": server.engine.providers,
+                "provider_note": server.engine.provider_reason,
+                "micro_batching": server.config.inference.micro_batching,
+                "batching": server.engine.batching_stats(),
+                "sessions_loaded": server.engine.sessions.keys(), "push_enabled": server.push_enabled,
+                "uptime_s": round(time.monotonic() - server.started, 3)}
+
+    @app.get("/api/zoo", tags=["zoo"])
+    def zoo_index() -> dict[str, Any]:
+        """Every entry with its numbers, the Pareto fronts, the class names and the preprocessing."""
+        pareto = set(server.pareto_ids())
+        return {"name": zoo.name, "checksum": zoo.checksum, "space": zoo.space.name,
+                "entries": [entry_json(e, pareto) for e in zoo.entries],
+                "pareto": {"params": server.pareto_ids("params"), "flops": server.pareto_ids("flops")},
+                "default_model": server.default_entry.id, "classes": zoo.classes,
+                "preprocessing": zoo.preprocessing}
+
+    @app.post("/api/specialize", tags=["zoo"])
+    def specialize(budget: Budget, request: Request) -> dict[str, Any]:
+        """The most accurate entry within every given limit, with links to download it."""
+        entry = choose(server, budget)
+        return {"entry": entry_json(entry, set(server.pareto_ids())), "budget": budget.model_dump(),
+                "downloads": download_links(request, entry)}
+
+    @app.get("/api/models/{entry_id}/download/{kind}", name="download", tags=["zoo"],
+             responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "not modified"}})
+    def download(entry_id: EntryId, kind: Kind, if_none_match: Annotated[str | None, Header()] = None) -> Response:
+        """One file of an entry's export, built on the first request. Strong ETag = sha256 of the file."""
+        entry = known_entry(server, entry_id)
+        path = server.download(entry, kind)
+        etag = server.etag(path)
+        if if_none_match and (if_none_match.strip() == "*" or etag in _etags(if_none_match)):
+            return Response(status_code=304, headers={"ETag": etag})
+        d = DOWNLOADS[kind]
+        return FileResponse(path, media_type=d.media_type, filename=d.filename(entry),
+                            headers={"ETag": etag, "Cache-Control": "public, max-age=0, must-revalidate"})
+
+    @app.post("/api/predict", tags=["inference"])
+    async def predict(files: Annotated[list[UploadFile], File(description="one or more images")],
+                      model: Annotated[str | None, Form(description="entry id; default: the most accurate")] = None,
+                      top_k: Annotated[int, Form(ge=1, le=1000)] = 5) -> dict[str, Any]:
+        """Top-k labels with probabilities for each uploaded image."""
+        limits = server.config.limits
+        if len(files) > limits.max_files:
+            raise ApiError(413, f"{len(files)} images in one request; the limit is {limits.max_files}")
+        entry = known_entry(server, model)
+        inputs = []
+        for i, upload in enumerate(files):
+            name = upload.filename or f"file {i + 1}"
+            try:
+                check_content_type(upload.content_type, name)
+                data = await upload.read(limits.max_bytes + 1)
+                inputs.append(await run_in_threadpool(server.decode, data, name))
+            except ImageError as e:
+                raise ApiError(e.status, str(e), file=name) from None
+        results = await server.classify(entry, inputs, top_k)
+        return {"model": entry.id, "predictions": [{"file": f.filename, "top": r}
+                                                   for f, r in zip(files, results, strict=True)]}
+
+    def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not server.push_enabled:
+            raise ApiError(403, "pushing to the Hub is disabled on this server (start it with --admin-token-env NAME)")
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not server.is_admin(token.strip()):
+            raise ApiError(401, "pushing needs 'Authorization: Bearer <admin token>'",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    @app.post("/api/push", tags=["admin"], dependencies=[Depends(require_admin)])
+    def push(body: PushRequest) -> dict[str, Any]:
+        """Push one entry (HF folder: safetensors, config, card) or the whole zoo to the Hub."""
+        entry = None if body.whole_zoo else (known_entry(server, body.model) if body.model else choose(server, body))
+        try:
+            url = server.push(body.repo_id, entry, private=body.private)
+        except HubError as e:
+            raise ApiError(502, str(e)) from None
+        return {"repo_id": body.repo_id, "url": url, "pushed": "zoo" if entry is None else entry.id}
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                   include_in_schema=False)
+    def no_such_route(request: Request, rest: str) -> None:
+        """/api/* never falls through to the UI: 405 with Allow for a known path, else 404."""
+        allowed = sorted({m for r in app.routes if isinstance(r, APIRoute) and r.path != "/api/{rest:path}"
+                          and r.path_regex.match(request.url.path) for m in r.methods})
+        if allowed:
+            raise ApiError(405, f"{request.method} is not allowed here; use {', '.join(allowed)}",
+                           headers={"Allow": ", ".join(allowed)})
+        raise ApiError(404, f"no API route {request.url.path}; see /docs")
+
+
+def _etags(header: str) -> set[str]:
+    """The ETags of an If-None-Match header (weak ones compared by value, as RFC 9110 says for GET)."""
+    return {t.strip().removeprefix("W/") for t in header.split(",")}

@@ -1,0 +1,72 @@
+"""`create_app`: the ASGI app — REST API under /api (OpenAPI at /docs), Gradio UI at /."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import gradio as gr
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.api import add_api_routes, install_error_handlers
+from server.images import ImageLimits
+from server.inference import InferenceConfig
+from server.samples import write_samples
+from server.state import PreZooServer, ServerConfig
+from server.ui import build_ui
+from zoo.store import Zoo
+
+log = logging.getLogger("server")
+
+
+class RequestSizeLimit:
+    """Refuse an /api request whose declared body is bigger than any valid one, before reading it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.max_bytes:
+                message = f"request body of {int(length):,} bytes is over the limit of {self.max_bytes:,} bytes"
+                await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_token: str | None = None,
+               hub_token: str | None = None, max_batch: int = 16, max_wait_ms: float = 5.0,
+               micro_batching: bool = True, sessions: int = 4, ort_threads: int | None = None,
+               limits: ImageLimits | None = None, providers: tuple[list[str], str] | None = None) -> FastAPI:
+    """Load the zoo (ZooError / HubError if it cannot be used) and wire the API and the UI to one server state.
+
+    `providers` (list, reason) skips the CUDA probe; by default it runs once here.
+    """
+    limits = limits or ImageLimits()
+    zoo = zoo_source if isinstance(zoo_source, Zoo) else Zoo.load(zoo_source)
+    inference = InferenceConfig(micro_batching, max_batch, max_wait_ms, sessions, ort_threads)
+    server = PreZooServer(zoo, cache_dir, ServerConfig(admin_token, hub_token, inference, limits), providers)
+    samples = write_samples(zoo, server.cache_dir / "samples")
+    log.info("zoo %s: %d entries; inference on %s (%s)", zoo.name, len(zoo.entries),
+             ", ".join(server.engine.providers), server.engine.provider_reason)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        server.close()
+
+    app = FastAPI(title="PreZoo", version="0.1.0", lifespan=lifespan,
+                  description=f"Budget-to-model specialization and inference for the zoo **{zoo.name}**.")
+    app.state.prezoo = server
+    install_error_handlers(app)
+    add_api_routes(app, server)
+    app.add_middleware(RequestSizeLimit, max_bytes=limits.max_files * limits.max_bytes + 1024 * 1024)
+    ui = build_ui(server, samples)
+    ui.queue(default_concurrency_limit=8)
+    return gr.mount_gradio_app(app, ui, path="/", allowed_paths=[str(server.cache_dir)],
+                               max_file_size=limits.max_bytes, footer_links=["api"])

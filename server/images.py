@@ -1,0 +1,95 @@
+"""Untrusted image bytes -> validated PIL images -> the zoo's input tensor.
+
+Every rejection is an `ImageError` with an HTTP status and a message naming the file and the limit, so a bad
+upload costs one 4xx answer and never the server: sizes and pixel counts are checked from the header, before
+any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MAX_PIXELS = 4096 * 4096
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own bomb guard (also covers Gradio's uploads): error above 2x this
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # decode_image rejects those itself
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+RESAMPLING = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+              "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+              "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = MAX_PIXELS
+    max_files: int = 32
+
+
+class ImageError(ValueError):
+    """An upload we refuse; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_content_type(content_type: str | None, name: str) -> None:
+    """Images, or an unlabelled upload (octet-stream) whose bytes we sniff; anything else is a client error."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind and not kind.startswith("image/") and kind != "application/octet-stream":
+        raise ImageError(415, f"{name}: content type {kind!r} is not an image; send {', '.join(FORMATS)} files")
+
+
+def decode_image(data: bytes, name: str, limits: ImageLimits) -> Image.Image:
+    """The decoded image, or an ImageError if it is empty, too big, not an image or corrupt."""
+    if not data:
+        raise ImageError(400, f"{name}: the file is empty")
+    if len(data) > limits.max_bytes:
+        raise ImageError(413, f"{name}: {len(data):,} bytes is over the limit of {limits.max_bytes:,} bytes")
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as e:
+        raise ImageError(413, f"{name}: too many pixels ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ImageError(415, f"{name}: not an image this server can read ({', '.join(FORMATS)})") from None
+    if image.format not in FORMATS:
+        raise ImageError(415, f"{name}: {image.format} images are not accepted; send {', '.join(FORMATS)}")
+    pixels = image.width * image.height
+    if pixels > limits.max_pixels:
+        raise ImageError(413, f"{name}: {image.width}x{image.height} = {pixels:,} pixels is over the limit of "
+                              f"{limits.max_pixels:,}")
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageError(422, f"{name}: the image data is truncated or corrupt ({e})") from None
+    return image
+
+
+def to_input(image: Image.Image, preprocessing: dict[str, Any]) -> np.ndarray:
+    """(C, H, W) float32 exactly as the zoo was evaluated: mode, resize + center crop (timm's eval transform),
+    scale to [0, 1], normalise."""
+    mode = {1: "L", 3: "RGB"}[preprocessing["in_chans"]]
+    image = _resize_and_crop(image.convert(mode), preprocessing["img_size"], preprocessing.get("crop_pct", 1.0),
+                             RESAMPLING[preprocessing.get("interpolation", "bicubic")])
+    x = np.asarray(image, dtype=np.float32).reshape(image.height, image.width, -1) / 255.0
+    mean = np.asarray(preprocessing["mean"], dtype=np.float32)
+    std = np.asarray(preprocessing["std"], dtype=np.float32)
+    return ((x - mean) / std).transpose(2, 0, 1).copy()
+
+
+def _resize_and_crop(image: Image.Image, size: int, crop_pct: float, resample: Image.Resampling) -> Image.Image:
+    """Shorter side to floor(size / crop_pct), then the central size x size square."""
+    scale = math.floor(size / crop_pct)
+    w, h = image.size
+    new = (scale, max(scale, int(scale * h / w))) if w <= h else (max(scale, int(scale * w / h)), scale)
+    if new != image.size:
+        image = image.resize(new, resample)
+    left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
+    return image.crop((left, top, left + size, top + size))

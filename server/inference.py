@@ -1,0 +1,234 @@
+"""ONNX Runtime inference for the zoo's entries: provider choice, a bounded session cache, micro-batching.
+
+Sessions are built from the export cache's fp32 ONNX files and kept in an LRU of configurable size (a big zoo
+would not fit in memory at once). With micro-batching on, each model has one worker thread that gathers the
+images of concurrent requests (up to `max_batch`, waiting at most `max_wait_ms` after the first) into one ORT
+call: on a small CPU that beats many concurrent batch-1 calls fighting over the same cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from export.cache import ExportCache
+from export.onnx import run, session
+from zoo.store import Zoo, ZooEntry
+
+log = logging.getLogger("server")
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    micro_batching: bool = True
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    sessions: int = 4  # ONNX Runtime sessions kept loaded (LRU)
+    threads: int | None = None  # ORT intra-op threads; None: ORT's default (one per physical core)
+
+
+def choose_providers(available: list[str] | None = None) -> tuple[list[str], str]:
+    """CUDA when this onnxruntime build has it and a session really runs on it, else CPU; and why."""
+    available = ort.get_available_providers() if available is None else available
+    if CUDA not in available:
+        return [CPU], f"{CUDA} is not in this onnxruntime build ({', '.join(available)})"
+    try:
+        probe = ort.InferenceSession(_probe_model(), providers=[CUDA, CPU])
+        probe.run(None, {"x": np.ones((1, 4), np.float32)})
+        used = probe.get_providers()
+    except Exception as e:  # a broken driver or missing CUDA libraries surface here in many forms
+        used, error = [], f"{type(e).__name__}: {e}"
+    else:
+        error = f"a session asked for {CUDA} got {used}"
+    if used and used[0] == CUDA:
+        return [CUDA, CPU], f"{CUDA} works"
+    reason = f"{CUDA} is available but unusable, falling back to CPU: {error}"
+    log.warning(reason)
+    return [CPU], reason
+
+
+def _probe_model() -> bytes:
+    """A one-node ONNX model (y = x + x) to try a provider on."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "probe", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=onnx.IR_VERSION_2023_5_5
+                             ).SerializeToString()
+
+
+class SessionCache:
+    """LRU of built objects; each key is built once even when many threads ask at the same time."""
+
+    def __init__(self, build: Callable[[str], object], size: int) -> None:
+        if size < 1:
+            raise ValueError(f"the session cache needs room for at least one session, got {size}")
+        self._build, self.size = build, size
+        self._items: OrderedDict[str, object] = OrderedDict()
+        self._guard = threading.Lock()
+        self._building: dict[str, threading.Lock] = {}
+        self.loads = 0
+
+    def get(self, key: str) -> object:
+        with self._guard:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            lock = self._building.setdefault(key, threading.Lock())
+        with lock:
+            with self._guard:
+                if key in self._items:
+                    return self._items[key]
+            item = self._build(key)
+            with self._guard:
+                self._items[key] = item
+                self.loads += 1
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)  # in-flight calls keep their own reference
+        return item
+
+    def keys(self) -> list[str]:
+        with self._guard:
+            return list(self._items)
+
+
+@dataclass
+class _Job:
+    x: np.ndarray
+    future: Future = field(default_factory=Future)
+
+
+class MicroBatcher:
+    """One worker thread: concatenate queued jobs (up to `max_batch` images) into one call, scatter the rows."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait_ms: float, name: str) -> None:
+        self._fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1e3
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._carry: _Job | None = None  # a job that did not fit the last batch: it opens the next one
+        self.batches = self.images = 0
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, x: np.ndarray) -> Future:
+        job = _Job(x)
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._carry or self._queue.get()
+            self._carry = None
+            if first is None:
+                return
+            jobs, stop = self._gather(first)
+            self._run(jobs)
+            if stop:
+                return
+
+    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
+        """Jobs for one batch, and whether the close sentinel arrived meanwhile."""
+        jobs, n = [first], len(first.x)
+        deadline = time.monotonic() + self.max_wait
+        while n < self.max_batch:
+            try:
+                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if job is None:
+                return jobs, True
+            if n + len(job.x) > self.max_batch:
+                self._carry = job
+                break
+            jobs.append(job)
+            n += len(job.x)
+        return jobs, False
+
+    def _run(self, jobs: list[_Job]) -> None:
+        try:
+            out = self._fn(np.concatenate([j.x for j in jobs]))
+        except Exception as e:
+            for j in jobs:
+                j.future.set_exception(e)
+            return
+        self.batches += 1
+        self.images += len(out)
+        start = 0
+        for j in jobs:
+            j.future.set_result(out[start:start + len(j.x)])
+            start += len(j.x)
+
+
+class Engine:
+    """Class probabilities for a batch of preprocessed images with any entry of the zoo."""
+
+    def __init__(self, zoo: Zoo, cache: ExportCache, config: InferenceConfig,
+                 providers: tuple[list[str], str] | None = None) -> None:
+        self.zoo, self.cache, self.config = zoo, cache, config
+        self.providers, self.provider_reason = providers or choose_providers()
+        self.sessions = SessionCache(self._load_session, config.sessions)
+        self._batchers: dict[str, MicroBatcher] = {}
+        self._guard = threading.Lock()
+
+    def _load_session(self, entry_id: str):
+        path = self.cache.file(self.zoo, self.zoo.entry(entry_id), "onnx")
+        return session(path, self.providers, self.config.threads)
+
+    def logits(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
+        """One ORT call (blocking)."""
+        return run(self.sessions.get(entry.id), x)
+
+    def batcher(self, entry: ZooEntry) -> MicroBatcher:
+        with self._guard:
+            if entry.id not in self._batchers:
+                self._batchers[entry.id] = MicroBatcher(lambda x: self.logits(entry, x), self.config.max_batch,
+                                                        self.config.max_wait_ms, entry.id)
+            return self._batchers[entry.id]
+
+    def batching_stats(self) -> dict[str, float]:
+        """Micro-batches run and images in them, over all models: their ratio is the mean batch size."""
+        with self._guard:
+            batches = sum(b.batches for b in self._batchers.values())
+            images = sum(b.images for b in self._batchers.values())
+        return {"batches": batches, "images": images, "mean_batch": round(images / batches, 2) if batches else 0.0}
+
+    async def probabilities(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
+        """Softmax over the classes, (n, classes); micro-batched with other requests when that is on."""
+        if self.config.micro_batching:
+            logits = await asyncio.wrap_future(self.batcher(entry).submit(x))
+        else:
+            logits = await asyncio.to_thread(self.logits, entry, x)
+        return softmax(logits)
+
+    def close(self) -> None:
+        with self._guard:
+            batchers, self._batchers = list(self._batchers.values()), {}
+        for b in batchers:
+            b.close()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def top_k(probabilities: np.ndarray, labels: list[str], k: int) -> list[list[dict[str, float | str]]]:
+    """Per image, the k most likely labels with their probabilities, most likely first."""
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [[{"label": labels[i], "probability": float(p[i])} for i in row] for p, row in zip(probabilities, order,
+                                                                                           strict=True)]

@@ -1,0 +1,146 @@
+"""What the REST API and the UI share: the zoo, the export cache, the inference engine, downloads and pushes."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from export.cache import ExportCache
+from export.hub import push_folder
+from server.images import ImageLimits, decode_image, to_input
+from server.inference import Engine, InferenceConfig, top_k
+from zoo.hub import HubError
+from zoo.io import sha256_file
+from zoo.store import Zoo, ZooEntry
+
+log = logging.getLogger("server")
+
+
+@dataclass(frozen=True)
+class Download:
+    """One downloadable file of an entry: which export holds it, its media type and the name users get."""
+
+    fmt: str
+    file: str
+    media_type: str
+    suffix: str
+
+    def filename(self, entry: ZooEntry) -> str:
+        return f"prezoo-{entry.id}{self.suffix}"
+
+
+BINARY = "application/octet-stream"
+DOWNLOADS = {
+    "safetensors": Download("safetensors", "model.safetensors", BINARY, ".safetensors"),
+    "config": Download("safetensors", "config.json", "application/json", ".config.json"),
+    "card": Download("safetensors", "README.md", "text/markdown; charset=utf-8", ".README.md"),
+    "onnx": Download("onnx", "model.onnx", BINARY, ".onnx"),
+    "onnx-int8": Download("onnx-int8", "model.int8.onnx", BINARY, ".int8.onnx"),
+    "onnx-fp16": Download("onnx-fp16", "model.fp16.onnx", BINARY, ".fp16.onnx"),
+}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    admin_token: str | None = None  # enables pushing to the Hub; None: push is off
+    hub_token: str | None = None  # the Hub write token (HF_TOKEN); never leaves the process except to the Hub
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    limits: ImageLimits = field(default_factory=ImageLimits)
+
+
+class PreZooServer:
+    def __init__(self, zoo: Zoo, cache_dir: str | Path, config: ServerConfig,
+                 providers: tuple[list[str], str] | None = None) -> None:
+        self.zoo, self.config = zoo, config
+        self.cache_dir = Path(cache_dir)
+        self.exports = ExportCache(self.cache_dir / "exports")
+        self.engine = Engine(zoo, self.exports, config.inference, providers)
+        self.started = time.monotonic()
+        self.default_entry = zoo.query()  # no limits: the most accurate entry
+        self._etags: dict[tuple[Path, int, int], str] = {}
+        self._etag_lock = threading.Lock()
+
+    # -- entries -------------------------------------------------------------------------------
+    def entry(self, entry_id: str | None) -> ZooEntry:
+        """The entry with this id (KeyError naming the known ids), or the most accurate one for None."""
+        return self.default_entry if entry_id is None else self.zoo.entry(entry_id)
+
+    def pareto_ids(self, by: str = "params") -> list[str]:
+        return [e.id for e in self.zoo.pareto(by)]
+
+    # -- downloads -----------------------------------------------------------------------------
+    def download(self, entry: ZooEntry, kind: str) -> Path:
+        """The file (exported on first request, then cached on disk)."""
+        d = DOWNLOADS[kind]
+        return self.exports.file(self.zoo, entry, d.fmt, d.file)
+
+    def named_download(self, entry: ZooEntry, kind: str) -> Path:
+        """The same file under the name users should get (a hard link), for UIs that name downloads by file."""
+        src = self.download(entry, kind)
+        dst = self.cache_dir / "downloads" / entry.id / DOWNLOADS[kind].filename(entry)
+        if not dst.exists() or dst.stat().st_ino != src.stat().st_ino:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}")
+            try:
+                os.link(src, tmp)
+            except OSError:  # another file system: copy
+                shutil.copyfile(src, tmp)
+            tmp.replace(dst)
+        return dst
+
+    def etag(self, path: Path) -> str:
+        """Strong ETag: the file's sha256 (memoised per path, mtime and size)."""
+        st = path.stat()
+        key = (path, st.st_mtime_ns, st.st_size)
+        with self._etag_lock:
+            if key not in self._etags:
+                self._etags[key] = sha256_file(path)
+            return f'"{self._etags[key]}"'
+
+    # -- inference -----------------------------------------------------------------------------
+    def decode(self, data: bytes, name: str) -> np.ndarray:
+        """Validated upload -> (C, H, W) model input; ImageError for anything we refuse."""
+        return to_input(decode_image(data, name, self.config.limits), self.zoo.preprocessing)
+
+    async def classify(self, entry: ZooEntry, inputs: list[np.ndarray], k: int) -> list[list[dict]]:
+        probabilities = await self.engine.probabilities(entry, np.stack(inputs))
+        return top_k(probabilities, self.zoo.classes, min(k, len(self.zoo.classes)))
+
+    # -- Hub push ------------------------------------------------------------------------------
+    @property
+    def push_enabled(self) -> bool:
+        return self.config.admin_token is not None
+
+    def is_admin(self, token: str | None) -> bool:
+        admin = self.config.admin_token
+        return admin is not None and token is not None and hmac.compare_digest(token.encode(), admin.encode())
+
+    def push(self, repo_id: str, entry: ZooEntry | None, private: bool = False) -> str:
+        """Push one entry's HF folder (or, for None, the whole zoo folder); returns the repo URL."""
+        folder = self.zoo.root if entry is None else self.exports.get(self.zoo, entry, "safetensors")
+        what = "the whole zoo" if entry is None else entry.id
+        try:
+            url = push_folder(folder, repo_id, token=self.config.hub_token, private=private,
+                              commit_message=f"Upload {what} from the PreZoo server")
+        except HubError as e:
+            raise HubError(self.redact(str(e))) from None
+        log.info("pushed %s to %s", what, repo_id)
+        return url
+
+    def redact(self, text: str) -> str:
+        """Belt and braces: no secret of ours in anything we answer or log."""
+        for secret in (self.config.hub_token, self.config.admin_token):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def close(self) -> None:
+        self.engine.close()
