@@ -180,11 +180,11 @@ def add_api_routes(app: FastAPI, server: PreZooServer) -> None:
     def no_such_route(request: Request, rest: str) -> None:
         """/api/* never falls through to the UI: 405 with Allow for a known path, else 404."""
         allowed = sorted({m for r in app.routes if isinstance(r, APIRoute) and r.path != "/api/{rest:path}"
-                          and r.path_regex.match(request.url.path) for m in r.methods})
+                          and r.path_regex.match(request.scope["path"]) for m in r.methods})
         if allowed:
             raise ApiError(405, f"{request.method} is not allowed here; use {', '.join(allowed)}",
                            headers={"Allow": ", ".join(allowed)})
-        raise ApiError(404, f"no API route {request.url.path}; see /docs")
+        raise ApiError(404, f"no API route {request.scope['path']}; see /docs")
 
 
 def _etags(header: str) -> set[str]:

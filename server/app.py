@@ -17,7 +17,7 @@ from server.images import ImageLimits
 from server.inference import InferenceConfig
 from server.samples import write_samples
 from server.state import PreZooServer, ServerConfig
-from server.ui import build_ui
+from server.ui import PreZooUI
 from zoo.store import Zoo
 
 log = logging.getLogger("server")
@@ -66,7 +66,7 @@ def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_tok
     install_error_handlers(app)
     add_api_routes(app, server)
     app.add_middleware(RequestSizeLimit, max_bytes=limits.max_files * limits.max_bytes + 1024 * 1024)
-    ui = build_ui(server, samples)
+    ui = PreZooUI(server, samples).build()
     ui.queue(default_concurrency_limit=8)
     return gr.mount_gradio_app(app, ui, path="/", allowed_paths=[str(server.cache_dir)],
                                max_file_size=limits.max_bytes, footer_links=["api"])

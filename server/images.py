@@ -72,12 +72,16 @@ def decode_image(data: bytes, name: str, limits: ImageLimits) -> Image.Image:
     return image
 
 
-def to_input(image: Image.Image, preprocessing: dict[str, Any]) -> np.ndarray:
-    """(C, H, W) float32 exactly as the zoo was evaluated: mode, resize + center crop (timm's eval transform),
-    scale to [0, 1], normalise."""
+def model_view(image: Image.Image, preprocessing: dict[str, Any]) -> Image.Image:
+    """The image as the model sees it: its mode (gray or RGB), resized + center-cropped like timm's eval transform."""
     mode = {1: "L", 3: "RGB"}[preprocessing["in_chans"]]
-    image = _resize_and_crop(image.convert(mode), preprocessing["img_size"], preprocessing.get("crop_pct", 1.0),
-                             RESAMPLING[preprocessing.get("interpolation", "bicubic")])
+    return _resize_and_crop(image.convert(mode), preprocessing["img_size"], preprocessing.get("crop_pct", 1.0),
+                            RESAMPLING[preprocessing.get("interpolation", "bicubic")])
+
+
+def to_input(image: Image.Image, preprocessing: dict[str, Any]) -> np.ndarray:
+    """(C, H, W) float32 exactly as the zoo was evaluated: the model's view, scaled to [0, 1], normalised."""
+    image = model_view(image, preprocessing)
     x = np.asarray(image, dtype=np.float32).reshape(image.height, image.width, -1) / 255.0
     mean = np.asarray(preprocessing["mean"], dtype=np.float32)
     std = np.asarray(preprocessing["std"], dtype=np.float32)

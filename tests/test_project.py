@@ -34,8 +34,8 @@ def test_torch_pins_come_first():
     assert not {"onnxruntime", "onnxruntime-gpu"} <= names, "never both onnxruntime packages"
 
 
-def test_unbuilt_packages_exit_with_a_message_not_a_traceback():
-    for pkg in ("export", "server"):
-        out = subprocess.run([sys.executable, "-m", pkg], capture_output=True, text=True, cwd=ROOT)
-        if out.returncode == 2:  # not built yet: a clear message
-            assert "not built yet" in out.stderr and "Traceback" not in out.stderr
+def test_every_package_runs_as_a_module():
+    for pkg in ("zoo", "training", "export", "server"):
+        out = subprocess.run([sys.executable, "-m", pkg, "--help"], capture_output=True, text=True, cwd=ROOT,
+                             timeout=120)
+        assert out.returncode == 0 and "usage" in out.stdout.lower(), (pkg, out.stderr[-500:])

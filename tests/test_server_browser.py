@@ -1,7 +1,7 @@
 """The UI in a real browser: Debian's chromium driven by Playwright against `python -m server` in a subprocess.
 
-Set a budget, see the chosen model, download its ONNX file (and run it), classify a bundled sample image; the page
-makes no request off the machine, and the server stops cleanly on SIGTERM.
+Set a budget, see the chosen model, download its ONNX file (and run it), classify an upload and a bundled sample;
+the page makes no request off the machine, and the server stops cleanly on SIGTERM.
 """
 
 from __future__ import annotations
@@ -108,7 +108,10 @@ def download_and_run_onnx(page: Page, tmp_path: Path) -> None:
 def classify_a_sample(page: Page, sample: Path) -> None:
     assert sample.is_file(), "the server writes Fashion-MNIST samples (dataset-fashion-mnist is installed)"
     page.get_by_role("tab", name="Try it").click()
-    page.locator("#try-image input[type=file]").set_input_files(str(sample))
+    page.locator("#try-file input[type=file]").set_input_files(str(sample))
     page.wait_for_selector("#predictions :text('%')", timeout=60_000)
     text = page.locator("#predictions").inner_text()
     assert sum(label in text for label in FMNIST_CLASSES) >= 5
+    seen = page.locator("#model-view img").get_attribute("src")
+    page.locator("#samples img").first.click()  # a bundled sample: classified on click
+    page.wait_for_function("src => document.querySelector('#model-view img')?.src !== src", arg=seen)
