@@ -4,4 +4,4 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY . /app
 RUN bash setup.sh
-CMD [".venv/bin/python", "-m", "zoo"]
+CMD [".venv/bin/python", "-m", "server", "--host", "0.0.0.0"]
