@@ -145,7 +145,7 @@ def test_select_is_reproducible_and_writes_a_valid_file(tmp_path):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.update(kind="other"), "not a PreZoo preferred.json"),
+    (lambda d: d.update(kind="other"), "not a PreZoo prezoo.preferred file"),
     (lambda d: d.update(schema_version=99), "schema_version 99"),
     (lambda d: d["buckets"][-1]["entries"][0].update(id="e96-d6-00000000"), "does not match its arch"),
     (lambda d: d["space"].update(num_classes=11), "space_hash"),
@@ -178,8 +178,8 @@ def test_cli_select_and_errors(tmp_path):
     assert (tmp_path / "preferred.json").is_file() and (tmp_path / "preferred.png").stat().st_size > 10_000
     assert "next: python -m training train" in ok.stdout
     for args, message in ((["--space", "nope"], "unknown search space"),
-                          (["--space", "mini", "--width", "0"], "width > 0"),
-                          (["--space", "mini", "--width", "lots"], "not a number"),
+                          (["--space", "mini", "--width", "0"], "must be a positive"),
+                          (["--space", "mini", "--width", "lots"], "must be a number"),
                           (["--space", "mini", "--proxy", "magic"], "invalid choice")):
         bad = run(*args, "--out", str(tmp_path / "bad"))
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr

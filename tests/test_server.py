@@ -415,7 +415,7 @@ def test_startup_with_a_missing_or_corrupt_zoo_exits_2_with_one_line(zoo_dir, tm
     (truncated_index / "zoo.json").write_text((zoo_dir / "zoo.json").read_text()[:500])
     weights = truncated_weights / "supernet.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    cases = {tmp_path / "missing": "no zoo at", truncated_index: "not valid JSON", truncated_weights: "sha256"}
+    cases = {tmp_path / "missing": "no zoo at", truncated_index: "cannot read", truncated_weights: "sha256"}
     for zoo, message in cases.items():
         out = run_server("--zoo", str(zoo), "--port", "0")
         assert out.returncode == 2, out.stderr

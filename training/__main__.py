@@ -6,17 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from zoo.budget import parse_count
 from zoo.space import get_space
 
 
 def _number(text: str) -> float:
-    """'6M', '1.4G', '50K' or a plain number."""
-    units = {"K": 1e3, "M": 1e6, "G": 1e9}
-    t = text.strip().upper()
+    """'6M', '1.4G', '50K' or a plain number, for argparse."""
     try:
-        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r} (examples: 6M, 0.05M, 1.4G, 500000)") from None
+        return parse_count(text, "value")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_select_args(p: argparse.ArgumentParser) -> None:

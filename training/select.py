@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from training.proxies import get_proxy
 from zoo import Arch, SearchSpace, ViTSupernet, flops, params, slice_tensor
-from zoo.io import atomic_write_text
+from zoo.io import atomic_write_text, read_versioned_json
 
 SCHEMA_VERSION = 1
 # Step 2 leaves out tensors whose size does not depend on the choices being ranked within an
@@ -353,15 +353,7 @@ def write_selection(sel: Selection, out_dir: str | Path) -> Path:
 def load_preferred(path: str | Path) -> tuple[SearchSpace, list[dict]]:
     """The space and the preferred entries of a `preferred.json`, checked for consistency."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read preferred set {path}: {e}") from e
-    if not isinstance(doc, dict) or doc.get("kind") != "prezoo.preferred":
-        raise ValueError(f"{path} is not a PreZoo preferred.json (kind != 'prezoo.preferred')")
-    if doc.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {doc.get('schema_version')!r} is not supported "
-                         f"(this PreZoo reads {SCHEMA_VERSION})")
+    doc = read_versioned_json(path, "prezoo.preferred", SCHEMA_VERSION)
     space = SearchSpace.from_dict(doc["space"])
     if space.hash != doc.get("space_hash"):
         raise ValueError(f"{path}: space_hash {doc.get('space_hash')} does not match its space ({space.hash})")

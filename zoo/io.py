@@ -35,3 +35,20 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_versioned_json(path: str | Path, kind: str, version: int, error: type[Exception] = ValueError) -> dict:
+    """A JSON document of ours: readable, of the expected `kind`, at a `schema_version` we read."""
+    import json
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise error(f"cannot read {path}: {e} (missing, truncated or corrupt)") from e
+    if not isinstance(doc, dict) or doc.get("kind") != kind:
+        raise error(f"{path} is not a PreZoo {kind} file (kind != '{kind}')")
+    if doc.get("schema_version") != version:
+        raise error(f"{path}: schema_version {doc.get('schema_version')!r} is not supported (this PreZoo reads "
+                    f"{version})")
+    return doc

@@ -26,7 +26,7 @@ from safetensors.torch import save as save_safetensors
 from zoo.arch import Arch
 from zoo.budget import human, parse_count, parse_latency_ms
 from zoo.cost import flops, params
-from zoo.io import atomic_write_bytes, atomic_write_text, sha256_file
+from zoo.io import atomic_write_bytes, atomic_write_text, read_versioned_json, sha256_file
 from zoo.space import SearchSpace
 from zoo.supernet import ViTSupernet
 from zoo.vit import ViT
@@ -129,15 +129,7 @@ class Zoo:
         index = path / INDEX
         if not index.is_file():
             raise ZooError(f"{path} is not a zoo: {INDEX} is missing")
-        try:
-            doc = json.loads(index.read_text())
-        except (OSError, ValueError) as e:
-            raise ZooError(f"{index} is not valid JSON ({e}): the file is truncated or corrupt") from e
-        if not isinstance(doc, dict) or doc.get("kind") != "prezoo.zoo":
-            raise ZooError(f"{index} is not a PreZoo index (kind != 'prezoo.zoo')")
-        if doc.get("schema_version") != SCHEMA_VERSION:
-            raise ZooError(f"{index}: schema_version {doc.get('schema_version')!r} is not supported "
-                           f"(this PreZoo reads {SCHEMA_VERSION})")
+        doc = read_versioned_json(index, "prezoo.zoo", SCHEMA_VERSION, ZooError)
         try:
             space = SearchSpace.from_dict(doc["space"])
         except (KeyError, ValueError) as e:
