@@ -86,6 +86,19 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_run(run: Path):
+    """The config and the trained supernet of a training run directory."""
+    import json
+
+    from training.evaluate import load_supernet
+    from training.train import TrainConfig
+
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} is missing: is {run} a training run directory?")
+    return TrainConfig.from_dict(json.loads(cfg_path.read_text())), load_supernet(run / "supernet.safetensors")
+
+
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="training run directory (holds supernet.safetensors, config.json)")
     p.add_argument("--preferred", help="preferred.json to evaluate (default: the run's own)")
@@ -97,18 +110,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from training.data import load_data
-    from training.evaluate import evaluate_archs, load_supernet, tensor_batches
+    from training.evaluate import evaluate_archs, tensor_batches
     from training.select import load_preferred
-    from training.train import TrainConfig
     from zoo import Arch, flops, params
     from zoo.io import atomic_write_text
 
     run = Path(args.run)
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} is missing: is {run} a training run directory?")
-    cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-    supernet = load_supernet(run / "supernet.safetensors")
+    cfg, supernet = load_run(run)
     space = supernet.space
     pref_space, entries = load_preferred(args.preferred or cfg.preferred)
     if pref_space.hash != space.hash:
@@ -142,19 +150,15 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    import json
 
     from training.data import load_data
-    from training.evaluate import accuracy, load_supernet, tensor_batches
+    from training.evaluate import accuracy, tensor_batches
     from training.search import EvolutionConfig, evolve
-    from training.train import TrainConfig
     from zoo import flops, params
 
     if args.max_params is None and args.max_flops is None:
         raise ValueError("give a budget: --max-params and/or --max-flops")
-    run = Path(args.run)
-    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    supernet = load_supernet(run / "supernet.safetensors")
+    cfg, supernet = load_run(Path(args.run))
     space = supernet.space
     data, _ = load_data(cfg.data, "val", img_size=space.img_size, in_chans=space.in_chans,
                         val_size=cfg.val_size, seed=cfg.seed)
