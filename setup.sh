@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
-# Installs PreZoo on a fresh Debian machine: apt packages (as root), then a virtualenv in .venv.
+# Installs PreZoo on a fresh Debian/Ubuntu machine: apt packages (as root), then a virtualenv in .venv.
 # Idempotent: a second run only checks.
+#   bash setup.sh                 serving, training, export and the test tools (requirements-dev.txt, chromium)
+#   bash setup.sh --serve         without the test tools (what the Docker image installs)
+#   bash setup.sh --gpu           onnxruntime-gpu (requirements-gpu.txt) instead of onnxruntime, for CUDA machines
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(dataset-fashion-mnist chromium)
+serve_only=0 gpu=0
+for arg in "$@"; do
+  case "$arg" in
+    --serve) serve_only=1 ;;
+    --gpu) gpu=1 ;;
+    *) echo "setup: unknown option '$arg' (options: --serve, --gpu)" >&2; exit 2 ;;
+  esac
+done
+
+APT_PACKAGES=(dataset-fashion-mnist)
+((serve_only)) || APT_PACKAGES+=(chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -13,7 +26,17 @@ if ((${#missing[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
+pip=(.venv/bin/pip install -q)
 # torch + torchvision first, exactly as pinned; then everything else.
-.venv/bin/pip install -q $(grep -E '^(torch|torchvision)==' requirements.txt)
-.venv/bin/pip install -q -r requirements.txt
-echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+"${pip[@]}" $(grep -E '^(torch|torchvision)==' requirements.txt)
+# onnxruntime and onnxruntime-gpu provide the same module: exactly one of them may be installed.
+if ((gpu)); then ort=$(grep -E '^onnxruntime-gpu==' requirements-gpu.txt) other=onnxruntime
+else ort=$(grep -E '^onnxruntime==' requirements.txt) other=onnxruntime-gpu; fi
+if .venv/bin/pip show -q "$other" >/dev/null 2>&1; then
+  echo "setup: replacing $other with $ort"
+  .venv/bin/pip uninstall -y -q "$other" "${ort%%==*}"
+fi
+"${pip[@]}" -r <(grep -vE '^onnxruntime==' requirements.txt) "$ort"
+((serve_only)) || "${pip[@]}" -r requirements-dev.txt
+echo "setup: done ($(.venv/bin/python -c 'import torch, onnxruntime as o; print("torch", torch.__version__,
+  "| onnxruntime", o.__version__, o.get_available_providers())'))"

@@ -1,13 +1,15 @@
 """The paper's central claim at our scale: preferred training vs uniform ("redundant") training.
 
     .venv/bin/python -m bench.bench_prenas [--epochs 10] [--seed 0] [--out runs/experiment]
+    .venv/bin/python -m bench.bench_prenas --combine runs/experiment [--plot docs/prenas-vs-uniform.png]
 
 Same space (`mini`), same steps, same seed:
  (a) PreNAS: train with the preferred sampler, evaluate the preferred archs;
  (b) AutoFormer-style uniform training, evaluating the same preferred archs;
  (c) uniform training + evolutionary search per bucket (fitness: val top-1), then test top-1.
 Prints a markdown table per bucket and the search time of (c) vs PreNAS's selection time; writes
-`<out>/experiment.json` and `<out>/experiment.png`.
+`<out>/seed<S>/experiment.json` and `experiment.png`. `--combine` reads every seed's JSON under a folder: the
+per-bucket mean over seeds, each seed's mean and wins, and one plot with every seed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from training.search import EvolutionConfig, evolve
 from training.select import SelectConfig, select, write_selection
 from training.train import TrainConfig, train
 from zoo import get_space, params
-from zoo.io import atomic_write_text
+from zoo.io import atomic_write_bytes, atomic_write_text
 
 
 def run(epochs: float, seed: int, out: Path, population: int, generations: int, val_images: int) -> dict:
@@ -106,8 +108,68 @@ def plot(res: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_plot(fig, path)
     plt.close(fig)
+
+
+METHODS = {"a_preferred_training": "(a) preferred training (PreNAS)",
+           "b_uniform_training": "(b) uniform training, same archs",
+           "c_uniform_plus_search": "(c) uniform training + evolutionary search"}
+
+
+def combine(results: list[dict]) -> str:
+    """Markdown: per bucket, each method's mean test top-1 over the seeds (min-max); then one line per seed."""
+    seeds = [r["seed"] for r in results]
+    lines = [f"Seeds {', '.join(map(str, seeds))}; {results[0]['epochs']} epochs per supernet. Per bucket: mean test "
+             f"top-1 over the seeds (min-max).\n", "| bucket (params) | " + " | ".join(METHODS.values()) + " |",
+             "|---|" + "---|" * len(METHODS)]
+    buckets = sorted({tuple(row["bucket"]) for r in results for row in r["rows"]})
+    for lo, hi in buckets:
+        rows = [row for r in results for row in r["rows"] if tuple(row["bucket"]) == (lo, hi)]
+        cells = [f"{sum(v) / len(v):.2f} ({min(v):.2f}-{max(v):.2f})" for v in
+                 ([row[k] for row in rows] for k in METHODS)]
+        lines.append(f"| [{lo / 1e6:.2f}, {hi / 1e6:.2f})M | " + " | ".join(cells) + " |")
+    lines.append("")
+    for r in results:
+        n = len(r["rows"])
+        means = ", ".join(f"{k[0]} {sum(row[k] for row in r['rows']) / n:.2f}" for k in METHODS)
+        wins = sum(row["a_preferred_training"] > row["b_uniform_training"] for row in r["rows"])
+        search = sum(row["c_search_s"] for row in r["rows"])
+        lines.append(f"- seed {r['seed']}: mean top-1 {means}; (a) beats (b) in {wins}/{n} buckets; selection "
+                     f"{r['select_s']:.2f} s vs search {search:.0f} s")
+    return "\n".join(lines)
+
+
+def plot_seeds(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    for (key, label), marker, color in zip(METHODS.items(), "os^", ("C0", "C1", "C2"), strict=True):
+        for i, r in enumerate(results):
+            px = "c_search_params" if key.startswith("c_") else "params"
+            ax.plot([row[px] / 1e6 for row in r["rows"]], [row[key] for row in r["rows"]], marker=marker,
+                    color=color, alpha=0.8,  # (c)'s archs are not ordered by size: points, not lines
+                    linestyle="none" if key.startswith("c_") else ("-", "--", ":")[i % 3],
+                    label=f"{label}, seed {r['seed']}")
+    ax.set_xlabel("M params")
+    ax.set_ylabel("Fashion-MNIST test top-1 (%)")
+    ax.set_title(f"mini space, {results[0]['epochs']} epochs, seeds {', '.join(str(r['seed']) for r in results)}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_plot(fig, path)
+    plt.close(fig)
+
+
+def atomic_plot(fig, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def main() -> None:
@@ -118,7 +180,21 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=20)
     ap.add_argument("--generations", type=int, default=10)
     ap.add_argument("--val-images", type=int, default=1000)
+    ap.add_argument("--combine", metavar="DIR", help="report every DIR/seed*/experiment.json together instead")
+    ap.add_argument("--plot", type=Path, help="with --combine: where to write the plot, and the seeds' results as "
+                                              "JSON beside it (default DIR/experiment.png)")
     args = ap.parse_args()
+    if args.combine:
+        results = sorted((json.loads(p.read_text()) for p in Path(args.combine).glob("seed*/experiment.json")),
+                         key=lambda r: r["seed"])
+        if not results:
+            raise SystemExit(f"no seed*/experiment.json under {args.combine}: run the experiment first")
+        print(combine(results))
+        plot = args.plot or Path(args.combine) / "experiment.png"
+        plot_seeds(results, plot)
+        atomic_write_text(plot.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
+        print(f"\nwrote {plot} and {plot.with_suffix('.json')}")
+        return
     out = Path(args.out) / f"seed{args.seed}"
     res = run(args.epochs, args.seed, out, args.population, args.generations, args.val_images)
     atomic_write_text(out / "experiment.json", json.dumps(res, indent=1) + "\n")

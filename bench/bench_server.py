@@ -1,12 +1,14 @@
 """Server load test on loopback, micro-batching on vs off side by side; or a UI screenshot for the README.
 
-    .venv/bin/python -m bench.bench_server [--zoo DIR] [--clients 32] [--duration 30] [--warmup 3]
+    .venv/bin/python -m bench.bench_server [--zoo DIR|tiny-sized] [--clients 32] [--duration 30] [--warmup 3]
     .venv/bin/python -m bench.bench_server --screenshot docs/ui.png [--zoo DIR]
 
 For each setting the server runs in its own subprocess (`python -m server`, access log off); N concurrent clients
 (one asyncio loop, httpx) send requests back to back for a fixed time: first POST /api/predict (one image each,
 the zoo's default model), then POST /api/specialize. Prints markdown tables: requests/s, p50/p99 latency, errors
 (must be 0) and the server's mean micro-batch size. The client shares the CPU with the server: say so when quoting.
+`--zoo tiny-sized` serves a random-weight autoformer-tiny supernet with the PreNAS-Ti set (224² RGB, 6-11M params),
+built for the run: models big enough that inference, not HTTP handling, is the cost.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.bench_zoo import tiny_sized_zoo
 from zoo.store import DEFAULT_ZOO
 
 ROOT = Path(__file__).resolve().parent.parent
+TINY_SIZED = "tiny-sized"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
@@ -128,9 +132,13 @@ def bench(args: argparse.Namespace) -> None:
     print("| micro-batching | endpoint | clients | requests | req/s | p50 ms | p99 ms | errors | mean batch |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="prezoo-bench-") as tmp:
+        zoo = args.zoo
+        if zoo == TINY_SIZED:
+            zoo = str(Path(tmp) / "zoo")
+            tiny_sized_zoo(Path(zoo))
         for batching in (True, False):
             extra = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
-            with running_server(args.zoo, Path(tmp), *extra, *([] if batching else ["--no-batching"])) as url:
+            with running_server(zoo, Path(tmp), *extra, *([] if batching else ["--no-batching"])) as url:
                 for row in bench_one_server(url, args, "on" if batching else "off"):
                     print(row, flush=True)
 
@@ -178,7 +186,8 @@ def screenshot(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bench_server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--zoo", default=str(DEFAULT_ZOO), help="zoo directory or Hub repo id (default: %(default)s)")
+    p.add_argument("--zoo", default=str(DEFAULT_ZOO), help=f"zoo directory, Hub repo id, or '{TINY_SIZED}' (a random "
+                                                           "autoformer-tiny supernet at 224²; default: %(default)s)")
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--duration", type=float, default=30.0, help="seconds of load per row")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before each row, not counted")

@@ -47,7 +47,9 @@ def tiny_sized_zoo(root: Path) -> Zoo:
     entries = [ZooEntry(e.arch, params(space, e.arch), flops(space, e.arch), top1=70.0 + e.bucket)
                for e in OFFICIAL_PREFERRED[space.name]]
     write_zoo(root, name="tiny-sized", space=space, state=ViTSupernet(space).state_dict(), entries=entries,
-              classes=[f"c{i}" for i in range(1000)], preprocessing={"img_size": 224, "in_chans": 3})
+              classes=[f"c{i}" for i in range(1000)],
+              preprocessing={"img_size": 224, "in_chans": 3, "crop_pct": 0.875, "interpolation": "bicubic",
+                             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
     return Zoo.load(root)
 
 

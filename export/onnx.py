@@ -88,7 +88,8 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     return _finish(ir.to_proto(half), Path(dst), {**metadata, "prezoo.precision": "float16"})
 
 
-def session(path: str | Path, providers: list[str] | None = None, threads: int | None = None):
+def session(path: str | Path, providers: list | None = None, threads: int | None = None):
+    """An ORT session; `providers` as ONNX Runtime takes them (names, or (name, options) pairs), CPU by default."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -2,6 +2,9 @@
 
     python -m server [--zoo DIR|org/name] [--host 127.0.0.1] [--port 7860] [--admin-token-env NAME]
 
+`--host` and `--port` default to $PREZOO_HOST and $PREZOO_PORT when set (the Docker image sets PREZOO_HOST=0.0.0.0,
+so its entrypoint is the README's command unchanged).
+
 The admin token (which enables POST /api/push) is read from the environment variable NAME, never from the command
 line; the Hub token from HF_TOKEN. A zoo that cannot be used stops the start with one line on stderr and exit code 2.
 """
@@ -24,12 +27,18 @@ class StartError(Exception):
     """A problem the operator fixes (zoo, token, port): one line, no traceback."""
 
 
+def tcp_port(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535; 0 picks a free one)")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--zoo", default=str(DEFAULT_ZOO), help="zoo directory or Hub repo id (default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default=os.environ.get("PREZOO_HOST", "127.0.0.1"), help="default: %(default)s")
+    p.add_argument("--port", type=tcp_port, default=os.environ.get("PREZOO_PORT", "7860"), help="default: %(default)s")
     p.add_argument("--admin-token-env", metavar="NAME", help="environment variable holding the admin token; "
                                                              "without it, pushing to the Hub is off")
     p.add_argument("--cache", default=str(CACHE), help="exports, sample images (default: %(default)s)")

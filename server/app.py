@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import fastapi_offline
 import gradio as gr
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.api import add_api_routes, install_error_handlers
@@ -39,6 +42,20 @@ class RequestSizeLimit:
         await self.app(scope, receive, send)
 
 
+def add_offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the files fastapi-offline ships: FastAPI's own /docs loads them from a CDN, which
+    leaves the page blank on a machine without internet."""
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png")
+
+
 def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_token: str | None = None,
                hub_token: str | None = None, max_batch: int = 16, max_wait_ms: float = 5.0,
                micro_batching: bool = True, sessions: int = 4, ort_threads: int | None = None,
@@ -60,11 +77,12 @@ def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_tok
         yield
         server.close()
 
-    app = FastAPI(title="PreZoo", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="PreZoo", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Budget-to-model specialization and inference for the zoo **{zoo.name}**.")
     app.state.prezoo = server
     install_error_handlers(app)
     add_api_routes(app, server)
+    add_offline_docs(app)
     app.add_middleware(RequestSizeLimit, max_bytes=limits.max_files * limits.max_bytes + 1024 * 1024)
     ui = PreZooUI(server, samples).build()
     ui.queue(default_concurrency_limit=8)

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from zoo.store import INTERPOLATIONS
+
 MAX_PIXELS = 4096 * 4096
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own bomb guard (also covers Gradio's uploads): error above 2x this
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # decode_image rejects those itself
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
-RESAMPLING = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-              "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
-              "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+RESAMPLING = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}  # the names a zoo may use
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -28,7 +29,7 @@ from export.onnx import run, session
 from zoo.store import Zoo, ZooEntry
 
 log = logging.getLogger("server")
-CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -41,23 +42,40 @@ class InferenceConfig:
 
 
 def choose_providers(available: list[str] | None = None) -> tuple[list[str], str]:
-    """CUDA when this onnxruntime build has it and a session really runs on it, else CPU; and why."""
+    """TensorRT, else CUDA, when this onnxruntime build has it and a session really runs on it; else CPU. And why."""
     available = ort.get_available_providers() if available is None else available
     if CUDA not in available:
         return [CPU], f"{CUDA} is not in this onnxruntime build ({', '.join(available)})"
-    try:
-        probe = ort.InferenceSession(_probe_model(), providers=[CUDA, CPU])
-        probe.run(None, {"x": np.ones((1, 4), np.float32)})
-        used = probe.get_providers()
-    except Exception as e:  # a broken driver or missing CUDA libraries surface here in many forms
-        used, error = [], f"{type(e).__name__}: {e}"
-    else:
-        error = f"a session asked for {CUDA} got {used}"
-    if used and used[0] == CUDA:
-        return [CUDA, CPU], f"{CUDA} works"
-    reason = f"{CUDA} is available but unusable, falling back to CPU: {error}"
+    problems = []
+    for chain in ([TENSORRT, CUDA, CPU], [CUDA, CPU]):
+        if chain[0] not in available:
+            continue
+        error = _probe(chain)
+        if error is None:
+            for problem in problems:
+                log.warning(problem)
+            return chain, "; ".join([f"{chain[0]} works", *problems])
+        problems.append(f"{chain[0]} is available but unusable: {error}")
+    reason = "; ".join(problems) + "; falling back to CPU"
     log.warning(reason)
     return [CPU], reason
+
+
+def _probe(chain: list[str]) -> str | None:
+    """None when a session asked for `chain` runs on its first provider, else what went wrong."""
+    try:
+        probe = ort.InferenceSession(_probe_model(), providers=chain)
+        probe.run(None, {"x": np.ones((1, 4), np.float32)})
+        used = probe.get_providers()
+    except Exception as e:  # a broken driver or missing CUDA/TensorRT libraries surface here in many forms
+        return f"{type(e).__name__}: {e}"
+    return None if used and used[0] == chain[0] else f"a session asked for {chain[0]} got {used}"
+
+
+def provider_options(providers: list[str], cache_dir: Path) -> list[str | tuple[str, dict[str, str]]]:
+    """ONNX Runtime's providers argument: TensorRT keeps its built engines on disk (building one takes minutes)."""
+    trt = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir / "tensorrt")}
+    return [(p, trt) if p == TENSORRT else p for p in providers]
 
 
 def _probe_model() -> bytes:
@@ -187,7 +205,7 @@ class Engine:
 
     def _load_session(self, entry_id: str):
         path = self.cache.file(self.zoo, self.zoo.entry(entry_id), "onnx")
-        return session(path, self.providers, self.config.threads)
+        return session(path, provider_options(self.providers, self.cache.root), self.config.threads)
 
     def logits(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
         """One ORT call (blocking)."""

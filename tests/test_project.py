@@ -25,13 +25,17 @@ def test_readme_start_command_installs_then_starts():
     assert start.startswith("bash setup.sh && .venv/bin/python -m ")
 
 
-def test_torch_pins_come_first():
-    pins = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
-            if line and not line.startswith("#")]
-    assert pins[:2] == ["torch==2.14.1", "torchvision==0.29.1"]
-    assert all("==" in p for p in pins), "every dependency is pinned"
-    names = {p.split("==")[0].lower() for p in pins}
-    assert not {"onnxruntime", "onnxruntime-gpu"} <= names, "never both onnxruntime packages"
+def pins(name: str) -> list[str]:
+    return [line for line in (ROOT / name).read_text().splitlines() if line and not line.startswith("#")]
+
+
+def test_torch_pins_come_first_and_every_dependency_is_pinned_once():
+    assert pins("requirements.txt")[:2] == ["torch==2.14.1", "torchvision==0.29.1"]
+    every = [p for f in ("requirements.txt", "requirements-dev.txt", "requirements-gpu.txt") for p in pins(f)]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][^ ]*", p) for p in every), "every dependency is pinned"
+    names = [p.split("==")[0].lower() for p in every]
+    assert len(names) == len(set(names)), "each package is pinned in one file only"
+    assert "onnxruntime-gpu" not in {p.split("==")[0] for p in pins("requirements.txt")}, "never both onnxruntime"
 
 
 def test_every_package_runs_as_a_module():
@@ -39,3 +43,8 @@ def test_every_package_runs_as_a_module():
         out = subprocess.run([sys.executable, "-m", pkg, "--help"], capture_output=True, text=True, cwd=ROOT,
                              timeout=120)
         assert out.returncode == 0 and "usage" in out.stdout.lower(), (pkg, out.stderr[-500:])
+
+
+def test_setup_names_an_unknown_option_and_installs_nothing():
+    out = subprocess.run(["bash", "setup.sh", "--cuda"], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert out.returncode == 2 and "unknown option '--cuda'" in out.stderr and not out.stdout

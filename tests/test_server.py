@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -33,7 +35,7 @@ from PIL import Image
 from schemathesis.checks import not_a_server_error
 
 from server.app import create_app
-from server.inference import CPU, MicroBatcher, choose_providers
+from server.inference import CPU, CUDA, TENSORRT, MicroBatcher, choose_providers, provider_options
 from server.state import PreZooServer
 from tests.hub_server import LocalHub
 from tests.zoo_fixtures import FMNIST_CLASSES, PREPROCESSING, make_zoo
@@ -330,9 +332,24 @@ def test_micro_batcher_scatters_rows_back_to_their_requests():
     assert max(sizes) <= 8 and len(sizes) < len(jobs) and sum(sizes) == sum(len(x) for x in jobs)
 
 
-def test_cuda_listed_but_unusable_falls_back_to_cpu_with_a_reason():
-    providers, reason = choose_providers(["CUDAExecutionProvider", CPU])
-    assert providers == [CPU] and "falling back to CPU" in reason
+def test_cuda_listed_but_unusable_falls_back_to_cpu_with_a_logged_reason(caplog):
+    with caplog.at_level(logging.WARNING, logger="server"):
+        providers, reason = choose_providers([CUDA, CPU])
+    assert providers == [CPU] and "falling back to CPU" in reason and reason in caplog.text
+
+
+def test_tensorrt_is_tried_before_cuda_and_both_failures_are_named():
+    # this CPU build of onnxruntime runs neither: each probe session lands on CPU
+    providers, reason = choose_providers([TENSORRT, CUDA, CPU])
+    assert providers == [CPU]
+    assert reason.index(TENSORRT) < reason.index(CUDA) and reason.endswith("falling back to CPU")
+
+
+def test_tensorrt_sessions_get_an_engine_cache_in_the_server_cache(tmp_path):
+    opts = provider_options([TENSORRT, CUDA, CPU], tmp_path)
+    assert opts[1:] == [CUDA, CPU] and opts[0][0] == TENSORRT
+    assert opts[0][1]["trt_engine_cache_path"] == str(tmp_path / "tensorrt")
+    assert provider_options([CPU], tmp_path) == [CPU]
 
 
 # -- push ------------------------------------------------------------------------------------------
@@ -426,6 +443,21 @@ def test_startup_with_a_missing_or_corrupt_zoo_exits_2_with_one_line(zoo_dir, tm
 def test_startup_without_the_named_admin_token_exits_2(zoo_dir):
     out = run_server("--zoo", str(zoo_dir), "--admin-token-env", "PREZOO_NO_SUCH_VARIABLE")
     assert out.returncode == 2 and "PREZOO_NO_SUCH_VARIABLE" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_host_and_port_default_to_the_environment(monkeypatch):
+    from server.__main__ import parse_args
+
+    monkeypatch.setenv("PREZOO_HOST", "0.0.0.0")
+    monkeypatch.setenv("PREZOO_PORT", "8080")
+    assert (parse_args([]).host, parse_args([]).port) == ("0.0.0.0", 8080)
+    assert parse_args(["--port", "9000", "--host", "::1"]).port == 9000
+
+
+def test_a_bad_port_exits_2_naming_it(zoo_dir):
+    for args, env in ((["--port", "70000"], None), ([], {**os.environ, "PREZOO_PORT": "http"})):
+        out = run_server("--zoo", str(zoo_dir), *args, env=env)
+        assert out.returncode == 2 and "is not a TCP port" in out.stderr and "Traceback" not in out.stderr
 
 
 # -- OpenAPI fuzzing -------------------------------------------------------------------------------

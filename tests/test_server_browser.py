@@ -1,7 +1,7 @@
 """The UI in a real browser: Debian's chromium driven by Playwright against `python -m server` in a subprocess.
 
-Set a budget, see the chosen model, download its ONNX file (and run it), classify an upload and a bundled sample;
-the page makes no request off the machine, and the server stops cleanly on SIGTERM.
+Set a budget, see the chosen model, download its ONNX file (and run it), classify an upload and a bundled sample,
+open the API docs; the pages make no request off the machine, and the server stops cleanly on SIGTERM.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ def test_ui_in_chromium(server, tmp_path):
             download_and_run_onnx(page, tmp_path)
             classify_a_sample(page, cache / "samples" / "9-ankle-boot.png")
             page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
+            page.goto(f"{url}/docs", wait_until="load")  # Swagger UI, served by us: it renders offline
+            page.wait_for_selector(".opblock-summary-path:has-text('/api/predict')", timeout=60_000)
         finally:
             browser.close()
     assert (tmp_path / "ui.png").stat().st_size > 10_000

@@ -12,6 +12,7 @@ import torch
 from tests.zoo_fixtures import ACCURACY, ENTRY_ARCHS, MINI, make_zoo
 from zoo import BudgetError, Zoo, ZooError, params
 from zoo.budget import parse_count, parse_latency_ms
+from zoo.store import write_zoo
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,27 @@ def test_corrupt_truncated_or_mismatched_files_are_named(zoo_dir, tmp_path):
         Zoo.load(lied)
     with pytest.raises(ZooError, match="not a directory and not a Hub repo id"):
         Zoo.load(tmp_path / "nowhere" / "deeper" / "x")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p.pop("mean"), "preprocessing lacks mean"),
+    (lambda p: p.update(in_chans=3), "preprocessing is for 28px x 3 channels but the space takes 28px x 1"),
+    (lambda p: p.update(std=[0.0]), "std must be positive"),
+    (lambda p: p.update(mean=["0.3"]), "mean must be 1 number"),
+    (lambda p: p.update(interpolation="cubic"), "interpolation must be one of"),
+    (lambda p: p.update(crop_pct=1.5), r"crop_pct must lie in \(0, 1\]"),
+])
+def test_preprocessing_that_cannot_feed_the_models_is_refused_on_write_and_load(zoo_dir, tmp_path, change, message):
+    bad = _copy(zoo_dir, tmp_path / "bad")
+    doc = json.loads((bad / "zoo.json").read_text())
+    change(doc["preprocessing"])
+    (bad / "zoo.json").write_text(json.dumps(doc))
+    with pytest.raises(ZooError, match=message):
+        Zoo.load(bad)
+    zoo = Zoo.load(zoo_dir)
+    with pytest.raises(ValueError, match=message):
+        write_zoo(tmp_path / "new", name="x", space=zoo.space, state=zoo.supernet.state_dict(), entries=zoo.entries,
+                  classes=zoo.classes, preprocessing=doc["preprocessing"])
 
 
 def _zoo_cli(*args):

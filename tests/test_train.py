@@ -80,6 +80,16 @@ def test_training_learns_and_writes_artifacts(tmp_path, preferred):
     assert Checkpoint(out).load()["step"] == log[-1]["step"]
 
 
+def test_synthetic_throughput_data_trains_a_1000_class_space_but_real_data_must_match(tmp_path):
+    cfg = TrainConfig(out=str(tmp_path / "tiny"), space="autoformer-tiny", sampler="uniform", data="synthetic:8",
+                      augment=False, epochs=1, batch_size=4, ckpt_every=1000, progress=False)
+    out = train(cfg)
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()][-1] == 2
+    assert (out / "supernet.safetensors").is_file()
+    with pytest.raises(ValueError, match="fashion-mnist has 10 classes but space autoformer-tiny has 1000"):
+        train(TrainConfig(out=str(tmp_path / "fm"), space="autoformer-tiny", sampler="uniform", data="fashion-mnist"))
+
+
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, preferred):
     full = _cli(*_train_args(tmp_path / "full", preferred, steps_epochs="0.025"))
     assert full.returncode == 0, full.stderr

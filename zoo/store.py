@@ -89,6 +89,34 @@ class ZooEntry:
         return entry
 
 
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+def preprocessing_problem(p: Any, space: SearchSpace) -> str | None:
+    """Why a zoo's preprocessing cannot feed its models (the server and exports rely on it), or None."""
+    if not isinstance(p, dict):
+        return f"preprocessing must be an object, got {p!r}"
+    missing = [k for k in ("img_size", "in_chans", "mean", "std") if k not in p]
+    if missing:
+        return f"preprocessing lacks {', '.join(missing)}"
+    if (p["img_size"], p["in_chans"]) != (space.img_size, space.in_chans):
+        return (f"preprocessing is for {p['img_size']}px x {p['in_chans']} channels but the space takes "
+                f"{space.img_size}px x {space.in_chans}")
+    for key in ("mean", "std"):
+        v = p[key]
+        if not (isinstance(v, list | tuple) and len(v) == space.in_chans
+                and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)):
+            return f"preprocessing {key} must be {space.in_chans} number(s), got {v!r}"
+    if min(p["std"]) <= 0:
+        return f"preprocessing std must be positive, got {p['std']!r}"
+    crop = p.get("crop_pct", 1.0)
+    if isinstance(crop, bool) or not isinstance(crop, int | float) or not 0 < crop <= 1:
+        return f"preprocessing crop_pct must lie in (0, 1], got {crop!r}"
+    if p.get("interpolation", "bicubic") not in INTERPOLATIONS:
+        return f"preprocessing interpolation must be one of {', '.join(INTERPOLATIONS)}, got {p['interpolation']!r}"
+    return None
+
+
 def write_zoo(out: str | Path, *, name: str, space: SearchSpace, state: dict[str, torch.Tensor],
               entries: list[ZooEntry], classes: list[str], preprocessing: dict[str, Any],
               weights_dtype: torch.dtype = torch.float32, **extra: Any) -> Path:
@@ -96,6 +124,8 @@ def write_zoo(out: str | Path, *, name: str, space: SearchSpace, state: dict[str
     out = Path(out)
     if len(classes) != space.num_classes:
         raise ValueError(f"{len(classes)} class names for a space with {space.num_classes} classes")
+    if problem := preprocessing_problem(preprocessing, space):
+        raise ValueError(problem)
     tensors = {k: v.detach().to("cpu", weights_dtype).contiguous() for k, v in state.items()}
     atomic_write_bytes(out / WEIGHTS, save_safetensors(tensors))
     doc = {"schema_version": SCHEMA_VERSION, "kind": "prezoo.zoo", "name": name,
@@ -136,6 +166,8 @@ class Zoo:
             raise ZooError(f"{index}: invalid space: {e}") from e
         if space.hash != doc.get("space_hash"):
             raise ZooError(f"{index}: space_hash {doc.get('space_hash')} does not match its space ({space.hash})")
+        if problem := preprocessing_problem(doc.get("preprocessing"), space):
+            raise ZooError(f"{index}: {problem}")
         entries = [ZooEntry.from_dict(e, space, str(index)) for e in doc.get("entries", [])]
         if not entries:
             raise ZooError(f"{index} lists no entries")

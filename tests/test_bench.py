@@ -1,0 +1,34 @@
+"""The GPU benchmarks run on CPU too (`--device cpu`), so they cannot rot between the sessions that have a GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(module: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", f"bench.{module}", "--device", "cpu", *args], capture_output=True,
+                         text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_inference_benchmark_compares_engines_and_their_outputs(tmp_path):
+    text = bench("bench_gpu", "--models", "1", "--batches", "2", "--rounds", "1", "--reps", "1", "--out", str(tmp_path))
+    rows = {r["engine"]: r for r in json.loads((tmp_path / "bench_gpu.json").read_text())["rows"]}
+    assert set(rows) == {"torch eager fp32", "torch bf16", "ORT CPU fp32"}
+    assert rows["torch eager fp32"]["speedup"] == 1 and rows["torch eager fp32"]["max_abs_diff"] == 0
+    assert rows["ORT CPU fp32"]["max_abs_diff"] < 1e-3 and rows["ORT CPU fp32"]["img_per_s"] > 0
+    assert all(f"| {name}" in text for name in rows)
+
+
+def test_training_benchmark_puts_the_supernet_beside_timm():
+    text = bench("bench_train_gpu", "--space", "autoformer-tiny", "--batch", "2", "--rounds", "1", "--reps", "1")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "img/s" not in line]
+    names = [line.split("|")[1].strip() for line in rows]
+    assert names == ["timm VisionTransformer (largest)", "supernet @ largest", "supernet, 6 preferred archs"]
+    assert rows[0].rstrip().endswith("1.00x |") and all(float(line.split("|")[2]) > 0 for line in rows)
