@@ -24,11 +24,10 @@ import torch
 
 from bench.common import interleaved, machine, median
 from export.onnx import convert_fp16, export_onnx, run, session
+from server.inference import CPU, CUDA, TENSORRT, provider_options
 from zoo import ViTSupernet, get_space
 from zoo.io import atomic_write_text
 from zoo.official import OFFICIAL_PREFERRED
-
-TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
 def torch_engines(model: torch.nn.Module, device: torch.device, compile_: bool) -> dict[str, Callable]:
@@ -50,10 +49,10 @@ def ort_engines(fp32: Path, fp16: Path, device: torch.device, cache: Path) -> di
     if device.type == "cpu":
         chains = {"ORT CPU fp32": (fp32, [CPU])}
     else:
-        trt = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+        trt32 = provider_options([TENSORRT, CUDA], cache)  # the server's TensorRT settings
+        trt16 = [(TENSORRT, {**trt32[0][1], "trt_fp16_enable": "True"}), CUDA]
         chains = {"ORT CUDA fp32": (fp32, [CUDA]), "ORT CUDA fp16": (fp16, [CUDA]),
-                  "ORT TensorRT fp32": (fp32, [(TRT, trt), CUDA]),
-                  "ORT TensorRT fp16": (fp32, [(TRT, {**trt, "trt_fp16_enable": "True"}), CUDA])}
+                  "ORT TensorRT fp32": (fp32, trt32), "ORT TensorRT fp16": (fp32, trt16)}
     engines = {}
     for name, (path, providers) in chains.items():
         try:
@@ -76,7 +75,7 @@ def bench_model(entry, space, args, device: torch.device, tmp: Path) -> list[dic
     fp16 = convert_fp16(fp32, tmp / f"{entry.arch.id}-fp16.onnx")
     model = model.to(device)
     engines = {**torch_engines(model, device, args.compile and device.type == "cuda"),
-               **ort_engines(fp32, fp16, device, tmp / "trt")}
+               **ort_engines(fp32, fp16, device, tmp)}
     rows = []
     for batch in args.batches:
         x = torch.randn(batch, space.in_chans, space.img_size, space.img_size, device=device)

@@ -26,7 +26,7 @@ from training.search import EvolutionConfig, evolve
 from training.select import SelectConfig, select, write_selection
 from training.train import TrainConfig, train
 from zoo import get_space, params
-from zoo.io import atomic_write_bytes, atomic_write_text
+from zoo.io import atomic_write_figure, atomic_write_text
 
 
 def run(epochs: float, seed: int, out: Path, population: int, generations: int, val_images: int) -> dict:
@@ -67,6 +67,19 @@ def run(epochs: float, seed: int, out: Path, population: int, generations: int, 
             "rows": rows}
 
 
+METHODS = {"a_preferred_training": "(a) preferred training (PreNAS)",
+           "b_uniform_training": "(b) uniform training, same archs",
+           "c_uniform_plus_search": "(c) uniform training + evolutionary search"}
+
+
+def summary(res: dict) -> dict[str, float]:
+    """One seed's mean top-1 per method, (a)'s wins over (b), and the total search time of (c)."""
+    rows = res["rows"]
+    return {**{k: sum(r[k] for r in rows) / len(rows) for k in METHODS},
+            "wins": sum(r["a_preferred_training"] > r["b_uniform_training"] for r in rows),
+            "search_s": sum(r["c_search_s"] for r in rows)}
+
+
 def report(res: dict) -> str:
     lines = [f"mini on Fashion-MNIST, {res['epochs']} epochs per supernet, seed {res['seed']}; search: population "
              f"{res['search']['population']}, {res['search']['generations']} generations, fitness = val top-1 on "
@@ -79,42 +92,12 @@ def report(res: dict) -> str:
                      f"{r['a_preferred_training']:.2f} | {r['b_uniform_training']:.2f} | "
                      f"{r['c_uniform_plus_search']:.2f} ({r['c_search_id']}, {r['c_search_params'] / 1e6:.3f}M) | "
                      f"{r['c_search_s']:.0f} |")
-    n = len(res["rows"])
-    mean = lambda k: sum(r[k] for r in res["rows"]) / n
-    wins = sum(r["a_preferred_training"] > r["b_uniform_training"] for r in res["rows"])
-    total_search = sum(r["c_search_s"] for r in res["rows"])
-    lines.append(f"| mean | | {mean('a_preferred_training'):.2f} | {mean('b_uniform_training'):.2f} | "
-                 f"{mean('c_uniform_plus_search'):.2f} | {total_search:.0f} |")
-    lines.append(f"\n(a) beats (b) in {wins}/{n} buckets. Selection time of PreNAS: {res['select_s']:.2f} s for all "
-                 f"buckets; search time of (c): {total_search:.0f} s ({total_search / res['select_s']:,.0f}x).")
+    n, sm = len(res["rows"]), summary(res)
+    lines.append(f"| mean | | {sm['a_preferred_training']:.2f} | {sm['b_uniform_training']:.2f} | "
+                 f"{sm['c_uniform_plus_search']:.2f} | {sm['search_s']:.0f} |")
+    lines.append(f"\n(a) beats (b) in {sm['wins']}/{n} buckets. Selection time of PreNAS: {res['select_s']:.2f} s for "
+                 f"all buckets; search time of (c): {sm['search_s']:.0f} s ({sm['search_s'] / res['select_s']:,.0f}x).")
     return "\n".join(lines)
-
-
-def plot(res: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = [r["params"] / 1e6 for r in res["rows"]]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.plot(x, [r["a_preferred_training"] for r in res["rows"]], "o-", label="(a) preferred training (PreNAS)")
-    ax.plot(x, [r["b_uniform_training"] for r in res["rows"]], "s-", label="(b) uniform training, same archs")
-    ax.plot([r["c_search_params"] / 1e6 for r in res["rows"]], [r["c_uniform_plus_search"] for r in res["rows"]],
-            "^--", label="(c) uniform training + evolutionary search")
-    ax.set_xlabel("M params")
-    ax.set_ylabel("Fashion-MNIST test top-1 (%)")
-    ax.set_title(f"mini space, {res['epochs']} epochs, seed {res['seed']}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    atomic_plot(fig, path)
-    plt.close(fig)
-
-
-METHODS = {"a_preferred_training": "(a) preferred training (PreNAS)",
-           "b_uniform_training": "(b) uniform training, same archs",
-           "c_uniform_plus_search": "(c) uniform training + evolutionary search"}
 
 
 def combine(results: list[dict]) -> str:
@@ -131,16 +114,15 @@ def combine(results: list[dict]) -> str:
         lines.append(f"| [{lo / 1e6:.2f}, {hi / 1e6:.2f})M | " + " | ".join(cells) + " |")
     lines.append("")
     for r in results:
-        n = len(r["rows"])
-        means = ", ".join(f"{k[0]} {sum(row[k] for row in r['rows']) / n:.2f}" for k in METHODS)
-        wins = sum(row["a_preferred_training"] > row["b_uniform_training"] for row in r["rows"])
-        search = sum(row["c_search_s"] for row in r["rows"])
-        lines.append(f"- seed {r['seed']}: mean top-1 {means}; (a) beats (b) in {wins}/{n} buckets; selection "
-                     f"{r['select_s']:.2f} s vs search {search:.0f} s")
+        sm = summary(r)
+        means = ", ".join(f"{k[0]} {sm[k]:.2f}" for k in METHODS)
+        lines.append(f"- seed {r['seed']}: mean top-1 {means}; (a) beats (b) in {sm['wins']}/{len(r['rows'])} buckets; "
+                     f"selection {r['select_s']:.2f} s vs search {sm['search_s']:.0f} s")
     return "\n".join(lines)
 
 
-def plot_seeds(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path) -> None:
+    """Each method's test top-1 against params, one line (or, for (c), points) per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,16 +142,8 @@ def plot_seeds(results: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_plot(fig, path)
+    atomic_write_figure(path, fig)
     plt.close(fig)
-
-
-def atomic_plot(fig, path: Path) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def main() -> None:
@@ -190,15 +164,15 @@ def main() -> None:
         if not results:
             raise SystemExit(f"no seed*/experiment.json under {args.combine}: run the experiment first")
         print(combine(results))
-        plot = args.plot or Path(args.combine) / "experiment.png"
-        plot_seeds(results, plot)
-        atomic_write_text(plot.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
-        print(f"\nwrote {plot} and {plot.with_suffix('.json')}")
+        plot_path = args.plot or Path(args.combine) / "experiment.png"
+        plot(results, plot_path)
+        atomic_write_text(plot_path.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
+        print(f"\nwrote {plot_path} and {plot_path.with_suffix('.json')}")
         return
     out = Path(args.out) / f"seed{args.seed}"
     res = run(args.epochs, args.seed, out, args.population, args.generations, args.val_images)
     atomic_write_text(out / "experiment.json", json.dumps(res, indent=1) + "\n")
-    plot(res, out / "experiment.png")
+    plot([res], out / "experiment.png")
     print(report(res))
     print(f"\nwrote {out / 'experiment.json'} and {out / 'experiment.png'}")
 

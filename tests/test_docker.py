@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.test_project import ROOT, pins, readme_commands
+
 DOCKERFILE = ROOT / "Dockerfile"
 
 
@@ -37,8 +38,7 @@ def readme() -> str:
 
 
 def readme_start_command() -> str:
-    start = re.findall(r"```bash\n(.+?)\n```", readme())[0]
-    return start.split(" && ", 1)[1]
+    return readme_commands()[0].split(" && ", 1)[1]
 
 
 def readme_matrix() -> dict[str, str]:
@@ -48,7 +48,7 @@ def readme_matrix() -> dict[str, str]:
 
 
 def pin(requirements: str, package: str) -> str:
-    return re.search(rf"^{re.escape(package)}==(\S+)$", (ROOT / requirements).read_text(), re.M)[1]
+    return dict(p.split("==") for p in pins(requirements))[package]
 
 
 def test_hadolint_finds_nothing():
@@ -68,7 +68,7 @@ def test_base_image_and_pins_are_the_readme_matrix():
 def test_the_project_is_installed_as_the_readme_says_with_onnxruntime_gpu():
     installs = [args for kw, args in instructions() if kw == "RUN" and "setup.sh" in args]
     assert len(installs) == 1 and installs[0].startswith("bash setup.sh --serve --gpu")
-    assert re.findall(r"```bash\n(.+?)\n```", readme())[0].startswith("bash setup.sh && ")
+    assert readme_commands()[0].startswith("bash setup.sh && ")
     assert last("COPY") == ". /app" and last("WORKDIR") == "/app"
 
 

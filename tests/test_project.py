@@ -10,18 +10,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _readme_commands() -> list[str]:
+def readme_commands() -> list[str]:
+    """The README's ```bash blocks: the start command, then the test command."""
     return re.findall(r"```bash\n(.+?)\n```", (ROOT / "README.md").read_text())
 
 
 def test_ci_runs_exactly_the_readme_test_command():
-    test_cmd = next(c for c in _readme_commands() if "pytest" in c)
+    test_cmd = next(c for c in readme_commands() if "pytest" in c)
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_cmd in ci, f"{test_cmd!r} is not a line of .ci/run"
 
 
 def test_readme_start_command_installs_then_starts():
-    start = _readme_commands()[0]
+    start = readme_commands()[0]
     assert start.startswith("bash setup.sh && .venv/bin/python -m ")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from training.select import Selection
+from zoo.io import atomic_write_figure
 
 
 def _m(n: float) -> str:
@@ -57,10 +58,6 @@ def plot_selection(sel: Selection, path: str | Path) -> Path:
                  f"proxy {sel.config.proxy}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    path = atomic_write_figure(path, fig)
     plt.close(fig)
-    tmp.replace(path)
     return path

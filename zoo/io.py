@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -27,6 +28,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_figure(path: str | Path, fig) -> Path:
+    """A matplotlib figure as PNG, written atomically (the caller closes the figure)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
