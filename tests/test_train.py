@@ -96,14 +96,14 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, preferred):
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "training", *_train_args(killed_dir, preferred, "0.025")],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    meta = killed_dir / "checkpoint.json"
+    ckpt = Checkpoint(killed_dir)
     deadline = time.time() + 120
-    while not meta.exists() and time.time() < deadline and proc.poll() is None:
+    while not ckpt.path.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    killed_at = json.loads(meta.read_text())["step"]
+    killed_at = ckpt.header()["step"]
     total = int(0.025 * (55000 // 32))
     assert 0 < killed_at < total, "the run must be killed mid-way for this test to mean anything"
     resumed = _cli(*_train_args(killed_dir, preferred, "0.025"))
@@ -122,6 +122,46 @@ def test_corrupt_checkpoint_is_refused(tmp_path, preferred):
     assert bad.returncode == 2 and "is corrupt: sha256" in bad.stderr and "Traceback" not in bad.stderr
 
 
+# Runs the training CLI with os.replace (the commit step of every atomic write) killing the process with SIGKILL
+# just before or just after its N-th call: a kill at the worst instant of each file commit.
+KILL_AT_RENAME = """
+import os, signal, sys
+from training.__main__ import main
+n, when, calls, real = int(sys.argv[1]), sys.argv[2], [0], os.replace
+def replace(src, dst, **kw):
+    calls[0] += 1
+    if calls[0] == n and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst, **kw)
+    if calls[0] == n and when == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_at_any_file_commit_resumes_to_the_uninterrupted_result(tmp_path, preferred):
+    """Renames of one 8-step run (checkpoints every 4): config.json, checkpoint @4, checkpoint @8, supernet."""
+    args = lambda out: _train_args(out, preferred, "0.005")  # 8 steps
+    assert _cli(*args(tmp_path / "full")).returncode == 0
+    reference = load_file(tmp_path / "full" / "supernet.safetensors")
+    reference_steps = [json.loads(line)["step"] for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    for n in range(1, 5):
+        for when in ("before", "after"):
+            out = tmp_path / f"kill-{n}-{when}"
+            killed = subprocess.run([sys.executable, "-c", KILL_AT_RENAME, str(n), when, *args(out)], cwd=ROOT,
+                                    capture_output=True, timeout=300)
+            assert killed.returncode == -signal.SIGKILL, (n, when, killed.stderr[-2000:])
+            resumed = _cli(*args(out))
+            assert resumed.returncode == 0, (n, when, resumed.stderr)
+            resumed_weights = load_file(out / "supernet.safetensors")  # bit-exact (file bytes vary: metadata order)
+            assert all(torch.equal(resumed_weights[k], v) for k, v in reference.items()), (n, when)
+            steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+            assert steps == reference_steps, (n, when)
+            assert not list(out.glob(".*.tmp")), (n, when)
+
+
 def test_ddp_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path, preferred):
     """Same samples, same archs: DDP's averaged gradients equal one process over the global batch."""
     fixed = ["--no-augment", "--drop-path", "0"]  # no per-process randomness left
@@ -132,7 +172,7 @@ def test_ddp_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one = _cli(*_train_args(tmp_path / "single", preferred, "0.006", batch_size=32), *fixed)
     assert one.returncode == 0, one.stderr
-    steps = [json.loads((tmp_path / d / "checkpoint.json").read_text())["step"] for d in ("ddp", "single")]
+    steps = [Checkpoint(tmp_path / d).header()["step"] for d in ("ddp", "single")]
     assert steps[0] == steps[1] > 5
     a, b = (load_file(tmp_path / d / "supernet.safetensors") for d in ("ddp", "single"))
     init = torch.manual_seed(0) and __import__("zoo").ViTSupernet(MINI).state_dict()

@@ -1,13 +1,14 @@
 """One-shot supernet training: preferred (PreNAS) or uniform (AutoFormer) sampling.
 
-Checkpoints (`checkpoint.pt` + `checkpoint.json` with its sha256) are written atomically every
-`ckpt_every` steps and at the end; `resume` continues bit-for-bit: the arch of a step and the data
+Checkpoints (one file, `checkpoint.pt`, with the sha256 of its payload in a header line) are written
+atomically every `ckpt_every` steps and at the end; `resume` continues bit-for-bit: the arch of a step and the data
 order of an epoch are functions of (seed, step/epoch), and the RNG state is saved. Multi-process via
 `torchrun` (DDP; gloo on CPU, NCCL on GPU): every rank trains the same arch on its shard.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -25,7 +26,7 @@ from training.data import load_data, make_loader
 from training.sampler import PreferredSampler, UniformSampler, sandwich
 from training.select import load_preferred
 from zoo import Arch, ViTSupernet, get_space, params
-from zoo.io import atomic_write_bytes, atomic_write_text, sha256_file
+from zoo.io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 
 
 @dataclass
@@ -122,29 +123,60 @@ def _sampler(cfg: TrainConfig, space):
 
 
 class Checkpoint:
-    """`checkpoint.pt` (weights, optimizer, step, RNG) + `checkpoint.json` (its sha256 and step)."""
+    """One file, `checkpoint.pt`: a header line (format, step, the payload's sha256 and size), then the
+    torch-saved state (weights, optimizer, step, RNG). One file means one atomic rename: a kill at any instant
+    leaves either the previous checkpoint or the new one, both verifiable, never a half-committed pair."""
+
+    MAGIC = b"PREZOO-CHECKPOINT 1 "
 
     def __init__(self, out: Path) -> None:
-        self.path, self.meta = out / "checkpoint.pt", out / "checkpoint.json"
+        self.path = out / "checkpoint.pt"
 
     def save(self, state: dict) -> None:
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.path, buf.getvalue())
-        atomic_write_text(self.meta, json.dumps({"file": self.path.name, "sha256": sha256_file(self.path),
-                                                 "step": state["step"]}) + "\n")
+        payload = buf.getvalue()
+        header = {"step": state["step"], "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+        atomic_write_bytes(self.path, self.MAGIC + json.dumps(header).encode() + b"\n" + payload)
+
+    def header(self) -> dict | None:
+        """The header (step, sha256, bytes) without reading the weights; None if there is no checkpoint yet."""
+        if not self.path.exists():
+            return None
+        with open(self.path, "rb") as f:
+            return self._parse_header(f.readline(4096))
 
     def load(self) -> dict | None:
-        if not self.meta.exists():
-            return None
-        meta = json.loads(self.meta.read_text())
         if not self.path.exists():
-            raise ValueError(f"{self.meta} names {self.path}, which is missing")
-        digest = sha256_file(self.path)
-        if digest != meta["sha256"]:
-            raise ValueError(f"{self.path} is corrupt: sha256 {digest[:12]}… but {self.meta} records "
-                             f"{meta['sha256'][:12]}…; delete the run directory or restore the file")
-        return torch.load(self.path, map_location="cpu", weights_only=True)
+            return None
+        data = self.path.read_bytes()
+        line, _, payload = data.partition(b"\n")
+        header = self._parse_header(line + b"\n")
+        digest = hashlib.sha256(payload).hexdigest()
+        if len(payload) != header["bytes"] or digest != header["sha256"]:
+            raise ValueError(f"{self.path} is corrupt: sha256 {digest[:12]}… of {len(payload):,} bytes but its header "
+                             f"records {header['sha256'][:12]}… of {header['bytes']:,}; delete the run directory or "
+                             f"restore the file")
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+
+    def _parse_header(self, line: bytes) -> dict:
+        try:
+            if not (line.startswith(self.MAGIC) and line.endswith(b"\n")):
+                raise ValueError
+            header = json.loads(line[len(self.MAGIC):])
+            if not (isinstance(header, dict) and {"step", "sha256", "bytes"} <= header.keys()):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{self.path} is not a PreZoo checkpoint of this version (no valid header line); "
+                             f"delete the run directory or use another --out") from None
+        return header
+
+
+def truncate_log(log: Path, step: int) -> None:
+    """Drop log records past `step`: after a resume the log reads like the uninterrupted run's."""
+    if log.exists():
+        kept = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write_text(log, "".join(f"{line}\n" for line in kept))
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -185,6 +217,9 @@ def train(cfg: TrainConfig) -> Path:
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1) + "\n")
+    if rank == 0:  # what a kill left behind: unrenamed temp files, log records past the checkpoint
+        remove_stale_temporaries(out)
+        truncate_log(out / "log.jsonl", step)
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     run = torch.compile(ddp) if cfg.compile else ddp
     mix = _mixup(cfg, space.num_classes)
