@@ -91,6 +91,14 @@ def running_server(zoo: str, cache: Path, *extra: str) -> Iterator[str]:
             proc.kill()
 
 
+def zoo_folder(zoo: str, tmp: Path) -> str:
+    """The zoo to serve: as given, or for `tiny-sized` one built under `tmp`."""
+    if zoo != TINY_SIZED:
+        return zoo
+    tiny_sized_zoo(tmp / "zoo")
+    return str(tmp / "zoo")
+
+
 def sample_png(preprocessing: dict) -> bytes:
     """A Fashion-MNIST-sized random image in the zoo's input format (content does not change the cost)."""
     size, chans = preprocessing["img_size"], preprocessing["in_chans"]
@@ -132,10 +140,7 @@ def bench(args: argparse.Namespace) -> None:
     print("| micro-batching | endpoint | clients | requests | req/s | p50 ms | p99 ms | errors | mean batch |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="prezoo-bench-") as tmp:
-        zoo = args.zoo
-        if zoo == TINY_SIZED:
-            zoo = str(Path(tmp) / "zoo")
-            tiny_sized_zoo(Path(zoo))
+        zoo = zoo_folder(args.zoo, Path(tmp))
         for batching in (True, False):
             extra = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
             with running_server(zoo, Path(tmp), *extra, *([] if batching else ["--no-batching"])) as url:

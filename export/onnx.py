@@ -88,14 +88,20 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     return _finish(ir.to_proto(half), Path(dst), {**metadata, "prezoo.precision": "float16"})
 
 
-def session(path: str | Path, providers: list | None = None, threads: int | None = None):
-    """An ORT session; `providers` as ONNX Runtime takes them (names, or (name, options) pairs), CPU by default."""
+def session(path: str | Path, providers: list | None = None, threads: int | None = None, spinning: bool = True):
+    """An ORT session; `providers` as ONNX Runtime takes them (names, or (name, options) pairs), CPU by default.
+
+    `spinning=False` makes ORT's idle intra-op threads sleep instead of busy-waiting for the next op: on a loaded
+    machine the spinning threads steal the cores the working ones need (bench/bench_contention.py)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 

@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-batching", action="store_true", help="one ONNX Runtime call per request")
     p.add_argument("--sessions", type=int, default=4, help="ONNX Runtime sessions kept loaded (LRU)")
     p.add_argument("--ort-threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    p.add_argument("--ort-spinning", choices=["on", "off"], default="on",
+                   help="whether ORT's idle threads busy-wait (default: %(default)s; see bench/RESULTS.md)")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests get to finish on SIGTERM/SIGINT")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(zoo, cache_dir=args.cache, admin_token=token, hub_token=os.environ.get("HF_TOKEN") or None,
                      max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, micro_batching=not args.no_batching,
-                     sessions=args.sessions, ort_threads=args.ort_threads)
+                     sessions=args.sessions, ort_threads=args.ort_threads,
+                     ort_spinning=args.ort_spinning == "on")
     print(f"PreZoo serving zoo {zoo.name} on http://{args.host}:{args.port}/ (API docs: /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=args.shutdown_timeout)

@@ -39,6 +39,7 @@ class InferenceConfig:
     max_wait_ms: float = 5.0
     sessions: int = 4  # ONNX Runtime sessions kept loaded (LRU)
     threads: int | None = None  # ORT intra-op threads; None: ORT's default (one per physical core)
+    spinning: bool = True  # ORT's idle threads busy-wait (see export.onnx.session)
 
 
 def choose_providers(available: list[str] | None = None) -> tuple[list[str], str]:
@@ -205,7 +206,8 @@ class Engine:
 
     def _load_session(self, entry_id: str):
         path = self.cache.file(self.zoo, self.zoo.entry(entry_id), "onnx")
-        return session(path, provider_options(self.providers, self.cache.root), self.config.threads)
+        return session(path, provider_options(self.providers, self.cache.root), self.config.threads,
+                       self.config.spinning)
 
     def logits(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
         """One ORT call (blocking)."""
