@@ -75,7 +75,8 @@ def load_rows(zoo_dir: str, n_burners: int, seconds: float, clients: int) -> lis
     with tempfile.TemporaryDirectory(prefix="prezoo-contention-") as tmp:
         for name, (threads, spin) in POLICIES.items():
             flags = ["--ort-threads", str(threads), "--ort-spinning", "on" if spin else "off"]
-            with running_server(zoo_dir, Path(tmp), *flags) as url:
+            with running_server(zoo_dir, Path(tmp), *flags) as served:
+                url = served.url
                 info = httpx.get(f"{url}/api/zoo", timeout=60).json()
                 image = sample_png(info["preprocessing"])
 

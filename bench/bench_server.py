@@ -60,9 +60,15 @@ class LoadResult:
                 f"{errors}{detail} | {mean_batch} |")
 
 
+@dataclass(frozen=True)
+class Served:
+    url: str
+    pid: int
+
+
 @contextmanager
-def running_server(zoo: str, cache: Path, *extra: str) -> Iterator[str]:
-    """`python -m server` on a free loopback port; its base URL once /api/health answers."""
+def running_server(zoo: str, cache: Path, *extra: str) -> Iterator[Served]:
+    """`python -m server` on a free loopback port, once /api/health answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -82,7 +88,7 @@ def running_server(zoo: str, cache: Path, *extra: str) -> Iterator[str]:
                     break
             except httpx.TransportError:
                 time.sleep(0.3)
-        yield url
+        yield Served(url, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -143,8 +149,8 @@ def bench(args: argparse.Namespace) -> None:
         zoo = zoo_folder(args.zoo, Path(tmp))
         for batching in (True, False):
             extra = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
-            with running_server(zoo, Path(tmp), *extra, *([] if batching else ["--no-batching"])) as url:
-                for row in bench_one_server(url, args, "on" if batching else "off"):
+            with running_server(zoo, Path(tmp), *extra, *([] if batching else ["--no-batching"])) as served:
+                for row in bench_one_server(served.url, args, "on" if batching else "off"):
                     print(row, flush=True)
 
 
@@ -176,11 +182,11 @@ def screenshot(args: argparse.Namespace) -> None:
 
     out = Path(args.screenshot)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="prezoo-shot-") as tmp, running_server(args.zoo, Path(tmp)) as url, \
+    with tempfile.TemporaryDirectory(prefix="prezoo-shot-") as tmp, running_server(args.zoo, Path(tmp)) as served, \
             sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.goto(url, wait_until="load")
+        page.goto(served.url, wait_until="load")
         page.wait_for_selector("#chosen :text('Chosen')", timeout=120_000)
         page.locator("#download-onnx:not([disabled])").wait_for(timeout=120_000)
         page.screenshot(path=str(out), full_page=True)

@@ -1,0 +1,297 @@
+"""A battery of bad input against every route of the server: no 5xx, bounded time, bounded memory, healthy after.
+
+    .venv/bin/python -m bench.bench_hostile [--zoo DIR]
+
+Starts `python -m server` on a free loopback port with a fresh cache, warms it (one predict per entry), reads its
+RSS, then sends every case of `cases()` (every route of /openapi.json with wrong methods, hostile ids, malformed,
+oversized, deeply nested and mistyped bodies, thin/wide/bomb/corrupt images, lying or missing lengths, plus the
+UI's upload route) one after another. A case passes when the answer is not a 5xx, comes within its time bound and,
+under /api/, is JSON `{"error": ...}` when it is an error. Prints one row per kind of case and the RSS before, after
+and at its peak (VmHWM); `tests/test_hostile.py` runs the same battery and asserts on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+import struct
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+from bench.bench_server import running_server, sample_png
+from zoo.store import DEFAULT_ZOO
+
+GET_ROUTES = ("/api/health", "/api/zoo", "/api/models/{id}/download/onnx")
+POST_ROUTES = ("/api/specialize", "/api/predict", "/api/push")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+HOSTILE_IDS = ("..", "...", ".hidden", "%2e%2e%2fetc%2fpasswd", "..%2f..%2fzoo.json", "a" * 97, "x" * 5000,
+               "e96-d6-529fda2c%00", "%00", "e96;rm -rf", "名前", "%ff%fe", "CON", "e96-d6-529fda2c/../..", " ", "-",
+               "e" * 96)
+HOSTILE_KINDS = ("onnx2", "../onnx", "ONNX", "safetensors.json", "%2e%2e", "k" * 3000, "", "config%00")
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str  # the row it is counted in
+    method: str
+    path: str
+    request: dict = field(default_factory=dict)  # httpx.Client.request keyword arguments
+    seconds: float = 10.0  # the answer must come within this
+    expect: tuple[int, ...] = ()  # when given, the statuses that count as right
+
+
+@dataclass
+class Outcome:
+    case: Case
+    status: int | None
+    seconds: float
+    problem: str | None  # None: the case passed
+
+
+def png_header_bomb(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose header claims width x height (CRC fixed), so only the header check can stop it."""
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+def image_bytes(size: tuple[int, int], mode: str = "1", fmt: str = "PNG", **save) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def images(sample: bytes) -> Iterator[tuple[str, bytes, str]]:
+    """(name, bytes, content type) of uploads a server must refuse (or answer) cheaply."""
+    for w, h in ((8, 2_097_152), (4, 4_194_304), (3, 5_592_405), (1, 16_777_216), (2_097_152, 8), (16_777_216, 1),
+                 (4096, 1), (1, 4096), (10_000, 2)):
+        yield f"thin-{w}x{h}.png", image_bytes((w, h)), "image/png"
+    for w, h in ((60_000, 60_000), (100_000, 1), (1, 100_000), (2**31 - 1, 2**31 - 1)):
+        yield f"header-bomb-{w}x{h}.png", png_header_bomb(w, h), "image/png"
+    yield "gif-thin.gif", image_bytes((2, 65_535), "L", "GIF"), "image/gif"
+    yield "tiff-wide.tiff", image_bytes((1_000_000, 4), "1", "TIFF", compression="group4"), "image/tiff"
+    yield "empty.png", b"", "image/png"
+    yield "text.png", b"hello, not an image", "image/png"
+    yield "truncated.png", sample[: len(sample) // 2], "image/png"
+    yield "flipped.png", sample[:40] + bytes(b ^ 0xFF for b in sample[40:80]) + sample[80:], "image/png"
+    yield "html.txt", b"<html></html>", "text/html"
+    yield "svg.svg", b"<svg xmlns='http://www.w3.org/2000/svg' width='9e9' height='9e9'/>", "image/svg+xml"
+    yield "big.png", b"\x89PNG" + b"\0" * (11 * 1024 * 1024), "image/png"
+    yield "ok-but-16bit.png", image_bytes((28, 28), "I;16"), "image/png"
+    yield "cmyk.jpg", image_bytes((28, 28), "CMYK", "JPEG"), "image/jpeg"
+    yield "x" * 5000 + ".png", sample, "image/png"
+
+
+def json_bodies() -> Iterator[tuple[str, dict]]:
+    """(kind, request kwargs) of bad JSON bodies for the JSON routes."""
+    deep = "[" * 100_000 + "]" * 100_000
+    for name, raw in (("empty", b""), ("not json", b"{max_params:"), ("array", b"[1, 2]"), ("string", b'"0.3M"'),
+                      ("null", b"null"), ("number", b"300000"), ("deeply nested", deep.encode()),
+                      ("nested object", b'{"max_params": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"),
+                      ("NaN", b'{"max_params": NaN}'), ("Infinity", b'{"max_params": -Infinity}'),
+                      ("1e400", b'{"max_params": 1e400}'), ("huge int", b'{"max_params": ' + b"9" * 5000 + b"}"),
+                      ("bad utf-8", b'{"max_params": "\xff\xfe"}'), ("bom", b'\xef\xbb\xbf{"max_params": "1M"}'),
+                      ("duplicate keys", b'{"max_params": "1M", "max_params": "x"}'),
+                      ("1 MB string", b'{"max_params": "' + b"9" * 1_000_000 + b'"}'),
+                      ("10 MB body", b'{"max_params": "' + b"9" * 10_000_000 + b'"}'),
+                      ("many keys", ("{" + ",".join(f'"k{i}": {i}' for i in range(50_000)) + "}").encode()),
+                      ("utf-16", '{"max_params": "1M"}'.encode("utf-16"))):
+        yield f"JSON body: {name}", {"content": raw, "headers": {"content-type": "application/json"}}
+    for value in (-1, 0, "0", "-5M", "abc", "1e309", "nanM", "infG", "1.5.5M", True, [], {}, "1" * 300, "١٢٣",
+                  "0x10", "3 M", "1e-400", 1e308):
+        yield "JSON budget value", {"json": {"max_params": value}}
+    for key in ("max_flops", "max_latency_ms", "unknown", "", "__proto__"):
+        yield "JSON budget key", {"json": {key: "x" * 200}}
+    yield "wrong content type", {"content": b'{"max_params": "1M"}', "headers": {"content-type": "text/plain"}}
+    yield "form to a JSON route", {"data": {"max_params": "1M"}}
+
+
+def chunked(total: int, piece: int = 1 << 20) -> Iterator[bytes]:
+    """A body of `total` bytes sent with no Content-Length (chunked transfer encoding)."""
+    for _ in range(total // piece):
+        yield b"\0" * piece
+
+
+def cases(entry_id: str, sample: bytes) -> list[Case]:
+    out: list[Case] = []
+    for route in (*GET_ROUTES, *POST_ROUTES):
+        path = route.replace("{id}", entry_id)
+        out += [Case("wrong or odd method", m, path) for m in METHODS if not (m == "HEAD" and route in GET_ROUTES)]
+    out += [Case("HEAD on a GET route", "HEAD", route.replace("{id}", entry_id), expect=(200,)) for route in GET_ROUTES]
+    for i in HOSTILE_IDS:
+        out.append(Case("hostile entry id", "GET", f"/api/models/{i}/download/onnx"))
+    for k in HOSTILE_KINDS:
+        out.append(Case("hostile download kind", "GET", f"/api/models/{entry_id}/download/{k}"))
+    out += [Case("odd path", "GET", p) for p in ("//api/health", "/api//zoo", "/api/health/", "/api/%2e%2e/zoo",
+                                                 "/api/" + "a" * 8000, "/api/models", "/api/models/x/download",
+                                                 "/api/nope", "/api/zoo?x=" + "y" * 5000)]
+    out += [Case("bad header", "GET", "/api/zoo", {"headers": h}) for h in (
+        {"if-none-match": "x" * 8000}, {"if-none-match": ", , ,"}, {"accept": "application/xml"},
+        {"content-type": "multipart/form-data"}, {"range": "bytes=999999999-"}, {"host": "evil.example"})]
+    for route in ("/api/specialize", "/api/push"):
+        out += [Case(kind, "POST", route, request) for kind, request in json_bodies()]
+    refused = (401, 403)  # 403: pushing is off on this server; 401: on, but no admin token. Never a body error first
+    out += [Case("push without a token", "POST", "/api/push", {"json": {"repo_id": r}}, expect=refused)
+            for r in ("../../x", "a/b/c", "", "x" * 500, "org/name")]
+    out += [Case("push without a token", "POST", "/api/push", {"content": b"{not json", "headers": {
+        "content-type": "application/json"}}, expect=refused)]
+    out += [Case("push with a wrong token", "POST", "/api/push",
+                 {"json": {"repo_id": "org/name"}, "headers": {"authorization": a}}, expect=refused)
+            for a in ("Bearer nope", "Basic YTpi", "Bearer " + "x" * 10_000, "bearer", "")]
+    for name, data, ctype in images(sample):
+        out.append(Case("hostile image", "POST", "/api/predict", {"files": {"files": (name, data, ctype)}}, 15))
+    out.append(Case("too many images", "POST", "/api/predict",
+                    {"files": [("files", (f"{i}.png", sample, "image/png")) for i in range(33)]}))
+    for form in ({"top_k": "0"}, {"top_k": "-1"}, {"top_k": "1001"}, {"top_k": "abc"}, {"top_k": "1e9"},
+                 {"model": "x" * 10_000}, {"model": "../../zoo"}, {"model": ""}, {"unknown": "1"}):
+        out.append(Case("bad predict form", "POST", "/api/predict",
+                        {"files": {"files": ("ok.png", sample, "image/png")}, "data": form}))
+    for body, ctype in ((b"--x\r\n", "multipart/form-data; boundary=x"), (b"garbage", "multipart/form-data"),
+                        (b"", "multipart/form-data; boundary=" + "b" * 200), (sample, "image/png"),
+                        (b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n\r\n" + sample,
+                         "multipart/form-data; boundary=x")):
+        out.append(Case("malformed multipart", "POST", "/api/predict", {"content": body,
+                                                                         "headers": {"content-type": ctype}}))
+    out.append(Case("2 GB chunked upload", "POST", "/api/predict",
+                    {"content": chunked(2 << 30), "headers": {"content-type": "multipart/form-data; boundary=x"}},
+                    30))
+    out.append(Case("300 MB chunked JSON", "POST", "/api/specialize",
+                    {"content": chunked(300 << 20), "headers": {"content-type": "application/json"}}, 30))
+    for length in ("99999999999", "-1", "1e3", "20, 30"):  # sent raw: HTTP clients refuse to lie
+        head = (f"POST /api/specialize HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                f"content-length: {length}\r\n\r\n")
+        out.append(Case("lying content-length", "POST", "/api/specialize", {"raw": head.encode() + b"{}" * 10}, 30))
+    out += [Case("UI upload", "POST", "/gradio_api/upload", {"files": {"files": (name, data, ctype)}}, 15)
+            for name, data, ctype in (("big.png", b"\0" * (11 * 1024 * 1024), "image/png"),
+                                      ("thin.png", image_bytes((8, 2_097_152)), "image/png"))]
+    return out
+
+
+def send(client: httpx.Client, case: Case) -> Outcome:
+    t = time.perf_counter()
+    if "raw" in case.request:
+        status, problem = send_raw(str(client.base_url), case.request["raw"], case.seconds)
+        return Outcome(case, status, time.perf_counter() - t, problem)
+    try:
+        r = client.request(case.method, case.path, timeout=case.seconds, **case.request)
+    except httpx.RemoteProtocolError:  # the server closed the connection on a body it refused: acceptable
+        return Outcome(case, None, time.perf_counter() - t, None)
+    except httpx.HTTPError as e:
+        return Outcome(case, None, time.perf_counter() - t, f"{type(e).__name__}: {e}")
+    seconds = time.perf_counter() - t
+    return Outcome(case, r.status_code, seconds, _problem(case, r, seconds))
+
+
+def send_raw(url: str, data: bytes, seconds: float) -> tuple[int | None, str | None]:
+    """Bytes straight onto a socket; (status, problem) from the first line of the answer."""
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    with socket.create_connection((host, port), timeout=seconds) as sock:
+        sock.sendall(data)
+        try:
+            first = sock.recv(4096).split(b"\r\n", 1)[0].split()
+        except TimeoutError:
+            return None, f"no answer within {seconds:g} s"
+    if not first:  # closed without an answer: acceptable for a malformed request
+        return None, None
+    status = int(first[1])
+    return status, f"HTTP {status}" if status >= 500 else None
+
+
+def _problem(case: Case, r: httpx.Response, seconds: float) -> str | None:
+    if r.status_code >= 500:
+        return f"HTTP {r.status_code}: {r.text[:200]}"
+    if seconds > case.seconds:
+        return f"took {seconds:.1f} s (bound {case.seconds:g} s)"
+    if case.expect and r.status_code not in case.expect:
+        return f"HTTP {r.status_code}, expected {' or '.join(map(str, case.expect))}: {r.text[:120]!r}"
+    api = case.path.startswith("/api/") or case.path.startswith("//api/")
+    if api and r.status_code >= 400 and case.method != "HEAD":
+        try:
+            ok = "error" in r.json()
+        except ValueError:
+            ok = False
+        if not ok:
+            return f"HTTP {r.status_code} without a JSON error: {r.text[:120]!r}"
+    return None
+
+
+def rss_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (the peak) of a process, in KiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {k: int(fields[k].split()[0]) for k in ("VmRSS", "VmHWM")}
+
+
+@dataclass
+class BatteryResult:
+    outcomes: list[Outcome]
+    rss_before: dict[str, int]
+    rss_after: dict[str, int]
+    healthy_after: bool
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.problem]
+
+
+def battery(url: str, pid: int) -> BatteryResult:
+    with httpx.Client(base_url=url, timeout=60) as client:
+        zoo = client.get("/api/zoo").json()
+        sample = sample_png(zoo["preprocessing"])
+        for entry in zoo["entries"]:  # warm: every model exported and loaded once
+            r = client.post("/api/predict", files={"files": ("ok.png", sample, "image/png")},
+                            data={"model": entry["id"]})
+            r.raise_for_status()
+        before = rss_kib(pid)
+        outcomes = [send(client, c) for c in cases(zoo["default_model"], sample)]
+        after = rss_kib(pid)
+        healthy = client.get("/api/health").status_code == 200 and client.post(
+            "/api/predict", files={"files": ("ok.png", sample, "image/png")}).status_code == 200
+    return BatteryResult(outcomes, before, after, healthy)
+
+
+def report(result: BatteryResult) -> str:
+    rows = Counter(o.case.kind for o in result.outcomes)
+    statuses: dict[str, Counter] = {k: Counter() for k in rows}
+    worst: dict[str, float] = dict.fromkeys(rows, 0.0)
+    for o in result.outcomes:
+        statuses[o.case.kind][o.status or "closed"] += 1
+        worst[o.case.kind] = max(worst[o.case.kind], o.seconds)
+    lines = ["| kind of case | cases | answers | slowest s | failures |", "|---|---|---|---|---|"]
+    for kind, n in rows.items():
+        answers = ", ".join(f"{s}×{c}" for s, c in sorted(statuses[kind].items(), key=str))
+        failed = sum(1 for o in result.outcomes if o.case.kind == kind and o.problem)
+        lines.append(f"| {kind} | {n} | {answers} | {worst[kind]:.2f} | {failed} |")
+    mib = lambda kib: f"{kib / 1024:.0f} MiB"
+    lines += ["", f"{len(result.outcomes)} cases, {len(result.failures)} failures; server RSS "
+                  f"{mib(result.rss_before['VmRSS'])} before, {mib(result.rss_after['VmRSS'])} after, peak "
+                  f"{mib(result.rss_after['VmHWM'])} (peak before the battery {mib(result.rss_before['VmHWM'])}); "
+                  f"healthy after: {result.healthy_after}"]
+    lines += [f"- FAILED {o.case.kind} {o.case.method} {o.case.path[:80]}: {o.problem}" for o in result.failures]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="python -m bench.bench_hostile", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--zoo", default=str(DEFAULT_ZOO))
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="prezoo-hostile-") as tmp, running_server(args.zoo, Path(tmp)) as served:
+        print(report(battery(served.url, served.pid)))
+
+
+if __name__ == "__main__":
+    main()
