@@ -121,8 +121,8 @@ def test_corrupt_truncated_or_mismatched_files_are_named(zoo_dir, tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda p: p.pop("mean"), "preprocessing lacks mean"),
-    (lambda p: p.update(in_chans=3), "preprocessing is for 28px x 3 channels but the space takes 28px x 1"),
+    (lambda p: p.pop("mean"), "preprocessing: lacks mean"),
+    (lambda p: p.update(in_chans=3), "preprocessing: is for 28px x 3 channels but the space takes 28px x 1"),
     (lambda p: p.update(std=[0.0]), "std must be positive"),
     (lambda p: p.update(mean=["0.3"]), "mean must be 1 number"),
     (lambda p: p.update(interpolation="cubic"), "interpolation must be one of"),

@@ -1,9 +1,12 @@
-"""Atomic writes and checksums: every file that matters is written via temp file + rename."""
+"""Atomic writes and checksums: every file that matters is written via temp file + rename; our JSON documents are
+read back bounded (size, nesting) with every number finite."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -53,18 +56,63 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_versioned_json(path: str | Path, kind: str, version: int, error: type[Exception] = ValueError) -> dict:
-    """A JSON document of ours: readable, of the expected `kind`, at a `schema_version` we read."""
-    import json
+MAX_JSON_BYTES = 16 * 1024 * 1024  # our documents are kilobytes; a zoo index with 1000 classes is ~100 KiB
+MAX_JSON_DEPTH = 32  # our documents nest 5 levels deep; json.loads itself recurses (RecursionError near 1000)
 
+
+def clip(text: str, limit: int = 60) -> str:
+    """`text` cut to `limit` characters: error messages quote what they refuse, never all of a huge value."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def quote(value: object, limit: int = 60) -> str:
+    return clip(repr(value), limit)
+
+
+def json_path(loc: tuple[str | int, ...]) -> str:
+    """('entries', 2, 'top1') -> 'entries[2].top1', the way the messages name a field (clipped: keys are data)."""
+    text = ""
+    for key in loc:
+        text += f"[{key}]" if isinstance(key, int) else f"{'.' if text else ''}{clip(str(key), 40)}"
+    return clip(text, 120)
+
+
+def json_problem(value: object, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why parsed JSON is not one of our documents (a number that is not finite, nesting too deep), or None."""
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"{json_path(loc)} must be a finite number, got {item}"
+        if isinstance(item, dict | list) and len(loc) >= max_depth:
+            return f"{json_path(loc)} nests deeper than {max_depth} levels"
+        children = list(item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ())
+        stack.extend((child, (*loc, key)) for key, child in reversed(children))  # popped in document order
+    return None
+
+
+def read_versioned_json(path: str | Path, kind: str, version: int, error: type[Exception] = ValueError) -> dict:
+    """A JSON document of ours: readable, bounded (size, nesting), every number finite, of the expected `kind`,
+    at a `schema_version` we read."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        with open(path, "rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+    except OSError as e:
+        raise error(f"cannot read {path}: {e} (missing, truncated or corrupt)") from e
+    if len(data) > MAX_JSON_BYTES:
+        raise error(f"{path} is over {MAX_JSON_BYTES // 2**20} MiB: not a PreZoo {kind} file")
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise error(f"{path} nests deeper than {MAX_JSON_DEPTH} levels: not a PreZoo {kind} file") from None
+    except ValueError as e:
         raise error(f"cannot read {path}: {e} (missing, truncated or corrupt)") from e
     if not isinstance(doc, dict) or doc.get("kind") != kind:
         raise error(f"{path} is not a PreZoo {kind} file (kind != '{kind}')")
     if doc.get("schema_version") != version:
-        raise error(f"{path}: schema_version {doc.get('schema_version')!r} is not supported (this PreZoo reads "
-                    f"{version})")
+        raise error(f"{path}: schema_version {quote(doc.get('schema_version'))} is not supported (this PreZoo "
+                    f"reads {version})")
+    if problem := json_problem(doc):
+        raise error(f"{path}: {problem}")
     return doc

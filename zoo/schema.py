@@ -1,0 +1,252 @@
+"""The zoo index `zoo.json`, schema version 1: one declarative model, checked in full when a zoo is loaded.
+
+Each field has its JSON type and range below (strict: no "89.5" for 89.5, no true for 1; numbers finite; unknown
+fields refused except at the top level, where `write_zoo(**extra)` adds free-form metadata). What depends on the
+index's own search space (class count, preprocessing, each entry's arch, id, params and FLOPs) or on the zoo folder
+(the weight file) is checked by validators that get both through the validation context, so the space is read
+first. `zoo.io.read_versioned_json` has already bounded the file's size and nesting and made every number finite,
+free-form fields included. The first problem becomes one message naming the field, e.g.
+`entries[2].top1: Input should be less than or equal to 100, got 870.0`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from zoo.arch import Arch
+from zoo.cost import flops, params
+from zoo.io import clip, json_path, quote
+from zoo.space import SearchSpace
+
+SCHEMA_VERSION = 1
+KIND = "prezoo.zoo"
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+MESSAGE_CHARS = 300  # longest problem quoted; messages of SearchSpace and Arch may quote whole lists
+
+
+class ZooError(ValueError):
+    """A zoo that cannot be used as it is: the message names the file and what is wrong."""
+
+
+def preprocessing_problem(p: Any, space: SearchSpace) -> str | None:
+    """Why a zoo's preprocessing cannot feed its models (the server and exports rely on it), or None.
+
+    The message reads after 'preprocessing: ', the field it is about."""
+    if not isinstance(p, dict):
+        return f"must be an object, got {quote(p)}"
+    missing = [k for k in ("img_size", "in_chans", "mean", "std") if k not in p]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if (p["img_size"], p["in_chans"]) != (space.img_size, space.in_chans):
+        return (f"is for {quote(p['img_size'])}px x {quote(p['in_chans'])} channels but the space takes "
+                f"{space.img_size}px x {space.in_chans}")
+    for key in ("mean", "std"):
+        v = p[key]
+        if not (isinstance(v, list | tuple) and len(v) == space.in_chans
+                and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)):
+            return f"{key} must be {space.in_chans} number(s), got {quote(v)}"
+    if min(p["std"]) <= 0:
+        return f"std must be positive, got {quote(p['std'])}"
+    crop = p.get("crop_pct", 1.0)
+    if isinstance(crop, bool) or not isinstance(crop, int | float) or not 0 < crop <= 1:
+        return f"crop_pct must lie in (0, 1], got {quote(crop)}"
+    if p.get("interpolation", "bicubic") not in INTERPOLATIONS:
+        return f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {quote(p['interpolation'])}"
+    return None
+
+
+# -- where the index's files may be ----------------------------------------------------------------
+
+def files_boundary(folder: Path) -> Path:
+    """The folder a zoo's files must resolve inside: the zoo folder, or for a Hub snapshot
+    (`models--org--name/snapshots/<rev>`) its repo folder, whose `blobs/` the snapshot's files are links to."""
+    folder = folder.resolve()
+    hub_snapshot = folder.parent.name == "snapshots" and folder.parents[1].name.startswith("models--")
+    return folder.parents[1] if hub_snapshot else folder
+
+
+def resolves_inside(path: Path, boundary: Path) -> bool:
+    """False for a path that leads out of `boundary` (by '..' or a symlink) or cannot be resolved (a symlink loop)."""
+    try:
+        return path.resolve().is_relative_to(boundary)
+    except (OSError, RuntimeError):  # Python 3.11 raises RuntimeError for a symlink loop
+        return False
+
+
+@dataclass(frozen=True)
+class IndexContext:
+    """What the space- and folder-dependent checks need (pydantic hands it to every validator)."""
+
+    space: SearchSpace
+    folder: Path
+    boundary: Path
+
+
+# -- validators that need the context --------------------------------------------------------------
+
+def _space_hash(value: str, info: ValidationInfo) -> str:
+    if value != info.context.space.hash:
+        raise ValueError(f"{quote(value)} does not match its space ({info.context.space.hash})")
+    return value
+
+
+def _classes(names: list[str], info: ValidationInfo) -> list[str]:
+    """One unique name per class of the space (the server labels its top-k with them)."""
+    if len(names) != info.context.space.num_classes:
+        raise ValueError(f"{len(names)} names for a space with {info.context.space.num_classes} classes")
+    name, count = Counter(names).most_common(1)[0]
+    if count > 1:
+        raise ValueError(f"{quote(name)} is listed {count} times")
+    return names
+
+
+def _preprocessing(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    if problem := preprocessing_problem(value, info.context.space):
+        raise ValueError(problem)
+    return value
+
+
+def _arch(value: Any, info: ValidationInfo) -> Arch:
+    """An architecture of the index's space."""
+    return info.context.space.validate(Arch.from_dict(value))
+
+
+def _weight_file(name: str, info: ValidationInfo) -> str:
+    """A plain file name whose file lies in the zoo folder: never a path or link that leads out of it (whose
+    existence, content or hash an error could otherwise reveal)."""
+    if name in ("", "..") or PurePosixPath(name).name != name or "\\" in name or "\0" in name:
+        raise ValueError(f"must be a plain file name in the zoo folder, got {quote(name)}")
+    path = info.context.folder / name
+    if not resolves_inside(path, info.context.boundary):
+        raise ValueError(f"{quote(name)} does not resolve inside the zoo folder {info.context.folder}")
+    if not path.is_file():
+        raise ValueError(f"{path} is missing")
+    return name
+
+
+def _unique_ids(entries: list[Entry]) -> list[Entry]:
+    first: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        if entry.id in first:
+            raise ValueError(f"entries[{first[entry.id]}] and entries[{i}] are both {entry.id}")
+        first[entry.id] = i
+    return entries
+
+
+# -- the schema --------------------------------------------------------------------------------------
+
+Count = Annotated[int, Field(gt=0)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+Milliseconds = Annotated[float, Field(gt=0)]
+Label = Annotated[str, Field(min_length=1, max_length=200)]
+Metadata = dict[str, Any]
+
+
+class Strict(BaseModel):
+    """JSON types as written (strict), finite numbers, no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class Latency(Strict):
+    median_ms: Milliseconds
+    p10_ms: Milliseconds
+    p90_ms: Milliseconds
+
+
+class Entry(Strict):
+    id: str
+    arch: Annotated[Arch, PlainValidator(_arch)]
+    params: Count
+    flops: Count
+    top1: Percent | None = None
+    top5: Percent | None = None
+    loss: Annotated[float, Field(ge=0)] | None = None
+    latency: Latency | None = None
+
+    @model_validator(mode="after")
+    def _agrees_with_its_arch(self, info: ValidationInfo) -> Entry:
+        space = info.context.space
+        expected = (self.arch.id, params(space, self.arch), flops(space, self.arch))
+        if (self.id, self.params, self.flops) != expected:
+            raise ValueError(f"says id/params/flops {quote(self.id)}/{self.params}/{self.flops} but its arch gives "
+                             f"{expected[0]}/{expected[1]}/{expected[2]}")
+        return self
+
+
+class SpaceTexts(Strict):
+    """The space's free texts: SearchSpace itself checks every field that shapes the weights (check_index)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: Label
+    description: str = ""
+
+
+class Weights(Strict):
+    file: Annotated[str, AfterValidator(_weight_file)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    dtype: Literal["torch.float16", "torch.float32"]  # what write_zoo stores (computed in fp32 either way)
+
+
+class ZooIndex(Strict):
+    model_config = ConfigDict(extra="allow")  # write_zoo(**extra) may add metadata; read_versioned_json bounded it
+
+    schema_version: Literal[SCHEMA_VERSION]
+    kind: Literal[KIND]
+    name: Label
+    space: SpaceTexts
+    space_hash: Annotated[str, AfterValidator(_space_hash)]
+    classes: Annotated[list[Label], AfterValidator(_classes)]
+    preprocessing: Annotated[Metadata, AfterValidator(_preprocessing)]
+    flops_rule: str | None = None
+    dataset: str | None = None
+    eval_protocol: str | None = None
+    source: str | None = None
+    selector: Metadata | None = None
+    training: Metadata | None = None
+    fp16_check: Metadata | None = None
+    latency_protocol: Metadata | None = None
+    weights: Weights
+    entries: Annotated[list[Entry], Field(min_length=1), AfterValidator(_unique_ids)]
+
+
+def describe(error: ValidationError) -> str:
+    """The first problem as 'field: what is wrong, got <value>', and how many more there are."""
+    first, more = error.errors(include_url=False)[0], error.error_count() - 1
+    if first["type"] == "value_error":  # raised by a validator above: its message says it all
+        problem = str(first["ctx"]["error"])
+    elif first["type"] == "missing":  # its input is the object that lacks the field
+        problem = "missing"
+    else:
+        problem = f"{first['msg']}, got {quote(first['input'])}"
+    where = json_path(first["loc"])
+    text = clip(f"{where}: {problem}" if where else problem, MESSAGE_CHARS)
+    return text + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+def check_index(doc: dict[str, Any], index: Path) -> tuple[SearchSpace, ZooIndex]:
+    """The space and the checked index of a parsed `zoo.json`, or ZooError naming the first field that is wrong."""
+    try:
+        space = SearchSpace.from_dict(doc.get("space"))
+    except (TypeError, ValueError) as e:  # TypeError: e.g. super_embed_dim given as a list
+        raise ZooError(f"{index}: space: {clip(str(e), MESSAGE_CHARS)}") from e
+    context = IndexContext(space, index.parent, files_boundary(index.parent))
+    try:
+        return space, ZooIndex.model_validate(doc, context=context)
+    except ValidationError as e:
+        raise ZooError(f"{index}: {describe(e)}") from e
