@@ -143,8 +143,8 @@ class ExportCache:
                     log.warning("export cache: %s", self.problem)
                     return
             if total > self.max_bytes:
-                log.info("export cache: %d bytes in use, over the bound of %d: the rest is in use", total,
-                         self.max_bytes)
+                log.info("export cache: %d bytes, over the bound of %d: what is left is in use or just built",
+                         total, self.max_bytes)
 
     def _evict(self, folder: Path) -> bool:
         """Remove one export unless some build (of any process) holds its lock file; whether it went."""
@@ -152,10 +152,10 @@ class ExportCache:
             with _locked(folder, fcntl.LOCK_EX | fcntl.LOCK_NB):
                 if not folder.exists():  # another process evicted it first
                     return False
+                self._verified.pop(folder, None)
                 shutil.rmtree(folder)
         except BlockingIOError:
             return False
-        self._verified.pop(folder, None)
         self.evictions[str(folder.relative_to(self.root))] += 1
         log.info("export cache: evicted %s", folder)
         return True
