@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -25,6 +26,9 @@ from zoo.vit import ViT
 
 INPUT, OUTPUT = "pixel_values", "logits"
 FORMATS = ("onnx", "onnx-int8", "onnx-fp16")
+# torch.onnx.export keeps its state process-wide (GLOBALS.in_onnx_export, the export opset, the ONNX log switch):
+# two exports at once in one process fail (AssertionError) or mix each other's settings, so they take turns here.
+_TORCH_EXPORT = threading.Lock()
 
 
 def model_metadata(model: ViT, labels: list[str], preprocessing: dict) -> dict[str, str]:
@@ -44,22 +48,26 @@ def _finish(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> Pat
 
 
 def export_onnx(model: ViT, path: str | Path, metadata: dict[str, str], exporter: str = "torchscript") -> Path:
-    """fp32 ONNX with a dynamic batch axis, checked by onnx.checker, written atomically."""
+    """fp32 ONNX with a dynamic batch axis, checked by onnx.checker, written atomically. Thread-safe: exports
+    take turns (see `_TORCH_EXPORT`)."""
+    if exporter not in ("torchscript", "dynamo"):
+        raise ValueError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
     model = model.eval()
     space = model.space
     x = torch.zeros(2, space.in_chans, space.img_size, space.img_size)
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer / deprecation chatter
+    with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "model.onnx"
-        if exporter == "torchscript":
-            torch.onnx.export(model, (x,), str(raw), dynamo=False, opset_version=17, input_names=[INPUT],
-                              output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-        elif exporter == "dynamo":
-            torch.onnx.export(model, (x,), str(raw), dynamo=True, external_data=False, input_names=[INPUT],
-                              output_names=[OUTPUT], verbose=False,
-                              dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})
-        else:
-            raise ValueError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
+        # catch_warnings swaps the process-wide warning filters too: inside the lock, or two exports restore
+        # each other's filters and leave warnings silenced for the whole process
+        with _TORCH_EXPORT, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer / deprecation chatter
+            if exporter == "torchscript":
+                torch.onnx.export(model, (x,), str(raw), dynamo=False, opset_version=17, input_names=[INPUT],
+                                  output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+            else:
+                torch.onnx.export(model, (x,), str(raw), dynamo=True, external_data=False, input_names=[INPUT],
+                                  output_names=[OUTPUT], verbose=False,
+                                  dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})
         return _finish(onnx.load(str(raw)), Path(path), metadata)
 
 

@@ -6,7 +6,8 @@
 so its entrypoint is the README's command unchanged).
 
 The admin token (which enables POST /api/push) is read from the environment variable NAME, never from the command
-line; the Hub token from HF_TOKEN. A zoo that cannot be used stops the start with one line on stderr and exit code 2.
+line; the Hub token from HF_TOKEN. A zoo that cannot be used, or a --cache folder that cannot be written, stops the
+start with one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from zoo.hub import HubError
@@ -33,6 +35,12 @@ def tcp_port(text: str) -> int:
     return int(text)
 
 
+def positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--admin-token-env", metavar="NAME", help="environment variable holding the admin token; "
                                                              "without it, pushing to the Hub is off")
     p.add_argument("--cache", default=str(CACHE), help="exports, sample images (default: %(default)s)")
+    p.add_argument("--cache-max-mb", type=positive_int, default=2048,
+                   help="size bound of the export cache in MiB; least recently used exports go first "
+                        "(default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=16, help="micro-batch size limit (images)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a micro-batch waits to fill up")
     p.add_argument("--no-batching", action="store_true", help="one ONNX Runtime call per request")
@@ -74,12 +85,25 @@ def admin_token(name: str | None) -> str | None:
     return token
 
 
+def writable_cache(path: str) -> Path:
+    """The cache folder, created if needed: the server writes exports and samples there, so one that cannot be
+    written is an operator's fix at start, not a failure on every first request."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise StartError(f"--cache {folder} cannot be written ({e.strerror}); pass a writable folder") from None
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("server").setLevel(args.log_level.upper())  # ours; libraries (ORT quantizer) stay quiet
     try:
-        zoo, token = load_zoo(args.zoo), admin_token(args.admin_token_env)
+        zoo, token, cache = load_zoo(args.zoo), admin_token(args.admin_token_env), writable_cache(args.cache)
     except StartError as e:
         print(f"python -m server: {e}", file=sys.stderr)
         return 2
@@ -87,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from server.app import create_app
 
-    app = create_app(zoo, cache_dir=args.cache, admin_token=token, hub_token=os.environ.get("HF_TOKEN") or None,
+    app = create_app(zoo, cache_dir=cache, admin_token=token, hub_token=os.environ.get("HF_TOKEN") or None,
                      max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, micro_batching=not args.no_batching,
-                     sessions=args.sessions, ort_threads=args.ort_threads,
-                     ort_spinning=args.ort_spinning == "on")
+                     sessions=args.sessions, ort_threads=args.ort_threads, ort_spinning=args.ort_spinning == "on",
+                     cache_max_bytes=args.cache_max_mb * 2**20)
     print(f"PreZoo serving zoo {zoo.name} on http://{args.host}:{args.port}/ (API docs: /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=args.shutdown_timeout)

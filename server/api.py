@@ -1,5 +1,6 @@
 """The REST API under /api. Every error is JSON `{"error": message, ...}` with a 4xx status that says whose fault
-it is; ids and kinds are looked up in tables, never joined into file paths."""
+it is (507 when the server's disk cannot take an export); ids and kinds are looked up in tables, never joined into
+file paths."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from export.cache import CacheError
 from server.images import ImageError, check_content_type
 from server.state import DOWNLOADS, PreZooServer
 from zoo.hub import HubError
@@ -52,6 +54,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
         return JSONResponse({"error": e.message, **e.extra}, status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(CacheError)
+    async def cache_error(_: Request, e: CacheError) -> JSONResponse:
+        """The server's disk (read-only, full, quota): 507 Insufficient Storage, the request itself was fine."""
+        return JSONResponse({"error": str(e)}, status_code=507)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -96,8 +103,12 @@ def add_api_routes(app: FastAPI, server: PreZooServer) -> None:
 
     @app.get("/api/health", tags=["service"])
     def health() -> dict[str, Any]:
-        """Liveness and readiness: the zoo is loaded and inference is set up."""
-        return {"status": "ok", "ready": True, "zoo": zoo.name, "checksum": zoo.checksum,
+        """Liveness and readiness: the zoo is loaded and inference is set up. "degraded" (still ready for what is
+        cached) while the export cache cannot be written, with the reason."""
+        problem = server.exports.check()
+        return {"status": "degraded" if problem else "ok", "ready": True, "degraded_reason": problem,
+                "export_cache": {"bytes": server.exports.size(), "max_bytes": server.exports.max_bytes},
+                "zoo": zoo.name, "checksum": zoo.checksum,
                 "entries": len(zoo.entries), "providers": server.engine.providers,
                 "provider_note": server.engine.provider_reason,
                 "micro_batching": server.config.inference.micro_batching,

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from export.cache import DEFAULT_MAX_BYTES
 from server.api import add_api_routes, install_error_handlers
 from server.images import ImageLimits
 from server.inference import InferenceConfig
@@ -60,15 +61,17 @@ def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_tok
                hub_token: str | None = None, max_batch: int = 16, max_wait_ms: float = 5.0,
                micro_batching: bool = True, sessions: int = 4, ort_threads: int | None = None,
                ort_spinning: bool = True, limits: ImageLimits | None = None,
-               providers: tuple[list[str], str] | None = None) -> FastAPI:
+               providers: tuple[list[str], str] | None = None, cache_max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
     """Load the zoo (ZooError / HubError if it cannot be used) and wire the API and the UI to one server state.
 
-    `providers` (list, reason) skips the CUDA probe; by default it runs once here.
+    `providers` (list, reason) skips the CUDA probe; by default it runs once here. `cache_max_bytes` bounds the
+    export cache (least recently used exports are evicted).
     """
     limits = limits or ImageLimits()
     zoo = zoo_source if isinstance(zoo_source, Zoo) else Zoo.load(zoo_source)
     inference = InferenceConfig(micro_batching, max_batch, max_wait_ms, sessions, ort_threads, ort_spinning)
-    server = PreZooServer(zoo, cache_dir, ServerConfig(admin_token, hub_token, inference, limits), providers)
+    server = PreZooServer(zoo, cache_dir, ServerConfig(admin_token, hub_token, inference, limits, cache_max_bytes),
+                          providers)
     samples = write_samples(zoo, server.cache_dir / "samples")
     log.info("zoo %s: %d entries; inference on %s (%s)", zoo.name, len(zoo.entries),
              ", ".join(server.engine.providers), server.engine.provider_reason)

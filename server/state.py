@@ -8,12 +8,13 @@ import os
 import shutil
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from export.cache import ExportCache
+from export.cache import DEFAULT_MAX_BYTES, ExportCache
 from export.hub import push_folder
 from server.images import ImageLimits, decode_image, to_input
 from server.inference import Engine, InferenceConfig, top_k
@@ -54,6 +55,7 @@ class ServerConfig:
     hub_token: str | None = None  # the Hub write token (HF_TOKEN); never leaves the process except to the Hub
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     limits: ImageLimits = field(default_factory=ImageLimits)
+    cache_max_bytes: int = DEFAULT_MAX_BYTES  # the export cache's size bound (least recently used go first)
 
 
 class PreZooServer:
@@ -61,7 +63,8 @@ class PreZooServer:
                  providers: tuple[list[str], str] | None = None) -> None:
         self.zoo, self.config = zoo, config
         self.cache_dir = Path(cache_dir)
-        self.exports = ExportCache(self.cache_dir / "exports")
+        self.exports = ExportCache(self.cache_dir / "exports", config.cache_max_bytes)
+        self.exports.trim(zoo)  # older zoos' exports go first
         self.engine = Engine(zoo, self.exports, config.inference, providers)
         self.started = time.monotonic()
         self.default_entry = zoo.query()  # no limits: the most accurate entry
@@ -83,17 +86,13 @@ class PreZooServer:
         return self.exports.file(self.zoo, entry, d.fmt, d.file)
 
     def named_download(self, entry: ZooEntry, kind: str) -> Path:
-        """The same file under the name users should get (a hard link), for UIs that name downloads by file."""
+        """The same file under the name users should get (a hard link), for UIs that name downloads by file.
+        CacheError when it cannot be written."""
         src = self.download(entry, kind)
         dst = self.cache_dir / "downloads" / entry.id / DOWNLOADS[kind].filename(entry)
         if not dst.exists() or dst.stat().st_ino != src.stat().st_ino:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}")
-            try:
-                os.link(src, tmp)
-            except OSError:  # another file system: copy
-                shutil.copyfile(src, tmp)
-            tmp.replace(dst)
+            with self.exports.writing(dst.parent):
+                _link(src, dst)
         return dst
 
     def etag(self, path: Path) -> str:
@@ -124,12 +123,14 @@ class PreZooServer:
         return admin is not None and token is not None and hmac.compare_digest(token.encode(), admin.encode())
 
     def push(self, repo_id: str, entry: ZooEntry | None, private: bool = False) -> str:
-        """Push one entry's HF folder (or, for None, the whole zoo folder); returns the repo URL."""
-        folder = self.zoo.root if entry is None else self.exports.get(self.zoo, entry, "safetensors")
+        """Push one entry's HF folder (held against eviction while it uploads) or, for None, the whole zoo folder;
+        returns the repo URL."""
+        held = nullcontext(self.zoo.root) if entry is None else self.exports.reading(self.zoo, entry, "safetensors")
         what = "the whole zoo" if entry is None else entry.id
         try:
-            url = push_folder(folder, repo_id, token=self.config.hub_token, private=private,
-                              commit_message=f"Upload {what} from the PreZoo server")
+            with held as folder:
+                url = push_folder(folder, repo_id, token=self.config.hub_token, private=private,
+                                  commit_message=f"Upload {what} from the PreZoo server")
         except HubError as e:
             raise HubError(self.redact(str(e))) from None
         log.info("pushed %s to %s", what, repo_id)
@@ -144,3 +145,17 @@ class PreZooServer:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def _link(src: Path, dst: Path) -> None:
+    """`dst` becomes a hard link to `src` (a copy where links fail), atomically; no partial file on failure."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:  # another file system: copy
+            shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already when it was renamed

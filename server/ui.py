@@ -15,6 +15,7 @@ import gradio as gr
 from matplotlib.figure import Figure
 from PIL import Image
 
+from export.cache import CacheError
 from export.hf import model_card
 from server.images import FORMATS, ImageError, decode_image, model_view, to_input
 from server.state import PreZooServer
@@ -162,7 +163,10 @@ class PreZooUI:
         """Export the chosen entry (cached after the first time) and arm the download buttons."""
         if entry_id is None:
             return [gr.DownloadButton(value=None, interactive=False) for _ in DOWNLOAD_BUTTONS]
-        files = [str(self.server.named_download(self.zoo.entry(entry_id), kind)) for kind in DOWNLOAD_BUTTONS]
+        try:
+            files = [str(self.server.named_download(self.zoo.entry(entry_id), kind)) for kind in DOWNLOAD_BUTTONS]
+        except CacheError as e:
+            raise gr.Error(str(e)) from None
         if not self.latest.is_current(request.session_hash, entry_id):
             return [gr.skip() for _ in DOWNLOAD_BUTTONS]
         return [gr.DownloadButton(value=f, interactive=True) for f in files]
@@ -173,10 +177,10 @@ class PreZooUI:
             return None, None, None
         try:
             view = await asyncio.to_thread(self.model_view, Path(path))
-        except ImageError as e:
+            x = to_input(view, self.zoo.preprocessing)
+            [result] = await self.server.classify(self.zoo.entry(entry_id), [x], len(self.zoo.classes))
+        except (ImageError, CacheError) as e:  # a cold model is exported first: that can fail on a full disk
             raise gr.Error(str(e)) from None
-        x = to_input(view, self.zoo.preprocessing)
-        [result] = await self.server.classify(self.zoo.entry(entry_id), [x], len(self.zoo.classes))
         shown = view.resize((8 * view.width, 8 * view.height), Image.Resampling.NEAREST)  # pixels stay visible
         return {r["label"]: r["probability"] for r in result}, shown, path
 
