@@ -12,7 +12,7 @@ import torch
 from tests.zoo_fixtures import ACCURACY, ENTRY_ARCHS, MINI, make_zoo
 from zoo import BudgetError, Zoo, ZooError, params
 from zoo.budget import parse_count, parse_latency_ms
-from zoo.store import write_zoo
+from zoo.store import ZooEntry, write_zoo
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +167,22 @@ def test_cli_list_get_profile(zoo_dir, tmp_path):
                       (["list", "--zoo", str(tmp_path / "missing" / "zoo")], "no zoo at")):
         bad = _zoo_cli(*args)
         assert bad.returncode == 2 and msg in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_write_zoo_replaces_a_zoo_as_one_unit_and_never_writes_an_invalid_one(tmp_path, zoo):
+    out = tmp_path / "zoo"
+    args = dict(name="x", space=zoo.space, state=zoo.supernet.state_dict(), entries=zoo.entries, classes=zoo.classes,
+                preprocessing=zoo.preprocessing)
+    write_zoo(out, **args)
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = [ZooEntry(e.arch, e.params, e.flops, float("nan")) for e in zoo.entries]
+    with pytest.raises(ZooError, match=r"entries\[0\]\.top1"):
+        write_zoo(out, **{**args, "entries": bad, "name": "y"})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first  # the old zoo, untouched
+    write_zoo(out, **{**args, "name": "y", "weights_dtype": torch.float16})
+    assert Zoo.load(out).name == "y" and Zoo.load(out).doc["weights"]["dtype"] == "torch.float16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zoo"]  # no temp folder or old copy left
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds files that are not a zoo's"):
+        write_zoo(out, **args)
+    assert (out / "notes.txt").read_text() == "mine"

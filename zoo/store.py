@@ -14,7 +14,11 @@ weight file inside the zoo folder), the weight file against its sha256, and ever
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,21 +89,48 @@ class ZooEntry:
 def write_zoo(out: str | Path, *, name: str, space: SearchSpace, state: dict[str, torch.Tensor],
               entries: list[ZooEntry], classes: list[str], preprocessing: dict[str, Any],
               weights_dtype: torch.dtype = torch.float32, **extra: Any) -> Path:
-    """Write a zoo directory: weights first, `zoo.json` (with their sha256) last, both atomically."""
+    """Write a zoo directory as one unit: weights and `zoo.json` are written in a temp folder beside `out`, checked
+    as `Zoo.load` checks them (ZooError naming the field), then swapped into place, so `out` is at every instant
+    the old zoo or the new one, never a mix or a zoo that would not load."""
     out = Path(out)
     if len(classes) != space.num_classes:
         raise ValueError(f"{len(classes)} class names for a space with {space.num_classes} classes")
     if problem := preprocessing_problem(preprocessing, space):
         raise ValueError(f"preprocessing: {problem}")
-    tensors = {k: v.detach().to("cpu", weights_dtype).contiguous() for k, v in state.items()}
-    atomic_write_bytes(out / WEIGHTS, save_safetensors(tensors))
-    doc = {"schema_version": SCHEMA_VERSION, "kind": KIND, "name": name,
-           "space": space.to_dict(), "space_hash": space.hash, "classes": list(classes),
-           "preprocessing": preprocessing, "flops_rule": FLOPS_RULE, **extra,
-           "weights": {"file": WEIGHTS, "sha256": sha256_file(out / WEIGHTS), "dtype": str(weights_dtype)},
-           "entries": [e.to_dict() for e in entries]}
-    atomic_write_text(out / INDEX, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"refusing to replace {out}: it is not a folder")
+    strays = sorted({p.name for p in out.iterdir()} - {INDEX, WEIGHTS}) if out.exists() else []
+    if strays:
+        raise ValueError(f"refusing to replace {out}: it holds files that are not a zoo's ({', '.join(strays[:5])})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        tensors = {k: v.detach().to("cpu", weights_dtype).contiguous() for k, v in state.items()}
+        atomic_write_bytes(tmp / WEIGHTS, save_safetensors(tensors))
+        doc = {"schema_version": SCHEMA_VERSION, "kind": KIND, "name": name,
+               "space": space.to_dict(), "space_hash": space.hash, "classes": list(classes),
+               "preprocessing": preprocessing, "flops_rule": FLOPS_RULE, **extra,
+               "weights": {"file": WEIGHTS, "sha256": sha256_file(tmp / WEIGHTS), "dtype": str(weights_dtype)},
+               "entries": [e.to_dict() for e in entries]}
+        atomic_write_text(tmp / INDEX, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        Zoo.load(tmp)
+        replace_folder(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the old zoo after a swap, or a failed new one
     return out
+
+
+def replace_folder(new: Path, old: Path) -> None:
+    """Put folder `new` at `old`'s path in one step: rename if `old` does not exist, else exchange the two
+    atomically (Linux renameat2 RENAME_EXCHANGE), leaving the previous content at `new`."""
+    if not old.exists():
+        new.rename(old)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(old), rename_exchange) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot swap {new} into {old}: {os.strerror(err)}")
 
 
 class Zoo:
@@ -225,6 +256,7 @@ class Zoo:
         self.entries = [ZooEntry(e.arch, e.params, e.flops, e.top1, e.top5, e.loss, latencies.get(e.id, e.latency))
                         for e in self.entries]
         self.doc = {**self.doc, "latency_protocol": protocol, "entries": [e.to_dict() for e in self.entries]}
+        check_index(self.doc, self.root / INDEX)  # never write an index that would not load
         atomic_write_text(self.root / INDEX, json.dumps(self.doc, indent=1, ensure_ascii=False) + "\n")
 
 
