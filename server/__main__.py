@@ -8,17 +8,23 @@ so its entrypoint is the README's command unchanged).
 The admin token (which enables POST /api/push) is read from the environment variable NAME, never from the command
 line; the Hub token from HF_TOKEN. A zoo that cannot be used, or a --cache folder that cannot be written, stops the
 start with one line on stderr and exit code 2.
+
+Uploads are limited per image (bytes, pixels, aspect ratio) and per request (images); every other request body to
+64 KiB. A request's head must arrive within --header-timeout seconds, its body within --body-timeout of the head.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from server.images import ImageLimits
 from zoo.hub import HubError
 from zoo.store import DEFAULT_ZOO, Zoo, ZooError
 
@@ -35,10 +41,19 @@ def tcp_port(text: str) -> int:
     return int(text)
 
 
-def positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
+def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a number of `kind` above 0 (a limit of 0 or less would refuse everything)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {kind.__name__}")
+        return value
+
+    return parse
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--admin-token-env", metavar="NAME", help="environment variable holding the admin token; "
                                                              "without it, pushing to the Hub is off")
     p.add_argument("--cache", default=str(CACHE), help="exports, sample images (default: %(default)s)")
-    p.add_argument("--cache-max-mb", type=positive_int, default=2048,
+    p.add_argument("--cache-max-mb", type=positive(int), default=2048,
                    help="size bound of the export cache in MiB; least recently used exports go first "
                         "(default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=16, help="micro-batch size limit (images)")
@@ -63,6 +78,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests get to finish on SIGTERM/SIGINT")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    limits = ImageLimits()
+    p.add_argument("--max-image-bytes", type=positive(int), default=limits.max_bytes,
+                   help="largest image file accepted (default: %(default)s)")
+    p.add_argument("--max-image-pixels", type=positive(int), default=limits.max_pixels,
+                   help="most pixels (width x height) of an image, at most 2 x 4096 x 4096 (Pillow's own guard) "
+                        "(default: %(default)s)")
+    p.add_argument("--max-aspect", type=positive(float), default=limits.max_aspect,
+                   help="longest side / shortest side of an image (default: %(default)s)")
+    p.add_argument("--max-images", type=positive(int), default=limits.max_files,
+                   help="images in one /api/predict request (default: %(default)s)")
+    p.add_argument("--header-timeout", type=positive(float), default=10.0,
+                   help="seconds a client has to send a request's head (default: %(default)s)")
+    p.add_argument("--body-timeout", type=positive(float), default=60.0,
+                   help="seconds a client has to send a request's body after its head (default: %(default)s)")
     return p.parse_args(argv)
 
 
@@ -110,13 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn  # after the checks: a bad start fails in about a second, before gradio is imported
 
     from server.app import create_app
+    from server.protocol import DeadlineH11Protocol
 
+    limits = ImageLimits(max_bytes=args.max_image_bytes, max_pixels=args.max_image_pixels, max_files=args.max_images,
+                         max_aspect=args.max_aspect)
     app = create_app(zoo, cache_dir=cache, admin_token=token, hub_token=os.environ.get("HF_TOKEN") or None,
                      max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, micro_batching=not args.no_batching,
                      sessions=args.sessions, ort_threads=args.ort_threads, ort_spinning=args.ort_spinning == "on",
-                     cache_max_bytes=args.cache_max_mb * 2**20)
+                     cache_max_bytes=args.cache_max_mb * 2**20, limits=limits)
     print(f"PreZoo serving zoo {zoo.name} on http://{args.host}:{args.port}/ (API docs: /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+    http = functools.partial(DeadlineH11Protocol, header_timeout=args.header_timeout, body_timeout=args.body_timeout)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=http,
                 timeout_graceful_shutdown=args.shutdown_timeout)
     return 0
 

@@ -5,26 +5,52 @@ file paths."""
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, File, Form, Header, Path, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from export.cache import CacheError
 from server.images import ImageError, check_content_type
 from server.state import DOWNLOADS, PreZooServer
-from zoo.hub import HubError
+from zoo.hub import HubError, check_repo_id
 from zoo.store import BudgetError, ZooEntry
 
 ENTRY_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"  # no slashes, no leading dot: never a path
+ENTRY_ID_CHARS = 96  # the longest id ENTRY_ID allows: a longer `model` is refused before a 404 could echo it
+ECHO_CHARS = 64  # how much of a client's value an error message repeats
+MAX_PROBLEMS = 10  # validation problems listed in one answer
 Kind = Literal["safetensors", "config", "card", "onnx", "onnx-int8", "onnx-fp16"]
-BudgetValue = StrictInt | StrictFloat | StrictStr | None
 EntryId = Annotated[str, Path(pattern=ENTRY_ID, description="an entry id from GET /api/zoo, e.g. e96-d6-529fda2c")]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """A client's value as an error message repeats it: a short prefix, so a huge one costs no huge answer."""
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def short_budget(value: int | float | str | None) -> int | float | str | None:
+    """Budgets are short ('0.3M', 300000): float() of a longer integer overflows, a long string is only echoed."""
+    if isinstance(value, str) and len(value) > 32 or isinstance(value, int) and abs(value) > 10**18:
+        raise ValueError("a budget is a short number such as 300000, '0.3M' or '1.4G'")
+    return value
+
+
+def hub_repo_id(repo_id: str) -> str:
+    """A repo id the Hub accepts ('org/name'); otherwise a validation error (the client's fault, 422)."""
+    try:
+        check_repo_id(repo_id)
+    except HubError as e:
+        raise ValueError(str(e)) from None
+    return repo_id
+
+
+BudgetValue = Annotated[StrictInt | StrictFloat | StrictStr | None, AfterValidator(short_budget)]
 
 
 class ApiError(Exception):
@@ -44,8 +70,10 @@ class Budget(BaseModel):
 
 
 class PushRequest(Budget):
-    repo_id: str = Field(description="the Hub model repo to create or update, 'org/name'", examples=["me/my-vit"])
-    model: str | None = Field(None, description="an entry id; default: the entry the budget picks")
+    repo_id: Annotated[str, Field(max_length=200), AfterValidator(hub_repo_id)] = Field(
+        description="the Hub model repo to create or update, 'org/name'", examples=["me/my-vit"])
+    model: str | None = Field(None, max_length=ENTRY_ID_CHARS,
+                              description="an entry id; default: the entry the budget picks")
     whole_zoo: bool = Field(False, description="push the whole zoo folder (supernet + index) instead of one entry")
     private: bool = False
 
@@ -62,13 +90,38 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
-        problems = [{"loc": [str(p) for p in err["loc"]], "msg": err["msg"]} for err in e.errors()]
+        errors = e.errors()
+        problems = [problem(err) for err in errors[:MAX_PROBLEMS]]
         message = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
+        if len(errors) > MAX_PROBLEMS:
+            message += f"; and {len(errors) - MAX_PROBLEMS} more"
         return JSONResponse({"error": f"invalid request: {message}", "problems": problems}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code, headers=e.headers)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        """The router's own 404 and 405 (any path the UI does not own, any method) in words, else the detail."""
+        path = clip(request.url.path)
+        message = {404: f"no route {path}; the API is under /api/, see /docs",
+                   405: f"{path} does not take this method; use {(e.headers or {}).get('Allow')}"}
+        return JSONResponse({"error": message.get(e.status_code, str(e.detail))}, status_code=e.status_code,
+                            headers=e.headers)
+
+
+def problem(err: dict[str, Any]) -> dict[str, Any]:
+    """One validation error as we answer it: where, what, and (for a plain value) a prefix of what was sent."""
+    found = {"loc": [clip(str(p)) for p in err["loc"]], "msg": clip(err["msg"], 4 * ECHO_CHARS)}
+    if isinstance(err.get("input"), str | int | float | bool):
+        found["input"] = clip(str(err["input"]))
+    return found
+
+
+def json_body(model: type[Model], body: bytes) -> Model:
+    """The body as `model`, or the 422 FastAPI answers for a body parameter: for a route that reads its body only
+    after checking who is asking."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
 
 
 def entry_json(entry: ZooEntry, pareto: set[str]) -> dict[str, Any]:
@@ -148,7 +201,8 @@ def add_api_routes(app: FastAPI, server: PreZooServer) -> None:
 
     @app.post("/api/predict", tags=["inference"])
     async def predict(files: Annotated[list[UploadFile], File(description="one or more images")],
-                      model: Annotated[str | None, Form(description="entry id; default: the most accurate")] = None,
+                      model: Annotated[str | None, Form(max_length=ENTRY_ID_CHARS,
+                                                        description="entry id; default: the most accurate")] = None,
                       top_k: Annotated[int, Form(ge=1, le=1000)] = 5) -> dict[str, Any]:
         """Top-k labels with probabilities for each uploaded image."""
         limits = server.config.limits
@@ -176,26 +230,19 @@ def add_api_routes(app: FastAPI, server: PreZooServer) -> None:
             raise ApiError(401, "pushing needs 'Authorization: Bearer <admin token>'",
                            headers={"WWW-Authenticate": "Bearer"})
 
-    @app.post("/api/push", tags=["admin"], dependencies=[Depends(require_admin)])
-    def push(body: PushRequest) -> dict[str, Any]:
+    # The body is read in the handler, after require_admin: FastAPI parses a body parameter before any dependency
+    # runs, so a stranger's malformed JSON would get a 422 about it instead of the 401.
+    @app.post("/api/push", tags=["admin"], dependencies=[Depends(require_admin)], openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": PushRequest.model_json_schema()}}}})
+    async def push(request: Request) -> dict[str, Any]:
         """Push one entry (HF folder: safetensors, config, card) or the whole zoo to the Hub."""
+        body = json_body(PushRequest, await request.body())
         entry = None if body.whole_zoo else (known_entry(server, body.model) if body.model else choose(server, body))
         try:
-            url = server.push(body.repo_id, entry, private=body.private)
+            url = await run_in_threadpool(server.push, body.repo_id, entry, private=body.private)
         except HubError as e:
             raise ApiError(502, str(e)) from None
         return {"repo_id": body.repo_id, "url": url, "pushed": "zoo" if entry is None else entry.id}
-
-    @app.api_route("/api/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                   include_in_schema=False)
-    def no_such_route(request: Request, rest: str) -> None:
-        """/api/* never falls through to the UI: 405 with Allow for a known path, else 404."""
-        allowed = sorted({m for r in app.routes if isinstance(r, APIRoute) and r.path != "/api/{rest:path}"
-                          and r.path_regex.match(request.scope["path"]) for m in r.methods})
-        if allowed:
-            raise ApiError(405, f"{request.method} is not allowed here; use {', '.join(allowed)}",
-                           headers={"Allow": ", ".join(allowed)})
-        raise ApiError(404, f"no API route {request.scope['path']}; see /docs")
 
 
 def _etags(header: str) -> set[str]:

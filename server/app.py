@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +14,9 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from gradio.route_utils import API_PREFIX as GRADIO_API
+from starlette.routing import Match, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from export.cache import DEFAULT_MAX_BYTES
 from server.api import add_api_routes, install_error_handlers
@@ -27,20 +30,108 @@ from zoo.store import Zoo
 log = logging.getLogger("server")
 
 
-class RequestSizeLimit:
-    """Refuse an /api request whose declared body is bigger than any valid one, before reading it."""
+JSON_BODY_LIMIT = 64 * 1024  # every route but the uploads: the API's JSON bodies are well under 1 KiB
+MULTIPART_OVERHEAD = 1024 * 1024  # part headers and form fields around an upload's files
+API_PATHS = ("/api", "/docs", "/docs-assets", "/openapi.json")  # everything else under / is the UI's
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+class BodyLimit:
+    """Per-route request body limits, counted on the bytes as they arrive (chunked bodies and lying Content-Length
+    included): a body over its route's limit gets a 413 the moment it passes it, and the connection is closed, so
+    nothing bigger is ever spooled, parsed or validated."""
+
+    def __init__(self, app: ASGIApp, limits: dict[str, int], default: int) -> None:
+        self.app, self.limits, self.default = app, limits, default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/api/"):
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_bytes:
-                message = f"request body of {int(length):,} bytes is over the limit of {self.max_bytes:,} bytes"
-                await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = LimitedBody(scope, receive, send, self.limits.get(scope["path"], self.default))
+        if body.declared_too_large():
+            await body.answer_too_large()
+            return
+        try:
+            await self.app(scope, body.receive, body.send)
+        except Exception:
+            if not body.cut:
+                raise
+            log.debug("request cut at its body limit", exc_info=True)  # the app failing to read the rest: expected
+
+
+class LimitedBody:
+    """One request's body against its limit. Once over, it answers 413 itself (if the app has not answered yet),
+    tells the app the client is gone, and drops whatever the app still sends."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        self.scope, self._receive, self._send, self.limit = scope, receive, send, limit
+        self.received, self.cut, self.started = 0, False, False
+
+    def declared_too_large(self) -> bool:
+        length = dict(self.scope["headers"]).get(b"content-length", b"")
+        return length.isdigit() and int(length) > self.limit
+
+    async def answer_too_large(self) -> None:
+        message = f"the request body is over this route's limit of {self.limit:,} bytes"
+        response = JSONResponse({"error": message}, status_code=413, headers={"Connection": "close"})
+        await response(self.scope, self._receive, self._send)
+
+    async def receive(self) -> Message:
+        if self.cut:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        self.received += len(message.get("body", b""))
+        if self.received <= self.limit:
+            return message
+        self.cut = True
+        if not self.started:
+            await self.answer_too_large()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if not self.cut:
+            self.started = self.started or message["type"] == "http.response.start"
+            await self._send(message)
+
+
+class HeadAsGet:
+    """HEAD answers like GET without the body (RFC 9110), on every GET route: FastAPI routes only the methods a
+    route names, so HEAD /api/health would be a 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            await send({**message, "body": b""} if message["type"] == "http.response.body" else message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+def is_api_path(path: str) -> bool:
+    """Paths the API answers, however many slashes a client doubles (//api/health is not the UI's either)."""
+    path = re.sub("/{2,}", "/", path)
+    return any(path == p or path.startswith(f"{p}/") for p in API_PATHS)
+
+
+class UiMount(Mount):
+    """The Gradio UI at /, except the API's paths: a wrong method or a typo there gets the API's JSON 405/404
+    (Starlette's router, our handler) instead of the UI app's {"detail": ...}."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and is_api_path(scope["path"]):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+def keep_api_paths_from_the_ui(app: FastAPI) -> None:
+    """Swap the Mount that gr.mount_gradio_app added at / for a UiMount of the same app."""
+    app.router.routes[:] = [UiMount("/", app=r.app, name=r.name) if isinstance(r, Mount) and r.path == "" else r
+                            for r in app.router.routes]
 
 
 def add_offline_docs(app: FastAPI) -> None:
@@ -87,8 +178,13 @@ def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_tok
     install_error_handlers(app)
     add_api_routes(app, server)
     add_offline_docs(app)
-    app.add_middleware(RequestSizeLimit, max_bytes=limits.max_files * limits.max_bytes + 1024 * 1024)
+    uploads = {"/api/predict": limits.max_files * limits.max_bytes + MULTIPART_OVERHEAD,
+               f"{GRADIO_API}/upload": limits.max_bytes + MULTIPART_OVERHEAD}  # the UI uploads one image at a time
+    app.add_middleware(BodyLimit, limits=uploads, default=JSON_BODY_LIMIT)
+    app.add_middleware(HeadAsGet)
     ui = PreZooUI(server, samples).build()
     ui.queue(default_concurrency_limit=8)
-    return gr.mount_gradio_app(app, ui, path="/", allowed_paths=[str(server.cache_dir)],
-                               max_file_size=limits.max_bytes, footer_links=["api"])
+    gr.mount_gradio_app(app, ui, path="/", allowed_paths=[str(server.cache_dir)], max_file_size=limits.max_bytes,
+                        footer_links=["api"])
+    keep_api_paths_from_the_ui(app)
+    return app

@@ -380,7 +380,7 @@ def test_push_to_the_local_hub_and_the_hub_token_never_leaks(client, local_hub: 
     assert one.json() == {"repo_id": "prezoo-test/server-mid", "url": f"{local_hub.url}/prezoo-test/server-mid",
                           "pushed": MID}
     assert whole.status_code == 200 and whole.json()["pushed"] == "zoo"
-    assert bad.status_code == 502 and "invalid Hub repo id" in bad.json()["error"]
+    assert bad.status_code == 422 and "invalid Hub repo id" in bad.json()["error"]
     assert set(local_hub.repos["prezoo-test/server-mid"].commits[local_hub.repos["prezoo-test/server-mid"]
                                                                  .refs["main"]]) >= {"model.safetensors", "config.json",
                                                                                      "README.md"}
