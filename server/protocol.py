@@ -68,11 +68,20 @@ class DeadlineH11Protocol(H11Protocol):
 
     def answer_408(self, message: str) -> None:
         """Answer for the app, and tell it the client is gone: its own answer, if any, is dropped."""
+        self.send_json_error(408, message)
+        self.cycle.disconnected = True
+        self.cycle.message_event.set()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 cannot parse (bad Content-Length, request line, headers): the API's JSON error shape, not
+        uvicorn's plain text."""
+        self.send_json_error(400, f"invalid HTTP request: {msg}")
+        self.transport.close()
+
+    def send_json_error(self, status: int, message: str) -> None:
         body = json.dumps({"error": message}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"connection", b"close")]
-        start = h11.Response(status_code=408, headers=headers, reason=HTTPStatus.REQUEST_TIMEOUT.phrase)
+        start = h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase)
         for event in (start, h11.Data(data=body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
-        self.cycle.disconnected = True
-        self.cycle.message_event.set()
