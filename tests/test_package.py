@@ -147,8 +147,9 @@ def test_wheel_installs_into_a_fresh_venv_and_works_outside_the_checkout(tmp_pat
 
     wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
-    allowed = tuple(f"{p}/" for p in PACKAGES) + ("prezoo-0.1.0.dist-info/",
-                                                  "prezoo-0.1.0.data/data/share/prezoo/zoos/mini-fmnist/")
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    allowed = tuple(f"{p}/" for p in PACKAGES) + (f"prezoo-{version}.dist-info/",
+                                                  f"prezoo-{version}.data/data/share/prezoo/zoos/mini-fmnist/")
     assert [n for n in names if not n.startswith(allowed)] == []
     assert not [n for n in names if any(part in n.split("/") for part in ("tests", "bench", "runs", "out", ".venv"))]
     assert {n.rsplit("/", 1)[1] for n in names if "/zoos/mini-fmnist/" in n} == {
