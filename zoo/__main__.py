@@ -22,6 +22,7 @@ from pathlib import Path
 
 from zoo.budget import human
 from zoo.cost import cost_range
+from zoo.io import printable
 from zoo.space import BUILTIN_SPACES, SearchSpace, get_space
 from zoo.store import DEFAULT_ZOO, Zoo
 
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.cmd](args)
     except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        print(f"error: {printable(str(e.args[0] if isinstance(e, KeyError) else e))}", file=sys.stderr)
         return 2
 
 

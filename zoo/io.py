@@ -9,6 +9,7 @@ import json
 import math
 import os
 import tempfile
+import unicodedata
 from pathlib import Path
 
 
@@ -67,6 +68,12 @@ def clip(text: str, limit: int = 60) -> str:
 
 def quote(value: object, limit: int = 60) -> str:
     return clip(repr(value), limit)
+
+
+def printable(text: str) -> str:
+    """`text` as one line with every control character escaped (`\\x1b`, `\\n`): a message that quotes a file
+    name or a library's text cannot restyle, move or rewrite the user's terminal."""
+    return "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def json_path(loc: tuple[str | int, ...]) -> str:

@@ -6,9 +6,13 @@ Each entry: bucket upper edge (M params), the architecture, and the published pa
 
 from __future__ import annotations
 
+import argparse
+import pickle
+import re
 from dataclasses import dataclass
 
 from zoo.arch import Arch
+from zoo.io import printable
 
 
 @dataclass(frozen=True)
@@ -100,26 +104,51 @@ def parse_official_preferred(doc: dict) -> list[Arch]:
     return archs
 
 
+# What the official training script pickles beside tensors and containers: its command line (`args`).
+OFFICIAL_CHECKPOINT_GLOBALS = [argparse.Namespace]
+
+
+def load_official_checkpoint(checkpoint: str) -> dict:
+    """The weights of a checkpoint as the official script saves it ({"model", "optimizer", ..., "args"}) or of a
+    plain state dict. Unpickled with weights_only=True, allowing argparse.Namespace and nothing else: any other
+    pickled object is refused, never constructed."""
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(OFFICIAL_CHECKPOINT_GLOBALS):
+            ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{checkpoint} could not be loaded safely (weights_only=True): {load_refusal(e)}. Re-save "
+                         f"its weights as a plain state dict of tensors, e.g. torch.save(ckpt['model'], path)") from e
+    state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
+    if not isinstance(state, dict):
+        raise ValueError(f"{checkpoint} holds a {type(state).__name__}, not a state dict or a dict with 'model'")
+    return state
+
+
+def load_refusal(e: Exception) -> str:
+    """Why torch.load refused, in one line: torch's message spans a dozen lines with terminal styling, its own
+    reason last (before a pointer to the docs) when unpickling refused, first otherwise (e.g. a truncated file)."""
+    if refused := re.search(r"GLOBAL ([\w.]+)", str(e)):
+        return f"it holds a pickled {refused[1]}; only tensors, containers and argparse.Namespace are accepted"
+    lines = [line for line in str(e).splitlines() if line.strip() and not line.startswith("Check the documentation")]
+    reason = (lines[-1] if isinstance(e, pickle.UnpicklingError) else lines[0]) if lines else type(e).__name__
+    return printable(reason.strip().rstrip("."))
+
+
 def import_official(checkpoint: str, space, preferred: str, out: str, name: str, labels: list[str] | None = None):
     """Write a zoo from an official supernet checkpoint (.pth) and its preferred-set JSON."""
     import dataclasses
     import json
     from pathlib import Path
 
-    import torch
-
     from zoo.cost import flops, params
     from zoo.store import ZooEntry, write_zoo
     from zoo.supernet import ViTSupernet
 
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # unpickling refuses anything but tensors and containers
-        raise ValueError(f"{checkpoint} could not be loaded safely (weights_only=True): {str(e).splitlines()[0]}. "
-                         f"Re-save it as a plain state dict of tensors, e.g. torch.save(ckpt['model'], path)") from e
-    state = official_to_prezoo(ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt)
+    state = official_to_prezoo(load_official_checkpoint(checkpoint))
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
     if depth < space.super_depth:  # e.g. the trained Base supernet has 14 blocks, its search space 16
         space = dataclasses.replace(space, name=f"{space.name}-d{depth}", super_depth=depth,

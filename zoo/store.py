@@ -18,6 +18,7 @@ import ctypes
 import json
 import os
 import shutil
+import sysconfig
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -47,8 +48,20 @@ from zoo.space import SearchSpace
 from zoo.supernet import ViTSupernet
 from zoo.vit import ViT
 
-DEFAULT_ZOO = Path(__file__).resolve().parent.parent / "zoos" / "mini-fmnist"  # the zoo shipped in this repo
 INDEX = "zoo.json"
+
+
+def default_zoo() -> Path:
+    """The zoo shipped with PreZoo: the checkout's `zoos/mini-fmnist`, else the copy a wheel installed under
+    <prefix>/share/prezoo (pyproject.toml's data-files; a `--user` install puts it under the user base)."""
+    shipped = Path("zoos", "mini-fmnist")
+    checkout = Path(__file__).resolve().parent.parent / shipped
+    installed = [Path(sysconfig.get_path("data", scheme)) / "share" / "prezoo" / shipped
+                 for scheme in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user"))]
+    return next((folder for folder in (checkout, *installed) if (folder / INDEX).is_file()), checkout)
+
+
+DEFAULT_ZOO = default_zoo()
 WEIGHTS = "supernet.safetensors"
 FLOPS_RULE = ("multiply-accumulates (MACs) per image over every matrix product (patch conv, qkv, q·kᵀ, "
               "attn·v, proj, fc1, fc2, head; with relative position also q·r_kᵀ and attn·r_v) at all "
