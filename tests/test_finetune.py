@@ -259,3 +259,17 @@ def test_finetune_cli_errors_are_one_line(tmp_path, folder):
                           "--data", f"folder:{folder}", "--out", str(tmp_path / "ft")],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert cli.returncode == 2 and cli.stderr.startswith("error:") and "no config.json" in cli.stderr
+
+
+def test_finetune_from_the_hub_names_its_base_model(exported, folder, local_hub, monkeypatch, tmp_path):
+    from export.hub import push_folder
+    from zoo.hub import HubError
+
+    monkeypatch.setenv("HF_TOKEN", "test-admin-token")
+    push_folder(exported, "prezoo/finetune-base")
+    cfg = FinetuneConfig(model="hf-hub:prezoo/finetune-base", data=f"folder:{folder}", out=str(tmp_path / "ft"),
+                         epochs=1, val_size=24, progress=False)
+    result = finetune(cfg)
+    assert "base_model: prezoo/finetune-base" in (result.out / "README.md").read_text()
+    with pytest.raises(HubError, match="no model repo 'prezoo/absent'"):
+        finetune(dataclasses.replace(cfg, model="hf-hub:prezoo/absent"))
