@@ -8,15 +8,12 @@ timm (`create_model("local-dir:DIR" | "hf-hub:org/name", pretrained=True)`, or `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
-from safetensors.torch import save as save_safetensors
 
 from zoo.budget import human
-from zoo.io import atomic_write_bytes, atomic_write_text
-from zoo.pretrained import HUB_TAGS, hf_config
+from zoo.pretrained import HUB_TAGS, write_pretrained
 from zoo.store import FLOPS_RULE, Zoo, ZooEntry
 
 DATASET_IDS = {"fashion-mnist": "zalando-datasets/fashion_mnist", "cifar10": "cifar10", "cifar100": "cifar100"}
@@ -80,11 +77,4 @@ and the parameter names of timm's `VisionTransformer`.
 
 def write_hf_folder(zoo: Zoo, entry: ZooEntry, out: str | Path) -> Path:
     """The three files, each written atomically (the caller makes the folder itself appear atomically)."""
-    out = Path(out)
-    model = zoo.subnet(entry)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(out / "model.safetensors", save_safetensors(state, metadata={"format": "pt"}))
-    config = hf_config(zoo.space, entry.arch, zoo.classes, zoo.preprocessing)
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
-    atomic_write_text(out / "README.md", model_card(zoo, entry))
-    return out
+    return write_pretrained(out, zoo.subnet(entry), zoo.classes, zoo.preprocessing, model_card(zoo, entry))

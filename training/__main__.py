@@ -1,4 +1,5 @@
-"""`python -m training`: select preferred archs, train the supernet, evaluate them, search (baseline)."""
+"""`python -m training`: select preferred archs, train the supernet, evaluate them, search (baseline), package a
+zoo, fine-tune an exported subnet."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from zoo.budget import parse_count
+from zoo.hub import HubError
 from zoo.space import get_space
 
 
@@ -190,6 +192,44 @@ def run_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    from training.finetune import FinetuneConfig as F
+
+    p.add_argument("--model", required=True, help="exported model folder (config.json, model.safetensors) or "
+                                                   "hf-hub:ORG/NAME")
+    p.add_argument("--data", required=True, help="folder:PATH (PATH/train/<class>/<images>; val is held out of it)")
+    p.add_argument("--out", default=F.out, help="folder to write the fine-tuned model, its card and curve to")
+    p.add_argument("--epochs", type=int, default=F.epochs)
+    p.add_argument("--lr", type=float, default=F.lr, help="peak learning rate (linear warmup, then cosine)")
+    p.add_argument("--batch-size", type=int, default=F.batch_size)
+    p.add_argument("--warmup-epochs", type=float, default=F.warmup_epochs)
+    p.add_argument("--weight-decay", type=float, default=F.weight_decay)
+    p.add_argument("--label-smoothing", type=float, default=F.label_smoothing)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=F.augment)
+    p.add_argument("--val-size", type=int, help="images held out for validation (default: 10%% of the folder)")
+    p.add_argument("--distill", help="zoo folder or Hub id whose largest entry teaches (needs the same classes)")
+    p.add_argument("--distill-alpha", type=float, default=F.distill_alpha, help="weight of the distillation loss")
+    p.add_argument("--distill-temperature", type=float, default=F.distill_temperature)
+    p.add_argument("--seed", type=int, default=F.seed)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=F.progress)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from training.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)
+                            if hasattr(args, f.name)})
+    result = finetune(cfg)
+    best = max(result.history, key=lambda h: h["val_top1"])
+    print(f"val top-1 {result.history[-1]['val_top1']:.2f}% after the last epoch (best {best['val_top1']:.2f}% "
+          f"at epoch {best['epoch']})")
+    print(f"wrote {result.out} (config.json, model.safetensors, README.md, val_curve.png, finetune.json)")
+    print(f"load it: timm.create_model('local-dir:{result.out}', pretrained=True) after `import zoo`")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -198,12 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     add_evaluate_args(sub.add_parser("evaluate", help="accuracy of every preferred arch of a trained supernet"))
     add_search_args(sub.add_parser("search", help="evolutionary search under a budget (the AutoFormer baseline)"))
     add_package_args(sub.add_parser("package", help="package an evaluated run into a zoo directory"))
+    add_finetune_args(sub.add_parser("finetune", help="fine-tune an exported subnet on an image folder"))
     args = parser.parse_args(argv)
     commands = {"select": run_select, "train": run_train, "evaluate": run_evaluate, "search": run_search,
-                "package": run_package}
+                "package": run_package, "finetune": run_finetune}
     try:
         return commands[args.cmd](args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError, HubError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -4,15 +4,19 @@ Parameter names and shapes follow timm's `VisionTransformer` (patch_embed.proj, 
 pos_embed, blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head), with the
 qkv rows laid out as [q; k; v] and each head a contiguous block of `head_dim` channels. So a
 subnet without relative position loads straight into timm. The supernet is this same module at
-its super sizes; `vit_forward` runs either, on whole or on sliced tensors.
+its super sizes; `vit_forward` runs either, on whole or on sliced tensors, and its pieces (`vit_blocks`,
+`vit_features`, `vit_pool`, `vit_head`) are the `ViT` methods timm users expect (`forward_features`, ...).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections import deque
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
+from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from zoo.arch import Arch
@@ -65,26 +69,59 @@ def attention(x: Tensor, p: Mapping[str, Tensor], pre: str, num_heads: int, head
     return F.linear(out, p[pre + "proj.weight"], p[pre + "proj.bias"])
 
 
-def vit_forward(p: Mapping[str, Tensor], x: Tensor, arch: Arch, space: SearchSpace,
-                rel_index: Tensor | None = None, drop_rates: tuple[float, ...] = (),
-                training: bool = False) -> Tensor:
-    """Logits of `arch` from tensors `p` named as in `ViT` and sized exactly for `arch`."""
-    E, eps = arch.embed_dim, space.norm_eps
-    ln = lambda t, name: F.layer_norm(t, (E,), p[name + ".weight"], p[name + ".bias"], eps)
+def _layer_norm(p: Mapping[str, Tensor], x: Tensor, name: str, eps: float) -> Tensor:
+    weight = p[name + ".weight"]
+    return F.layer_norm(x, weight.shape, weight, p[name + ".bias"], eps)
+
+
+def vit_blocks(p: Mapping[str, Tensor], x: Tensor, arch: Arch, space: SearchSpace,
+               rel_index: Tensor | None = None, drop_rates: tuple[float, ...] = (),
+               training: bool = False) -> Iterator[Tensor]:
+    """The tokens (B, N, E) after each block in turn: a consumer that stops early skips the later blocks."""
     x = F.conv2d(x, p["patch_embed.proj.weight"], p["patch_embed.proj.bias"], stride=space.patch_size)
     x = x.flatten(2).transpose(1, 2)
     x = torch.cat([p["cls_token"].expand(x.shape[0], -1, -1), x], dim=1) + p["pos_embed"]
     for i in range(arch.depth):
         pre = f"blocks.{i}."
         rate = drop_rates[i] if drop_rates else 0.0
-        h = attention(ln(x, pre + "norm1"), p, pre + "attn.", arch.num_heads[i], space.head_dim, rel_index)
+        h = attention(_layer_norm(p, x, pre + "norm1", space.norm_eps), p, pre + "attn.", arch.num_heads[i],
+                      space.head_dim, rel_index)
         x = x + drop_path(h, rate, training)
-        h = F.linear(ln(x, pre + "norm2"), p[pre + "mlp.fc1.weight"], p[pre + "mlp.fc1.bias"])
+        h = F.linear(_layer_norm(p, x, pre + "norm2", space.norm_eps), p[pre + "mlp.fc1.weight"],
+                     p[pre + "mlp.fc1.bias"])
         h = F.linear(F.gelu(h), p[pre + "mlp.fc2.weight"], p[pre + "mlp.fc2.bias"])
         x = x + drop_path(h, rate, training)
-    x = ln(x, "norm")
-    x = x[:, 1:].mean(dim=1) if space.pool == "avg" else x[:, 0]
-    return F.linear(x, p["head.weight"], p["head.bias"])
+        yield x
+
+
+def vit_norm(p: Mapping[str, Tensor], x: Tensor, space: SearchSpace) -> Tensor:
+    """The final norm, when the model still has one (`prune_intermediate_layers` may drop it)."""
+    return _layer_norm(p, x, "norm", space.norm_eps) if "norm.weight" in p else x
+
+
+def vit_features(p: Mapping[str, Tensor], x: Tensor, arch: Arch, space: SearchSpace,
+                 rel_index: Tensor | None = None, drop_rates: tuple[float, ...] = (),
+                 training: bool = False) -> Tensor:
+    """All tokens after the last block and the final norm (timm's `forward_features`)."""
+    last = deque(vit_blocks(p, x, arch, space, rel_index, drop_rates, training), maxlen=1).pop()  # keeps one
+    return vit_norm(p, last, space)
+
+
+def vit_pool(x: Tensor, space: SearchSpace) -> Tensor:
+    """One vector per image: the mean of the patch tokens, or the class token."""
+    return x[:, 1:].mean(dim=1) if space.pool == "avg" else x[:, 0]
+
+
+def vit_head(p: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    """Logits, or the pooled features themselves when the head was removed (num_classes=0, as in timm)."""
+    return F.linear(x, p["head.weight"], p["head.bias"]) if "head.weight" in p else x
+
+
+def vit_forward(p: Mapping[str, Tensor], x: Tensor, arch: Arch, space: SearchSpace,
+                rel_index: Tensor | None = None, drop_rates: tuple[float, ...] = (),
+                training: bool = False) -> Tensor:
+    """Logits of `arch` from tensors `p` named as in `ViT` and sized exactly for `arch`."""
+    return vit_head(p, vit_pool(vit_features(p, x, arch, space, rel_index, drop_rates, training), space))
 
 
 class _RelPos(nn.Module):
@@ -113,8 +150,25 @@ def _block(space: SearchSpace, E: int, Q: int, hidden: int) -> nn.Module:
     return block
 
 
+# timm's names for our two poolings (`global_pool`)
+TIMM_POOL = {"avg": "avg", "cls": "token"}
+
+
+def _init_parameter(name: str, t: Tensor) -> None:
+    """AutoFormer init: truncated normal (std .02) for matrices, tokens and tables; LayerNorm 1/0; biases 0."""
+    if t.dim() == 1:
+        nn.init.ones_(t) if "norm" in name and name.endswith("weight") else nn.init.zeros_(t)
+    else:
+        nn.init.trunc_normal_(t, std=0.02)
+
+
 class ViT(nn.Module):
-    """A plain ViT with exactly the weights of `arch` (no dependency on the supernet)."""
+    """A plain ViT with exactly the weights of `arch` (no dependency on the supernet).
+
+    It has timm's classifier API (`get_classifier`, `reset_classifier`, `forward_features`, `forward_head`,
+    `forward_intermediates`, `prune_intermediate_layers`, `feature_info`), each a piece of `vit_forward`.
+    `space` always describes this model's input and head: a new head of N classes gives a space with N.
+    """
 
     def __init__(self, space: SearchSpace, arch: Arch, drop_path_rate: float = 0.0) -> None:
         super().__init__()
@@ -128,6 +182,8 @@ class ViT(nn.Module):
             _block(space, E, arch.qkv_dim(i, space.head_dim), arch.mlp_dim(i)) for i in range(L))
         self.norm = nn.LayerNorm(E, eps=space.norm_eps)
         self.head = nn.Linear(E, space.num_classes)
+        self.num_classes, self.in_chans, self.num_features = space.num_classes, space.in_chans, E
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=E, reduction=space.patch_size) for i in range(L)]
         # Stochastic depth rises linearly over the blocks of this module (AutoFormer schedule).
         self.drop_rates = tuple(drop_path_rate * i / max(L - 1, 1) for i in range(L))
         index = rel_pos_index(space.grid_size, space.grid_size) if space.rel_pos else None
@@ -135,15 +191,91 @@ class ViT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """AutoFormer init: truncated normal (std .02) for linears, tokens and tables; LN 1/0."""
         for name, t in self.named_parameters():
-            if name.startswith("patch_embed"):
-                continue  # the conv keeps PyTorch's default init, as in AutoFormer
-            if t.dim() == 1:
-                nn.init.ones_(t) if "norm" in name and name.endswith("weight") else nn.init.zeros_(t)
-            else:
-                nn.init.trunc_normal_(t, std=0.02)
+            if not name.startswith("patch_embed"):  # the conv keeps PyTorch's default init, as in AutoFormer
+                _init_parameter(name, t)
+
+    @property
+    def global_pool(self) -> str:
+        return TIMM_POOL[self.space.pool]
+
+    def _params(self) -> dict[str, Tensor]:
+        return dict(self.named_parameters())
 
     def forward(self, x: Tensor) -> Tensor:
-        p = dict(self.named_parameters())
-        return vit_forward(p, x, self.arch, self.space, self.rel_index, self.drop_rates, self.training)
+        return vit_forward(self._params(), x, self.arch, self.space, self.rel_index, self.drop_rates, self.training)
+
+    # -- timm's classifier API -------------------------------------------------------------------
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh head for `num_classes` (0: none; the model then returns pooled features), as in timm.
+
+        The pooling is part of the architecture here: `global_pool` may only name the current one.
+        """
+        if global_pool not in (None, self.global_pool):
+            raise ValueError(f"this model pools with {self.global_pool!r}; it cannot switch to {global_pool!r} "
+                             "(forward_features gives the unpooled tokens)")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+        ref = self.cls_token
+        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) \
+            if num_classes else nn.Identity()
+        for name, t in self.head.named_parameters():
+            _init_parameter(name, t)
+        self.head.train(self.training)
+        self.num_classes = num_classes
+        if num_classes:
+            self.space = dataclasses.replace(self.space, num_classes=num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """All tokens (B, N, E) after the final norm."""
+        return vit_features(self._params(), x, self.arch, self.space, self.rel_index, self.drop_rates,
+                            self.training)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pool the tokens of `forward_features`; the logits, or the pooled features with `pre_logits`."""
+        pooled = vit_pool(x, self.space)
+        return pooled if pre_logits else vit_head(self._params(), pooled)
+
+    def forward_intermediates(self, x: Tensor, indices: int | list[int] | None = None,
+                              return_prefix_tokens: bool = False, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """The outputs of the blocks in `indices` (an int n: the last n; None: all), as timm's ViTs give them:
+        patch tokens as (B, E, H, W) ("NCHW") or (B, H·W, E) ("NLC"), optionally with the class token
+        (`return_prefix_tokens`) and the final norm (`norm`); with the final features unless `intermediates_only`.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        p = self._params()
+        taken, last = [], x
+        for i, last in enumerate(vit_blocks(p, x, self.arch, self.space, self.rel_index, self.drop_rates,
+                                            self.training)):
+            if i in take:
+                taken.append(vit_norm(p, last, self.space) if norm else last)
+            if stop_early and i == max_index:
+                break
+        grid = self.space.grid_size
+        patches = [t[:, 1:] if output_fmt == "NLC" else
+                   t[:, 1:].reshape(len(t), grid, grid, -1).permute(0, 3, 1, 2).contiguous() for t in taken]
+        intermediates = list(zip(patches, [t[:, :1] for t in taken], strict=True)) if return_prefix_tokens \
+            else patches
+        return intermediates if intermediates_only else (vit_norm(p, last, self.space), intermediates)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the blocks after the last of `indices` (and the final norm, the head): what timm's
+        `features_only` wrapper calls, so a feature extractor computes nothing it does not return."""
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        depth = max_index + 1
+        a = self.arch
+        self.arch = Arch(a.embed_dim, depth, a.num_heads[:depth], a.mlp_ratios[:depth])
+        self.blocks = self.blocks[:depth]
+        self.drop_rates, self.feature_info = self.drop_rates[:depth], self.feature_info[:depth]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take
