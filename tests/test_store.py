@@ -186,3 +186,30 @@ def test_write_zoo_replaces_a_zoo_as_one_unit_and_never_writes_an_invalid_one(tm
     with pytest.raises(ValueError, match="holds files that are not a zoo's"):
         write_zoo(out, **args)
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_wilson_interval_matches_known_values_and_stays_in_range():
+    from zoo.stats import wilson_interval
+
+    lo, hi = wilson_interval(50.0, 100)  # the textbook case: 0.4038 to 0.5962
+    assert (round(lo, 2), round(hi, 2)) == (40.38, 59.62)
+    lo, hi = wilson_interval(90.1, 10_000)  # the default zoo's best entry: about +-0.59 pp
+    assert 89.49 < lo < 89.51 and 90.66 < hi < 90.68
+    assert wilson_interval(0.0, 20)[0] == 0.0 and wilson_interval(100.0, 20)[1] == 100.0
+    assert wilson_interval(100.0, 20)[0] < 100.0  # 20 of 20 right is not a certain 100%
+    with pytest.raises(ValueError):
+        wilson_interval(50.0, 0)
+
+
+def test_cheaper_entries_within_the_chosen_interval_are_named(tmp_path, zoo):
+    doc = json.loads((zoo.root / "zoo.json").read_text())
+    assert zoo.equivalent_cheaper(zoo.query()) == []  # no test-set size recorded: no claim either way
+    for n, expected in ((100, 3), (100_000, 0)):  # 89% on 100 images is +-6 pp; on 100k +-0.2 pp
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        (folder / "supernet.safetensors").write_bytes((zoo.root / "supernet.safetensors").read_bytes())
+        (folder / "zoo.json").write_text(json.dumps({**doc, "eval_images": n}))
+        sized = Zoo.load(folder)
+        best = sized.query()
+        assert len(sized.equivalent_cheaper(best)) == expected
+        assert all(e.params < best.params for e in sized.equivalent_cheaper(best))

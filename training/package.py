@@ -57,7 +57,8 @@ def package_run(run: str | Path, out: str | Path, name: str, max_fp16_drift: flo
     training = {k: v for k, v in asdict(cfg).items() if k not in ("out", "preferred", "progress", "workers")}
     write_zoo(out, name=name, space=space, state=fp32_state, entries=entries, classes=list(info.labels),
               preprocessing=preprocessing, weights_dtype=torch.float16 if use_fp16 else torch.float32,
-              dataset=info.name, eval_protocol=evaluation["protocol"], selector=selector, training=training,
+              dataset=info.name, eval_protocol=evaluation["protocol"], eval_images=len(test), selector=selector,
+              training=training,
               fp16_check={"max_top1_drift_pp": max(drift.values()), "threshold_pp": max_fp16_drift,
                           "stored_as": "float16" if use_fp16 else "float32"})
     return {"dtype": "float16" if use_fp16 else "float32", "drift": drift}

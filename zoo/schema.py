@@ -216,6 +216,7 @@ class ZooIndex(Strict):
     flops_rule: str | None = None
     dataset: str | None = None
     eval_protocol: str | None = None
+    eval_images: Count | None = None  # test images behind top1/top5: their 95% intervals (zoo.stats)
     source: str | None = None
     selector: Metadata | None = None
     training: Metadata | None = None

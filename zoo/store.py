@@ -45,6 +45,7 @@ from zoo.schema import (
     resolves_inside,
 )
 from zoo.space import SearchSpace
+from zoo.stats import wilson_interval
 from zoo.supernet import ViTSupernet
 from zoo.vit import ViT
 
@@ -213,6 +214,26 @@ class Zoo:
     def checksum(self) -> str:
         """Identity of this zoo's content: its weights' sha256 (the index names them)."""
         return self.doc["weights"]["sha256"]
+
+    @property
+    def eval_images(self) -> int | None:
+        """How many test images each entry's top-1 was measured on (None for zoos that do not record it)."""
+        return self.doc.get("eval_images")
+
+    def top1_interval(self, entry: ZooEntry) -> tuple[float, float] | None:
+        """95% Wilson interval of the entry's top-1, in percent (None without a top-1 or a test-set size)."""
+        if entry.top1 is None or self.eval_images is None:
+            return None
+        return wilson_interval(entry.top1, self.eval_images)
+
+    def equivalent_cheaper(self, entry: ZooEntry, by: str = "params") -> list[ZooEntry]:
+        """Cheaper entries (by `by`) whose top-1 lies within `entry`'s 95% interval: statistically as good on this
+        test set, cheapest first. Empty when the zoo records no test-set size."""
+        interval, cost = self.top1_interval(entry), _cost_fn(by)
+        if interval is None:
+            return []
+        return sorted((e for e in self.entries if e.top1 is not None and cost(e) is not None
+                       and cost(e) < cost(entry) and e.top1 >= interval[0]), key=cost)
 
     def entry(self, entry_id: str) -> ZooEntry:
         for e in self.entries:
