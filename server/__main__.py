@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-batching", action="store_true", help="one ONNX Runtime call per request")
     p.add_argument("--sessions", type=int, default=4, help="ONNX Runtime sessions kept loaded (LRU)")
     p.add_argument("--ort-threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice)")
-    p.add_argument("--ort-spinning", choices=["on", "off"], default="on",
+    p.add_argument("--ort-spinning", choices=["on", "off"], default="off",
                    help="whether ORT's idle threads busy-wait (default: %(default)s; see bench/RESULTS.md)")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests get to finish on SIGTERM/SIGINT")

@@ -151,7 +151,7 @@ def add_offline_docs(app: FastAPI) -> None:
 def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_token: str | None = None,
                hub_token: str | None = None, max_batch: int = 16, max_wait_ms: float = 5.0,
                micro_batching: bool = True, sessions: int = 4, ort_threads: int | None = None,
-               ort_spinning: bool = True, limits: ImageLimits | None = None,
+               ort_spinning: bool = False, limits: ImageLimits | None = None,
                providers: tuple[list[str], str] | None = None, cache_max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
     """Load the zoo (ZooError / HubError if it cannot be used) and wire the API and the UI to one server state.
 

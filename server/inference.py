@@ -39,7 +39,7 @@ class InferenceConfig:
     max_wait_ms: float = 5.0
     sessions: int = 4  # ONNX Runtime sessions kept loaded (LRU)
     threads: int | None = None  # ORT intra-op threads; None: ORT's default (one per physical core)
-    spinning: bool = True  # ORT's idle threads busy-wait (see export.onnx.session)
+    spinning: bool = False  # ORT's idle threads busy-wait: off, measured faster under load (bench_contention)
 
 
 def choose_providers(available: list[str] | None = None) -> tuple[list[str], str]:
