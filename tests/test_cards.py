@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from export.__main__ import main as export_main
-from export.hf import model_card
+from export.hf import model_card, write_hf_folder
 from server.images import to_input
 from server.state import PreZooServer, ServerConfig
 from tests.hub_server import LocalHub
@@ -187,3 +187,10 @@ def test_a_lone_safetensors_file_describes_itself(zoo, entry, server, tmp_path):
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32))
     with torch.no_grad():
         assert torch.equal(model.eval()(x), zoo.subnet(entry)(x))
+
+
+def test_the_same_model_is_written_as_the_same_bytes(zoo, entry, tmp_path):
+    """safetensors orders its metadata by a hash map; a rebuilt export must still match byte for byte."""
+    first, second = (write_hf_folder(zoo, entry, tmp_path / name) for name in ("first", "second"))
+    for name in ("model.safetensors", "config.json", "README.md"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name

@@ -111,11 +111,24 @@ def write_pretrained(out: str | Path, model: ViT, labels: list[str], preprocessi
     out = Path(out)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "pt", **self_description(model, labels, preprocessing)}
-    atomic_write_bytes(out / "model.safetensors", save_safetensors(state, metadata=metadata))
+    atomic_write_bytes(out / "model.safetensors", stable_safetensors(state, metadata))
     config = hf_config(model.space, model.arch, labels, preprocessing)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
     atomic_write_text(out / "README.md", card)
     return out
+
+
+def stable_safetensors(state: dict[str, Any], metadata: dict[str, str]) -> bytes:
+    """safetensors' bytes with the header's metadata in sorted key order. safetensors writes the metadata from a hash
+    map, in an order that changes from call to call; the same model must be the same bytes (checksums agree, pushing
+    it again uploads nothing). Offsets count from the end of the header, so only the header is rewritten."""
+    data = save_safetensors(state, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the tensor data stays 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
 # timm's default cfg for `prezoo_vit`: no class count or input size of its own (-1: timm passes
