@@ -194,3 +194,13 @@ def test_the_same_model_is_written_as_the_same_bytes(zoo, entry, tmp_path):
     first, second = (write_hf_folder(zoo, entry, tmp_path / name) for name in ("first", "second"))
     for name in ("model.safetensors", "config.json", "README.md"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_cli_model_push_from_fresh_export_caches_twice_commits_once(zoo, entry, local_hub, tmp_path, monkeypatch,
+                                                                    capsys):
+    repo = repo_id("cli")
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    for run in ("first", "second"):  # each run exports everything anew (its own default temporary cache)
+        assert export_main(["push", "--zoo", str(zoo.root), "--max-params", "0.2M", "--repo-id", repo]) == 0
+        assert f"pushed {entry.id}" in capsys.readouterr().out, run
+    assert set(repo_files(local_hub, repo)) == MODEL_REPO_FILES and commits_to(local_hub, repo) == 1
