@@ -1,4 +1,5 @@
-"""`python -m export push`: push one budgeted model, or the whole zoo, to the Hugging Face Hub.
+"""`python -m export push`: push one budgeted model (safetensors + ONNX fp32/INT8/fp16 + a card for the repo), or the
+whole zoo (index + supernet + a card with every entry and a Pareto plot), to the Hugging Face Hub.
 
     python -m export push --zoo DIR --max-params 0.3M --repo-id user/name [--private]
     python -m export push --zoo DIR --whole-zoo --repo-id user/zoo-name
@@ -13,31 +14,34 @@ import sys
 import tempfile
 from pathlib import Path
 
-from export.cache import ExportCache
+from export.cache import CacheError, ExportCache
 from export.hub import push_folder
+from export.repo import repo_folder
 from zoo.hub import HubError
 from zoo.store import DEFAULT_ZOO, Zoo
 
 
 def cmd_push(args: argparse.Namespace) -> int:
     zoo = Zoo.load(args.zoo)
-    if args.whole_zoo:
-        if any(v is not None for v in (args.max_params, args.max_flops, args.max_latency)):
-            raise ValueError("--whole-zoo pushes every entry; drop the budget options")
-        url = push_folder(zoo.root, args.repo_id, private=args.private, commit_message=f"PreZoo zoo {zoo.name}")
-        print(f"pushed zoo {zoo.name} ({len(zoo.entries)} entries) to {url}")
-        print(f"next: Zoo.load('{args.repo_id}')  or  python -m zoo list --zoo {args.repo_id}")
-        return 0
-    if all(v is None for v in (args.max_params, args.max_flops, args.max_latency)):
+    budget = (args.max_params, args.max_flops, args.max_latency)
+    if args.whole_zoo and any(v is not None for v in budget):
+        raise ValueError("--whole-zoo pushes every entry; drop the budget options")
+    if not args.whole_zoo and all(v is None for v in budget):
         raise ValueError("give a budget (--max-params/--max-flops/--max-latency) or --whole-zoo")
-    entry = zoo.query(args.max_params, args.max_flops, args.max_latency)
+    entry = None if args.whole_zoo else zoo.query(*budget)
     with tempfile.TemporaryDirectory() as tmp:
         cache = ExportCache(Path(args.cache) if args.cache else Path(tmp))
-        url = push_folder(cache.get(zoo, entry, "safetensors"), args.repo_id, private=args.private,
-                          commit_message=f"PreZoo {zoo.name} {entry.id}")
-    print(f"pushed {entry.id} to {url}")
-    print(f"next: PreZooViT.from_pretrained('{args.repo_id}')  or  timm.create_model('hf-hub:{args.repo_id}', "
-          "pretrained=True)")
+        with repo_folder(cache, zoo, entry, args.repo_id) as folder:
+            url = push_folder(folder, args.repo_id, private=args.private,
+                              commit_message=f"PreZoo zoo {zoo.name}" if entry is None else
+                              f"PreZoo {zoo.name} {entry.id}")
+    if entry is None:
+        print(f"pushed zoo {zoo.name} ({len(zoo.entries)} entries) to {url}")
+        print(f"next: Zoo.load('{args.repo_id}')  or  python -m zoo list --zoo {args.repo_id}")
+    else:
+        print(f"pushed {entry.id} to {url}")
+        print(f"next: PreZooViT.from_pretrained('{args.repo_id}')  or  timm.create_model('hf-hub:{args.repo_id}', "
+              "pretrained=True)")
     return 0
 
 
@@ -48,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("push", help="push a model (by budget) or the whole zoo to the Hub")
     p.add_argument("--zoo", default=str(DEFAULT_ZOO))
     p.add_argument("--repo-id", required=True, help="org/name on the Hub")
-    p.add_argument("--whole-zoo", action="store_true", help="push the zoo itself (zoo.json + supernet)")
+    p.add_argument("--whole-zoo", action="store_true",
+                   help="push the zoo itself (zoo.json + supernet, a card and a Pareto plot)")
     p.add_argument("--max-params")
     p.add_argument("--max-flops")
     p.add_argument("--max-latency")
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return cmd_push(args)
-    except (ValueError, FileNotFoundError, HubError) as e:
+    except (ValueError, FileNotFoundError, HubError, CacheError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,30 +1,53 @@
-"""Export one zoo entry as a Hugging Face model folder: config.json, model.safetensors, README.md.
+"""Hugging Face model cards: one entry's (README.md of its export folder and of its model repo) and a whole zoo's.
 
-The folder loads three ways (each tested): `zoo.PreZooViT.from_pretrained(dir_or_repo)`;
-timm (`create_model("local-dir:DIR" | "hf-hub:org/name", pretrained=True)`, or `"prezoo_vit"` with
-`pretrained_cfg_overlay=dict(file=...)` and the config's model_args); plain
-`safetensors.torch.load_file` + config.json.
+The export folder (config.json, model.safetensors, README.md) loads three ways (each tested):
+`zoo.PreZooViT.from_pretrained(dir_or_repo)`; timm (`create_model("local-dir:DIR" | "hf-hub:org/name",
+pretrained=True)`, or `"prezoo_vit"` with `pretrained_cfg_overlay=dict(file=...)` and the config's model_args);
+plain `safetensors.torch.load_file` + config.json.
+
+A card's python blocks run as they are (tests/test_cards.py runs them against a local Hub): a pushed card is
+rendered for its repo id, the export folder's own card loads the folder it sits in. library_name is "timm": the
+weights, config.json and loader are timm's own (`timm.create_model("hf-hub:...")`); the architecture is registered
+by PreZoo's package, which is why every snippet installs it and imports `zoo` first.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from zoo.budget import human
+from zoo.io import atomic_write_figure
 from zoo.pretrained import HUB_TAGS, write_pretrained
 from zoo.store import FLOPS_RULE, Zoo, ZooEntry
 
-DATASET_IDS = {"fashion-mnist": "zalando-datasets/fashion_mnist", "cifar10": "cifar10", "cifar100": "cifar100"}
+DATASETS = {"fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"), "cifar10": ("cifar10", "CIFAR-10"),
+            "cifar100": ("cifar100", "CIFAR-100")}  # zoo.json's dataset -> (Hub dataset id, pretty name)
+ZOO_TAGS = [tag for tag in HUB_TAGS if tag != "timm"] + ["supernet"]  # a zoo repo is loaded by PreZoo, not timm
+CARD, PLOT = "README.md", "pareto.png"
+INSTALL = ("# needs PreZoo's package, prezoo: `pip install .` in a PreZoo checkout or `pip install prezoo-*.whl` (its "
+           "wheel)")
+# a picture to classify, so the snippet runs as it is: swap in your own
+STAND_IN = """image = Image.new("RGB", (96, 96), "white")  # a stand-in picture; use Image.open("your-image.jpg")
+ImageDraw.Draw(image).rectangle((30, 8, 66, 88), fill="black")"""
+# PreZoo's eval preprocessing (the server's, timm's eval transform): central crop_pct of the picture, resized
+PREPROCESS = """mode = "L" if pre["in_chans"] == 1 else "RGB"
+resample = Image.Resampling[pre["interpolation"].upper()]
+view = ImageOps.fit(image.convert(mode), (pre["img_size"],) * 2, resample, bleed=(1 - pre["crop_pct"]) / 2)
+x = np.asarray(view, np.float32).reshape(view.height, view.width, -1) / 255
+x = ((x - pre["mean"]) / pre["std"]).transpose(2, 0, 1)[None].astype(np.float32)  # (1, C, H, W)"""
 
 
-def model_card(zoo: Zoo, entry: ZooEntry) -> str:
-    """README.md with Hub metadata and the numbers a user needs to trust the model."""
+def model_card(zoo: Zoo, entry: ZooEntry, repo_id: str | None = None) -> str:
+    """README.md with Hub metadata, the numbers a user needs to trust the model and code that runs as it is:
+    for `repo_id`, loading that model repo; without, loading the folder the card is in."""
     dataset = zoo.doc.get("dataset", "")
     data = ModelCardData(library_name="timm", license="apache-2.0", pipeline_tag="image-classification",
-                         tags=HUB_TAGS, datasets=[DATASET_IDS[dataset]] if dataset in DATASET_IDS else None,
-                         metrics=["accuracy"])
+                         tags=HUB_TAGS, datasets=[DATASETS[dataset][0]] if dataset in DATASETS else None,
+                         metrics=["accuracy"], model_name=repo_id or f"prezoo-{entry.id}",
+                         eval_results=eval_results(zoo, entry) or None)
     a = entry.arch
     layers = "\n".join(f"| {i} | {h} | {h * zoo.space.head_dim} | {r:g} | {a.mlp_dim(i)} |"
                        for i, (h, r) in enumerate(zip(a.num_heads, a.mlp_ratios, strict=True)))
@@ -33,7 +56,7 @@ def model_card(zoo: Zoo, entry: ZooEntry) -> str:
                f"p90 {entry.latency['p90_ms']:.3f}); {lat.get('engine', '')} on {lat.get('device', '')}, "
                f"{lat.get('threads', '?')} threads, batch {lat.get('batch', '?')}"
                if entry.latency else "not measured (run `python -m zoo profile`)")
-    acc = (f"top-1 {entry.top1:.2f}%, top-5 {entry.top5:.2f}%" if entry.top1 is not None else "not measured")
+    acc = (f"top-1 {top1_text(zoo, entry)}, top-5 {entry.top5:.2f}%" if entry.top1 is not None else "not measured")
     pre = zoo.preprocessing
     body = f"""
 # PreZoo ViT `{entry.id}` ({human(entry.params)} params)
@@ -52,7 +75,7 @@ PreNAS preferred architecture; weights inherited from the one-shot supernet, no 
 | classes | {len(zoo.classes)}: {', '.join(zoo.classes[:12])}{' …' if len(zoo.classes) > 12 else ''} |
 | zoo checksum | `{zoo.checksum[:16]}` |
 
-FLOPs rule: {FLOPS_RULE}.
+FLOPs rule: {FLOPS_RULE}. {interval_note(zoo)}
 
 ## Architecture
 Embed {a.embed_dim}, depth {a.depth}, head dim {zoo.space.head_dim}, patch {zoo.space.patch_size},
@@ -62,17 +85,183 @@ relative position {'on' if zoo.space.rel_pos else 'off'}, {zoo.space.pool} pooli
 |---|---|---|---|---|
 {layers}
 
+{model_usage(repo_id)}"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content
+
+
+def eval_results(zoo: Zoo, entry: ZooEntry) -> list[EvalResult]:
+    """The top-1 as Hub `model-index`, when the zoo says what it was measured on. huggingface_hub's EvalResult has no
+    field for an interval, so the 95% interval is written into the metric's display name."""
+    dataset = zoo.doc.get("dataset")
+    if entry.top1 is None or not dataset:
+        return []
+    dataset_id, dataset_name = DATASETS.get(dataset, (dataset, dataset))
+    interval = zoo.top1_interval(entry)
+    name = "top-1 accuracy (%)" if interval is None else \
+        f"top-1 accuracy (%), 95% Wilson interval {interval[0]:.2f}–{interval[1]:.2f} ({zoo.eval_images:,} images)"
+    return [EvalResult(task_type="image-classification", dataset_type=dataset_id, dataset_name=dataset_name,
+                       metric_type="accuracy", metric_value=entry.top1, metric_name=name)]
+
+
+def top1_text(zoo: Zoo, entry: ZooEntry) -> str:
+    """'89.85% (95% interval 89.25–90.42)', or '–' when not measured."""
+    if entry.top1 is None:
+        return "–"
+    interval = zoo.top1_interval(entry)
+    return f"{entry.top1:.2f}%" + ("" if interval is None else f" (95% interval {interval[0]:.2f}–{interval[1]:.2f})")
+
+
+def interval_note(zoo: Zoo) -> str:
+    return ("" if zoo.eval_images is None else
+            f"Accuracy intervals: 95% Wilson score intervals for {zoo.eval_images:,} test images (`zoo.stats`); "
+            f"entries whose intervals overlap are not shown apart by this test set.")
+
+
+def model_usage(repo_id: str | None) -> str:
+    """The 'Use' section: timm (and ONNX Runtime, for a repo, which holds the ONNX files)."""
+    source = f"hf-hub:{repo_id}" if repo_id else "local-dir:."
+    where = ("" if repo_id else "\nRun it in the folder holding this card, `config.json` and `model.safetensors`; once "
+                                "pushed (`python -m export push`), the repo's card loads `hf-hub:<repo id>`.\n")
+    torch_code = f"""```python
+{INSTALL}
+import timm
+import torch
+from PIL import Image, ImageDraw
+from timm.data import create_transform, resolve_model_data_config
+
+import zoo  # noqa: F401  (registers PreZoo's architecture, prezoo_vit, in timm)
+
+model = timm.create_model("{source}", pretrained=True).eval()
+config = resolve_model_data_config(model)  # input size, mean/std, interpolation, crop: from config.json
+transform = create_transform(**config)
+labels = model.pretrained_cfg["label_names"]
+
+{STAND_IN}
+x = transform(image.convert("L" if config["input_size"][0] == 1 else "RGB")).unsqueeze(0)
+with torch.no_grad():
+    probabilities = model(x).softmax(-1)[0]
+values, indices = probabilities.topk(3)
+for p, i in zip(values.tolist(), indices.tolist(), strict=True):
+    print(f"{{labels[i]}}: {{p:.3f}}")
+```"""
+    same = (f"`zoo.PreZooViT.from_pretrained(\"{repo_id or '.'}\")` loads the same weights without timm's factory "
+            f"(strictly). Plain safetensors: `safetensors.torch.load_file(\"model.safetensors\")` with "
+            f"`config.json`'s `model_args` and timm's `VisionTransformer` parameter names; the file's own metadata "
+            f"(`safe_open(...).metadata()`) holds the arch, space, labels and preprocessing.")
+    if not repo_id:
+        return f"## Use\n{where}\n{torch_code}\n\n{same}\n"
+    onnx_code = f"""```python
+# pip install onnxruntime huggingface_hub pillow numpy  (no PreZoo needed)
+import json
+
+import numpy as np
+import onnxruntime as ort
+from huggingface_hub import hf_hub_download
+from PIL import Image, ImageDraw, ImageOps
+
+session = ort.InferenceSession(hf_hub_download("{repo_id}", "model.onnx"), providers=["CPUExecutionProvider"])
+meta = session.get_modelmeta().custom_metadata_map  # labels and preprocessing travel inside the file
+pre, labels = json.loads(meta["prezoo.preprocessing"]), json.loads(meta["prezoo.labels"])
+
+{STAND_IN}
+{PREPROCESS}
+logits = session.run([meta["prezoo.output"]], {{meta["prezoo.input"]: x}})[0][0]
+probabilities = np.exp(logits - logits.max())
+probabilities /= probabilities.sum()
+print(f"{{labels[int(probabilities.argmax())]}}: {{probabilities.max():.3f}}")
+```"""
+    return f"""## Use
+With timm:
+
+{torch_code}
+
+{same}
+
+With ONNX Runtime alone: `model.onnx` (fp32), `model.int8.onnx` (dynamic INT8: smaller and faster on CPU),
+`model.fp16.onnx` (fp16 inside, fp32 inputs and outputs: for GPUs). Each carries the labels and preprocessing in its
+metadata.
+
+{onnx_code}
+"""
+
+
+def zoo_card(zoo: Zoo, repo_id: str) -> str:
+    """README.md of a whole-zoo repo: every entry with its numbers, the Pareto plot (`PLOT`), and code that loads
+    the zoo and classifies with the most accurate entry within a budget."""
+    dataset = zoo.doc.get("dataset", "")
+    data = ModelCardData(library_name="prezoo", license="apache-2.0", pipeline_tag="image-classification",
+                         tags=ZOO_TAGS, datasets=[DATASETS[dataset][0]] if dataset in DATASETS else None,
+                         metrics=["accuracy"])
+    front = zoo.pareto("params")  # by params, ascending
+    rows = "\n".join(f"| `{e.id}` | {e.params:,} | {human(e.flops)} | {top1_text(zoo, e)} | "
+                     f"{'–' if e.latency_ms is None else f'{e.latency_ms:.3f} ms'} | {'yes' if e in front else ''} |"
+                     for e in sorted(zoo.entries, key=lambda e: e.params))
+    shown = front or sorted(zoo.entries, key=lambda e: e.params)
+    budget = f"{math.ceil(shown[len(shown) // 2].params / 1e3)}K"  # rounded up: that entry fits
+    lat = zoo.doc.get("latency_protocol")
+    body = f"""
+# PreZoo zoo `{zoo.name}`: {len(zoo.entries)} ViTs from one supernet
+
+A one-shot supernet (search space `{zoo.space.name}`, {zoo.space.in_chans}×{zoo.space.img_size}² input,
+{len(zoo.classes)} classes) and the index of its PreNAS preferred architectures, each measured: load the zoo, ask
+for a budget, get a standalone model. Accuracy: {zoo.doc.get('eval_protocol', 'not recorded')}. \
+{interval_note(zoo)}
+Latency: {'not measured' if lat is None else f"{lat.get('engine', '')} on {lat.get('device', '')}, batch "
+          f"{lat.get('batch', '?')}, median"}. FLOPs rule: {FLOPS_RULE}.
+
+![top-1 against parameters, Pareto front joined]({PLOT})
+
+| id | params | FLOPs (MACs) | top-1 | latency | Pareto (params) |
+|---|---|---|---|---|---|
+{rows}
+
 ## Use
 ```python
-import zoo                                        # pip install -r requirements.txt of PreZoo
-model = zoo.PreZooViT.from_pretrained("DIR_OR_REPO")
-import timm
-model = timm.create_model("hf-hub:ORG/NAME", pretrained=True)   # or "local-dir:DIR" (after `import zoo`)
+{INSTALL}
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps
+
+import zoo
+
+z = zoo.Zoo.load("{repo_id}")  # zoo.json + the supernet, downloaded once into the Hub cache
+entry = z.query(max_params="{budget}")  # the most accurate entry within the budget (also max_flops, max_latency_ms)
+model = z.subnet(entry)  # a standalone torch model with exactly entry.params weights
+pre = z.preprocessing
+
+{STAND_IN}
+{PREPROCESS}
+with torch.no_grad():
+    probabilities = model(torch.from_numpy(x)).softmax(-1)[0]
+print(f"{{entry.id}} ({{entry.params:,}} params): {{z.classes[int(probabilities.argmax())]}}: "
+      f"{{float(probabilities.max()):.3f}}")
 ```
-Plain safetensors: `safetensors.torch.load_file("model.safetensors")` with `config.json` (`model_args`)
-and the parameter names of timm's `VisionTransformer`.
+`python -m zoo list --zoo {repo_id}` prints the same table; `python -m server --zoo {repo_id}` serves the zoo.
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content
+
+
+def pareto_plot(zoo: Zoo, path: str | Path) -> Path:
+    """Top-1 (with its 95% interval) against parameters for every measured entry, the Pareto front joined."""
+    from matplotlib.figure import Figure
+
+    scored = sorted((e for e in zoo.entries if e.top1 is not None), key=lambda e: e.params)
+    fig = Figure(figsize=(6.4, 4), dpi=100, layout="tight")
+    ax = fig.add_subplot()
+    intervals = [zoo.top1_interval(e) for e in scored]
+    errors = None if None in intervals else [[e.top1 - lo for e, (lo, _) in zip(scored, intervals, strict=True)],
+                                              [hi - e.top1 for e, (_, hi) in zip(scored, intervals, strict=True)]]
+    ax.errorbar([e.params / 1e6 for e in scored], [e.top1 for e in scored], yerr=errors, fmt="o", color="#9ca3af",
+                capsize=3, label="entries" + ("" if errors is None else " (95% interval)"), zorder=2)
+    front = zoo.pareto("params")
+    ax.plot([e.params / 1e6 for e in front], [e.top1 for e in front], "-o", color="#2563eb", label="Pareto front",
+            zorder=3)
+    ax.set_xlabel("parameters (M)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"zoo {zoo.name}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return atomic_write_figure(path, fig)
 
 
 def write_hf_folder(zoo: Zoo, entry: ZooEntry, out: str | Path) -> Path:

@@ -9,7 +9,6 @@ request waits for. `exporter="dynamo"` (opset 20) is there for when TorchScript 
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import threading
@@ -22,6 +21,7 @@ import onnx
 import torch
 
 from zoo.io import atomic_write_bytes
+from zoo.pretrained import self_description
 from zoo.vit import ViT
 
 INPUT, OUTPUT = "pixel_values", "logits"
@@ -33,9 +33,7 @@ _TORCH_EXPORT = threading.Lock()
 
 def model_metadata(model: ViT, labels: list[str], preprocessing: dict) -> dict[str, str]:
     """What a consumer of the .onnx file needs without our code: arch, labels, preprocessing."""
-    return {"prezoo.arch": model.arch.to_json(), "prezoo.arch_id": model.arch.id,
-            "prezoo.space": model.space.to_json(), "prezoo.labels": json.dumps(labels),
-            "prezoo.preprocessing": json.dumps(preprocessing), "prezoo.input": INPUT, "prezoo.output": OUTPUT}
+    return {**self_description(model, labels, preprocessing), "prezoo.input": INPUT, "prezoo.output": OUTPUT}
 
 
 def _finish(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> Path:

@@ -8,7 +8,6 @@ import os
 import shutil
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from export.cache import DEFAULT_MAX_BYTES, ExportCache
 from export.hub import push_folder
+from export.repo import repo_folder
 from server.images import ImageLimits, decode_image, to_input
 from server.inference import Engine, InferenceConfig, top_k
 from zoo.hub import HubError
@@ -123,12 +123,11 @@ class PreZooServer:
         return admin is not None and token is not None and hmac.compare_digest(token.encode(), admin.encode())
 
     def push(self, repo_id: str, entry: ZooEntry | None, private: bool = False) -> str:
-        """Push one entry's HF folder (held against eviction while it uploads) or, for None, the whole zoo folder;
-        returns the repo URL."""
-        held = nullcontext(self.zoo.root) if entry is None else self.exports.reading(self.zoo, entry, "safetensors")
+        """Push one entry as a model repo (its HF folder and ONNX files, held against eviction while they upload,
+        and a card for `repo_id`) or, for None, the whole zoo with its own card; returns the repo URL."""
         what = "the whole zoo" if entry is None else entry.id
         try:
-            with held as folder:
+            with repo_folder(self.exports, self.zoo, entry, repo_id) as folder:
                 url = push_folder(folder, repo_id, token=self.config.hub_token, private=private,
                                   commit_message=f"Upload {what} from the PreZoo server")
         except HubError as e:

@@ -28,8 +28,8 @@ CONFIG_ONLY_KEYS = {"architecture", "num_features", "label_names", "pretrained_c
 HUB_TAGS = ["image-classification", "vision-transformer", "prenas", "timm", "prezoo"]
 
 
-class PreZooViT(ViT, PyTorchModelHubMixin, library_name="timm", tags=HUB_TAGS, pipeline_tag="image-classification",
-                repo_url="https://github.com/prezoo/prezoo"):
+# the mixin appends its own tags to the list it is given: a copy keeps HUB_TAGS ours (the cards' tags)
+class PreZooViT(ViT, PyTorchModelHubMixin, library_name="timm", tags=[*HUB_TAGS], pipeline_tag="image-classification"):
     """`ViT` whose constructor takes plain JSON (what config.json holds).
 
     Like timm's models, `num_classes` other than the weights' builds a fresh head (the loaders then skip the
@@ -95,6 +95,14 @@ def hf_config(space: SearchSpace, arch: Arch, labels: list[str], preprocessing: 
             **model_args, "labels": labels, "preprocessing": preprocessing}
 
 
+def self_description(model: ViT, labels: list[str], preprocessing: dict) -> dict[str, str]:
+    """What a lone weights file says about itself (safetensors and ONNX metadata, JSON strings): enough to rebuild
+    the model, name its outputs and prepare its inputs without config.json or our index."""
+    return {"prezoo.arch": model.arch.to_json(), "prezoo.arch_id": model.arch.id,
+            "prezoo.space": model.space.to_json(), "prezoo.labels": json.dumps(labels),
+            "prezoo.preprocessing": json.dumps(preprocessing)}
+
+
 def write_pretrained(out: str | Path, model: ViT, labels: list[str], preprocessing: dict, card: str) -> Path:
     """model.safetensors, config.json and README.md (the folder every loader above reads), each written
     atomically; the caller makes the folder itself appear atomically if it needs to."""
@@ -102,11 +110,25 @@ def write_pretrained(out: str | Path, model: ViT, labels: list[str], preprocessi
         raise ValueError("a model without a head (num_classes=0) is a feature extractor; give it a head to save it")
     out = Path(out)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write_bytes(out / "model.safetensors", save_safetensors(state, metadata={"format": "pt"}))
+    metadata = {"format": "pt", **self_description(model, labels, preprocessing)}
+    atomic_write_bytes(out / "model.safetensors", stable_safetensors(state, metadata))
     config = hf_config(model.space, model.arch, labels, preprocessing)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
     atomic_write_text(out / "README.md", card)
     return out
+
+
+def stable_safetensors(state: dict[str, Any], metadata: dict[str, str]) -> bytes:
+    """safetensors' bytes with the header's metadata in sorted key order. safetensors writes the metadata from a hash
+    map, in an order that changes from call to call; the same model must be the same bytes (checksums agree, pushing
+    it again uploads nothing). Offsets count from the end of the header, so only the header is rewritten."""
+    data = save_safetensors(state, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the tensor data stays 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
 # timm's default cfg for `prezoo_vit`: no class count or input size of its own (-1: timm passes

@@ -1,0 +1,206 @@
+"""Model cards that work: a pushed card's python blocks run as they are (outside the checkout, against the local Hub),
+model repos carry the ONNX files, `model-index` parses, a whole-zoo push has its own card and Pareto plot, and a lone
+model.safetensors describes itself. Uses the shipped zoo (real weights, real test-set size and latencies)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from export.__main__ import main as export_main
+from export.hf import model_card, write_hf_folder
+from server.images import to_input
+from server.state import PreZooServer, ServerConfig
+from tests.hub_server import LocalHub
+from zoo import PreZooViT, Zoo
+from zoo.io import sha256_file
+from zoo.store import DEFAULT_ZOO
+
+ROOT = Path(__file__).resolve().parent.parent
+HUB_TOKEN = "test-admin-token"
+MODEL_REPO_FILES = {"README.md", "config.json", "model.safetensors", "model.onnx", "model.int8.onnx", "model.fp16.onnx"}
+
+
+@pytest.fixture(scope="module")
+def zoo() -> Zoo:
+    return Zoo.load(DEFAULT_ZOO)
+
+
+@pytest.fixture(scope="module")
+def entry(zoo):
+    return zoo.query(max_params="0.2M")
+
+
+@pytest.fixture(scope="module")
+def server(zoo, tmp_path_factory):
+    server = PreZooServer(zoo, tmp_path_factory.mktemp("server-cache"), ServerConfig(admin_token="admin",
+                                                                                      hub_token=HUB_TOKEN))
+    yield server
+    server.close()
+
+
+def repo_id(kind: str) -> str:
+    return f"prezoo-cards/{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def repo_files(hub: LocalHub, repo: str) -> dict[str, bytes]:
+    stored = hub.repos[repo]
+    return stored.commits[stored.refs["main"]]
+
+
+def commits_to(hub: LocalHub, repo: str) -> int:
+    return sum(r.method == "POST" and r.path.startswith(f"/api/models/{repo}/commit/") for r in hub.requests_log)
+
+
+def python_blocks(card: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", card, flags=re.DOTALL | re.MULTILINE)
+
+
+def run_block(code: str, cwd: Path) -> str:
+    """Run a card's code as a user would with PreZoo installed: from a folder outside the checkout, `zoo` importable
+    (PYTHONPATH = the checkout, like an installed prezoo), the session's local Hub; its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # HF_ENDPOINT, HF_HOME, HF_HUB_CACHE: set by conftest
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"card code failed:\n{code}\n--- stderr ---\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def top_line(output: str) -> tuple[str, float]:
+    """'Trouser: 0.912' -> ('Trouser', 0.912): the first label a block printed and its probability."""
+    label, probability = output.splitlines()[0].rsplit(": ", 1)
+    return label, float(probability)
+
+
+def expected_top(zoo: Zoo, entry) -> tuple[str, float]:
+    """What the server's own preprocessing and the entry's weights say about the cards' stand-in picture."""
+    from export.hf import STAND_IN
+
+    scope: dict = {}
+    exec("from PIL import Image, ImageDraw\n" + STAND_IN, scope)
+    x = torch.from_numpy(to_input(scope["image"], zoo.preprocessing)[None])
+    with torch.no_grad():
+        probabilities = zoo.subnet(entry)(x).softmax(-1)[0]
+    return zoo.classes[int(probabilities.argmax())], float(probabilities.max())
+
+
+def test_pushed_model_card_runs_as_is_and_the_repo_holds_the_onnx_files(zoo, entry, server, local_hub, tmp_path):
+    repo = repo_id("model")
+    server.push(repo, entry)
+    assert set(repo_files(local_hub, repo)) == MODEL_REPO_FILES  # no cache checksums or use markers either
+
+    card = ModelCard.load(repo)
+    assert card.data.library_name == "timm" and card.data.model_name == repo
+    assert "prezoo" in card.data.tags and "model_hub_mixin" not in card.data.tags  # not pushed by the mixin
+    [result] = card.data.eval_results
+    low, high = zoo.top1_interval(entry)
+    assert result.metric_type == "accuracy" and result.metric_value == entry.top1
+    assert f"{low:.2f}–{high:.2f}" in result.metric_name and f"{zoo.eval_images:,} images" in result.metric_name
+    assert result.dataset_type == "zalando-datasets/fashion_mnist"
+    assert f"{entry.top1:.2f}% (95% interval {low:.2f}–{high:.2f})" in card.text
+    assert not re.findall(r"https?://|DIR_OR_REPO|ORG/NAME", card.content)  # no invented URLs, no placeholders
+
+    timm_code, onnx_code = python_blocks(card.content)
+    assert f'"hf-hub:{repo}"' in timm_code and f'"{repo}", "model.onnx"' in onnx_code
+    label, probability = expected_top(zoo, entry)
+    for code in (timm_code, onnx_code):
+        got_label, got_probability = top_line(run_block(code, tmp_path))
+        assert got_label == label and got_probability == pytest.approx(probability, abs=2e-3)
+
+
+def test_pushing_the_same_model_twice_uploads_nothing_and_leaves_the_export_cache_alone(zoo, entry, server,
+                                                                                        local_hub):
+    repo = repo_id("again")
+    server.push(repo, entry)
+    folder = server.exports.get(zoo, entry, "safetensors")
+    cached = {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file() and p.name != ".last-used"}
+    server.push(repo, entry)
+    assert commits_to(local_hub, repo) == 1
+    assert {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file() and p.name != ".last-used"} == cached
+    assert (folder / "README.md").read_text() == model_card(zoo, entry)  # the export's own card, not the repo's
+    assert json.loads((folder / "sha256.json").read_text())["README.md"] == cached["README.md"]
+
+
+def test_export_folder_card_runs_in_the_folder(zoo, entry, server, tmp_path):
+    folder = server.exports.get(zoo, entry, "safetensors")
+    for name in ("README.md", "config.json", "model.safetensors"):  # what a user downloads
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    [code] = python_blocks((tmp_path / "README.md").read_text())
+    assert top_line(run_block(code, tmp_path))[0] == expected_top(zoo, entry)[0]
+
+
+def test_whole_zoo_push_has_its_own_card_and_plot_and_leaves_the_zoo_folder_alone(zoo, local_hub, tmp_path,
+                                                                                 monkeypatch, capsys):
+    def zoo_folder() -> dict[str, tuple[str, int]]:
+        return {p.name: (sha256_file(p), p.stat().st_mtime_ns) for p in zoo.root.iterdir()}
+
+    before = zoo_folder()
+    repo = repo_id("zoo")
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    assert export_main(["push", "--zoo", str(zoo.root), "--whole-zoo", "--repo-id", repo,
+                        "--cache", str(tmp_path / "cache")]) == 0
+    assert f"pushed zoo {zoo.name}" in capsys.readouterr().out
+    assert zoo_folder() == before
+    files = repo_files(local_hub, repo)
+    assert set(files) == {"README.md", "pareto.png", "zoo.json", "supernet.safetensors"}
+    assert files["pareto.png"].startswith(b"\x89PNG\r\n\x1a\n")
+    assert not any((tmp_path / "cache").iterdir())  # the staging folder is gone
+
+    card = ModelCard.load(repo)
+    assert "](pareto.png)" in card.text and not re.findall(r"https?://", card.content)
+    assert card.data.library_name == "prezoo" and "timm" not in card.data.tags  # timm cannot load a zoo repo
+    for e in zoo.entries:
+        assert f"| `{e.id}` | {e.params:,} |" in card.text
+        assert f"{e.top1:.2f}% (95% interval {zoo.top1_interval(e)[0]:.2f}–" in card.text
+    [code] = python_blocks(card.content)
+    assert f'zoo.Zoo.load("{repo}")' in code
+    chosen, _, rest = run_block(code, tmp_path).partition(" ")
+    budget = re.search(r'max_params="(\w+)"', code).group(1)
+    assert chosen == zoo.query(max_params=budget).id and rest.rsplit(": ", 2)[1] in zoo.classes
+
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    export_main(["push", "--zoo", str(zoo.root), "--whole-zoo", "--repo-id", repo, "--cache", str(tmp_path / "c2")])
+    assert commits_to(local_hub, repo) == 1  # the same card and plot bytes: nothing to upload
+
+
+def test_a_lone_safetensors_file_describes_itself(zoo, entry, server, tmp_path):
+    lone = tmp_path / "weights.safetensors"
+    lone.write_bytes((server.exports.get(zoo, entry, "safetensors") / "model.safetensors").read_bytes())
+    with safe_open(lone, framework="pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "pt" and meta["prezoo.arch_id"] == entry.id
+    assert json.loads(meta["prezoo.labels"]) == zoo.classes
+    assert json.loads(meta["prezoo.preprocessing"]) == zoo.preprocessing
+    model = PreZooViT(space=json.loads(meta["prezoo.space"]), arch=json.loads(meta["prezoo.arch"]))
+    model.load_state_dict(load_file(lone))
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), zoo.subnet(entry)(x))
+
+
+def test_the_same_model_is_written_as_the_same_bytes(zoo, entry, tmp_path):
+    """safetensors orders its metadata by a hash map; a rebuilt export must still match byte for byte."""
+    first, second = (write_hf_folder(zoo, entry, tmp_path / name) for name in ("first", "second"))
+    for name in ("model.safetensors", "config.json", "README.md"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_cli_model_push_from_fresh_export_caches_twice_commits_once(zoo, entry, local_hub, tmp_path, monkeypatch,
+                                                                    capsys):
+    repo = repo_id("cli")
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    for run in ("first", "second"):  # each run exports everything anew (its own default temporary cache)
+        assert export_main(["push", "--zoo", str(zoo.root), "--max-params", "0.2M", "--repo-id", repo]) == 0
+        assert f"pushed {entry.id}" in capsys.readouterr().out, run
+    assert set(repo_files(local_hub, repo)) == MODEL_REPO_FILES and commits_to(local_hub, repo) == 1
