@@ -3,6 +3,7 @@
 It serves exactly what huggingface_hub 2.4.0 calls for create_repo, upload_folder, model_info and
 snapshot_download (see docs/ecosystem-notes.md §4c): every upload is answered `uploadMode: regular`, so files
 arrive base64-inlined in the NDJSON commit and neither Xet nor LFS is involved. Model repos only.
+It can also play a slow link (file downloads trickling, request bodies read slowly); `StallingHub` is a broken one.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
+import socketserver
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
@@ -21,6 +25,7 @@ class LoggedRequest(NamedTuple):
     method: str
     path: str
     authorization: str | None
+    header_names: frozenset[str]  # lower case
 
 
 class HubHTTPError(Exception):
@@ -60,10 +65,17 @@ class Repo:
 
 
 class LocalHub:
-    """In-memory Hub on 127.0.0.1; with `token` set, writes and private reads need `Bearer <token>`."""
+    """In-memory Hub on 127.0.0.1; with `token` set, writes and private reads need `Bearer <token>`.
 
-    def __init__(self, token: str | None = None, host: str = "127.0.0.1", port: int = 0):
+    A slow link: with `download_byte_every` set, file downloads send their headers, then one byte every that many
+    seconds; with `read_pause` set, request bodies are read 64 KiB at a time with that pause in between (all but
+    their last 8 MiB).
+    """
+
+    def __init__(self, token: str | None = None, host: str = "127.0.0.1", port: int = 0,
+                 download_byte_every: float | None = None, read_pause: float = 0.0):
         self.token, self.host, self.port = token, host, port
+        self.download_byte_every, self.read_pause = download_byte_every, read_pause
         self.repos: dict[str, Repo] = {}
         self.requests_log: list[LoggedRequest] = []
         self.lock = threading.Lock()
@@ -73,7 +85,11 @@ class LocalHub:
 
     def start(self) -> str:
         handler = type("Handler", (_Handler,), {"hub": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), handler, bind_and_activate=False)
+        if self.read_pause:  # a small receive buffer (no autotuning), so the sender really waits on the slow reads
+            self._server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        self._server.server_bind()
+        self._server.server_activate()
         self.url = f"http://{self.host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-hub", daemon=True)
         self._thread.start()
@@ -125,8 +141,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         path = urlsplit(self.path).path
         auth = self.headers.get("Authorization")
-        self.hub.requests_log.append(LoggedRequest(self.command, path, auth))
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        names = frozenset(name.lower() for name in self.headers)
+        self.hub.requests_log.append(LoggedRequest(self.command, path, auth, names))
+        body = self._read_body(int(self.headers.get("Content-Length") or 0))
         try:
             with self.hub.lock:
                 status, payload, headers = self._route(path, body, auth)
@@ -140,6 +157,17 @@ class _Handler(BaseHTTPRequestHandler):
             headers.setdefault("Content-Type", "application/json")
         self._answer(status, payload, headers)
 
+    def _read_body(self, size: int) -> bytes:
+        """With `hub.read_pause`, slowly but for the last 8 MiB: those may already sit in the client's socket buffers,
+        and reading them slowly would hold up the answer, not the upload."""
+        chunks = []
+        while self.hub.read_pause and size > 8 << 20:
+            chunks.append(self.rfile.read(1 << 16))
+            size -= len(chunks[-1])
+            time.sleep(self.hub.read_pause)
+        chunks.append(self.rfile.read(size))
+        return b"".join(chunks)
+
     def _answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
         for key, value in headers.items():
@@ -147,7 +175,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":
+            self._write_body(payload, trickle=status == 200 and "/resolve/" in self.path)
+
+    def _write_body(self, payload: bytes, trickle: bool) -> None:
+        """The body, a byte at a time for a file download when the hub trickles them (until the client gives up)."""
+        pause = self.hub.download_byte_every
+        if not (trickle and pause):
             self.wfile.write(payload)
+            return
+        for i in range(len(payload)):
+            time.sleep(pause)
+            try:
+                self.wfile.write(payload[i:i + 1])
+                self.wfile.flush()
+            except OSError:
+                return
 
     def _route(self, path: str, body: bytes, auth: str | None) -> tuple[int, object, dict[str, str]]:
         parts = [unquote(p) for p in path.strip("/").split("/")]
@@ -231,3 +273,49 @@ def _commit(repo: Repo, rev: str, body: bytes) -> str:
         else:
             raise HubHTTPError(400, f"unsupported commit operation {key!r} (this server only takes inline files)")
     return repo.commit(rev, files, summary)
+
+
+class StallingHub:
+    """A broken Hub on 127.0.0.1 that accepts TCP connections and then never answers (`byte_every=None`: a black
+    hole), or answers every request one byte every `byte_every` seconds, status line and headers included (a trickle
+    that never finishes)."""
+
+    RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{" + b" " * 999_999
+
+    def __init__(self, byte_every: float | None = None):
+        self.byte_every = byte_every
+        self.stopped = threading.Event()
+        self.url = ""
+        self._server: socketserver.ThreadingTCPServer | None = None
+
+    def start(self) -> str:
+        handler = type("StallHandler", (_StallHandler,), {"hub": self})
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, name="stalling-hub", daemon=True).start()
+        return self.url
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class _StallHandler(socketserver.BaseRequestHandler):
+    hub: StallingHub
+
+    def handle(self) -> None:
+        pause = self.hub.byte_every
+        if pause is None:
+            self.hub.stopped.wait()
+            return
+        for i in range(len(StallingHub.RESPONSE)):
+            if self.hub.stopped.wait(pause):
+                return
+            try:
+                self.request.sendall(StallingHub.RESPONSE[i:i + 1])
+            except OSError:  # the client gave up
+                return

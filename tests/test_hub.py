@@ -1,4 +1,6 @@
-"""Hub push/pull against the session's local Hub (tests/hub_server.py): round trip, cache, offline and errors."""
+"""Hub push/pull against the session's local Hub (tests/hub_server.py): round trip, cache, offline and errors;
+and in bounded time against broken Hubs (a black hole, a trickle), in process, from `python -m server` and through
+POST /api/push."""
 
 from __future__ import annotations
 
@@ -6,18 +8,28 @@ import json
 import logging
 import os
 import random
+import re
+import subprocess
+import sys
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from huggingface_hub import constants
 
 from export.hub import push_folder
-from tests.hub_server import LocalHub
-from zoo.hub import HubError, is_hub_id, pull
+from server.app import create_app
+from tests.hub_server import LocalHub, StallingHub
+from tests.test_server import serve
+from tests.zoo_fixtures import make_zoo
+from zoo import Zoo
+from zoo.hub import DEADLINE_ENV, OPERATION_HEADER, TIMEOUT_ENV, HubError, HubLimits, is_hub_id, pull
 
+ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "test-admin-token"
 README = "---\nlibrary_name: prenas-zoo\nlicense: mit\ntags:\n- vit\n---\n\n# A test subnet\n"
 
@@ -53,14 +65,19 @@ def commits_to(hub: LocalHub, repo_id: str) -> int:
     return sum(r.method == "POST" and r.path.startswith(f"/api/models/{repo_id}/commit/") for r in hub.requests_log)
 
 
-def closed_port_endpoint(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Point huggingface_hub (both constants: see ecosystem-notes §4c) at a hub that has just been stopped."""
-    hub = LocalHub()
-    endpoint = hub.start()
-    hub.stop()
+def point_at(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point huggingface_hub (both constants: see ecosystem-notes §4c) at another Hub."""
     monkeypatch.setattr(constants, "ENDPOINT", endpoint)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     return endpoint
+
+
+def closed_port_endpoint(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A hub that has just been stopped."""
+    hub = LocalHub()
+    endpoint = hub.start()
+    hub.stop()
+    return point_at(endpoint, monkeypatch)
 
 
 def test_session_points_at_local_hub(local_hub: LocalHub) -> None:
@@ -172,3 +189,167 @@ def test_is_hub_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "runs" / "best").mkdir(parents=True)
     assert is_hub_id("prenas/prenas_vit_c32.zoo_v1")
     assert not any(map(is_hub_id, ["runs/best", "name-only", "a/b/c", "/abs", "./x", "a b/c", ""]))
+
+
+# -- bounded time: timeouts and deadlines ------------------------------------------------------------------------------
+# Every test here hung for ever before Hub calls had limits; pytest-timeout turns such a hang into a failure.
+
+@pytest.fixture
+def black_hole(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """huggingface_hub pointed at a Hub that accepts connections and never answers."""
+    hub = StallingHub()
+    yield point_at(hub.start(), monkeypatch)
+    hub.stop()
+
+
+@pytest.fixture
+def trickle(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """huggingface_hub pointed at a Hub that answers one byte every 0.2 s, status line and headers included."""
+    hub = StallingHub(byte_every=0.2)
+    yield point_at(hub.start(), monkeypatch)
+    hub.stop()
+
+
+def set_limits(monkeypatch: pytest.MonkeyPatch, timeout_s: float, deadline_s: float) -> None:
+    monkeypatch.setenv(TIMEOUT_ENV, str(timeout_s))
+    monkeypatch.setenv(DEADLINE_ENV, str(deadline_s))
+
+
+HUB_CALLS: dict[str, Callable[[str, Path], object]] = {
+    "pull": lambda repo_id, folder: pull(repo_id),
+    "Zoo.load": lambda repo_id, folder: Zoo.load(repo_id),
+    "push_folder": lambda repo_id, folder: push_folder(folder, repo_id, token=ADMIN),
+}
+
+
+def timed_hub_error(call: Callable[[], object]) -> tuple[str, float]:
+    """The HubError's message and the seconds it took to come."""
+    start = time.monotonic()
+    with pytest.raises(HubError) as info:
+        call()
+    text = "".join(traceback.format_exception(info.value))
+    assert ADMIN not in text  # the token stays out of errors, whatever failed
+    return str(info.value), time.monotonic() - start
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", HUB_CALLS)
+def test_a_hub_that_never_answers_fails_after_the_timeout(name: str, black_hole: str, folder: Path, cache: Path,
+                                                          repo_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_limits(monkeypatch, timeout_s=0.5, deadline_s=60)
+    message, seconds = timed_hub_error(lambda: HUB_CALLS[name](repo_id, folder))
+    assert message == f"the Hub at {black_hole} did not answer within 0.5 s (ReadTimeout; {TIMEOUT_ENV})"
+    assert 0.5 <= seconds < 5
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", HUB_CALLS)
+def test_a_trickling_hub_fails_at_the_deadline(name: str, trickle: str, folder: Path, cache: Path, repo_id: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    set_limits(monkeypatch, timeout_s=5, deadline_s=1.5)  # each byte comes well within the timeout
+    message, seconds = timed_hub_error(lambda: HUB_CALLS[name](repo_id, folder))
+    assert message == f"the Hub at {trickle} did not finish with '{repo_id}' within 1.5 s ({DEADLINE_ENV})"
+    assert 1.5 <= seconds < 4
+
+
+@pytest.mark.timeout(60)
+def test_limits_can_be_passed_instead_of_read_from_the_environment(black_hole: str, folder: Path, cache: Path,
+                                                                   repo_id: str) -> None:
+    limits = HubLimits(timeout_s=5, deadline_s=0.5)
+    for call in (lambda: pull(repo_id, limits=limits), lambda: push_folder(folder, repo_id, limits=limits)):
+        message, seconds = timed_hub_error(call)
+        assert message.endswith(f"within 0.5 s ({DEADLINE_ENV})") and 0.5 <= seconds < 3
+
+
+@pytest.mark.timeout(60)
+def test_the_deadline_reaches_huggingface_hubs_download_threads(folder: Path, cache: Path, repo_id: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repo listing answers at once; the files trickle, downloaded in huggingface_hub's own thread pool."""
+    slow = LocalHub(token=ADMIN, download_byte_every=0.2)
+    point_at(slow.start(), monkeypatch)
+    try:
+        push_folder(folder, repo_id, token=ADMIN)
+        set_limits(monkeypatch, timeout_s=5, deadline_s=1.5)
+        message, seconds = timed_hub_error(lambda: pull(repo_id))
+    finally:
+        slow.stop()
+    assert message.endswith(f"within 1.5 s ({DEADLINE_ENV})") and 1.5 <= seconds < 4
+    assert any("/resolve/" in r.path for r in slow.requests_log)
+
+
+@pytest.mark.timeout(120)
+def test_an_upload_that_keeps_moving_is_not_cut_off(tmp_path: Path, repo_id: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timeout bounds each socket operation, not a request: a commit that takes several timeouts to send goes
+    through, however long, while it moves and the deadline holds."""
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "model.safetensors").write_bytes(random.Random(1).randbytes(16 << 20))  # 22 MB once base64-encoded
+    slow = LocalHub(token=ADMIN, read_pause=0.01)  # 6.5 MB/s at most, but for the last 8 MiB
+    point_at(slow.start(), monkeypatch)
+    set_limits(monkeypatch, timeout_s=0.5, deadline_s=60)
+    try:
+        start = time.monotonic()
+        push_folder(big, repo_id, token=ADMIN)
+        seconds = time.monotonic() - start
+        assert slow.repos[repo_id].commits[slow.repos[repo_id].refs["main"]] == files_of(big)
+        assert commits_to(slow, repo_id) == 1  # not one timeout, not one retry
+    finally:
+        slow.stop()
+    assert seconds > 4 * 0.5  # a timeout per request would have cut it
+
+
+def test_the_operation_header_never_reaches_the_hub(local_hub: LocalHub, folder: Path, cache: Path,
+                                                    repo_id: str) -> None:
+    sent = len(local_hub.requests_log)
+    push_folder(folder, repo_id, token=ADMIN)
+    pull(repo_id)
+    names = [r.header_names for r in local_hub.requests_log[sent:]]
+    assert len(names) > 4 and all("user-agent" in n for n in names)  # what huggingface_hub sends does arrive
+    assert not any(OPERATION_HEADER.lower() in n for n in names)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "inf", "nan"])
+def test_bad_limits_in_the_environment_are_named(value: str, folder: Path, cache: Path, repo_id: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    push_folder(folder, repo_id, token=ADMIN)
+    for name in (TIMEOUT_ENV, DEADLINE_ENV):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            with pytest.raises(HubError, match=re.escape(f"{name}={value!r} is not a number of seconds > 0")):
+                pull(repo_id)
+
+
+@pytest.mark.timeout(120)
+def test_server_start_from_a_hub_that_never_answers_exits_2_naming_it(black_hole: str, tmp_path: Path) -> None:
+    env = {**os.environ, "HF_ENDPOINT": black_hole, "HF_HOME": str(tmp_path / "hf"), TIMEOUT_ENV: "0.5",
+           DEADLINE_ENV: "20"}
+    env.pop("HF_HUB_CACHE")
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "server", "--zoo", "prezoo-test/a-zoo", "--cache", str(tmp_path),
+                          "--port", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=100)
+    seconds = time.monotonic() - start
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [f"python -m server: cannot use zoo prezoo-test/a-zoo: the Hub at {black_hole} "
+                                       f"did not answer within 0.5 s (ReadTimeout; {TIMEOUT_ENV})"]
+    assert seconds < 60  # mostly the interpreter and torch starting
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("stall", ["black_hole", "trickle"])
+def test_api_push_to_a_broken_hub_answers_502_in_bounded_time(stall: str, tmp_path: Path, repo_id: str,
+                                                              request: pytest.FixtureRequest,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = request.getfixturevalue(stall)
+    set_limits(monkeypatch, timeout_s=0.5, deadline_s=2)
+    admin = f"admin-{uuid.uuid4().hex}"
+    app = create_app(make_zoo(tmp_path / "zoo"), cache_dir=tmp_path / "cache", admin_token=admin, hub_token=ADMIN)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        start = time.monotonic()
+        r = client.post("/api/push", json={"repo_id": repo_id, "whole_zoo": True},
+                        headers={"Authorization": f"Bearer {admin}"})
+        seconds = time.monotonic() - start
+    assert r.status_code == 502, r.text
+    assert r.json()["error"].startswith(f"the Hub at {endpoint} did not ")
+    assert ADMIN not in r.text and admin not in r.text
+    assert seconds < 5
