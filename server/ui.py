@@ -138,7 +138,7 @@ def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale) -
     ax.set_xlabel(scale.label)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8, framealpha=0.85)  # where it hides the fewest points and bars
     buf = io.StringIO()
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "prezoo"}):  # text as text; stable ids
         fig.savefig(buf, format="svg", metadata={"Date": None})  # the same plot is the same text
