@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -64,14 +65,21 @@ def staging(cache: ExportCache, files: dict[str, Path], write: Callable[[Path], 
             cache.root.mkdir(parents=True, exist_ok=True)
             stage = Path(made.enter_context(tempfile.TemporaryDirectory(dir=cache.root, prefix=".push-")))
             for name, source in files.items():
-                _link_or_copy(source, stage / name)
+                link_or_copy(source, stage / name)
             write(stage)
         yield stage
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` becomes a hard link to `source` (a copy on another file system), atomically: no partial file on
+    failure, and a reader sees the old target or the new one."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
     try:
-        os.link(source, target)
-    except OSError:  # another file system, or one without hard links
-        shutil.copyfile(source, target)
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or one without hard links
+            shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already when it was renamed

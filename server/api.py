@@ -18,13 +18,13 @@ from export.cache import CacheError
 from server.images import ImageError, check_content_type
 from server.state import DOWNLOADS, PreZooServer
 from zoo.hub import HubError, check_repo_id
-from zoo.store import BudgetError, ZooEntry
+from zoo.store import BudgetError, Zoo, ZooEntry
 
 ENTRY_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"  # no slashes, no leading dot: never a path
 ENTRY_ID_CHARS = 96  # the longest id ENTRY_ID allows: a longer `model` is refused before a 404 could echo it
 ECHO_CHARS = 64  # how much of a client's value an error message repeats
 MAX_PROBLEMS = 10  # validation problems listed in one answer
-Kind = Literal["safetensors", "config", "card", "onnx", "onnx-int8", "onnx-fp16"]
+Kind = Literal[tuple(DOWNLOADS)]  # the kinds server.state.DOWNLOADS knows
 EntryId = Annotated[str, Path(pattern=ENTRY_ID, description="an entry id from GET /api/zoo, e.g. e96-d6-529fda2c")]
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -124,9 +124,11 @@ def json_body(model: type[Model], body: bytes) -> Model:
         raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
 
 
-def entry_json(entry: ZooEntry, pareto: set[str]) -> dict[str, Any]:
-    return {**entry.to_dict(), "latency_ms": entry.latency_ms, "pareto": entry.id in pareto,
-            "describe": entry.arch.describe()}
+def entry_json(zoo: Zoo, entry: ZooEntry, pareto: set[str]) -> dict[str, Any]:
+    """An entry with its 95% top-1 interval ([lo, hi] in percent; null where the zoo records no test-set size)."""
+    interval = zoo.top1_interval(entry)
+    return {**entry.to_dict(), "top1_interval": interval and [round(x, 3) for x in interval],
+            "latency_ms": entry.latency_ms, "pareto": entry.id in pareto, "describe": entry.arch.describe()}
 
 
 def download_links(request: Request, entry: ZooEntry) -> dict[str, str]:
@@ -139,7 +141,7 @@ def choose(server: PreZooServer, budget: Budget) -> ZooEntry:
         return server.zoo.query(budget.max_params, budget.max_flops, budget.max_latency_ms)
     except BudgetError as e:
         pareto = set(server.pareto_ids())
-        raise ApiError(422, str(e), nearest=[entry_json(n, pareto) for n in e.nearest]) from None
+        raise ApiError(422, str(e), nearest=[entry_json(server.zoo, n, pareto) for n in e.nearest]) from None
     except ValueError as e:
         raise ApiError(422, str(e)) from None
 
@@ -174,17 +176,21 @@ def add_api_routes(app: FastAPI, server: PreZooServer) -> None:
         """Every entry with its numbers, the Pareto fronts, the class names and the preprocessing."""
         pareto = set(server.pareto_ids())
         return {"name": zoo.name, "checksum": zoo.checksum, "space": zoo.space.name,
-                "entries": [entry_json(e, pareto) for e in zoo.entries],
+                "entries": [entry_json(zoo, e, pareto) for e in zoo.entries],
                 "pareto": {"params": server.pareto_ids("params"), "flops": server.pareto_ids("flops")},
                 "default_model": server.default_entry.id, "classes": zoo.classes,
                 "preprocessing": zoo.preprocessing}
 
     @app.post("/api/specialize", tags=["zoo"])
     def specialize(budget: Budget, request: Request) -> dict[str, Any]:
-        """The most accurate entry within every given limit, with links to download it."""
-        entry = choose(server, budget)
-        return {"entry": entry_json(entry, set(server.pareto_ids())), "budget": budget.model_dump(),
-                "downloads": download_links(request, entry)}
+        """The most accurate entry (point estimate) within every given limit, with links to download it, and the
+        cheaper entries (by parameters) whose top-1 lies within its 95% interval, with a one-line `note` (null when
+        there are none)."""
+        entry, pareto = choose(server, budget), set(server.pareto_ids())
+        return {"entry": entry_json(zoo, entry, pareto), "budget": budget.model_dump(),
+                "downloads": download_links(request, entry),
+                "equivalent_cheaper": [entry_json(zoo, e, pareto) for e in zoo.equivalent_cheaper(entry, "params")],
+                "note": server.equivalence_note(entry)}
 
     @app.get("/api/models/{entry_id}/download/{kind}", name="download", tags=["zoo"],
              responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "not modified"}})

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
 import shutil
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from export.cache import DEFAULT_MAX_BYTES, ExportCache
+from export.cache import DEFAULT_MAX_BYTES, FILES, ExportCache
 from export.hub import push_folder
-from export.repo import repo_folder
+from export.repo import link_or_copy, repo_folder
 from server.images import ImageLimits, decode_image, to_input
 from server.inference import Engine, InferenceConfig, top_k
+from zoo.budget import human
 from zoo.hub import HubError
 from zoo.io import sha256_file
 from zoo.store import Zoo, ZooEntry
@@ -27,10 +30,11 @@ log = logging.getLogger("server")
 
 @dataclass(frozen=True)
 class Download:
-    """One downloadable file of an entry: which export holds it, its media type and the name users get."""
+    """One downloadable file of an entry: which export holds it (`file` None: all of that export's files, zipped
+    in one folder), its media type and the name users get."""
 
     fmt: str
-    file: str
+    file: str | None
     media_type: str
     suffix: str
 
@@ -46,7 +50,14 @@ DOWNLOADS = {
     "onnx": Download("onnx", "model.onnx", BINARY, ".onnx"),
     "onnx-int8": Download("onnx-int8", "model.int8.onnx", BINARY, ".int8.onnx"),
     "onnx-fp16": Download("onnx-fp16", "model.fp16.onnx", BINARY, ".fp16.onnx"),
+    "hf-zip": Download("safetensors", None, "application/zip", ".hf.zip"),
 }
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: a zip of the same files is the same bytes (stable ETag)
+
+
+def zip_folder(entry: ZooEntry) -> str:
+    """The folder a zipped download unpacks to."""
+    return f"prezoo-{entry.id}"
 
 
 @dataclass(frozen=True)
@@ -79,11 +90,42 @@ class PreZooServer:
     def pareto_ids(self, by: str = "params") -> list[str]:
         return [e.id for e in self.zoo.pareto(by)]
 
+    def equivalence_note(self, entry: ZooEntry) -> str | None:
+        """One line naming the cheapest entry (by params) whose top-1 lies within `entry`'s 95% interval: the
+        choice is the best point estimate, which on a finite test set need not be a real improvement."""
+        cheaper = self.zoo.equivalent_cheaper(entry, "params")
+        if not cheaper:
+            return None
+        lo, hi = self.zoo.top1_interval(entry)
+        first, others = cheaper[0], len(cheaper) - 1
+        also = f", as {'is' if others == 1 else 'are'} {others} other cheaper entr{'y' if others == 1 else 'ies'}"
+        return (f"{human(first.params)} ({first.id}, top-1 {first.top1:.2f}%) is within the 95% interval "
+                f"{lo:.2f}–{hi:.2f}% of the chosen {human(entry.params)} ({entry.id}, top-1 {entry.top1:.2f}%)"
+                f"{also if others else ''}: statistically as accurate on the {self.zoo.eval_images:,} test images.")
+
     # -- downloads -----------------------------------------------------------------------------
     def download(self, entry: ZooEntry, kind: str) -> Path:
         """The file (exported on first request, then cached on disk)."""
         d = DOWNLOADS[kind]
+        if d.file is None:
+            return self.zipped(entry, d.fmt)
         return self.exports.file(self.zoo, entry, d.fmt, d.file)
+
+    def zipped(self, entry: ZooEntry, fmt: str) -> Path:
+        """The export's files in one zip (inside a folder named like the download), written atomically beside the
+        export cache and named by the files' sha256: a rebuilt export gets a new zip, the entry's old one goes."""
+        with self.exports.reading(self.zoo, entry, fmt) as folder:
+            files = [folder / name for name in FILES[fmt]]
+            digest = hashlib.sha256("".join(self.etag(f) for f in files).encode()).hexdigest()[:16]
+            out = self.cache_dir / "zips" / entry.id / f"{fmt}-{digest}.zip"
+            if not out.is_file():
+                with self.exports.writing(out.parent):
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    write_zip(files, zip_folder(entry), out)
+                    for old in out.parent.glob(f"{fmt}-*.zip"):
+                        if old != out:
+                            old.unlink(missing_ok=True)
+        return out
 
     def named_download(self, entry: ZooEntry, kind: str) -> Path:
         """The same file under the name users should get (a hard link), for UIs that name downloads by file.
@@ -92,7 +134,7 @@ class PreZooServer:
         dst = self.cache_dir / "downloads" / entry.id / DOWNLOADS[kind].filename(entry)
         if not dst.exists() or dst.stat().st_ino != src.stat().st_ino:
             with self.exports.writing(dst.parent):
-                _link(src, dst)
+                link_or_copy(src, dst)
         return dst
 
     def etag(self, path: Path) -> str:
@@ -146,15 +188,18 @@ class PreZooServer:
         self.engine.close()
 
 
-def _link(src: Path, dst: Path) -> None:
-    """`dst` becomes a hard link to `src` (a copy where links fail), atomically; no partial file on failure."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}")
+def write_zip(files: list[Path], folder: str, out: Path) -> Path:
+    """`files` under `folder/` in a zip at `out`, atomically; fixed dates and modes, stored uncompressed (weights do
+    not compress): the same files give the same bytes."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}")
     try:
-        try:
-            os.link(src, tmp)
-        except OSError:  # another file system: copy
-            shutil.copyfile(src, tmp)
-        tmp.replace(dst)
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+            for f in files:
+                info = zipfile.ZipInfo(f"{folder}/{f.name}", date_time=ZIP_TIME)
+                info.external_attr = 0o644 << 16
+                with z.open(info, "w") as dst, open(f, "rb") as src:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)  # gone already when it was renamed
+    return out

@@ -1,9 +1,15 @@
-"""The Gradio UI: budget -> chosen model (numbers, per-layer table, card, Pareto plot, downloads), a "try it" tab
-and, with an admin token configured, a Hub push form. It calls the same `PreZooServer` as the REST API."""
+"""The Gradio UI: budget -> chosen model (numbers with their 95% intervals, per-layer table, card, Pareto plot,
+downloads), or a model picked from the table of all entries or from the plot; a "try it" tab and, with an admin
+token configured, a Hub push form. It calls the same `PreZooServer` as the REST API.
+
+Everything the public endpoints (/specialize, /classify) answer is data inline (text, HTML, an SVG plot, a PNG as a
+data: URI): no path of a server file."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import math
 import re
 import threading
@@ -12,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -24,8 +31,29 @@ from zoo.hub import HubError
 from zoo.store import BudgetError, Zoo, ZooEntry
 
 LAYER_HEADERS = ["layer", "heads", "qkv width", "MLP ratio", "MLP width"]
-DOWNLOAD_BUTTONS = {"safetensors": "safetensors", "onnx": "ONNX", "onnx-int8": "ONNX INT8"}
+DOWNLOAD_BUTTONS = {"hf-zip": "HF folder (zip)", "safetensors": "safetensors", "onnx": "ONNX",
+                    "onnx-fp16": "ONNX fp16", "onnx-int8": "ONNX INT8"}
 WHOLE_ZOO = "the whole zoo"
+POINT = "point-"  # SVG id prefix of an entry's marker in the Pareto plot: POINT + entry id
+DATASET_INPUTS = {  # what an image should look like to be in the distribution the zoo was trained on
+    "fashion-mnist": "a Fashion-MNIST-like photo: one clothing item or shoe, centred, filling the frame, "
+                     "**light on a dark background** (invert a photo of a dark item on a white table first)",
+    "cifar10": "a CIFAR-10-like photo: one object (animal or vehicle) filling a small colour frame",
+    "cifar100": "a CIFAR-100-like photo: one object filling a small colour frame",
+}
+BLUR_ON_ENTER = """element.addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' && event.target.matches('input[type=number]')) event.target.blur();
+});"""  # Gradio's slider applies its number box on blur (its `release` event): Enter applies it too
+SELECT_NEAREST_POINT = f"""element.addEventListener('click', (event) => {{
+  let best = null, bestDistance = 24;
+  for (const point of element.querySelectorAll('[id^="{POINT}"]')) {{
+    const box = point.getBoundingClientRect();
+    const distance = Math.hypot(event.clientX - box.left - box.width / 2, event.clientY - box.top - box.height / 2);
+    if (distance < bestDistance) {{ best = point; bestDistance = distance; }}
+  }}
+  if (best) trigger('select', {{index: null, value: best.id.slice({len(POINT)})}});
+}});"""  # a click within 24 px of an entry's marker chooses the nearest entry
+PLOT_CSS = f"svg {{ width: 100%; height: auto; }} [id^='{POINT}'] {{ cursor: pointer; }}"
 
 
 @dataclass(frozen=True)
@@ -82,34 +110,74 @@ class LatestChoice:
             return self._chosen.get(session, entry_id) == entry_id
 
 
-def pareto_figure(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale) -> Figure:
-    """Top-1 vs cost (`by`: params or flops, in the unit of `scale`) of every entry, the Pareto front joined, the
-    chosen one starred."""
+def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale) -> str:
+    """Top-1 vs cost (`by`: params or flops, in the unit of `scale`) of every entry with its 95% interval as an error
+    bar, the Pareto front joined, the chosen one starred; an inline SVG whose markers carry ids POINT + entry id (so a
+    click can choose one)."""
     cost = {"params": lambda e: e.params / scale.factor, "flops": lambda e: e.flops / scale.factor}[by]
-    scored = [e for e in zoo.entries if e.top1 is not None]
+    scored = sorted((e for e in zoo.entries if e.top1 is not None), key=cost)
+    front = zoo.pareto(by)
     fig = Figure(figsize=(6.4, 4), dpi=100, layout="tight")
     ax = fig.add_subplot()
-    ax.scatter([cost(e) for e in scored], [e.top1 for e in scored], color="#9ca3af", label="zoo entries", zorder=2)
-    front = zoo.pareto(by)
-    ax.plot([cost(e) for e in front], [e.top1 for e in front], "-o", color="#2563eb", label="Pareto front", zorder=3)
+    intervals = [zoo.top1_interval(e) for e in scored]
+    if scored and None not in intervals:
+        ax.errorbar([cost(e) for e in scored], [e.top1 for e in scored], fmt="none", ecolor="#9ca3af", capsize=3,
+                    yerr=[[e.top1 - lo for e, (lo, _) in zip(scored, intervals, strict=True)],
+                          [hi - e.top1 for e, (_, hi) in zip(scored, intervals, strict=True)]],
+                    label="95% interval", zorder=1)
+    ax.plot([cost(e) for e in front], [e.top1 for e in front], "-", color="#2563eb", label="Pareto front", zorder=2)
+    labelled = set()
+    for e in scored:
+        kind = "on the front" if e in front else "zoo entry"
+        ax.plot([cost(e)], [e.top1], "o", markersize=8, color="#2563eb" if e in front else "#6b7280", zorder=3,
+                gid=f"{POINT}{e.id}", label=kind if kind not in labelled else "_nolegend_")
+        labelled.add(kind)
     if chosen is not None and chosen.top1 is not None:
         ax.scatter([cost(chosen)], [chosen.top1], marker="*", s=320, color="#dc2626", label=f"chosen {chosen.id}",
                    zorder=4)
     ax.set_xlabel(scale.label)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return fig
+    ax.legend(loc="best", fontsize=8, framealpha=0.85)  # where it hides the fewest points and bars
+    buf = io.StringIO()
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "prezoo"}):  # text as text; stable ids
+        fig.savefig(buf, format="svg", metadata={"Date": None})  # the same plot is the same text
+    return buf.getvalue()[buf.getvalue().index("<svg"):]  # no XML prologue inside HTML
 
 
-def summary_markdown(zoo: Zoo, entry: ZooEntry) -> str:
-    top1 = f"{entry.top1:.2f}%" if entry.top1 is not None else "–"
+def interval_text(zoo: Zoo, entry: ZooEntry) -> str:
+    interval = zoo.top1_interval(entry)
+    return f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "–"
+
+
+def latency_note(zoo: Zoo) -> str:
+    """Where and how the zoo's latencies were measured (when it was built, not on this server)."""
+    p = zoo.doc.get("latency_protocol")
+    if p is None:
+        return "Latency: not measured for this zoo (`python -m zoo profile` measures it)."
+    return (f"Latency: {p.get('statistic', 'median').split(',')[0]} of {p.get('runs', '?')} runs after "
+            f"{p.get('warmup', '?')} warm-up, batch {p.get('batch', '?')}, threads {p.get('threads', '?')}, "
+            f"{p.get('engine', '?')} on {p.get('device', '?')}; measured when the zoo was built, not on this server.")
+
+
+def summary_markdown(server: PreZooServer, entry: ZooEntry, why: str) -> str:
+    zoo = server.zoo
+    top1 = f"{entry.top1:.2f}% ({interval_text(zoo, entry)})" if entry.top1 is not None else "–"
     top5 = f"{entry.top5:.2f}%" if entry.top5 is not None else "–"
     latency = f"{entry.latency_ms:.3f} ms" if entry.latency_ms is not None else "not measured"
-    return (f"### Chosen: `{entry.id}`\nThe most accurate of the {len(zoo.entries)} entries within the budget. "
-            f"Embed {entry.arch.embed_dim}, depth {entry.arch.depth}.\n\n"
-            f"| parameters | FLOPs (MACs) | top-1 | top-5 | latency |\n|---|---|---|---|---|\n"
-            f"| {entry.params:,} ({human(entry.params)}) | {human(entry.flops)} | {top1} | {top5} | {latency} |")
+    note = server.equivalence_note(entry)
+    return (f"### Chosen: `{entry.id}`\n{why} Embed {entry.arch.embed_dim}, depth {entry.arch.depth}.\n\n"
+            f"| parameters | FLOPs (MACs) | top-1 (95% interval) | top-5 | latency |\n|---|---|---|---|---|\n"
+            f"| {entry.params:,} ({human(entry.params)}) | {human(entry.flops)} | {top1} | {top5} | {latency} |\n\n"
+            + (f"**Cheaper and as accurate:** {note}\n\n" if note else "") + latency_note(zoo))
+
+
+def entry_rows(zoo: Zoo, params: SliderScale, flops: SliderScale) -> list[list]:
+    """One row per entry, cheapest first (the first cell is the id: a selected row names its entry)."""
+    front = {e.id for e in zoo.pareto("params")}
+    return [[e.id, round(e.params / params.factor, 1), round(e.flops / flops.factor, 2), e.top1,
+             interval_text(zoo, e), e.top5, e.latency_ms and round(e.latency_ms, 3), "yes" if e.id in front else ""]
+            for e in sorted(zoo.entries, key=lambda e: e.params)]
 
 
 def layer_rows(zoo: Zoo, entry: ZooEntry) -> list[list]:
@@ -123,10 +191,34 @@ def card_markdown(zoo: Zoo, entry: ZooEntry) -> str:
     return re.sub(r"\A---\n.*?\n---\n", "", model_card(zoo, entry), flags=re.DOTALL)
 
 
+def input_note(zoo: Zoo) -> str:
+    """What an image should look like for this zoo's models, and how to read their probabilities."""
+    pre, dataset = zoo.preprocessing, zoo.doc.get("dataset", "")
+    looks = DATASET_INPUTS.get(dataset, f"an image like the {dataset or 'training'} images")
+    smoothing = zoo.doc.get("training", {}).get("label_smoothing") or 0
+    reading = (f"The probabilities come from a model trained with **label smoothing {smoothing:g}**: even a clear, "
+               f"right answer stays well below 100%. Compare them with each other; they are not calibrated "
+               f"confidences." if smoothing else "The probabilities are the softmax of the model's outputs.")
+    return (f"**The model expects** {looks}. Any image is converted to {'gray' if pre['in_chans'] == 1 else 'RGB'}, "
+            f"resized and centre-cropped to {pre['img_size']}×{pre['img_size']} (see what the model sees).\n\n"
+            f"{reading}")
+
+
+def inline_png(image: Image.Image, scale: int, alt: str) -> str:
+    """An <img> holding the PNG itself (a data: URI, no file on the server), enlarged with its pixels kept."""
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return (f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" '
+            f'width="{scale * image.width}" height="{scale * image.height}" style="image-rendering: pixelated">')
+
+
 @dataclass
 class SpecializeTab:
     budget: list[gr.components.Component]
+    axis: gr.Radio
     go: gr.Button
+    plot: gr.HTML
+    entries: gr.Dataframe
     outputs: list[gr.components.Component]
     buttons: list[gr.DownloadButton]
 
@@ -146,18 +238,43 @@ class PreZooUI:
     def specialize(self, max_params: float, max_flops: float, max_latency: float | None, axis: str,
                    request: gr.Request):
         """Budget (slider units) -> summary, plot, per-layer table, card, chosen id, try-it model, downloads."""
-        zoo, scale = self.zoo, {"params": self.params, "flops": self.flops}[axis]
-        disarmed = [gr.DownloadButton(interactive=False) for _ in DOWNLOAD_BUTTONS]  # until prepare_downloads
         try:
-            entry = zoo.query(max_params * self.params.factor, max_flops * self.flops.factor,
-                              max_latency if self.latency else None)
+            entry = self.zoo.query(max_params * self.params.factor, max_flops * self.flops.factor,
+                                   max_latency if self.latency else None)
         except (BudgetError, ValueError) as e:
             self.latest.set(request.session_hash, None)
             title = "No model fits this budget" if isinstance(e, BudgetError) else "Invalid budget"
-            return f"### {title}\n{e}", pareto_figure(zoo, None, axis, scale), [], "", None, gr.skip(), *disarmed
+            return (f"### {title}\n{e}", self.plot(None, axis), [], "", None, gr.skip(),
+                    *[gr.DownloadButton(interactive=False) for _ in DOWNLOAD_BUTTONS])
+        return self.show(entry, axis, f"The most accurate (point estimate) of the {len(self.zoo.entries)} entries "
+                                      f"within the budget.", request)
+
+    def pick_row(self, axis: str, event: gr.SelectData, request: gr.Request):
+        """A click on a row of the entries table chooses that entry (the budget is not applied)."""
+        return self.pick(event.row_value[0], axis, "table", request)
+
+    def pick_point(self, axis: str, event: gr.SelectData, request: gr.Request):
+        """A click on a marker of the Pareto plot chooses that entry (the budget is not applied)."""
+        return self.pick(event.value, axis, "plot", request)
+
+    def pick(self, entry_id: str, axis: str, where: str, request: gr.Request):
+        try:
+            entry = self.zoo.entry(entry_id)
+        except KeyError as e:
+            raise gr.Error(e.args[0]) from None
+        return self.show(entry, axis, f"Picked in the {where} (the budget above is not applied).", request)
+
+    def show(self, entry: ZooEntry, axis: str, why: str, request: gr.Request):
+        """The outputs for a chosen entry; the download buttons stay disarmed until prepare_downloads."""
         self.latest.set(request.session_hash, entry.id)
-        return (summary_markdown(zoo, entry), pareto_figure(zoo, entry, axis, scale), layer_rows(zoo, entry),
-                card_markdown(zoo, entry), entry.id, entry.id, *disarmed)
+        return (summary_markdown(self.server, entry, why), self.plot(entry.id, axis), layer_rows(self.zoo, entry),
+                card_markdown(self.zoo, entry), entry.id, entry.id,
+                *[gr.DownloadButton(interactive=False) for _ in DOWNLOAD_BUTTONS])
+
+    def plot(self, entry_id: str | None, axis: str) -> str:
+        """The Pareto plot over `axis` with the chosen entry (None: no entry) starred."""
+        scale = {"params": self.params, "flops": self.flops}[axis]
+        return pareto_svg(self.zoo, None if entry_id is None else self.zoo.entry(entry_id), axis, scale)
 
     def prepare_downloads(self, entry_id: str | None, request: gr.Request):
         """Export the chosen entry (cached after the first time) and arm the download buttons."""
@@ -181,7 +298,7 @@ class PreZooUI:
             [result] = await self.server.classify(self.zoo.entry(entry_id), [x], len(self.zoo.classes))
         except (ImageError, CacheError) as e:  # a cold model is exported first: that can fail on a full disk
             raise gr.Error(str(e)) from None
-        shown = view.resize((8 * view.width, 8 * view.height), Image.Resampling.NEAREST)  # pixels stay visible
+        shown = inline_png(view, 8, "the image as the model sees it")  # pixels stay visible
         return {r["label"]: r["probability"] for r in result}, shown, path
 
     def model_view(self, path: Path) -> Image.Image:
@@ -208,7 +325,8 @@ class PreZooUI:
         with gr.Blocks(title=f"PreZoo · {zoo.name}", delete_cache=(3600, 3600)) as ui:  # Gradio's file copies: 1 h
             chosen = gr.State(self.server.default_entry.id)
             gr.Markdown(f"# PreZoo · {zoo.name}\n{len(zoo.entries)} vision transformers sliced from one supernet "
-                        f"(search space `{zoo.space.name}`). Set a budget: you get the most accurate model that fits.")
+                        f"(search space `{zoo.space.name}`). Set a budget: you get the most accurate model that fits. "
+                        f"Or pick one in the table or the plot.")
             with gr.Tab("Specialize"):
                 tab = self.specialize_tab()
             with gr.Tab("Try it"):
@@ -217,54 +335,67 @@ class PreZooUI:
                 with gr.Tab("Push to the Hub"):
                     self.push_tab(chosen)
 
-            outputs = [*tab.outputs[:4], chosen, model, *tab.buttons]
+            outputs = [*tab.outputs, chosen, model, *tab.buttons]
 
-            def wire(trigger, api_name: str | None = None) -> None:
-                trigger(self.specialize, tab.budget, outputs, api_name=api_name,
+            def wire(trigger, handler, inputs, api_name: str | None = None) -> None:
+                trigger(handler, inputs, outputs, api_name=api_name,
                         api_visibility="public" if api_name else "private"
                         ).then(self.prepare_downloads, chosen, tab.buttons, api_visibility="private")
 
-            wire(tab.go.click, api_name="specialize")
-            for control in tab.budget:  # sliders on release, the plot axis on change
-                wire(control.release if isinstance(control, gr.Slider) else control.change)
-            wire(ui.load)
+            budget = [*tab.budget, tab.axis]
+            wire(tab.go.click, self.specialize, budget, api_name="specialize")
+            for slider in tab.budget:  # on release: the end of a drag, or leaving (or Enter in) the number box
+                if isinstance(slider, gr.Slider):
+                    wire(slider.release, self.specialize, budget)
+            wire(ui.load, self.specialize, budget)
+            wire(tab.entries.select, self.pick_row, tab.axis)
+            wire(tab.plot.select, self.pick_point, tab.axis)
+            tab.axis.change(self.plot, [chosen, tab.axis], tab.plot, api_visibility="private")
         return ui
 
     def specialize_tab(self) -> SpecializeTab:
         with gr.Row():
-            with gr.Column(scale=2):
+            with gr.Column(scale=2), gr.HTML(html_template="@children", js_on_load=BLUR_ON_ENTER, elem_id="budget"):
                 budget = [self.params.slider(elem_id="max-params"), self.flops.slider(elem_id="max-flops"),
                           self.latency.slider(elem_id="max-latency") if self.latency else
-                          gr.Number(None, label="Max latency (ms): not measured for this zoo", visible=False),
-                          gr.Radio(["params", "flops"], value="params", label="Pareto plot x-axis")]
+                          gr.Number(None, label="Max latency (ms): not measured for this zoo", visible=False)]
+                axis = gr.Radio(["params", "flops"], value="params", label="Pareto plot x-axis")
                 go = gr.Button("Specialize", variant="primary")
             with gr.Column(scale=3):
                 summary = gr.Markdown(elem_id="chosen")
-                plot = gr.Plot(label="Pareto front")
+                plot = gr.HTML(label="Pareto front (click a point to choose it)", show_label=True, container=True,
+                               js_on_load=SELECT_NEAREST_POINT, elem_id="pareto",
+                               css_template=PLOT_CSS)
         with gr.Row():
             buttons = [gr.DownloadButton(f"Download {label}", interactive=False, elem_id=f"download-{kind}")
                        for kind, label in DOWNLOAD_BUTTONS.items()]
+        entries = gr.Dataframe(entry_rows(self.zoo, self.params, self.flops), elem_id="entries",
+                               headers=["id", self.params.label, self.flops.label, "top-1 %", "top-1 95% interval",
+                                        "top-5 %", "latency ms", "Pareto (params)"],
+                               label="All entries (click a row to choose it)", interactive=False)
         layers = gr.Dataframe(headers=LAYER_HEADERS, label="Architecture, per layer", interactive=False)
         with gr.Accordion("Model card", open=False):
             card = gr.Markdown()
-        return SpecializeTab(budget, go, [summary, plot, layers, card], buttons)
+        return SpecializeTab(budget, axis, go, plot, entries, [summary, plot, layers, card], buttons)
 
     def try_it_tab(self) -> gr.Dropdown:
         """Upload or pick a sample -> predictions; returns the model dropdown (specialize sets it)."""
         pre = self.zoo.preprocessing
         current = gr.State(None)  # the image file last classified
+        gr.Markdown(input_note(self.zoo), elem_id="input-note")
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label=f"Upload an image ({', '.join(FORMATS)})", file_types=["image"],
                                  type="filepath", elem_id="try-file")
-                choices = [(f"{e.id}  ({human(e.params)} params, top-1 {e.top1})", e.id)
+                choices = [(f"{e.id}  ({human(e.params)} params, top-1 {e.top1:.2f}% ({interval_text(self.zoo, e)}))"
+                            if e.top1 is not None else e.id, e.id)
                            for e in sorted(self.zoo.entries, key=lambda e: e.params)]
                 model = gr.Dropdown(choices, value=self.server.default_entry.id, label="Model")
             with gr.Column():
                 predictions = gr.Label(num_top_classes=5, label="Predictions", elem_id="predictions")
-                view = gr.Image(label=f"What the model sees ({pre['img_size']}x{pre['img_size']}, "
-                                      f"{'gray' if pre['in_chans'] == 1 else 'RGB'})",
-                                interactive=False, height=200, elem_id="model-view")
+                view = gr.HTML(label=f"What the model sees ({pre['img_size']}x{pre['img_size']}, "
+                                     f"{'gray' if pre['in_chans'] == 1 else 'RGB'})",
+                               show_label=True, container=True, elem_id="model-view")
         tried = [predictions, view, current]
         upload.upload(self.classify, [upload, model], tried, api_name="classify")
         model.change(self.classify, [current, model], tried, api_visibility="private")

@@ -24,16 +24,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from export.cache import ALL_FORMATS, LAST_USED, ExportCache
+from export.cache import ALL_FORMATS, FILES, LAST_USED, ExportCache
 from export.onnx import export_onnx, model_metadata
 from server.__main__ import parse_args
 from server.app import create_app
 from server.inference import CPU
-from server.state import DOWNLOADS
+from server.state import DOWNLOADS, write_zip, zip_folder
 from server.ui import DOWNLOAD_BUTTONS, SliderScale
 from tests.test_server import LARGEST, MID, SMALL, png, predict, run_server, serve
 from tests.zoo_fixtures import make_zoo
-from zoo import Zoo
+from zoo import Zoo, ZooEntry
 
 CPU_ONLY = ([CPU], "test: CPU")
 
@@ -71,10 +71,18 @@ def reference(zoo, tmp_path_factory) -> ExportCache:
 
 
 @pytest.fixture(scope="module")
-def sequential(zoo, reference) -> dict[tuple[str, str], str]:
-    """sha256 of each (entry id, download kind) of the sequential export."""
-    return {(e.id, kind): sha(reference.file(zoo, e, d.fmt, d.file).read_bytes())
-            for e in zoo.entries for kind, d in DOWNLOADS.items()}
+def sequential(zoo, reference, tmp_path_factory) -> dict[tuple[str, str], str]:
+    """sha256 of each (entry id, download kind) of the sequential export (a zipped kind: its files, zipped here)."""
+    zips = tmp_path_factory.mktemp("zips")
+
+    def file(e: ZooEntry, kind: str) -> Path:
+        d = DOWNLOADS[kind]
+        if d.file is None:
+            folder = reference.get(zoo, e, d.fmt)
+            return write_zip([folder / name for name in FILES[d.fmt]], zip_folder(e), zips / f"{e.id}-{kind}.zip")
+        return reference.file(zoo, e, d.fmt, d.file)
+
+    return {(e.id, kind): sha(file(e, kind).read_bytes()) for e in zoo.entries for kind in DOWNLOADS}
 
 
 # -- the UI as the browser drives it ----------------------------------------------------------------

@@ -143,7 +143,7 @@ def test_specialize_picks_the_most_accurate_entry_within_budget(client, budget, 
     body = r.json()
     assert body["entry"]["id"] == expected
     assert body["downloads"]["onnx"] == f"/api/models/{expected}/download/onnx"
-    assert set(body["downloads"]) == {"safetensors", "config", "card", "onnx", "onnx-int8", "onnx-fp16"}
+    assert set(body["downloads"]) == {"safetensors", "config", "card", "onnx", "onnx-int8", "onnx-fp16", "hf-zip"}
 
 
 def test_impossible_budget_is_422_with_the_nearest_entries(client):
@@ -175,7 +175,8 @@ def test_bad_budget_numbers_are_422_with_a_message(client, budget):
     ("config", "application/json", "prezoo-{id}.config.json"),
     ("card", "text/markdown; charset=utf-8", "prezoo-{id}.README.md"),
     ("onnx", "application/octet-stream", "prezoo-{id}.onnx"),
-    ("onnx-int8", "application/octet-stream", "prezoo-{id}.int8.onnx")])
+    ("onnx-int8", "application/octet-stream", "prezoo-{id}.int8.onnx"),
+    ("hf-zip", "application/zip", "prezoo-{id}.hf.zip")])
 def test_download_types_names_and_etag(client, live, kind, content_type, filename):
     url = f"/api/models/{MID}/download/{kind}"
     r = client.get(url)

@@ -26,11 +26,12 @@ PREPROCESSING = {"img_size": 28, "in_chans": 1, "crop_pct": 1.0, "interpolation"
                  "mean": [0.286], "std": [0.353]}
 
 
-def make_zoo(out: Path, dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:
+def make_zoo(out: Path, dtype: torch.dtype = torch.float32, seed: int = 0, **metadata) -> Path:
+    """The zoo folder; `metadata` adds or replaces top-level fields of zoo.json (e.g. eval_images=400)."""
     torch.manual_seed(seed)
     supernet = ViTSupernet(MINI)
     entries = [ZooEntry(a, params(MINI, a), flops(MINI, a), acc, min(100.0, acc + 9), 0.5)
                for a, acc in zip(ENTRY_ARCHS, ACCURACY, strict=True)]
     return write_zoo(out, name="test-zoo", space=MINI, state=supernet.state_dict(), entries=entries,
                      classes=FMNIST_CLASSES, preprocessing=PREPROCESSING, weights_dtype=dtype,
-                     dataset="fashion-mnist", eval_protocol="test inputs")
+                     **{"dataset": "fashion-mnist", "eval_protocol": "test inputs", **metadata})
