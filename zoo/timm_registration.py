@@ -51,6 +51,8 @@ class ThenRegister(importlib.abc.Loader):
         self.loader = loader
 
     def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, is_package ...: the real loader's
+        if name == "loader":  # asked before __init__ set it (a copy being made): no endless recursion
+            raise AttributeError(name)
         return getattr(self.loader, name)
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
