@@ -14,15 +14,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from export.cache import CacheError, ExportCache
-from export.hub import push_folder
-from export.repo import repo_folder
 from zoo.hub import HubError
-from zoo.store import DEFAULT_ZOO, Zoo
+
+# torch and ONNX load inside the command: `--help` answers at once
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    zoo = Zoo.load(args.zoo)
+    from export.cache import ExportCache
+    from export.hub import push_folder
+    from export.repo import repo_folder
+    from zoo.store import DEFAULT_ZOO, Zoo
+
+    zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
     budget = (args.max_params, args.max_flops, args.max_latency)
     if args.whole_zoo and any(v is not None for v in budget):
         raise ValueError("--whole-zoo pushes every entry; drop the budget options")
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("push", help="push a model (by budget) or the whole zoo to the Hub")
-    p.add_argument("--zoo", default=str(DEFAULT_ZOO))
+    p.add_argument("--zoo", help="zoo directory or Hub repo id (default: the built-in zoo)")
     p.add_argument("--repo-id", required=True, help="org/name on the Hub")
     p.add_argument("--whole-zoo", action="store_true",
                    help="push the zoo itself (zoo.json + supernet, a card and a Pareto plot)")
@@ -60,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--private", action="store_true")
     p.add_argument("--cache", help="export cache directory (default: a temporary one)")
     args = parser.parse_args(argv)
+    from export.cache import CacheError  # after parsing: --help loads no torch
+
     try:
         return cmd_push(args)
     except (ValueError, FileNotFoundError, HubError, CacheError) as e:

@@ -23,10 +23,13 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.images import ImageLimits
 from zoo.hub import HubError
-from zoo.store import DEFAULT_ZOO, Zoo, ZooError
+
+if TYPE_CHECKING:
+    from zoo.store import Zoo
 
 CACHE = Path(os.environ.get("PREZOO_CACHE", Path.home() / ".cache" / "prezoo"))
 
@@ -59,7 +62,7 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--zoo", default=str(DEFAULT_ZOO), help="zoo directory or Hub repo id (default: %(default)s)")
+    p.add_argument("--zoo", help="zoo directory or Hub repo id (default: the built-in zoo)")
     p.add_argument("--host", default=os.environ.get("PREZOO_HOST", "127.0.0.1"), help="default: %(default)s")
     p.add_argument("--port", type=tcp_port, default=os.environ.get("PREZOO_PORT", "7860"), help="default: %(default)s")
     p.add_argument("--admin-token-env", metavar="NAME", help="environment variable holding the admin token; "
@@ -95,10 +98,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_zoo(source: str) -> Zoo:
-    if source == str(DEFAULT_ZOO) and not DEFAULT_ZOO.exists():
+def load_zoo(source: str | None) -> Zoo:
+    """The zoo --zoo names, or the built-in one (zoo.store imports torch: loaded here, after parsing)."""
+    from zoo.store import DEFAULT_ZOO, Zoo, ZooError
+
+    if source is None and not DEFAULT_ZOO.exists():
         raise StartError(f"the default zoo {DEFAULT_ZOO} is not built yet: build it with `python -m training` "
                          f"(see the README) or pass --zoo DIR|org/name")
+    source = source or str(DEFAULT_ZOO)
     try:
         return Zoo.load(source)
     except (ZooError, HubError, OSError) as e:  # ZooError: the zoo's schema names whatever is malformed

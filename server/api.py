@@ -4,6 +4,7 @@ file paths."""
 
 from __future__ import annotations
 
+import pathlib
 import time
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -62,14 +63,18 @@ class ApiError(Exception):
 
 
 class Budget(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # the body /docs fills in (Swagger takes a model's first example whole); every one must be a valid request
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"max_params": "0.3M"}]})
     max_params: BudgetValue = Field(None, description="parameters, e.g. 300000 or '0.3M'", examples=["0.3M"])
-    max_flops: BudgetValue = Field(None, description="FLOPs (multiply-accumulates), e.g. '20M' or '1.4G'")
+    max_flops: BudgetValue = Field(None, description="FLOPs (multiply-accumulates), e.g. '20M' or '1.4G'",
+                                   examples=["20M"])
     max_latency_ms: BudgetValue = Field(None, description="median latency in ms, e.g. 2 or '2ms' (needs a profiled "
-                                                          "zoo)")
+                                                          "zoo)", examples=["2ms"])
 
 
 class PushRequest(Budget):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"repo_id": "me/my-vit", "max_params": "0.3M"},
+                                                              {"repo_id": "me/my-zoo", "whole_zoo": True}]})
     repo_id: Annotated[str, Field(max_length=200), AfterValidator(hub_repo_id)] = Field(
         description="the Hub model repo to create or update, 'org/name'", examples=["me/my-vit"])
     model: str | None = Field(None, max_length=ENTRY_ID_CHARS,
@@ -153,8 +158,9 @@ def known_entry(server: PreZooServer, entry_id: str | None) -> ZooEntry:
         raise ApiError(404, e.args[0]) from None
 
 
-def add_api_routes(app: FastAPI, server: PreZooServer) -> None:
+def add_api_routes(app: FastAPI, server: PreZooServer, samples: list[pathlib.Path]) -> None:
     zoo = server.zoo
+    sample_files = {path.name: path for path in samples}  # a client's name is looked up here, never made a path
 
     @app.get("/api/health", tags=["service"])
     def health() -> dict[str, Any]:
@@ -227,6 +233,22 @@ def add_api_routes(app: FastAPI, server: PreZooServer) -> None:
         results = await server.classify(entry, inputs, top_k)
         return {"model": entry.id, "predictions": [{"file": f.filename, "top": r}
                                                    for f, r in zip(files, results, strict=True)]}
+
+    @app.get("/api/samples", tags=["inference"])
+    def sample_index(request: Request) -> dict[str, Any]:
+        """Test images of the zoo's dataset to try /api/predict on, one per class (none when the dataset is not
+        installed on the server)."""
+        return {"samples": [{"name": name, "url": request.url_for("sample", name=name).path}
+                            for name in sample_files]}
+
+    @app.get("/api/samples/{name}", name="sample", tags=["inference"],
+             responses={200: {"content": {"image/png": {}}}})
+    def sample(name: Annotated[str, Path(description="a name from GET /api/samples, e.g. 9-ankle-boot.png")]
+               ) -> FileResponse:
+        """One sample image (PNG)."""
+        if name not in sample_files:
+            raise ApiError(404, f"no sample {clip(name)!r}; GET /api/samples lists them")
+        return FileResponse(sample_files[name], media_type="image/png")
 
     def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
         if not server.push_enabled:

@@ -176,7 +176,7 @@ def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_tok
                   description=f"Budget-to-model specialization and inference for the zoo **{zoo.name}**.")
     app.state.prezoo = server
     install_error_handlers(app)
-    add_api_routes(app, server)
+    add_api_routes(app, server, samples)
     add_offline_docs(app)
     uploads = {"/api/predict": limits.max_files * limits.max_bytes + MULTIPART_OVERHEAD,
                f"{GRADIO_API}/upload": limits.max_bytes + MULTIPART_OVERHEAD}  # the UI uploads one image at a time

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from zoo.store import INTERPOLATIONS
+from zoo.schema import INTERPOLATIONS
 
 MAX_PIXELS = 4096 * 4096
 # Long side / short side. Photos are 1:1 to 16:9, phone panoramas about 4:1 (up to 8:1 or so), long screenshots

@@ -1,15 +1,18 @@
 """`python -m training`: select preferred archs, train the supernet, evaluate them, search (baseline), package a
-zoo, fine-tune an exported subnet."""
+zoo, fine-tune an exported subnet. FLOPs are multiply-accumulates (MACs) per image, as in the zoo."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from zoo.budget import parse_count
+from zoo.budget import FLOPS_LABEL, human, parse_count
 from zoo.hub import HubError
-from zoo.space import get_space
+
+# torch and the training modules load inside the subcommand that runs (or whose --help is asked): `python -m
+# training --help` answers at once
 
 
 def _number(text: str) -> float:
@@ -41,6 +44,7 @@ def add_select_args(p: argparse.ArgumentParser) -> None:
 def run_select(args: argparse.Namespace) -> int:
     from training.report import plot_selection, selection_table
     from training.select import Buckets, SelectConfig, select, write_selection
+    from zoo.space import get_space
 
     space = get_space(args.space)
     buckets = None
@@ -64,7 +68,7 @@ def run_select(args: argparse.Namespace) -> int:
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from dataclasses import MISSING, fields
 
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -74,6 +78,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         else:  # annotations are strings such as "int | None"
             kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
             p.add_argument(flag, type=kind, default=default, help=f"default: {default}")
+    p.add_argument("--allow-changed-settings", action="store_true",
+                   help="resume an existing --out with settings other than its own (recorded in its config.json "
+                        "and log.jsonl); without it such a resume is refused, naming the differences")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -82,7 +89,7 @@ def run_train(args: argparse.Namespace) -> int:
     from training.train import TrainConfig, train
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    out = train(cfg)
+    out = train(cfg, allow_changed_settings=args.allow_changed_settings)
     print(f"wrote {out / 'supernet.safetensors'}")
     print(f"next: python -m training evaluate --run {out}")
     return 0
@@ -134,28 +141,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        f"{info.img_size}px, weights inherited from the supernet",
            "results": rows}
     atomic_write_text(run / f"eval_{args.split}.json", json.dumps(doc, indent=1) + "\n")
-    print(f"{'id':<20} {'params':>9} {'top1':>7} {'top5':>7} {'loss':>7}")
+    print(f"{'id':<20} {'params':>8} {FLOPS_LABEL:>12} {'top1':>7} {'top5':>7} {'loss':>7}")
     for r in rows:
-        print(f"{r['id']:<20} {r['params'] / 1e6:>8.3f}M {r['top1']:>7.2f} {r['top5']:>7.2f} {r['loss']:>7.3f}")
+        print(f"{r['id']:<20} {human(r['params']):>8} {human(r['flops']):>12} {r['top1']:>7.2f} {r['top5']:>7.2f} "
+              f"{r['loss']:>7.3f}")
     print(f"wrote {run / f'eval_{args.split}.json'}")
     return 0
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="training run directory of the supernet to search")
-    p.add_argument("--max-params", type=_number)
-    p.add_argument("--max-flops", type=_number)
+    p.add_argument("--max-params", type=_number, help="e.g. 0.3M")
+    p.add_argument("--max-flops", type=_number, help=f"{FLOPS_LABEL}, e.g. 20M")
     p.add_argument("--population", type=int, default=50)
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--val-images", type=int, default=2000, help="val images per fitness evaluation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="folder for search.json and search.png (default: RUN/search)")
 
 
 def run_search(args: argparse.Namespace) -> int:
-
     from training.data import load_data
     from training.evaluate import accuracy, tensor_batches
-    from training.search import EvolutionConfig, evolve
+    from training.search import EvolutionConfig, evolve, plot_search, write_search
     from zoo import flops, params
 
     if args.max_params is None and args.max_flops is None:
@@ -168,10 +176,15 @@ def run_search(args: argparse.Namespace) -> int:
     evo = EvolutionConfig(max_params=args.max_params, max_flops=args.max_flops, population=args.population,
                           generations=args.generations, parents=min(10, args.population), seed=args.seed)
     result = evolve(space, lambda a: accuracy(supernet, a, batches).top1, evo)
+    fitness = f"val top-1 (%), first {sum(len(y) for _, y in batches)} val images, through the supernet"
     a = result.best
-    print(f"best under the budget: {a.id}  {a.describe()}\n  params {params(space, a):,}  FLOPs {flops(space, a):,}"
-          f"  val top-1 {result.best_score:.2f}%  ({result.evaluations} archs evaluated in {result.seconds:.0f} s)")
+    print(f"best under the budget: {a.id}  {a.describe()}\n  params {human(params(space, a))}  "
+          f"{FLOPS_LABEL} {human(flops(space, a))}  val top-1 {result.best_score:.2f}%  "
+          f"({result.evaluations} archs evaluated in {result.seconds:.0f} s)")
     print(f"arch JSON: {a.to_json()}")
+    out = Path(args.out) if args.out else Path(args.run) / "search"
+    print(f"wrote {write_search(space, evo, result, fitness, out)}")
+    print(f"wrote {plot_search(space, evo, result, fitness, out / 'search.png')}")
     return 0
 
 
@@ -193,7 +206,7 @@ def run_package(args: argparse.Namespace) -> int:
 
 
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
-    from training.finetune import FinetuneConfig as F
+    from training.config import FinetuneConfig as F
 
     p.add_argument("--model", required=True, help="exported model folder (config.json, model.safetensors) or "
                                                    "hf-hub:ORG/NAME")
@@ -230,20 +243,33 @@ def run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "select": ("zero-cost selection of preferred architectures", add_select_args, run_select),
+    "train": ("one-shot supernet training (preferred or uniform sampling)", add_train_args, run_train),
+    "evaluate": ("accuracy of every preferred arch of a trained supernet", add_evaluate_args, run_evaluate),
+    "search": ("evolutionary search under a budget (the AutoFormer baseline)", add_search_args, run_search),
+    "package": ("package an evaluated run into a zoo directory", add_package_args, run_package),
+    "finetune": ("fine-tune an exported subnet on an image folder", add_finetune_args, run_finetune),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Every subcommand is listed, but only the one named first on the command line gets its options: some take
+    their choices and defaults from modules that import torch, which `--help` alone should not wait for."""
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    add_select_args(sub.add_parser("select", help="zero-cost selection of preferred architectures"))
-    add_train_args(sub.add_parser("train", help="one-shot supernet training (preferred or uniform sampling)"))
-    add_evaluate_args(sub.add_parser("evaluate", help="accuracy of every preferred arch of a trained supernet"))
-    add_search_args(sub.add_parser("search", help="evolutionary search under a budget (the AutoFormer baseline)"))
-    add_package_args(sub.add_parser("package", help="package an evaluated run into a zoo directory"))
-    add_finetune_args(sub.add_parser("finetune", help="fine-tune an exported subnet on an image folder"))
-    args = parser.parse_args(argv)
-    commands = {"select": run_select, "train": run_train, "evaluate": run_evaluate, "search": run_search,
-                "package": run_package, "finetune": run_finetune}
+    for name, (help_, add_args, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if argv and argv[0] == name:
+            add_args(p)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
-        return commands[args.cmd](args)
+        return COMMANDS[args.cmd][2](args)
     except (ValueError, FileNotFoundError, FloatingPointError, HubError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from huggingface_hub import ModelCard, ModelCardData
 from tqdm import tqdm
 
+from training.config import FinetuneConfig
 from training.data import DataInfo, load_data, make_loader
 from training.evaluate import tensor_batches
 from training.train import lr_at, param_groups
@@ -33,34 +34,6 @@ from zoo.pretrained import HUB_TAGS, write_pretrained
 HUB_PREFIX = "hf-hub:"
 LUMA = (0.299, 0.587, 0.114)  # PIL's RGB -> L weights: what a gray model's server does to a colour image
 EVAL_BATCH = 256
-
-
-@dataclass
-class FinetuneConfig:
-    model: str  # an exported model folder, or hf-hub:ORG/NAME
-    data: str  # folder:PATH (any `training.data` source works)
-    out: str = "runs/finetune"
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 5e-4
-    min_lr: float = 1e-6
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    augment: bool = True
-    val_size: int | None = None
-    distill: str | None = None  # a zoo folder or Hub id: its largest entry teaches
-    distill_alpha: float = 0.5  # weight of the distillation loss (1 - alpha: the labels')
-    distill_temperature: float = 1.0
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for k in ("epochs", "batch_size", "lr", "distill_temperature"):
-            if not getattr(self, k) > 0:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)!r}")
-        if not 0 <= self.distill_alpha <= 1:
-            raise ValueError(f"distill_alpha must lie in [0, 1], got {self.distill_alpha!r}")
 
 
 @dataclass

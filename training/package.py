@@ -1,7 +1,8 @@
 """Package a training run (supernet + preferred set + test accuracy) into a zoo directory.
 
 Weights are stored as fp16 when that moves no preferred arch's test top-1 by more than
-`max_fp16_drift` points (measured here, on the same test set), else as fp32.
+`max_fp16_drift` points, else as fp32. That is why packaging evaluates every entry a second time: `evaluate` measured
+the fp32 weights, this measures the fp16-rounded ones on the same test set.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def package_run(run: str | Path, out: str | Path, name: str, max_fp16_drift: flo
     archs = [Arch.from_dict(r["arch"]) for r in evaluation["results"]]
 
     test, info = load_data(cfg.data, "test", img_size=space.img_size, in_chans=space.in_chans)
+    if progress:
+        print(f"evaluating the {len(archs)} entries again, with the weights rounded to fp16: {run / 'eval_test.json'} "
+              f"holds their fp32 top-1, and the zoo stores fp16 only if no entry's moves more than {max_fp16_drift} "
+              f"points", flush=True)
     fp32_state = supernet.state_dict()
     half = {k: v.half().float() for k, v in fp32_state.items()}
     supernet.load_state_dict(half)

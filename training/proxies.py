@@ -7,10 +7,12 @@ slices rank which heads and MLP units of a layer matter; add a proxy by register
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from torch import Tensor
+if TYPE_CHECKING:  # torch is not needed to list the proxies (`python -m training select --help`)
+    from torch import Tensor
 
-Proxy = Callable[[Tensor, Tensor], Tensor]
+Proxy = Callable[["Tensor", "Tensor"], "Tensor"]
 
 
 def snip(theta: Tensor, grad: Tensor) -> Tensor:

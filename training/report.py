@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from training.select import Selection
+from zoo.budget import FLOPS_LABEL, human
 from zoo.io import atomic_write_figure
-
-
-def _m(n: float) -> str:
-    return f"{n / 1e6:.3f}M" if n >= 1e5 else f"{n / 1e3:.1f}K"
 
 
 def selection_table(sel: Selection) -> str:
@@ -17,13 +14,13 @@ def selection_table(sel: Selection) -> str:
     by = cfg.bucket_by
     rows = [f"space {cfg.space.name} [{cfg.space.hash}]  proxy {cfg.proxy}  seed {cfg.seed}  "
             f"data {cfg.data} x{cfg.batch_size}  buckets by {by}",
-            f"{'bucket':<19} {'id':<20} {'params':>9} {'FLOPs':>9} {'score':>10}  layout"]
+            f"{'bucket':<19} {'id':<20} {'params':>9} {FLOPS_LABEL:>12} {'score':>10}  layout"]
     for (lo, hi), best in zip(cfg.buckets.edges(), sel.preferred, strict=True):
-        label = f"[{_m(lo)}, {_m(hi)})" if by == "params" else f"[{lo / 1e9:.2f}G, {hi / 1e9:.2f}G)"
+        label = f"[{human(lo)}, {human(hi)})"
         if not best:
             rows.append(f"{label:<19} (empty)")
         for c in best:
-            rows.append(f"{label:<19} {c.arch.id:<20} {_m(c.params):>9} {c.flops / 1e9:>8.3f}G "
+            rows.append(f"{label:<19} {c.arch.id:<20} {human(c.params):>9} {human(c.flops):>12} "
                         f"{c.score:>10.4g}  {c.arch.describe()}")
     s = sel.seconds
     rows.append(f"{len(sel.candidates)} representatives scored; gradient pass {s['gradient_pass']:.2f} s, "

@@ -7,14 +7,18 @@ top-1 on the held-out val split, through the sliced supernet. Every arch is eval
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from tqdm import tqdm
 
 from zoo import Arch, SearchSpace, flops, params
+from zoo.budget import FLOPS_LABEL
+from zoo.io import atomic_write_figure, atomic_write_text
 
 
 @dataclass
@@ -39,6 +43,7 @@ class SearchResult:
     evaluations: int
     seconds: float
     history: list[float] = field(default_factory=list)  # best score after each generation
+    scores: dict[Arch, float] = field(default_factory=dict)  # every evaluated arch
 
 
 def _fits(space: SearchSpace, cfg: EvolutionConfig, arch: Arch) -> bool:
@@ -110,4 +115,52 @@ def evolve(space: SearchSpace, fitness: Callable[[Arch], float], cfg: EvolutionC
         if a not in scores:
             scores[a] = fitness(a)
     best = max(scores, key=lambda a: scores[a])
-    return SearchResult(best, scores[best], len(scores), time.perf_counter() - t0, history)
+    return SearchResult(best, scores[best], len(scores), time.perf_counter() - t0, history, scores)
+
+
+def write_search(space: SearchSpace, cfg: EvolutionConfig, result: SearchResult, fitness: str,
+                 out_dir: str | Path) -> Path:
+    """`search.json`: the budget, the settings, the best arch and every evaluated one (best first) with its
+    params, FLOPs (MACs) and score, and the best score per generation; `fitness` says what the score is."""
+    def row(a: Arch) -> dict:
+        return {"id": a.id, "arch": a.to_dict(), "params": params(space, a), "flops": flops(space, a),
+                "score": result.scores[a]}
+
+    ranked = sorted(result.scores, key=lambda a: -result.scores[a])
+    doc = {"schema_version": 1, "kind": "prezoo.search", "space": space.name, "space_hash": space.hash,
+           "fitness": fitness, "settings": asdict(cfg), "seconds": result.seconds, "best": row(result.best),
+           "history": result.history, "evaluated": [row(a) for a in ranked]}
+    path = Path(out_dir) / "search.json"
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def plot_search(space: SearchSpace, cfg: EvolutionConfig, result: SearchResult, fitness: str,
+                path: str | Path) -> Path:
+    """Every evaluated arch against the budgeted cost (the best circled, the limit dashed), and the best score per
+    generation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cost, limit, unit = (params, cfg.max_params, "M params") if cfg.max_params is not None \
+        else (flops, cfg.max_flops, f"M {FLOPS_LABEL}")
+    archs = list(result.scores)
+    fig, (ax, gens) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110, width_ratios=(2, 1))
+    ax.scatter([cost(space, a) / 1e6 for a in archs], [result.scores[a] for a in archs], s=10, alpha=0.5,
+               label=f"{len(archs)} evaluated")
+    ax.scatter([cost(space, result.best) / 1e6], [result.best_score], s=80, facecolors="none", edgecolors="red",
+               linewidths=1.8, label=f"best {result.best.id}")
+    ax.axvline(limit / 1e6, color="grey", ls="--", lw=1, label="budget")
+    ax.set_xlabel(unit)
+    ax.set_ylabel(fitness)
+    ax.legend(fontsize=8)
+    gens.plot(range(1, len(result.history) + 1), result.history, marker="o")
+    gens.set_xlabel("generation")
+    gens.set_ylabel("best score so far")
+    fig.suptitle(f"{space.name}: evolutionary search, population {cfg.population}, {cfg.generations} generations")
+    fig.tight_layout()
+    path = atomic_write_figure(path, fig)
+    plt.close(fig)
+    return path

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -22,58 +22,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from training.config import TrainConfig
 from training.data import load_data, make_loader
 from training.sampler import PreferredSampler, UniformSampler, sandwich
 from training.select import load_preferred
 from zoo import Arch, ViTSupernet, get_space, params
 from zoo.io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
-
-
-@dataclass
-class TrainConfig:
-    out: str = "runs/train"
-    space: str = "mini"
-    preferred: str | None = None  # preferred.json; required by the preferred sampler
-    sampler: str = "preferred"  # or "uniform"
-    sandwich: int = -1  # k >= 0: train largest + smallest + k sampled archs per step
-    data: str = "fashion-mnist"
-    img_size: int | None = None
-    in_chans: int | None = None
-    val_size: int | None = None
-    epochs: float = 10.0
-    batch_size: int = 128  # per process
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    augment: bool = True  # flips (small images) or the timm recipe (image folders)
-    auto_augment: str | None = None  # e.g. rand-m9-mstd0.5-inc1 (image folders)
-    drop_path: float = 0.1
-    clip_grad: float | None = None
-    amp: bool = True  # bf16 autocast, on CUDA only (on CPU it is ~2x slower for training)
-    compile: bool = False
-    seed: int = 0
-    ckpt_every: int = 500
-    log_every: int = 50
-    workers: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.sampler not in ("preferred", "uniform"):
-            raise ValueError(f"sampler must be 'preferred' or 'uniform', got {self.sampler!r}")
-        if self.sampler == "preferred" and not self.preferred:
-            raise ValueError("the preferred sampler needs --preferred PATH (from `python -m training select`)")
-        for k in ("epochs", "lr", "batch_size", "ckpt_every", "log_every"):
-            if not getattr(self, k) > 0:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int, warmup: int) -> float:
@@ -172,6 +126,31 @@ class Checkpoint:
         return header
 
 
+RUN_IDENTITY = ("space", "sampler", "seed", "data")  # another value is another run: never continued
+RESULT_NEUTRAL = ("out", "progress", "log_every", "ckpt_every")  # resumes are exact: these change no weight
+
+
+def resumable(out: Path, saved: TrainConfig, cfg: TrainConfig, step: int, allow_changed_settings: bool) -> dict:
+    """The settings `cfg` changes from the checkpoint's, {name: [saved, new]}, when continuing under them is
+    allowed; otherwise ValueError naming them. Every setting but RESULT_NEUTRAL changes the trained weights (epochs
+    and lr reshape the schedule, workers the augmentation draws), so a resume with new flags is a new experiment,
+    and config.json must say which."""
+    changed = {f.name: [getattr(saved, f.name), getattr(cfg, f.name)] for f in fields(TrainConfig)
+               if f.name not in RESULT_NEUTRAL and getattr(saved, f.name) != getattr(cfg, f.name)}
+    if identity := [k for k in RUN_IDENTITY if k in changed]:
+        raise ValueError(f"{out} holds a run of another {', '.join(identity)} ({describe_changes(changed)}); "
+                         f"use another --out")
+    if changed and not allow_changed_settings:
+        raise ValueError(f"{out} was trained to step {step} with other settings ({describe_changes(changed)}): "
+                         f"repeat its own settings (its config.json) to resume, pass --allow-changed-settings to "
+                         f"continue under the new ones, or use another --out")
+    return changed
+
+
+def describe_changes(changed: dict) -> str:
+    return ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in changed.items())
+
+
 def truncate_log(log: Path, step: int) -> None:
     """Drop log records past `step`: after a resume the log reads like the uninterrupted run's."""
     if log.exists():
@@ -179,8 +158,9 @@ def truncate_log(log: Path, step: int) -> None:
         atomic_write_text(log, "".join(f"{line}\n" for line in kept))
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) a supernet; returns the run directory."""
+def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
+    """Train (or resume) a supernet; returns the run directory. A resume under settings that change the result is
+    refused unless `allow_changed_settings` (see `resumable`)."""
     rank, world, device = _dist_env()
     out = Path(cfg.out)
     space = get_space(cfg.space)
@@ -202,28 +182,31 @@ def train(cfg: TrainConfig) -> Path:
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     ckpt = Checkpoint(out)
     state = ckpt.load()
-    step = 0
+    step, changed = 0, {}
     if state is not None:
-        saved = TrainConfig.from_dict(state["config"])
-        if (saved.space, saved.sampler, saved.seed, saved.data) != (cfg.space, cfg.sampler, cfg.seed, cfg.data):
-            raise ValueError(f"{out} holds a run of another config ({saved.space}, {saved.sampler}, seed "
-                             f"{saved.seed}, {saved.data}); use another --out")
+        step = state["step"]
+        changed = resumable(out, TrainConfig.from_dict(state["config"]), cfg, step, allow_changed_settings)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        step = state["step"]
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"])
-    elif rank == 0:
+    if rank == 0:  # config.json: the settings training goes on under (resumes compare with the checkpoint's copy)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1) + "\n")
-    if rank == 0:  # what a kill left behind: unrenamed temp files, log records past the checkpoint
+        # what a kill left behind: unrenamed temp files, log records past the checkpoint
         remove_stale_temporaries(out)
         truncate_log(out / "log.jsonl", step)
+        if state is not None:
+            print(f"resuming {out} from step {step} of {total}"
+                  + (f" with changed settings: {describe_changes(changed)}" if changed else ""), flush=True)
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     run = torch.compile(ddp) if cfg.compile else ddp
     mix = _mixup(cfg, space.num_classes)
     log = (out / "log.jsonl").open("a") if rank == 0 else None
+    if log and changed:
+        log.write(json.dumps({"step": step, "event": "settings changed", "changed": changed, "time": time.time()})
+                  + "\n")
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not cfg.progress or rank != 0)
     t_last, seen = time.perf_counter(), 0
     while step < total:

@@ -3,12 +3,13 @@
     python -m zoo                      # the built-in search spaces with their param/FLOP ranges
     python -m zoo list [--zoo DIR|org/name]
     python -m zoo get --max-params 0.3M [--max-flops 20M] [--max-latency 2ms] --format onnx --out DIR
+    python -m zoo get --id e96-d4-a0fba311 --format onnx --out DIR
     python -m zoo profile [--zoo DIR] [--threads 2] [--batch 1]
     python -m zoo import-official --checkpoint supernet-tiny.pth --space autoformer-tiny \\
         --preferred interval_cands/tiny.json --out DIR
 
-`get` and `profile` use the `export` package (this CLI is an application entry point; the `zoo`
-library itself never imports `export`).
+FLOPs are multiply-accumulates (MACs) per image, in every command and in the zoo's index. `get` and `profile` use
+the `export` package (this CLI is an application entry point; the `zoo` library itself never imports `export`).
 """
 
 from __future__ import annotations
@@ -19,17 +20,23 @@ import platform
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from zoo.budget import human
-from zoo.cost import cost_range
+from zoo.budget import FLOPS_LABEL, human
+from zoo.hub import HubError
 from zoo.io import printable
-from zoo.space import BUILTIN_SPACES, SearchSpace, get_space
-from zoo.store import DEFAULT_ZOO, Zoo
+
+if TYPE_CHECKING:
+    from zoo.space import SearchSpace
+    from zoo.store import Zoo
 
 CACHE = Path(os.environ.get("PREZOO_CACHE", Path.home() / ".cache" / "prezoo"))
+# torch, timm, ONNX Runtime load inside the commands that use them: `--help` and argument errors answer at once
 
 
 def describe_space(space: SearchSpace) -> str:
+    from zoo.cost import cost_range
+
     (p_lo, p_hi), (f_lo, f_hi) = cost_range(space)
     ratios = ", ".join(f"{r:g}" for r in space.mlp_ratios)
     return (f"{space.name}  [{space.hash}]  {space.description}\n"
@@ -37,17 +44,12 @@ def describe_space(space: SearchSpace) -> str:
             f"heads {list(space.num_heads)} x {space.head_dim}  mlp ratio [{ratios}]\n"
             f"  input {space.in_chans}x{space.img_size}² patch {space.patch_size}  "
             f"classes {space.num_classes}  rel-pos {'on' if space.rel_pos else 'off'}  pool {space.pool}\n"
-            f"  params {_fmt(p_lo)} – {_fmt(p_hi)}   FLOPs (MACs) {_fmt(f_lo)} – {_fmt(f_hi)}")
-
-
-def _fmt(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3f}{unit}"
-    return str(n)
+            f"  params {human(p_lo)} – {human(p_hi)}   {FLOPS_LABEL} {human(f_lo)} – {human(f_hi)}")
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
+    from zoo.space import BUILTIN_SPACES, get_space
+
     spaces = [get_space(n) for n in (args.space or list(BUILTIN_SPACES))]
     print("\n\n".join(describe_space(s) for s in spaces))
     print("\nnext: python -m training select --space mini   (zero-cost selection of preferred archs)")
@@ -57,35 +59,46 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 def entries_table(zoo: Zoo) -> str:
     front = {e.id for e in zoo.pareto("params")}
     rows = [f"zoo {zoo.name}  space {zoo.space.name}  {len(zoo.entries)} entries  ({zoo.root})",
-            f"{'id':<20} {'params':>8} {'FLOPs':>8} {'top-1':>6} {'top-5':>6} {'latency':>10}  pareto  layout"]
+            f"{'id':<20} {'params':>8} {FLOPS_LABEL:>12} {'top-1':>6} {'top-5':>6} {'latency':>10}  pareto  layout"]
     for e in sorted(zoo.entries, key=lambda e: e.params):
         lat = f"{e.latency_ms:.3f}ms" if e.latency_ms is not None else "-"
         top1 = f"{e.top1:.2f}" if e.top1 is not None else "-"
         top5 = f"{e.top5:.2f}" if e.top5 is not None else "-"
-        rows.append(f"{e.id:<20} {human(e.params):>8} {human(e.flops):>8} {top1:>6} {top5:>6} {lat:>10}  "
+        rows.append(f"{e.id:<20} {human(e.params):>8} {human(e.flops):>12} {top1:>6} {top5:>6} {lat:>10}  "
                     f"{'  *   ' if e.id in front else '      '}  {e.arch.describe()}")
     return "\n".join(rows)
 
 
+def load_zoo(source: str | None) -> Zoo:
+    """The zoo --zoo names, or the built-in one."""
+    from zoo.store import DEFAULT_ZOO, Zoo
+
+    return Zoo.load(source or DEFAULT_ZOO)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    print(entries_table(Zoo.load(args.zoo)))
-    print("\nnext: python -m zoo get --max-params <budget> --format onnx --out DIR")
+    print(entries_table(load_zoo(args.zoo)))
+    print("\nnext: python -m zoo get --max-params <budget> --format onnx --out DIR   (or --id ENTRY)")
     return 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
     from export.cache import FILES, ExportCache
 
-    zoo = Zoo.load(args.zoo)
-    entry = zoo.query(args.max_params, args.max_flops, args.max_latency)
+    zoo = load_zoo(args.zoo)
+    budget = (args.max_params, args.max_flops, args.max_latency)
+    if args.id is not None and any(v is not None for v in budget):
+        raise ValueError("--id names the entry; drop the budget options (or drop --id to choose by budget)")
+    entry = zoo.entry(args.id) if args.id is not None else zoo.query(*budget)
     folder = ExportCache(args.cache).get(zoo, entry, args.format)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in FILES[args.format]:
         shutil.copyfile(folder / name, out / name)
     top1 = f"{entry.top1:.2f}%" if entry.top1 is not None else "unmeasured"
-    print(f"chose {entry.id}: {human(entry.params)} params, {human(entry.flops)} FLOPs, top-1 {top1} — the most "
-          f"accurate of {len(zoo.entries)} entries within the budget")
+    why = "as asked (--id)" if args.id is not None else \
+        f"the most accurate of {len(zoo.entries)} entries within the budget"
+    print(f"chose {entry.id}: {human(entry.params)} params, {human(entry.flops)} {FLOPS_LABEL}, top-1 {top1} — {why}")
     for name in FILES[args.format]:
         print(f"wrote {out / name}")
     return 0
@@ -97,7 +110,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from export.cache import ExportCache
     from export.onnx import measure_latency, session
 
-    zoo = Zoo.load(args.zoo)
+    zoo = load_zoo(args.zoo)
     cache = ExportCache(args.cache)
     pre = zoo.preprocessing
     shape = (args.batch, pre["in_chans"], pre["img_size"], pre["img_size"])
@@ -118,6 +131,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_import_official(args: argparse.Namespace) -> int:
     from zoo.official import import_official
+    from zoo.space import get_space
 
     out = import_official(args.checkpoint, get_space(args.space), args.preferred, args.out, args.name)
     print(f"wrote zoo {out}\nnext: python -m zoo list --zoo {out}")
@@ -133,12 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_ in (("list", "the zoo's entries"), ("get", "budget -> exported model"),
                         ("profile", "measure latency of every entry here and update the index")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--zoo", default=str(DEFAULT_ZOO), help="zoo directory or Hub repo id (default: built-in)")
+        p.add_argument("--zoo", help="zoo directory or Hub repo id (default: the built-in zoo)")
         if name != "list":
             p.add_argument("--cache", default=str(CACHE / "exports"), help="export cache directory")
     get = sub.choices["get"]
+    get.add_argument("--id", help="an entry id from `python -m zoo list`, instead of a budget")
     get.add_argument("--max-params", help="e.g. 0.3M")
-    get.add_argument("--max-flops", help="e.g. 20M or 1.4G")
+    get.add_argument("--max-flops", help=f"{FLOPS_LABEL}, e.g. 20M or 1.4G")
     get.add_argument("--max-latency", help="e.g. 2ms (needs measured latency)")
     get.add_argument("--format", default="safetensors", choices=["safetensors", "onnx", "onnx-int8", "onnx-fp16"])
     get.add_argument("--out", required=True)
@@ -160,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         args.space = []
     try:
         return commands[args.cmd](args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, HubError) as e:
         print(f"error: {printable(str(e.args[0] if isinstance(e, KeyError) else e))}", file=sys.stderr)
         return 2
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+FLOPS_LABEL = "FLOPs (MACs)"  # every command prints FLOPs as multiply-accumulates per image, the zoo's unit (zoo.cost)
+BARE_NUMBER_HINT = 1000  # no ViT costs fewer params or MACs: a smaller number without a unit means a missing M or G
 _SCALE = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _NUMBER = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([KMGT]?)\s*\Z", re.IGNORECASE)
 _LATENCY = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|us|µs)?\s*\Z", re.IGNORECASE)
@@ -16,14 +18,17 @@ def parse_count(value: str | float | int | None, what: str = "budget") -> float 
     if isinstance(value, bool):
         raise ValueError(f"{what} must be a number such as 6M or 1.4G, got {value!r}")
     if isinstance(value, (int, float)):
-        number = float(value)
+        number, unit = float(value), ""
     else:
         m = _NUMBER.match(str(value))
         if not m:
             raise ValueError(f"{what} must be a number such as 6M, 0.5M or 1.4G, got {value!r}")
-        number = float(m.group(1)) * _SCALE[m.group(2).upper()]
+        number, unit = float(m.group(1)) * _SCALE[m.group(2).upper()], m.group(2)
     if not number > 0 or number == float("inf"):
         raise ValueError(f"{what} must be a positive finite number, got {value!r}")
+    if not unit and number < BARE_NUMBER_HINT:
+        raise ValueError(f"{what} {value!r} has no unit and is under {BARE_NUMBER_HINT:,}: did you mean "
+                         f"{str(value).strip()}M? (a number without a unit counts single parameters or MACs)")
     return number
 
 

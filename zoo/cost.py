@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from zoo.arch import Arch
 from zoo.space import SearchSpace
-from zoo.vit import rel_pos_tables_size
 
 
 def params(space: SearchSpace, arch: Arch) -> int:
     """Number of parameters of the standalone subnet (equals its numel exactly)."""
+    from zoo.vit import rel_pos_tables_size  # zoo.vit imports torch, which importing the cost model should not
+
     E, C = arch.embed_dim, space.num_classes
     total = space.in_chans * space.patch_size**2 * E + E  # patch conv
     total += E + space.num_tokens * E  # cls token, position embedding

@@ -34,7 +34,6 @@ from safetensors.torch import save as save_safetensors
 from zoo.arch import Arch
 from zoo.budget import human, parse_count, parse_latency_ms
 from zoo.io import atomic_write_bytes, atomic_write_text, quote, read_versioned_json, sha256_file
-from zoo.schema import INTERPOLATIONS as INTERPOLATIONS  # re-exported: the server reads the names here
 from zoo.schema import (
     KIND,
     SCHEMA_VERSION,
@@ -161,11 +160,14 @@ class Zoo:
         """A zoo directory, or a Hub repo id ('org/name') pulled through the standard Hub cache."""
         path = Path(source)
         if not path.exists():
-            from zoo.hub import is_hub_id, pull
+            from zoo.hub import HubError, is_hub_id, pull
 
             if not is_hub_id(str(source)):
                 raise ZooError(f"no zoo at {source}: not a directory and not a Hub repo id like 'org/name'")
-            path = pull(str(source))
+            try:
+                path = pull(str(source))
+            except HubError as e:  # 'zoos/my-zoo' reads as a repo id too: say first that no such folder exists
+                raise HubError(f"no zoo at {source}: no folder {path.absolute()}, and as a Hub repo id: {e}") from None
         index = path / INDEX
         if not index.is_file():
             raise ZooError(f"{path} is not a zoo: {INDEX} is missing")
