@@ -105,6 +105,12 @@ print(json.dumps({"modules": [m.__file__ for m in (zoo, export, server, training
 """
 
 
+def readme_block(section: str, language: str) -> str:
+    """The first ```language block of a README section (the section's text is what users copy)."""
+    text = (ROOT / "README.md").read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return text.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -177,6 +183,10 @@ def test_wheel_installs_into_a_fresh_venv_and_works_outside_the_checkout(tmp_pat
     assert Path(found["default_zoo"]).resolve() == venv_root / "share" / "prezoo" / "zoos" / "mini-fmnist"
     assert found["checksum"] == shipped.checksum
     assert found["timm_equal"] and found["from_pretrained_equal"]
+    snippet = readme_block("Use a PreZoo model without PreZoo's repo", "python")  # the README's own words, run
+    readme = subprocess.run([python, "-c", snippet.replace("org/name", "prezoo/packaged-model")], cwd=outside,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert "org/name" in snippet and readme.returncode == 0, readme.stderr[-3000:]
 
     health = served_health(python, outside, env)
     assert (health["ready"], health["zoo"], health["checksum"]) == (True, shipped.name, shipped.checksum)
