@@ -17,6 +17,7 @@ from PIL import Image
 from timm.models import adapt_input_conv
 
 from export.hf import write_hf_folder
+from tests.test_cards import python_blocks, run_block
 from tests.zoo_fixtures import ENTRY_ARCHS, MINI, PREPROCESSING, make_zoo
 from training.data import load_data
 from training.finetune import FinetuneConfig, finetune, load_teacher
@@ -194,6 +195,8 @@ def test_finetune_cli_on_a_folder_and_the_result_loads_with_timm(exported, folde
     assert (out / "val_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = (out / "README.md").read_text()
     assert "library_name: timm" in card and "val_curve.png" in card and "stripes" in card
+    [usage] = python_blocks(card)  # the card's code, as pasted, in the result folder
+    assert run_block(usage, out).splitlines()[-1].split(":")[0] in CLASSES
     import zoo  # noqa: F401  (registers prezoo_vit with timm)
 
     loaded = timm.create_model(f"local-dir:{out}", pretrained=True).eval()

@@ -30,6 +30,7 @@ from zoo.cost import params
 from zoo.hub import pull
 from zoo.io import atomic_write_figure, atomic_write_text
 from zoo.pretrained import HUB_TAGS, write_pretrained
+from zoo.usage import model_usage
 
 HUB_PREFIX = "hf-hub:"
 LUMA = (0.299, 0.587, 0.114)  # PIL's RGB -> L weights: what a gray model's server does to a colour image
@@ -270,11 +271,5 @@ crop {info.crop_pct:g} |
 |---|---|---|---|
 {rows}
 
-## Use
-```python
-import zoo, timm                                  # importing zoo registers the model with timm
-model = timm.create_model("local-dir:DIR", pretrained=True)   # or "hf-hub:ORG/NAME"
-model = zoo.PreZooViT.from_pretrained("DIR_OR_REPO")
-```
-"""
+{model_usage(None)}"""
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content
