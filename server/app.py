@@ -15,7 +15,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from gradio.route_utils import API_PREFIX as GRADIO_API
-from starlette.routing import Match, Mount
+from starlette.routing import Match, Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from export.cache import DEFAULT_MAX_BYTES
@@ -25,6 +25,7 @@ from server.inference import InferenceConfig
 from server.samples import write_samples
 from server.state import PreZooServer, ServerConfig
 from server.ui import PreZooUI
+from server.v2 import INFER_PATH, add_v2_routes, infer_body_limit
 from zoo.store import Zoo
 
 log = logging.getLogger("server")
@@ -32,22 +33,27 @@ log = logging.getLogger("server")
 
 JSON_BODY_LIMIT = 64 * 1024  # every route but the uploads: the API's JSON bodies are well under 1 KiB
 MULTIPART_OVERHEAD = 1024 * 1024  # part headers and form fields around an upload's files
-API_PATHS = ("/api", "/docs", "/docs-assets", "/openapi.json")  # everything else under / is the UI's
+API_PATHS = ("/api", "/v2", "/docs", "/docs-assets", "/openapi.json")  # everything else under / is the UI's
 
 
 class BodyLimit:
     """Per-route request body limits, counted on the bytes as they arrive (chunked bodies and lying Content-Length
     included): a body over its route's limit gets a 413 the moment it passes it, and the connection is closed, so
-    nothing bigger is ever spooled, parsed or validated."""
+    nothing bigger is ever spooled, parsed or validated. `limits` are keyed by route path ('/v2/models/{model}/infer'
+    included), matched like the router does."""
 
     def __init__(self, app: ASGIApp, limits: dict[str, int], default: int) -> None:
-        self.app, self.limits, self.default = app, limits, default
+        self.app, self.default = app, default
+        self.limits = [(compile_path(path)[0], limit) for path, limit in limits.items()]
+
+    def limit(self, path: str) -> int:
+        return next((limit for pattern, limit in self.limits if pattern.match(path)), self.default)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body = LimitedBody(scope, receive, send, self.limits.get(scope["path"], self.default))
+        body = LimitedBody(scope, receive, send, self.limit(scope["path"]))
         if body.declared_too_large():
             await body.answer_too_large()
             return
@@ -177,10 +183,12 @@ def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_tok
     app.state.prezoo = server
     install_error_handlers(app)
     add_api_routes(app, server, samples)
+    add_v2_routes(app, server)
     add_offline_docs(app)
-    uploads = {"/api/predict": limits.max_files * limits.max_bytes + MULTIPART_OVERHEAD,
-               f"{GRADIO_API}/upload": limits.max_bytes + MULTIPART_OVERHEAD}  # the UI uploads one image at a time
-    app.add_middleware(BodyLimit, limits=uploads, default=JSON_BODY_LIMIT)
+    body_limits = {"/api/predict": limits.max_files * limits.max_bytes + MULTIPART_OVERHEAD,
+                   f"{GRADIO_API}/upload": limits.max_bytes + MULTIPART_OVERHEAD,  # the UI uploads one at a time
+                   INFER_PATH: infer_body_limit(server)}
+    app.add_middleware(BodyLimit, limits=body_limits, default=JSON_BODY_LIMIT)
     app.add_middleware(HeadAsGet)
     ui = PreZooUI(server, samples).build()
     ui.queue(default_concurrency_limit=8)

@@ -194,7 +194,7 @@ class MicroBatcher:
 
 
 class Engine:
-    """Class probabilities for a batch of preprocessed images with any entry of the zoo."""
+    """Logits and class probabilities for a batch of preprocessed images with any entry of the zoo."""
 
     def __init__(self, zoo: Zoo, cache: ExportCache, config: InferenceConfig,
                  providers: tuple[list[str], str] | None = None) -> None:
@@ -227,13 +227,15 @@ class Engine:
             images = sum(b.images for b in self._batchers.values())
         return {"batches": batches, "images": images, "mean_batch": round(images / batches, 2) if batches else 0.0}
 
-    async def probabilities(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
-        """Softmax over the classes, (n, classes); micro-batched with other requests when that is on."""
+    async def batched_logits(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
+        """Logits, (n, classes); micro-batched with other requests when that is on (REST and v2 share the batches)."""
         if self.config.micro_batching:
-            logits = await asyncio.wrap_future(self.batcher(entry).submit(x))
-        else:
-            logits = await asyncio.to_thread(self.logits, entry, x)
-        return softmax(logits)
+            return await asyncio.wrap_future(self.batcher(entry).submit(x))
+        return await asyncio.to_thread(self.logits, entry, x)
+
+    async def probabilities(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
+        """Softmax over the classes, (n, classes)."""
+        return softmax(await self.batched_logits(entry, x))
 
     def close(self) -> None:
         with self._guard:
