@@ -238,7 +238,8 @@ def test_a_hub_that_never_answers_fails_after_the_timeout(name: str, black_hole:
                                                           repo_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
     set_limits(monkeypatch, timeout_s=0.5, deadline_s=60)
     message, seconds = timed_hub_error(lambda: HUB_CALLS[name](repo_id, folder))
-    assert message == f"the Hub at {black_hole} did not answer within 0.5 s (ReadTimeout; {TIMEOUT_ENV})"
+    # Zoo.load says first that no folder of that name exists either
+    assert message.endswith(f"the Hub at {black_hole} did not answer within 0.5 s (ReadTimeout; {TIMEOUT_ENV})")
     assert 0.5 <= seconds < 5
 
 
@@ -248,7 +249,7 @@ def test_a_trickling_hub_fails_at_the_deadline(name: str, trickle: str, folder: 
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     set_limits(monkeypatch, timeout_s=5, deadline_s=1.5)  # each byte comes well within the timeout
     message, seconds = timed_hub_error(lambda: HUB_CALLS[name](repo_id, folder))
-    assert message == f"the Hub at {trickle} did not finish with '{repo_id}' within 1.5 s ({DEADLINE_ENV})"
+    assert message.endswith(f"the Hub at {trickle} did not finish with '{repo_id}' within 1.5 s ({DEADLINE_ENV})")
     assert 1.5 <= seconds < 4
 
 
@@ -330,8 +331,9 @@ def test_server_start_from_a_hub_that_never_answers_exits_2_naming_it(black_hole
                           "--port", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=100)
     seconds = time.monotonic() - start
     assert run.returncode == 2, run.stderr
-    assert run.stderr.splitlines() == [f"python -m server: cannot use zoo prezoo-test/a-zoo: the Hub at {black_hole} "
-                                       f"did not answer within 0.5 s (ReadTimeout; {TIMEOUT_ENV})"]
+    [line] = run.stderr.splitlines()
+    assert line.startswith("python -m server: cannot use zoo prezoo-test/a-zoo: ")
+    assert line.endswith(f"the Hub at {black_hole} did not answer within 0.5 s (ReadTimeout; {TIMEOUT_ENV})")
     assert seconds < 60  # mostly the interpreter and torch starting
 
 
