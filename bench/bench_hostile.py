@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import socket
 import struct
 import time
@@ -29,8 +30,9 @@ from PIL import Image
 from bench.bench_server import running_server, sample_png
 from zoo.store import DEFAULT_ZOO
 
-GET_ROUTES = ("/api/health", "/api/zoo", "/api/models/{id}/download/onnx")
-POST_ROUTES = ("/api/specialize", "/api/predict", "/api/push")
+GET_ROUTES = ("/api/health", "/api/zoo", "/api/models/{id}/download/onnx", "/api/samples", "/v2", "/v2/health/live",
+              "/v2/health/ready", "/v2/models/{id}", "/v2/models/{id}/ready")
+POST_ROUTES = ("/api/specialize", "/api/predict", "/api/push", "/v2/models/{id}/infer")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 HOSTILE_IDS = ("..", "...", ".hidden", "%2e%2e%2fetc%2fpasswd", "..%2f..%2fzoo.json", "a" * 97, "x" * 5000,
                "e96-d6-529fda2c%00", "%00", "e96;rm -rf", "名前", "%ff%fe", "CON", "e96-d6-529fda2c/../..", " ", "-",
@@ -118,6 +120,27 @@ def json_bodies() -> Iterator[tuple[str, dict]]:
     yield "form to a JSON route", {"data": {"max_params": "1M"}}
 
 
+def v2_bodies() -> Iterator[dict]:
+    """Request kwargs of bad Open Inference Protocol v2 infer requests: JSON tensors and the binary extension."""
+    def tensor(**fields) -> dict:
+        return {"inputs": [{"name": "pixel_values", "shape": [1, 1, 28, 28], "datatype": "FP32", **fields}]}
+
+    for body in ({}, {"inputs": []}, {"inputs": "x"}, tensor(data=[0.0]), tensor(datatype="FP64", data=[0.0] * 784),
+                 tensor(datatype="BYTES", data=["a"]), tensor(shape=[-1, 1, 28, 28], data=[0.0] * 784),
+                 tensor(shape=[10**12, 1, 28, 28], data=[0.0]), tensor(shape=[1, 1, 28], data=[0.0] * 784),
+                 tensor(shape="1x1", data=[]), tensor(data=["NaN"] * 784), tensor(data=[[[[0.0]]]] * 784),
+                 tensor(name="nope", data=[0.0] * 784), tensor(shape=[33, 1, 28, 28], data=[0.0] * 33 * 784),
+                 {**tensor(data=[0.0] * 784), "outputs": [{"name": "nope"}]},
+                 {**tensor(data=[0.0] * 784), "parameters": {"binary_data_output": "yes"}}):
+        yield {"json": body}
+    header = b'{"inputs": [{"name": "pixel_values", "shape": [1, 1, 28, 28], "datatype": "FP32", ' \
+             b'"parameters": {"binary_data_size": 3136}}]}'
+    for length, payload in (("99999999999", b""), ("-5", b""), (str(len(header) + 100), b""),
+                            (str(len(header)), b"\0" * 100), ("abc", b"\0" * 3136)):
+        yield {"content": header + payload, "headers": {"inference-header-content-length": length,
+                                                        "content-type": "application/octet-stream"}}
+
+
 def chunked(total: int, piece: int = 1 << 20) -> Iterator[bytes]:
     """A body of `total` bytes sent with no Content-Length (chunked transfer encoding)."""
     for _ in range(total // piece):
@@ -132,6 +155,10 @@ def cases(entry_id: str, sample: bytes) -> list[Case]:
     out += [Case("HEAD on a GET route", "HEAD", route.replace("{id}", entry_id), expect=(200,)) for route in GET_ROUTES]
     for i in HOSTILE_IDS:
         out.append(Case("hostile entry id", "GET", f"/api/models/{i}/download/onnx"))
+    for i in HOSTILE_IDS:
+        out += [Case("hostile v2 model", "GET", f"/v2/models/{i}"),
+                Case("hostile sample name", "GET", f"/api/samples/{i}")]
+    out += [Case("v2 infer body", "POST", f"/v2/models/{entry_id}/infer", request) for request in v2_bodies()]
     for k in HOSTILE_KINDS:
         out.append(Case("hostile download kind", "GET", f"/api/models/{entry_id}/download/{k}"))
     raw_get = lambda p: {"raw": f"GET {p} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode()}
@@ -218,7 +245,7 @@ def _problem(case: Case, r: httpx.Response, seconds: float) -> str | None:
         return f"took {seconds:.1f} s (bound {case.seconds:g} s)"
     if case.expect and r.status_code not in case.expect:
         return f"HTTP {r.status_code}, expected {' or '.join(map(str, case.expect))}: {r.text[:120]!r}"
-    api = case.path.startswith("/api/") or case.path.startswith("//api/")
+    api = case.path.lstrip("/").startswith(("api/", "v2"))
     if api and r.status_code >= 400 and case.method != "HEAD":
         try:
             ok = "error" in r.json()
@@ -241,6 +268,7 @@ class BatteryResult:
     rss_before: dict[str, int]
     rss_after: dict[str, int]
     healthy_after: bool
+    uncovered: list[str]  # routes of /openapi.json no case reached
 
     @property
     def failures(self) -> list[Outcome]:
@@ -256,11 +284,20 @@ def battery(url: str, pid: int) -> BatteryResult:
                             data={"model": entry["id"]})
             r.raise_for_status()
         before = rss_kib(pid)
-        outcomes = [send(client, c) for c in cases(zoo["default_model"], sample)]
+        battery_cases = cases(zoo["default_model"], sample)
+        missed = uncovered(client.get("/openapi.json").json(), battery_cases)
+        outcomes = [send(client, c) for c in battery_cases]
         after = rss_kib(pid)
         healthy = client.get("/api/health").status_code == 200 and client.post(
             "/api/predict", files={"files": ("ok.png", sample, "image/png")}).status_code == 200
-    return BatteryResult(outcomes, before, after, healthy)
+    return BatteryResult(outcomes, before, after, healthy, missed)
+
+
+def uncovered(openapi: dict, battery_cases: list[Case]) -> list[str]:
+    """The routes of the server's OpenAPI document that no case of the battery reaches."""
+    paths = {c.path.split("?")[0] for c in battery_cases}
+    return [route for route in openapi["paths"]
+            if not any(re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", route), p) for p in paths)]
 
 
 def report(result: BatteryResult) -> str:
@@ -279,7 +316,8 @@ def report(result: BatteryResult) -> str:
     lines += ["", f"{len(result.outcomes)} cases, {len(result.failures)} failures; server RSS "
                   f"{mib(result.rss_before['VmRSS'])} before, {mib(result.rss_after['VmRSS'])} after, peak "
                   f"{mib(result.rss_after['VmHWM'])} (peak before the battery {mib(result.rss_before['VmHWM'])}); "
-                  f"healthy after: {result.healthy_after}"]
+                  f"healthy after: {result.healthy_after}; routes of /openapi.json not reached: "
+                  f"{', '.join(result.uncovered) or 'none'}"]
     lines += [f"- FAILED {o.case.kind} {o.case.method} {o.case.path[:80]}: {o.problem}" for o in result.failures]
     return "\n".join(lines)
 

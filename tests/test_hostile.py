@@ -19,5 +19,6 @@ def test_hostile_battery_gets_no_5xx_in_bounded_time_and_memory(tmp_path):
     assert len(result.outcomes) >= 200, text
     assert not result.failures, text
     assert result.healthy_after, text
+    assert result.uncovered == [], text  # every route the server documents is in the battery
     growth_mib = (result.rss_after["VmHWM"] - result.rss_before["VmRSS"]) / 1024
     assert growth_mib < PEAK_GROWTH_MIB, text
