@@ -3,11 +3,13 @@ arch evaluated twice), one budget of distinct evaluations, and a bucket [min, ma
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
+from PIL import Image
 
-from training.search import SEARCHES, SearchConfig, fits
+from training.search import SEARCHES, SearchConfig, fits, plot_search, write_search
 from zoo import BUILTIN_SPACES, Arch, flops, params
 
 MINI = BUILTIN_SPACES["mini"]
@@ -23,8 +25,8 @@ def param_fitness(arch) -> float:
 class Counted:
     """A fitness that records every call, so tests see the order and the number of evaluations per arch."""
 
-    def __init__(self, score=param_fitness):
-        self.score, self.calls = score, []
+    def __init__(self):
+        self.score, self.calls = param_fitness, []
 
     def __call__(self, arch) -> float:
         self.calls.append(arch)
@@ -130,3 +132,14 @@ def test_evolution_climbs_where_random_search_does_not(algorithm):
     rand = SEARCHES["random"](MINI, genes_matched, cfg, progress=False)
     assert result.history == sorted(result.history) and result.best_score > result.history[0]
     assert result.best_score >= 11 and result.best_score > rand.best_score, (result.best_score, rand.best_score)
+
+
+def test_results_name_the_algorithm_the_cost_and_draw_both_bounds(tmp_path):
+    cfg = SearchConfig(evaluations=20, **BUCKET, **SMALL)
+    result = SEARCHES["aging"](MINI, param_fitness, cfg, progress=False)
+    doc = json.loads(write_search(MINI, cfg, result, "param count", tmp_path).read_text())
+    assert doc["algorithm"] == "aging" and doc["evaluations"] == len(doc["evaluated"]) == 20 and doc["seconds"] >= 0
+    assert doc["settings"]["min_params"] == 0.30e6 and doc["history"] == result.history and len(doc["history"]) == 3
+    assert doc["best"] == doc["evaluated"][0] and doc["best"]["score"] == result.best_score
+    with Image.open(plot_search(MINI, cfg, result, "param count", tmp_path / "search.png")) as plot:
+        assert plot.format == "PNG" and plot.width > 500
