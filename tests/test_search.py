@@ -13,7 +13,7 @@ from training.search import SEARCHES, SearchConfig, fits, plot_search, write_sea
 from zoo import BUILTIN_SPACES, Arch, flops, params
 
 MINI = BUILTIN_SPACES["mini"]
-BUCKET = {"min_params": 0.30e6, "max_params": 0.35e6, "min_flops": 16e6, "max_flops": 19e6}
+BUCKET = {"min_params": 0.30e6, "max_params": 0.35e6, "min_flops": 16e6, "max_flops": 18e6}  # each bound binds
 SMALL = {"population": 8, "parents": 4, "mutants": 6, "crossovers": 6, "sample": 3}
 
 
@@ -41,7 +41,7 @@ def test_same_distinct_budget_no_arch_twice_and_both_bounds_hold(algorithm):
     assert result.evaluations == len(result.scores) == len(fitness.calls) == 60
     assert max(Counter(fitness.calls).values()) == 1
     for arch in [*fitness.calls, result.best]:
-        assert 0.30e6 <= params(MINI, arch) < 0.35e6 and 16e6 <= flops(MINI, arch) < 19e6, arch
+        assert 0.30e6 <= params(MINI, arch) < 0.35e6 and 16e6 <= flops(MINI, arch) < 18e6, arch
     assert result.best_score == max(result.scores.values()) == param_fitness(result.best)
 
 
