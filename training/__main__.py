@@ -162,7 +162,8 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-params", type=_number, help="params strictly under this, e.g. 0.65M")
     p.add_argument("--min-flops", type=_number, help=f"lowest {FLOPS_LABEL} of the bucket [min, max)")
     p.add_argument("--max-flops", type=_number, help=f"{FLOPS_LABEL} strictly under this, e.g. 20M")
-    p.add_argument("--population", type=int, default=SearchConfig.population, help="evolution and aging (P)")
+    p.add_argument("--population", type=int, default=SearchConfig.population,
+                   help="evolution and aging (P); each evolution generation is half mutants, half crossovers")
     p.add_argument("--generations", type=int, default=20, help="with --population, the default --evaluations")
     p.add_argument("--sample", type=int, default=SearchConfig.sample, help="aging: tournament size (S)")
     p.add_argument("--val-images", type=int, default=0,
@@ -182,7 +183,8 @@ def run_search(args: argparse.Namespace) -> int:
     search_cfg = SearchConfig(
         evaluations=args.population * args.generations if args.evaluations is None else args.evaluations,
         min_params=args.min_params, max_params=args.max_params, min_flops=args.min_flops, max_flops=args.max_flops,
-        population=args.population, parents=min(10, args.population), sample=args.sample, seed=args.seed)
+        population=args.population, parents=min(10, args.population), mutants=args.population // 2,
+        crossovers=args.population - args.population // 2, sample=args.sample, seed=args.seed)
     cfg, supernet = load_run(Path(args.run))
     space = supernet.space
     data, _ = load_data(cfg.data, "val", img_size=space.img_size, in_chans=space.in_chans,

@@ -170,6 +170,7 @@ class _Run:
         """`n` distinct random archs in the bucket, evaluated."""
         archs = self.new_archs(lambda: _random_arch(self.space, self.rng), n)
         if not archs:
+            self.bar.close()
             raise ValueError(f"no architecture of {self.space.name} fits {_bounds(self.cfg)} in "
                              f"{self.cfg.max_tries:,} random draws")
         return archs
