@@ -15,10 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from training.sampler import PreferredSampler, UniformSampler
-from training.search import EvolutionConfig, evolve
 from training.select import SelectConfig, select, write_selection
 from training.train import Checkpoint, TrainConfig, train
-from zoo import BUILTIN_SPACES, params
+from zoo import BUILTIN_SPACES
 
 MINI = BUILTIN_SPACES["mini"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,17 +191,18 @@ def test_evaluate_and_search_cli(tmp_path, preferred):
               "--val-images", "500")
     assert se.returncode == 0, se.stderr
     assert "best under the budget" in se.stdout
+    aged = _cli("search", "--run", str(out), "--algorithm", "aging", "--evaluations", "7", "--population", "4",
+                "--min-params", "0.25M", "--max-params", "0.3M", "--val-images", "500", "--out", str(tmp_path / "aged"))
+    assert aged.returncode == 0, aged.stderr
+    doc = json.loads((tmp_path / "aged" / "search.json").read_text())
+    assert doc["algorithm"] == "aging" and doc["evaluations"] == len(doc["evaluated"]) == 7
+    assert all(2.5e5 <= a["params"] < 3e5 for a in doc["evaluated"]) and "the first 500 val images" in doc["fitness"]
+    full = _cli("search", "--run", str(out), "--algorithm", "random", "--evaluations", "2", "--max-flops", "10M",
+                "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    doc = json.loads((tmp_path / "full" / "search.json").read_text())
+    assert "all 5000 val images" in doc["fitness"] and all(a["flops"] < 1e7 for a in doc["evaluated"])
     bad = _cli("search", "--run", str(out), "--max-params", "1K")
     assert bad.returncode == 2 and "no architecture of mini fits" in bad.stderr
     missing = _cli("evaluate", "--run", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "config.json is missing" in missing.stderr
-
-
-def test_evolution_respects_the_budget_and_improves():
-    limit = 0.3e6
-    result = evolve(MINI, lambda a: params(MINI, a) / 1e6, EvolutionConfig(max_params=limit, population=20,
-                                                                           generations=6, parents=5, mutants=8,
-                                                                           crossovers=7), progress=False)
-    assert params(MINI, result.best) <= limit
-    assert result.history == sorted(result.history) and result.best_score > result.history[0] - 1e-12
-    assert result.best_score > 0.27  # close to the budget: the fitness here is the param count itself

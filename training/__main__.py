@@ -150,12 +150,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
+    from training.search import SEARCHES, SearchConfig
+
     p.add_argument("--run", required=True, help="training run directory of the supernet to search")
-    p.add_argument("--max-params", type=_number, help="e.g. 0.3M")
-    p.add_argument("--max-flops", type=_number, help=f"{FLOPS_LABEL}, e.g. 20M")
-    p.add_argument("--population", type=int, default=50)
-    p.add_argument("--generations", type=int, default=20)
-    p.add_argument("--val-images", type=int, default=2000, help="val images per fitness evaluation")
+    p.add_argument("--algorithm", default="evolution", choices=sorted(SEARCHES),
+                   help="evolution: AutoFormer's; aging: regularized evolution (Real et al. 2019); random")
+    p.add_argument("--evaluations", type=int,
+                   help="distinct archs evaluated, the same budget for every algorithm (default: population x "
+                        "generations)")
+    p.add_argument("--min-params", type=_number, help="lowest params of the bucket [min, max), e.g. 0.6M")
+    p.add_argument("--max-params", type=_number, help="params strictly under this, e.g. 0.65M")
+    p.add_argument("--min-flops", type=_number, help=f"lowest {FLOPS_LABEL} of the bucket [min, max)")
+    p.add_argument("--max-flops", type=_number, help=f"{FLOPS_LABEL} strictly under this, e.g. 20M")
+    p.add_argument("--population", type=int, default=SearchConfig.population,
+                   help="evolution and aging (P); each evolution generation is half mutants, half crossovers")
+    p.add_argument("--generations", type=int, default=20, help="with --population, the default --evaluations")
+    p.add_argument("--sample", type=int, default=SearchConfig.sample, help="aging: tournament size (S)")
+    p.add_argument("--val-images", type=int, default=0,
+                   help="val images per fitness evaluation (0: the full validation split)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for search.json and search.png (default: RUN/search)")
 
@@ -163,28 +175,32 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
 def run_search(args: argparse.Namespace) -> int:
     from training.data import load_data
     from training.evaluate import accuracy, tensor_batches
-    from training.search import EvolutionConfig, evolve, plot_search, write_search
+    from training.search import SEARCHES, SearchConfig, plot_search, write_search
     from zoo import flops, params
 
-    if args.max_params is None and args.max_flops is None:
-        raise ValueError("give a budget: --max-params and/or --max-flops")
+    if all(v is None for v in (args.min_params, args.max_params, args.min_flops, args.max_flops)):
+        raise ValueError("give a budget: --max-params and/or --max-flops (and --min-params/--min-flops for a bucket)")
+    search_cfg = SearchConfig(
+        evaluations=args.population * args.generations if args.evaluations is None else args.evaluations,
+        min_params=args.min_params, max_params=args.max_params, min_flops=args.min_flops, max_flops=args.max_flops,
+        population=args.population, parents=min(10, args.population), mutants=args.population // 2,
+        crossovers=args.population - args.population // 2, sample=args.sample, seed=args.seed)
     cfg, supernet = load_run(Path(args.run))
     space = supernet.space
     data, _ = load_data(cfg.data, "val", img_size=space.img_size, in_chans=space.in_chans,
                         val_size=cfg.val_size, seed=cfg.seed)
-    batches = tensor_batches(data, 500, limit=args.val_images)
-    evo = EvolutionConfig(max_params=args.max_params, max_flops=args.max_flops, population=args.population,
-                          generations=args.generations, parents=min(10, args.population), seed=args.seed)
-    result = evolve(space, lambda a: accuracy(supernet, a, batches).top1, evo)
-    fitness = f"val top-1 (%), first {sum(len(y) for _, y in batches)} val images, through the supernet"
+    batches = tensor_batches(data, 500, limit=args.val_images or None)
+    n = sum(len(y) for _, y in batches)
+    result = SEARCHES[args.algorithm](space, lambda a: accuracy(supernet, a, batches).top1, search_cfg)
+    fitness = f"val top-1 (%), {'all' if n == len(data) else 'the first'} {n} val images, through the supernet"
     a = result.best
     print(f"best under the budget: {a.id}  {a.describe()}\n  params {human(params(space, a))}  "
           f"{FLOPS_LABEL} {human(flops(space, a))}  val top-1 {result.best_score:.2f}%  "
-          f"({result.evaluations} archs evaluated in {result.seconds:.0f} s)")
+          f"({args.algorithm}: {result.evaluations} archs evaluated in {result.seconds:.0f} s)")
     print(f"arch JSON: {a.to_json()}")
     out = Path(args.out) if args.out else Path(args.run) / "search"
-    print(f"wrote {write_search(space, evo, result, fitness, out)}")
-    print(f"wrote {plot_search(space, evo, result, fitness, out / 'search.png')}")
+    print(f"wrote {write_search(space, search_cfg, result, fitness, out)}")
+    print(f"wrote {plot_search(space, search_cfg, result, fitness, out / 'search.png')}")
     return 0
 
 
@@ -247,7 +263,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "select": ("zero-cost selection of preferred architectures", add_select_args, run_select),
     "train": ("one-shot supernet training (preferred or uniform sampling)", add_train_args, run_train),
     "evaluate": ("accuracy of every preferred arch of a trained supernet", add_evaluate_args, run_evaluate),
-    "search": ("evolutionary search under a budget (the AutoFormer baseline)", add_search_args, run_search),
+    "search": ("baseline search in a budget: AutoFormer or aging evolution, or random", add_search_args, run_search),
     "package": ("package an evaluated run into a zoo directory", add_package_args, run_package),
     "finetune": ("fine-tune an exported subnet on an image folder", add_finetune_args, run_finetune),
 }

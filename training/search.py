@@ -1,8 +1,15 @@
-"""AutoFormer-style evolutionary search under a cost limit: the baseline PreNAS removes.
+"""Searches under a cost bucket: the baselines PreNAS's zero-cost selection replaces.
 
-Population 50, 20 generations, the top 10 as parents, 25 mutants (depth/embed mutate with
-probability 0.4, each layer's heads/ratio with 0.2) and 25 crossovers per generation; fitness is
-top-1 on the held-out val split, through the sliced supernet. Every arch is evaluated once.
+- `evolution`: AutoFormer's. A random population of 50, then per generation the top 10 of everything evaluated
+  give 25 mutants (depth/embed mutate with probability 0.4, each layer's heads/ratio with 0.2) and 25 per-gene
+  crossovers; archs already evaluated are rejected.
+- `aging`: regularized evolution (Real et al. 2019). A random population of P; each step the best of S members
+  sampled with replacement has a mutated child, which joins while the OLDEST member leaves.
+- `random`: distinct random archs.
+
+Every algorithm is `search(space, fitness, cfg) -> SearchResult` (SEARCHES picks one by name) and shares the bucket
+check (lo <= cost < hi on params and/or FLOPs), the random arch, mutation, crossover and one memo: a visited arch is
+never evaluated again, and each stops after the same number `cfg.evaluations` of distinct evaluations.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,35 +28,75 @@ from zoo import Arch, SearchSpace, flops, params
 from zoo.budget import FLOPS_LABEL
 from zoo.io import atomic_write_figure, atomic_write_text
 
+Fitness = Callable[[Arch], float]
+
 
 @dataclass
-class EvolutionConfig:
+class SearchConfig:
+    evaluations: int = 1000  # distinct archs evaluated, the budget every algorithm shares (AutoFormer: 50 x 20)
+    min_params: float | None = None  # a bucket is [min, max): min <= cost < max
     max_params: float | None = None
+    min_flops: float | None = None
     max_flops: float | None = None
-    population: int = 50
-    generations: int = 20
-    parents: int = 10
+    population: int = 50  # evolution and aging; also how often the history records the best score
+    parents: int = 10  # evolution: the top archs that mutate and cross
     mutants: int = 25
     crossovers: int = 25
+    sample: int = 10  # aging: the tournament size S
     s_prob: float = 0.4
     m_prob: float = 0.2
     seed: int = 0
-    max_tries: int = 10_000  # random draws allowed to fill a generation with archs under the limits
+    max_tries: int = 10_000  # random draws allowed to find one new arch within the bucket
+
+    def __post_init__(self) -> None:
+        for name in ("evaluations", "population", "parents", "sample", "max_tries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for what in ("params", "flops"):
+            lo, hi = getattr(self, f"min_{what}"), getattr(self, f"max_{what}")
+            if lo is not None and hi is not None and lo >= hi:
+                raise ValueError(f"min_{what} ({lo:,.0f}) must be below max_{what} ({hi:,.0f}): a bucket is [min, max)")
 
 
 @dataclass
 class SearchResult:
+    algorithm: str
     best: Arch
     best_score: float
     evaluations: int
     seconds: float
-    history: list[float] = field(default_factory=list)  # best score after each generation
-    scores: dict[Arch, float] = field(default_factory=dict)  # every evaluated arch
+    history: list[float] = field(default_factory=list)  # best score after every `population` evaluations and at the end
+    scores: dict[Arch, float] = field(default_factory=dict)  # every evaluated arch, in evaluation order
+    population: list[Arch] = field(default_factory=list)  # the last population, oldest first (random search: none)
 
 
-def _fits(space: SearchSpace, cfg: EvolutionConfig, arch: Arch) -> bool:
-    return (cfg.max_params is None or params(space, arch) <= cfg.max_params) and \
-        (cfg.max_flops is None or flops(space, arch) <= cfg.max_flops)
+def _within(value: float, lo: float | None, hi: float | None) -> bool:
+    return (lo is None or value >= lo) and (hi is None or value < hi)
+
+
+def fits(space: SearchSpace, cfg: SearchConfig, arch: Arch) -> bool:
+    """Whether `arch` lies in the bucket on both costs."""
+    return _within(params(space, arch), cfg.min_params, cfg.max_params) and \
+        _within(flops(space, arch), cfg.min_flops, cfg.max_flops)
+
+
+def _bounds(cfg: SearchConfig) -> str:
+    def one(what: str, lo: float | None, hi: float | None) -> str:
+        return f"{what} in [{lo or 0:,.0f}, {'inf' if hi is None else f'{hi:,.0f}'})"
+
+    return ", ".join(one(what, lo, hi) for what, lo, hi in (("params", cfg.min_params, cfg.max_params),
+                                                            ("FLOPs", cfg.min_flops, cfg.max_flops))
+                     if lo is not None or hi is not None) or "no bounds"
+
+
+def _check_reachable(space: SearchSpace, cfg: SearchConfig) -> None:
+    """Costs grow with every choice, so a bucket outside [smallest, largest] holds no arch at all."""
+    small, large = space.smallest_arch(), space.largest_arch()
+    for what, cost, lo, hi in (("params", params, cfg.min_params, cfg.max_params),
+                               ("FLOPs", flops, cfg.min_flops, cfg.max_flops)):
+        if (hi is not None and cost(space, small) >= hi) or (lo is not None and cost(space, large) < lo):
+            raise ValueError(f"no architecture of {space.name} fits {_bounds(cfg)}: its {what} range from "
+                             f"{cost(space, small):,} to {cost(space, large):,}")
 
 
 def _random_arch(space: SearchSpace, rng: random.Random) -> Arch:
@@ -57,7 +105,7 @@ def _random_arch(space: SearchSpace, rng: random.Random) -> Arch:
                 tuple(rng.choice(space.mlp_ratios) for _ in range(depth)))
 
 
-def _mutate(space: SearchSpace, a: Arch, rng: random.Random, cfg: EvolutionConfig) -> Arch:
+def _mutate(space: SearchSpace, a: Arch, rng: random.Random, cfg: SearchConfig) -> Arch:
     depth = rng.choice(space.depths) if rng.random() < cfg.s_prob else a.depth
     embed = rng.choice(space.embed_dims) if rng.random() < cfg.s_prob else a.embed_dim
     heads = [a.num_heads[i] if i < a.depth else rng.choice(space.num_heads) for i in range(depth)]
@@ -68,98 +116,162 @@ def _mutate(space: SearchSpace, a: Arch, rng: random.Random, cfg: EvolutionConfi
 
 
 def _crossover(a: Arch, b: Arch, rng: random.Random) -> Arch | None:
+    """Each gene (embed, every layer's heads, every layer's ratio) from either parent, as AutoFormer."""
     if a.depth != b.depth:  # as AutoFormer: only parents of the same depth
         return None
-    pick = [rng.random() < 0.5 for _ in range(a.depth)]
     return Arch(rng.choice([a.embed_dim, b.embed_dim]), a.depth,
-                tuple(x if p else y for p, x, y in zip(pick, a.num_heads, b.num_heads, strict=True)),
-                tuple(x if p else y for p, x, y in zip(pick, a.mlp_ratios, b.mlp_ratios, strict=True)))
+                tuple(rng.choice(pair) for pair in zip(a.num_heads, b.num_heads, strict=True)),
+                tuple(rng.choice(pair) for pair in zip(a.mlp_ratios, b.mlp_ratios, strict=True)))
 
 
-def evolve(space: SearchSpace, fitness: Callable[[Arch], float], cfg: EvolutionConfig,
-           progress: bool = True) -> SearchResult:
-    """Maximise `fitness` over archs of `space` that fit the limits."""
-    if not _fits(space, cfg, space.smallest_arch()):
-        raise ValueError(f"no architecture of {space.name} fits max_params={cfg.max_params}, "
-                         f"max_flops={cfg.max_flops}: the smallest has {params(space, space.smallest_arch()):,} "
-                         f"params and {flops(space, space.smallest_arch()):,} FLOPs")
-    rng = random.Random(cfg.seed)
-    scores: dict[Arch, float] = {}
-    t0 = time.perf_counter()
+class _Run:
+    """What every algorithm shares: the seeded rng, the bucket, and the memo that evaluates an arch once and stops
+    at the budget."""
 
-    def fill(make: Callable[[], Arch | None], n: int) -> list[Arch]:
+    def __init__(self, algorithm: str, space: SearchSpace, fitness: Fitness, cfg: SearchConfig, progress: bool):
+        _check_reachable(space, cfg)
+        self.algorithm, self.space, self.fitness, self.cfg = algorithm, space, fitness, cfg
+        self.rng = random.Random(cfg.seed)
+        self.scores: dict[Arch, float] = {}
+        self.history: list[float] = []
+        self.bar = tqdm(total=cfg.evaluations, desc=algorithm, unit="arch", disable=not progress)
+        self.t0 = time.perf_counter()
+
+    @property
+    def spent(self) -> bool:
+        return len(self.scores) >= self.cfg.evaluations
+
+    def ranked(self) -> list[Arch]:
+        return sorted(self.scores, key=lambda a: -self.scores[a])
+
+    def _new(self, arch: Arch | None) -> bool:
+        return arch is not None and arch not in self.scores and fits(self.space, self.cfg, arch)
+
+    def _evaluate(self, arch: Arch) -> None:
+        self.scores[arch] = self.fitness(arch)
+        if len(self.scores) % self.cfg.population == 0:
+            self.history.append(self.scores[self.ranked()[0]])
+        self.bar.update(1)
+        self.bar.set_postfix(best=f"{max(self.scores.values()):.2f}")
+
+    def new_archs(self, make: Callable[[], Arch | None], n: int) -> list[Arch]:
+        """Up to `n` archs from `make` that are in the bucket and not yet visited, each evaluated as it is found
+        (as AutoFormer's legality check does); fewer when the budget is spent or `max_tries` draws find none."""
         out: list[Arch] = []
-        for _ in range(cfg.max_tries):
-            if len(out) == n:
+        while len(out) < n and not self.spent:
+            arch = next((a for a in (make() for _ in range(self.cfg.max_tries)) if self._new(a)), None)
+            if arch is None:
                 break
-            a = make()
-            if a is not None and _fits(space, cfg, a) and a not in out:
-                out.append(a)
+            self._evaluate(arch)
+            out.append(arch)
         return out
 
-    population = fill(lambda: _random_arch(space, rng), cfg.population)
-    history = []
-    bar = tqdm(range(cfg.generations), desc="evolution", unit="gen", disable=not progress)
-    for _ in bar:
-        for a in population:
-            if a not in scores:
-                scores[a] = fitness(a)
-        ranked = sorted(scores, key=lambda a: -scores[a])
-        top = ranked[:cfg.parents]
-        history.append(scores[top[0]])
-        bar.set_postfix(best=f"{scores[top[0]]:.2f}", evaluated=len(scores))
-        mutants = fill(lambda top=top: _mutate(space, rng.choice(top), rng, cfg), cfg.mutants)
-        crosses = fill(lambda top=top: _crossover(rng.choice(top), rng.choice(top), rng), cfg.crossovers)
-        population = top + mutants + crosses
-    for a in population:
-        if a not in scores:
-            scores[a] = fitness(a)
-    best = max(scores, key=lambda a: scores[a])
-    return SearchResult(best, scores[best], len(scores), time.perf_counter() - t0, history, scores)
+    def initial(self, n: int) -> list[Arch]:
+        """`n` distinct random archs in the bucket, evaluated."""
+        archs = self.new_archs(lambda: _random_arch(self.space, self.rng), n)
+        if not archs:
+            self.bar.close()
+            raise ValueError(f"no architecture of {self.space.name} fits {_bounds(self.cfg)} in "
+                             f"{self.cfg.max_tries:,} random draws")
+        return archs
+
+    def result(self, population: list[Arch]) -> SearchResult:
+        self.bar.close()
+        best = self.ranked()[0]
+        if len(self.scores) % self.cfg.population:
+            self.history.append(self.scores[best])
+        return SearchResult(self.algorithm, best, self.scores[best], len(self.scores), time.perf_counter() - self.t0,
+                            self.history, self.scores, population)
 
 
-def write_search(space: SearchSpace, cfg: EvolutionConfig, result: SearchResult, fitness: str,
+def evolution(space: SearchSpace, fitness: Fitness, cfg: SearchConfig, progress: bool = True) -> SearchResult:
+    """AutoFormer's evolution: the top `parents` of everything evaluated mutate and cross, visited archs rejected."""
+    run = _Run("evolution", space, fitness, cfg, progress)
+    population = run.initial(cfg.population)
+    while not run.spent:
+        top = run.ranked()[:cfg.parents]
+        children = run.new_archs(lambda top=top: _mutate(space, run.rng.choice(top), run.rng, cfg), cfg.mutants)
+        children += run.new_archs(lambda top=top: _crossover(run.rng.choice(top), run.rng.choice(top), run.rng),
+                                  cfg.crossovers)
+        if not children:  # nothing new within reach of the parents
+            break
+        population = top + children
+    return run.result(population)
+
+
+def aging(space: SearchSpace, fitness: Fitness, cfg: SearchConfig, progress: bool = True) -> SearchResult:
+    """Regularized evolution (Real et al. 2019): the child of the best of `sample` members joins, the oldest leaves;
+    a child already evaluated is drawn again."""
+    run = _Run("aging", space, fitness, cfg, progress)
+    population = deque(run.initial(cfg.population))
+    while not run.spent:
+        parent = max((run.rng.choice(population) for _ in range(cfg.sample)), key=run.scores.__getitem__)
+        child = run.new_archs(lambda parent=parent: _mutate(space, parent, run.rng, cfg), 1)
+        if not child:  # nothing new within reach of the parent
+            break
+        population.append(child[0])
+        population.popleft()
+    return run.result(list(population))
+
+
+def random_search(space: SearchSpace, fitness: Fitness, cfg: SearchConfig, progress: bool = True) -> SearchResult:
+    """`evaluations` distinct random archs in the bucket."""
+    run = _Run("random", space, fitness, cfg, progress)
+    run.initial(cfg.evaluations)
+    return run.result([])
+
+
+SEARCHES: dict[str, Callable[..., SearchResult]] = {"evolution": evolution, "aging": aging, "random": random_search}
+
+
+def write_search(space: SearchSpace, cfg: SearchConfig, result: SearchResult, fitness: str,
                  out_dir: str | Path) -> Path:
-    """`search.json`: the budget, the settings, the best arch and every evaluated one (best first) with its
-    params, FLOPs (MACs) and score, and the best score per generation; `fitness` says what the score is."""
+    """`search.json`: the algorithm, the bucket, the settings, the cost (archs evaluated, seconds), the best arch and
+    every evaluated one (best first) with its params, FLOPs (MACs) and score, and the best score so far every
+    `population` evaluations; `fitness` says what the score is."""
     def row(a: Arch) -> dict:
         return {"id": a.id, "arch": a.to_dict(), "params": params(space, a), "flops": flops(space, a),
                 "score": result.scores[a]}
 
     ranked = sorted(result.scores, key=lambda a: -result.scores[a])
     doc = {"schema_version": 1, "kind": "prezoo.search", "space": space.name, "space_hash": space.hash,
-           "fitness": fitness, "settings": asdict(cfg), "seconds": result.seconds, "best": row(result.best),
+           "algorithm": result.algorithm, "fitness": fitness, "settings": asdict(cfg),
+           "evaluations": result.evaluations, "seconds": result.seconds, "best": row(result.best),
            "history": result.history, "evaluated": [row(a) for a in ranked]}
     path = Path(out_dir) / "search.json"
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
 
 
-def plot_search(space: SearchSpace, cfg: EvolutionConfig, result: SearchResult, fitness: str,
+def plot_search(space: SearchSpace, cfg: SearchConfig, result: SearchResult, fitness: str,
                 path: str | Path) -> Path:
-    """Every evaluated arch against the budgeted cost (the best circled, the limit dashed), and the best score per
-    generation."""
+    """Every evaluated arch against the bucketed cost (the best circled, the bounds dashed), and the best score so
+    far against the archs evaluated."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cost, limit, unit = (params, cfg.max_params, "M params") if cfg.max_params is not None \
-        else (flops, cfg.max_flops, f"M {FLOPS_LABEL}")
+    by_params = cfg.min_params is not None or cfg.max_params is not None
+    cost, bounds, unit = (params, (cfg.min_params, cfg.max_params), "M params") if by_params \
+        else (flops, (cfg.min_flops, cfg.max_flops), f"M {FLOPS_LABEL}")
     archs = list(result.scores)
-    fig, (ax, gens) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110, width_ratios=(2, 1))
+    fig, (ax, curve) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110, width_ratios=(2, 1))
     ax.scatter([cost(space, a) / 1e6 for a in archs], [result.scores[a] for a in archs], s=10, alpha=0.5,
                label=f"{len(archs)} evaluated")
     ax.scatter([cost(space, result.best) / 1e6], [result.best_score], s=80, facecolors="none", edgecolors="red",
                linewidths=1.8, label=f"best {result.best.id}")
-    ax.axvline(limit / 1e6, color="grey", ls="--", lw=1, label="budget")
+    for bound in (b for b in bounds if b is not None):
+        ax.axvline(bound / 1e6, color="grey", ls="--", lw=1)
     ax.set_xlabel(unit)
     ax.set_ylabel(fitness)
     ax.legend(fontsize=8)
-    gens.plot(range(1, len(result.history) + 1), result.history, marker="o")
-    gens.set_xlabel("generation")
-    gens.set_ylabel("best score so far")
-    fig.suptitle(f"{space.name}: evolutionary search, population {cfg.population}, {cfg.generations} generations")
+    steps = [min(cfg.population * (i + 1), result.evaluations) for i in range(len(result.history))]
+    curve.plot(steps, result.history, marker="o")
+    curve.set_xlabel("archs evaluated")
+    curve.set_ylabel("best score so far")
+    fig.suptitle(f"{space.name}: {result.algorithm} search, {result.evaluations} archs evaluated, bucket "
+                 f"{_bounds(cfg)}", fontsize=10)
     fig.tight_layout()
     path = atomic_write_figure(path, fig)
     plt.close(fig)
