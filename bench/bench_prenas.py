@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.common import machine
 from training.data import load_data
 from training.evaluate import accuracy, evaluate_archs, load_supernet, tensor_batches
-from training.search import EvolutionConfig, evolve
+from training.search import SearchConfig, evolution
 from training.select import SelectConfig, select, write_selection
 from training.train import TrainConfig, train
 from zoo import get_space, params
@@ -51,11 +51,11 @@ def run(epochs: float, seed: int, out: Path, population: int, generations: int, 
     acc = {s: [a.top1 for a in evaluate_archs(runs[s], archs, test_batches)] for s in runs}
     rows = []
     for ((lo, hi), c), a_pre, a_uni in zip(pairs, acc["preferred"], acc["uniform"], strict=True):
-        evo = EvolutionConfig(max_params=hi, population=population, generations=generations,
-                              parents=max(2, population // 5), mutants=population // 2,
-                              crossovers=population - population // 2, seed=seed)
+        evo = SearchConfig(evaluations=population * generations, min_params=lo, max_params=hi, population=population,
+                           parents=max(2, population // 5), mutants=population // 2,
+                           crossovers=population - population // 2, seed=seed)
         t = time.perf_counter()
-        found = evolve(space, lambda a: accuracy(runs["uniform"], a, val_batches).top1, evo, progress=False)
+        found = evolution(space, lambda a: accuracy(runs["uniform"], a, val_batches).top1, evo, progress=False)
         search_s = time.perf_counter() - t
         rows.append({"bucket": [lo, hi], "preferred_id": c.arch.id, "params": c.params,
                      "a_preferred_training": a_pre, "b_uniform_training": a_uni,

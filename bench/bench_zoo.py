@@ -26,7 +26,7 @@ from export.cache import ExportCache
 from export.onnx import run, session
 from training.data import load_data
 from training.evaluate import accuracy, tensor_batches
-from training.search import EvolutionConfig, evolve
+from training.search import SearchConfig, evolution
 from zoo import BUILTIN_SPACES, ViTSupernet, Zoo, ZooEntry, flops, params
 from zoo.official import OFFICIAL_PREFERRED
 from zoo.store import DEFAULT_ZOO, write_zoo
@@ -79,8 +79,8 @@ def specialization(zoo: Zoo, budget: str, skip_search: bool) -> None:
         val, _ = load_data("fashion-mnist", "val")
         batches = tensor_batches(val, 500, limit=2000)
         t = time.perf_counter()
-        found = evolve(zoo.space, lambda a: accuracy(zoo.supernet, a, batches).top1,
-                       EvolutionConfig(max_params=float(entry.params)), progress=True)
+        found = evolution(zoo.space, lambda a: accuracy(zoo.supernet, a, batches).top1,
+                          SearchConfig(max_params=entry.params + 1), progress=True)  # a bucket is [min, max)
         search_ms = (time.perf_counter() - t) * 1e3
         print(f"| evolutionary search, budget {budget} (pop 50 x 20 gen, {found.evaluations} archs on 2000 val "
               f"images; found {found.best.id}) | {search_ms / 1e3:.1f} s | 1x |")

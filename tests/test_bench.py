@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,3 +35,9 @@ def test_training_benchmark_puts_the_supernet_beside_timm():
     names = [line.split("|")[1].strip() for line in rows]
     assert names == ["timm VisionTransformer (largest)", "supernet @ largest", "supernet, 6 preferred archs"]
     assert rows[0].rstrip().endswith("1.00x |") and all(float(line.split("|")[2]) > 0 for line in rows)
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in (ROOT / "bench").glob("bench_*.py")))
+def test_every_benchmark_imports(module):
+    """Benchmarks run rarely (some only on a GPU): at least their imports follow the code they measure."""
+    importlib.import_module(f"bench.{module}")
