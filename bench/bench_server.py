@@ -90,11 +90,17 @@ def running_server(zoo: str, cache: Path, *extra: str) -> Iterator[Served]:
                 time.sleep(0.3)
         yield Served(url, proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGTERM (the server shuts down gracefully), then SIGKILL if it has not exited after `grace_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def zoo_folder(zoo: str, tmp: Path) -> str:

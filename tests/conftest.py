@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 from tests.hub_server import LocalHub
 
@@ -21,9 +22,21 @@ import pytest
 import torch
 from hypothesis import strategies as st
 
-from zoo import Arch, SearchSpace
+from tests.zoo_fixtures import make_zoo
+from zoo import Arch, SearchSpace, Zoo
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(tmp_path_factory) -> Path:
+    """A small real zoo (tests/zoo_fixtures.py: a random `mini` supernet, 4 entries), one per test module."""
+    return make_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture(scope="module")
+def zoo(zoo_dir) -> Zoo:
+    return Zoo.load(zoo_dir)
 
 
 @pytest.fixture(scope="session")

@@ -15,13 +15,8 @@ from safetensors.torch import load_file
 from export.cache import ExportCache
 from export.hub import push_folder
 from export.onnx import export_onnx, model_metadata, parity, run, session
-from tests.zoo_fixtures import ENTRY_ARCHS, FMNIST_CLASSES, PREPROCESSING, make_zoo
+from tests.zoo_fixtures import ENTRY_ARCHS, FMNIST_CLASSES, PREPROCESSING
 from zoo import PreZooViT, ViT, Zoo
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    return Zoo.load(make_zoo(tmp_path_factory.mktemp("zoo")))
 
 
 @pytest.fixture(scope="module")

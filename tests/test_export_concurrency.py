@@ -51,16 +51,6 @@ def size(folder: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def zoo_dir(tmp_path_factory) -> Path:
-    return make_zoo(tmp_path_factory.mktemp("zoo"))
-
-
-@pytest.fixture(scope="module")
-def zoo(zoo_dir) -> Zoo:
-    return Zoo.load(zoo_dir)
-
-
-@pytest.fixture(scope="module")
 def reference(zoo, tmp_path_factory) -> ExportCache:
     """Every export of every entry, made one after the other in a cache of its own."""
     cache = ExportCache(tmp_path_factory.mktemp("sequential"))

@@ -9,15 +9,8 @@ import pytest
 from bench.bench_contention import POLICIES, latency_rows
 from export.cache import ExportCache
 from server.inference import CPU, Engine, InferenceConfig
-from tests.zoo_fixtures import make_zoo
-from zoo import Zoo
 
 SPIN = "session.intra_op.allow_spinning"
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory) -> Zoo:
-    return Zoo.load(make_zoo(tmp_path_factory.mktemp("zoo")))
 
 
 @pytest.mark.parametrize(("config", "expected"), [(InferenceConfig(), "0"), (InferenceConfig(spinning=True), None)])

@@ -20,6 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from bench.bench_server import stop
 from tests.test_project import ROOT, pins
 
 # Which extras each requirements file pins ("" is the core): `pip install .[cpu,serve,train]` is requirements.txt.
@@ -135,12 +136,7 @@ def served_health(python: Path, cwd: Path, env: dict[str, str]) -> dict:
             except OSError:
                 time.sleep(0.5)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 

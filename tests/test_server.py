@@ -38,8 +38,7 @@ from server.app import create_app
 from server.inference import CPU, CUDA, TENSORRT, MicroBatcher, choose_providers, provider_options
 from server.state import PreZooServer
 from tests.hub_server import LocalHub
-from tests.zoo_fixtures import FMNIST_CLASSES, PREPROCESSING, make_zoo
-from zoo import Zoo
+from tests.zoo_fixtures import FMNIST_CLASSES, PREPROCESSING
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "admin-token-for-server-tests"
@@ -72,16 +71,6 @@ def serve(app) -> Iterator[str]:
         srv.should_exit = True
         thread.join(timeout=30)
         sock.close()
-
-
-@pytest.fixture(scope="module")
-def zoo_dir(tmp_path_factory) -> Path:
-    return make_zoo(tmp_path_factory.mktemp("zoo"))
-
-
-@pytest.fixture(scope="module")
-def zoo(zoo_dir) -> Zoo:
-    return Zoo.load(zoo_dir)
 
 
 @pytest.fixture(scope="module")

@@ -29,17 +29,12 @@ from PIL import Image, ImageFilter
 from server.app import create_app
 from server.images import RESAMPLING, ImageLimits, model_view, to_input
 from tests.test_server import ADMIN, HUB_TOKEN, ROOT, SMALL, png, predict, serve
-from tests.zoo_fixtures import PREPROCESSING, make_zoo
+from tests.zoo_fixtures import PREPROCESSING
 
 LIMITS = ImageLimits(max_bytes=200_000, max_files=4)  # small uploads, so streaming past a limit is cheap to test
 PREDICT_LIMIT = LIMITS.max_files * LIMITS.max_bytes + 1024 * 1024
 THIN = [(8, 2_097_152), (4, 4_194_304), (3, 5_592_405), (1, 16_777_216)]  # the images: within MAX_PIXELS
 MB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def zoo_dir(tmp_path_factory) -> Path:
-    return make_zoo(tmp_path_factory.mktemp("zoo"))
 
 
 @pytest.fixture(scope="module")

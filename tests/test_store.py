@@ -15,16 +15,6 @@ from zoo.budget import parse_count, parse_latency_ms
 from zoo.store import ZooEntry, write_zoo
 
 
-@pytest.fixture(scope="module")
-def zoo_dir(tmp_path_factory):
-    return make_zoo(tmp_path_factory.mktemp("zoo"))
-
-
-@pytest.fixture(scope="module")
-def zoo(zoo_dir):
-    return Zoo.load(zoo_dir)
-
-
 def test_round_trip_and_entries(zoo):
     assert [e.arch for e in zoo.entries] == ENTRY_ARCHS and [e.top1 for e in zoo.entries] == ACCURACY
     assert zoo.space == MINI and len(zoo.classes) == 10 and zoo.preprocessing["img_size"] == 28
