@@ -179,6 +179,7 @@ def test_ddp_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path
     assert max((a[k] - init[k]).abs().max().item() for k in a) > 1e-3  # and training did move the weights
 
 
+@pytest.mark.slow
 def test_evaluate_and_search_cli(tmp_path, preferred):
     out = tmp_path / "run"
     assert _cli(*_train_args(out, preferred, "0.01")).returncode == 0
