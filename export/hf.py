@@ -39,10 +39,8 @@ def model_card(zoo: Zoo, entry: ZooEntry, repo_id: str | None = None) -> str:
     a = entry.arch
     layers = "\n".join(f"| {i} | {h} | {h * zoo.space.head_dim} | {r:g} | {a.mlp_dim(i)} |"
                        for i, (h, r) in enumerate(zip(a.num_heads, a.mlp_ratios, strict=True)))
-    lat = zoo.doc.get("latency_protocol", {})
     latency = (f"{entry.latency['median_ms']:.3f} ms median (p10 {entry.latency['p10_ms']:.3f}, "
-               f"p90 {entry.latency['p90_ms']:.3f}); {lat.get('engine', '')} on {lat.get('device', '')}, "
-               f"{lat.get('threads', '?')} threads, batch {lat.get('batch', '?')}"
+               f"p90 {entry.latency['p90_ms']:.3f}); {zoo.latency_protocol_text()}"
                if entry.latency else "not measured (run `python -m zoo profile`)")
     acc = (f"top-1 {top1_text(zoo, entry)}, top-5 {entry.top5:.2f}%" if entry.top1 is not None else "not measured")
     pre = zoo.preprocessing
@@ -118,7 +116,6 @@ def zoo_card(zoo: Zoo, repo_id: str) -> str:
                      for e in sorted(zoo.entries, key=lambda e: e.params))
     shown = front or sorted(zoo.entries, key=lambda e: e.params)
     budget = f"{math.ceil(shown[len(shown) // 2].params / 1e3)}K"  # rounded up: that entry fits
-    lat = zoo.doc.get("latency_protocol")
     body = f"""
 # PreZoo zoo `{zoo.name}`: {len(zoo.entries)} ViTs from one supernet
 
@@ -126,8 +123,7 @@ A one-shot supernet (search space `{zoo.space.name}`, {zoo.space.in_chans}×{zoo
 {len(zoo.classes)} classes) and the index of its PreNAS preferred architectures, each measured: load the zoo, ask
 for a budget, get a standalone model. Accuracy: {zoo.doc.get('eval_protocol', 'not recorded')}. \
 {interval_note(zoo)}
-Latency: {'not measured' if lat is None else f"{lat.get('engine', '')} on {lat.get('device', '')}, batch "
-          f"{lat.get('batch', '?')}, median"}. FLOPs rule: {FLOPS_RULE}.
+Latency: {zoo.latency_protocol_text() or 'not measured'}. FLOPs rule: {FLOPS_RULE}.
 
 ![top-1 against parameters, Pareto front joined]({PLOT})
 

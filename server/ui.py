@@ -152,12 +152,10 @@ def interval_text(zoo: Zoo, entry: ZooEntry) -> str:
 
 def latency_note(zoo: Zoo) -> str:
     """Where and how the zoo's latencies were measured (when it was built, not on this server)."""
-    p = zoo.doc.get("latency_protocol")
-    if p is None:
+    how = zoo.latency_protocol_text()
+    if how is None:
         return "Latency: not measured for this zoo (`python -m zoo profile` measures it)."
-    return (f"Latency: {p.get('statistic', 'median').split(',')[0]} of {p.get('runs', '?')} runs after "
-            f"{p.get('warmup', '?')} warm-up, batch {p.get('batch', '?')}, threads {p.get('threads', '?')}, "
-            f"{p.get('engine', '?')} on {p.get('device', '?')}; measured when the zoo was built, not on this server.")
+    return f"Latency: {how}; measured when the zoo was built, not on this server."
 
 
 def summary_markdown(server: PreZooServer, entry: ZooEntry, why: str) -> str:

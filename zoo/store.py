@@ -222,6 +222,16 @@ class Zoo:
         """How many test images each entry's top-1 was measured on (None for zoos that do not record it)."""
         return self.doc.get("eval_images")
 
+    def latency_protocol_text(self) -> str | None:
+        """How the zoo's latencies were measured, in one phrase (None when they were not): every place that shows a
+        latency says it the same way."""
+        p = self.doc.get("latency_protocol")
+        if p is None:
+            return None
+        return (f"{p.get('statistic', 'median').split(',')[0]} of {p.get('runs', '?')} runs after "
+                f"{p.get('warmup', '?')} warm-up, batch {p.get('batch', '?')}, {p.get('threads', '?')} threads, "
+                f"{p.get('engine', '?')} on {p.get('device', '?')}")
+
     def top1_interval(self, entry: ZooEntry) -> tuple[float, float] | None:
         """95% Wilson interval of the entry's top-1, in percent (None without a top-1 or a test-set size)."""
         if entry.top1 is None or self.eval_images is None:
