@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from export.cache import CacheError
 from server.images import ImageError, check_content_type
 from server.state import DOWNLOADS, PreZooServer
+from zoo import io as zoo_io
 from zoo.hub import HubError, check_repo_id
 from zoo.store import BudgetError, Zoo, ZooEntry
 
@@ -31,8 +32,8 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def clip(text: str, limit: int = ECHO_CHARS) -> str:
-    """A client's value as an error message repeats it: a short prefix, so a huge one costs no huge answer."""
-    return text if len(text) <= limit else f"{text[:limit]}…"
+    """A client's value as an error message repeats it (`zoo.io.clip` at the API's echo length)."""
+    return zoo_io.clip(text, limit)
 
 
 def short_budget(value: int | float | str | None) -> int | float | str | None:
@@ -95,11 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
-        errors = e.errors()
-        problems = [problem(err) for err in errors[:MAX_PROBLEMS]]
-        message = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
-        if len(errors) > MAX_PROBLEMS:
-            message += f"; and {len(errors) - MAX_PROBLEMS} more"
+        problems, message = describe_problems(e.errors())
         return JSONResponse({"error": f"invalid request: {message}", "problems": problems}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -110,6 +107,15 @@ def install_error_handlers(app: FastAPI) -> None:
                    405: f"{path} does not take this method; use {(e.headers or {}).get('Allow')}"}
         return JSONResponse({"error": message.get(e.status_code, str(e.detail))}, status_code=e.status_code,
                             headers=e.headers)
+
+
+def describe_problems(errors: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """Validation errors as we answer them: the first MAX_PROBLEMS, and one line naming each ('where: what')."""
+    problems = [problem(err) for err in errors[:MAX_PROBLEMS]]
+    message = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
+    if len(errors) > MAX_PROBLEMS:
+        message += f"; and {len(errors) - MAX_PROBLEMS} more"
+    return problems, message
 
 
 def problem(err: dict[str, Any]) -> dict[str, Any]:

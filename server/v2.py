@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StrictBool, StrictInt, ValidationError
 
 from export.onnx import INPUT, OUTPUT
-from server.api import MAX_PROBLEMS, ApiError, clip, known_entry, problem
+from server.api import ApiError, clip, describe_problems, known_entry
 from server.state import PreZooServer
 from zoo.store import ZooEntry
 
@@ -88,8 +88,8 @@ def parse_request(header: bytes) -> V2Request:
     try:
         return V2Request.model_validate_json(header)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in map(problem, e.errors()[:MAX_PROBLEMS]))
-        raise ApiError(400, f"invalid inference request: {clip(problems, 512)}") from None
+        _, message = describe_problems(e.errors())
+        raise ApiError(400, f"invalid inference request: {clip(message, 512)}") from None
 
 
 def check_input(server: PreZooServer, request: V2Request) -> V2Input:
