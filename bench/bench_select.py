@@ -1,7 +1,7 @@
 """Zero-cost selector: speed, greedy vs brute force, the wide-low ablation, and the official picks.
 
     .venv/bin/python -m bench.bench_select [--spaces autoformer-tiny,autoformer-small,autoformer-base]
-                                           [--seeds 5]
+                                           [--seeds 5] [--batches 64,512] [--sections speed,ablations,seeds]
 
 Prints markdown tables (pasted into bench/RESULTS.md).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import statistics
 
 import torch
@@ -142,15 +143,63 @@ def wide_low(space_names: list[str], seeds: int) -> None:
                   f"{statistics.mean(shares):.3f} |")
 
 
+def picks(space_name: str, seed: int, batch: int) -> dict[float, object]:
+    """Bucket upper edge -> the arch the selector picks there with this seed and data-free batch size."""
+    sel = select(SelectConfig(get_space(space_name), seed=seed, batch_size=batch, progress=False))
+    return {hi: best[0].arch for (_, hi), best in zip(sel.config.buckets.edges(), sel.preferred, strict=True) if best}
+
+
+def agreement(a, b) -> tuple[bool, bool, float | None]:
+    """Identical? Same (embed, depth)? If so, the share of per-layer head and ratio choices that agree."""
+    same_el = (a.embed_dim, a.depth) == (b.embed_dim, b.depth)
+    layers = None
+    if same_el:
+        equal = sum(x == y for x, y in zip(a.num_heads + a.mlp_ratios, b.num_heads + b.mlp_ratios, strict=True))
+        layers = equal / (2 * a.depth)
+    return a == b, same_el, layers
+
+
+def summarise(pairs: list[tuple]) -> str:
+    scores = [agreement(a, b) for a, b in pairs]
+    layer = [x[2] for x in scores if x[2] is not None]
+    return (f"{statistics.mean(x[0] for x in scores):.0%} | {statistics.mean(x[1] for x in scores):.0%} | "
+            + (f"{statistics.mean(layer):.0%}" if layer else "–"))
+
+
+def seed_overlap(space_names: list[str], seeds: int, batches: list[int]) -> None:
+    """Are our picks' differences from the official sets seed noise? Compare with how our own seeds differ."""
+    print(f"\n### Our picks across {seeds} seeds vs the official sets\n")
+    print("Per bucket, pairs of picks: among our seeds (all seed pairs), and each of our seeds against the "
+          "official pick. identical = same architecture; same E, L = same embed and depth; layers = share of per-layer "
+          "head and MLP-ratio choices that agree, over the pairs with the same E and L.\n")
+    print("| space | data-free batch | buckets | seeds: identical | seeds: same E, L | seeds: layers "
+          "| vs official: identical | vs official: same E, L | vs official: layers |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, batch in itertools.product(space_names, batches):
+        runs = [picks(name, seed, batch) for seed in range(seeds)]
+        official = {e.bucket: e.arch for e in OFFICIAL_PREFERRED.get(name, [])}
+        buckets = [hi for hi in runs[0] if round(hi / 1e6) in official]
+        ours = [(r[hi], q[hi]) for hi in buckets for r, q in itertools.combinations(runs, 2)]
+        theirs = [(r[hi], official[round(hi / 1e6)]) for hi in buckets for r in runs]
+        print(f"| {name} | {batch} | {len(buckets)} | {summarise(ours)} | {summarise(theirs)} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spaces", default="autoformer-tiny,autoformer-small,autoformer-base")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--batches", default="64", help="data-free batch sizes for the seeds study, e.g. 64,512")
+    ap.add_argument("--sections", default="speed,ablations,seeds")
     args = ap.parse_args()
+    sections, spaces = args.sections.split(","), args.spaces.split(",")
     print(f"machine: {machine()}\n")
-    speed_and_official(args.spaces.split(","))
-    greedy_vs_brute_force("mini", args.seeds)
-    wide_low(["mini", "autoformer-tiny"], args.seeds)
+    if "speed" in sections:
+        speed_and_official(spaces)
+    if "ablations" in sections:
+        greedy_vs_brute_force("mini", args.seeds)
+        wide_low(["mini", "autoformer-tiny"], args.seeds)
+    if "seeds" in sections:
+        seed_overlap(spaces, args.seeds, [int(b) for b in args.batches.split(",")])
 
 
 if __name__ == "__main__":

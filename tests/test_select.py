@@ -71,6 +71,26 @@ def test_step1_tables_are_normalised_prefix_sums(mini_grads, mini_tables):
     assert torch.all(mini_tables.heads.diff(dim=1) >= 0) and torch.all(mini_tables.mlp.diff(dim=1) >= 0)
 
 
+def test_step1_mlp_normaliser_covers_every_super_row():
+    """As the official code: a supernet wider than the largest searched embed (Tiny: 256 vs 240) normalises the MLP
+    over all its 4·256 hidden rows, not the ⌊240·4⌋ that the largest searched arch uses."""
+    space = SearchSpace(name="wide-super", embed_dims=(16, 24), depths=(2,), num_heads=(1, 2), mlp_ratios=(2.0, 4.0),
+                        head_dim=8, patch_size=4, img_size=8, in_chans=1, num_classes=3, rel_pos=False,
+                        super_embed_dim=32)
+    theta, grad = gradient_pass(space, seed=0, batch=(gaussian_batch(space, 4, torch.Generator().manual_seed(0)), None))
+    tables = build_tables(space, theta, grad, proxy="snip-normalised")
+    w, g = (x["blocks.1.mlp.fc1.weight"].double() for x in (theta, grad))
+    assert w.shape == (128, 32)  # 4 · 32 super rows
+    w, g = w[:, :24], g[:, :24]
+    s = (w * g).abs() / (w.abs().sum() * g.abs().sum())
+    w2, g2 = (x["blocks.1.mlp.fc2.weight"].double()[:24] for x in (theta, grad))
+    s2 = (w2 * g2).abs() / (w2.abs().sum() * g2.abs().sum())
+    for j, r in enumerate(space.mlp_ratios):
+        hidden = int(24 * r)
+        want = float(s[:hidden].sum() + s2[:, :hidden].sum())
+        assert float(tables.mlp[1, j]) == pytest.approx(want, rel=1e-12)
+
+
 @settings(max_examples=60, deadline=None)
 @given(layers=st.integers(1, 6), seed=st.integers(0, 10_000))
 def test_greedy_is_exact_for_two_choices(layers, seed):
@@ -116,10 +136,22 @@ def test_bucket_edges_and_index():
     assert Buckets(0.1e6, 0.65e6, 0.05e6).count == 11  # float steps do not lose the last bucket
 
 
-@pytest.mark.parametrize("low, high, width", [(5, 4, 1), (0, 10, 0), (0, 1, 2), (-1, 5, 1)])
-def test_invalid_buckets(low, high, width):
+def test_geometric_buckets():
+    b = Buckets(1e4, 1.29e6, ratio=2**0.5)  # the `ladder` default: two buckets per octave
+    assert b.count == 14 and b.edges()[0] == (1e4, pytest.approx(14142.1, abs=0.1))
+    assert b.edges()[-1][1] == pytest.approx(1.28e6) and all(lo < hi for lo, hi in b.edges())
+    assert all(a[1] == b_[0] for a, b_ in zip(b.edges(), b.edges()[1:]))  # contiguous, no gaps
+    assert b.index(1e4) == 0 and b.index(14142) == 0 and b.index(14143) == 1 and b.index(9_999) is None
+    assert b.index(1.28e6 - 1) == 13 and b.index(1.29e6) is None
+
+
+@pytest.mark.parametrize("kw", [dict(low=5, high=4, width=1), dict(low=0, high=10, width=0),
+                                dict(low=0, high=1, width=2), dict(low=-1, high=5, width=1),
+                                dict(low=0, high=10, ratio=2), dict(low=1, high=10, ratio=1),
+                                dict(low=1, high=10, width=1, ratio=2), dict(low=1, high=10)])
+def test_invalid_buckets(kw):
     with pytest.raises(ValueError):
-        Buckets(low, high, width)
+        Buckets(**kw)
 
 
 def test_empty_buckets_stay_empty_and_top_n(mini_tables):

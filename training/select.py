@@ -42,45 +42,59 @@ SCHEMA_VERSION = 1
 # Step 2 leaves out tensors whose size does not depend on the choices being ranked within an
 # embed width (as the official code does): class token, position embedding, relative-position tables.
 STEP2_EXCLUDED = ("cls_token", "pos_embed", "rel_pos_")
-# Official bucket settings (spec §3, margin 1M/5M/12M) and a 0.05M grid for `mini`.
-DEFAULT_BUCKETS: dict[str, tuple[float, float, float]] = {
-    "autoformer-tiny": (5e6, 12e6, 1e6),
-    "autoformer-small": (13e6, 33e6, 5e6),
-    "autoformer-base": (30e6, 70e6, 12e6),
-    "mini": (0.1e6, 0.65e6, 0.05e6),
+# Official bucket settings (spec §3, margin 1M/5M/12M), a 0.05M grid for `mini`, a geometric one for `ladder`.
+DEFAULT_BUCKETS: dict[str, dict[str, float]] = {
+    "autoformer-tiny": {"low": 5e6, "high": 12e6, "width": 1e6},
+    "autoformer-small": {"low": 13e6, "high": 33e6, "width": 5e6},
+    "autoformer-base": {"low": 30e6, "high": 70e6, "width": 12e6},
+    "mini": {"low": 0.1e6, "high": 0.65e6, "width": 0.05e6},
+    "ladder": {"low": 1e4, "high": 1.29e6, "ratio": 2**0.5},  # 14 buckets, two per octave: 10k, 14k, 20k ... 1.28M
 }
 
 
 @dataclass(frozen=True)
 class Buckets:
-    """Half-open buckets [low + k·width, low + (k+1)·width) whose upper edge is ≤ high."""
+    """Half-open buckets from `low` up to at most `high`: each `width` wide, or (with `ratio`) each `ratio` times
+    the one before, so that a space spanning orders of magnitude gets as many buckets per decade at both ends."""
 
     low: float
     high: float
-    width: float
+    width: float | None = None
+    ratio: float | None = None
 
     def __post_init__(self) -> None:
-        if not (self.width > 0 and self.high > self.low >= 0):
-            raise ValueError(f"buckets need 0 <= low < high and width > 0, got {self}")
+        if (self.width is None) == (self.ratio is None):
+            raise ValueError(f"buckets need exactly one of width and ratio, got {self}")
+        if not self.high > self.low >= 0 or (self.width is not None and not self.width > 0) \
+                or (self.ratio is not None and not (self.ratio > 1 and self.low > 0)):
+            raise ValueError(f"buckets need 0 <= low < high and width > 0 (or low > 0 and ratio > 1), got {self}")
         if self.count == 0:
-            raise ValueError(f"no bucket of width {self.width:g} fits between {self.low:g} and {self.high:g}")
+            raise ValueError(f"no bucket fits between {self.low:g} and {self.high:g} ({self})")
 
     @property
     def count(self) -> int:
+        if self.ratio is not None:
+            return int(math.floor(math.log(self.high / self.low) / math.log(self.ratio) + 1e-9))
         return int(math.floor((self.high - self.low) / self.width + 1e-9))
 
     def edges(self) -> list[tuple[float, float]]:
-        return [(self.low + k * self.width, self.low + (k + 1) * self.width) for k in range(self.count)]
+        if self.ratio is not None:
+            points = [self.low * self.ratio**k for k in range(self.count + 1)]
+        else:
+            points = [self.low + k * self.width for k in range(self.count + 1)]
+        return list(itertools.pairwise(points))
 
     def index(self, value: float) -> int | None:
         """The bucket holding `value`, or None outside every bucket."""
-        k = math.floor((value - self.low) / self.width + 1e-12)
-        return k if 0 <= k < self.count and value >= self.low else None
+        for k, (lo, hi) in enumerate(self.edges()):
+            if lo <= value < hi:
+                return k
+        return None
 
     @classmethod
     def default(cls, space: SearchSpace, by: str) -> Buckets:
         if by == "params" and space.name in DEFAULT_BUCKETS:
-            return cls(*DEFAULT_BUCKETS[space.name])
+            return cls(**DEFAULT_BUCKETS[space.name])
         cost = COSTS[by]
         lo, hi = cost(space, space.smallest_arch()), cost(space, space.largest_arch())
         width = float(f"{(hi - lo) / 8:.1g}")  # about eight buckets, a round width
@@ -184,11 +198,16 @@ def _snip(theta: Tensor, grad: Tensor) -> tuple[Tensor, float]:
     return (theta * (grad * 2.0**k)).abs(), 2.0**-k
 
 
+def step1_region(matrix: str, t: Tensor, e_max: int) -> Tensor:
+    """What step 1's proxy normalises over, as the official code does: the largest searched embed's part of the
+    embed axis and *every* super row of the other axis (all 1,024 MLP rows of Tiny's 256-wide supernet, not the
+    ⌊240·4⌋ = 960 that the largest searched arch uses)."""
+    return t[:e_max] if matrix == "mlp.fc2.weight" else t[:, :e_max]
+
+
 def build_tables(space: SearchSpace, theta: dict[str, Tensor], grad: dict[str, Tensor], proxy: str) -> ScoreTables:
     score_fn = get_proxy(proxy)
     D, E_max = space.super_depth, max(space.embed_dims)
-    # Step 1: each matrix's region is its super rows and the largest embed's columns.
-    region = _uniform(space, E_max, space.super_num_heads, space.super_mlp_ratio)
     heads = torch.zeros(D, len(space.num_heads), dtype=torch.float64)
     mlp = torch.zeros(D, len(space.mlp_ratios), dtype=torch.float64)
     for layer in range(D):
@@ -196,7 +215,7 @@ def build_tables(space: SearchSpace, theta: dict[str, Tensor], grad: dict[str, T
                                        ("mlp.fc1.weight", mlp, space.mlp_ratios),
                                        ("mlp.fc2.weight", mlp, space.mlp_ratios)):
             name = f"blocks.{layer}.{matrix}"
-            t, g = (slice_tensor(name, x[name], space, region).double() for x in (theta, grad))  # see _snip
+            t, g = (step1_region(matrix, x[name], E_max).double() for x in (theta, grad))  # see _snip
             s = score_fn(t, g)
             for j, c in enumerate(choices):
                 arch = _uniform(space, E_max, c, space.mlp_ratios[0]) if table is heads else \
