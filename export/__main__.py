@@ -56,13 +56,12 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
-    from export.triton import write_repository
-    from server.images import ImageLimits
+    from export.triton import DEFAULT_MAX_BATCH_SIZE, write_repository
     from zoo.store import DEFAULT_ZOO, Zoo
 
     zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
     entries = selected_entries(zoo, args.id or [], (args.max_params, args.max_flops, args.max_latency))
-    max_batch_size = ImageLimits().max_files if args.max_batch_size is None else args.max_batch_size
+    max_batch_size = DEFAULT_MAX_BATCH_SIZE if args.max_batch_size is None else args.max_batch_size
     with export_cache(args) as cache:
         out = write_repository(cache, zoo, entries, args.out, precision=args.precision,
                                max_batch_size=max_batch_size, tensorrt=args.tensorrt)
@@ -120,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--id", action="append", help="an entry id (repeatable; default: every entry, or the one the "
                    "budget picks)")
     t.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
-    t.add_argument("--max-batch-size", type=int, help="Triton's max_batch_size (default: as many images as "
-                   "`python -m server` takes in one request)")
+    t.add_argument("--max-batch-size", type=int, help="Triton's max_batch_size (default: 32, as many "
+                   "images as `python -m server` takes in one request by default)")
     t.add_argument("--tensorrt", action="store_true", help="run the models through ONNX Runtime's TensorRT "
                    "execution provider on GPU")
     t.set_defaults(run=cmd_triton)

@@ -30,6 +30,7 @@ except (ImportError, RuntimeError) as e:  # tritonclient's grpc half raises Runt
 
 PRECISIONS = {"fp32": "onnx", "fp16": "onnx-fp16", "int8": "onnx-int8"}  # --precision -> export cache format
 PLATFORM = "onnxruntime_onnx"
+DEFAULT_MAX_BATCH_SIZE = 32  # python -m server's default images per request (export may not import the server)
 CONFIG, VERSION, MODEL = "config.pbtxt", "1", "model.onnx"  # the names Triton looks for
 DATATYPES = {onnx.TensorProto.FLOAT: triton.TYPE_FP32, onnx.TensorProto.FLOAT16: triton.TYPE_FP16}
 
