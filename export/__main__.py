@@ -1,8 +1,10 @@
 """`python -m export push`: push one budgeted model (safetensors + ONNX fp32/INT8/fp16 + a card for the repo), or the
 whole zoo (index + supernet + a card with every entry and a Pareto plot), to the Hugging Face Hub.
+`python -m export triton`: write a Triton model repository of zoo entries (all, by id, or the one a budget picks).
 
     python -m export push --zoo DIR --max-params 0.3M --repo-id user/name [--private]
     python -m export push --zoo DIR --whole-zoo --repo-id user/zoo-name
+    python -m export triton --zoo DIR --out REPO [--id ID ...] [--precision fp32|fp16|int8] [--tensorrt]
 
 The token comes from HF_TOKEN or the standard login cache (`hf auth login`); it is never printed.
 """
@@ -12,15 +14,21 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoo.hub import HubError
+
+if TYPE_CHECKING:
+    from export.cache import ExportCache
+    from zoo.store import Zoo, ZooEntry
 
 # torch and ONNX load inside the command: `--help` answers at once
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from export.cache import ExportCache
     from export.hub import push_folder
     from export.repo import repo_folder
     from zoo.store import DEFAULT_ZOO, Zoo
@@ -32,8 +40,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     if not args.whole_zoo and all(v is None for v in budget):
         raise ValueError("give a budget (--max-params/--max-flops/--max-latency) or --whole-zoo")
     entry = None if args.whole_zoo else zoo.query(*budget)
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = ExportCache(Path(args.cache) if args.cache else Path(tmp))
+    with export_cache(args) as cache:
         with repo_folder(cache, zoo, entry, args.repo_id) as folder:
             url = push_folder(folder, args.repo_id, private=args.private,
                               commit_message=f"PreZoo zoo {zoo.name}" if entry is None else
@@ -48,26 +55,81 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triton(args: argparse.Namespace) -> int:
+    from export.triton import DEFAULT_MAX_BATCH_SIZE, write_repository
+    from zoo.store import DEFAULT_ZOO, Zoo
+
+    zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
+    entries = selected_entries(zoo, args.id or [], (args.max_params, args.max_flops, args.max_latency))
+    max_batch_size = DEFAULT_MAX_BATCH_SIZE if args.max_batch_size is None else args.max_batch_size
+    with export_cache(args) as cache:
+        out = write_repository(cache, zoo, entries, args.out, precision=args.precision,
+                               max_batch_size=max_batch_size, tensorrt=args.tensorrt)
+    print(f"wrote {len(entries)} {args.precision} model(s) of zoo {zoo.name} to {out}: "
+          f"{', '.join(e.id for e in entries)}")
+    print(f"next: tritonserver --model-repository={out.resolve()}  (README: Triton and KServe)")
+    return 0
+
+
+def selected_entries(zoo: Zoo, ids: list[str], budget: tuple[str | None, ...]) -> list[ZooEntry]:
+    """The entries named by id, else the one the budget picks (Zoo.query), else every entry."""
+    if ids and any(v is not None for v in budget):
+        raise ValueError("choose entries by --id or by a budget, not both")
+    if any(v is not None for v in budget):
+        return [zoo.query(*budget)]
+    try:
+        return [zoo.entry(i) for i in dict.fromkeys(ids)] if ids else list(zoo.entries)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+
+
+@contextmanager
+def export_cache(args: argparse.Namespace) -> Iterator[ExportCache]:
+    """The export cache at --cache, or a temporary one gone after the command."""
+    from export.cache import ExportCache
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield ExportCache(Path(args.cache) if args.cache else Path(tmp))
+
+
+def add_zoo_options(p: argparse.ArgumentParser) -> None:
+    """The options both commands take: the zoo, a budget, the export cache."""
+    p.add_argument("--zoo", help="zoo directory or Hub repo id (default: the built-in zoo)")
+    p.add_argument("--max-params")
+    p.add_argument("--max-flops")
+    p.add_argument("--max-latency")
+    p.add_argument("--cache", help="export cache directory (default: a temporary one)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("push", help="push a model (by budget) or the whole zoo to the Hub")
-    p.add_argument("--zoo", help="zoo directory or Hub repo id (default: the built-in zoo)")
+    add_zoo_options(p)
     p.add_argument("--repo-id", required=True, help="org/name on the Hub")
     p.add_argument("--whole-zoo", action="store_true",
                    help="push the zoo itself (zoo.json + supernet, a card and a Pareto plot)")
-    p.add_argument("--max-params")
-    p.add_argument("--max-flops")
-    p.add_argument("--max-latency")
     p.add_argument("--private", action="store_true")
-    p.add_argument("--cache", help="export cache directory (default: a temporary one)")
+    p.set_defaults(run=cmd_push)
+    t = sub.add_parser("triton", help="write a Triton model repository (ONNX Runtime backend) of zoo entries")
+    add_zoo_options(t)
+    t.add_argument("--out", required=True, type=Path, help="the repository folder (created, or an earlier one "
+                   "replaced as a whole)")
+    t.add_argument("--id", action="append", help="an entry id (repeatable; default: every entry, or the one the "
+                   "budget picks)")
+    t.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    t.add_argument("--max-batch-size", type=int, help="Triton's max_batch_size (default: 32, as many "
+                   "images as `python -m server` takes in one request by default)")
+    t.add_argument("--tensorrt", action="store_true", help="run the models through ONNX Runtime's TensorRT "
+                   "execution provider on GPU")
+    t.set_defaults(run=cmd_triton)
     args = parser.parse_args(argv)
     from export.cache import CacheError  # after parsing: --help loads no torch
 
     try:
-        return cmd_push(args)
-    except (ValueError, FileNotFoundError, HubError, CacheError) as e:
+        return args.run(args)
+    except (ValueError, OSError, ImportError, HubError, CacheError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
