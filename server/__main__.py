@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ort-threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice)")
     p.add_argument("--ort-spinning", choices=["on", "off"], default="off",
                    help="whether ORT's idle threads busy-wait (default: %(default)s; see bench/RESULTS.md)")
+    p.add_argument("--no-profile", action="store_true",
+                   help="do not time the entries on this host after start (latency budgets then use the zoo's numbers)")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests get to finish on SIGTERM/SIGINT")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(zoo, cache_dir=cache, admin_token=token, hub_token=os.environ.get("HF_TOKEN") or None,
                      max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, micro_batching=not args.no_batching,
                      sessions=args.sessions, ort_threads=args.ort_threads, ort_spinning=args.ort_spinning == "on",
-                     cache_max_bytes=args.cache_max_mb * 2**20, limits=limits)
+                     cache_max_bytes=args.cache_max_mb * 2**20, limits=limits, profile_latency=not args.no_profile)
     print(f"PreZoo serving zoo {zoo.name} on http://{args.host}:{args.port}/ (API docs: /docs)", file=sys.stderr)
     http = functools.partial(DeadlineH11Protocol, header_timeout=args.header_timeout, body_timeout=args.body_timeout)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=http,

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from export.cache import CacheError
 from server.images import ImageError, check_content_type
+from server.profile import MeasuredLatency, ProfilingInProgress, zoo_latency
 from server.state import DOWNLOADS, PreZooServer
 from zoo import io as zoo_io
 from zoo.hub import HubError, check_repo_id
@@ -69,8 +70,9 @@ class Budget(BaseModel):
     max_params: BudgetValue = Field(None, description="parameters, e.g. 300000 or '0.3M'", examples=["0.3M"])
     max_flops: BudgetValue = Field(None, description="FLOPs (multiply-accumulates), e.g. '20M' or '1.4G'",
                                    examples=["20M"])
-    max_latency_ms: BudgetValue = Field(None, description="median latency in ms, e.g. 2 or '2ms' (needs a profiled "
-                                                          "zoo)", examples=["2ms"])
+    max_latency_ms: BudgetValue = Field(None, description="median latency in ms, e.g. 2 or '2ms': this server's "
+                                                          "own measurement where it has one, the zoo's otherwise",
+                                        examples=["2ms"])
 
 
 class PushRequest(Budget):
@@ -135,11 +137,21 @@ def json_body(model: type[Model], body: bytes) -> Model:
         raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
 
 
-def entry_json(zoo: Zoo, entry: ZooEntry, pareto: set[str]) -> dict[str, Any]:
-    """An entry with its 95% top-1 interval ([lo, hi] in percent; null where the zoo records no test-set size)."""
+def entry_json(zoo: Zoo, entry: ZooEntry, pareto: set[str], measured: MeasuredLatency | None = None
+               ) -> dict[str, Any]:
+    """An entry with its 95% top-1 interval ([lo, hi] in percent; null where the zoo records no test-set size) and
+    its latency with who measured it (`measured`: the server's lookup; default the zoo's own)."""
     interval = zoo.top1_interval(entry)
+    measured = measured or zoo_latency(zoo, entry)
     return {**entry.to_dict(), "top1_interval": interval and [round(x, 3) for x in interval],
-            "latency_ms": entry.latency_ms, "pareto": entry.id in pareto, "describe": entry.arch.describe()}
+            "latency": measured and measured.numbers, "latency_ms": measured and measured.median_ms,
+            "latency_source": measured and measured.origin(), "pareto": entry.id in pareto,
+            "describe": entry.arch.describe()}
+
+
+def served_entry_json(server: PreZooServer, entry: ZooEntry, pareto: set[str]) -> dict[str, Any]:
+    """entry_json with the latency budgets read: this server's where measured, the zoo's otherwise."""
+    return entry_json(server.zoo, entry, pareto, server.profiler.latency(entry))
 
 
 def download_links(request: Request, entry: ZooEntry) -> dict[str, str]:
@@ -147,12 +159,15 @@ def download_links(request: Request, entry: ZooEntry) -> dict[str, str]:
 
 
 def choose(server: PreZooServer, budget: Budget) -> ZooEntry:
-    """The budget's entry, or an ApiError 422 (impossible budget: with the nearest entries; or a bad number)."""
+    """The budget's entry, or an ApiError 422 (impossible budget: with the nearest entries; or a bad number), or 409
+    while a latency budget waits for the latency profiling under way (with its progress)."""
     try:
-        return server.zoo.query(budget.max_params, budget.max_flops, budget.max_latency_ms)
+        return server.profiler.query(budget.max_params, budget.max_flops, budget.max_latency_ms)
+    except ProfilingInProgress as e:
+        raise ApiError(409, str(e), profiling=e.progress) from None
     except BudgetError as e:
         pareto = set(server.pareto_ids())
-        raise ApiError(422, str(e), nearest=[entry_json(server.zoo, n, pareto) for n in e.nearest]) from None
+        raise ApiError(422, str(e), nearest=[served_entry_json(server, n, pareto) for n in e.nearest]) from None
     except ValueError as e:
         raise ApiError(422, str(e)) from None
 
@@ -181,6 +196,7 @@ def add_api_routes(app: FastAPI, server: PreZooServer, samples: list[pathlib.Pat
                 "micro_batching": server.config.inference.micro_batching,
                 "batching": server.engine.batching_stats(),
                 "sessions_loaded": server.engine.sessions.keys(), "push_enabled": server.push_enabled,
+                "latency_profiling": server.profiler.progress(),
                 "uptime_s": round(time.monotonic() - server.started, 3)}
 
     @app.get("/api/zoo", tags=["zoo"])
@@ -188,7 +204,7 @@ def add_api_routes(app: FastAPI, server: PreZooServer, samples: list[pathlib.Pat
         """Every entry with its numbers, the Pareto fronts, the class names and the preprocessing."""
         pareto = set(server.pareto_ids())
         return {"name": zoo.name, "checksum": zoo.checksum, "space": zoo.space.name,
-                "entries": [entry_json(zoo, e, pareto) for e in zoo.entries],
+                "entries": [served_entry_json(server, e, pareto) for e in zoo.entries],
                 "pareto": {"params": server.pareto_ids("params"), "flops": server.pareto_ids("flops")},
                 "default_model": server.default_entry.id, "classes": zoo.classes,
                 "preprocessing": zoo.preprocessing}
@@ -199,9 +215,10 @@ def add_api_routes(app: FastAPI, server: PreZooServer, samples: list[pathlib.Pat
         cheaper entries (by parameters) whose top-1 lies within its 95% interval, with a one-line `note` (null when
         there are none)."""
         entry, pareto = choose(server, budget), set(server.pareto_ids())
-        return {"entry": entry_json(zoo, entry, pareto), "budget": budget.model_dump(),
+        return {"entry": served_entry_json(server, entry, pareto), "budget": budget.model_dump(),
                 "downloads": download_links(request, entry),
-                "equivalent_cheaper": [entry_json(zoo, e, pareto) for e in zoo.equivalent_cheaper(entry, "params")],
+                "equivalent_cheaper": [served_entry_json(server, e, pareto)
+                                       for e in zoo.equivalent_cheaper(entry, "params")],
                 "note": server.equivalence_note(entry)}
 
     @app.get("/api/models/{entry_id}/download/{kind}", name="download", tags=["zoo"],

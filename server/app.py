@@ -158,23 +158,26 @@ def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_tok
                hub_token: str | None = None, max_batch: int = 16, max_wait_ms: float = 5.0,
                micro_batching: bool = True, sessions: int = 4, ort_threads: int | None = None,
                ort_spinning: bool = False, limits: ImageLimits | None = None,
-               providers: tuple[list[str], str] | None = None, cache_max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
+               providers: tuple[list[str], str] | None = None, cache_max_bytes: int = DEFAULT_MAX_BYTES,
+               profile_latency: bool = False) -> FastAPI:
     """Load the zoo (ZooError / HubError if it cannot be used) and wire the API and the UI to one server state.
 
     `providers` (list, reason) skips the CUDA probe; by default it runs once here. `cache_max_bytes` bounds the
-    export cache (least recently used exports are evicted).
+    export cache (least recently used exports are evicted). `profile_latency`: once serving, time every entry on
+    this host in the background (server.profile); off by default so embedding apps and tests spend no CPU on it.
     """
     limits = limits or ImageLimits()
     zoo = zoo_source if isinstance(zoo_source, Zoo) else Zoo.load(zoo_source)
     inference = InferenceConfig(micro_batching, max_batch, max_wait_ms, sessions, ort_threads, ort_spinning)
-    server = PreZooServer(zoo, cache_dir, ServerConfig(admin_token, hub_token, inference, limits, cache_max_bytes),
-                          providers)
+    server = PreZooServer(zoo, cache_dir, ServerConfig(admin_token, hub_token, inference, limits, cache_max_bytes,
+                                                       profile_latency), providers)
     samples = write_samples(zoo, server.cache_dir / "samples")
     log.info("zoo %s: %d entries; inference on %s (%s)", zoo.name, len(zoo.entries),
              ", ".join(server.engine.providers), server.engine.provider_reason)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        server.profiler.start()
         yield
         server.close()
 

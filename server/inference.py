@@ -14,8 +14,9 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,39 @@ def _probe_model() -> bytes:
     graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "probe", [x], [y])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=onnx.IR_VERSION_2023_5_5
                              ).SerializeToString()
+
+
+def serving_session(cache: ExportCache, zoo: Zoo, entry: ZooEntry, config: InferenceConfig, providers: list[str]):
+    """An ORT session of the entry's fp32 ONNX export as the server runs it (providers, threads, spinning): latency
+    profiling builds its sessions here too, so it measures what serving gets."""
+    path = cache.file(zoo, entry, "onnx")
+    return session(path, provider_options(providers, cache.root), config.threads, config.spinning)
+
+
+class Traffic:
+    """Inference calls in flight and started so far: background work (latency profiling) waits for a quiet moment
+    and can tell whether a request ran alongside it."""
+
+    def __init__(self) -> None:
+        self._quiet = threading.Condition()
+        self.in_flight = self.started = 0
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        with self._quiet:
+            self.in_flight += 1
+            self.started += 1
+        try:
+            yield
+        finally:
+            with self._quiet:
+                self.in_flight -= 1
+                self._quiet.notify_all()
+
+    def wait_quiet(self, timeout: float) -> int | None:
+        """Wait (up to `timeout` s) until no call is in flight; then the count of calls started so far, else None."""
+        with self._quiet:
+            return self.started if self._quiet.wait_for(lambda: self.in_flight == 0, timeout) else None
 
 
 class SessionCache:
@@ -203,15 +237,15 @@ class Engine:
         self.sessions = SessionCache(self._load_session, config.sessions)
         self._batchers: dict[str, MicroBatcher] = {}
         self._guard = threading.Lock()
+        self.traffic = Traffic()
 
     def _load_session(self, entry_id: str):
-        path = self.cache.file(self.zoo, self.zoo.entry(entry_id), "onnx")
-        return session(path, provider_options(self.providers, self.cache.root), self.config.threads,
-                       self.config.spinning)
+        return serving_session(self.cache, self.zoo, self.zoo.entry(entry_id), self.config, self.providers)
 
     def logits(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
         """One ORT call (blocking)."""
-        return run(self.sessions.get(entry.id), x)
+        with self.traffic.call():
+            return run(self.sessions.get(entry.id), x)
 
     def batcher(self, entry: ZooEntry) -> MicroBatcher:
         with self._guard:

@@ -20,6 +20,7 @@ from export.hub import push_folder
 from export.repo import link_or_copy, repo_folder
 from server.images import ImageLimits, decode_image, to_input
 from server.inference import Engine, InferenceConfig, top_k
+from server.profile import LatencyProfiler
 from zoo.budget import human
 from zoo.hub import HubError
 from zoo.io import sha256_file
@@ -67,6 +68,7 @@ class ServerConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     limits: ImageLimits = field(default_factory=ImageLimits)
     cache_max_bytes: int = DEFAULT_MAX_BYTES  # the export cache's size bound (least recently used go first)
+    profile_latency: bool = False  # time every entry here in the background after start (`python -m server`: on)
 
 
 class PreZooServer:
@@ -77,6 +79,7 @@ class PreZooServer:
         self.exports = ExportCache(self.cache_dir / "exports", config.cache_max_bytes)
         self.exports.trim(zoo)  # older zoos' exports go first
         self.engine = Engine(zoo, self.exports, config.inference, providers)
+        self.profiler = LatencyProfiler(zoo, self.exports, self.engine, config.profile_latency)
         self.started = time.monotonic()
         self.default_entry = zoo.query()  # no limits: the most accurate entry
         self._etags: dict[tuple[Path, int, int], str] = {}
@@ -185,6 +188,7 @@ class PreZooServer:
         return text
 
     def close(self) -> None:
+        self.profiler.close()
         self.engine.close()
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 from export.cache import CacheError
 from export.hf import model_card
 from server.images import FORMATS, ImageError, decode_image, model_view, to_input
+from server.profile import zoo_latency
 from server.state import PreZooServer
 from zoo.budget import human
 from zoo.hub import HubError
@@ -150,31 +151,43 @@ def interval_text(zoo: Zoo, entry: ZooEntry) -> str:
     return f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "–"
 
 
-def latency_note(zoo: Zoo) -> str:
-    """Where and how the zoo's latencies were measured (when it was built, not on this server)."""
+def latency_note(server: PreZooServer) -> str:
+    """Who measured the latencies shown: this server (host, provider, how) once it has, else the zoo's builder."""
+    zoo, progress = server.zoo, server.profiler.progress()
     how = zoo.latency_protocol_text()
-    if how is None:
-        return "Latency: not measured for this zoo (`python -m zoo profile` measures it)."
-    return f"Latency: {how}; measured when the zoo was built, not on this server."
+    built = ("not measured for this zoo (`python -m zoo profile` measures it)" if how is None else
+             f"{how}; measured when the zoo was built, not on this server")
+    if progress["state"] == "off":
+        return f"Latency: {built}."
+    here = f"on this server ({progress['provider']}): {progress['protocol']}"
+    if progress["state"] == "done" and not progress["failed"]:
+        return f"Latency: measured {here}."
+    return (f"Latency: {progress['profiled']} of {progress['entries']} entries measured {here}; the others: {built}. "
+            f"Budgets read this server's numbers where it has them.")
 
 
 def summary_markdown(server: PreZooServer, entry: ZooEntry, why: str) -> str:
     zoo = server.zoo
     top1 = f"{entry.top1:.2f}% ({interval_text(zoo, entry)})" if entry.top1 is not None else "–"
     top5 = f"{entry.top5:.2f}%" if entry.top5 is not None else "–"
-    latency = f"{entry.latency_ms:.3f} ms" if entry.latency_ms is not None else "not measured"
+    measured = server.profiler.latency(entry)
+    latency = f"{measured.median_ms:.3f} ms ({measured.describe()})" if measured else "not measured"
     note = server.equivalence_note(entry)
     return (f"### Chosen: `{entry.id}`\n{why} Embed {entry.arch.embed_dim}, depth {entry.arch.depth}.\n\n"
             f"| parameters | FLOPs (MACs) | top-1 (95% interval) | top-5 | latency |\n|---|---|---|---|---|\n"
             f"| {entry.params:,} ({human(entry.params)}) | {human(entry.flops)} | {top1} | {top5} | {latency} |\n\n"
-            + (f"**Cheaper and as accurate:** {note}\n\n" if note else "") + latency_note(zoo))
+            + (f"**Cheaper and as accurate:** {note}\n\n" if note else "") + latency_note(server))
 
 
-def entry_rows(zoo: Zoo, params: SliderScale, flops: SliderScale) -> list[list]:
-    """One row per entry, cheapest first (the first cell is the id: a selected row names its entry)."""
+def entry_rows(server: PreZooServer, params: SliderScale, flops: SliderScale) -> list[list]:
+    """One row per entry, cheapest first (the first cell is the id: a selected row names its entry), with its latency
+    and who measured it (as of now: this server's numbers replace the zoo's as they are measured)."""
+    zoo = server.zoo
     front = {e.id for e in zoo.pareto("params")}
+    latencies = {e.id: server.profiler.latency(e) for e in zoo.entries}
     return [[e.id, round(e.params / params.factor, 1), round(e.flops / flops.factor, 2), e.top1,
-             interval_text(zoo, e), e.top5, e.latency_ms and round(e.latency_ms, 3), "yes" if e.id in front else ""]
+             interval_text(zoo, e), e.top5, (m := latencies[e.id]) and round(m.median_ms, 3), m and m.describe(),
+             "yes" if e.id in front else ""]
             for e in sorted(zoo.entries, key=lambda e: e.params)]
 
 
@@ -237,8 +250,8 @@ class PreZooUI:
                    request: gr.Request):
         """Budget (slider units) -> summary, plot, per-layer table, card, chosen id, try-it model, downloads."""
         try:
-            entry = self.zoo.query(max_params * self.params.factor, max_flops * self.flops.factor,
-                                   max_latency if self.latency else None)
+            entry = self.server.profiler.query(max_params * self.params.factor, max_flops * self.flops.factor,
+                                               max_latency if self.latency else None)
         except (BudgetError, ValueError) as e:
             self.latest.set(request.session_hash, None)
             title = "No model fits this budget" if isinstance(e, BudgetError) else "Invalid budget"
@@ -268,6 +281,16 @@ class PreZooUI:
         return (summary_markdown(self.server, entry, why), self.plot(entry.id, axis), layer_rows(self.zoo, entry),
                 card_markdown(self.zoo, entry), entry.id, entry.id,
                 *[gr.DownloadButton(interactive=False) for _ in DOWNLOAD_BUTTONS])
+
+    def latency_info(self) -> str:
+        """Whose numbers set the latency slider's range (the zoo's), and whose a budget reads."""
+        source = zoo_latency(self.zoo, self.zoo.entries[0])
+        return (f"median per image; the range is the zoo's numbers ({source.host}, {source.provider}); a budget "
+                f"reads this server's own once it measured them")
+
+    def entries(self) -> list[list]:
+        """The entries table as of now (each page load: latencies measured here since start replace the zoo's)."""
+        return entry_rows(self.server, self.params, self.flops)
 
     def plot(self, entry_id: str | None, axis: str) -> str:
         """The Pareto plot over `axis` with the chosen entry (None: no entry) starred."""
@@ -346,6 +369,7 @@ class PreZooUI:
                 if isinstance(slider, gr.Slider):
                     wire(slider.release, self.specialize, budget)
             wire(ui.load, self.specialize, budget)
+            ui.load(self.entries, None, tab.entries, api_visibility="private")
             wire(tab.entries.select, self.pick_row, tab.axis)
             wire(tab.plot.select, self.pick_point, tab.axis)
             tab.axis.change(self.plot, [chosen, tab.axis], tab.plot, api_visibility="private")
@@ -355,7 +379,7 @@ class PreZooUI:
         with gr.Row():
             with gr.Column(scale=2), gr.HTML(html_template="@children", js_on_load=BLUR_ON_ENTER, elem_id="budget"):
                 budget = [self.params.slider(elem_id="max-params"), self.flops.slider(elem_id="max-flops"),
-                          self.latency.slider(elem_id="max-latency") if self.latency else
+                          self.latency.slider(elem_id="max-latency", info=self.latency_info()) if self.latency else
                           gr.Number(None, label="Max latency (ms): not measured for this zoo", visible=False)]
                 axis = gr.Radio(["params", "flops"], value="params", label="Pareto plot x-axis")
                 go = gr.Button("Specialize", variant="primary")
@@ -367,9 +391,9 @@ class PreZooUI:
         with gr.Row():
             buttons = [gr.DownloadButton(f"Download {label}", interactive=False, elem_id=f"download-{kind}")
                        for kind, label in DOWNLOAD_BUTTONS.items()]
-        entries = gr.Dataframe(entry_rows(self.zoo, self.params, self.flops), elem_id="entries",
+        entries = gr.Dataframe(self.entries(), elem_id="entries",
                                headers=["id", self.params.label, self.flops.label, "top-1 %", "top-1 95% interval",
-                                        "top-5 %", "latency ms", "Pareto (params)"],
+                                        "top-5 %", "latency ms", "latency measured", "Pareto (params)"],
                                label="All entries (click a row to choose it)", interactive=False)
         layers = gr.Dataframe(headers=LAYER_HEADERS, label="Architecture, per layer", interactive=False)
         with gr.Accordion("Model card", open=False):

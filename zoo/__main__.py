@@ -4,19 +4,19 @@
     python -m zoo list [--zoo DIR|org/name]
     python -m zoo get --max-params 0.3M [--max-flops 20M] [--max-latency 2ms] --format onnx --out DIR
     python -m zoo get --id e96-d4-a0fba311 --format onnx --out DIR
-    python -m zoo profile [--zoo DIR] [--threads 2] [--batch 1]
+    python -m zoo profile [--zoo DIR] [--provider cpu|cuda] [--threads 2] [--batch 1]
     python -m zoo import-official --checkpoint supernet-tiny.pth --space autoformer-tiny \\
         --preferred interval_cands/tiny.json --out DIR
 
 FLOPs are multiply-accumulates (MACs) per image, in every command and in the zoo's index. `get` and `profile` use
-the `export` package (this CLI is an application entry point; the `zoo` library itself never imports `export`).
+the `export` package, and `profile` times sessions built as the server builds them (`server.profile`): this CLI is an
+application entry point; the `zoo` library itself never imports `export` or `server`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 from pathlib import Path
@@ -66,6 +66,8 @@ def entries_table(zoo: Zoo) -> str:
         top5 = f"{e.top5:.2f}" if e.top5 is not None else "-"
         rows.append(f"{e.id:<20} {human(e.params):>8} {human(e.flops):>12} {top1:>6} {top5:>6} {lat:>10}  "
                     f"{'  *   ' if e.id in front else '      '}  {e.arch.describe()}")
+    if how := zoo.latency_protocol_text():
+        rows.append(f"latency: {how}")
     return "\n".join(rows)
 
 
@@ -108,24 +110,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from export.cache import ExportCache
-    from export.onnx import measure_latency, session
+    from server.inference import InferenceConfig
+    from server.profile import profile_zoo, profiling_providers
 
+    providers, _ = profiling_providers(args.provider)  # an unknown or unusable provider: exit 2 before any work
     zoo = load_zoo(args.zoo)
-    cache = ExportCache(args.cache)
-    pre = zoo.preprocessing
-    shape = (args.batch, pre["in_chans"], pre["img_size"], pre["img_size"])
-    latencies = {}
-    for e in tqdm(zoo.entries, desc="profile", unit="entry"):
-        sess = session(cache.file(zoo, e, "onnx"), threads=args.threads)
-        latencies[e.id] = measure_latency(sess, shape, warmup=args.warmup, runs=args.runs)
-    import onnxruntime
-
-    protocol = {"engine": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider, fp32",
-                "device": f"{platform.machine()} {os.cpu_count()} cores", "threads": args.threads,
-                "batch": args.batch, "warmup": args.warmup, "runs": args.runs, "statistic": "median, p10, p90"}
+    latencies, protocol = profile_zoo(zoo, ExportCache(args.cache), InferenceConfig(threads=args.threads), providers,
+                                      args.batch, args.warmup, args.runs,
+                                      progress=lambda entries: tqdm(entries, desc="profile", unit="entry"))
     zoo.with_latency(latencies, protocol)
     print(entries_table(zoo))
-    print(f"\nupdated {zoo.root / 'zoo.json'} with latency measured on this machine")
+    print(f"\nupdated {zoo.root / 'zoo.json'} with latency measured here: {zoo.latency_protocol_text()}")
     return 0
 
 
@@ -158,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     get.add_argument("--format", default="safetensors", choices=["safetensors", "onnx", "onnx-int8", "onnx-fp16"])
     get.add_argument("--out", required=True)
     prof = sub.choices["profile"]
+    prof.add_argument("--provider", help="execution provider to time on, cpu or cuda (default: the best this host "
+                                         "runs, as the server chooses it)")
     prof.add_argument("--threads", type=int, default=2)
     prof.add_argument("--batch", type=int, default=1)
     prof.add_argument("--warmup", type=int, default=10)

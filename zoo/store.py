@@ -21,7 +21,7 @@ import shutil
 import sysconfig
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,17 @@ class BudgetError(ValueError):
     def __init__(self, message: str, nearest: list[ZooEntry]) -> None:
         super().__init__(message)
         self.nearest = nearest
+
+
+class LatencyUnknownError(BudgetError):
+    """A latency budget, but `missing` entries have no measured latency to compare with it."""
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message, [])
+        self.missing = missing
+
+
+LatencyOf = Callable[["ZooEntry"], float | None]  # an entry's median latency (ms) as a budget reads it
 
 
 @dataclass(frozen=True)
@@ -226,11 +237,7 @@ class Zoo:
         """How the zoo's latencies were measured, in one phrase (None when they were not): every place that shows a
         latency says it the same way."""
         p = self.doc.get("latency_protocol")
-        if p is None:
-            return None
-        return (f"{p.get('statistic', 'median').split(',')[0]} of {p.get('runs', '?')} runs after "
-                f"{p.get('warmup', '?')} warm-up, batch {p.get('batch', '?')}, {p.get('threads', '?')} threads, "
-                f"{p.get('engine', '?')} on {p.get('device', '?')}")
+        return None if p is None else protocol_text(p)
 
     def top1_interval(self, entry: ZooEntry) -> tuple[float, float] | None:
         """95% Wilson interval of the entry's top-1, in percent (None without a top-1 or a test-set size)."""
@@ -264,17 +271,21 @@ class Zoo:
         return sorted(front, key=cost)
 
     def query(self, max_params: str | float | None = None, max_flops: str | float | None = None,
-              max_latency_ms: str | float | None = None) -> ZooEntry:
-        """The most accurate entry within every given limit (ties: the smaller one)."""
+              max_latency_ms: str | float | None = None, latency_of: LatencyOf | None = None) -> ZooEntry:
+        """The most accurate entry within every given limit (ties: the smaller one). `latency_of` says which
+        latency a budget reads (default: the zoo's own; a server passes the numbers measured where it serves)."""
         limits = {"params": parse_count(max_params, "max_params"), "flops": parse_count(max_flops, "max_flops"),
                   "latency": parse_latency_ms(max_latency_ms)}
-        if limits["latency"] is not None and any(e.latency is None for e in self.entries):
-            raise BudgetError(f"zoo {self.name} has no measured latency for every entry; "
-                              f"run `python -m zoo profile --zoo {self.root}` first", [])
+        costs = {"params": _cost_fn("params"), "flops": _cost_fn("flops"), "latency": latency_of or _cost_fn("latency")}
+        missing = [e.id for e in self.entries if costs["latency"](e) is None]
+        if limits["latency"] is not None and missing:
+            raise LatencyUnknownError(f"zoo {self.name} has no measured latency for every entry ({len(missing)} of "
+                                      f"{len(self.entries)} lack one); run `python -m zoo profile --zoo {self.root}` "
+                                      f"first", missing)
 
         def excess(e: ZooEntry) -> float:
             """How far over the limits (relative, summed): 0 when it fits."""
-            return sum(max(0.0, _cost_fn(k)(e) / v - 1) for k, v in limits.items() if v is not None)
+            return sum(max(0.0, costs[k](e) / v - 1) for k, v in limits.items() if v is not None)
 
         fits = [e for e in self.entries if excess(e) == 0]
         if fits:
@@ -283,7 +294,7 @@ class Zoo:
         asked = ", ".join(f"max_{k}={human(v) if k != 'latency' else f'{v:g}ms'}"
                           for k, v in limits.items() if v is not None) or "no limit"
         options = "; ".join(f"{e.id} ({human(e.params)} params, {human(e.flops)} FLOPs"
-                            + (f", {e.latency_ms:.2f} ms" if e.latency_ms is not None else "") + ")"
+                            + (f", {costs['latency'](e):.2f} ms" if costs["latency"](e) is not None else "") + ")"
                             for e in nearest)
         raise BudgetError(f"no entry of zoo {self.name} fits {asked}; nearest: {options}", nearest)
 
@@ -304,6 +315,16 @@ class Zoo:
         self.doc = {**self.doc, "latency_protocol": protocol, "entries": [e.to_dict() for e in self.entries]}
         check_index(self.doc, self.root / INDEX)  # never write an index that would not load
         atomic_write_text(self.root / INDEX, json.dumps(self.doc, indent=1, ensure_ascii=False) + "\n")
+
+
+def protocol_text(p: dict[str, Any]) -> str:
+    """A latency protocol (`python -m zoo profile`'s, or a server's own) in one phrase: how, with what, where, when.
+    Protocols written before hosts were recorded name only the machine type (`device`)."""
+    where = f" on {p['host']}" if p.get("host") else f" on {p.get('device', '?')}"
+    when = f", measured {p['measured_at']}" if p.get("measured_at") else ""
+    return (f"{p.get('statistic', 'median').split(',')[0]} of {p.get('runs', '?')} runs after "
+            f"{p.get('warmup', '?')} warm-up, batch {p.get('batch', '?')}, {p.get('threads', '?')} threads, "
+            f"{p.get('engine', '?')}{where}{when}")
 
 
 def finite_tensors(weights: Path) -> Iterator[tuple[str, torch.Tensor]]:

@@ -1,0 +1,220 @@
+"""Latency measured where it is served: each entry timed on this host's execution provider with the serving session
+options (`serving_session`), by `python -m zoo profile` into the zoo's index, or by the server in the background after
+start into its own state (the zoo folder may be read-only or a Hub cache). Budgets read one lookup: the serving host's
+numbers where present, the zoo's otherwise; every latency carries who measured it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import onnxruntime as ort
+
+from export.cache import ExportCache
+from export.onnx import measure_latency
+from server.inference import CPU, Engine, InferenceConfig, choose_providers, serving_session
+from zoo.store import LatencyUnknownError, Zoo, ZooEntry, protocol_text
+
+log = logging.getLogger("server")
+PROVIDERS = ("cpu", "cuda")  # what `--provider` takes; default: the best this host runs (choose_providers)
+SERVED_WARMUP, SERVED_RUNS = 5, 30  # the server's background profile: short rounds, redone when a request interrupts
+QUIET_POLL_S = 0.2  # how often a waiting profiler checks for its stop signal
+
+
+class ProfilingInProgress(LatencyUnknownError):
+    """A latency budget while this server is still profiling the entries the zoo has no latency for."""
+
+    def __init__(self, message: str, missing: list[str], progress: dict[str, Any]) -> None:
+        super().__init__(message, missing)
+        self.progress = progress
+
+
+def profiling_providers(name: str | None) -> tuple[list[str], str]:
+    """The providers `--provider` names (None: the best available, as the server chooses them) and why; ValueError
+    when CUDA is asked for on a host where it does not run."""
+    if name is not None and name not in PROVIDERS:
+        raise ValueError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}")
+    if name == "cpu":
+        return [CPU], "asked for cpu"
+    providers, reason = choose_providers()
+    if name == "cuda" and providers[0] == CPU:
+        raise ValueError(f"--provider cuda: CUDA does not run on this host ({reason}); use --provider cpu")
+    return providers, reason
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux /proc/cpuinfo), else what the platform module knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def gpu_name() -> str | None:
+    """The first CUDA device's name (None when torch sees none)."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def host_description(provider: str) -> str:
+    """This host as a latency's reader needs it: name, CPU model and cores, and the GPU when a GPU provider runs."""
+    gpu = gpu_name() if provider != CPU else None
+    return f"{socket.gethostname()} ({cpu_model()}, {os.cpu_count()} cores{f', {gpu}' if gpu else ''})"
+
+
+def latency_protocol(provider: str, threads: int | None, batch: int, warmup: int, runs: int) -> dict[str, Any]:
+    """How, with what, where and when latencies are being measured here (the zoo index's `latency_protocol`)."""
+    return {"engine": f"onnxruntime {ort.__version__} {provider}, fp32", "provider": provider,
+            "host": host_description(provider), "device": f"{platform.machine()} {os.cpu_count()} cores",
+            "threads": threads or "ORT default", "batch": batch, "warmup": warmup, "runs": runs,
+            "statistic": "median, p10, p90", "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def input_shape(zoo: Zoo, batch: int) -> tuple[int, int, int, int]:
+    pre = zoo.preprocessing
+    return batch, pre["in_chans"], pre["img_size"], pre["img_size"]
+
+
+@dataclass(frozen=True)
+class MeasuredLatency:
+    """An entry's latency (median_ms, p10_ms, p90_ms) and who measured it: this server ("served") or whoever
+    profiled the zoo ("zoo")."""
+
+    numbers: dict[str, float]
+    source: str
+    host: str | None
+    provider: str | None
+    protocol: str | None  # how, in one phrase (zoo.store.protocol_text)
+
+    @property
+    def median_ms(self) -> float:
+        return self.numbers["median_ms"]
+
+    def origin(self) -> dict[str, str | None]:
+        return {"source": self.source, "host": self.host, "provider": self.provider}
+
+    def describe(self) -> str:
+        """'served on HOST, PROVIDER' or 'zoo's, measured on HOST, PROVIDER'."""
+        who = "on this server" if self.source == "served" else "the zoo's"
+        return f"{who}: {self.host or 'unknown host'}, {self.provider or 'unknown provider'}"
+
+
+def zoo_latency(zoo: Zoo, entry: ZooEntry) -> MeasuredLatency | None:
+    """The latency the zoo's index records for the entry (None: not measured), with its protocol's host and provider
+    (older protocols name only the machine type and the engine)."""
+    if entry.latency is None:
+        return None
+    p = zoo.doc.get("latency_protocol") or {}
+    return MeasuredLatency(entry.latency, "zoo", p.get("host") or p.get("device"), p.get("provider") or p.get("engine"),
+                           zoo.latency_protocol_text())
+
+
+class LatencyProfiler:
+    """Profiles every entry once on the serving engine's provider and session options, one entry at a time in one
+    background thread, and only while no inference call is in flight: a round a request ran alongside is measured
+    again. `latency` is the lookup everything reads (served numbers first, the zoo's otherwise)."""
+
+    def __init__(self, zoo: Zoo, cache: ExportCache, engine: Engine, enabled: bool,
+                 warmup: int = SERVED_WARMUP, runs: int = SERVED_RUNS) -> None:
+        self.zoo, self.cache, self.engine, self.enabled = zoo, cache, engine, enabled
+        self.warmup, self.runs = warmup, runs
+        self.provider = engine.providers[0]
+        self.protocol = latency_protocol(self.provider, engine.config.threads, 1, warmup, runs) if enabled else None
+        self._served: dict[str, dict[str, float]] = {}
+        self._failed: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._profile_all, name="latency-profiler", daemon=True)
+
+    # -- the lookup ----------------------------------------------------------------------------
+    def latency(self, entry: ZooEntry) -> MeasuredLatency | None:
+        with self._lock:
+            served = self._served.get(entry.id)
+        if served is None:
+            return zoo_latency(self.zoo, entry)
+        return MeasuredLatency(served, "served", self.protocol["host"], self.provider, protocol_text(self.protocol))
+
+    def latency_ms(self, entry: ZooEntry) -> float | None:
+        """The median a latency budget compares with (Zoo.query's `latency_of`)."""
+        measured = self.latency(entry)
+        return None if measured is None else measured.median_ms
+
+    def progress(self) -> dict[str, Any]:
+        """For /api/health: off, running or done; how many entries are profiled, which failed and why."""
+        with self._lock:
+            profiled, failed = len(self._served), dict(self._failed)
+        total = len(self.zoo.entries)
+        state = "off" if not self.enabled else "done" if profiled + len(failed) == total else "running"
+        return {"state": state, "profiled": profiled, "failed": failed, "entries": total, "provider": self.provider,
+                "host": self.protocol and self.protocol["host"],
+                "protocol": self.protocol and protocol_text(self.protocol)}
+
+    def query(self, max_params: str | float | None = None, max_flops: str | float | None = None,
+              max_latency_ms: str | float | None = None) -> ZooEntry:
+        """Zoo.query reading latencies through `latency_ms`; ProfilingInProgress while an entry lacks one that the
+        profiling under way will measure."""
+        try:
+            return self.zoo.query(max_params, max_flops, max_latency_ms, latency_of=self.latency_ms)
+        except LatencyUnknownError as e:
+            progress = self.progress()
+            if progress["state"] != "running":
+                raise
+            raise ProfilingInProgress(f"latency budgets need every entry's latency; this server is measuring them "
+                                      f"now ({progress['profiled']} of {progress['entries']} entries done): retry in "
+                                      f"a moment (GET /api/health shows the progress)", e.missing, progress) from None
+
+    # -- the background thread -----------------------------------------------------------------
+    def start(self) -> None:
+        if self.enabled:
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _profile_all(self) -> None:
+        for entry in self.zoo.entries:
+            try:
+                numbers = self._profile(entry)
+            except Exception as e:  # an export the cache cannot write, a provider refusing this model: report, go on
+                log.warning("latency profiling of %s failed: %s", entry.id, e)
+                with self._lock:
+                    self._failed[entry.id] = str(e)
+                continue
+            if numbers is None:
+                return
+            with self._lock:
+                self._served[entry.id] = numbers
+        log.info("latency profiling done: %s", self.progress())
+
+    def _profile(self, entry: ZooEntry) -> dict[str, float] | None:
+        """The entry's numbers from a round no request ran alongside (None: stopped first)."""
+        sess = serving_session(self.cache, self.zoo, entry, self.engine.config, self.engine.providers)
+        traffic = self.engine.traffic
+        while not self._stop.is_set():
+            started = traffic.wait_quiet(QUIET_POLL_S)
+            if started is None:
+                continue
+            numbers = measure_latency(sess, input_shape(self.zoo, 1), self.warmup, self.runs)
+            if traffic.wait_quiet(0) == started:
+                return numbers
+        return None
+
+
+def profile_zoo(zoo: Zoo, cache: ExportCache, config: InferenceConfig, providers: list[str], batch: int, warmup: int,
+                runs: int, progress=iter) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Every entry's latency as the server would run it (`python -m zoo profile`), and the protocol to record."""
+    latencies = {e.id: measure_latency(serving_session(cache, zoo, e, config, providers), input_shape(zoo, batch),
+                                       warmup, runs)
+                 for e in progress(zoo.entries)}
+    return latencies, latency_protocol(providers[0], config.threads, batch, warmup, runs)
