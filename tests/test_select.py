@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -140,7 +141,7 @@ def test_geometric_buckets():
     b = Buckets(1e4, 1.29e6, ratio=2**0.5)  # the `ladder` default: two buckets per octave
     assert b.count == 14 and b.edges()[0] == (1e4, pytest.approx(14142.1, abs=0.1))
     assert b.edges()[-1][1] == pytest.approx(1.28e6) and all(lo < hi for lo, hi in b.edges())
-    assert all(a[1] == b_[0] for a, b_ in zip(b.edges(), b.edges()[1:]))  # contiguous, no gaps
+    assert all(a[1] == b_[0] for a, b_ in itertools.pairwise(b.edges()))  # contiguous, no gaps
     assert b.index(1e4) == 0 and b.index(14142) == 0 and b.index(14143) == 1 and b.index(9_999) is None
     assert b.index(1.28e6 - 1) == 13 and b.index(1.29e6) is None
 
