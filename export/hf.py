@@ -157,6 +157,12 @@ print(f"{{entry.id}} ({{entry.params:,}} params): {{z.classes[int(probabilities.
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content
 
 
+def scale_cost_axis(ax, costs: list[float]) -> None:
+    """A log axis when the costs span more than 20x: a zoo from 10k to 1M parameters keeps its small entries apart."""
+    if costs and min(costs) > 0 and max(costs) / min(costs) > 20:
+        ax.set_xscale("log")
+
+
 def pareto_plot(zoo: Zoo, path: str | Path) -> Path:
     """Top-1 (with its 95% interval) against parameters for every measured entry, the Pareto front joined."""
     from matplotlib.figure import Figure
@@ -172,6 +178,7 @@ def pareto_plot(zoo: Zoo, path: str | Path) -> Path:
     front = zoo.pareto("params")
     ax.plot([e.params / 1e6 for e in front], [e.top1 for e in front], "-o", color="#2563eb", label="Pareto front",
             zorder=3)
+    scale_cost_axis(ax, [e.params for e in scored])
     ax.set_xlabel("parameters (M)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"zoo {zoo.name}")

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from export.cache import CacheError
-from export.hf import model_card
+from export.hf import model_card, scale_cost_axis
 from server.images import FORMATS, ImageError, decode_image, model_view, to_input
 from server.profile import zoo_latency
 from server.state import PreZooServer
@@ -59,7 +59,8 @@ PLOT_CSS = f"svg {{ width: 100%; height: auto; }} [id^='{POINT}'] {{ cursor: poi
 
 @dataclass(frozen=True)
 class SliderScale:
-    """A slider over [lowest/2, highest] of a cost, shown in a readable unit (K, M or G)."""
+    """A slider over [lowest/2, highest] of a cost, shown in a readable unit (K, M or G), in steps fine enough for
+    both ends: about a thousandth of the highest value, and at most a tenth of the lowest."""
 
     what: str
     unit: str
@@ -75,7 +76,7 @@ class SliderScale:
         if unit is None:
             factor, unit = next(((f, u) for f, u in ((1e9, "G"), (1e6, "M"), (1e3, "K")) if max(values) >= f),
                                 (1.0, ""))
-        digits = 2 - math.floor(math.log10(max(values) / factor))  # about 100-1000 steps over the range
+        digits = max(2 - math.floor(math.log10(max(values) / factor)), 1 - math.floor(math.log10(min(values) / factor)))
         step = 10.0 ** -digits
         lo = round(math.floor(min(values) / factor / 2 / step) * step, max(digits, 0))
         hi = round(math.ceil(max(values) / factor / step) * step, max(digits, 0))
@@ -136,6 +137,7 @@ def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale) -
     if chosen is not None and chosen.top1 is not None:
         ax.scatter([cost(chosen)], [chosen.top1], marker="*", s=320, color="#dc2626", label=f"chosen {chosen.id}",
                    zorder=4)
+    scale_cost_axis(ax, [cost(e) for e in scored])
     ax.set_xlabel(scale.label)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)

@@ -204,3 +204,23 @@ def test_cli_model_push_from_fresh_export_caches_twice_commits_once(zoo, entry, 
         assert export_main(["push", "--zoo", str(zoo.root), "--max-params", "0.2M", "--repo-id", repo]) == 0
         assert f"pushed {entry.id}" in capsys.readouterr().out, run
     assert set(repo_files(local_hub, repo)) == MODEL_REPO_FILES and commits_to(local_hub, repo) == 1
+
+
+def test_cost_axes_resolve_both_ends_of_a_zoo_spanning_two_decades():
+    """A zoo from 13k to 1.2M parameters: the slider steps finely enough to choose between the smallest entries
+    (13.2k, 19.7k, 22.1k), and the Pareto plots use a log axis so those entries do not sit on one pixel."""
+    from matplotlib.figure import Figure
+
+    from export.hf import scale_cost_axis
+    from server.ui import SliderScale
+
+    values = [13_200, 19_700, 22_100, 226_000, 1_200_000]
+    slider = SliderScale.of("parameters", values)
+    assert slider.unit == "M" and slider.step * slider.factor <= 13_200 / 10
+    assert slider.minimum * slider.factor <= 13_200 / 2 + slider.step * slider.factor
+    narrow_slider = SliderScale.of("parameters", [150_000, 600_000])
+    assert narrow_slider.step * narrow_slider.factor == 1_000  # a narrow zoo steps as before
+    wide, narrow = Figure().add_subplot(), Figure().add_subplot()
+    scale_cost_axis(wide, values)
+    scale_cost_axis(narrow, [150_000, 600_000])
+    assert (wide.get_xscale(), narrow.get_xscale()) == ("log", "linear")
