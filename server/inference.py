@@ -79,6 +79,13 @@ def provider_options(providers: list[str], cache_dir: Path) -> list[str | tuple[
     return [(p, trt) if p == TENSORRT else p for p in providers]
 
 
+def load_session(zoo: Zoo, cache: ExportCache, entry: ZooEntry, providers: list[str], config: InferenceConfig):
+    """An ONNX Runtime session of the entry's fp32 export (built into `cache` on first use) on `providers`, with
+    `config`'s threads: what the server's Engine and the Ray Serve replicas (server/ray_serve.py) run."""
+    path = cache.file(zoo, entry, "onnx")
+    return session(path, provider_options(providers, cache.root), config.threads, config.spinning)
+
+
 def _probe_model() -> bytes:
     """A one-node ONNX model (y = x + x) to try a provider on."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
@@ -205,9 +212,7 @@ class Engine:
         self._guard = threading.Lock()
 
     def _load_session(self, entry_id: str):
-        path = self.cache.file(self.zoo, self.zoo.entry(entry_id), "onnx")
-        return session(path, provider_options(self.providers, self.cache.root), self.config.threads,
-                       self.config.spinning)
+        return load_session(self.zoo, self.cache, self.zoo.entry(entry_id), self.providers, self.config)
 
     def logits(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
         """One ORT call (blocking)."""
