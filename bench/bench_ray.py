@@ -11,11 +11,17 @@ server and Ray share the machine's CPUs: on a small machine this shows the overh
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import itertools
+import json
 import os
+import platform
 import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +31,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.bench_server import ROOT
+import httpx
+import numpy as np
+
+from bench.bench_server import ROOT, LoadResult, load, running_server, zoo_folder
+from zoo.store import DEFAULT_ZOO
 
 RAY = Path(sys.executable).with_name("ray")  # the environment's ray CLI: its workers run this environment's python
 WORKER_PORTS = 24  # worker processes a small cluster starts (ingress, replicas, controller, proxy and spares)
@@ -140,3 +150,101 @@ def ray_app(cluster: LocalRay, options: dict) -> Iterator[str]:
         yield f"http://127.0.0.1:{http_port}"
     finally:
         ray.shutdown()
+
+
+@dataclass(frozen=True)
+class Setting:
+    label: str
+    replicas: int  # 0: one `python -m server` process
+
+
+SETTINGS = [Setting("one process (`python -m server`)", 0), Setting("Ray Serve, 1 model replica", 1),
+            Setting("Ray Serve, 2 model replicas", 2)]
+
+
+def infer_body(x: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """A v2 infer request as tritonclient sends it: JSON header, then the tensor's bytes (binary extension)."""
+    header = json.dumps({"inputs": [{"name": "pixel_values", "shape": list(x.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
+    return header + x.astype("<f4").tobytes(), {"Inference-Header-Content-Length": str(len(header)),
+                                                "Content-Type": "application/octet-stream"}
+
+
+def bench_one(url: str, args: argparse.Namespace, label: str) -> list[str]:
+    """One row per batch size: every client cycles over the first `--entries` entries."""
+    info = httpx.get(f"{url}/api/zoo", timeout=60).json()
+    entries = [e["id"] for e in info["entries"]][:args.entries]
+    p = info["preprocessing"]
+    rows = []
+    for batch in args.batches:
+        x = np.random.default_rng(0).standard_normal((batch, p["in_chans"], p["img_size"], p["img_size"]))
+        infer = cycling_infer(entries, x.astype(np.float32))
+        asyncio.run(load(url, args.clients, args.warmup, infer))  # exports, session loads, first calls
+        rows.append(row(label, batch, args.clients, asyncio.run(load(url, args.clients, args.duration, infer))))
+    return rows
+
+
+def cycling_infer(entries: list[str], x: np.ndarray):
+    """A request function for bench_server.load: `x` to the next entry in turn."""
+    body, headers = infer_body(x)
+    turn = itertools.count()
+
+    async def infer(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(f"/v2/models/{entries[next(turn) % len(entries)]}/infer", content=body,
+                                 headers=headers)
+
+    return infer
+
+
+def row(label: str, batch: int, clients: int, result: LoadResult) -> str:
+    lat = sorted(result.latencies_ms) or [float("nan")]
+    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+    rate = len(result.latencies_ms) / result.seconds
+    errors = ", ".join(f"{k}: {v}" for k, v in result.errors.items()) or "0"
+    return (f"| {label} | {batch} | {clients} | {len(result.latencies_ms):,} | {rate:,.1f} | {rate * batch:,.0f} | "
+            f"{statistics.median(lat):.1f} | {p95:.1f} | {errors} |")
+
+
+def bench(args: argparse.Namespace) -> None:
+    print(f"`{' '.join(['python -m bench.bench_ray', *sys.argv[1:]])}`\n")
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; "
+          f"Python {platform.python_version()}; clients, server and Ray on the same machine.\n")
+    print(f"Zoo `{args.zoo}`, clients cycle over {args.entries} entries; {args.clients} clients, {args.duration:g} s "
+          f"per row after {args.warmup:g} s warm-up; v2 infer with binary tensors. Ray: a local one-node cluster, "
+          f"{args.entries} sessions per model replica, Serve batching as the server's micro-batching "
+          f"(up to 16 requests, 5 ms).\n")
+    print("| setting | batch | clients | requests | req/s | images/s | p50 ms | p95 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="prezoo-bench-ray-") as tmp:
+        zoo, cache = zoo_folder(args.zoo, Path(tmp)), Path(tmp) / "cache"
+        threads = [] if args.ort_threads is None else ["--ort-threads", str(args.ort_threads)]
+        for setting in SETTINGS:
+            if setting.replicas == 0:
+                with running_server(zoo, cache, "--sessions", str(args.entries), *threads) as served:
+                    rows = bench_one(served.url, args, setting.label)
+            else:
+                options = {"zoo": zoo, "cache": str(cache), "max_models_per_replica": args.entries,
+                           "min_replicas": setting.replicas, "max_replicas": setting.replicas,
+                           "ort_threads": args.ort_threads}
+                with local_ray(os.cpu_count() or 1) as cluster, ray_app(cluster, options) as url:
+                    rows = bench_one(url, args, setting.label)
+            print("\n".join(rows), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_ray", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--zoo", default=str(DEFAULT_ZOO), help="zoo folder or `tiny-sized` (default: %(default)s)")
+    p.add_argument("--entries", type=int, default=4, help="entries the clients cycle over (default: %(default)s)")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per row")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds before each row")
+    p.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1, 8],
+                   help="images per request, comma-separated (default: 1,8)")
+    p.add_argument("--ort-threads", type=int, help="ONNX Runtime threads per session, everywhere (default: ORT's)")
+    bench(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
