@@ -7,9 +7,9 @@ The model id is the entry id: Serve routes a request to a replica that already h
 keeps at most `max_models_per_replica` ONNX Runtime sessions (the least recently used is unloaded first) and
 micro-batches concurrent requests for one entry (Serve's batches are split by model id). The model deployment
 autoscales between `min_replicas` and `max_replicas` on ongoing requests per replica. The ingress runs the same route
-code as `python -m server` (same JSON, errors as data, downloads from its own export cache); it has no UI and no
-request body limits (Serve's proxy reads the body first): put it behind a proxy that limits bodies. Needs the `ray`
-extra (README "Ray Serve").
+code as `python -m server` (same JSON, errors as data, downloads from its own export cache); it has no UI, and not
+the server's request body limits and client timeouts (Serve's proxy handles the connections): put it behind a proxy
+that has them. Needs the `ray` extra (README "Ray Serve").
 """
 
 from __future__ import annotations

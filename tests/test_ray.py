@@ -8,6 +8,7 @@ Needs the `ray` extra (requirements-dev.txt pins it); skipped where ray is not i
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from bench.bench_ray import APP, LOCAL_RAY_ENV, live_pids, local_ray, ray_app
 from bench.bench_server import running_server
@@ -120,6 +122,19 @@ def test_a_malformed_infer_request_is_the_same_400(servers):
                    for url in (servers.ray, servers.single))
     assert ray.status_code == 400
     assert ray.json() == single.json()
+
+
+@pytest.mark.slow
+def test_predict_classifies_an_upload_like_the_single_process_server(servers):
+    """/api/predict decodes in the ingress and takes its logits from the model deployment."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(buf, "PNG")
+    form = {"model": servers.entries[3], "top_k": "3"}
+    ray, single = (httpx.post(f"{url}/api/predict", data=form, files={"files": ("x.png", buf.getvalue(), "image/png")},
+                              timeout=60).json() for url in (servers.ray, servers.single))
+    assert [p["label"] for p in ray["predictions"][0]["top"]] == [p["label"] for p in single["predictions"][0]["top"]]
+    assert ray["predictions"][0]["top"][0]["probability"] == pytest.approx(
+        single["predictions"][0]["top"][0]["probability"], rel=1e-5)
 
 
 def test_the_builder_refuses_bad_options_before_anything_is_deployed(zoo_dir):
