@@ -64,9 +64,10 @@ class ZooModels:
         self.loads = 0
 
         async def load(entry_id: str) -> Any:
+            session = await asyncio.to_thread(load_session, self.zoo, self.exports, self.zoo.entry(entry_id),
+                                              self.providers, self.config)
             self.loads += 1
-            return await asyncio.to_thread(load_session, self.zoo, self.exports, self.zoo.entry(entry_id),
-                                           self.providers, self.config)
+            return session
 
         # wired here, not as a decorated method: the bound comes from the options
         self.session = serve.multiplexed(max_num_models_per_replica=max_models)(load)
