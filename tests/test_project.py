@@ -33,8 +33,9 @@ def pins(name: str) -> list[str]:
 def test_torch_pins_come_first_and_every_dependency_is_pinned_once():
     assert pins("requirements.txt")[:2] == ["torch==2.14.1", "torchvision==0.29.1"]
     every = [p for f in ("requirements.txt", "requirements-dev.txt", "requirements-gpu.txt") for p in pins(f)]
-    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][^ ]*", p) for p in every), "every dependency is pinned"
-    names = [p.split("==")[0].lower() for p in every]
+    pinned = r"[A-Za-z0-9_.-]+(\[[a-z,]+\])?==[0-9][^ ]*"  # name, its extras if any, exact version
+    assert all(re.fullmatch(pinned, p) for p in every), "every dependency is pinned"
+    names = [p.split("==")[0].split("[")[0].lower() for p in every]
     assert len(names) == len(set(names)), "each package is pinned in one file only"
     assert "onnxruntime-gpu" not in {p.split("==")[0] for p in pins("requirements.txt")}, "never both onnxruntime"
 

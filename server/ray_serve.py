@@ -1,0 +1,125 @@
+"""The zoo as a Ray Serve application, for more than one machine: the /api routes and the Open Inference Protocol v2
+routes in an ingress deployment, inference in a model deployment that multiplexes the zoo's entries.
+
+    serve run --app-dir . server.ray_serve:app_builder zoo=DIR|org/name max_models_per_replica=4 max_replicas=4
+
+The model id is the entry id: Serve routes a request to a replica that already holds its entry when it can; a replica
+keeps at most `max_models_per_replica` ONNX Runtime sessions (the least recently used is unloaded first) and
+micro-batches concurrent requests for one entry (Serve's batches are split by model id). The model deployment
+autoscales between `min_replicas` and `max_replicas` on ongoing requests per replica. The ingress runs the same route
+code as `python -m server` (same JSON, errors as data, downloads from its own export cache); it has no UI, and not
+the server's request body limits and client timeouts (Serve's proxy handles the connections): put it behind a proxy
+that has them. Needs the `ray` extra (README "Ray Serve").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from export.cache import ExportCache
+from export.onnx import run
+from server.__main__ import CACHE, load_zoo, writable_cache
+from server.api import add_api_routes, install_error_handlers
+from server.inference import Engine, InferenceConfig, choose_providers, serving_session
+from server.state import PreZooServer, ServerConfig
+from server.v2 import add_v2_routes
+from zoo.store import DEFAULT_ZOO, ZooEntry
+
+DEFAULTS = InferenceConfig()  # the single-process server's batching settings
+REMOTE = ([], "inference runs on the replicas of the Ray Serve deployment ZooModels")  # the ingress's providers
+INGRESS_ONGOING_REQUESTS = 256  # the ingress only parses and forwards: its replica takes many requests at once
+
+
+class RayOptions(BaseModel):
+    """The application's settings: `serve run ... key=value` arguments (strings there, validated here)."""
+
+    model_config = ConfigDict(extra="forbid")
+    zoo: str = Field(str(DEFAULT_ZOO), description="zoo directory or Hub repo id, reachable from every node")
+    cache: str = Field(str(CACHE), description="exports, per node (shared by the replicas of one node)")
+    max_models_per_replica: int = Field(4, ge=1, description="ONNX Runtime sessions a model replica keeps (LRU)")
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0, description="per model replica, the autoscaler's target")
+    max_ongoing_requests: int = Field(2 * DEFAULTS.max_batch, ge=1, description="per model replica")
+    cpus_per_replica: float = Field(1.0, ge=0, description="Ray CPUs each model replica reserves")
+    ort_threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads per session")
+
+
+@serve.deployment
+class ZooModels:
+    """Logits of any entry of the zoo; the request's multiplexed model id names the entry."""
+
+    def __init__(self, zoo_source: str, cache: str, max_models: int, ort_threads: int | None) -> None:
+        self.zoo = load_zoo(zoo_source)
+        self.exports = ExportCache(writable_cache(cache) / "exports")
+        self.config = InferenceConfig(threads=ort_threads)
+        self.providers, _ = choose_providers()
+        self.loads = 0
+
+        async def load(entry_id: str) -> Any:
+            session = await asyncio.to_thread(serving_session, self.exports, self.zoo, self.zoo.entry(entry_id),
+                                              self.config, self.providers)
+            self.loads += 1
+            return session
+
+        # wired here, not as a decorated method: the bound comes from the options
+        self.session = serve.multiplexed(max_num_models_per_replica=max_models)(load)
+
+    @serve.batch(max_batch_size=DEFAULTS.max_batch, batch_wait_timeout_s=DEFAULTS.max_wait_ms / 1e3)
+    async def logits(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        """One ONNX Runtime call for the concurrent requests of one entry, split back per request."""
+        session = await self.session(serve.get_multiplexed_model_id())
+        out = await asyncio.to_thread(run, session, np.concatenate(batch))
+        return np.split(out, np.cumsum([len(x) for x in batch[:-1]]))
+
+    def load_count(self) -> int:
+        """Sessions this replica has built: an entry unloaded by the LRU and asked for again counts again."""
+        return self.loads
+
+
+class RemoteEngine(Engine):
+    """The ingress's engine: logits come from ZooModels, routed by entry id (no sessions in this process)."""
+
+    def __init__(self, server: PreZooServer, models: DeploymentHandle) -> None:
+        super().__init__(server.zoo, server.exports, server.config.inference, REMOTE)
+        self.models = models
+
+    async def batched_logits(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
+        return await self.models.options(multiplexed_model_id=entry.id).logits.remote(x)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=INGRESS_ONGOING_REQUESTS)
+@serve.ingress()
+class PreZooIngress:
+    """/api and /v2 as `python -m server` answers them, with inference on ZooModels."""
+
+    def __init__(self, models: DeploymentHandle, zoo_source: str, cache: str) -> None:
+        self.server = PreZooServer(load_zoo(zoo_source), writable_cache(cache), ServerConfig(), REMOTE)
+        self.server.engine = RemoteEngine(self.server, models)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        app = FastAPI(title="PreZoo on Ray Serve", docs_url=None, redoc_url=None)
+        install_error_handlers(app)
+        add_api_routes(app, self.server, samples=[])
+        add_v2_routes(app, self.server)
+        return app
+
+
+def app_builder(args: dict[str, Any]) -> serve.Application:
+    """The application for `serve run server.ray_serve:app_builder key=value ...` (or `serve.run(app_builder({...}))`):
+    RayOptions' fields as keys. The zoo is loaded here once, so a bad one fails the start, not every replica."""
+    options = RayOptions.model_validate(args)
+    load_zoo(options.zoo)
+    autoscaling = {"min_replicas": options.min_replicas, "max_replicas": options.max_replicas,
+                   "target_ongoing_requests": options.target_ongoing_requests}
+    models = ZooModels.options(autoscaling_config=autoscaling, max_ongoing_requests=options.max_ongoing_requests,
+                               ray_actor_options={"num_cpus": options.cpus_per_replica})
+    return PreZooIngress.bind(models.bind(options.zoo, options.cache, options.max_models_per_replica,
+                                          options.ort_threads), options.zoo, options.cache)
