@@ -12,92 +12,25 @@ import fastapi_offline
 import gradio as gr
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from gradio.route_utils import API_PREFIX as GRADIO_API
-from starlette.routing import Match, Mount, compile_path
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from export.cache import DEFAULT_MAX_BYTES
 from server.api import add_api_routes, install_error_handlers
 from server.images import ImageLimits
 from server.inference import InferenceConfig
+from server.limits import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, api_body_limits
 from server.samples import write_samples
 from server.state import PreZooServer, ServerConfig
 from server.ui import PreZooUI
-from server.v2 import INFER_PATH, add_v2_routes, infer_body_limit
+from server.v2 import add_v2_routes
 from zoo.store import Zoo
 
 log = logging.getLogger("server")
-
-
-JSON_BODY_LIMIT = 64 * 1024  # every route but the uploads: the API's JSON bodies are well under 1 KiB
-MULTIPART_OVERHEAD = 1024 * 1024  # part headers and form fields around an upload's files
 API_PATHS = ("/api", "/v2", "/docs", "/docs-assets", "/openapi.json")  # everything else under / is the UI's
-
-
-class BodyLimit:
-    """Per-route request body limits, counted on the bytes as they arrive (chunked bodies and lying Content-Length
-    included): a body over its route's limit gets a 413 the moment it passes it, and the connection is closed, so
-    nothing bigger is ever spooled, parsed or validated. `limits` are keyed by route path ('/v2/models/{model}/infer'
-    included), matched like the router does."""
-
-    def __init__(self, app: ASGIApp, limits: dict[str, int], default: int) -> None:
-        self.app, self.default = app, default
-        self.limits = [(compile_path(path)[0], limit) for path, limit in limits.items()]
-
-    def limit(self, path: str) -> int:
-        return next((limit for pattern, limit in self.limits if pattern.match(path)), self.default)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        body = LimitedBody(scope, receive, send, self.limit(scope["path"]))
-        if body.declared_too_large():
-            await body.answer_too_large()
-            return
-        try:
-            await self.app(scope, body.receive, body.send)
-        except Exception:
-            if not body.cut:
-                raise
-            log.debug("request cut at its body limit", exc_info=True)  # the app failing to read the rest: expected
-
-
-class LimitedBody:
-    """One request's body against its limit. Once over, it answers 413 itself (if the app has not answered yet),
-    tells the app the client is gone, and drops whatever the app still sends."""
-
-    def __init__(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        self.scope, self._receive, self._send, self.limit = scope, receive, send, limit
-        self.received, self.cut, self.started = 0, False, False
-
-    def declared_too_large(self) -> bool:
-        length = dict(self.scope["headers"]).get(b"content-length", b"")
-        return length.isdigit() and int(length) > self.limit
-
-    async def answer_too_large(self) -> None:
-        message = f"the request body is over this route's limit of {self.limit:,} bytes"
-        response = JSONResponse({"error": message}, status_code=413, headers={"Connection": "close"})
-        await response(self.scope, self._receive, self._send)
-
-    async def receive(self) -> Message:
-        if self.cut:
-            return {"type": "http.disconnect"}
-        message = await self._receive()
-        self.received += len(message.get("body", b""))
-        if self.received <= self.limit:
-            return message
-        self.cut = True
-        if not self.started:
-            await self.answer_too_large()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: Message) -> None:
-        if not self.cut:
-            self.started = self.started or message["type"] == "http.response.start"
-            await self._send(message)
 
 
 class HeadAsGet:
@@ -188,10 +121,8 @@ def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_tok
     add_api_routes(app, server, samples)
     add_v2_routes(app, server)
     add_offline_docs(app)
-    body_limits = {"/api/predict": limits.max_files * limits.max_bytes + MULTIPART_OVERHEAD,
-                   f"{GRADIO_API}/upload": limits.max_bytes + MULTIPART_OVERHEAD,  # the UI uploads one at a time
-                   INFER_PATH: infer_body_limit(server)}
-    app.add_middleware(BodyLimit, limits=body_limits, default=JSON_BODY_LIMIT)
+    ui_upload = {f"{GRADIO_API}/upload": limits.max_bytes + MULTIPART_OVERHEAD}  # the UI uploads one file at a time
+    app.add_middleware(BodyLimit, limits=api_body_limits(server) | ui_upload, default=JSON_BODY_LIMIT)
     app.add_middleware(HeadAsGet)
     ui = PreZooUI(server, samples).build()
     ui.queue(default_concurrency_limit=8)

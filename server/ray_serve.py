@@ -7,9 +7,9 @@ The model id is the entry id: Serve routes a request to a replica that already h
 keeps at most `max_models_per_replica` ONNX Runtime sessions (the least recently used is unloaded first) and
 micro-batches concurrent requests for one entry (Serve's batches are split by model id). The model deployment
 autoscales between `min_replicas` and `max_replicas` on ongoing requests per replica. The ingress runs the same route
-code as `python -m server` (same JSON, errors as data, downloads from its own export cache); it has no UI, and not
-the server's request body limits and client timeouts (Serve's proxy handles the connections): put it behind a proxy
-that has them. Needs the `ray` extra (README "Ray Serve").
+code as `python -m server` (same JSON, errors as data, downloads from its own export cache, the same per-route body
+limits); it has no UI, and not the server's client timeouts (Serve's proxy handles the connections): put it behind a
+proxy that has them. Needs the `ray` extra (README "Ray Serve").
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from export.onnx import run
 from server.__main__ import CACHE, load_zoo, writable_cache
 from server.api import add_api_routes, install_error_handlers
 from server.inference import Engine, InferenceConfig, choose_providers, serving_session
+from server.limits import JSON_BODY_LIMIT, BodyLimit, api_body_limits
 from server.state import PreZooServer, ServerConfig
 from server.v2 import add_v2_routes
 from zoo.store import DEFAULT_ZOO, ZooEntry
@@ -106,6 +107,7 @@ class PreZooIngress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = FastAPI(title="PreZoo on Ray Serve", docs_url=None, redoc_url=None)
+        app.add_middleware(BodyLimit, limits=api_body_limits(self.server), default=JSON_BODY_LIMIT)
         install_error_handlers(app)
         add_api_routes(app, self.server, samples=[])
         add_v2_routes(app, self.server)

@@ -128,6 +128,19 @@ def test_a_malformed_infer_request_is_the_same_400(servers):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("path", ["/api/specialize", "/v2/models/{entry}/infer"])
+def test_bodies_over_the_route_limit_get_the_same_413(servers, path):
+    """The ingress applies the server's per-route body limits: 65 KiB of JSON is over /api/specialize's 64 KiB, and a
+    v2 tensor of 40,000 images of 28² is over the infer route's."""
+    path = path.format(entry=servers.entries[0])
+    body = b" " * (65 * 1024) + b"{}" if path == "/api/specialize" else b"0" * (40_000 * 28 * 28 * 4)
+    ray, single = (httpx.post(f"{url}{path}", content=body, headers={"content-type": "application/json"}, timeout=60)
+                   for url in (servers.ray, servers.single))
+    assert ray.status_code == 413
+    assert ray.json() == single.json()
+
+
+@pytest.mark.slow
 def test_predict_classifies_an_upload_like_the_single_process_server(servers):
     """/api/predict decodes in the ingress and takes its logits from the model deployment."""
     buf = io.BytesIO()
