@@ -50,7 +50,7 @@ def zoo_dir(tmp_path_factory) -> Path:
 COMMANDS = [("zoo",), ("training",), ("export",), ("server",),
             *[("zoo", c) for c in ("spaces", "list", "get", "profile", "import-official")],
             *[("training", c) for c in ("select", "train", "evaluate", "search", "package", "finetune")],
-            ("export", "push")]
+            ("export", "push"), ("export", "triton")]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
