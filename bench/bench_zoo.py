@@ -1,6 +1,6 @@
 """The zoo as a product: specialization latency vs search, and inference engines side by side.
 
-    .venv/bin/python -m bench.bench_zoo [--zoo zoos/mini-fmnist] [--budget 0.3M] [--skip-search]
+    .venv/bin/python -m bench.bench_zoo [--zoo zoos/ladder-fmnist] [--budget 0.3M] [--skip-search]
 
 1. Budget -> standalone model (query + slice) on the default zoo and on an autoformer-tiny-sized
    supernet (goal ≤ 100 ms); budget -> ONNX file cold and cached; vs the evolutionary search

@@ -41,3 +41,21 @@ def test_training_benchmark_puts_the_supernet_beside_timm():
 def test_every_benchmark_imports(module):
     """Benchmarks run rarely (some only on a GPU): at least their imports follow the code they measure."""
     importlib.import_module(f"bench.{module}")
+
+
+def test_paired_statistics_of_the_tradeoff_benchmark():
+    """McNemar's exact test and the paired interval, against values worked out by hand."""
+    import torch
+
+    from bench.bench_selector_accuracy import best_rank
+    from bench.bench_tradeoff import mcnemar_p, paired_difference
+
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(0, 6) == pytest.approx(2 / 64)  # all six disagreements one way: 2 · 0.5^6
+    assert mcnemar_p(1, 9) == pytest.approx(2 * 11 / 1024)  # P(X <= 1), X ~ Bin(10, 1/2), two-sided
+    big = torch.tensor([True] * 90 + [False] * 10)
+    small = torch.tensor([True] * 80 + [False] * 20)  # the big model is right on 10 more images, never fewer
+    diff, lo, hi, p = paired_difference(big, small)
+    assert diff == pytest.approx(10.0) and lo < 10 < hi and p == pytest.approx(2 / 2**10)
+    assert paired_difference(small, small)[:3] == (0.0, 0.0, 0.0)
+    assert best_rank(0.9, [0.1, 0.5]) == 0 and best_rank(0.1, [0.5, 0.9]) == 1 and best_rank(0.5, [0.5, 0.1]) == 0.25

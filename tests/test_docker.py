@@ -107,7 +107,7 @@ def test_dockerignore_keeps_the_source_and_default_zoo_and_drops_local_state():
                 if line.strip() and not line.startswith("#")]
     assert not any(p.startswith("!") for p in patterns)
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    assert "zoos/mini-fmnist/supernet.safetensors" in tracked
+    assert "zoos/ladder-fmnist/supernet.safetensors" in tracked
     assert [f for f in tracked if dockerignored(f, patterns)] == []
     for local in (".venv/bin/python", ".git/HEAD", "runs/default/train/ckpt.pt", "zoo/__pycache__/arch.pyc"):
         assert dockerignored(local, patterns), local

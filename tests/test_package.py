@@ -151,10 +151,10 @@ def test_wheel_installs_into_a_fresh_venv_and_works_outside_the_checkout(tmp_pat
     names = zipfile.ZipFile(wheel).namelist()
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     allowed = tuple(f"{p}/" for p in PACKAGES) + (f"prezoo-{version}.dist-info/",
-                                                  f"prezoo-{version}.data/data/share/prezoo/zoos/mini-fmnist/")
+                                                  f"prezoo-{version}.data/data/share/prezoo/zoos/ladder-fmnist/")
     assert [n for n in names if not n.startswith(allowed)] == []
     assert not [n for n in names if any(part in n.split("/") for part in ("tests", "bench", "runs", "out", ".venv"))]
-    assert {n.rsplit("/", 1)[1] for n in names if "/zoos/mini-fmnist/" in n} == {
+    assert {n.rsplit("/", 1)[1] for n in names if "/zoos/ladder-fmnist/" in n} == {
         p.name for p in DEFAULT_ZOO.iterdir()}
 
     venv = tmp_path / "venv"
@@ -176,7 +176,7 @@ def test_wheel_installs_into_a_fresh_venv_and_works_outside_the_checkout(tmp_pat
     found = json.loads(run.stdout.splitlines()[-1])
     venv_root = venv.resolve()
     assert all(Path(f).resolve().is_relative_to(venv_root) for f in found["modules"]), found["modules"]
-    assert Path(found["default_zoo"]).resolve() == venv_root / "share" / "prezoo" / "zoos" / "mini-fmnist"
+    assert Path(found["default_zoo"]).resolve() == venv_root / "share" / "prezoo" / "zoos" / "ladder-fmnist"
     assert found["checksum"] == shipped.checksum
     assert found["timm_equal"] and found["from_pretrained_equal"]
     snippet = readme_block("Use a PreZoo model without PreZoo's repo", "python")  # the README's own words, run

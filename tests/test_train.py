@@ -65,7 +65,7 @@ def test_training_learns_and_writes_artifacts(tmp_path, preferred):
     from training.evaluate import accuracy, load_supernet, tensor_batches
     from zoo import ViTSupernet
 
-    cfg = TrainConfig(out=str(tmp_path), preferred=preferred, epochs=0.15, batch_size=64, log_every=16,
+    cfg = TrainConfig(out=str(tmp_path), space="mini", preferred=preferred, epochs=0.15, batch_size=64, log_every=16,
                       ckpt_every=1000, warmup_epochs=0.02, progress=False)
     out = train(cfg)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -207,7 +207,7 @@ def run_search(args: argparse.Namespace) -> int:
 def add_package_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="training run directory, already evaluated on the test split")
     p.add_argument("--out", required=True, help="zoo directory to write")
-    p.add_argument("--name", required=True, help="zoo name, e.g. mini-fmnist")
+    p.add_argument("--name", required=True, help="zoo name, e.g. ladder-fmnist")
     p.add_argument("--max-fp16-drift", type=float, default=0.1, help="top-1 points fp16 storage may cost")
 
 

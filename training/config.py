@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 @dataclass
 class TrainConfig:
     out: str = "runs/train"
-    space: str = "mini"
+    space: str = "ladder"
     preferred: str | None = None  # preferred.json; required by the preferred sampler
     sampler: str = "preferred"  # or "uniform"
     sandwich: int = -1  # k >= 0: train largest + smallest + k sampled archs per step

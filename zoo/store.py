@@ -52,9 +52,9 @@ INDEX = "zoo.json"
 
 
 def default_zoo() -> Path:
-    """The zoo shipped with PreZoo: the checkout's `zoos/mini-fmnist`, else the copy a wheel installed under
+    """The zoo shipped with PreZoo: the checkout's `zoos/ladder-fmnist`, else the copy a wheel installed under
     <prefix>/share/prezoo (pyproject.toml's data-files; a `--user` install puts it under the user base)."""
-    shipped = Path("zoos", "mini-fmnist")
+    shipped = Path("zoos", "ladder-fmnist")
     checkout = Path(__file__).resolve().parent.parent / shipped
     installed = [Path(sysconfig.get_path("data", scheme)) / "share" / "prezoo" / shipped
                  for scheme in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user"))]
