@@ -125,10 +125,10 @@ class LatencyProfiler:
 
     def __init__(self, zoo: Zoo, cache: ExportCache, engine: Engine, enabled: bool,
                  warmup: int = SERVED_WARMUP, runs: int = SERVED_RUNS) -> None:
-        self.zoo, self.cache, self.engine, self.enabled = zoo, cache, engine, enabled
+        self.provider = engine.providers[0] if engine.providers else None  # None: no sessions here (the Ray ingress)
+        self.zoo, self.cache, self.engine, self.enabled = zoo, cache, engine, enabled and self.provider is not None
         self.warmup, self.runs = warmup, runs
-        self.provider = engine.providers[0]
-        self.protocol = latency_protocol(self.provider, engine.config.threads, 1, warmup, runs) if enabled else None
+        self.protocol = self.enabled and latency_protocol(self.provider, engine.config.threads, 1, warmup, runs) or None
         self._served: dict[str, dict[str, float]] = {}
         self._failed: dict[str, str] = {}
         self._lock = threading.Lock()
