@@ -180,3 +180,17 @@ def test_cli_profile_says_cuda_does_not_run_here(zoo_dir, tmp_path):
     bad = zoo_cli("profile", "--zoo", str(zoo_dir), "--cache", str(tmp_path), "--provider", "cuda")
     assert bad.returncode == 2 and "--provider cuda: CUDA does not run on this host" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_server_without_sessions_has_nothing_to_profile(tmp_path):
+    """The Ray Serve ingress runs no ONNX Runtime session (its providers are []): asking it to profile builds a
+    server whose profiler is simply off, instead of failing to start."""
+    from server.state import ServerConfig
+    from zoo import Zoo
+
+    server = PreZooServer(Zoo.load(make_zoo(tmp_path / "zoo")), tmp_path / "cache", ServerConfig(profile_latency=True),
+                          ([], "inference runs elsewhere"))
+    progress = server.profiler.progress()
+    assert progress["state"] == "off" and progress["provider"] is None and progress["protocol"] is None
+    server.profiler.start()  # a no-op, not a thread that fails
+    assert not server.profiler._thread.is_alive()
