@@ -68,12 +68,13 @@ class Served:
 
 @contextmanager
 def running_server(zoo: str, cache: Path, *extra: str) -> Iterator[Served]:
-    """`python -m server` on a free loopback port, once /api/health answers."""
+    """`python -m server` on a free loopback port, once /api/health answers; without the background latency profiling
+    (`--no-profile`), which would share the cores with what is measured and report other latencies than the zoo's."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "server", "--zoo", zoo, "--cache", str(cache), "--port", str(port),
-           "--log-level", "warning", *extra]
+           "--log-level", "warning", "--no-profile", *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

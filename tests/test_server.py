@@ -55,10 +55,11 @@ class Live:
 @contextmanager
 def serve(app) -> Iterator[str]:
     """uvicorn on an ephemeral loopback port in a thread; stopped (graceful shutdown, short: Gradio's heartbeat
-    streams stay open until cut) on exit."""
+    streams stay open until cut) on exit. HTTP by h11, as `python -m server` runs it (uvicorn's "auto" would take
+    httptools where it is installed, e.g. by ray[serve], and it answers unknown methods with a plain-text 400)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, http="h11"))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
