@@ -128,7 +128,8 @@ class LatencyProfiler:
         self.provider = engine.providers[0] if engine.providers else None  # None: no sessions here (the Ray ingress)
         self.zoo, self.cache, self.engine, self.enabled = zoo, cache, engine, enabled and self.provider is not None
         self.warmup, self.runs = warmup, runs
-        self.protocol = self.enabled and latency_protocol(self.provider, engine.config.threads, 1, warmup, runs) or None
+        self.protocol = (latency_protocol(self.provider, engine.config.threads, 1, warmup, runs) if self.enabled
+                         else None)
         self._served: dict[str, dict[str, float]] = {}
         self._failed: dict[str, str] = {}
         self._lock = threading.Lock()
