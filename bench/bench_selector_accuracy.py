@@ -2,23 +2,29 @@
 
     .venv/bin/python -m bench.bench_selector_accuracy --supernet runs/uniform/train/supernet.safetensors \
         [--seeds 5] [--random 30] [--plot bench/selector-vs-accuracy.png]
+    .venv/bin/python -m bench.bench_selector_accuracy --supernet runs/isomer/train/supernet.safetensors \
+        --isomers 8 --plot bench/selector-isomers.png
 
 `--supernet` is a *uniformly* trained supernet (AutoFormer-style: `python -m training train --sampler uniform`), used
 as the accuracy oracle: every arch is scored with inherited weights on the validation split (held out of training;
 never the test set). Per bucket of the space's default grid, the pick of normalised SNIP (PreNAS), the pick of plain
 SNIP and `--random` distinct random archs of that bucket are ranked by that accuracy. A pick's best-rank is the share
 of the bucket's random archs that beat it (0: none does, 1: all do; ties count half); mBR is its mean over buckets, per
-selector seed; the seeds are the replicates of the interval.
+selector seed; the seeds are the replicates of the interval. With `--isomers N` (for the `isomer` space: one embed,
+one depth) the groups are the N largest isomer groups instead (same embed, depth and counts of each head and MLP
+choice, so the same params): each proxy's representative against random reallocations of the same counts, as in the
+paper's Appendix A, with each pick's "low share" to show whether a proxy prefers wide-low isomers.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
 from pathlib import Path
 
-from bench.common import machine
+from bench.common import machine, mean_interval
 from training.data import load_data
 from training.evaluate import accuracy, load_supernet, tensor_batches
 from training.sampler import UniformSampler
@@ -27,7 +33,6 @@ from zoo import Arch, params
 from zoo.io import atomic_write_figure
 
 PROXIES = ("snip-normalised", "snip")
-T95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}  # two-sided t, n samples
 
 
 def random_archs(space, lo: float, hi: float, n: int, seed: int, tries: int = 200_000) -> list[Arch]:
@@ -47,12 +52,32 @@ def best_rank(score: float, others: list[float]) -> float:
     return (sum(o > score for o in others) + 0.5 * sum(o == score for o in others)) / len(others)
 
 
-def mean_interval(values: list[float]) -> str:
-    m = statistics.mean(values)
-    if len(values) < 2:
-        return f"{m:.3f}"
-    half = T95.get(len(values), 1.96) * statistics.stdev(values) / len(values) ** 0.5
-    return f"{m:.3f} ± {half:.3f}"
+def isomer_count(key: tuple) -> int:
+    """How many archs share an isomer key: the multinomial count of each per-layer list's orderings."""
+    orderings = lambda xs: math.factorial(len(xs)) // math.prod(math.factorial(xs.count(v)) for v in set(xs))
+    return orderings(key[2]) * orderings(key[3])
+
+
+def random_isomers(arch: Arch, n: int, seed: int, tries: int = 10_000) -> list[Arch]:
+    """Up to `n` distinct isomers of `arch` (its per-layer heads and ratios shuffled), the arch itself excluded."""
+    rng, found = random.Random(seed), {}
+    for _ in range(tries):
+        heads, ratios = list(arch.num_heads), list(arch.mlp_ratios)
+        rng.shuffle(heads)
+        rng.shuffle(ratios)
+        iso = Arch(arch.embed_dim, arch.depth, tuple(heads), tuple(ratios))
+        if iso != arch:
+            found.setdefault(iso.id, iso)
+            if len(found) == n:
+                break
+    return list(found.values())
+
+
+def low_share(arch: Arch) -> float:
+    """Share of the heads and MLP width in the lower half of the layers: above 0.5 is "wide-low"."""
+    half = arch.depth // 2
+    share = lambda xs: sum(xs[:half]) / sum(xs) if arch.depth % 2 == 0 else (sum(xs[:half]) + xs[half] / 2) / sum(xs)
+    return (share(arch.num_heads) + share(arch.mlp_ratios)) / 2
 
 
 def main() -> None:
@@ -60,6 +85,8 @@ def main() -> None:
     ap.add_argument("--supernet", required=True)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--random", type=int, default=30)
+    ap.add_argument("--isomers", type=int, default=0, metavar="N",
+                    help="rank within the N largest isomer groups instead of within the buckets")
     ap.add_argument("--plot", default="bench/selector-vs-accuracy.png")
     args = ap.parse_args()
     supernet = load_supernet(args.supernet)
@@ -75,9 +102,21 @@ def main() -> None:
 
     picks = {(p, s): select(SelectConfig(space, proxy=p, seed=s, progress=False)) for p in PROXIES
              for s in range(args.seeds)}
-    edges = picks[PROXIES[0], 0].config.buckets.edges()
+    study = isomer_study if args.isomers else bucket_study
     print(f"machine: {machine()}; supernet {args.supernet}; {len(val)} validation images; {args.seeds} selector "
-          f"seeds; {args.random} random archs per bucket\n")
+          f"seeds; {args.random} random archs per group\n")
+    ranks, points = study(args, space, picks, acc)
+    print("\n| selector | mBR (mean over seeds ± 95% t-interval; 0 = the best of the random archs) "
+          "| per seed |\n|---|---|---|")
+    for p in PROXIES:
+        per_seed = [statistics.mean(ranks[p, s]) for s in range(args.seeds)]
+        print(f"| {p} | {mean_interval(per_seed)} | {', '.join(f'{m:.3f}' for m in per_seed)} |")
+    print(f"\nwrote {plot(points, args.plot, 'isomer group' if args.isomers else None)}")
+
+
+def bucket_study(args, space, picks, acc):
+    """Each proxy's pick per bucket of the default grid against random archs of the bucket."""
+    edges = picks[PROXIES[0], 0].config.buckets.edges()
     print("| bucket | random archs: median / best val top-1 | normalised SNIP: top-1 (best-rank) per seed "
           "| plain SNIP: top-1 (best-rank) per seed |")
     print("|---|---|---|---|")
@@ -102,15 +141,43 @@ def main() -> None:
         points += [("random", (lo * hi) ** 0.5, r) for r in randoms]
         print(f"| [{lo / 1e3:.1f}K, {hi / 1e3:.1f}K) | {statistics.median(randoms):.2f} / {max(randoms):.2f} "
               f"(n={len(randoms)}) | {cells[0]} | {cells[1]} |")
-    print("\n| selector | mBR (mean over seeds ± 95% t-interval; 0 = the best of the random archs) "
-          "| per seed |\n|---|---|---|")
-    for p in PROXIES:
-        per_seed = [statistics.mean(ranks[p, s]) for s in range(args.seeds)]
-        print(f"| {p} | {mean_interval(per_seed)} | {', '.join(f'{m:.3f}' for m in per_seed)} |")
-    print(f"\nwrote {plot(points, args.plot)}")
+    return ranks, points
 
 
-def plot(points: list[tuple[str, float, float]], path: str) -> Path:
+def isomer_study(args, space, picks, acc):
+    """PreNAS Appendix A: each proxy's representative of an isomer group against random isomers of that group.
+    Groups are the `--isomers` count signatures with the most isomers (the official Case 1 contrast)."""
+    reps = {(p, s): {c.arch.isomer_key: c.arch for c in picks[p, s].candidates} for p, s in picks}
+    groups = sorted(reps[PROXIES[0], 0], key=lambda k: (-isomer_count(k), k))[:args.isomers]
+    print("| group (heads, ratios per layer, sorted) | params | random isomers: median / best | normalised SNIP: "
+          "top-1 (best-rank; low share) per seed | plain SNIP: top-1 (best-rank; low share) per seed |")
+    print("|---|---|---|---|---|")
+    ranks = {(p, s): [] for p in PROXIES for s in range(args.seeds)}
+    points, lows = [], {p: [] for p in PROXIES}
+    for g, key in enumerate(groups):
+        rep = reps[PROXIES[0], 0][key]
+        randoms = [acc(a) for a in random_isomers(rep, args.random, seed=g)]
+        cells = []
+        for p in PROXIES:
+            cell = []
+            for s in range(args.seeds):
+                arch = reps[p, s][key]
+                a = acc(arch)
+                ranks[p, s].append(best_rank(a, randoms))
+                lows[p].append(low_share(arch))
+                cell.append(f"{a:.2f} ({ranks[p, s][-1]:.2f}; {lows[p][-1]:.2f})")
+                points.append((p, g, a))
+            cells.append(", ".join(cell))
+        points += [("random", g, r) for r in randoms]
+        print(f"| {key[2]}, {key[3]} | {params(space, rep) / 1e3:.0f}K | {statistics.median(randoms):.2f} / "
+              f"{max(randoms):.2f} (n={len(randoms)}) | {cells[0]} | {cells[1]} |")
+    print("\nMean low share of the picks (share of heads and MLP width in the lower half of the layers; 0.5 = even, "
+          "above = wide-low): " + ", ".join(f"{p} {statistics.mean(v):.3f}" for p, v in lows.items()))
+    return ranks, points
+
+
+def plot(points: list[tuple[str, float, float]], path: str, x_label: str | None = None) -> Path:
+    """Picks and random archs by accuracy against params (buckets), or against the group's index (isomers)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.2), dpi=100, layout="tight")
@@ -122,10 +189,13 @@ def plot(points: list[tuple[str, float, float]], path: str) -> Path:
         xs = [x for w, x, _ in points if w == who]
         ys = [y for w, _, y in points if w == who]
         ax.scatter(xs, ys, c=color, marker=marker, s=60 if who != "random" else 12, label=label, alpha=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
+    if x_label:
+        ax.set_xlabel(x_label)
+    else:
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
     ax.set_ylabel("validation top-1 with inherited weights (%)")
-    ax.set_title("selector picks vs random archs of each bucket (uniform supernet)")
+    ax.set_title(f"selector picks vs random archs of each {x_label or 'bucket'} (uniform supernet)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return atomic_write_figure(path, fig)

@@ -33,3 +33,16 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, reps: int, wa
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
+
+
+T95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}  # two-sided t, n samples
+
+
+def t_half(values: list[float]) -> float:
+    """Half-width of the 95% t-interval of the mean (the values are the replicates, e.g. seeds)."""
+    return T95.get(len(values), 1.96) * statistics.stdev(values) / len(values) ** 0.5
+
+
+def mean_interval(values: list[float]) -> str:
+    m = statistics.mean(values)
+    return f"{m:.3f}" if len(values) < 2 else f"{m:.3f} ± {t_half(values):.3f}"

@@ -59,3 +59,36 @@ def test_paired_statistics_of_the_tradeoff_benchmark():
     assert diff == pytest.approx(10.0) and lo < 10 < hi and p == pytest.approx(2 / 2**10)
     assert paired_difference(small, small)[:3] == (0.0, 0.0, 0.0)
     assert best_rank(0.9, [0.1, 0.5]) == 0 and best_rank(0.1, [0.5, 0.9]) == 1 and best_rank(0.5, [0.5, 0.1]) == 0.25
+
+
+def test_isomer_helpers_of_the_selector_accuracy_benchmark():
+    """Random isomers keep embed, depth and every choice's count (so the params), and differ from the arch."""
+    from bench.bench_selector_accuracy import isomer_count, low_share, random_isomers
+    from zoo import Arch, get_space, params
+
+    space = get_space("isomer")
+    arch = Arch(64, 6, (4, 4, 2, 2, 1, 1), (4.0, 2.0, 1.0, 1.0, 2.0, 4.0))
+    isomers = random_isomers(arch, 50, seed=0)
+    assert len(isomers) == len({a.id for a in isomers}) == 50 and arch not in isomers
+    assert {a.isomer_key for a in isomers} == {arch.isomer_key}
+    assert {params(space, a) for a in isomers} == {params(space, arch)}
+    assert isomer_count(arch.isomer_key) == 90 * 90  # 6! / (2! 2! 2!) orderings of heads, and of ratios
+    assert len(random_isomers(Arch(64, 6, (2,) * 6, (1.0,) * 5 + (4.0,)), 50, seed=0)) == 5  # all but itself
+    assert low_share(Arch(64, 6, (4, 4, 4, 1, 1, 1), (4.0, 4.0, 4.0, 1.0, 1.0, 1.0))) == pytest.approx(0.8)
+    assert low_share(Arch(64, 5, (2,) * 5, (1.0,) * 5)) == pytest.approx(0.5)
+
+
+def test_search_benchmark_charges_each_arch_once():
+    """The shared memo evaluates an arch once and charges every search that visits it the same seconds."""
+    import torch
+
+    from bench.bench_search import TimedFitness
+    from zoo import ViTSupernet, get_space
+
+    space = get_space("ladder")
+    torch.manual_seed(0)
+    fitness = TimedFitness(ViTSupernet(space).eval(), [(torch.randn(8, 1, 28, 28), torch.arange(8))])
+    small, large = space.smallest_arch(), space.largest_arch()
+    assert fitness(small) == fitness(small) and len(fitness.scores) == 1
+    fitness(large)
+    assert fitness.seconds([small, large]) == fitness.scores[small][1] + fitness.scores[large][1] > 0

@@ -60,6 +60,20 @@ def test_preferred_sampler_balances_embed_depth_groups(preferred):
     assert all(MINI.validate(uniform(s)) for s in range(100))
 
 
+def test_plain_preferred_sampler_is_uniform_over_archs(preferred):
+    """The Eq. 11 ablation: every preferred arch equally often, whatever its (embed, depth) group's size."""
+    from training.select import load_preferred
+    from zoo import Arch
+
+    _, entries = load_preferred(preferred)
+    archs = [Arch.from_dict(e["arch"]) for e in entries]
+    draws = [PreferredSampler(archs, seed=0, balanced=False)(step) for step in range(6000)]
+    for a in archs:
+        assert abs(draws.count(a) / len(draws) - 1 / len(archs)) < 0.03, a
+    with pytest.raises(ValueError, match="preferred-plain"):
+        TrainConfig(sampler="plain", preferred=str(preferred))
+
+
 def test_training_learns_and_writes_artifacts(tmp_path, preferred):
     from training.data import load_data
     from training.evaluate import accuracy, load_supernet, tensor_batches

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+SAMPLERS = ("preferred", "preferred-plain", "uniform")
+
 
 @dataclass
 class TrainConfig:
     out: str = "runs/train"
     space: str = "ladder"
     preferred: str | None = None  # preferred.json; required by the preferred sampler
-    sampler: str = "preferred"  # or "uniform"
+    sampler: str = "preferred"  # Eq. 11; "preferred-plain" (uniform over the preferred set) or "uniform"
     sandwich: int = -1  # k >= 0: train largest + smallest + k sampled archs per step
     data: str = "fashion-mnist"
     img_size: int | None = None
@@ -39,9 +41,9 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.sampler not in ("preferred", "uniform"):
-            raise ValueError(f"sampler must be 'preferred' or 'uniform', got {self.sampler!r}")
-        if self.sampler == "preferred" and not self.preferred:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.sampler != "uniform" and not self.preferred:
             raise ValueError("the preferred sampler needs --preferred PATH (from `python -m training select`)")
         for k in ("epochs", "lr", "batch_size", "ckpt_every", "log_every"):
             if not getattr(self, k) > 0:

@@ -14,14 +14,15 @@ def _rng(seed: int, step: int) -> random.Random:
 
 
 class PreferredSampler:
-    """PreNAS Eq. 11: uniform over (embed, depth) groups of the preferred archs, then uniform inside."""
+    """PreNAS Eq. 11: uniform over (embed, depth) groups of the preferred archs, then uniform inside.
+    `balanced=False` is the paper's ablation: uniform over the preferred archs themselves."""
 
-    def __init__(self, archs: list[Arch], seed: int) -> None:
+    def __init__(self, archs: list[Arch], seed: int, balanced: bool = True) -> None:
         if not archs:
             raise ValueError("the preferred sampler needs at least one architecture")
         groups: dict[tuple[int, int], list[Arch]] = defaultdict(list)
         for a in archs:
-            groups[(a.embed_dim, a.depth)].append(a)
+            groups[(a.embed_dim, a.depth) if balanced else ()].append(a)
         self.groups = [groups[k] for k in sorted(groups)]
         self.seed = seed
 

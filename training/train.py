@@ -59,13 +59,13 @@ def _dist_env() -> tuple[int, int, torch.device]:
 
 
 def _sampler(cfg: TrainConfig, space):
-    if cfg.sampler == "preferred":
+    if cfg.sampler != "uniform":
         pref_space, entries = load_preferred(cfg.preferred)
         if pref_space.hash != space.hash:
             raise ValueError(f"{cfg.preferred} was selected on space {pref_space.name} [{pref_space.hash}], "
                              f"not {space.name} [{space.hash}]")
         archs = [Arch.from_dict(e["arch"]) for e in entries]
-        sample = PreferredSampler(archs, cfg.seed)
+        sample = PreferredSampler(archs, cfg.seed, balanced=cfg.sampler == "preferred")
         largest = max(archs, key=lambda a: params(space, a))
         smallest = min(archs, key=lambda a: params(space, a))
     else:
