@@ -1,0 +1,477 @@
+"""Micro-HyTra: BossNAS's hybrid CNN/transformer space, scaled down to Fashion-MNIST (spec bossnas 2.1, 2.2).
+
+An architecture is a path: per layer a scale (S0 finest) and an op, "conv" (ResConv, a ResNet bottleneck) or "att"
+(ResAtt, a BoT block whose position encoding is the depthwise conv of its input projection). The stem leaves the
+image at S0; each layer keeps its input's scale or halves it once. Unlike the ViT space, a choice is made by index:
+a supernet tensor is used whole or not at all. The supernet holds one body per (layer, scale, op), shared by the
+keep and the halve input, and one input projection and shortcut per (layer, scale, op, input mode), whose input
+channels differ. One forward (`hytra_forward`) runs the supernet's path and the extracted `HyTraNet` alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.arch import _positive_int
+from zoo.space import SearchSpace
+
+OPS = ("conv", "att")
+KEEP, HALVE = "keep", "halve"
+STEM_SCALE = 0  # the stem's output is at S0: the first layer keeps it (S0) or halves it (S1)
+Step = tuple[int, str]  # one layer's choice: (scale, op)
+
+
+def _ceil_half(n: int) -> int:
+    return -(-n // 2)
+
+
+def _as_list(name: str, values: Any) -> Sequence:
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"search space field '{name}' must be a list, got {values!r}")
+    return values
+
+
+@dataclass(frozen=True)
+class HyTraSpace:
+    """Widths per scale and the rules of the path; the block structure (4 layers each) is what block-wise
+    search trains and rates one at a time. Bottleneck width b = C / bottleneck_ratio; ResAtt has b / head_dim heads.
+    The input's normalisation is recorded here because the weights are only meaningful with it."""
+
+    name: str
+    scale_channels: tuple[int, ...] = (64, 128, 256)
+    att_scales: tuple[int, ...] = (1, 2)
+    num_layers: int = 8
+    block_size: int = 4
+    stem_channels: int = 16
+    bottleneck_ratio: int = 4
+    head_dim: int = 16
+    img_size: int = 28
+    in_chans: int = 1
+    num_classes: int = 10
+    mean: tuple[float, ...] = (0.2860,)
+    std: tuple[float, ...] = (0.3530,)
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for k in ("num_layers", "block_size", "stem_channels", "bottleneck_ratio", "head_dim", "img_size",
+                  "in_chans", "num_classes"):
+            _positive_int(f"search space field '{k}'", getattr(self, k))
+        channels = tuple(_positive_int("scale_channels[]", c) for c in _as_list("scale_channels", self.scale_channels))
+        object.__setattr__(self, "scale_channels", channels)
+        for s in _as_list("att_scales", self.att_scales):
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < len(channels):
+                raise ValueError(f"att_scales holds {s!r}; scales are 0..{len(channels) - 1}")
+        object.__setattr__(self, "att_scales", tuple(sorted(set(self.att_scales))))
+        for k in ("mean", "std"):
+            values = tuple(float(v) for v in _as_list(k, getattr(self, k)))
+            if len(values) != self.in_chans:
+                raise ValueError(f"search space field '{k}' needs one value per input channel ({self.in_chans})")
+            object.__setattr__(self, k, values)
+        if self.num_layers % self.block_size:
+            raise ValueError(f"num_layers {self.num_layers} is not a multiple of block_size {self.block_size}")
+        for s, c in enumerate(channels):
+            if c % self.bottleneck_ratio:
+                raise ValueError(f"S{s} has {c} channels, not a multiple of bottleneck_ratio {self.bottleneck_ratio}")
+        for s in self.att_scales:
+            if self.bottleneck(s) % self.head_dim:
+                raise ValueError(f"S{s}'s bottleneck {self.bottleneck(s)} is not a multiple of head_dim "
+                                 f"{self.head_dim}")
+
+    # -- derived sizes -------------------------------------------------------------------------
+    @property
+    def num_scales(self) -> int:
+        return len(self.scale_channels)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.num_layers // self.block_size
+
+    def channels(self, scale: int) -> int:
+        return self.scale_channels[scale]
+
+    def bottleneck(self, scale: int) -> int:
+        return self.scale_channels[scale] // self.bottleneck_ratio
+
+    def num_heads(self, scale: int) -> int:
+        return self.bottleneck(scale) // self.head_dim
+
+    def resolution(self, scale: int) -> int:
+        """Side of the feature map: the stem's 3x3/2 max-pool (ceil mode, no padding: 28 -> 14) gives S0; each
+        halving is a stride-2 pad-1 3x3 conv, or a 2x2 ceil-mode pool in the shortcut, both ceil(r / 2) (7 -> 4)."""
+        r = _ceil_half(self.img_size - 3) + 1
+        for _ in range(scale):
+            r = _ceil_half(r)
+        return r
+
+    def ops_at(self, scale: int) -> tuple[str, ...]:
+        return OPS if scale in self.att_scales else ("conv",)
+
+    # -- validation ------------------------------------------------------------------------------
+    def validate(self, arch: HyTraArch) -> HyTraArch:
+        """Raise ValueError naming the layer that breaks a rule of this space; return `arch`."""
+        if not isinstance(arch, HyTraArch):
+            raise ValueError(f"expected a HyTraArch, got {type(arch).__name__}")
+        if len(arch.layers) != self.num_layers:
+            raise ValueError(f"space '{self.name}' has {self.num_layers} layers; the architecture gives "
+                             f"{len(arch.layers)}")
+        prev = STEM_SCALE
+        for i, (scale, op) in enumerate(arch.layers):
+            if scale >= self.num_scales:
+                raise ValueError(f"layer {i} is at S{scale}; space '{self.name}' has S0..S{self.num_scales - 1}")
+            if scale - prev not in (0, 1):
+                raise ValueError(f"layer {i} goes from S{prev} to S{scale}: a layer keeps its input's scale "
+                                 f"or halves it once")
+            if op not in self.ops_at(scale):
+                raise ValueError(f"layer {i}: '{op}' is not available at S{scale}; ResAtt exists only at "
+                                 f"{', '.join(f'S{s}' for s in self.att_scales)}")
+            prev = scale
+        return arch
+
+    # -- serialisation: SearchSpace's is generic over dataclass fields, so it is borrowed, not copied --------------
+    to_dict = SearchSpace.to_dict
+    from_dict = classmethod(SearchSpace.from_dict.__func__)
+    to_json = SearchSpace.to_json
+    hash = SearchSpace.hash
+
+
+MICRO_HYTRA = HyTraSpace(
+    name="micro-hytra",
+    description="BossNAS's HyTra for Fashion-MNIST (28², 1 channel, 10 classes): ResConv and ResAtt over 3 scales, "
+                "8 layers in 2 blocks, 3,587 paths of 0.04-0.54M parameters.")
+
+
+@dataclass(frozen=True)
+class HyTraArch:
+    """One path: per layer (scale index, op). Only the form is checked here; the rules are `HyTraSpace.validate`."""
+
+    layers: tuple[Step, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layers, (list, tuple)):
+            raise ValueError(f"layers must be a list of [scale, op] pairs, got {self.layers!r}")
+        steps = []
+        for i, step in enumerate(self.layers):
+            if not isinstance(step, (list, tuple)) or len(step) != 2:
+                raise ValueError(f"layers[{i}] must be a [scale, op] pair, got {step!r}")
+            scale, op = step
+            if isinstance(scale, bool) or not isinstance(scale, int) or scale < 0:
+                raise ValueError(f"layers[{i}]: scale must be a non-negative int, got {scale!r}")
+            if op not in OPS:
+                raise ValueError(f"layers[{i}]: unknown op {op!r}; choose one of {list(OPS)}")
+            steps.append((scale, op))
+        object.__setattr__(self, "layers", tuple(steps))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": [list(step) for step in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> HyTraArch:
+        if not isinstance(d, dict) or set(d) != {"layers"}:
+            raise ValueError(f"a HyTra architecture must be a mapping with exactly the field 'layers', got {d!r}")
+        return cls(d["layers"])
+
+    def to_json(self) -> str:
+        """Canonical JSON: no spaces. Equal archs give equal text."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def id(self) -> str:
+        """Short, stable id, e.g. 'hytra-L8-1a2b3c4d'."""
+        digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
+        return f"hytra-L{len(self.layers)}-{digest}"
+
+
+# -- the rules, as generators (never as lists of paths: BossNAS quirk 2) ----------------------------------------------
+def next_steps(space: HyTraSpace, scale: int) -> list[Step]:
+    """A layer's choices after a feature map at `scale`: keep it or halve it once, each op available there."""
+    return [(s, op) for s in (scale, scale + 1) if s < space.num_scales for op in space.ops_at(s)]
+
+
+def _extend(space: HyTraSpace, paths: list[tuple[Step, ...]], start: int, layers: int) -> list[tuple[Step, ...]]:
+    for _ in range(layers):
+        paths = [p + (step,) for p in paths for step in next_steps(space, p[-1][0] if p else start)]
+    return paths
+
+
+def block_paths(space: HyTraSpace, in_scale: int) -> list[tuple[Step, ...]]:
+    """Every path through one block whose input is at `in_scale` (what block-wise search rates)."""
+    return _extend(space, [()], in_scale, space.block_size)
+
+
+def enumerate_archs(space: HyTraSpace) -> list[HyTraArch]:
+    """The whole space, block by block."""
+    paths: list[tuple[Step, ...]] = [()]
+    for _ in range(space.num_blocks):
+        paths = [p + q for p in paths for q in block_paths(space, p[-1][0] if p else STEM_SCALE)]
+    return [HyTraArch(p) for p in paths]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One layer's candidate with its input: what picks its modules and fixes their shapes."""
+
+    layer: int
+    scale: int
+    op: str
+    mode: str  # KEEP or HALVE
+    in_channels: int
+    in_resolution: int
+
+    @property
+    def body_key(self) -> str:
+        return f"l{self.layer}_s{self.scale}_{self.op}"
+
+    @property
+    def input_key(self) -> str:
+        return f"{self.body_key}_{self.mode}"
+
+
+def _choice(space: HyTraSpace, layer: int, prev: int, scale: int, op: str) -> Choice:
+    in_channels = space.stem_channels if layer == 0 else space.channels(prev)
+    return Choice(layer, scale, op, HALVE if scale > prev else KEEP, in_channels, space.resolution(prev))
+
+
+def path_choices(space: HyTraSpace, arch: HyTraArch) -> list[Choice]:
+    """`arch`'s candidates, after checking it against the rules."""
+    space.validate(arch)
+    prevs = (STEM_SCALE,) + tuple(s for s, _ in arch.layers[:-1])
+    return [_choice(space, i, prev, s, op) for i, (prev, (s, op)) in enumerate(zip(prevs, arch.layers, strict=True))]
+
+
+def supernet_choices(space: HyTraSpace) -> list[Choice]:
+    """Every candidate some path runs, found by sweeping the reachable scales layer by layer."""
+    out: list[Choice] = []
+    scales = {STEM_SCALE}
+    for i in range(space.num_layers):
+        here = [_choice(space, i, prev, s, op) for prev in sorted(scales) for s, op in next_steps(space, prev)]
+        out += here
+        scales = {c.scale for c in here}
+    return out
+
+
+def end_scales(space: HyTraSpace) -> list[int]:
+    """Scales a path can end at (one head each): the last layer's reachable scales."""
+    return sorted({c.scale for c in supernet_choices(space) if c.layer == space.num_layers - 1})
+
+
+# -- closed-form cost -------------------------------------------------------------------------------------------------
+def _has_shortcut_conv(space: HyTraSpace, c: Choice) -> bool:
+    return c.mode == HALVE or c.in_channels != space.channels(c.scale)
+
+
+def _choice_cost(space: HyTraSpace, c: Choice) -> tuple[int, int]:
+    """(params, MACs) of one candidate: input projection, body, shortcut. BN holds 2 parameters per channel."""
+    C, b, n = space.channels(c.scale), space.bottleneck(c.scale), space.resolution(c.scale) ** 2
+    params = c.in_channels * b + 9 * b + b + 2 * b  # 1x1, depthwise 3x3 with bias, BN
+    macs = c.in_resolution**2 * c.in_channels * b + n * 9 * b  # the 1x1 runs before the stride
+    mixer = 9 * b * b if c.op == "conv" else 3 * b * b  # 3x3 conv, or the qkv 1x1
+    params += mixer + 2 * b + b * C + 2 * C  # mixer, BN, 1x1 out, BN
+    macs += n * (mixer + b * C) + (2 * n * n * b if c.op == "att" else 0)  # + q·kᵀ and attn·v over n tokens
+    if _has_shortcut_conv(space, c):
+        params += c.in_channels * C + 2 * C
+        macs += n * c.in_channels * C  # after the pooling when halving
+    return params, macs
+
+
+def _cost(space: HyTraSpace, arch: HyTraArch) -> tuple[int, int]:
+    sc, C_end, k = space.stem_channels, space.channels(arch.layers[-1][0]), space.num_classes
+    params = 9 * space.in_chans * sc + 2 * sc + C_end * k + k  # stem conv + BN, head
+    macs = space.img_size**2 * 9 * space.in_chans * sc + C_end * k
+    for c in path_choices(space, arch):
+        p, m = _choice_cost(space, c)
+        params, macs = params + p, macs + m
+    return params, macs
+
+
+def params(space: HyTraSpace, arch: HyTraArch) -> int:
+    """Parameters of the extracted path (equals its numel exactly)."""
+    return _cost(space, arch)[0]
+
+
+def flops(space: HyTraSpace, arch: HyTraArch) -> int:
+    """Multiply-accumulates for one image, the zoo's convention (torch's FlopCounterMode / 2 on `HyTraNet`).
+
+    Counted: every conv (stem, 1x1s, depthwise, 3x3s, shortcut), the qkv 1x1, both attention matmuls and the head.
+    Not counted: biases, BatchNorm, ReLU, softmax and its scaling, residual adds, max/avg pooling and the global
+    average pool (element-wise work, about 1% of the total).
+    """
+    return _cost(space, arch)[1]
+
+
+# -- modules --------------------------------------------------------------------------------------------------------
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over all h·w positions, no position term (the depthwise conv before it is one).
+
+    Standard attention, softmax(q·kᵀ/√d) over keys applied to v: BossNAS's search code computed the transposed
+    `v @ attn` (quirk 1). Written as explicit matmuls so that ONNX gets MatMul + Softmax.
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, head_dim
+        self.qkv = nn.Conv2d(dim, 3 * num_heads * head_dim, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.qkv(x).flatten(2).unflatten(1, (3, self.num_heads, self.head_dim)).unbind(1)  # (B, h, d, n)
+        attn = (q.transpose(-2, -1) @ k * self.head_dim**-0.5).softmax(dim=-1)  # (B, h, n queries, n keys)
+        return (v @ attn.transpose(-2, -1)).flatten(1, 2).view_as(x)
+
+
+def _bn(channels: int, zero: bool = False) -> nn.BatchNorm2d:
+    """BatchNorm; `zero` starts it at γ = 0, so that a fresh residual body adds nothing (ResNet practice)."""
+    bn = nn.BatchNorm2d(channels)
+    if zero:
+        nn.init.zeros_(bn.weight)
+    return bn
+
+
+def _projection(space: HyTraSpace, c: Choice) -> nn.Module:
+    """1x1 to the bottleneck, then the depthwise 3x3 (with bias; stride 2 when halving) that both downsamples and
+    encodes position, then BN. No residual around the depthwise conv (BossNAS quirk 9)."""
+    b = space.bottleneck(c.scale)
+    stride = 2 if c.mode == HALVE else 1
+    return nn.Sequential(nn.Conv2d(c.in_channels, b, 1, bias=False),
+                         nn.Conv2d(b, b, 3, stride, 1, groups=b), nn.BatchNorm2d(b))
+
+
+def _body(space: HyTraSpace, scale: int, op: str) -> nn.Module:
+    b, C = space.bottleneck(scale), space.channels(scale)
+    mixer = nn.Conv2d(b, b, 3, 1, 1, bias=False) if op == "conv" else \
+        SelfAttention(b, space.num_heads(scale), space.head_dim)
+    return nn.Sequential(nn.ReLU(), mixer, nn.BatchNorm2d(b), nn.ReLU(),
+                         nn.Conv2d(b, C, 1, bias=False), _bn(C, zero=True))
+
+
+def _shortcut(space: HyTraSpace, c: Choice) -> nn.Module:
+    """Identity, 1x1 + BN + ReLU when only the channels change, avg-pool 2x2 + 1x1 + BN when halving (BossNAS
+    retraining; the search code's 3x3/2 conv would be the costliest op of a layer)."""
+    if not _has_shortcut_conv(space, c):
+        return nn.Identity()
+    conv = nn.Conv2d(c.in_channels, space.channels(c.scale), 1, bias=False)
+    if c.mode == KEEP:
+        return nn.Sequential(conv, nn.BatchNorm2d(space.channels(c.scale)), nn.ReLU())
+    pool = nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
+    return nn.Sequential(pool, conv, nn.BatchNorm2d(space.channels(c.scale)))
+
+
+def _stem(space: HyTraSpace) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(space.in_chans, space.stem_channels, 3, 1, 1, bias=False),
+                         nn.BatchNorm2d(space.stem_channels), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True))
+
+
+def _init(module: nn.Module) -> None:
+    """ResNet's init for convs (Kaiming, fan-out); BN and linear layers keep theirs (γ = 0 where `_bn` set it)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+PathModules = tuple[nn.Module, Sequence[tuple[nn.Module, nn.Module, nn.Module]], nn.Module]  # stem, layers, head
+
+
+def hytra_forward(x: Tensor, stem: nn.Module, layers: Iterable[tuple[nn.Module, nn.Module, nn.Module]],
+                  head: nn.Module) -> Tensor:
+    """Logits of one path: each layer is (input projection, body, shortcut), joined as ReLU(body(proj(x)) + short)."""
+    x = stem(x)
+    for projection, body, shortcut in layers:
+        x = F.relu(body(projection(x)) + shortcut(x))
+    return head(x.mean(dim=(2, 3)))
+
+
+class Candidate(nn.Module):
+    """One layer of a path: a container, run by `hytra_forward`."""
+
+    def __init__(self, projection: nn.Module, body: nn.Module, shortcut: nn.Module) -> None:
+        super().__init__()
+        self.projection, self.body, self.shortcut = projection, body, shortcut
+
+
+class HyTraNet(nn.Module):
+    """One path as a plain module (no dependency on the supernet): what is exported, packaged and served."""
+
+    def __init__(self, space: HyTraSpace, arch: HyTraArch) -> None:
+        super().__init__()
+        self.space, self.arch = space, arch
+        self.stem = _stem(space)
+        self.layers = nn.ModuleList(Candidate(_projection(space, c), _body(space, c.scale, c.op), _shortcut(space, c))
+                                    for c in path_choices(space, arch))
+        self.head = nn.Linear(space.channels(arch.layers[-1][0]), space.num_classes)
+        _init(self)
+
+    def path(self) -> PathModules:
+        return self.stem, [(c.projection, c.body, c.shortcut) for c in self.layers], self.head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return hytra_forward(x, *self.path())
+
+
+class HyTraSupernet(nn.Module):
+    """Every candidate of `space` once; `supernet(x, arch)` runs exactly `arch`'s modules.
+
+    No active-path state: the architecture is an argument. The stem and the per-end-scale heads are shared by all
+    paths; bodies by the keep and halve inputs of a (layer, scale, op); projections and shortcuts are per input mode.
+    """
+
+    def __init__(self, space: HyTraSpace) -> None:
+        super().__init__()
+        self.space = space
+        choices = supernet_choices(space)
+        self.stem = _stem(space)
+        self.bodies = nn.ModuleDict({c.body_key: _body(space, c.scale, c.op) for c in choices})
+        self.projections = nn.ModuleDict({c.input_key: _projection(space, c) for c in choices})
+        self.shortcuts = nn.ModuleDict({c.input_key: _shortcut(space, c) for c in choices})
+        self.heads = nn.ModuleDict({f"s{s}": nn.Linear(space.channels(s), space.num_classes)
+                                    for s in end_scales(space)})
+        _init(self)
+
+    def path(self, arch: HyTraArch) -> PathModules:
+        """The shared modules that `arch` runs, in order."""
+        layers = [(self.projections[c.input_key], self.bodies[c.body_key], self.shortcuts[c.input_key])
+                  for c in path_choices(self.space, arch)]
+        return self.stem, layers, self.heads[f"s{arch.layers[-1][0]}"]
+
+    def forward(self, x: Tensor, arch: HyTraArch) -> Tensor:
+        return hytra_forward(x, *self.path(arch))
+
+    def extract(self, arch: HyTraArch) -> HyTraNet:
+        """A standalone `HyTraNet` with copies of `arch`'s weights and BN statistics, in eval mode."""
+        net = HyTraNet(self.space, arch).to(next(self.parameters()).device)
+        (stem, layers, head), (my_stem, my_layers, my_head) = net.path(), self.path(arch)
+        pairs = [(stem, my_stem), (head, my_head)] + [pair for mine, theirs in zip(layers, my_layers, strict=True)
+                                                      for pair in zip(mine, theirs, strict=True)]
+        for target, source in pairs:
+            target.load_state_dict(source.state_dict())
+        return net.eval()
+
+
+def _batch_norms(module: nn.Module) -> Iterator[nn.modules.batchnorm._BatchNorm]:
+    return (m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+
+@torch.no_grad()
+def recalibrate_bn(module: nn.Module, batches: Iterable[Tensor]) -> nn.Module:
+    """Recompute every BN's running statistics of `module` (an extracted path) as exact averages over `batches`.
+
+    A supernet's BN sees other statistics under each path, so its running statistics fit none: each packaged path
+    stores its own (spec 7). momentum None makes PyTorch average the batches' statistics with equal weight; the
+    momentum is restored afterwards (BossNAS left it at 1, quirk 3). Returns `module` in eval mode.
+    """
+    norms = list(_batch_norms(module))
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    module.train()
+    for x in batches:
+        module(x)
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    return module.eval()
