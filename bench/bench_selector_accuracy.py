@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_selector_accuracy --supernet runs/uniform/train/supernet.safetensors \
         [--seeds 5] [--random 30] [--plot bench/selector-vs-accuracy.png]
     .venv/bin/python -m bench.bench_selector_accuracy --supernet runs/isomer/train/supernet.safetensors \
-        --isomers 8 --plot bench/selector-isomers.png
+        --isomers 6 --plot bench/selector-isomers.png
 
 `--supernet` is a *uniformly* trained supernet (AutoFormer-style: `python -m training train --sampler uniform`), used
 as the accuracy oracle: every arch is scored with inherited weights on the validation split (held out of training;
@@ -11,19 +11,20 @@ never the test set). Per bucket of the space's default grid, the pick of normali
 SNIP and `--random` distinct random archs of that bucket are ranked by that accuracy. A pick's best-rank is the share
 of the bucket's random archs that beat it (0: none does, 1: all do; ties count half); mBR is its mean over buckets, per
 selector seed; the seeds are the replicates of the interval. With `--isomers N` (for the `isomer` space: one embed,
-one depth) the groups are the N largest isomer groups instead (same embed, depth and counts of each head and MLP
-choice, so the same params): each proxy's representative against random reallocations of the same counts, as in the
-paper's Appendix A, with each pick's "low share" to show whether a proxy prefers wide-low isomers.
+one depth) the groups are the N largest isomer groups instead (same embed, depth, total heads and total MLP ratio, so
+the same params): each proxy's representative against random allocations of the same totals, as in the paper's
+Appendix A, with each pick's bottom share to show whether a proxy prefers wide-low isomers.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import itertools
 import random
 import statistics
 from pathlib import Path
 
+from bench.bench_select import bottom_share
 from bench.common import machine, mean_interval
 from training.data import load_data
 from training.evaluate import accuracy, load_supernet, tensor_batches
@@ -52,32 +53,37 @@ def best_rank(score: float, others: list[float]) -> float:
     return (sum(o > score for o in others) + 0.5 * sum(o == score for o in others)) / len(others)
 
 
-def isomer_count(key: tuple) -> int:
-    """How many archs share an isomer key: the multinomial count of each per-layer list's orderings."""
-    orderings = lambda xs: math.factorial(len(xs)) // math.prod(math.factorial(xs.count(v)) for v in set(xs))
-    return orderings(key[2]) * orderings(key[3])
+def totals_key(arch: Arch) -> tuple:
+    """What isomers share (PreNAS Case 1): embed, depth, total heads and total MLP ratio, so the same params when the
+    choices are evenly spaced (as in the `isomer` space and the official ones)."""
+    return arch.embed_dim, arch.depth, sum(arch.num_heads), sum(arch.mlp_ratios)
 
 
-def random_isomers(arch: Arch, n: int, seed: int, tries: int = 10_000) -> list[Arch]:
-    """Up to `n` distinct isomers of `arch` (its per-layer heads and ratios shuffled), the arch itself excluded."""
-    rng, found = random.Random(seed), {}
-    for _ in range(tries):
-        heads, ratios = list(arch.num_heads), list(arch.mlp_ratios)
-        rng.shuffle(heads)
-        rng.shuffle(ratios)
-        iso = Arch(arch.embed_dim, arch.depth, tuple(heads), tuple(ratios))
-        if iso != arch:
-            found.setdefault(iso.id, iso)
-            if len(found) == n:
-                break
-    return list(found.values())
+def layouts(choices, depth: int, total: float) -> list[tuple]:
+    """Every per-layer assignment of `choices` over `depth` layers that sums to `total`."""
+    return [t for t in itertools.product(choices, repeat=depth) if sum(t) == total]
 
 
-def low_share(arch: Arch) -> float:
-    """Share of the heads and MLP width in the lower half of the layers: above 0.5 is "wide-low"."""
-    half = arch.depth // 2
-    share = lambda xs: sum(xs[:half]) / sum(xs) if arch.depth % 2 == 0 else (sum(xs[:half]) + xs[half] / 2) / sum(xs)
-    return (share(arch.num_heads) + share(arch.mlp_ratios)) / 2
+def isomers(space, arch: Arch) -> list[Arch]:
+    """The whole isomer group of `arch` in `space`, `arch` included."""
+    e, d, heads, ratios = totals_key(arch)
+    return [Arch(e, d, h, r) for h in layouts(space.num_heads, d, heads) for r in layouts(space.mlp_ratios, d, ratios)]
+
+
+def random_isomers(space, arch: Arch, n: int, seed: int) -> list[Arch]:
+    """Up to `n` distinct isomers of `arch`, drawn uniformly from its group, `arch` itself excluded."""
+    others = [a for a in isomers(space, arch) if a != arch]
+    return random.Random(seed).sample(others, min(n, len(others)))
+
+
+def low_share(space, arch: Arch) -> float | None:
+    """Mean bottom share (`bench_select`'s wide-low measure) of the arch's head and MLP allocations: the share of
+    the units added above each layer's smallest choice that sit in the lower half of the layers; above 0.5 is
+    wide-low. None when nothing is added."""
+    shares = [bottom_share(tuple(choices.index(v) for v in values))
+              for choices, values in ((space.num_heads, arch.num_heads), (space.mlp_ratios, arch.mlp_ratios))]
+    shares = [x for x in shares if x is not None]
+    return statistics.mean(shares) if shares else None
 
 
 def main() -> None:
@@ -144,19 +150,24 @@ def bucket_study(args, space, picks, acc):
     return ranks, points
 
 
+def _fmt(share: float | None) -> str:
+    return "-" if share is None else f"{share:.2f}"
+
+
 def isomer_study(args, space, picks, acc):
     """PreNAS Appendix A: each proxy's representative of an isomer group against random isomers of that group.
-    Groups are the `--isomers` count signatures with the most isomers (the official Case 1 contrast)."""
-    reps = {(p, s): {c.arch.isomer_key: c.arch for c in picks[p, s].candidates} for p, s in picks}
-    groups = sorted(reps[PROXIES[0], 0], key=lambda k: (-isomer_count(k), k))[:args.isomers]
-    print("| group (heads, ratios per layer, sorted) | params | random isomers: median / best | normalised SNIP: "
+    Groups are the `--isomers` (total heads, total ratio) pairs with the most isomers (the paper's Case 1)."""
+    reps = {(p, s): {totals_key(c.arch): c.arch for c in picks[p, s].candidates} for p, s in picks}
+    size = {k: len(isomers(space, a)) for k, a in reps[PROXIES[0], 0].items()}
+    groups = sorted(size, key=lambda k: (-size[k], k))[:args.isomers]
+    print("| group: total heads, total MLP ratio (isomers) | params | random isomers: median / best | normalised SNIP: "
           "top-1 (best-rank; low share) per seed | plain SNIP: top-1 (best-rank; low share) per seed |")
     print("|---|---|---|---|---|")
     ranks = {(p, s): [] for p in PROXIES for s in range(args.seeds)}
     points, lows = [], {p: [] for p in PROXIES}
     for g, key in enumerate(groups):
         rep = reps[PROXIES[0], 0][key]
-        randoms = [acc(a) for a in random_isomers(rep, args.random, seed=g)]
+        randoms = [acc(a) for a in random_isomers(space, rep, args.random, seed=g)]
         cells = []
         for p in PROXIES:
             cell = []
@@ -164,15 +175,16 @@ def isomer_study(args, space, picks, acc):
                 arch = reps[p, s][key]
                 a = acc(arch)
                 ranks[p, s].append(best_rank(a, randoms))
-                lows[p].append(low_share(arch))
-                cell.append(f"{a:.2f} ({ranks[p, s][-1]:.2f}; {lows[p][-1]:.2f})")
+                lows[p].append(low_share(space, arch))
+                cell.append(f"{a:.2f} ({ranks[p, s][-1]:.2f}; {_fmt(lows[p][-1])})")
                 points.append((p, g, a))
             cells.append(", ".join(cell))
         points += [("random", g, r) for r in randoms]
-        print(f"| {key[2]}, {key[3]} | {params(space, rep) / 1e3:.0f}K | {statistics.median(randoms):.2f} / "
-              f"{max(randoms):.2f} (n={len(randoms)}) | {cells[0]} | {cells[1]} |")
-    print("\nMean low share of the picks (share of heads and MLP width in the lower half of the layers; 0.5 = even, "
-          "above = wide-low): " + ", ".join(f"{p} {statistics.mean(v):.3f}" for p, v in lows.items()))
+        print(f"| {key[2]}, {key[3]:g} ({size[key]:,}) | {params(space, rep) / 1e3:.0f}K | "
+              f"{statistics.median(randoms):.2f} / {max(randoms):.2f} (n={len(randoms)}) | {cells[0]} | {cells[1]} |")
+    print("\nMean bottom share of the picks (share of the added heads and MLP units in the lower half of the layers; "
+          "0.5 = even, above = wide-low): "
+          + ", ".join(f"{p} {statistics.mean(x for x in v if x is not None):.3f}" for p, v in lows.items()))
     return ranks, points
 
 

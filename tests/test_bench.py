@@ -62,20 +62,24 @@ def test_paired_statistics_of_the_tradeoff_benchmark():
 
 
 def test_isomer_helpers_of_the_selector_accuracy_benchmark():
-    """Random isomers keep embed, depth and every choice's count (so the params), and differ from the arch."""
-    from bench.bench_selector_accuracy import isomer_count, low_share, random_isomers
+    """An isomer group holds every layout of the same totals (so the same params); random isomers are distinct."""
+    from bench.bench_selector_accuracy import isomers, low_share, random_isomers, totals_key
     from zoo import Arch, get_space, params
 
     space = get_space("isomer")
-    arch = Arch(64, 6, (4, 4, 2, 2, 1, 1), (4.0, 2.0, 1.0, 1.0, 2.0, 4.0))
-    isomers = random_isomers(arch, 50, seed=0)
-    assert len(isomers) == len({a.id for a in isomers}) == 50 and arch not in isomers
-    assert {a.isomer_key for a in isomers} == {arch.isomer_key}
-    assert {params(space, a) for a in isomers} == {params(space, arch)}
-    assert isomer_count(arch.isomer_key) == 90 * 90  # 6! / (2! 2! 2!) orderings of heads, and of ratios
-    assert len(random_isomers(Arch(64, 6, (2,) * 6, (1.0,) * 5 + (4.0,)), 50, seed=0)) == 5  # all but itself
-    assert low_share(Arch(64, 6, (4, 4, 4, 1, 1, 1), (4.0, 4.0, 4.0, 1.0, 1.0, 1.0))) == pytest.approx(0.8)
-    assert low_share(Arch(64, 5, (2,) * 5, (1.0,) * 5)) == pytest.approx(0.5)
+    arch = Arch(64, 6, (3, 3, 2, 2, 1, 1), (3.0, 2.0, 1.0, 1.0, 2.0, 3.0))
+    group = isomers(space, arch)
+    assert arch in group and len(group) == len(set(group)) == 141 * 141  # layouts of 6 choices of 1..3 summing to 12
+    assert {params(space, a) for a in group} == {params(space, arch)}
+    assert all(space.validate(a) for a in group[:50]) and {totals_key(a) for a in group} == {totals_key(arch)}
+    randoms = random_isomers(space, arch, 30, seed=0)
+    assert len(set(randoms)) == 30 and arch not in randoms and set(randoms) <= set(group)
+    assert random_isomers(space, arch, 30, seed=0) == randoms  # seeded
+    thin = Arch(64, 6, (1,) * 6, (1.0,) * 5 + (2.0,))
+    assert len(random_isomers(space, thin, 30, seed=0)) == 5  # the ratio 2 sits in one of 6 layers: 5 others
+    assert low_share(space, Arch(64, 6, (3, 3, 3, 1, 1, 1), (3.0, 3.0, 3.0, 1.0, 1.0, 1.0))) == 1  # all added low
+    assert low_share(space, Arch(64, 6, (1, 2, 1, 1, 2, 1), (1.0,) * 6)) == 0.5  # ratios add nothing: heads only
+    assert low_share(space, Arch(64, 6, (1,) * 6, (1.0,) * 6)) is None
 
 
 def test_search_benchmark_charges_each_arch_once():

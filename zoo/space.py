@@ -210,11 +210,11 @@ BUILTIN_SPACES: dict[str, SearchSpace] = {
             description="CPU default for Fashion-MNIST (28², 1 channel, 10 classes): 4k-1.2M parameters, "
                         "from one thin layer to six wide ones, so that a budget buys accuracy."),
         SearchSpace(
-            name="isomer", embed_dims=(64,), depths=(6,), num_heads=(1, 2, 4), mlp_ratios=(1.0, 2.0, 4.0),
+            name="isomer", embed_dims=(64,), depths=(6,), num_heads=(1, 2, 3), mlp_ratios=(1.0, 2.0, 3.0),
             head_dim=32, patch_size=4, img_size=28, in_chans=1, num_classes=10, rel_pos=False, pool="avg",
             norm_eps=1e-6,
-            description="A study space (PreNAS Appendix A, Case 1): one embed, one depth, so archs of equal params "
-                        "differ only in how heads and MLP width are allocated across the six layers."),
+            description="A study space (PreNAS Appendix A, Case 1): one embed, one depth and evenly spaced choices, "
+                        "so archs of equal params differ only in how heads and MLP width sit across the six layers."),
     )
 }
 
