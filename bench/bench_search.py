@@ -1,7 +1,7 @@
 """Search baselines done properly, against zero-cost selection.
 
     .venv/bin/python -m bench.bench_search --uniform runs/uniform70/train/supernet.safetensors \
-        [--zoo zoos/ladder-fmnist] [--buckets 1,4,8,12] [--evaluations 100] [--population 20] [--seeds 3] \
+        [--zoo zoos/ladder-fmnist] [--buckets 2,5,8] [--evaluations 50] [--population 10] [--seeds 2] \
         [--out runs/search] [--plot bench/search-vs-selection.png]
 
 Per chosen bucket of the zoo's grid and per seed, AutoFormer's evolution, aging (regularized) evolution and random
@@ -70,10 +70,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--uniform", required=True, help="a uniformly trained supernet of the zoo's space")
     ap.add_argument("--zoo", default="zoos/ladder-fmnist")
-    ap.add_argument("--buckets", default="1,4,8,12", help="bucket indices of the zoo's grid")
-    ap.add_argument("--evaluations", type=int, default=100)
-    ap.add_argument("--population", type=int, default=20)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--buckets", default="2,5,8", help="bucket indices of the zoo's grid")
+    ap.add_argument("--evaluations", type=int, default=50)
+    ap.add_argument("--population", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/search"))
     ap.add_argument("--plot", type=Path, default=Path("bench/search-vs-selection.png"))
     args = ap.parse_args()

@@ -96,3 +96,12 @@ def test_search_benchmark_charges_each_arch_once():
     assert fitness(small) == fitness(small) and len(fitness.scores) == 1
     fitness(large)
     assert fitness.seconds([small, large]) == fitness.scores[small][1] + fitness.scores[large][1] > 0
+
+
+def test_seed_interval_is_the_t_interval_of_the_mean():
+    """Seeds are the replicates: with 3 of them the 95% half-width is t(0.975, 2) · s / √3, worked out by hand."""
+    from bench.common import mean_interval, t_half
+
+    assert t_half([1.0, 2.0, 3.0]) == pytest.approx(4.30 * 1.0 / 3**0.5)
+    assert t_half([5.0, 5.0]) == 0 and mean_interval([2.0]) == "2.000"
+    assert mean_interval([0.1, 0.3]) == "0.200 ± 1.271"  # s = 0.1·√2, so 12.71 · s / √2 = 1.271
