@@ -136,7 +136,9 @@ def plot(results: list[dict], path: Path) -> Path:
         halves = [t_half(per_bucket[k]) for k in ks]
         ax.errorbar([k + 0.2 * (j - 1) for k in ks], means, yerr=halves, fmt="os^"[j], capsize=3, label=name)
     ax.axhline(0, color="#6b7280", linewidth=0.8)
-    ax.set_xlabel("bucket (small to large)")
+    first = next(r["rows"] for r in results if r["condition"] == "preferred")
+    ax.set_xticks(range(len(first)), labels=[f"{row['params'] / 1e3:.0f}K" for row in first], rotation=45)
+    ax.set_xlabel("bucket (params of one seed's pick)")
     ax.set_ylabel("test top-1 difference (points)")
     ax.set_title(f"preferred training vs its controls, {len({r['seed'] for r in results})} seeds (95% t-intervals)")
     ax.grid(alpha=0.3)
