@@ -19,9 +19,10 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from zoo.budget import human
+from zoo.cost import FLOPS_RULE
 from zoo.io import atomic_write_figure
 from zoo.pretrained import HUB_TAGS, write_pretrained
-from zoo.store import FLOPS_RULE, Zoo, ZooEntry
+from zoo.store import Zoo, ZooEntry
 from zoo.usage import INSTALL, PREPROCESS, STAND_IN, model_usage
 
 DATASETS = {"fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"), "cifar10": ("cifar10", "CIFAR-10"),

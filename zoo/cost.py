@@ -13,6 +13,10 @@ from __future__ import annotations
 from zoo.arch import Arch
 from zoo.space import SearchSpace
 
+FLOPS_RULE = ("multiply-accumulates (MACs) per image over every matrix product (patch conv, qkv, q·kᵀ, "
+              "attn·v, proj, fc1, fc2, head; with relative position also q·r_kᵀ and attn·r_v) at all "
+              "patches + 1 tokens; biases, norms, softmax, GELU, adds and pooling not counted (zoo.cost)")
+
 
 def params(space: SearchSpace, arch: Arch) -> int:
     """Number of parameters of the standalone subnet (equals its numel exactly)."""

@@ -146,6 +146,10 @@ MICRO_HYTRA = HyTraSpace(
     name="micro-hytra",
     description="BossNAS's HyTra for Fashion-MNIST (28², 1 channel, 10 classes): ResConv and ResAtt over 3 scales, "
                 "8 layers in 2 blocks, 3,587 paths of 0.04-0.54M parameters.")
+BUILTIN_SPACES = {MICRO_HYTRA.name: MICRO_HYTRA}
+FLOPS_RULE = ("multiply-accumulates (MACs) per image over every conv (stem, 1x1s, depthwise 3x3s, 3x3s, shortcuts), "
+              "the qkv 1x1, both attention matmuls (q·kᵀ, attn·v) and the head; biases, BatchNorm, ReLU, softmax, "
+              "residual adds and pooling not counted (zoo.hytra)")
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,10 @@ class HyTraArch:
         """Short, stable id, e.g. 'hytra-L8-1a2b3c4d'."""
         digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
         return f"hytra-L{len(self.layers)}-{digest}"
+
+    def describe(self) -> str:
+        """Compact layout for tables, one scale+op per layer: 'S0c S1a S1c ...' (c: ResConv, a: ResAtt)."""
+        return " ".join(f"S{scale}{op[0]}" for scale, op in self.layers)
 
 
 # -- the rules, as generators (never as lists of paths: BossNAS quirk 2) ----------------------------------------------

@@ -3,15 +3,18 @@
 Each field has its JSON type and range below (strict: no "89.5" for 89.5, no true for 1; numbers finite; unknown
 fields refused except at the top level, where `write_zoo(**extra)` adds free-form metadata). What depends on the
 index's own search space (class count, preprocessing, each entry's arch, id, params and FLOPs) or on the zoo folder
-(the weight file) is checked by validators that get both through the validation context, so the space is read
-first. `zoo.io.read_versioned_json` has already bounded the file's size and nesting and made every number finite,
-free-form fields included. The first problem becomes one message naming the field, e.g.
+(the weight file) is checked by validators that get both through the validation context, so the family (`zoo.family`:
+the optional top-level "family", "vit" when absent) and its space are read first. `zoo.io.read_versioned_json` has
+already bounded the file's size and nesting and made every number finite, free-form fields included. The first
+problem becomes one message naming the field, e.g.
 `entries[2].top1: Input should be less than or equal to 100, got 870.0`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -27,22 +30,20 @@ from pydantic import (
     model_validator,
 )
 
-from zoo.arch import Arch
-from zoo.cost import flops, params
+from zoo.family import Arch, Family, Space, family_of
 from zoo.io import clip, json_path, quote
-from zoo.space import SearchSpace
 
 SCHEMA_VERSION = 1
 KIND = "prezoo.zoo"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
-MESSAGE_CHARS = 300  # longest problem quoted; messages of SearchSpace and Arch may quote whole lists
+MESSAGE_CHARS = 300  # longest problem quoted; messages of spaces and archs may quote whole lists
 
 
 class ZooError(ValueError):
     """A zoo that cannot be used as it is: the message names the file and what is wrong."""
 
 
-def preprocessing_problem(p: Any, space: SearchSpace) -> str | None:
+def preprocessing_problem(p: Any, space: Space) -> str | None:
     """Why a zoo's preprocessing cannot feed its models (the server and exports rely on it), or None.
 
     The message reads after 'preprocessing: ', the field it is about."""
@@ -91,7 +92,8 @@ def resolves_inside(path: Path, boundary: Path) -> bool:
 class IndexContext:
     """What the space- and folder-dependent checks need (pydantic hands it to every validator)."""
 
-    space: SearchSpace
+    family: Family
+    space: Space
     folder: Path
     boundary: Path
 
@@ -122,7 +124,7 @@ def _preprocessing(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any
 
 def _arch(value: Any, info: ValidationInfo) -> Arch:
     """An architecture of the index's space."""
-    return info.context.space.validate(Arch.from_dict(value))
+    return info.context.space.validate(info.context.family.arch_from_dict(value))
 
 
 def _weight_file(name: str, info: ValidationInfo) -> str:
@@ -170,7 +172,7 @@ class Latency(Strict):
 
 class Entry(Strict):
     id: str
-    arch: Annotated[Arch, PlainValidator(_arch)]
+    arch: Annotated[Any, PlainValidator(_arch)]  # an `Arch` of the index's family
     params: Count
     flops: Count
     top1: Percent | None = None
@@ -180,8 +182,8 @@ class Entry(Strict):
 
     @model_validator(mode="after")
     def _agrees_with_its_arch(self, info: ValidationInfo) -> Entry:
-        space = info.context.space
-        expected = (self.arch.id, params(space, self.arch), flops(space, self.arch))
+        family, space = info.context.family, info.context.space
+        expected = (self.arch.id, family.params(space, self.arch), family.flops(space, self.arch))
         if (self.id, self.params, self.flops) != expected:
             raise ValueError(f"says id/params/flops {quote(self.id)}/{self.params}/{self.flops} but its arch gives "
                              f"{expected[0]}/{expected[1]}/{expected[2]}")
@@ -189,7 +191,7 @@ class Entry(Strict):
 
 
 class SpaceTexts(Strict):
-    """The space's free texts: SearchSpace itself checks every field that shapes the weights (check_index)."""
+    """The space's free texts: the family's space itself checks every field that shapes the weights (check_index)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -208,6 +210,7 @@ class ZooIndex(Strict):
 
     schema_version: Literal[SCHEMA_VERSION]
     kind: Literal[KIND]
+    family: str | None = None  # checked first, by `family_of`: what the space and archs are read as
     name: Label
     space: SpaceTexts
     space_hash: Annotated[str, AfterValidator(_space_hash)]
@@ -240,14 +243,23 @@ def describe(error: ValidationError) -> str:
     return text + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
 
-def check_index(doc: dict[str, Any], index: Path) -> tuple[SearchSpace, ZooIndex]:
-    """The space and the checked index of a parsed `zoo.json`, or ZooError naming the first field that is wrong."""
+def check_index(doc: dict[str, Any], index: Path) -> tuple[Family, Space, ZooIndex]:
+    """The family, space and checked index of a parsed `zoo.json`, or ZooError naming the first wrong field."""
+    with _named(index, "family"):
+        family = family_of(doc)
+    with _named(index, "space"):
+        space = family.space_from_dict(doc.get("space"))
+    context = IndexContext(family, space, index.parent, files_boundary(index.parent))
     try:
-        space = SearchSpace.from_dict(doc.get("space"))
-    except (TypeError, ValueError) as e:  # TypeError: e.g. super_embed_dim given as a list
-        raise ZooError(f"{index}: space: {clip(str(e), MESSAGE_CHARS)}") from e
-    context = IndexContext(space, index.parent, files_boundary(index.parent))
-    try:
-        return space, ZooIndex.model_validate(doc, context=context)
+        return family, space, ZooIndex.model_validate(doc, context=context)
     except ValidationError as e:
         raise ZooError(f"{index}: {describe(e)}") from e
+
+
+@contextmanager
+def _named(index: Path, field: str) -> Iterator[None]:
+    """A ValueError (or TypeError: e.g. super_embed_dim given as a list) of the block as a ZooError on `field`."""
+    try:
+        yield
+    except (TypeError, ValueError) as e:
+        raise ZooError(f"{index}: {field}: {clip(str(e), MESSAGE_CHARS)}") from e

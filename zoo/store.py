@@ -1,8 +1,8 @@
 """The zoo: a trained supernet plus an index of its preferred architectures with measured numbers.
 
-A zoo is a directory (or a Hub model repo) holding:
-- `zoo.json` — schema_version, name, space (+ hash), classes, preprocessing (img_size, in_chans,
-  crop_pct, interpolation, mean, std), the FLOPs rule, the evaluation and latency protocols, the
+A zoo is a directory (or a Hub model repo) holding the supernet of one model family (`zoo.family`):
+- `zoo.json` — schema_version, the family (absent for a ViT zoo), name, space (+ hash), classes, preprocessing
+  (img_size, in_chans, crop_pct, interpolation, mean, std), the FLOPs rule, the evaluation and latency protocols, the
   selector and training settings, the weight files with their sha256, and one entry per preferred
   arch: id, arch, params, flops, top1, top5 (and loss), latency (median/p10/p90 ms, or null).
 - the supernet weights as safetensors (fp16 or fp32; always computed in fp32).
@@ -31,8 +31,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
-from zoo.arch import Arch
 from zoo.budget import human, parse_count, parse_latency_ms
+from zoo.family import DEFAULT_FAMILY, Arch, Family, Space, Supernet, get_family
 from zoo.io import atomic_write_bytes, atomic_write_text, quote, read_versioned_json, sha256_file
 from zoo.schema import (
     KIND,
@@ -43,10 +43,7 @@ from zoo.schema import (
     preprocessing_problem,
     resolves_inside,
 )
-from zoo.space import SearchSpace
 from zoo.stats import wilson_interval
-from zoo.supernet import ViTSupernet
-from zoo.vit import ViT
 
 INDEX = "zoo.json"
 
@@ -63,9 +60,6 @@ def default_zoo() -> Path:
 
 DEFAULT_ZOO = default_zoo()
 WEIGHTS = "supernet.safetensors"
-FLOPS_RULE = ("multiply-accumulates (MACs) per image over every matrix product (patch conv, qkv, q·kᵀ, "
-              "attn·v, proj, fc1, fc2, head; with relative position also q·r_kᵀ and attn·r_v) at all "
-              "patches + 1 tokens; biases, norms, softmax, GELU, adds and pooling not counted (zoo.cost)")
 
 
 class BudgetError(ValueError):
@@ -110,13 +104,16 @@ class ZooEntry:
                 "top1": self.top1, "top5": self.top5, "loss": self.loss, "latency": self.latency}
 
 
-def write_zoo(out: str | Path, *, name: str, space: SearchSpace, state: dict[str, torch.Tensor],
+def write_zoo(out: str | Path, *, name: str, space: Space, state: dict[str, torch.Tensor],
               entries: list[ZooEntry], classes: list[str], preprocessing: dict[str, Any],
-              weights_dtype: torch.dtype = torch.float32, **extra: Any) -> Path:
+              weights_dtype: torch.dtype = torch.float32, family: str = DEFAULT_FAMILY, **extra: Any) -> Path:
     """Write a zoo directory as one unit: weights and `zoo.json` are written in a temp folder beside `out`, checked
     as `Zoo.load` checks them (ZooError naming the field), then swapped into place, so `out` is at every instant
-    the old zoo or the new one, never a mix or a zoo that would not load."""
+    the old zoo or the new one, never a mix or a zoo that would not load. `weights_dtype` applies to floating-point
+    tensors; integer ones (BatchNorm's batch counts) are kept as they are. `family` is recorded unless it is the
+    default, so a ViT zoo's index reads as it did before families existed."""
     out = Path(out)
+    flops_rule = get_family(family).flops_rule
     if len(classes) != space.num_classes:
         raise ValueError(f"{len(classes)} class names for a space with {space.num_classes} classes")
     if problem := preprocessing_problem(preprocessing, space):
@@ -129,11 +126,13 @@ def write_zoo(out: str | Path, *, name: str, space: SearchSpace, state: dict[str
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        tensors = {k: v.detach().to("cpu", weights_dtype).contiguous() for k, v in state.items()}
+        tensors = {k: v.detach().to("cpu", weights_dtype if v.is_floating_point() else v.dtype).contiguous()
+                   for k, v in state.items()}
         atomic_write_bytes(tmp / WEIGHTS, save_safetensors(tensors))
-        doc = {"schema_version": SCHEMA_VERSION, "kind": KIND, "name": name,
+        named_family = {} if family == DEFAULT_FAMILY else {"family": family}
+        doc = {"schema_version": SCHEMA_VERSION, "kind": KIND, **named_family, "name": name,
                "space": space.to_dict(), "space_hash": space.hash, "classes": list(classes),
-               "preprocessing": preprocessing, "flops_rule": FLOPS_RULE, **extra,
+               "preprocessing": preprocessing, "flops_rule": flops_rule, **extra,
                "weights": {"file": WEIGHTS, "sha256": sha256_file(tmp / WEIGHTS), "dtype": str(weights_dtype)},
                "entries": [e.to_dict() for e in entries]}
         atomic_write_text(tmp / INDEX, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
@@ -160,9 +159,9 @@ def replace_folder(new: Path, old: Path) -> None:
 class Zoo:
     """A loaded zoo. The supernet is loaded once, on first use, and shared (thread-safe)."""
 
-    def __init__(self, root: Path, doc: dict[str, Any], space: SearchSpace, entries: list[ZooEntry]) -> None:
-        self.root, self.doc, self.space, self.entries = root, doc, space, entries
-        self._supernet: ViTSupernet | None = None
+    def __init__(self, root: Path, doc: dict[str, Any], family: Family, space: Space, entries: list[ZooEntry]) -> None:
+        self.root, self.doc, self.family, self.space, self.entries = root, doc, family, space, entries
+        self._supernet: Supernet | None = None
         self._lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------------------------
@@ -185,7 +184,7 @@ class Zoo:
         if not resolves_inside(index, files_boundary(path)):
             raise ZooError(f"{index} does not resolve inside the zoo folder {path}")
         doc = read_versioned_json(index, KIND, SCHEMA_VERSION, ZooError)
-        space, checked = check_index(doc, index)
+        family, space, checked = check_index(doc, index)
         weights = path / checked.weights.file  # checked: a file inside the zoo folder
         digest = sha256_file(weights)
         if digest != checked.weights.sha256:
@@ -195,16 +194,17 @@ class Zoo:
             pass
         entries = [ZooEntry(e.arch, e.params, e.flops, e.top1, e.top5, e.loss, e.latency and e.latency.model_dump())
                    for e in checked.entries]
-        return cls(path, doc, space, entries)
+        return cls(path, doc, family, space, entries)
 
     @property
-    def supernet(self) -> ViTSupernet:
+    def supernet(self) -> Supernet:
         with self._lock:
             if self._supernet is None:
                 weights = self.root / self.doc["weights"]["file"]
-                model = ViTSupernet(self.space)
+                model = self.family.supernet(self.space)
                 try:
-                    model.load_state_dict({k: v.float() for k, v in finite_tensors(weights)}, strict=True)
+                    model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                           for k, v in finite_tensors(weights)}, strict=True)
                 except RuntimeError as e:
                     raise ZooError(f"{weights} does not hold the supernet of space {self.space.name}: {e}") from e
                 self._supernet = model.eval()
@@ -298,7 +298,7 @@ class Zoo:
                             for e in nearest)
         raise BudgetError(f"no entry of zoo {self.name} fits {asked}; nearest: {options}", nearest)
 
-    def subnet(self, entry_or_arch: ZooEntry | Arch | str) -> ViT:
+    def subnet(self, entry_or_arch: ZooEntry | Arch | str) -> torch.nn.Module:
         """The standalone model (exact weights, eval mode) of an entry, an entry id, or any arch."""
         if isinstance(entry_or_arch, str):
             arch = self.entry(entry_or_arch).arch

@@ -1,0 +1,105 @@
+"""Model families: what the zoo needs to know about one kind of weight-sharing supernet, in one small interface.
+
+A zoo holds the supernet of one family, named by zoo.json's optional top-level "family" (absent: "vit", so every
+zoo written before families existed loads unchanged). The store, its index checks, queries and ONNX export reach a
+family's space, archs, cost model and modules only through `Family`; each family keeps its own code where it is
+(`zoo.space`, `zoo.arch`, `zoo.cost`, `zoo.supernet` for the ViT; `zoo.hytra` for HyTra) and is listed here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+from zoo import cost, hytra
+from zoo.arch import Arch as ViTArch
+from zoo.io import quote
+from zoo.space import BUILTIN_SPACES, SearchSpace
+from zoo.supernet import ViTSupernet
+
+DEFAULT_FAMILY = "vit"  # what a zoo.json without "family" holds
+
+
+class Arch(Protocol):
+    """One architecture of a family: immutable and hashable, with a canonical JSON and an id derived from it."""
+
+    @property
+    def id(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def to_json(self) -> str: ...
+
+    def describe(self) -> str:
+        """Its layers in a few words, for tables."""
+        ...
+
+
+class Space(Protocol):
+    """A family's search space: the fields the store checks a zoo's classes and preprocessing against."""
+
+    name: str
+    img_size: int
+    in_chans: int
+    num_classes: int
+
+    @property
+    def hash(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def validate(self, arch: Any) -> Any:
+        """`arch` if it belongs to the space, else ValueError naming what breaks which rule."""
+        ...
+
+
+class Supernet(Protocol):
+    """`supernet(x, arch)` runs one path with no hidden state; `extract(arch)` copies it out as a standalone module
+    (eval mode) that exports on its own (`.space`, `.arch` and `forward(x)`)."""
+
+    def __call__(self, x: Tensor, arch: Any) -> Tensor: ...
+
+    def extract(self, arch: Any) -> nn.Module: ...
+
+    def load_state_dict(self, state: Mapping[str, Tensor], strict: bool = True) -> Any: ...
+
+    def eval(self) -> Supernet: ...
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of supernet, as plain functions. `params` equals the extracted module's numel and `flops` its
+    multiply-accumulates as FlopCounterMode counts them (halved), in closed form: the index is checked against them
+    without building a model. `flops_rule` says in words what `flops` counts (zoo.json's flops_rule)."""
+
+    name: str
+    space_from_dict: Callable[[Any], Space]  # ValueError (or TypeError) naming the field
+    arch_from_dict: Callable[[Any], Arch]  # ValueError naming the field; the space's rules are `Space.validate`
+    spaces: Mapping[str, Space]  # the built-in spaces, by name
+    params: Callable[[Any, Any], int]  # (space, arch)
+    flops: Callable[[Any, Any], int]  # (space, arch)
+    supernet: Callable[[Any], Supernet]  # (space): freshly initialised; the zoo loads its weights
+    flops_rule: str
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("vit", SearchSpace.from_dict, ViTArch.from_dict, BUILTIN_SPACES, cost.params, cost.flops, ViTSupernet,
+           cost.FLOPS_RULE),
+    Family("hytra", hytra.HyTraSpace.from_dict, hytra.HyTraArch.from_dict, hytra.BUILTIN_SPACES, hytra.params,
+           hytra.flops, hytra.HyTraSupernet, hytra.FLOPS_RULE),
+)}
+
+
+def get_family(name: Any) -> Family:
+    """The family called `name`, or ValueError naming the known ones."""
+    if not isinstance(name, str) or name not in FAMILIES:
+        raise ValueError(f"unknown model family {quote(name)}; known families: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def family_of(doc: Mapping[str, Any]) -> Family:
+    """The family of a parsed zoo.json: its "family" field, "vit" when it has none."""
+    return get_family(doc.get("family", DEFAULT_FAMILY))
