@@ -50,8 +50,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"next: Zoo.load('{args.repo_id}')  or  python -m zoo list --zoo {args.repo_id}")
     else:
         print(f"pushed {entry.id} to {url}")
-        print(f"next: PreZooViT.from_pretrained('{args.repo_id}')  or  timm.create_model('hf-hub:{args.repo_id}', "
-              "pretrained=True)")
+        print(f"next: {zoo.family.pretrained.__name__}.from_pretrained('{args.repo_id}')  or  "
+              f"timm.create_model('hf-hub:{args.repo_id}', pretrained=True)")
     return 0
 
 

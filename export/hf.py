@@ -1,8 +1,9 @@
 """Hugging Face model cards: one entry's (README.md of its export folder and of its model repo) and a whole zoo's.
 
 The export folder (config.json, model.safetensors, README.md) loads three ways (each tested):
-`zoo.PreZooViT.from_pretrained(dir_or_repo)`; timm (`create_model("local-dir:DIR" | "hf-hub:org/name",
-pretrained=True)`, or `"prezoo_vit"` with `pretrained_cfg_overlay=dict(file=...)` and the config's model_args);
+the family's class (`zoo.PreZooViT.from_pretrained(dir_or_repo)`, `PreZooHyTra` for HyTra); timm
+(`create_model("local-dir:DIR" | "hf-hub:org/name", pretrained=True)`, or its `timm_name` ("prezoo_vit",
+"prezoo_hytra") with `pretrained_cfg_overlay=dict(file=...)` and the config's model_args);
 plain `safetensors.torch.load_file` + config.json.
 
 A card's python blocks run as they are (tests/test_cards.py runs them against a local Hub): a pushed card is
@@ -19,37 +20,37 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from zoo.budget import human
-from zoo.cost import FLOPS_RULE
 from zoo.io import atomic_write_figure
-from zoo.pretrained import HUB_TAGS, write_pretrained
+from zoo.pretrained import write_pretrained
 from zoo.store import Zoo, ZooEntry
 from zoo.usage import INSTALL, PREPROCESS, STAND_IN, model_usage
 
 DATASETS = {"fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"), "cifar10": ("cifar10", "CIFAR-10"),
             "cifar100": ("cifar100", "CIFAR-100")}  # zoo.json's dataset -> (Hub dataset id, pretty name)
-ZOO_TAGS = [tag for tag in HUB_TAGS if tag != "timm"] + ["supernet"]  # a zoo repo is loaded by PreZoo, not timm
 CARD, PLOT = "README.md", "pareto.png"
+
+
 def model_card(zoo: Zoo, entry: ZooEntry, repo_id: str | None = None) -> str:
     """README.md with Hub metadata, the numbers a user needs to trust the model and code that runs as it is:
-    for `repo_id`, loading that model repo; without, loading the folder the card is in."""
-    dataset = zoo.doc.get("dataset", "")
+    for `repo_id`, loading that model repo; without, loading the folder the card is in. What the model is comes
+    from the zoo's family."""
+    family, dataset = zoo.family, zoo.doc.get("dataset", "")
     data = ModelCardData(library_name="timm", license="apache-2.0", pipeline_tag="image-classification",
-                         tags=HUB_TAGS, datasets=[DATASETS[dataset][0]] if dataset in DATASETS else None,
+                         tags=family.pretrained.hub_tags,
+                         datasets=[DATASETS[dataset][0]] if dataset in DATASETS else None,
                          metrics=["accuracy"], model_name=repo_id or f"prezoo-{entry.id}",
                          eval_results=eval_results(zoo, entry) or None)
-    a = entry.arch
-    layers = "\n".join(f"| {i} | {h} | {h * zoo.space.head_dim} | {r:g} | {a.mlp_dim(i)} |"
-                       for i, (h, r) in enumerate(zip(a.num_heads, a.mlp_ratios, strict=True)))
     latency = (f"{entry.latency['median_ms']:.3f} ms median (p10 {entry.latency['p10_ms']:.3f}, "
                f"p90 {entry.latency['p90_ms']:.3f}); {zoo.latency_protocol_text()}"
                if entry.latency else "not measured (run `python -m zoo profile`)")
     acc = (f"top-1 {top1_text(zoo, entry)}, top-5 {entry.top5:.2f}%" if entry.top1 is not None else "not measured")
     pre = zoo.preprocessing
+    article = "An" if family.noun[0] in "aeiou" else "A"
     body = f"""
-# PreZoo ViT `{entry.id}` ({human(entry.params)} params)
+# PreZoo {family.title} `{entry.id}` ({human(entry.params)} params)
 
-A vision transformer sliced out of the PreZoo zoo **{zoo.name}** (search space `{zoo.space.name}`,
-PreNAS preferred architecture; weights inherited from the one-shot supernet, no retraining).
+{article} {family.noun} sliced out of the PreZoo zoo **{zoo.name}** (search space `{zoo.space.name}`,
+{family.origin}; weights inherited from the one-shot supernet, no retraining).
 
 | | |
 |---|---|
@@ -62,18 +63,30 @@ PreNAS preferred architecture; weights inherited from the one-shot supernet, no 
 | classes | {len(zoo.classes)}: {', '.join(zoo.classes[:12])}{' …' if len(zoo.classes) > 12 else ''} |
 | zoo checksum | `{zoo.checksum[:16]}` |
 
-FLOPs rule: {FLOPS_RULE}. {interval_note(zoo)}
+FLOPs rule: {flops_rule(zoo)}. {interval_note(zoo)}
 
 ## Architecture
-Embed {a.embed_dim}, depth {a.depth}, head dim {zoo.space.head_dim}, patch {zoo.space.patch_size},
-relative position {'on' if zoo.space.rel_pos else 'off'}, {zoo.space.pool} pooling.
+{family.describe_arch(zoo.space, entry.arch)}
 
-| layer | heads | qkv width | MLP ratio | MLP width |
-|---|---|---|---|---|
-{layers}
+{markdown_table(family.layer_headers, family.layer_rows(zoo.space, entry.arch))}
 
-{model_usage(repo_id)}"""
+{model_usage(repo_id, family.pretrained)}"""
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content
+
+
+def flops_rule(zoo: Zoo) -> str:
+    """What the zoo's FLOPs count: its own index's words, else (an index written before it recorded them) those of
+    its family."""
+    return zoo.doc.get("flops_rule") or zoo.family.flops_rule
+
+
+def markdown_table(headers: tuple[str, ...], rows: list[list]) -> str:
+    """A Markdown table; numbers with a fraction as Python's `g` format writes them (2.0 -> 2)."""
+    def cell(value: object) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    lines = [headers, ["---"] * len(headers), *([cell(v) for v in row] for row in rows)]
+    return "\n".join(f"| {' | '.join(map(str, line))} |" for line in lines)
 
 
 def eval_results(zoo: Zoo, entry: ZooEntry) -> list[EvalResult]:
@@ -109,7 +122,7 @@ def zoo_card(zoo: Zoo, repo_id: str) -> str:
     the zoo and classifies with the most accurate entry within a budget."""
     dataset = zoo.doc.get("dataset", "")
     data = ModelCardData(library_name="prezoo", license="apache-2.0", pipeline_tag="image-classification",
-                         tags=ZOO_TAGS, datasets=[DATASETS[dataset][0]] if dataset in DATASETS else None,
+                         tags=zoo_tags(zoo), datasets=[DATASETS[dataset][0]] if dataset in DATASETS else None,
                          metrics=["accuracy"])
     front = zoo.pareto("params")  # by params, ascending
     rows = "\n".join(f"| `{e.id}` | {e.params:,} | {human(e.flops)} | {top1_text(zoo, e)} | "
@@ -118,13 +131,13 @@ def zoo_card(zoo: Zoo, repo_id: str) -> str:
     shown = front or sorted(zoo.entries, key=lambda e: e.params)
     budget = f"{math.ceil(shown[len(shown) // 2].params / 1e3)}K"  # rounded up: that entry fits
     body = f"""
-# PreZoo zoo `{zoo.name}`: {len(zoo.entries)} ViTs from one supernet
+# PreZoo zoo `{zoo.name}`: {len(zoo.entries)} {zoo.family.noun}s from one supernet
 
 A one-shot supernet (search space `{zoo.space.name}`, {zoo.space.in_chans}×{zoo.space.img_size}² input,
-{len(zoo.classes)} classes) and the index of its PreNAS preferred architectures, each measured: load the zoo, ask
+{len(zoo.classes)} classes) and the index of its {zoo.family.origin}s, each measured: load the zoo, ask
 for a budget, get a standalone model. Accuracy: {zoo.doc.get('eval_protocol', 'not recorded')}. \
 {interval_note(zoo)}
-Latency: {zoo.latency_protocol_text() or 'not measured'}. FLOPs rule: {FLOPS_RULE}.
+Latency: {zoo.latency_protocol_text() or 'not measured'}. FLOPs rule: {flops_rule(zoo)}.
 
 ![top-1 against parameters, Pareto front joined]({PLOT})
 
@@ -156,6 +169,11 @@ print(f"{{entry.id}} ({{entry.params:,}} params): {{z.classes[int(probabilities.
 `python -m zoo list --zoo {repo_id}` prints the same table; `python -m server --zoo {repo_id}` serves the zoo.
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content
+
+
+def zoo_tags(zoo: Zoo) -> list[str]:
+    """A zoo repo's tags: its family's, less timm's (PreZoo loads a zoo, not timm), and "supernet"."""
+    return [tag for tag in zoo.family.pretrained.hub_tags if tag != "timm"] + ["supernet"]
 
 
 def scale_cost_axis(ax, costs: list[float]) -> None:

@@ -1,10 +1,10 @@
 """ONNX export of a materialised subnet (fp32, INT8, fp16), parity checks and latency measurement.
 
-We export the standalone `ViT`, never the sliced supernet: the dynamo exporter would keep the full
-supernet tensors plus Slice ops. Default exporter: TorchScript (`dynamo=False`) at opset 17 — with
-our pinned torch it is 8-13x faster to export (0.5 s vs 6.5 s for a `mini` subnet, 1.6 s vs 12.5 s
-for PreNAS-Ti) at the same parity (max |Δ| < 1e-7), which is what a cold export on a server
-request waits for. `exporter="dynamo"` (opset 20) is there for when TorchScript export goes away.
+We export the standalone module (`ViT`, `HyTraNet`: `Supernet.extract`), never the sliced supernet: the dynamo
+exporter would keep the full supernet tensors plus Slice ops. Default exporter: TorchScript (`dynamo=False`) at
+opset 17 — with our pinned torch it is 8-13x faster to export (0.5 s vs 6.5 s for a `mini` subnet, 1.6 s vs 12.5 s
+for PreNAS-Ti) at the same parity (max |Δ| < 1e-7), which is what a cold export on a server request waits for.
+`exporter="dynamo"` (opset 20) is there for when TorchScript export goes away.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from torch import nn
 
 from zoo.io import atomic_write_bytes
 from zoo.pretrained import self_description
-from zoo.vit import ViT
 
 INPUT, OUTPUT = "pixel_values", "logits"
 FORMATS = ("onnx", "onnx-int8", "onnx-fp16")
@@ -31,8 +31,8 @@ FORMATS = ("onnx", "onnx-int8", "onnx-fp16")
 _TORCH_EXPORT = threading.Lock()
 
 
-def model_metadata(model: ViT, labels: list[str], preprocessing: dict) -> dict[str, str]:
-    """What a consumer of the .onnx file needs without our code: arch, labels, preprocessing."""
+def model_metadata(model: nn.Module, labels: list[str], preprocessing: dict) -> dict[str, str]:
+    """What a consumer of the .onnx file needs without our code: family, arch, labels, preprocessing."""
     return {**self_description(model, labels, preprocessing), "prezoo.input": INPUT, "prezoo.output": OUTPUT}
 
 
@@ -45,7 +45,7 @@ def _finish(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> Pat
     return path
 
 
-def export_onnx(model: ViT, path: str | Path, metadata: dict[str, str], exporter: str = "torchscript") -> Path:
+def export_onnx(model: nn.Module, path: str | Path, metadata: dict[str, str], exporter: str = "torchscript") -> Path:
     """fp32 ONNX with a dynamic batch axis, checked by onnx.checker, written atomically. Thread-safe: exports
     take turns (see `_TORCH_EXPORT`)."""
     if exporter not in ("torchscript", "dynamo"):
@@ -116,7 +116,7 @@ def run(sess, x: np.ndarray) -> np.ndarray:
     return sess.run([OUTPUT], {INPUT: x.astype(np.float32, copy=False)})[0]
 
 
-def parity(model: ViT, sess, x: torch.Tensor) -> tuple[float, float]:
+def parity(model: nn.Module, sess, x: torch.Tensor) -> tuple[float, float]:
     """(max |logit difference|, top-1 agreement in [0, 1]) of ONNX Runtime vs torch on `x`."""
     with torch.inference_mode():
         ref = model.eval()(x).numpy()

@@ -29,7 +29,7 @@ from zoo.budget import human
 from zoo.cost import params
 from zoo.hub import pull
 from zoo.io import atomic_write_figure, atomic_write_text
-from zoo.pretrained import HUB_TAGS, write_pretrained
+from zoo.pretrained import write_pretrained
 from zoo.usage import model_usage
 
 HUB_PREFIX = "hf-hub:"
@@ -240,7 +240,7 @@ def model_card(model: PreZooViT, cfg: FinetuneConfig, info: DataInfo, history: l
     """README.md: where the model comes from, how it was fine-tuned, and its validation curve."""
     base = cfg.model[len(HUB_PREFIX):] if cfg.model.startswith(HUB_PREFIX) else None
     data = ModelCardData(library_name="timm", license="apache-2.0", pipeline_tag="image-classification",
-                         tags=HUB_TAGS, base_model=base, metrics=["accuracy"])
+                         tags=PreZooViT.hub_tags, base_model=base, metrics=["accuracy"])
     a, last = model.arch, history[-1]
     rows = "\n".join(f"| {h['epoch']} | {h['train_loss']:.4f} | {h['val_top1']:.2f} | {h['val_loss']:.4f} |"
                      for h in history)
@@ -271,5 +271,5 @@ crop {info.crop_pct:g} |
 |---|---|---|---|
 {rows}
 
-{model_usage(None)}"""
+{model_usage(None, PreZooViT)}"""
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content

@@ -3,7 +3,9 @@
 A zoo holds the supernet of one family, named by zoo.json's optional top-level "family" (absent: "vit", so every
 zoo written before families existed loads unchanged). The store, its index checks, queries and ONNX export reach a
 family's space, archs, cost model and modules only through `Family`; each family keeps its own code where it is
-(`zoo.space`, `zoo.arch`, `zoo.cost`, `zoo.supernet` for the ViT; `zoo.hytra` for HyTra) and is listed here once.
+(`zoo.space`, `zoo.arch`, `zoo.cost`, `zoo.supernet` for the ViT; `zoo.hytra` for HyTra; each one's Hugging Face / timm
+class in `zoo.pretrained`) and is listed here once. Exports, the server, the UI and `python -m zoo spaces` describe a
+model through its `Family` as well.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
-from zoo import cost, hytra
+from zoo import cost, hytra, space
 from zoo.arch import Arch as ViTArch
 from zoo.io import quote
+from zoo.pretrained import PreZooHub, PreZooHyTra, PreZooViT
 from zoo.space import BUILTIN_SPACES, SearchSpace
 from zoo.supernet import ViTSupernet
 
@@ -73,7 +76,12 @@ class Supernet(Protocol):
 class Family:
     """One kind of supernet, as plain functions. `params` equals the extracted module's numel and `flops` its
     multiply-accumulates as FlopCounterMode counts them (halved), in closed form: the index is checked against them
-    without building a model. `flops_rule` says in words what `flops` counts (zoo.json's flops_rule)."""
+    without building a model. `flops_rule` says in words what `flops` counts (zoo.json's flops_rule).
+
+    What exports, the server and the UI show of a model comes from here too: `title` and `noun` name its kind,
+    `origin` where its architectures come from, `describe_arch` its global shape in a sentence, `layer_rows` one row
+    per layer under `layer_headers`, `describe_choices` and `cost_range` a built-in space; `pretrained` is its Hugging
+    Face / timm class (zoo.pretrained), which loads an exported folder back."""
 
     name: str
     space_from_dict: Callable[[Any], Space]  # ValueError (or TypeError) naming the field
@@ -83,13 +91,27 @@ class Family:
     flops: Callable[[Any, Any], int]  # (space, arch)
     supernet: Callable[[Any], Supernet]  # (space): freshly initialised; the zoo loads its weights
     flops_rule: str
+    title: str  # "PreZoo <title> `<id>`"
+    noun: str  # what one model is, in words (plural: + "s")
+    origin: str  # what an entry's architecture is, for cards (plural: + "s")
+    describe_arch: Callable[[Any, Any], str]  # (space, arch): one sentence
+    layer_headers: tuple[str, ...]
+    layer_rows: Callable[[Any, Any], list[list]]  # (space, arch): one row per layer, under layer_headers
+    describe_choices: Callable[[Any], str]  # (space): its choices and fixed options, indented lines
+    cost_range: Callable[[Any], tuple[tuple[int, int], tuple[int, int]]]  # (space): (params lo, hi), (FLOPs lo, hi)
+    pretrained: type[PreZooHub]
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("vit", SearchSpace.from_dict, ViTArch.from_dict, BUILTIN_SPACES, cost.params, cost.flops, ViTSupernet,
-           cost.FLOPS_RULE),
+           cost.FLOPS_RULE, title="ViT", noun="vision transformer", origin="PreNAS preferred architecture",
+           describe_arch=space.describe_arch, layer_headers=space.LAYER_HEADERS, layer_rows=space.layer_rows,
+           describe_choices=space.describe_choices, cost_range=cost.cost_range, pretrained=PreZooViT),
     Family("hytra", hytra.HyTraSpace.from_dict, hytra.HyTraArch.from_dict, hytra.BUILTIN_SPACES, hytra.params,
-           hytra.flops, hytra.HyTraSupernet, hytra.FLOPS_RULE),
+           hytra.flops, hytra.HyTraSupernet, hytra.FLOPS_RULE, title="HyTra", noun="hybrid CNN/transformer",
+           origin="path of BossNAS's hybrid space", describe_arch=hytra.describe_arch,
+           layer_headers=hytra.LAYER_HEADERS, layer_rows=hytra.layer_rows, describe_choices=hytra.describe_choices,
+           cost_range=hytra.cost_range, pretrained=PreZooHyTra),
 )}
 
 

@@ -10,11 +10,12 @@ channels differ. One forward (`hytra_forward`) runs the supernet's path and the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -270,6 +271,45 @@ def end_scales(space: HyTraSpace) -> list[int]:
     return sorted({c.scale for c in supernet_choices(space) if c.layer == space.num_layers - 1})
 
 
+# -- what a path looks like, in words and tables (model cards, the UI, `python -m zoo spaces`) ------------------------
+OP_NAMES = {"conv": "ResConv", "att": "ResAtt"}
+LAYER_HEADERS = ("layer", "scale", "op", "input", "resolution", "channels", "bottleneck", "heads")
+
+
+def layer_rows(space: HyTraSpace, arch: HyTraArch) -> list[list]:
+    """One row per layer, under LAYER_HEADERS: the input is kept or halved; heads only for ResAtt."""
+    return [[c.layer, f"S{c.scale}", OP_NAMES[c.op], c.mode, space.resolution(c.scale), space.channels(c.scale),
+             space.bottleneck(c.scale), space.num_heads(c.scale) if c.op == "att" else "–"]
+            for c in path_choices(space, arch)]
+
+
+def _scales(scales: Iterable[int]) -> str:
+    return ", ".join(f"S{s}" for s in scales)
+
+
+def describe_arch(space: HyTraSpace, arch: HyTraArch) -> str:
+    """The global shape of `arch` in one sentence (its layers are `layer_rows`)."""
+    ops = [op for _, op in arch.layers]
+    return (f"Stem {space.stem_channels} channels, {len(ops)} layers ({ops.count('conv')} ResConv, "
+            f"{ops.count('att')} ResAtt) ending at S{arch.layers[-1][0]} ({space.channels(arch.layers[-1][0])} "
+            f"channels), bottleneck ratio {space.bottleneck_ratio}, head dim {space.head_dim}, average pooling.")
+
+
+def describe_choices(space: HyTraSpace) -> str:
+    """The space's choices and fixed options, two indented lines."""
+    return (f"  channels per scale {list(space.scale_channels)}  ResAtt at {_scales(space.att_scales)}  "
+            f"layers {space.num_layers} in blocks of {space.block_size}  bottleneck ratio {space.bottleneck_ratio}  "
+            f"head dim {space.head_dim}\n"
+            f"  input {space.in_chans}x{space.img_size}² stem {space.stem_channels}  classes {space.num_classes}  "
+            f"paths {len(enumerate_archs(space)):,}")
+
+
+def cost_range(space: HyTraSpace) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((min params, max params), (min FLOPs, max FLOPs)) over every path (neither grows with every choice)."""
+    costs = [_cost(space, a) for a in enumerate_archs(space)]
+    return (min(p for p, _ in costs), max(p for p, _ in costs)), (min(f for _, f in costs), max(f for _, f in costs))
+
+
 # -- closed-form cost -------------------------------------------------------------------------------------------------
 def _has_shortcut_conv(space: HyTraSpace, c: Choice) -> bool:
     return c.mode == HALVE or c.in_channels != space.channels(c.scale)
@@ -403,7 +443,17 @@ class Candidate(nn.Module):
 
 
 class HyTraNet(nn.Module):
-    """One path as a plain module (no dependency on the supernet): what is exported, packaged and served."""
+    """One path as a plain module (no dependency on the supernet): what is exported, packaged and served.
+
+    It has timm's classifier attributes (`num_classes`, `in_chans`, `num_features`, `global_pool`,
+    `reset_classifier`) and says what it is to timm and in its self-description (`family`, `timm_name`, `first_conv`:
+    zoo.pretrained). `space` always describes this model's input and head: a new head of N classes gives a space
+    with N."""
+
+    family: ClassVar[str] = "hytra"
+    timm_name: ClassVar[str] = "prezoo_hytra"
+    first_conv: ClassVar[str] = "stem.0"
+    global_pool: ClassVar[str] = "avg"  # the global average pool before the head, as timm names it
 
     def __init__(self, space: HyTraSpace, arch: HyTraArch) -> None:
         super().__init__()
@@ -411,8 +461,24 @@ class HyTraNet(nn.Module):
         self.stem = _stem(space)
         self.layers = nn.ModuleList(Candidate(_projection(space, c), _body(space, c.scale, c.op), _shortcut(space, c))
                                     for c in path_choices(space, arch))
-        self.head = nn.Linear(space.channels(arch.layers[-1][0]), space.num_classes)
+        self.num_classes, self.in_chans = space.num_classes, space.in_chans
+        self.num_features = space.channels(arch.layers[-1][0])
+        self.head = nn.Linear(self.num_features, space.num_classes)
         _init(self)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh head for `num_classes` (0: none; the model then returns pooled features), as in timm."""
+        if global_pool not in (None, self.global_pool):
+            raise ValueError(f"this model pools with {self.global_pool!r}; it cannot switch to {global_pool!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+        ref = self.stem[0].weight
+        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) \
+            if num_classes else nn.Identity()
+        self.head.train(self.training)
+        self.num_classes = num_classes
+        if num_classes:
+            self.space = dataclasses.replace(self.space, num_classes=num_classes)
 
     def path(self) -> PathModules:
         return self.stem, [(c.projection, c.body, c.shortcut) for c in self.layers], self.head

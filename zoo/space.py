@@ -183,6 +183,31 @@ class SearchSpace:
         return cls.from_dict(data)
 
 
+# -- what a ViT of a space looks like, in words and tables (model cards, the UI, `python -m zoo spaces`) ---------------
+LAYER_HEADERS = ("layer", "heads", "qkv width", "MLP ratio", "MLP width")
+
+
+def layer_rows(space: SearchSpace, arch: Arch) -> list[list]:
+    """One row per layer, under LAYER_HEADERS."""
+    return [[i, h, arch.qkv_dim(i, space.head_dim), r, arch.mlp_dim(i)]
+            for i, (h, r) in enumerate(zip(arch.num_heads, arch.mlp_ratios, strict=True))]
+
+
+def describe_arch(space: SearchSpace, arch: Arch) -> str:
+    """The global shape of `arch` in one sentence (its layers are `layer_rows`)."""
+    return (f"Embed {arch.embed_dim}, depth {arch.depth}, head dim {space.head_dim}, patch {space.patch_size}, "
+            f"relative position {'on' if space.rel_pos else 'off'}, {space.pool} pooling.")
+
+
+def describe_choices(space: SearchSpace) -> str:
+    """The space's choices and fixed options, two indented lines."""
+    ratios = ", ".join(f"{r:g}" for r in space.mlp_ratios)
+    return (f"  embed {list(space.embed_dims)}  depth {list(space.depths)}  "
+            f"heads {list(space.num_heads)} x {space.head_dim}  mlp ratio [{ratios}]\n"
+            f"  input {space.in_chans}x{space.img_size}² patch {space.patch_size}  "
+            f"classes {space.num_classes}  rel-pos {'on' if space.rel_pos else 'off'}  pool {space.pool}")
+
+
 def _autoformer(name: str, embeds, depths, heads, ratios, sup: tuple[int, int, int, float]) -> SearchSpace:
     return SearchSpace(
         name=name, embed_dims=embeds, depths=depths, num_heads=heads, mlp_ratios=ratios,

@@ -1,4 +1,5 @@
-"""Register `prezoo_vit` in timm whenever timm is loaded, without importing timm (or torch) before someone does.
+"""Register PreZoo's architectures (`prezoo_vit`, `prezoo_hytra`: `zoo.pretrained.HUB_CLASSES`) in timm whenever timm
+is loaded, without importing timm (or torch) before someone does.
 
 timm finds architectures only in its registry, which `zoo.pretrained` fills when imported; `import zoo` promises
 that `timm.create_model("hf-hub:org/name")` then works. Importing timm eagerly would cost every `--help` seconds,

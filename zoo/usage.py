@@ -3,6 +3,8 @@ zoo's exports (export.hf) and fine-tuned models (training.finetune), which may n
 
 from __future__ import annotations
 
+from typing import Any
+
 INSTALL = ("# needs PreZoo's package, prezoo: `pip install .` in a PreZoo checkout or `pip install prezoo-*.whl` (its "
            "wheel)")
 # a picture to classify, so the snippet runs as it is: swap in your own
@@ -16,8 +18,9 @@ x = np.asarray(view, np.float32).reshape(view.height, view.width, -1) / 255
 x = ((x - pre["mean"]) / pre["std"]).transpose(2, 0, 1)[None].astype(np.float32)  # (1, C, H, W)"""
 
 
-def model_usage(repo_id: str | None) -> str:
-    """The 'Use' section: timm (and ONNX Runtime, for a repo, which holds the ONNX files)."""
+def model_usage(repo_id: str | None, hub_class: Any) -> str:
+    """The 'Use' section: timm (and ONNX Runtime, for a repo, which holds the ONNX files); `hub_class` is the model's
+    Hugging Face class (zoo.pretrained: its name, timm name and `weights_layout`)."""
     source = f"hf-hub:{repo_id}" if repo_id else "local-dir:."
     where = ("" if repo_id else "\nRun it in the folder holding this card, `config.json` and `model.safetensors`; once "
                                 "pushed (`python -m export push`), the repo's card loads `hf-hub:<repo id>`.\n")
@@ -28,7 +31,7 @@ import torch
 from PIL import Image, ImageDraw
 from timm.data import create_transform, resolve_model_data_config
 
-import zoo  # noqa: F401  (registers PreZoo's architecture, prezoo_vit, in timm)
+import zoo  # noqa: F401  (registers PreZoo's architecture, {hub_class.timm_name}, in timm)
 
 model = timm.create_model("{source}", pretrained=True).eval()
 config = resolve_model_data_config(model)  # input size, mean/std, interpolation, crop: from config.json
@@ -43,10 +46,10 @@ values, indices = probabilities.topk(3)
 for p, i in zip(values.tolist(), indices.tolist(), strict=True):
     print(f"{{labels[i]}}: {{p:.3f}}")
 ```"""
-    same = (f"`zoo.PreZooViT.from_pretrained(\"{repo_id or '.'}\")` loads the same weights without timm's factory "
-            f"(strictly). Plain safetensors: `safetensors.torch.load_file(\"model.safetensors\")` with "
-            f"`config.json`'s `model_args` and timm's `VisionTransformer` parameter names; the file's own metadata "
-            f"(`safe_open(...).metadata()`) holds the arch, space, labels and preprocessing.")
+    same = (f"`zoo.{hub_class.__name__}.from_pretrained(\"{repo_id or '.'}\")` loads the same weights without timm's "
+            f"factory (strictly). Plain safetensors: `safetensors.torch.load_file(\"model.safetensors\")` with "
+            f"`config.json`'s `model_args` and {hub_class.weights_layout}; the file's own metadata "
+            f"(`safe_open(...).metadata()`) holds the family, arch, space, labels and preprocessing.")
     if not repo_id:
         return f"## Use\n{where}\n{torch_code}\n\n{same}\n"
     onnx_code = f"""```python

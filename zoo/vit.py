@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Iterator, Mapping
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -168,7 +169,12 @@ class ViT(nn.Module):
     It has timm's classifier API (`get_classifier`, `reset_classifier`, `forward_features`, `forward_head`,
     `forward_intermediates`, `prune_intermediate_layers`, `feature_info`), each a piece of `vit_forward`.
     `space` always describes this model's input and head: a new head of N classes gives a space with N.
+    `family`, `timm_name` and `first_conv` say what it is to timm and in its self-description (zoo.pretrained).
     """
+
+    family: ClassVar[str] = "vit"
+    timm_name: ClassVar[str] = "prezoo_vit"
+    first_conv: ClassVar[str] = "patch_embed.proj"
 
     def __init__(self, space: SearchSpace, arch: Arch, drop_path_rate: float = 0.0) -> None:
         super().__init__()
