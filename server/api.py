@@ -201,9 +201,10 @@ def add_api_routes(app: FastAPI, server: PreZooServer, samples: list[pathlib.Pat
 
     @app.get("/api/zoo", tags=["zoo"])
     def zoo_index() -> dict[str, Any]:
-        """Every entry with its numbers, the Pareto fronts, the class names and the preprocessing."""
+        """Every entry with its numbers, the Pareto fronts, the class names and the preprocessing; the zoo's model
+        family (vit, hytra) says how to read each entry's `arch`."""
         pareto = set(server.pareto_ids())
-        return {"name": zoo.name, "checksum": zoo.checksum, "space": zoo.space.name,
+        return {"name": zoo.name, "checksum": zoo.checksum, "family": zoo.family.name, "space": zoo.space.name,
                 "entries": [served_entry_json(server, e, pareto) for e in zoo.entries],
                 "pareto": {"params": server.pareto_ids("params"), "flops": server.pareto_ids("flops")},
                 "default_model": server.default_entry.id, "classes": zoo.classes,

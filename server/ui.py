@@ -31,7 +31,6 @@ from zoo.budget import human
 from zoo.hub import HubError
 from zoo.store import BudgetError, Zoo, ZooEntry
 
-LAYER_HEADERS = ["layer", "heads", "qkv width", "MLP ratio", "MLP width"]
 DOWNLOAD_BUTTONS = {"hf-zip": "HF folder (zip)", "safetensors": "safetensors", "onnx": "ONNX",
                     "onnx-fp16": "ONNX fp16", "onnx-int8": "ONNX INT8"}
 WHOLE_ZOO = "the whole zoo"
@@ -175,7 +174,7 @@ def summary_markdown(server: PreZooServer, entry: ZooEntry, why: str) -> str:
     measured = server.profiler.latency(entry)
     latency = f"{measured.median_ms:.3f} ms ({measured.describe()})" if measured else "not measured"
     note = server.equivalence_note(entry)
-    return (f"### Chosen: `{entry.id}`\n{why} Embed {entry.arch.embed_dim}, depth {entry.arch.depth}.\n\n"
+    return (f"### Chosen: `{entry.id}`\n{why} {zoo.family.describe_arch(zoo.space, entry.arch)}\n\n"
             f"| parameters | FLOPs (MACs) | top-1 (95% interval) | top-5 | latency |\n|---|---|---|---|---|\n"
             f"| {entry.params:,} ({human(entry.params)}) | {human(entry.flops)} | {top1} | {top5} | {latency} |\n\n"
             + (f"**Cheaper and as accurate:** {note}\n\n" if note else "") + latency_note(server))
@@ -194,9 +193,8 @@ def entry_rows(server: PreZooServer, params: SliderScale, flops: SliderScale) ->
 
 
 def layer_rows(zoo: Zoo, entry: ZooEntry) -> list[list]:
-    a = entry.arch
-    return [[i, h, a.qkv_dim(i, zoo.space.head_dim), r, a.mlp_dim(i)]
-            for i, (h, r) in enumerate(zip(a.num_heads, a.mlp_ratios, strict=True))]
+    """The entry's layers as its family tabulates them (under `zoo.family.layer_headers`)."""
+    return zoo.family.layer_rows(zoo.space, entry.arch)
 
 
 def card_markdown(zoo: Zoo, entry: ZooEntry) -> str:
@@ -347,7 +345,7 @@ class PreZooUI:
         zoo = self.zoo
         with gr.Blocks(title=f"PreZoo · {zoo.name}", delete_cache=(3600, 3600)) as ui:  # Gradio's file copies: 1 h
             chosen = gr.State(self.server.default_entry.id)
-            gr.Markdown(f"# PreZoo · {zoo.name}\n{len(zoo.entries)} vision transformers sliced from one supernet "
+            gr.Markdown(f"# PreZoo · {zoo.name}\n{len(zoo.entries)} {zoo.family.noun}s sliced from one supernet "
                         f"(search space `{zoo.space.name}`). Set a budget: you get the most accurate model that fits. "
                         f"Or pick one in the table or the plot.")
             with gr.Tab("Specialize"):
@@ -397,7 +395,8 @@ class PreZooUI:
                                headers=["id", self.params.label, self.flops.label, "top-1 %", "top-1 95% interval",
                                         "top-5 %", "latency ms", "latency measured", "Pareto (params)"],
                                label="All entries (click a row to choose it)", interactive=False)
-        layers = gr.Dataframe(headers=LAYER_HEADERS, label="Architecture, per layer", interactive=False)
+        layers = gr.Dataframe(headers=list(self.zoo.family.layer_headers), label="Architecture, per layer",
+                              interactive=False)
         with gr.Accordion("Model card", open=False):
             card = gr.Markdown()
         return SpecializeTab(budget, axis, go, plot, entries, [summary, plot, layers, card], buttons)

@@ -1,6 +1,6 @@
 """`python -m zoo`: search spaces, the zoo's entries, budget -> model, latency profiling.
 
-    python -m zoo                      # the built-in search spaces with their param/FLOP ranges
+    python -m zoo                      # every family's built-in search spaces with their param/FLOP ranges
     python -m zoo list [--zoo DIR|org/name]
     python -m zoo get --max-params 0.3M [--max-flops 20M] [--max-latency 2ms] --format onnx --out DIR
     python -m zoo get --id e96-d4-a0fba311 --format onnx --out DIR
@@ -27,31 +27,37 @@ from zoo.hub import HubError
 from zoo.io import printable
 
 if TYPE_CHECKING:
-    from zoo.space import SearchSpace
+    from zoo.family import Family, Space
     from zoo.store import Zoo
 
 CACHE = Path(os.environ.get("PREZOO_CACHE", Path.home() / ".cache" / "prezoo"))
 # torch, timm, ONNX Runtime load inside the commands that use them: `--help` and argument errors answer at once
 
 
-def describe_space(space: SearchSpace) -> str:
-    from zoo.cost import cost_range
-
-    (p_lo, p_hi), (f_lo, f_hi) = cost_range(space)
-    ratios = ", ".join(f"{r:g}" for r in space.mlp_ratios)
-    return (f"{space.name}  [{space.hash}]  {space.description}\n"
-            f"  embed {list(space.embed_dims)}  depth {list(space.depths)}  "
-            f"heads {list(space.num_heads)} x {space.head_dim}  mlp ratio [{ratios}]\n"
-            f"  input {space.in_chans}x{space.img_size}² patch {space.patch_size}  "
-            f"classes {space.num_classes}  rel-pos {'on' if space.rel_pos else 'off'}  pool {space.pool}\n"
+def describe_space(family: Family, space: Space) -> str:
+    (p_lo, p_hi), (f_lo, f_hi) = family.cost_range(space)
+    return (f"{space.name}  [{space.hash}]  {family.title}  {space.description}\n{family.describe_choices(space)}\n"
             f"  params {human(p_lo)} – {human(p_hi)}   {FLOPS_LABEL} {human(f_lo)} – {human(f_hi)}")
 
 
-def cmd_spaces(args: argparse.Namespace) -> int:
-    from zoo.space import BUILTIN_SPACES, get_space
+def find_space(name: str) -> tuple[Family, Space]:
+    """A built-in space of any family by name, or a space file (YAML/JSON: a ViT space, `zoo.space.get_space`)."""
+    from zoo.family import DEFAULT_FAMILY, FAMILIES
+    from zoo.space import get_space
 
-    spaces = [get_space(n) for n in (args.space or list(BUILTIN_SPACES))]
-    print("\n\n".join(describe_space(s) for s in spaces))
+    builtin = {n: (f, s) for f in FAMILIES.values() for n, s in f.spaces.items()}
+    if name in builtin:
+        return builtin[name]
+    if Path(name).is_file():
+        return FAMILIES[DEFAULT_FAMILY], get_space(name)
+    raise ValueError(f"unknown search space '{name}': not a built-in ({', '.join(builtin)}) and not a YAML/JSON file")
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from zoo.family import FAMILIES
+
+    names = args.space or [n for f in FAMILIES.values() for n in f.spaces]
+    print("\n\n".join(describe_space(*find_space(n)) for n in names))
     print("\nnext: python -m training select --space mini   (zero-cost selection of preferred archs)")
     return 0
 
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd")
-    sp = sub.add_parser("spaces", help="the built-in search spaces with their param/FLOP ranges")
+    sp = sub.add_parser("spaces", help="every family's built-in search spaces with their param/FLOP ranges")
     sp.add_argument("space", nargs="*", help="names of built-in spaces or YAML/JSON space files")
     for name, help_ in (("list", "the zoo's entries"), ("get", "budget -> exported model"),
                         ("profile", "measure latency of every entry here and update the index")):
