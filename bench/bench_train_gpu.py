@@ -83,7 +83,7 @@ def main() -> None:
     base = median(next(iter(times.values())))
     print(f"| {'model':<48} | {'img/s':>8} | {'vs timm':>7} |\n|{'-' * 50}|{'-' * 10}:|{'-' * 9}:|")
     for name, t in times.items():
-        print(f"| {name:<48} | {args.batch / median(t):>8.0f} | {base / median(t):>6.2f}x |")
+        print(f"| {name:<48} | {args.batch / median(t):>8.1f} | {base / median(t):>6.2f}x |")
 
 
 if __name__ == "__main__":
