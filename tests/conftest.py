@@ -1,9 +1,10 @@
-"""Shared test helpers: hypothesis strategies over architectures of a search space."""
+"""Shared test helpers: hypothesis strategies over architectures of a search space, the test zoo, the HTTP client."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.hub_server import LocalHub
@@ -18,6 +19,7 @@ os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
 os.environ.pop("HF_TOKEN_PATH", None)
 
+import httpx
 import pytest
 import torch
 from hypothesis import strategies as st
@@ -37,6 +39,13 @@ def zoo_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def zoo(zoo_dir) -> Zoo:
     return Zoo.load(zoo_dir)
+
+
+@pytest.fixture
+def client(live) -> Iterator[httpx.Client]:
+    """HTTP to the module's `live` server (test_server, test_family_serving; modules with other clients override)."""
+    with httpx.Client(base_url=live.url, timeout=120) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

@@ -64,26 +64,30 @@ def test_int8_and_fp16_exports_run(zoo, cache):
     assert np.abs(run(session(fp16), x) - ref).max() < 0.05  # fp16 rounding on logits of size ~1
 
 
+def assert_folder_loads_every_way(folder, x, ref, hub_class, module_class, labels) -> None:
+    """An exported folder gives exactly `ref`'s logits through the family's Hub class, timm's `local-dir:` and its
+    named architecture with the config's model_args, and as plain safetensors loaded into the family's module (no
+    PreZoo class needed beyond the architecture's definition)."""
+    mixin = hub_class.from_pretrained(folder)
+    assert not mixin.training and torch.equal(mixin(x), ref) and mixin.labels == labels
+    local = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert type(local) is hub_class and torch.equal(local(x), ref)
+    config = json.loads((folder / "config.json").read_text())
+    overlay = timm.create_model(hub_class.timm_name, pretrained=True, pretrained_cfg_overlay={
+        "file": str(folder / "model.safetensors")}, **config["model_args"]).eval()
+    assert torch.equal(overlay(x), ref)
+    plain = module_class(hub_class.space_from_dict(config["space"]), hub_class.arch_from_dict(config["arch"]))
+    plain.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    assert torch.equal(plain.eval()(x), ref)
+
+
 def test_hf_folder_loads_three_ways(zoo, cache):
     entry = zoo.entries[1]
     folder = cache.get(zoo, entry, "safetensors")
     x = _x()
     with torch.no_grad():
         ref = zoo.subnet(entry)(x)
-        mixin = PreZooViT.from_pretrained(folder).eval()
-        assert torch.equal(mixin(x), ref) and mixin.labels == FMNIST_CLASSES
-        local = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
-        assert torch.equal(local(x), ref)
-        config = json.loads((folder / "config.json").read_text())
-        overlay = timm.create_model("prezoo_vit", pretrained=True, pretrained_cfg_overlay={
-            "file": str(folder / "model.safetensors")}, **config["model_args"]).eval()
-        assert torch.equal(overlay(x), ref)
-        # plain safetensors + config, no PreZoo class needed beyond the architecture's definition
-        from zoo import Arch, SearchSpace
-
-        plain = ViT(SearchSpace.from_dict(config["space"]), Arch.from_dict(config["arch"]))
-        plain.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
-        assert torch.equal(plain.eval()(x), ref)
+        assert_folder_loads_every_way(folder, x, ref, PreZooViT, ViT, FMNIST_CLASSES)
     card = (folder / "README.md").read_text()
     for needle in ("pipeline_tag: image-classification", "library_name: timm", "fashion_mnist", "accuracy",
                    f"{entry.params:,}", "FLOPs rule"):

@@ -15,20 +15,20 @@ import timm
 import torch
 import tritonclient.http as triton
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from export.cache import ExportCache
 from export.hf import markdown_table
 from server.app import create_app
 from tests.test_cards import expected_top, python_blocks, run_block, top_line
 from tests.test_cli import cli
+from tests.test_export import assert_folder_loads_every_way
 from tests.test_family import ARCHS, _images, make_hytra_zoo
 from tests.test_server import Live, png, predict, serve
 from tests.test_v2 import images, pixel_values
 from zoo import PreZooHyTra, PreZooViT, Zoo
 from zoo.budget import human
 from zoo.family import FAMILIES
-from zoo.hytra import FLOPS_RULE, MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSpace, params
+from zoo.hytra import FLOPS_RULE, MICRO_HYTRA, HyTraNet, params
 from zoo.pretrained import HUB_CLASSES
 
 HYTRA = FAMILIES["hytra"]
@@ -86,17 +86,7 @@ def test_the_hytra_folder_loads_back_with_the_same_logits_every_way(hytra_zoo, f
     x = _images(6)
     with torch.no_grad():
         ref = hytra_zoo.subnet(entry)(x)
-        mixin = PreZooHyTra.from_pretrained(folder)
-        assert not mixin.training and torch.equal(mixin(x), ref) and mixin.labels == hytra_zoo.classes
-        local = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
-        assert type(local) is PreZooHyTra and torch.equal(local(x), ref)
-        config = json.loads((folder / "config.json").read_text())
-        overlay = timm.create_model("prezoo_hytra", pretrained=True, pretrained_cfg_overlay={
-            "file": str(folder / "model.safetensors")}, **config["model_args"]).eval()
-        assert torch.equal(overlay(x), ref)
-        plain = HyTraNet(HyTraSpace.from_dict(config["space"]), HyTraArch.from_dict(config["arch"]))
-        plain.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
-        assert torch.equal(plain.eval()(x), ref)
+        assert_folder_loads_every_way(folder, x, ref, PreZooHyTra, HyTraNet, hytra_zoo.classes)
 
 
 def test_a_new_head_is_fresh_and_changes_of_the_input_are_refused(hytra_zoo, folder):
@@ -147,12 +137,6 @@ def live(hytra_zoo, tmp_path_factory) -> Iterator[Live]:
     app = create_app(hytra_zoo.root, cache_dir=tmp_path_factory.mktemp("server-cache"))
     with serve(app) as url:
         yield Live(url, app.state.prezoo)
-
-
-@pytest.fixture
-def client(live) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live.url, timeout=120) as c:
-        yield c
 
 
 def test_api_zoo_and_specialize_serve_the_hytra_entries(client, hytra_zoo):

@@ -83,11 +83,6 @@ def live(zoo_dir, tmp_path_factory) -> Iterator[Live]:
         yield Live(url, app.state.prezoo)
 
 
-@pytest.fixture
-def client(live) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live.url, timeout=120) as c:
-        yield c
-
 
 def png(size=(28, 28), mode="L", seed=0, fmt="PNG") -> bytes:
     rng = np.random.default_rng(seed)
