@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from zoo.arch import _positive_int
 from zoo.space import SearchSpace
+from zoo.vit import drop_path
 
 OPS = ("conv", "att")
 KEEP, HALVE = "keep", "halve"
@@ -422,16 +423,25 @@ def _init(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-PathModules = tuple[nn.Module, Sequence[tuple[nn.Module, nn.Module, nn.Module]], nn.Module]  # stem, layers, head
+Layer = tuple[nn.Module, nn.Module, nn.Module]  # (input projection, body, shortcut)
 
 
-def hytra_forward(x: Tensor, stem: nn.Module, layers: Iterable[tuple[nn.Module, nn.Module, nn.Module]],
-                  head: nn.Module) -> Tensor:
-    """Logits of one path: each layer is (input projection, body, shortcut), joined as ReLU(body(proj(x)) + short)."""
-    x = stem(x)
-    for projection, body, shortcut in layers:
-        x = F.relu(body(projection(x)) + shortcut(x))
-    return head(x.mean(dim=(2, 3)))
+def run_layers(x: Tensor, layers: Iterable[Layer], drop_rates: Sequence[float] = (), training: bool = False) -> Tensor:
+    """Each layer as ReLU(body(proj(x)) + shortcut(x)). `drop_rates` (one per layer, training only) drop a layer's
+    whole body per sample (stochastic depth): block-wise search runs a block's layers alone through this too."""
+    for i, (projection, body, shortcut) in enumerate(layers):
+        h = body(projection(x))
+        x = F.relu((drop_path(h, drop_rates[i], training) if drop_rates else h) + shortcut(x))
+    return x
+
+
+def hytra_forward(x: Tensor, stem: nn.Module, layers: Sequence[Layer], head: nn.Module,
+                  drop_rates: Sequence[float] = (), training: bool = False) -> Tensor:
+    """Logits of one path: stem, layers, global average pool, head."""
+    return head(run_layers(stem(x), layers, drop_rates, training).mean(dim=(2, 3)))
+
+
+PathModules = tuple[nn.Module, Sequence[Layer], nn.Module]  # stem, layers, head
 
 
 class Candidate(nn.Module):
@@ -492,11 +502,15 @@ class HyTraSupernet(nn.Module):
 
     No active-path state: the architecture is an argument. The stem and the per-end-scale heads are shared by all
     paths; bodies by the keep and halve inputs of a (layer, scale, op); projections and shortcuts are per input mode.
+    `drop_path_rate` is the last layer's stochastic-depth rate in training (linear from 0 at the first, as timm's
+    ResNets); extracted models never drop.
     """
 
-    def __init__(self, space: HyTraSpace) -> None:
+    def __init__(self, space: HyTraSpace, drop_path_rate: float = 0.0) -> None:
         super().__init__()
         self.space = space
+        L = space.num_layers
+        self.drop_rates = tuple(drop_path_rate * i / max(L - 1, 1) for i in range(L)) if drop_path_rate else ()
         choices = supernet_choices(space)
         self.stem = _stem(space)
         self.bodies = nn.ModuleDict({c.body_key: _body(space, c.scale, c.op) for c in choices})
@@ -513,7 +527,7 @@ class HyTraSupernet(nn.Module):
         return self.stem, layers, self.heads[f"s{arch.layers[-1][0]}"]
 
     def forward(self, x: Tensor, arch: HyTraArch) -> Tensor:
-        return hytra_forward(x, *self.path(arch))
+        return hytra_forward(x, *self.path(arch), self.drop_rates, self.training)
 
     def extract(self, arch: HyTraArch) -> HyTraNet:
         """A standalone `HyTraNet` with copies of `arch`'s weights and BN statistics, in eval mode."""
