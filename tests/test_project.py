@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,6 +47,17 @@ def test_every_package_runs_as_a_module():
         out = subprocess.run([sys.executable, "-m", pkg, "--help"], capture_output=True, text=True, cwd=ROOT,
                              timeout=120)
         assert out.returncode == 0 and "usage" in out.stdout.lower(), (pkg, out.stderr[-500:])
+
+
+@pytest.mark.slow
+def test_every_zoo_module_imports_first_in_a_fresh_interpreter():
+    """An import cycle (zoo.hytra -> zoo.vit -> timm -> zoo.pretrained -> zoo.hytra) only shows when the module that
+    closes it is imported first, as `python -m server --zoo DIR` did: each module gets an interpreter of its own."""
+    modules = sorted(f"zoo.{p.stem}" for p in (ROOT / "zoo").glob("*.py") if p.stem not in ("__init__", "__main__"))
+    runs = {m: subprocess.Popen([sys.executable, "-c", f"import {m}"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+            for m in modules}
+    failed = {m: p.communicate(timeout=120)[1][-300:] for m, p in runs.items() if p.wait(timeout=120) != 0}
+    assert not failed, failed
 
 
 def test_setup_names_an_unknown_option_and_installs_nothing():

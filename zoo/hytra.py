@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.arch import _positive_int
+from zoo.layers import drop_path
 from zoo.space import SearchSpace
-from zoo.vit import drop_path
 
 OPS = ("conv", "att")
 KEEP, HALVE = "keep", "halve"

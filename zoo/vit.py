@@ -21,6 +21,7 @@ from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from zoo.arch import Arch
+from zoo.layers import drop_path
 from zoo.space import SearchSpace
 
 
@@ -41,14 +42,6 @@ def rel_pos_index(grid: int, max_rel: int) -> Tensor:
 def rel_pos_tables_size(space: SearchSpace) -> int:
     """Rows of each relative-position table: 2·max_rel + 1 offsets plus row 0 for the class token."""
     return 2 * space.grid_size + 2
-
-
-def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
-    """Stochastic depth: drop the whole residual branch per sample, rescale the kept ones."""
-    if rate == 0.0 or not training:
-        return x
-    keep = x.new_empty(x.shape[0], *(1,) * (x.dim() - 1)).bernoulli_(1 - rate)
-    return x * keep / (1 - rate)
 
 
 def attention(x: Tensor, p: Mapping[str, Tensor], pre: str, num_heads: int, head_dim: int,
