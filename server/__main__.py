@@ -1,13 +1,17 @@
 """`python -m server`: serve a zoo (REST API under /api, UI at /).
 
-    python -m server [--zoo DIR|org/name] [--host 127.0.0.1] [--port 7860] [--admin-token-env NAME]
+    python -m server [--zoo DIR|org/name] [--compare-zoo DIR|org/name ...] [--host 127.0.0.1] [--port 7860]
+                     [--admin-token-env NAME]
 
 `--host` and `--port` default to $PREZOO_HOST and $PREZOO_PORT when set (the Docker image sets PREZOO_HOST=0.0.0.0,
 so its entrypoint is the README's command unchanged).
 
 The admin token (which enables POST /api/push) is read from the environment variable NAME, never from the command
-line; the Hub token from HF_TOKEN. A zoo that cannot be used, or a --cache folder that cannot be written, stops the
-start with one line on stderr and exit code 2.
+line; the Hub token from HF_TOKEN. A zoo that cannot be used (served or compared), or a --cache folder that cannot be
+written, stops the start with one line on stderr and exit code 2.
+
+Each --compare-zoo (a few at most) is loaded and checked like --zoo, then drawn beside it in the UI's Pareto plot and
+listed under "compare" in GET /api/zoo, for comparison only: budgets, downloads and predictions use the served zoo.
 
 Uploads are limited per image (bytes, pixels, aspect ratio) and per request (images); every other request body to
 64 KiB. A request's head must arrive within --header-timeout seconds, its body within --body-timeout of the head.
@@ -25,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.compare import MAX_COMPARE_ZOOS, compare_problem
 from server.images import ImageLimits
 from zoo.hub import HubError
 
@@ -63,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--zoo", help="zoo directory or Hub repo id (default: the built-in zoo)")
+    p.add_argument("--compare-zoo", action="append", default=[], metavar="DIR|org/name",
+                   help=f"another zoo shown beside the served one for comparison only (Pareto plot, /api/zoo); "
+                        f"repeat for more, at most {MAX_COMPARE_ZOOS}")
     p.add_argument("--host", default=os.environ.get("PREZOO_HOST", "127.0.0.1"), help="default: %(default)s")
     p.add_argument("--port", type=tcp_port, default=os.environ.get("PREZOO_PORT", "7860"), help="default: %(default)s")
     p.add_argument("--admin-token-env", metavar="NAME", help="environment variable holding the admin token; "
@@ -97,11 +105,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds a client has to send a request's head (default: %(default)s)")
     p.add_argument("--body-timeout", type=positive(float), default=60.0,
                    help="seconds a client has to send a request's body after its head (default: %(default)s)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if len(args.compare_zoo) > MAX_COMPARE_ZOOS:
+        p.error(f"{len(args.compare_zoo)} --compare-zoo given; at most {MAX_COMPARE_ZOOS} fit in one plot")
+    return args
 
 
-def load_zoo(source: str | None) -> Zoo:
-    """The zoo --zoo names, or the built-in one (zoo.store imports torch: loaded here, after parsing)."""
+def load_zoo(source: str | None, what: str = "zoo") -> Zoo:
+    """The zoo --zoo names, or the built-in one (zoo.store imports torch: loaded here, after parsing); `what` names
+    the option in the message when it cannot be used."""
     from zoo.store import DEFAULT_ZOO, Zoo, ZooError
 
     if source is None and not DEFAULT_ZOO.exists():
@@ -111,7 +123,17 @@ def load_zoo(source: str | None) -> Zoo:
     try:
         return Zoo.load(source)
     except (ZooError, HubError, OSError) as e:  # ZooError: the zoo's schema names whatever is malformed
-        raise StartError(f"cannot use zoo {source}: {e}") from None
+        raise StartError(f"cannot use {what} {source}: {e}") from None
+
+
+def compare_zoos(served: Zoo, sources: list[str]) -> list[Zoo]:
+    """The --compare-zoo zoos, each loaded like the served one and measured on the same dataset (top-1 on another
+    dataset is no comparison)."""
+    zoos = [load_zoo(source, "--compare-zoo") for source in sources]
+    for source, other in zip(sources, zoos, strict=True):
+        if problem := compare_problem(served, other):
+            raise StartError(f"cannot use --compare-zoo {source}: {problem}")
+    return zoos
 
 
 def admin_token(name: str | None) -> str | None:
@@ -142,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("server").setLevel(args.log_level.upper())  # ours; libraries (ORT quantizer) stay quiet
     try:
         zoo, token, cache = load_zoo(args.zoo), admin_token(args.admin_token_env), writable_cache(args.cache)
+        compare = compare_zoos(zoo, args.compare_zoo)
     except StartError as e:
         print(f"python -m server: {e}", file=sys.stderr)
         return 2
@@ -155,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(zoo, cache_dir=cache, admin_token=token, hub_token=os.environ.get("HF_TOKEN") or None,
                      max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, micro_batching=not args.no_batching,
                      sessions=args.sessions, ort_threads=args.ort_threads, ort_spinning=args.ort_spinning == "on",
-                     cache_max_bytes=args.cache_max_mb * 2**20, limits=limits, profile_latency=not args.no_profile)
-    print(f"PreZoo serving zoo {zoo.name} on http://{args.host}:{args.port}/ (API docs: /docs)", file=sys.stderr)
+                     cache_max_bytes=args.cache_max_mb * 2**20, limits=limits, profile_latency=not args.no_profile,
+                     compare=compare)
+    shown = f" beside {', '.join(other.name for other in compare)}" if compare else ""
+    print(f"PreZoo serving zoo {zoo.name}{shown} on http://{args.host}:{args.port}/ (API docs: /docs)", file=sys.stderr)
     http = functools.partial(DeadlineH11Protocol, header_timeout=args.header_timeout, body_timeout=args.body_timeout)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=http,
                 timeout_graceful_shutdown=args.shutdown_timeout)

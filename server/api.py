@@ -154,6 +154,20 @@ def served_entry_json(server: PreZooServer, entry: ZooEntry, pareto: set[str]) -
     return entry_json(server.zoo, entry, pareto, server.profiler.latency(entry))
 
 
+def zoo_json(zoo: Zoo, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """What GET /api/zoo says of any zoo it shows: identity, family, space, `entries` and the Pareto fronts."""
+    return {"name": zoo.name, "checksum": zoo.checksum, "family": zoo.family.name, "space": zoo.space.name,
+            "entries": entries, "pareto": {by: [e.id for e in zoo.pareto(by)] for by in ("params", "flops")}}
+
+
+def compared_zoo_json(zoo: Zoo) -> dict[str, Any]:
+    """A zoo shown for comparison: its entries with the numbers its own index records (latency: the zoo's, measured
+    by `latency_protocol`, not on this server)."""
+    pareto = {e.id for e in zoo.pareto("params")}
+    return {**zoo_json(zoo, [entry_json(zoo, e, pareto) for e in zoo.entries]),
+            "latency_protocol": zoo.latency_protocol_text()}
+
+
 def download_links(request: Request, entry: ZooEntry) -> dict[str, str]:
     return {kind: request.url_for("download", entry_id=entry.id, kind=kind).path for kind in DOWNLOADS}
 
@@ -202,13 +216,13 @@ def add_api_routes(app: FastAPI, server: PreZooServer, samples: list[pathlib.Pat
     @app.get("/api/zoo", tags=["zoo"])
     def zoo_index() -> dict[str, Any]:
         """Every entry with its numbers, the Pareto fronts, the class names and the preprocessing; the zoo's model
-        family (vit, hytra) says how to read each entry's `arch`."""
+        family (vit, hytra) says how to read each entry's `arch`. `compare`: the zoos shown beside this one, for
+        comparison only (entries, fronts, and how their latencies were measured: on their own machines); budgets,
+        downloads and predictions use this zoo alone."""
         pareto = set(server.pareto_ids())
-        return {"name": zoo.name, "checksum": zoo.checksum, "family": zoo.family.name, "space": zoo.space.name,
-                "entries": [served_entry_json(server, e, pareto) for e in zoo.entries],
-                "pareto": {"params": server.pareto_ids("params"), "flops": server.pareto_ids("flops")},
+        return {**zoo_json(zoo, [served_entry_json(server, e, pareto) for e in zoo.entries]),
                 "default_model": server.default_entry.id, "classes": zoo.classes,
-                "preprocessing": zoo.preprocessing}
+                "preprocessing": zoo.preprocessing, "compare": [compared_zoo_json(other) for other in server.compare]}
 
     @app.post("/api/specialize", tags=["zoo"])
     def specialize(budget: Budget, request: Request) -> dict[str, Any]:

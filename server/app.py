@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -87,23 +87,29 @@ def add_offline_docs(app: FastAPI) -> None:
                                    swagger_favicon_url="/docs-assets/favicon.png")
 
 
+def loaded(source: str | Path | Zoo) -> Zoo:
+    """A zoo as given, or loaded from its folder or Hub id (ZooError / HubError if it cannot be used)."""
+    return source if isinstance(source, Zoo) else Zoo.load(source)
+
+
 def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_token: str | None = None,
                hub_token: str | None = None, max_batch: int = 16, max_wait_ms: float = 5.0,
                micro_batching: bool = True, sessions: int = 4, ort_threads: int | None = None,
                ort_spinning: bool = False, limits: ImageLimits | None = None,
                providers: tuple[list[str], str] | None = None, cache_max_bytes: int = DEFAULT_MAX_BYTES,
-               profile_latency: bool = False) -> FastAPI:
+               profile_latency: bool = False, compare: Sequence[str | Path | Zoo] = ()) -> FastAPI:
     """Load the zoo (ZooError / HubError if it cannot be used) and wire the API and the UI to one server state.
+    `compare`: other zoos (loaded the same way) shown beside it for comparison only (server.compare).
 
     `providers` (list, reason) skips the CUDA probe; by default it runs once here. `cache_max_bytes` bounds the
     export cache (least recently used exports are evicted). `profile_latency`: once serving, time every entry on
     this host in the background (server.profile); off by default so embedding apps and tests spend no CPU on it.
     """
     limits = limits or ImageLimits()
-    zoo = zoo_source if isinstance(zoo_source, Zoo) else Zoo.load(zoo_source)
+    zoo, others = loaded(zoo_source), [loaded(source) for source in compare]
     inference = InferenceConfig(micro_batching, max_batch, max_wait_ms, sessions, ort_threads, ort_spinning)
     server = PreZooServer(zoo, cache_dir, ServerConfig(admin_token, hub_token, inference, limits, cache_max_bytes,
-                                                       profile_latency), providers)
+                                                       profile_latency), providers, compare=others)
     samples = write_samples(zoo, server.cache_dir / "samples")
     log.info("zoo %s: %d entries; inference on %s (%s)", zoo.name, len(zoo.entries),
              ", ".join(server.engine.providers), server.engine.provider_reason)

@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 from export.cache import DEFAULT_MAX_BYTES, FILES, ExportCache
 from export.hub import push_folder
 from export.repo import link_or_copy, repo_folder
+from server.compare import compare_problem
 from server.images import ImageLimits, decode_image, to_input
 from server.inference import Engine, InferenceConfig, top_k
 from server.profile import LatencyProfiler
@@ -73,8 +75,13 @@ class ServerConfig:
 
 class PreZooServer:
     def __init__(self, zoo: Zoo, cache_dir: str | Path, config: ServerConfig,
-                 providers: tuple[list[str], str] | None = None) -> None:
-        self.zoo, self.config = zoo, config
+                 providers: tuple[list[str], str] | None = None, compare: Sequence[Zoo] = ()) -> None:
+        """`compare`: zoos shown beside `zoo` for comparison only (server.compare); ValueError for one that cannot
+        be compared with it."""
+        for other in compare:
+            if problem := compare_problem(zoo, other):
+                raise ValueError(problem)
+        self.zoo, self.config, self.compare = zoo, config, tuple(compare)
         self.cache_dir = Path(cache_dir)
         self.exports = ExportCache(self.cache_dir / "exports", config.cache_max_bytes)
         self.exports.trim(zoo)  # older zoos' exports go first

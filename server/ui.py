@@ -14,6 +14,7 @@ import math
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ DOWNLOAD_BUTTONS = {"hf-zip": "HF folder (zip)", "safetensors": "safetensors", "
                     "onnx-fp16": "ONNX fp16", "onnx-int8": "ONNX INT8"}
 WHOLE_ZOO = "the whole zoo"
 POINT = "point-"  # SVG id prefix of an entry's marker in the Pareto plot: POINT + entry id
+COMPARE = "compare-"  # SVG id prefix of a compared zoo's marker: COMPARE + zoo number + "-" + entry id (no choice)
+COMPARE_STYLES = [("#d97706", "s"), ("#059669", "^"), ("#7c3aed", "D"), ("#db2777", "v")]  # colour, marker per zoo
 DATASET_INPUTS = {  # what an image should look like to be in the distribution the zoo was trained on
     "fashion-mnist": "a Fashion-MNIST-like photo: one clothing item or shoe, centred, filling the frame, "
                      "**light on a dark background** (invert a photo of a dark item on a white table first)",
@@ -46,13 +49,13 @@ BLUR_ON_ENTER = """element.addEventListener('keydown', (event) => {
 });"""  # Gradio's slider applies its number box on blur (its `release` event): Enter applies it too
 SELECT_NEAREST_POINT = f"""element.addEventListener('click', (event) => {{
   let best = null, bestDistance = 24;
-  for (const point of element.querySelectorAll('[id^="{POINT}"]')) {{
+  for (const point of element.querySelectorAll('[id^="{POINT}"], [id^="{COMPARE}"]')) {{
     const box = point.getBoundingClientRect();
     const distance = Math.hypot(event.clientX - box.left - box.width / 2, event.clientY - box.top - box.height / 2);
     if (distance < bestDistance) {{ best = point; bestDistance = distance; }}
   }}
-  if (best) trigger('select', {{index: null, value: best.id.slice({len(POINT)})}});
-}});"""  # a click within 24 px of an entry's marker chooses the nearest entry
+  if (best && best.id.startsWith('{POINT}')) trigger('select', {{index: null, value: best.id.slice({len(POINT)})}});
+}});"""  # a click within 24 px of a marker chooses the nearest entry, unless the nearest is a compared zoo's
 PLOT_CSS = f"svg {{ width: 100%; height: auto; }} [id^='{POINT}'] {{ cursor: pointer; }}"
 
 
@@ -111,10 +114,16 @@ class LatestChoice:
             return self._chosen.get(session, entry_id) == entry_id
 
 
-def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale) -> str:
+def zoo_label(zoo: Zoo) -> str:
+    """How the plot's legend and the page name a zoo: 'ladder-fmnist (ViT)'."""
+    return f"{zoo.name} ({zoo.family.title})"
+
+
+def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale, compare: Sequence[Zoo] = ()) -> str:
     """Top-1 vs cost (`by`: params or flops, in the unit of `scale`) of every entry with its 95% interval as an error
     bar, the Pareto front joined, the chosen one starred; an inline SVG whose markers carry ids POINT + entry id (so a
-    click can choose one)."""
+    click can choose one). Each zoo in `compare` adds its entries and front in its own colour and marker, with ids
+    COMPARE + its number + "-" + entry id: shown, never chosen."""
     cost = {"params": lambda e: e.params / scale.factor, "flops": lambda e: e.flops / scale.factor}[by]
     scored = sorted((e for e in zoo.entries if e.top1 is not None), key=cost)
     front = zoo.pareto(by)
@@ -126,7 +135,8 @@ def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale) -
                     yerr=[[e.top1 - lo for e, (lo, _) in zip(scored, intervals, strict=True)],
                           [hi - e.top1 for e, (_, hi) in zip(scored, intervals, strict=True)]],
                     label="95% interval", zorder=1)
-    ax.plot([cost(e) for e in front], [e.top1 for e in front], "-", color="#2563eb", label="Pareto front", zorder=2)
+    ax.plot([cost(e) for e in front], [e.top1 for e in front], "-", color="#2563eb", zorder=2,
+            label=f"Pareto front, {zoo_label(zoo)}" if compare else "Pareto front")
     labelled = set()
     for e in scored:
         kind = "on the front" if e in front else "zoo entry"
@@ -136,15 +146,44 @@ def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale) -
     if chosen is not None and chosen.top1 is not None:
         ax.scatter([cost(chosen)], [chosen.top1], marker="*", s=320, color="#dc2626", label=f"chosen {chosen.id}",
                    zorder=4)
-    scale_cost_axis(ax, [cost(e) for e in scored])
+    compared = [plot_compared_zoo(ax, other, number, by, cost) for number, other in enumerate(compare)]
+    scale_cost_axis(ax, [cost(e) for e in scored + [e for entries in compared for e in entries]])
     ax.set_xlabel(scale.label)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8, framealpha=0.85)  # where it hides the fewest points and bars
+    if compare:  # too many lines to sit inside without hiding points: two columns below the axes, the figure taller
+        rows = math.ceil(len(ax.get_legend_handles_labels()[1]) / 2)
+        fig.set_figheight(fig.get_figheight() + 0.2 * rows)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8)
+    else:
+        ax.legend(loc="best", fontsize=8, framealpha=0.85)  # where it hides the fewest points and bars
     buf = io.StringIO()
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "prezoo"}):  # text as text; stable ids
         fig.savefig(buf, format="svg", metadata={"Date": None})  # the same plot is the same text
     return buf.getvalue()[buf.getvalue().index("<svg"):]  # no XML prologue inside HTML
+
+
+def plot_compared_zoo(ax, zoo: Zoo, number: int, by: str, cost: Callable[[ZooEntry], float]) -> list[ZooEntry]:
+    """A compared zoo's front (dashed) and entries (filled on the front, hollow off it) in its own style, one legend
+    line naming it; returns the entries drawn."""
+    colour, marker = COMPARE_STYLES[number % len(COMPARE_STYLES)]
+    scored, front = [e for e in zoo.entries if e.top1 is not None], zoo.pareto(by)
+    ax.plot([cost(e) for e in front], [e.top1 for e in front], f"--{marker}", color=colour, markersize=7, zorder=2,
+            label=f"{zoo_label(zoo)}, compared")
+    for e in scored:
+        ax.plot([cost(e)], [e.top1], marker, markersize=7, color=colour, zorder=3, gid=f"{COMPARE}{number}-{e.id}",
+                markerfacecolor=colour if e in front else "white", label="_nolegend_")
+    return scored
+
+
+def compare_note(server: PreZooServer) -> str:
+    """What the compared zoos are and are not: drawn in the plot, never chosen, each with its own evaluation."""
+    if not server.compare:
+        return ""
+    zoos = "; ".join(f"**{zoo_label(other)}**, {len(other.entries)} entries (top-1: "
+                     f"{other.doc.get('eval_protocol', 'evaluation not recorded')})" for other in server.compare)
+    return (f"\n\nThe Pareto plot also shows, for comparison only: {zoos}. Budgets, the table, downloads and "
+            f"predictions use {server.zoo.name} alone.")
 
 
 def interval_text(zoo: Zoo, entry: ZooEntry) -> str:
@@ -295,7 +334,8 @@ class PreZooUI:
     def plot(self, entry_id: str | None, axis: str) -> str:
         """The Pareto plot over `axis` with the chosen entry (None: no entry) starred."""
         scale = {"params": self.params, "flops": self.flops}[axis]
-        return pareto_svg(self.zoo, None if entry_id is None else self.zoo.entry(entry_id), axis, scale)
+        return pareto_svg(self.zoo, None if entry_id is None else self.zoo.entry(entry_id), axis, scale,
+                          self.server.compare)
 
     def prepare_downloads(self, entry_id: str | None, request: gr.Request):
         """Export the chosen entry (cached after the first time) and arm the download buttons."""
@@ -347,7 +387,7 @@ class PreZooUI:
             chosen = gr.State(self.server.default_entry.id)
             gr.Markdown(f"# PreZoo · {zoo.name}\n{len(zoo.entries)} {zoo.family.noun}s sliced from one supernet "
                         f"(search space `{zoo.space.name}`). Set a budget: you get the most accurate model that fits. "
-                        f"Or pick one in the table or the plot.")
+                        f"Or pick one in the table or the plot.{compare_note(self.server)}")
             with gr.Tab("Specialize"):
                 tab = self.specialize_tab()
             with gr.Tab("Try it"):

@@ -19,6 +19,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -66,25 +67,33 @@ def ui_zoo(out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[tuple[str, Path, Path]]:
-    """(url, cache dir, zoo dir) of `python -m server` on a test zoo. On teardown it must stop cleanly on SIGTERM."""
+    """(url, cache dir, zoo dir) of `python -m server` on a test zoo."""
     tmp = tmp_path_factory.mktemp("browser")
-    zoo, cache, port, log = ui_zoo(tmp / "zoo"), tmp / "cache", free_port(), tmp / "server.log"
+    zoo = ui_zoo(tmp / "zoo")
+    with python_m_server(tmp, "--zoo", str(zoo), "--no-profile") as url:  # the UI shows the zoo's latencies
+        yield url, tmp / "cache", zoo
+
+
+@contextmanager
+def python_m_server(tmp: Path, *args: str) -> Iterator[str]:
+    """The URL of `python -m server *args` on a free loopback port (cache and log in `tmp`), once it answers. On exit
+    it must stop cleanly on SIGTERM."""
+    port, log = free_port(), tmp / "server.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "server", "--zoo", str(zoo), "--cache", str(cache),
-                                 "--port", str(port), "--no-profile"],  # the UI shows the zoo's latencies
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "server", *args, "--cache", str(tmp / "cache"),
+                                 "--port", str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert proc.poll() is None, f"the server exited with {proc.returncode}"
+            assert proc.poll() is None, f"the server exited with {proc.returncode}: {log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, "the server did not come up in 120 s"
             try:
                 if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.3)
-        yield url, cache, zoo
+        yield url
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after shutting down
         assert "Application shutdown complete" in log.read_text() and "Traceback" not in log.read_text()
