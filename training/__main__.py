@@ -65,6 +65,49 @@ def run_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_bossnas_args(p: argparse.ArgumentParser) -> None:
+    from training.bossnas import TARGETS
+    from training.bossnas import BossConfig as B
+
+    p.add_argument("--out", default="runs/bossnas", help="folder for preferred.json, scores.json and log.jsonl")
+    p.add_argument("--target", default=B.target, choices=TARGETS,
+                   help="ensemble: BossNAS; own: naive bootstrap (ablation); supervised: block-wise classification")
+    p.add_argument("--epochs-per-block", type=int, default=B.epochs_per_block)
+    p.add_argument("--nas-train", type=int, default=B.nas_train,
+                   help="training images the blocks learn from (a seeded subset of the train split)")
+    p.add_argument("--nas-val", type=int, default=B.nas_val,
+                   help="images every path is rated on (the head of the val split, held out of train)")
+    p.add_argument("--batch-size", type=int, default=B.batch_size)
+    p.add_argument("--paths", type=int, default=B.paths, help="distinct paths sampled per step")
+    p.add_argument("--seed", type=int, default=B.seed)
+    p.add_argument("--data", default=B.data, help="dataset source, e.g. fashion-mnist")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def run_bossnas(args: argparse.Namespace) -> int:
+    import torch
+
+    from training.bossnas import BossConfig, search
+    from zoo.hytra import HyTraArch
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive int, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    cfg = BossConfig(target=args.target, epochs_per_block=args.epochs_per_block, nas_train=args.nas_train,
+                     nas_val=args.nas_val, batch_size=args.batch_size, paths=args.paths, seed=args.seed,
+                     data=args.data)
+    _, preferred = search(cfg, args.out)
+    print(f"{'params bucket':<20} {'id':<20} {'params':>8} {'score':>8}  layers")
+    for b in preferred["buckets"]:
+        for e in b["entries"]:
+            print(f"{human(b['low']) + '-' + human(b['high']):<20} {e['id']:<20} {human(e['params']):>8} "
+                  f"{e['score']:>8.3f}  {HyTraArch.from_dict(e['arch']).describe()}")
+    out = Path(args.out)
+    print(f"wrote {out / 'preferred.json'}, {out / 'scores.json'}, {out / 'log.jsonl'}")
+    return 0
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from dataclasses import MISSING, fields
 
@@ -261,6 +304,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "select": ("zero-cost selection of preferred architectures", add_select_args, run_select),
+    "bossnas": ("BossNAS: label-free block-wise selection of preferred HyTra paths", add_bossnas_args, run_bossnas),
     "train": ("one-shot supernet training (preferred or uniform sampling)", add_train_args, run_train),
     "evaluate": ("accuracy of every preferred arch of a trained supernet", add_evaluate_args, run_evaluate),
     "search": ("baseline search in a budget: AutoFormer or aging evolution, or random", add_search_args, run_search),

@@ -49,6 +49,7 @@ DEFAULT_BUCKETS: dict[str, dict[str, float]] = {
     "autoformer-base": {"low": 30e6, "high": 70e6, "width": 12e6},
     "mini": {"low": 0.1e6, "high": 0.65e6, "width": 0.05e6},
     "ladder": {"low": 1e4, "high": 1.29e6, "ratio": 2**0.5},  # 14 buckets, two per octave: 10k, 14k, 20k ... 1.28M
+    "micro-hytra": {"low": 4e4, "high": 5.6e5, "ratio": 2**0.5},  # HyTra paths (training.bossnas): 40k ... 453k
 }
 
 
@@ -304,23 +305,30 @@ class Selection:
 
     def to_dict(self) -> dict:
         cfg = self.config
-        entry = lambda c: {"id": c.arch.id, "arch": c.arch.to_dict(), "params": c.params, "flops": c.flops,
-                           "score": c.score}
-        return {
-            "schema_version": SCHEMA_VERSION, "kind": "prezoo.preferred",
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "space": cfg.space.to_dict(), "space_hash": cfg.space.hash,
-            "selector": {"proxy": cfg.proxy, "seed": cfg.seed, "batch_size": cfg.batch_size, "data": cfg.data,
-                         "bucket_by": cfg.bucket_by, "buckets": asdict(cfg.buckets), "top_n": cfg.top_n,
-                         "step1_embed": max(cfg.space.embed_dims)},
-            "stats": {"representatives": len(self.candidates), "seconds": self.seconds},
-            "buckets": [{"low": lo, "high": hi, "entries": [entry(c) for c in best]}
-                        for (lo, hi), best in zip(cfg.buckets.edges(), self.preferred, strict=True)],
-        }
+        selector = {"proxy": cfg.proxy, "seed": cfg.seed, "batch_size": cfg.batch_size, "data": cfg.data,
+                    "bucket_by": cfg.bucket_by, "buckets": asdict(cfg.buckets), "top_n": cfg.top_n,
+                    "step1_embed": max(cfg.space.embed_dims)}
+        return preferred_doc(cfg.space, selector, {"representatives": len(self.candidates), "seconds": self.seconds},
+                             cfg.buckets, self.preferred)
 
     @property
     def preferred_archs(self) -> list[Candidate]:
         return [c for best in self.preferred for c in best]
+
+
+def preferred_doc(space, selector: dict, stats: dict, buckets: Buckets, preferred: list[list[Candidate]],
+                  **fields) -> dict:
+    """A `preferred.json` document (module docstring), whichever selector filled it; `fields` are added at the top
+    level (a family's name, for one)."""
+    entry = lambda c: {"id": c.arch.id, "arch": c.arch.to_dict(), "params": c.params, "flops": c.flops,
+                       "score": c.score}
+    return {
+        "schema_version": SCHEMA_VERSION, "kind": "prezoo.preferred",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), **fields,
+        "space": space.to_dict(), "space_hash": space.hash, "selector": selector, "stats": stats,
+        "buckets": [{"low": lo, "high": hi, "entries": [entry(c) for c in best]}
+                    for (lo, hi), best in zip(buckets.edges(), preferred, strict=True)],
+    }
 
 
 def pick_preferred(candidates: list[Candidate], buckets: Buckets, by: str, top_n: int) -> list[list[Candidate]]:
@@ -363,10 +371,14 @@ def select(cfg: SelectConfig) -> Selection:
     return Selection(cfg, candidates, preferred, seconds)
 
 
-def write_selection(sel: Selection, out_dir: str | Path) -> Path:
+def write_preferred(doc: dict, out_dir: str | Path) -> Path:
     path = Path(out_dir) / "preferred.json"
-    atomic_write_text(path, json.dumps(sel.to_dict(), indent=1) + "\n")
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
+
+
+def write_selection(sel: Selection, out_dir: str | Path) -> Path:
+    return write_preferred(sel.to_dict(), out_dir)
 
 
 def load_preferred(path: str | Path) -> tuple[SearchSpace, list[dict]]:

@@ -249,11 +249,17 @@ def _choice(space: HyTraSpace, layer: int, prev: int, scale: int, op: str) -> Ch
     return Choice(layer, scale, op, HALVE if scale > prev else KEEP, in_channels, space.resolution(prev))
 
 
+def layer_choices(space: HyTraSpace, first_layer: int, in_scale: int, steps: Sequence[Step]) -> list[Choice]:
+    """The candidates of `steps` run from layer `first_layer` on a feature map at `in_scale` (a whole path from the
+    stem, or one block alone in block-wise search). The steps are not checked against the rules here."""
+    scales = (in_scale, *(s for s, _ in steps))
+    return [_choice(space, first_layer + i, prev, s, op)
+            for i, (prev, (s, op)) in enumerate(zip(scales[:-1], steps, strict=True))]
+
+
 def path_choices(space: HyTraSpace, arch: HyTraArch) -> list[Choice]:
     """`arch`'s candidates, after checking it against the rules."""
-    space.validate(arch)
-    prevs = (STEM_SCALE,) + tuple(s for s, _ in arch.layers[:-1])
-    return [_choice(space, i, prev, s, op) for i, (prev, (s, op)) in enumerate(zip(prevs, arch.layers, strict=True))]
+    return layer_choices(space, 0, STEM_SCALE, space.validate(arch).layers)
 
 
 def supernet_choices(space: HyTraSpace) -> list[Choice]:
@@ -520,11 +526,14 @@ class HyTraSupernet(nn.Module):
                                     for s in end_scales(space)})
         _init(self)
 
+    def layers(self, choices: Iterable[Choice]) -> list[Layer]:
+        """The shared modules of these candidates, in order."""
+        return [(self.projections[c.input_key], self.bodies[c.body_key], self.shortcuts[c.input_key])
+                for c in choices]
+
     def path(self, arch: HyTraArch) -> PathModules:
         """The shared modules that `arch` runs, in order."""
-        layers = [(self.projections[c.input_key], self.bodies[c.body_key], self.shortcuts[c.input_key])
-                  for c in path_choices(self.space, arch)]
-        return self.stem, layers, self.heads[f"s{arch.layers[-1][0]}"]
+        return self.stem, self.layers(path_choices(self.space, arch)), self.heads[f"s{arch.layers[-1][0]}"]
 
     def forward(self, x: Tensor, arch: HyTraArch) -> Tensor:
         return hytra_forward(x, *self.path(arch), self.drop_rates, self.training)
