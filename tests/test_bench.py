@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,3 +106,40 @@ def test_seed_interval_is_the_t_interval_of_the_mean():
     assert t_half([1.0, 2.0, 3.0]) == pytest.approx(4.30 * 1.0 / 3**0.5)
     assert t_half([5.0, 5.0]) == 0 and mean_interval([2.0]) == "2.000"
     assert mean_interval([0.1, 0.3]) == "0.200 ± 1.271"  # s = 0.1·√2, so 12.71 · s / √2 = 1.271
+
+
+def test_rank_correlations_of_the_bossnas_benchmark():
+    from bench.bench_bossnas import correlations, kendall, ranks, spearman
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 6, 40).astype(float), rng.normal(size=40)  # x has ties
+    concordant = sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i in range(40) for j in range(i))
+    pairs_x = sum(x[i] != x[j] for i in range(40) for j in range(i))
+    assert kendall(x, y) == pytest.approx(concordant / np.sqrt(pairs_x * 40 * 39 / 2))  # tau-b, by pair counting
+    assert ranks([3.0, 1.0, 3.0, 2.0]).tolist() == [2.5, 0.0, 2.5, 1.0]  # ties share their mean rank
+    assert spearman(x, np.exp(y)) == pytest.approx(spearman(x, y))  # ranks only
+    c = correlations(y, 2 * y + 1)
+    assert c["tau"] == pytest.approx(1) and c["rho"] == pytest.approx(1) and c["R"] == pytest.approx(1)
+    assert kendall(y, -y) == pytest.approx(-1)
+
+
+def test_bossnas_ground_truth_spans_size_and_mix_and_picks_match_params():
+    from bench.bench_bossnas import HAND_PICKED, SPACE, att_count, equal_params_archs, noise_ceiling, stratified_archs
+    from zoo.hytra import params
+
+    chosen = stratified_archs(SPACE, 2, seed=0)
+    labels = [label for label, _ in chosen]
+    assert {f"p{s}-a{m}" for s in range(3) for m in range(3)} <= set(labels)
+    assert labels[-len(HAND_PICKED):] == list(HAND_PICKED)
+    assert {att_count(a) for label, a in chosen if label.endswith("a0")} == {0}
+    assert min(att_count(a) for label, a in chosen if label.endswith("a2")) >= 4
+    pick = chosen[0][1]
+    near = equal_params_archs(SPACE, pick, 5, 0.1, seed=0)
+    assert len(near) == 5 and pick not in near
+    assert all(abs(params(SPACE, a) - params(SPACE, pick)) <= 0.1 * params(SPACE, pick) for a in near)
+    rows = [{"id": i, "top1": t} for i, ts in (("a", [80.0, 81.0, 82.0]), ("b", [70.0, 70.0, 73.0])) for t in ts]
+    truth = {f"x{k}": float(k) for k in range(20)}
+    tight, loose = noise_ceiling(rows[:3], truth), noise_ceiling(rows, truth)
+    assert tight["seed_sd_pp"] == pytest.approx(1.0)
+    assert loose["seed_sd_pp"] == pytest.approx(np.sqrt((2 + 6) / 4))  # pooled: squared deviations / dof
+    assert 0 < loose["tau"] < tight["tau"] < 1  # more seed noise, less agreement between re-runs
