@@ -68,6 +68,8 @@ class Supernet(Protocol):
     """`supernet(x, arch)` runs one path with no hidden state; `extract(arch)` copies it out as a standalone module
     (eval mode) that exports on its own (`.space`, `.arch` and `forward(x)`)."""
 
+    space: Any  # its Space
+
     def __call__(self, x: Tensor, arch: Any) -> Tensor: ...
 
     def extract(self, arch: Any) -> nn.Module: ...
