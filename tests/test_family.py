@@ -16,7 +16,7 @@ from tests.test_store_schema import broken, removing, setting
 from tests.zoo_fixtures import FMNIST_CLASSES, PREPROCESSING
 from zoo import BudgetError, Zoo, ZooError
 from zoo.family import FAMILIES, family_of, get_family
-from zoo.hytra import MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSupernet, flops, params
+from zoo.hytra import MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSupernet, bn_statistics, flops, params
 from zoo.store import DEFAULT_ZOO, ZooEntry, write_zoo
 
 S = MICRO_HYTRA
@@ -47,11 +47,15 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def make_hytra_zoo(out, dtype: torch.dtype = torch.float32, state: dict[str, torch.Tensor] | None = None):
+    """Each entry stores its path's BatchNorm statistics as the supernet holds them: its model equals the path."""
     entries = [ZooEntry(a, params(S, a), flops(S, a), acc, min(100.0, acc + 9), 0.5)
                for a, acc in zip(ARCHS, ACCURACY, strict=True)]
-    return write_zoo(out, name="hytra-test", space=S, state=_random_state() if state is None else state,
-                     entries=entries, classes=FMNIST_CLASSES, preprocessing=PREPROCESSING, weights_dtype=dtype,
-                     family="hytra", dataset="fashion-mnist", eval_protocol="test inputs")
+    supernet = HyTraSupernet(S)
+    supernet.load_state_dict(_random_state() if state is None else state)
+    return write_zoo(out, name="hytra-test", space=S, state=supernet.state_dict(), entries=entries,
+                     classes=FMNIST_CLASSES, preprocessing=PREPROCESSING, weights_dtype=dtype, family="hytra",
+                     path_stats={a.id: bn_statistics(supernet.extract(a)) for a in ARCHS}, dataset="fashion-mnist",
+                     eval_protocol="test inputs")
 
 
 @pytest.fixture(scope="module")

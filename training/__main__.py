@@ -162,26 +162,31 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from training.data import load_data
-    from training.evaluate import evaluate_archs, tensor_batches
+    from training.evaluate import CALIBRATION_IMAGES, calibration_batches, evaluate_archs, path_stats, tensor_batches
     from training.select import load_preferred
-    from zoo import Arch, flops, params
+    from zoo.family import get_family
     from zoo.io import atomic_write_text
 
     run = Path(args.run)
     cfg, supernet = load_run(run)
     space = supernet.space
+    family = get_family(space.family)
     pref_space, entries = load_preferred(args.preferred or cfg.preferred)
     if pref_space.hash != space.hash:
         raise ValueError(f"the preferred set is for space {pref_space.name}, the supernet for {space.name}")
     data, info = load_data(cfg.data, args.split, img_size=space.img_size, in_chans=space.in_chans,
                            val_size=cfg.val_size, seed=cfg.seed)
-    archs = [Arch.from_dict(e["arch"]) for e in entries]
-    results = evaluate_archs(supernet, archs, tensor_batches(data, args.batch_size))
-    rows = [{"id": a.id, "arch": a.to_dict(), "params": params(space, a), "flops": flops(space, a),
+    archs = [family.arch_from_dict(e["arch"]) for e in entries]
+    calibration = calibration_batches(cfg, space)
+    results = evaluate_archs(supernet, archs, tensor_batches(data, args.batch_size),
+                             stats=path_stats(supernet, archs, calibration))
+    rows = [{"id": a.id, "arch": a.to_dict(), "params": family.params(space, a), "flops": family.flops(space, a),
              "top1": r.top1, "top5": r.top5, "loss": r.loss, "n": r.n} for a, r in zip(archs, results, strict=True)]
+    recalibrated = "" if calibration is None else \
+        f", BatchNorm statistics recalibrated per path on the first {CALIBRATION_IMAGES} training images"
     doc = {"schema_version": 1, "kind": "prezoo.eval", "split": args.split, "data": cfg.data,
            "protocol": f"{info.name} {args.split} split, {results[0].n} images, single crop at "
-                       f"{info.img_size}px, weights inherited from the supernet",
+                       f"{info.img_size}px, weights inherited from the supernet{recalibrated}",
            "results": rows}
     atomic_write_text(run / f"eval_{args.split}.json", json.dumps(doc, indent=1) + "\n")
     print(f"{'id':<20} {'params':>8} {FLOPS_LABEL:>12} {'top1':>7} {'top5':>7} {'loss':>7}")

@@ -1,8 +1,14 @@
-"""Accuracy of subnets with weights inherited from a trained supernet (no retraining)."""
+"""Accuracy of subnets with weights inherited from a trained supernet (no retraining), for any model family.
+
+A family whose BatchNorm needs per-path statistics (`Family.calibrate_bn`: HyTra) is measured as a zoo serves it:
+each path extracted, its statistics recalibrated on the first 2,048 training images (`calibration_batches`), then
+evaluated on its own. A ViT path is evaluated through the sliced supernet, which equals its extraction.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +16,16 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
+from torch import Tensor
 from tqdm import tqdm
 
-from zoo import Arch, SearchSpace, ViTSupernet
+from training.config import TrainConfig
+from zoo.family import DEFAULT_FAMILY, Arch, Space, Supernet, get_family
+from zoo.hytra import bn_statistics, load_bn_statistics, recalibrate_bn
+from zoo.store import PathStats
+
+CALIBRATION_IMAGES = 2048  # spec 7 / §4.1: about 2k training images per path
+CALIBRATION_BATCH = 256
 
 
 @dataclass
@@ -23,8 +36,9 @@ class Accuracy:
     n: int
 
 
-def load_supernet(path: str | Path, device: str | torch.device = "cpu") -> ViTSupernet:
-    """A trained supernet from `supernet.safetensors` (its space is stored in the metadata)."""
+def load_supernet(path: str | Path, device: str | torch.device = "cpu") -> Supernet:
+    """A trained supernet from `supernet.safetensors` (its family and space are stored in the metadata; runs saved
+    before families existed have no family: a ViT)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no supernet weights at {path}; train one with `python -m training train`")
@@ -36,8 +50,8 @@ def load_supernet(path: str | Path, device: str | torch.device = "cpu") -> ViTSu
         raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
     if "space" not in meta:
         raise ValueError(f"{path} has no 'space' in its metadata: not a PreZoo supernet")
-    space = SearchSpace.from_dict(json.loads(meta["space"]))
-    model = ViTSupernet(space)
+    family = get_family(meta.get("family", DEFAULT_FAMILY))
+    model = family.supernet(family.space_from_dict(json.loads(meta["space"])))
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval()
 
@@ -55,15 +69,42 @@ def tensor_batches(dataset, batch_size: int = 500, limit: int | None = None) -> 
     return out
 
 
+def calibration_batches(cfg: TrainConfig, space: Space) -> list[Tensor] | None:
+    """What each path's BatchNorm statistics are recalibrated on: the first 2,048 images of the run's training split,
+    without augmentation, in batches of 256. None for a family that needs no statistics of its own."""
+    if not get_family(space.family).calibrate_bn:
+        return None
+    from training.data import load_data
+
+    train, _ = load_data(cfg.data, "train", img_size=space.img_size, in_chans=space.in_chans, val_size=cfg.val_size,
+                         seed=cfg.seed)
+    return [x for x, _ in tensor_batches(train, CALIBRATION_BATCH, limit=CALIBRATION_IMAGES)]
+
+
+def path_stats(supernet: Supernet, archs: list[Arch], calibration: list[Tensor] | None,
+               dtype: torch.dtype = torch.float32) -> PathStats | None:
+    """Each arch's BatchNorm statistics, recalibrated on `calibration` and rounded through `dtype` as a zoo stores
+    them, by arch id; None without calibration (a family that needs none)."""
+    if calibration is None:
+        return None
+    device = next(supernet.parameters()).device
+    stats = {}
+    for a in archs:
+        path = recalibrate_bn(supernet.extract(a), (x.to(device) for x in calibration))
+        stats[a.id] = {k: v.to(dtype).to(v.dtype) if v.is_floating_point() else v.clone()
+                       for k, v in bn_statistics(path).items()}
+    return stats
+
+
 @torch.inference_mode()
-def accuracy(supernet: ViTSupernet, arch: Arch, batches, device: str | torch.device = "cpu") -> Accuracy:
-    """Top-1/top-5/loss of `arch` on pre-loaded batches, through the sliced supernet."""
+def accuracy_of(forward: Callable[[Tensor], Tensor], batches, device: str | torch.device = "cpu") -> Accuracy:
+    """Top-1/top-5/loss of any model (`forward`: images to logits) on pre-loaded batches."""
     correct1 = correct5 = 0
     loss = 0.0
     n = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        logits = supernet(x, arch).float()
+        logits = forward(x).float()
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += (top[:, 0] == y).sum().item()
@@ -72,6 +113,21 @@ def accuracy(supernet: ViTSupernet, arch: Arch, batches, device: str | torch.dev
     return Accuracy(100 * correct1 / n, 100 * correct5 / n, loss / n, n)
 
 
-def evaluate_archs(supernet: ViTSupernet, archs: list[Arch], batches, progress: bool = True) -> list[Accuracy]:
+def accuracy(supernet: Supernet, arch: Arch, batches, device: str | torch.device = "cpu",
+             stats: Mapping[str, Tensor] | None = None) -> Accuracy:
+    """Top-1/top-5/loss of `arch` on pre-loaded batches: through the sliced supernet, or with `stats` (its own
+    BatchNorm statistics) the extracted path holding them."""
+    if stats is None:
+        return accuracy_of(lambda x: supernet(x, arch), batches, device)
+    return accuracy_of(load_bn_statistics(supernet.extract(arch), stats), batches, device)
+
+
+def evaluate_archs(supernet: Supernet, archs: list[Arch], batches, progress: bool = True,
+                   stats: PathStats | None = None) -> list[Accuracy]:
+    """Every arch's accuracy; a family with `calibrate_bn` needs each arch's statistics (`path_stats`)."""
+    family = get_family(supernet.space.family)
+    if family.calibrate_bn and stats is None:
+        raise ValueError(f"{family.title} paths are evaluated with BatchNorm statistics of their own: pass path_stats")
     device = next(supernet.parameters()).device
-    return [accuracy(supernet, a, batches, device) for a in tqdm(archs, desc="evaluate", disable=not progress)]
+    return [accuracy(supernet, a, batches, device, None if stats is None else stats[a.id])
+            for a in tqdm(archs, desc="evaluate", disable=not progress)]

@@ -2,7 +2,10 @@
 
 Weights are stored as fp16 when that moves no preferred arch's test top-1 by more than
 `max_fp16_drift` points, else as fp32. That is why packaging evaluates every entry a second time: `evaluate` measured
-the fp32 weights, this measures the fp16-rounded ones on the same test set.
+the fp32 weights, this measures the fp16-rounded ones on the same test set, as users get them. A family whose paths
+need BatchNorm statistics of their own (`Family.calibrate_bn`: HyTra) gets each entry's recalibrated on the run's
+calibration images (`training.evaluate.calibration_batches`) with the weights as stored, rounded as stored, and kept
+in the zoo's weight file (`zoo.store`); its fp16 check measures those statistics too.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from pathlib import Path
 import torch
 
 from training.data import load_data
-from training.evaluate import evaluate_archs, load_supernet, tensor_batches
+from training.evaluate import calibration_batches, evaluate_archs, load_supernet, path_stats, tensor_batches
 from training.select import load_preferred
 from training.train import TrainConfig
-from zoo import Arch, flops, params
+from zoo.family import get_family
 from zoo.store import ZooEntry, write_zoo
 
 
@@ -35,33 +38,39 @@ def package_run(run: str | Path, out: str | Path, name: str, max_fp16_drift: flo
     evaluation = _read_json(run / "eval_test.json")
     supernet = load_supernet(run / "supernet.safetensors")
     space = supernet.space
+    family = get_family(space.family)
     pref_path = Path(cfg.preferred) if cfg.preferred else None
     selector = _read_json(pref_path)["selector"] if pref_path else {"sampler": "uniform"}
     if pref_path:
         load_preferred(pref_path)  # validates it
     results = {r["id"]: r for r in evaluation["results"]}
-    archs = [Arch.from_dict(r["arch"]) for r in evaluation["results"]]
+    archs = [family.arch_from_dict(r["arch"]) for r in evaluation["results"]]
 
     test, info = load_data(cfg.data, "test", img_size=space.img_size, in_chans=space.in_chans)
     if progress:
         print(f"evaluating the {len(archs)} entries again, with the weights rounded to fp16: {run / 'eval_test.json'} "
               f"holds their fp32 top-1, and the zoo stores fp16 only if no entry's moves more than {max_fp16_drift} "
               f"points", flush=True)
-    fp32_state = supernet.state_dict()
-    half = {k: v.half().float() for k, v in fp32_state.items()}
-    supernet.load_state_dict(half)
-    fp16_acc = evaluate_archs(supernet, archs, tensor_batches(test), progress=progress)
+    calibration = calibration_batches(cfg, space)
+    fp32_state = {k: v.clone() for k, v in supernet.state_dict().items()}
+    supernet.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in fp32_state.items()})
+    fp16_stats = path_stats(supernet, archs, calibration, torch.float16)
+    fp16_acc = evaluate_archs(supernet, archs, tensor_batches(test), progress=progress, stats=fp16_stats)
     drift = {a.id: abs(acc.top1 - results[a.id]["top1"]) for a, acc in zip(archs, fp16_acc, strict=True)}
     use_fp16 = max(drift.values()) <= max_fp16_drift
+    if not use_fp16:  # the statistics of the fp32 weights, as `evaluate` measured them
+        supernet.load_state_dict(fp32_state)
+    stats = fp16_stats if use_fp16 else path_stats(supernet, archs, calibration)
     # the index shows what users get: the accuracy of the weights as stored
     measured = {a.id: (acc.top1, acc.top5, acc.loss) for a, acc in zip(archs, fp16_acc, strict=True)} if use_fp16 \
         else {i: (r["top1"], r["top5"], r["loss"]) for i, r in results.items()}
-    entries = [ZooEntry(a, params(space, a), flops(space, a), *measured[a.id]) for a in archs]
+    entries = [ZooEntry(a, family.params(space, a), family.flops(space, a), *measured[a.id]) for a in archs]
     preprocessing = {"img_size": info.img_size, "in_chans": info.in_chans, "crop_pct": info.crop_pct,
                      "interpolation": info.interpolation, "mean": list(info.mean), "std": list(info.std)}
     training = {k: v for k, v in asdict(cfg).items() if k not in ("out", "preferred", "progress", "workers")}
     write_zoo(out, name=name, space=space, state=fp32_state, entries=entries, classes=list(info.labels),
               preprocessing=preprocessing, weights_dtype=torch.float16 if use_fp16 else torch.float32,
+              family=family.name, path_stats=stats,
               dataset=info.name, eval_protocol=evaluation["protocol"], eval_images=len(test), selector=selector,
               training=training,
               fp16_check={"max_top1_drift_pp": max(drift.values()), "threshold_pp": max_fp16_drift,

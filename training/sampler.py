@@ -1,12 +1,13 @@
 """Which architecture(s) a training step trains. Stateless: the choice is a function of (seed, step),
-so every DDP rank draws the same arch and a resumed run draws what the killed one would have."""
+so every DDP rank draws the same arch and a resumed run draws what the killed one would have. Any model family
+(`zoo.family`): its archs and spaces name their family, which says how to group and draw them."""
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
 
-from zoo import Arch, SearchSpace
+from zoo.family import Arch, Space, get_family
 
 
 def _rng(seed: int, step: int) -> random.Random:
@@ -14,15 +15,17 @@ def _rng(seed: int, step: int) -> random.Random:
 
 
 class PreferredSampler:
-    """PreNAS Eq. 11: uniform over (embed, depth) groups of the preferred archs, then uniform inside.
-    `balanced=False` is the paper's ablation: uniform over the preferred archs themselves."""
+    """PreNAS Eq. 11: uniform over the family's `sampling_group`s of the preferred archs ((embed, depth) for the ViT;
+    one group for HyTra), then uniform inside. `balanced=False` is the paper's ablation: uniform over the preferred
+    archs themselves."""
 
     def __init__(self, archs: list[Arch], seed: int, balanced: bool = True) -> None:
         if not archs:
             raise ValueError("the preferred sampler needs at least one architecture")
-        groups: dict[tuple[int, int], list[Arch]] = defaultdict(list)
+        group = get_family(archs[0].family).sampling_group
+        groups: dict = defaultdict(list)
         for a in archs:
-            groups[(a.embed_dim, a.depth) if balanced else ()].append(a)
+            groups[group(a) if balanced else ()].append(a)
         self.groups = [groups[k] for k in sorted(groups)]
         self.seed = seed
 
@@ -32,16 +35,14 @@ class PreferredSampler:
 
 
 class UniformSampler:
-    """AutoFormer's baseline: any architecture of the whole space, each layer's choices uniform."""
+    """AutoFormer's baseline: any architecture of the whole space, as its family's `random_arch` draws it."""
 
-    def __init__(self, space: SearchSpace, seed: int) -> None:
+    def __init__(self, space: Space, seed: int) -> None:
         self.space, self.seed = space, seed
+        self.draw = get_family(space.family).random_arch
 
     def __call__(self, step: int) -> Arch:
-        rng, s = _rng(self.seed, step), self.space
-        depth = rng.choice(s.depths)
-        return Arch(rng.choice(s.embed_dims), depth, tuple(rng.choice(s.num_heads) for _ in range(depth)),
-                    tuple(rng.choice(s.mlp_ratios) for _ in range(depth)))
+        return self.draw(self.space, _rng(self.seed, step))
 
 
 def sandwich(sample, largest: Arch, smallest: Arch, k: int):

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from training.proxies import get_proxy
 from zoo import Arch, SearchSpace, ViTSupernet, flops, params, slice_tensor
+from zoo.family import Space, family_of
 from zoo.io import atomic_write_text, read_versioned_json
 
 SCHEMA_VERSION = 1
@@ -381,16 +382,18 @@ def write_selection(sel: Selection, out_dir: str | Path) -> Path:
     return write_preferred(sel.to_dict(), out_dir)
 
 
-def load_preferred(path: str | Path) -> tuple[SearchSpace, list[dict]]:
-    """The space and the preferred entries of a `preferred.json`, checked for consistency."""
+def load_preferred(path: str | Path) -> tuple[Space, list[dict]]:
+    """The space and the preferred entries of a `preferred.json`, checked for consistency: its optional "family"
+    (absent: "vit", what this selector writes) says how to read the space and the archs (BossNAS writes HyTra's)."""
     path = Path(path)
     doc = read_versioned_json(path, "prezoo.preferred", SCHEMA_VERSION)
-    space = SearchSpace.from_dict(doc["space"])
+    family = family_of(doc)
+    space = family.space_from_dict(doc["space"])
     if space.hash != doc.get("space_hash"):
         raise ValueError(f"{path}: space_hash {doc.get('space_hash')} does not match its space ({space.hash})")
     entries = [e for b in doc["buckets"] for e in b["entries"]]
     for e in entries:
-        arch = space.validate(Arch.from_dict(e["arch"]))
+        arch = space.validate(family.arch_from_dict(e["arch"]))
         if arch.id != e["id"]:
             raise ValueError(f"{path}: entry id {e['id']} does not match its arch ({arch.id})")
     if not entries:

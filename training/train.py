@@ -1,4 +1,4 @@
-"""One-shot supernet training: preferred (PreNAS) or uniform (AutoFormer) sampling.
+"""One-shot supernet training of any model family (`zoo.family`): preferred (PreNAS) or uniform (AutoFormer) sampling.
 
 Checkpoints (one file, `checkpoint.pt`, with the sha256 of its payload in a header line) are written
 atomically every `ckpt_every` steps and at the end; `resume` continues bit-for-bit: the arch of a step and the data
@@ -26,7 +26,7 @@ from training.config import TrainConfig
 from training.data import load_data, make_loader
 from training.sampler import PreferredSampler, UniformSampler, sandwich
 from training.select import load_preferred
-from zoo import Arch, ViTSupernet, get_space, params
+from zoo.family import Arch, Family, Space, Supernet, space_by_name
 from zoo.io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 
 
@@ -58,19 +58,19 @@ def _dist_env() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def _sampler(cfg: TrainConfig, space):
+def _sampler(cfg: TrainConfig, family: Family, space: Space):
     if cfg.sampler != "uniform":
         pref_space, entries = load_preferred(cfg.preferred)
         if pref_space.hash != space.hash:
             raise ValueError(f"{cfg.preferred} was selected on space {pref_space.name} [{pref_space.hash}], "
                              f"not {space.name} [{space.hash}]")
-        archs = [Arch.from_dict(e["arch"]) for e in entries]
+        archs = [family.arch_from_dict(e["arch"]) for e in entries]
         sample = PreferredSampler(archs, cfg.seed, balanced=cfg.sampler == "preferred")
-        largest = max(archs, key=lambda a: params(space, a))
-        smallest = min(archs, key=lambda a: params(space, a))
+        largest = max(archs, key=lambda a: family.params(space, a))
+        smallest = min(archs, key=lambda a: family.params(space, a))
     else:
         sample = UniformSampler(space, cfg.seed)
-        largest, smallest = space.largest_arch(), space.smallest_arch()
+        smallest, largest = family.extreme_archs(space)
     if cfg.sandwich >= 0:
         return sandwich(sample, largest, smallest, cfg.sandwich)
     return lambda step: [sample(step)]
@@ -163,8 +163,8 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
     refused unless `allow_changed_settings` (see `resumable`)."""
     rank, world, device = _dist_env()
     out = Path(cfg.out)
-    space = get_space(cfg.space)
-    sample = _sampler(cfg, space)
+    family, space = space_by_name(cfg.space)
+    sample = _sampler(cfg, family, space)
     data, info = load_data(cfg.data, "train", img_size=cfg.img_size or space.img_size,
                            in_chans=cfg.in_chans or space.in_chans, augment=cfg.augment, val_size=cfg.val_size,
                            seed=cfg.seed, auto_augment=cfg.auto_augment)
@@ -178,7 +178,7 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
 
     torch.manual_seed(cfg.seed)
-    model = ViTSupernet(space, drop_path_rate=cfg.drop_path).to(device)
+    model = family.supernet(space, drop_path_rate=cfg.drop_path).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     ckpt = Checkpoint(out)
     state = ckpt.load()
@@ -250,12 +250,13 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
     return out
 
 
-def save_supernet(model: ViTSupernet, path: Path, metadata: dict[str, str]) -> None:
-    """Supernet weights as safetensors (atomic), with the space in the metadata."""
+def save_supernet(model: Supernet, path: Path, metadata: dict[str, str]) -> None:
+    """Supernet weights as safetensors (atomic), with its family and space in the metadata."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, save(tensors, metadata={"space": model.space.to_json(), **metadata}))
+    meta = {"family": model.space.family, "space": model.space.to_json(), **metadata}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
 def _mixup(cfg: TrainConfig, num_classes: int):

@@ -40,24 +40,11 @@ def describe_space(family: Family, space: Space) -> str:
             f"  params {human(p_lo)} – {human(p_hi)}   {FLOPS_LABEL} {human(f_lo)} – {human(f_hi)}")
 
 
-def find_space(name: str) -> tuple[Family, Space]:
-    """A built-in space of any family by name, or a space file (YAML/JSON: a ViT space, `zoo.space.get_space`)."""
-    from zoo.family import DEFAULT_FAMILY, FAMILIES
-    from zoo.space import get_space
-
-    builtin = {n: (f, s) for f in FAMILIES.values() for n, s in f.spaces.items()}
-    if name in builtin:
-        return builtin[name]
-    if Path(name).is_file():
-        return FAMILIES[DEFAULT_FAMILY], get_space(name)
-    raise ValueError(f"unknown search space '{name}': not a built-in ({', '.join(builtin)}) and not a YAML/JSON file")
-
-
 def cmd_spaces(args: argparse.Namespace) -> int:
-    from zoo.family import FAMILIES
+    from zoo.family import FAMILIES, space_by_name
 
     names = args.space or [n for f in FAMILIES.values() for n in f.spaces]
-    print("\n\n".join(describe_space(*find_space(n)) for n in names))
+    print("\n\n".join(describe_space(*space_by_name(n)) for n in names))
     print("\nnext: python -m training select --space mini   (zero-cost selection of preferred archs)")
     return 0
 

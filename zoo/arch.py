@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 IsomerKey = tuple[int, int, tuple[int, ...], tuple[float, ...]]
 
@@ -29,6 +29,7 @@ class Arch:
     Only shape rules are checked here; membership in a search space is `SearchSpace.validate`.
     """
 
+    family: ClassVar[str] = "vit"  # its `zoo.family` entry
     embed_dim: int
     depth: int
     num_heads: tuple[int, ...]

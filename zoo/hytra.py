@@ -11,9 +11,11 @@ channels differ. One forward (`hytra_forward`) runs the supernet's path and the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -47,6 +49,7 @@ class HyTraSpace:
     search trains and rates one at a time. Bottleneck width b = C / bottleneck_ratio; ResAtt has b / head_dim heads.
     The input's normalisation is recorded here because the weights are only meaningful with it."""
 
+    family: ClassVar[str] = "hytra"  # its `zoo.family` entry (not a field: no part of the dict or the hash)
     name: str
     scale_channels: tuple[int, ...] = (64, 128, 256)
     att_scales: tuple[int, ...] = (1, 2)
@@ -158,6 +161,7 @@ FLOPS_RULE = ("multiply-accumulates (MACs) per image over every conv (stem, 1x1s
 class HyTraArch:
     """One path: per layer (scale index, op). Only the form is checked here; the rules are `HyTraSpace.validate`."""
 
+    family: ClassVar[str] = "hytra"  # its `zoo.family` entry
     layers: tuple[Step, ...]
 
     def __post_init__(self) -> None:
@@ -222,6 +226,23 @@ def enumerate_archs(space: HyTraSpace) -> list[HyTraArch]:
     for _ in range(space.num_blocks):
         paths = [p + q for p in paths for q in block_paths(space, p[-1][0] if p else STEM_SCALE)]
     return [HyTraArch(p) for p in paths]
+
+
+@functools.cache
+def all_archs(space: HyTraSpace) -> tuple[HyTraArch, ...]:
+    """`enumerate_archs`, once per space: what uniform sampling draws from at every training step."""
+    return tuple(enumerate_archs(space))
+
+
+def random_arch(space: HyTraSpace, rng: random.Random) -> HyTraArch:
+    """Uniform over the space's paths (not layer by layer: the rules make per-layer draws uneven over paths)."""
+    return rng.choice(all_archs(space))
+
+
+def extreme_archs(space: HyTraSpace) -> tuple[HyTraArch, HyTraArch]:
+    """(smallest, largest) path by parameters (ties: the first enumerated): what sandwich training adds."""
+    archs = all_archs(space)
+    return min(archs, key=lambda a: params(space, a)), max(archs, key=lambda a: params(space, a))
 
 
 @dataclass(frozen=True)
@@ -551,6 +572,30 @@ class HyTraSupernet(nn.Module):
 
 def _batch_norms(module: nn.Module) -> Iterator[nn.modules.batchnorm._BatchNorm]:
     return (m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+
+def bn_statistics(module: nn.Module) -> dict[str, Tensor]:
+    """Every BatchNorm buffer of `module` (running mean and variance, batch count) by its state_dict key: what a
+    zoo stores per entry (spec 7), γ and β staying shared in the supernet."""
+    return {f"{name}.{key}": buffer for name, bn in module.named_modules()
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm) for key, buffer in bn.named_buffers(recurse=False)}
+
+
+@torch.no_grad()
+def load_bn_statistics(module: nn.Module, stats: Mapping[str, Tensor]) -> nn.Module:
+    """Put `stats` (keys and shapes of `bn_statistics(module)`, all of them) into `module`'s BatchNorms; ValueError
+    naming the first key that is missing, unknown or of another shape, before anything is changed."""
+    own = bn_statistics(module)
+    if missing := sorted(own.keys() - stats.keys()):
+        raise ValueError(f"no statistics for {', '.join(missing[:3])}" + (" …" if len(missing) > 3 else ""))
+    if unknown := sorted(stats.keys() - own.keys()):
+        raise ValueError(f"statistics for {unknown[0]}, which the model does not have")
+    for key, t in stats.items():
+        if t.shape != own[key].shape:
+            raise ValueError(f"statistics {key} of shape {tuple(t.shape)}, the model's is {tuple(own[key].shape)}")
+    for key, t in stats.items():
+        own[key].copy_(t)
+    return module
 
 
 @torch.no_grad()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -40,6 +41,7 @@ class SearchSpace:
     larger (e.g. Tiny's 256-wide supernet for embeds up to 240) so their checkpoints fit.
     """
 
+    family: ClassVar[str] = "vit"  # its `zoo.family` entry (not a field: no part of the dict or the hash)
     name: str
     embed_dims: tuple[int, ...]
     depths: tuple[int, ...]
@@ -174,13 +176,24 @@ class SearchSpace:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchSpace:
-        path = Path(path)
-        try:
-            text = path.read_text()
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (OSError, ValueError, yaml.YAMLError) as e:
-            raise ValueError(f"cannot read search space file {path}: {e}") from e
-        return cls.from_dict(data)
+        return cls.from_dict(read_space_file(path))
+
+
+def read_space_file(path: str | Path) -> Any:
+    """The parsed content of a YAML or JSON space file (`.json`: JSON, else YAML), or ValueError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise ValueError(f"cannot read search space file {path}: {e}") from e
+
+
+def random_arch(space: SearchSpace, rng: random.Random) -> Arch:
+    """AutoFormer's uniform sampling: a depth, an embed, then each layer's heads and MLP ratio, all uniform."""
+    depth = rng.choice(space.depths)
+    return Arch(rng.choice(space.embed_dims), depth, tuple(rng.choice(space.num_heads) for _ in range(depth)),
+                tuple(rng.choice(space.mlp_ratios) for _ in range(depth)))
 
 
 # -- what a ViT of a space looks like, in words and tables (model cards, the UI, `python -m zoo spaces`) ---------------

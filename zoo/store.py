@@ -5,7 +5,9 @@ A zoo is a directory (or a Hub model repo) holding the supernet of one model fam
   (img_size, in_chans, crop_pct, interpolation, mean, std), the FLOPs rule, the evaluation and latency protocols, the
   selector and training settings, the weight files with their sha256, and one entry per preferred
   arch: id, arch, params, flops, top1, top5 (and loss), latency (median/p10/p90 ms, or null).
-- the supernet weights as safetensors (fp16 or fp32; always computed in fp32).
+- the supernet weights as safetensors (fp16 or fp32; always computed in fp32). A family whose paths need their own
+  BatchNorm statistics (`Family.calibrate_bn`: HyTra) stores each entry's in the same file, as
+  `paths.<entry id>.<key in the extracted module's state_dict>`: one file, one sha256, one unit with the weights.
 
 `zoo.json` is written last and atomically, so a directory with one is complete; loading checks the whole
 index against its schema (`zoo.schema`: every field, every entry against the space and the cost model, the
@@ -21,7 +23,7 @@ import shutil
 import sysconfig
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from safetensors.torch import save as save_safetensors
 
 from zoo.budget import human, parse_count, parse_latency_ms
 from zoo.family import DEFAULT_FAMILY, Arch, Family, Space, Supernet, get_family
+from zoo.hytra import load_bn_statistics
 from zoo.io import atomic_write_bytes, atomic_write_text, quote, read_versioned_json, sha256_file
 from zoo.schema import (
     KIND,
@@ -60,6 +63,33 @@ def default_zoo() -> Path:
 
 DEFAULT_ZOO = default_zoo()
 WEIGHTS = "supernet.safetensors"
+PATHS = "paths."  # prefix of an entry's own BatchNorm statistics in the weights: paths.<entry id>.<key>
+PathStats = Mapping[str, Mapping[str, torch.Tensor]]  # entry id -> its extracted module's BN buffers by key
+
+
+def path_stats_key(entry_id: str, key: str) -> str:
+    return f"{PATHS}{entry_id}.{key}"
+
+
+def path_stats_owner(name: str) -> tuple[str, str] | None:
+    """(entry id, key) of a weight file's tensor that is an entry's BatchNorm statistics (ids hold no dots), else
+    None."""
+    if not name.startswith(PATHS):
+        return None
+    entry_id, _, key = name.removeprefix(PATHS).partition(".")
+    return entry_id, key
+
+
+def split_path_stats(tensors: Iterable[tuple[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    """(the supernet's state, {entry id: {key: statistics}}) of a zoo's weight file."""
+    state: dict[str, torch.Tensor] = {}
+    paths: dict[str, dict[str, torch.Tensor]] = {}
+    for name, t in tensors:
+        if owner := path_stats_owner(name):
+            paths.setdefault(owner[0], {})[owner[1]] = t
+        else:
+            state[name] = t
+    return state, paths
 
 
 class BudgetError(ValueError):
@@ -106,12 +136,14 @@ class ZooEntry:
 
 def write_zoo(out: str | Path, *, name: str, space: Space, state: dict[str, torch.Tensor],
               entries: list[ZooEntry], classes: list[str], preprocessing: dict[str, Any],
-              weights_dtype: torch.dtype = torch.float32, family: str = DEFAULT_FAMILY, **extra: Any) -> Path:
+              weights_dtype: torch.dtype = torch.float32, family: str = DEFAULT_FAMILY,
+              path_stats: PathStats | None = None, **extra: Any) -> Path:
     """Write a zoo directory as one unit: weights and `zoo.json` are written in a temp folder beside `out`, checked
     as `Zoo.load` checks them (ZooError naming the field), then swapped into place, so `out` is at every instant
     the old zoo or the new one, never a mix or a zoo that would not load. `weights_dtype` applies to floating-point
     tensors; integer ones (BatchNorm's batch counts) are kept as they are. `family` is recorded unless it is the
-    default, so a ViT zoo's index reads as it did before families existed."""
+    default, so a ViT zoo's index reads as it did before families existed. `path_stats` holds each entry's BatchNorm
+    statistics, which a family with `calibrate_bn` needs for every entry (and any other family for none)."""
     out = Path(out)
     flops_rule = get_family(family).flops_rule
     if len(classes) != space.num_classes:
@@ -126,8 +158,9 @@ def write_zoo(out: str | Path, *, name: str, space: Space, state: dict[str, torc
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
+        stats = {path_stats_key(i, k): v for i, per_key in (path_stats or {}).items() for k, v in per_key.items()}
         tensors = {k: v.detach().to("cpu", weights_dtype if v.is_floating_point() else v.dtype).contiguous()
-                   for k, v in state.items()}
+                   for k, v in {**state, **stats}.items()}
         atomic_write_bytes(tmp / WEIGHTS, save_safetensors(tensors))
         named_family = {} if family == DEFAULT_FAMILY else {"family": family}
         doc = {"schema_version": SCHEMA_VERSION, "kind": KIND, **named_family, "name": name,
@@ -162,6 +195,7 @@ class Zoo:
     def __init__(self, root: Path, doc: dict[str, Any], family: Family, space: Space, entries: list[ZooEntry]) -> None:
         self.root, self.doc, self.family, self.space, self.entries = root, doc, family, space, entries
         self._supernet: Supernet | None = None
+        self._path_stats: dict[str, dict[str, torch.Tensor]] = {}  # loaded with the supernet
         self._lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------------------------
@@ -190,10 +224,10 @@ class Zoo:
         if digest != checked.weights.sha256:
             raise ZooError(f"{weights} does not match {index}: sha256 {digest[:16]}… but the index records "
                            f"{checked.weights.sha256[:16]}… (truncated, corrupt or replaced)")
-        for _ in finite_tensors(weights):  # a NaN weight would answer every prediction with NaN
-            pass
+        owners = {path_stats_owner(name) for name, _ in finite_tensors(weights)}  # NaN would answer every prediction
         entries = [ZooEntry(e.arch, e.params, e.flops, e.top1, e.top5, e.loss, e.latency and e.latency.model_dump())
                    for e in checked.entries]
+        check_path_stats(weights, family, [e.id for e in entries], {owner[0] for owner in owners if owner})
         return cls(path, doc, family, space, entries)
 
     @property
@@ -202,9 +236,10 @@ class Zoo:
             if self._supernet is None:
                 weights = self.root / self.doc["weights"]["file"]
                 model = self.family.supernet(self.space)
+                state, self._path_stats = split_path_stats((k, v.float() if v.is_floating_point() else v)
+                                                           for k, v in finite_tensors(weights))
                 try:
-                    model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                           for k, v in finite_tensors(weights)}, strict=True)
+                    model.load_state_dict(state, strict=True)
                 except RuntimeError as e:
                     raise ZooError(f"{weights} does not hold the supernet of space {self.space.name}: {e}") from e
                 self._supernet = model.eval()
@@ -299,14 +334,31 @@ class Zoo:
         raise BudgetError(f"no entry of zoo {self.name} fits {asked}; nearest: {options}", nearest)
 
     def subnet(self, entry_or_arch: ZooEntry | Arch | str) -> torch.nn.Module:
-        """The standalone model (exact weights, eval mode) of an entry, an entry id, or any arch."""
+        """The standalone model (exact weights, eval mode) of an entry, an entry id, or any arch.
+
+        A family with `calibrate_bn` gets the entry's stored BatchNorm statistics (ZooError naming the entry when
+        they do not fit the module). Its arch that is no entry is refused (ValueError): its statistics would have
+        to be recalibrated on training images, which a zoo does not hold, and the supernet's shared ones fit no
+        path, so the model would answer, but wrongly."""
         if isinstance(entry_or_arch, str):
             arch = self.entry(entry_or_arch).arch
         elif isinstance(entry_or_arch, ZooEntry):
             arch = entry_or_arch.arch
         else:
             arch = self.space.validate(entry_or_arch)
-        return self.supernet.extract(arch)
+        if not self.family.calibrate_bn:
+            return self.supernet.extract(arch)
+        if arch.id not in {e.id for e in self.entries}:
+            raise ValueError(f"{arch.id} is not an entry of zoo {self.name}: a {self.family.title} path needs "
+                             f"BatchNorm statistics of its own, recalibrated on training images, which the zoo holds "
+                             f"for its entries only; pick an entry, or recalibrate `zoo.supernet.extract(arch)` on "
+                             f"your training images (zoo.hytra.recalibrate_bn)")
+        model = self.supernet.extract(arch)  # loads the statistics with the supernet
+        try:
+            return load_bn_statistics(model, self._path_stats[arch.id])
+        except ValueError as e:
+            raise ZooError(f"{self.root / self.doc['weights']['file']}: the BatchNorm statistics of entry {arch.id} "
+                           f"do not fit its model: {e}") from e
 
     def with_latency(self, latencies: dict[str, dict[str, float]], protocol: dict[str, Any]) -> None:
         """Record measured latencies (by entry id) in the index, rewriting `zoo.json` atomically."""
@@ -325,6 +377,17 @@ def protocol_text(p: dict[str, Any]) -> str:
     return (f"{p.get('statistic', 'median').split(',')[0]} of {p.get('runs', '?')} runs after "
             f"{p.get('warmup', '?')} warm-up, batch {p.get('batch', '?')}, {p.get('threads', '?')} threads, "
             f"{p.get('engine', '?')}{where}{when}")
+
+
+def check_path_stats(weights: Path, family: Family, entry_ids: list[str], with_stats: set[str]) -> None:
+    """ZooError unless the weights hold BatchNorm statistics for every entry of a family that needs them, and none
+    for anything else (a stray `paths.*` tensor: an entry dropped from the index, or a family that keeps none)."""
+    if stray := sorted(with_stats - set(entry_ids) if family.calibrate_bn else with_stats):
+        raise ZooError(f"{weights}: tensors {PATHS}{stray[0]}.* are BatchNorm statistics of no entry of the index"
+                       + ("" if family.calibrate_bn else f" (a {family.title} zoo keeps none)"))
+    if family.calibrate_bn and (missing := [i for i in entry_ids if i not in with_stats]):
+        raise ZooError(f"{weights}: entry {missing[0]} has no BatchNorm statistics ({PATHS}{missing[0]}.*): a "
+                       f"{family.title} path needs its own, recalibrated at packaging")
 
 
 def finite_tensors(weights: Path) -> Iterator[tuple[str, torch.Tensor]]:
