@@ -35,7 +35,7 @@ from training.bossnas import (
     search,
     train_step,
 )
-from training.select import Buckets
+from training.select import Buckets, load_preferred
 from zoo.hytra import HyTraArch, HyTraSpace, block_paths, enumerate_archs, layer_choices, params
 
 TINY = HyTraSpace("tiny", scale_channels=(8, 16, 32), head_dim=4, stem_channels=4, num_layers=4, block_size=2)
@@ -274,6 +274,8 @@ def test_preferred_json_is_the_zero_cost_schema_with_hytra_paths(searched):
     for e in entries:
         arch = space.validate(HyTraArch.from_dict(e["arch"]))
         assert arch.id == e["id"] and e["params"] == params(space, arch)
+    loaded_space, loaded = load_preferred(out / "preferred.json")  # what the trainer reads: the family's loader
+    assert loaded_space == TINY and loaded == entries
 
 
 def test_arch_score_sums_the_blocks_losses(searched):
