@@ -16,7 +16,8 @@ from tests.test_store_schema import broken, removing, setting
 from tests.zoo_fixtures import FMNIST_CLASSES, PREPROCESSING
 from zoo import BudgetError, Zoo, ZooError
 from zoo.family import FAMILIES, family_of, get_family
-from zoo.hytra import MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSupernet, bn_statistics, flops, params
+from zoo.hytra import MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSupernet, flops, params
+from zoo.layers import bn_statistics
 from zoo.store import DEFAULT_ZOO, ZooEntry, write_zoo
 
 S = MICRO_HYTRA

@@ -31,8 +31,9 @@ from training.sampler import PreferredSampler, UniformSampler
 from training.train import TrainConfig, train
 from zoo import BUILTIN_SPACES, Zoo, ZooError
 from zoo.family import FAMILIES, get_family, space_by_name
-from zoo.hytra import MICRO_HYTRA, HyTraSpace, HyTraSupernet, bn_statistics, enumerate_archs, params
+from zoo.hytra import MICRO_HYTRA, HyTraSpace, HyTraSupernet, enumerate_archs, params
 from zoo.io import sha256_file
+from zoo.layers import bn_statistics
 from zoo.store import DEFAULT_ZOO, INDEX, WEIGHTS
 from zoo.supernet import ViTSupernet
 

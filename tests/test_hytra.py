@@ -26,8 +26,8 @@ from zoo.hytra import (
     enumerate_archs,
     flops,
     params,
-    recalibrate_bn,
 )
+from zoo.layers import recalibrate_bn
 
 S = MICRO_HYTRA
 R50_LIKE = HyTraArch([(0, "conv")] * 2 + [(1, "conv")] * 3 + [(2, "conv")] * 3)

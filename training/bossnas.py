@@ -51,11 +51,11 @@ from zoo.hytra import (
     flops,
     layer_choices,
     params,
-    recalibrate_bn,
     run_layers,
 )
 from zoo.hytra import Candidate as LayerModules
 from zoo.io import atomic_write_text
+from zoo.layers import recalibrate_bn
 
 TARGETS = ("ensemble", "own", "supervised")
 SCORES_SCHEMA_VERSION = 1

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from training.config import TrainConfig
 from zoo.family import DEFAULT_FAMILY, Arch, Space, Supernet, get_family
-from zoo.hytra import bn_statistics, load_bn_statistics, recalibrate_bn
+from zoo.layers import bn_statistics, load_bn_statistics, recalibrate_bn
 from zoo.store import PathStats
 
 CALIBRATION_IMAGES = 2048  # spec 7 / §4.1: about 2k training images per path

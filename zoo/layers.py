@@ -1,8 +1,12 @@
-"""Building blocks both families' forwards share (kept free of timm, which imports the families back)."""
+"""Building blocks the families share, and BatchNorm statistics per extracted path (spec bossnas 7): kept free of
+timm, which imports the families back."""
 
 from __future__ import annotations
 
-from torch import Tensor
+from collections.abc import Iterable, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
 
 
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
@@ -11,3 +15,52 @@ def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
         return x
     keep = x.new_empty(x.shape[0], *(1,) * (x.dim() - 1)).bernoulli_(1 - rate)
     return x * keep / (1 - rate)
+
+
+def _batch_norms(module: nn.Module) -> Iterator[nn.modules.batchnorm._BatchNorm]:
+    return (m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+
+def bn_statistics(module: nn.Module) -> dict[str, Tensor]:
+    """Every BatchNorm buffer of `module` (running mean and variance, batch count) by its state_dict key: what a
+    zoo stores per entry (spec 7), γ and β staying shared in the supernet."""
+    return {f"{name}.{key}": buffer for name, bn in module.named_modules()
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm) for key, buffer in bn.named_buffers(recurse=False)}
+
+
+@torch.no_grad()
+def load_bn_statistics(module: nn.Module, stats: Mapping[str, Tensor]) -> nn.Module:
+    """Put `stats` (keys and shapes of `bn_statistics(module)`, all of them) into `module`'s BatchNorms; ValueError
+    naming the first key that is missing, unknown or of another shape, before anything is changed."""
+    own = bn_statistics(module)
+    if missing := sorted(own.keys() - stats.keys()):
+        raise ValueError(f"no statistics for {', '.join(missing[:3])}" + (" …" if len(missing) > 3 else ""))
+    if unknown := sorted(stats.keys() - own.keys()):
+        raise ValueError(f"statistics for {unknown[0]}, which the model does not have")
+    for key, t in stats.items():
+        if t.shape != own[key].shape:
+            raise ValueError(f"statistics {key} of shape {tuple(t.shape)}, the model's is {tuple(own[key].shape)}")
+    for key, t in stats.items():
+        own[key].copy_(t)
+    return module
+
+
+@torch.no_grad()
+def recalibrate_bn(module: nn.Module, batches: Iterable[Tensor]) -> nn.Module:
+    """Recompute every BN's running statistics of `module` (an extracted path) as exact averages over `batches`.
+
+    A supernet's BN sees other statistics under each path, so its running statistics fit none: each packaged path
+    stores its own (spec 7). momentum None makes PyTorch average the batches' statistics with equal weight; the
+    momentum is restored afterwards (BossNAS left it at 1, quirk 3). Returns `module` in eval mode.
+    """
+    norms = list(_batch_norms(module))
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    module.train()
+    for x in batches:
+        module(x)
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    return module.eval()

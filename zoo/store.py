@@ -35,8 +35,8 @@ from safetensors.torch import save as save_safetensors
 
 from zoo.budget import human, parse_count, parse_latency_ms
 from zoo.family import DEFAULT_FAMILY, Arch, Family, Space, Supernet, get_family
-from zoo.hytra import load_bn_statistics
 from zoo.io import atomic_write_bytes, atomic_write_text, quote, read_versioned_json, sha256_file
+from zoo.layers import load_bn_statistics
 from zoo.schema import (
     KIND,
     SCHEMA_VERSION,

@@ -4,9 +4,9 @@ is loaded, without importing timm (or torch) before someone does.
 timm finds architectures only in its registry, which `zoo.pretrained` fills when imported; `import zoo` promises
 that `timm.create_model("hf-hub:org/name")` then works. Importing timm eagerly would cost every `--help` seconds,
 so `import zoo` imports `zoo.pretrained` at once only when timm is already loaded, and otherwise installs a finder
-that runs the import right after timm's own. `zoo.vit` imports timm half-way through its own import, and
-`zoo.hytra` imports `zoo.vit` half-way through its own, when `zoo.pretrained` (which needs both whole) cannot be
-imported yet: then the registration waits for the end of the outermost one.
+that runs the import right after timm's own. `zoo.vit` imports timm half-way through its own import, when
+`zoo.pretrained` (which needs `zoo.vit` whole) cannot be imported yet: then the registration waits for `zoo.vit`'s
+end.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
 
-WATCHED = ("timm", "zoo.vit", "zoo.hytra")  # registering needs all loaded (zoo.pretrained imports them; zoo.hytra
-# imports zoo.vit, which imports timm)
+WATCHED = ("timm", "zoo.vit")  # registering needs both loaded (zoo.pretrained imports zoo.vit, which imports timm)
 _executing: set[str] = set()
 
 
@@ -47,7 +46,7 @@ class RegisterAfterTimm(importlib.abc.MetaPathFinder):
 
 
 class ThenRegister(importlib.abc.Loader):
-    """The real loader, then the registration (unless a WATCHED module is still mid-import: its own end registers)."""
+    """The real loader, then the registration (unless zoo.vit is still mid-import: its own end registers)."""
 
     def __init__(self, loader: importlib.abc.Loader) -> None:
         self.loader = loader
@@ -66,6 +65,6 @@ class ThenRegister(importlib.abc.Loader):
             self.loader.exec_module(module)
         finally:
             _executing.discard(module.__name__)
-        if not _executing:
+        if "zoo.vit" not in _executing:
             sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, RegisterAfterTimm)]
             importlib.import_module("zoo.pretrained")
