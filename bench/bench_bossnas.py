@@ -228,7 +228,7 @@ def att_share(archs: list[HyTraArch]) -> float:
 
 
 def cmd_report(args) -> None:
-    from training.bossnas import arch_score, load_scores
+    from training.bossnas import arch_score
     from training.select import load_preferred
 
     rows = read_results(Path(args.gt))
@@ -248,7 +248,7 @@ def cmd_report(args) -> None:
     print(f"| params alone (no search) | {_fmt(correlations(sizes, acc), bootstrap(sizes, acc))} |")
     scored = {}
     for name, run in (r.split("=", 1) for r in args.runs):
-        scores = load_scores(Path(run) / "scores.json")
+        scores = json.loads((Path(run) / "scores.json").read_text())
         score = [-arch_score(scores, archs[i]) for i in ids]
         scored[name] = score
         print(f"| {name} | {_fmt(correlations(score, acc), bootstrap(score, acc))} |")
@@ -267,7 +267,7 @@ def cmd_report(args) -> None:
 
 def report_picks(rows: list[dict]) -> None:
     """Per bucket: the pick's top-1 against the random paths of equal params, same recipe."""
-    print("\n| bucket | pick | params | pick top-1 | random (n) mean [95%] | pick's rank |\n|---|---|---|---|---|---|")
+    print("\n| pick (--buckets order) | layers | params | pick top-1 | random (n) mean [95%] | pick's rank |\n|---|---|---|---|---|---|")
     for k in sorted({int(r["label"][4:]) for r in rows if r["label"].startswith("pick")}):
         pick = next(r for r in rows if r["label"] == f"pick{k}")
         others = [r["top1"] for r in rows if r["label"] == f"random{k}"]

@@ -1,0 +1,39 @@
+"""The committed HyTra zoo (`zoos/hytra-fmnist`): BossNAS's label-free picks, one per param bucket, trained once as a
+supernet; each entry served with its own BatchNorm statistics gives the accuracy its index records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.data import load_data
+from training.evaluate import accuracy_of, tensor_batches
+from training.select import Buckets
+from zoo import Zoo
+from zoo.hytra import MICRO_HYTRA, enumerate_archs
+
+HYTRA_ZOO = Path(__file__).resolve().parent.parent / "zoos" / "hytra-fmnist"
+
+
+@pytest.fixture(scope="module")
+def zoo() -> Zoo:
+    return Zoo.load(HYTRA_ZOO)
+
+
+def test_the_hytra_zoo_holds_one_bossnas_pick_per_bucket_and_fits_the_size_limit(zoo):
+    assert zoo.family.name == "hytra" and zoo.space == MICRO_HYTRA
+    selector = zoo.doc["selector"]
+    assert selector["method"] == "bossnas" and selector["target"] == "ensemble"
+    buckets = Buckets(**selector["buckets"])
+    assert sorted(buckets.index(e.params) for e in zoo.entries) == list(range(buckets.count))
+    assert {e.arch for e in zoo.entries} <= set(enumerate_archs(zoo.space))
+    assert zoo.doc["eval_images"] == 10_000 and "recalibrated" in zoo.doc["eval_protocol"]
+    assert sum(f.stat().st_size for f in HYTRA_ZOO.iterdir()) <= 25 * 2**20  # the issue's limit for a committed zoo
+
+
+@pytest.mark.slow
+def test_every_entry_reproduces_its_recorded_top1_with_its_stored_statistics(zoo):
+    batches = tensor_batches(load_data("fashion-mnist", "test")[0])
+    for entry in zoo.entries:
+        assert accuracy_of(zoo.subnet(entry), batches).top1 == pytest.approx(entry.top1, abs=0.011), entry.id
