@@ -267,7 +267,8 @@ def cmd_report(args) -> None:
 
 def report_picks(rows: list[dict]) -> None:
     """Per bucket: the pick's top-1 against the random paths of equal params, same recipe."""
-    print("\n| pick (--buckets order) | layers | params | pick top-1 | random (n) mean [95%] | pick's rank |\n|---|---|---|---|---|---|")
+    print("\n| pick (--buckets order) | layers | params | pick top-1 | random (n) mean [95%] | pick's rank |")
+    print("|---|---|---|---|---|---|")
     for k in sorted({int(r["label"][4:]) for r in rows if r["label"].startswith("pick")}):
         pick = next(r for r in rows if r["label"] == f"pick{k}")
         others = [r["top1"] for r in rows if r["label"] == f"random{k}"]
