@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from bench.common import machine, mean_interval
 from training.data import load_data, make_loader
-from training.evaluate import tensor_batches
+from training.evaluate import accuracy_of, tensor_batches
 from zoo.hytra import MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSpace, enumerate_archs, params
 from zoo.io import atomic_write_figure
 
@@ -87,11 +87,8 @@ def train_from_scratch(space: HyTraSpace, arch: HyTraArch, seed: int, epochs: fl
             opt.step()
             step += 1
     seconds = time.perf_counter() - t0
-    model.eval()
-    with torch.inference_mode():
-        correct = sum((model(x).argmax(1) == y).sum().item() for x, y in test_batches)
-    n = sum(len(y) for _, y in test_batches)
-    return {"top1": 100 * correct / n, "train_seconds": round(seconds, 1), "steps": total, "images": total * batch_size}
+    top1 = accuracy_of(model.eval(), test_batches).top1
+    return {"top1": top1, "train_seconds": round(seconds, 1), "steps": total, "images": total * batch_size}
 
 
 def _done(path: Path) -> set[tuple[str, int]]:

@@ -229,7 +229,8 @@ def enumerate_archs(space: HyTraSpace) -> list[HyTraArch]:
 
 @functools.cache
 def all_archs(space: HyTraSpace) -> tuple[HyTraArch, ...]:
-    """`enumerate_archs`, once per space: what uniform sampling draws from at every training step."""
+    """`enumerate_archs`, once per space: what uniform sampling draws from at every training step, and what the
+    space's descriptions count and cost."""
     return tuple(enumerate_archs(space))
 
 
@@ -328,12 +329,12 @@ def describe_choices(space: HyTraSpace) -> str:
             f"layers {space.num_layers} in blocks of {space.block_size}  bottleneck ratio {space.bottleneck_ratio}  "
             f"head dim {space.head_dim}\n"
             f"  input {space.in_chans}x{space.img_size}² stem {space.stem_channels}  classes {space.num_classes}  "
-            f"paths {len(enumerate_archs(space)):,}")
+            f"paths {len(all_archs(space)):,}")
 
 
 def cost_range(space: HyTraSpace) -> tuple[tuple[int, int], tuple[int, int]]:
     """((min params, max params), (min FLOPs, max FLOPs)) over every path (neither grows with every choice)."""
-    costs = [_cost(space, a) for a in enumerate_archs(space)]
+    costs = [_cost(space, a) for a in all_archs(space)]
     return (min(p for p, _ in costs), max(p for p, _ in costs)), (min(f for _, f in costs), max(f for _, f in costs))
 
 

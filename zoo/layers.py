@@ -17,15 +17,15 @@ def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
     return x * keep / (1 - rate)
 
 
-def _batch_norms(module: nn.Module) -> Iterator[nn.modules.batchnorm._BatchNorm]:
-    return (m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+def _batch_norms(module: nn.Module) -> Iterator[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    return ((name, m) for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
 
 
 def bn_statistics(module: nn.Module) -> dict[str, Tensor]:
     """Every BatchNorm buffer of `module` (running mean and variance, batch count) by its state_dict key: what a
     zoo stores per entry (spec 7), γ and β staying shared in the supernet."""
-    return {f"{name}.{key}": buffer for name, bn in module.named_modules()
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm) for key, buffer in bn.named_buffers(recurse=False)}
+    return {f"{name}.{key}": buffer for name, bn in _batch_norms(module)
+            for key, buffer in bn.named_buffers(recurse=False)}
 
 
 @torch.no_grad()
@@ -53,7 +53,7 @@ def recalibrate_bn(module: nn.Module, batches: Iterable[Tensor]) -> nn.Module:
     stores its own (spec 7). momentum None makes PyTorch average the batches' statistics with equal weight; the
     momentum is restored afterwards (BossNAS left it at 1, quirk 3). Returns `module` in eval mode.
     """
-    norms = list(_batch_norms(module))
+    norms = [bn for _, bn in _batch_norms(module)]
     momenta = [bn.momentum for bn in norms]
     for bn in norms:
         bn.reset_running_stats()
