@@ -4,6 +4,8 @@
 #   bash setup.sh                 serving, training, export and the test tools (requirements-dev.txt, chromium)
 #   bash setup.sh --serve         without the test tools (what the Docker image installs)
 #   bash setup.sh --gpu           onnxruntime-gpu (requirements-gpu.txt) instead of onnxruntime, for CUDA machines
+# A first install needs about 7 GiB of disk (torch's CUDA build is most of it): it checks before installing anything
+# ($PREZOO_SETUP_NEED_GIB sets another need, 0 skips the check).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,6 +18,15 @@ for arg in "$@"; do
   esac
 done
 
+need_gib=${PREZOO_SETUP_NEED_GIB:-7}
+if ! .venv/bin/python -c 'import torch' >/dev/null 2>&1; then
+  free_gib=$(( $(df -Pk . | awk 'NR == 2 {print $4}') / 1048576 ))
+  if ((free_gib < need_gib)); then
+    echo "setup: a first install needs about $need_gib GiB of disk; only $free_gib GiB free at $PWD. Nothing was installed." >&2
+    exit 1
+  fi
+fi
+
 APT_PACKAGES=(dataset-fashion-mnist)
 ((serve_only)) || APT_PACKAGES+=(chromium)
 missing=()
@@ -26,7 +37,7 @@ if ((${#missing[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-pip=(.venv/bin/pip install -q)
+pip=(.venv/bin/pip install -q --no-cache-dir)  # no second copy of every wheel in ~/.cache
 # torch + torchvision first, exactly as pinned; then everything else.
 "${pip[@]}" $(grep -E '^(torch|torchvision)==' requirements.txt)
 # onnxruntime and onnxruntime-gpu provide the same module: exactly one of them may be installed.

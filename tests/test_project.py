@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +65,12 @@ def test_every_zoo_module_imports_first_in_a_fresh_interpreter():
 def test_setup_names_an_unknown_option_and_installs_nothing():
     out = subprocess.run(["bash", "setup.sh", "--cuda"], capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert out.returncode == 2 and "unknown option '--cuda'" in out.stderr and not out.stdout
+
+
+def test_setup_checks_disk_space_before_installing_anything(tmp_path):
+    """A machine short of disk gets a clear error up front, not ENOSPC halfway through a 6 GB install."""
+    shutil.copy(ROOT / "setup.sh", tmp_path)
+    out = subprocess.run(["bash", "setup.sh"], capture_output=True, text=True, cwd=tmp_path, timeout=30,
+                         env={**os.environ, "PREZOO_SETUP_NEED_GIB": "1000000"})
+    assert out.returncode == 1 and "needs about 1000000 GiB of disk" in out.stderr and "GiB free" in out.stderr
+    assert not out.stdout and sorted(p.name for p in tmp_path.iterdir()) == ["setup.sh"]
