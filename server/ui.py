@@ -37,6 +37,7 @@ DOWNLOAD_BUTTONS = {"hf-zip": "HF folder (zip)", "safetensors": "safetensors", "
 WHOLE_ZOO = "the whole zoo"
 POINT = "point-"  # SVG id prefix of an entry's marker in the Pareto plot: POINT + entry id
 COMPARE = "compare-"  # SVG id prefix of a compared zoo's marker: COMPARE + zoo number + "-" + entry id (no choice)
+INTERVALS = "intervals-"  # SVG id of a zoo's error bars: INTERVALS + "served" or the compared zoo's number
 COMPARE_STYLES = [("#d97706", "s"), ("#059669", "^"), ("#7c3aed", "D"), ("#db2777", "v")]  # colour, marker per zoo
 DATASET_INPUTS = {  # what an image should look like to be in the distribution the zoo was trained on
     "fashion-mnist": "a Fashion-MNIST-like photo: one clothing item or shoe, centred, filling the frame, "
@@ -129,12 +130,7 @@ def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale, c
     front = zoo.pareto(by)
     fig = Figure(figsize=(6.4, 4), dpi=100, layout="tight")
     ax = fig.add_subplot()
-    intervals = [zoo.top1_interval(e) for e in scored]
-    if scored and None not in intervals:
-        ax.errorbar([cost(e) for e in scored], [e.top1 for e in scored], fmt="none", ecolor="#9ca3af", capsize=3,
-                    yerr=[[e.top1 - lo for e, (lo, _) in zip(scored, intervals, strict=True)],
-                          [hi - e.top1 for e, (_, hi) in zip(scored, intervals, strict=True)]],
-                    label="95% interval", zorder=1)
+    plot_intervals(ax, zoo, scored, cost, "#9ca3af", f"{INTERVALS}served", "95% interval")
     ax.plot([cost(e) for e in front], [e.top1 for e in front], "-", color="#2563eb", zorder=2,
             label=f"Pareto front, {zoo_label(zoo)}" if compare else "Pareto front")
     labelled = set()
@@ -163,11 +159,26 @@ def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale, c
     return buf.getvalue()[buf.getvalue().index("<svg"):]  # no XML prologue inside HTML
 
 
+def plot_intervals(ax, zoo: Zoo, entries: list[ZooEntry], cost: Callable[[ZooEntry], float], colour: str, gid: str,
+                   label: str) -> None:
+    """Each entry's 95% top-1 interval as an error bar (SVG group `gid`); nothing when the zoo records no test-set
+    size, since a bar there would claim a certainty nobody measured."""
+    intervals = [zoo.top1_interval(e) for e in entries]
+    if not entries or None in intervals:
+        return
+    bars = ax.errorbar([cost(e) for e in entries], [e.top1 for e in entries], fmt="none", ecolor=colour, capsize=3,
+                       yerr=[[e.top1 - lo for e, (lo, _) in zip(entries, intervals, strict=True)],
+                             [hi - e.top1 for e, (_, hi) in zip(entries, intervals, strict=True)]],
+                       label=label, zorder=1)
+    bars.lines[2][0].set_gid(gid)  # the bars themselves (a LineCollection); the caps are separate lines
+
+
 def plot_compared_zoo(ax, zoo: Zoo, number: int, by: str, cost: Callable[[ZooEntry], float]) -> list[ZooEntry]:
-    """A compared zoo's front (dashed) and entries (filled on the front, hollow off it) in its own style, one legend
-    line naming it; returns the entries drawn."""
+    """A compared zoo's front (dashed), entries (filled on the front, hollow off it) and 95% intervals in its own
+    style, one legend line naming it; returns the entries drawn."""
     colour, marker = COMPARE_STYLES[number % len(COMPARE_STYLES)]
     scored, front = [e for e in zoo.entries if e.top1 is not None], zoo.pareto(by)
+    plot_intervals(ax, zoo, scored, cost, colour + "80", f"{INTERVALS}{number}", "_nolegend_")  # half-transparent
     ax.plot([cost(e) for e in front], [e.top1 for e in front], f"--{marker}", color=colour, markersize=7, zorder=2,
             label=f"{zoo_label(zoo)}, compared")
     for e in scored:

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from server.app import create_app
-from server.ui import COMPARE, POINT, SliderScale
+from server.ui import COMPARE, INTERVALS, POINT, SliderScale
 from tests.test_family import make_hytra_zoo
 from tests.test_server import run_server, serve
 from tests.test_server_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, gradio_call, python_m_server
@@ -90,7 +90,8 @@ def test_budgets_downloads_and_predictions_stay_on_the_served_zoo(url, compared)
 
 
 def test_the_plot_draws_every_compared_entry_with_a_legend_on_both_axes(url, compared):
-    """Through the public /specialize UI endpoint (the plot the page shows), for each x-axis."""
+    """Through the public /specialize UI endpoint (the plot the page shows), for each x-axis; error bars for every zoo
+    that records its test-set size (the shifted copy does, the HyTra test zoo does not)."""
     entries = sum(len(Zoo.load(folder).entries) for folder in compared)
     served = Zoo.load(DEFAULT_ZOO).entries
     no_limit = [SliderScale.of(what, values, unit).maximum for what, values, unit in (
@@ -102,6 +103,8 @@ def test_the_plot_draws_every_compared_entry_with_a_legend_on_both_axes(url, com
             assert svg.count(f'id="{COMPARE}') == entries and svg.count(f'id="{POINT}') == len(served), axis
             assert all(legend in svg for legend in LEGENDS), axis
             assert "Pareto front, ladder-fmnist (ViT)" in svg
+            assert all((f'id="{INTERVALS}{number}"' in svg) == (Zoo.load(folder).eval_images is not None)
+                       for number, folder in enumerate(compared)) and f'id="{INTERVALS}served"' in svg, axis
     assert "for comparison only" in httpx.get(f"{url}/config", timeout=60).text
 
 
