@@ -256,10 +256,31 @@ def cmd_report(args) -> None:
         _, entries = load_preferred(Path(run) / "preferred.json")
         picks = [HyTraArch.from_dict(e["arch"]) for e in entries]
         print(f"- {name}: picks {att_share(picks):.2f} ({', '.join(a.describe() for a in picks)})")
+    report_agreement(dict(r.split("=", 1) for r in args.runs), space_archs)
     if args.picks:
         report_picks(read_results(Path(args.picks)))
     if args.plot:
         plot_rating(scored, acc, args.plot)
+
+
+def report_agreement(runs: dict[str, str], space_archs: list[HyTraArch]) -> None:
+    """How far two selector runs agree with each other, ground truth aside: tau between their scores over every
+    path of the space, and how many buckets got the same pick (two seeds of one method: the selector's own noise)."""
+    from training.bossnas import arch_score
+    from training.select import load_preferred
+
+    if len(runs) < 2:
+        return
+    rated = {name: [arch_score(json.loads((Path(run) / "scores.json").read_text()), a) for a in space_archs]
+             for name, run in runs.items()}
+    picks = {name: [e["arch"] for e in load_preferred(Path(run) / "preferred.json")[1]] for name, run in runs.items()}
+    names = list(runs)
+    print(f"\n| runs | tau over the space's {len(space_archs):,} paths | same pick |\n|---|---|---|")
+    for k, a in enumerate(names):
+        for b in names[k + 1:]:
+            tau = kendall(rated[a], rated[b])
+            same = sum(x == y for x, y in zip(picks[a], picks[b], strict=True))
+            print(f"| {a} vs {b} | {tau:+.2f} | {same} of {len(picks[a])} buckets |")
 
 
 def report_picks(rows: list[dict]) -> None:
