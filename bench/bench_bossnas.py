@@ -301,8 +301,12 @@ def plot_rating(scored: dict[str, list[float]], acc: list[float], path: str) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(scored), figsize=(4.2 * len(scored), 3.8), squeeze=False)
-    for ax, (name, score) in zip(axes[0], scored.items(), strict=True):
+    cols = min(3, len(scored))
+    rows = math.ceil(len(scored) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(scored):]:
+        ax.set_visible(False)
+    for ax, (name, score) in zip(axes.flat, scored.items(), strict=False):  # the last row's spare axes stay empty
         ax.scatter(score, acc, s=18, color="#2563eb")
         ax.set_title(f"{name}: tau {kendall(score, acc):+.2f}")
         ax.set_xlabel("BossNAS score (-sum of block losses)")
