@@ -264,23 +264,28 @@ def cmd_report(args) -> None:
 
 
 def report_agreement(runs: dict[str, str], space_archs: list[HyTraArch]) -> None:
-    """How far two selector runs agree with each other, ground truth aside: tau between their scores over every
-    path of the space, and how many buckets got the same pick (two seeds of one method: the selector's own noise)."""
+    """Each run's size preference (tau between its score and params over every path of the space: the ground truth
+    rewards size, so a rating that prefers small paths cannot rank it), then how far runs agree with each other,
+    ground truth aside: tau between their scores over the space, and how many buckets got the same pick (two seeds of
+    one method: the selector's own noise)."""
     from training.bossnas import arch_score
     from training.select import load_preferred
 
-    if len(runs) < 2:
-        return
-    rated = {name: [arch_score(json.loads((Path(run) / "scores.json").read_text()), a) for a in space_archs]
-             for name, run in runs.items()}
+    docs = {name: json.loads((Path(run) / "scores.json").read_text()) for name, run in runs.items()}
+    rated = {name: [-arch_score(doc, a) for a in space_archs] for name, doc in docs.items()}
+    space = HyTraSpace.from_dict(next(iter(docs.values()))["space"])
+    sizes = [params(space, a) for a in space_archs]
+    print(f"\n| run | tau(score, params) over the space's {len(space_archs):,} paths |\n|---|---|")
+    for name, score in rated.items():
+        print(f"| {name} | {kendall(score, sizes):+.2f} |")
     picks = {name: [e["arch"] for e in load_preferred(Path(run) / "preferred.json")[1]] for name, run in runs.items()}
     names = list(runs)
-    print(f"\n| runs | tau over the space's {len(space_archs):,} paths | same pick |\n|---|---|---|")
+    if len(names) > 1:
+        print(f"\n| runs | tau over the space's {len(space_archs):,} paths | same pick |\n|---|---|---|")
     for k, a in enumerate(names):
         for b in names[k + 1:]:
-            tau = kendall(rated[a], rated[b])
             same = sum(x == y for x, y in zip(picks[a], picks[b], strict=True))
-            print(f"| {a} vs {b} | {tau:+.2f} | {same} of {len(picks[a])} buckets |")
+            print(f"| {a} vs {b} | {kendall(rated[a], rated[b]):+.2f} | {same} of {len(picks[a])} buckets |")
 
 
 def report_picks(rows: list[dict]) -> None:

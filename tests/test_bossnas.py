@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -289,7 +290,7 @@ def test_arch_score_sums_the_blocks_losses(searched):
 
 def test_the_benchmark_reports_how_far_two_selector_runs_agree(searched, tmp_path, capsys):
     """A run against itself agrees perfectly; against its own scores turned upside down (every loss negated), tau is
-    -1 over the whole space."""
+    -1 over the whole space, and its preference for size is the opposite one."""
     from bench.bench_bossnas import report_agreement
 
     out, scores, preferred = searched
@@ -301,6 +302,8 @@ def test_the_benchmark_reports_how_far_two_selector_runs_agree(searched, tmp_pat
     printed, picks = capsys.readouterr().out, sum(len(b["entries"]) for b in preferred["buckets"])
     assert f"| a vs b | +1.00 | {picks} of {picks} buckets |" in printed
     assert f"| a vs upside-down | -1.00 | {picks} of {picks} buckets |" in printed  # the picks file was copied
+    size_preference = dict(re.findall(r"^\| (a|upside-down) \| ([+-][0-9.]+) \|$", printed, re.M))
+    assert float(size_preference["a"]) == -float(size_preference["upside-down"]) != 0
 
 
 # -- configuration and CLI --------------------------------------------------------------------------------------------
