@@ -224,10 +224,18 @@ def att_share(archs: list[HyTraArch]) -> float:
     return sum(att_count(a) for a in archs) / (len(archs) * SPACE.num_layers)
 
 
-def cmd_report(args) -> None:
-    from training.bossnas import arch_score
+def load_run(run: str) -> tuple[dict, list[HyTraArch]]:
+    """A selector run's scores.json document and its picks, one per bucket."""
     from training.select import load_preferred
 
+    picks = [HyTraArch.from_dict(e["arch"]) for e in load_preferred(Path(run) / "preferred.json")[1]]
+    return json.loads((Path(run) / "scores.json").read_text()), picks
+
+
+def cmd_report(args) -> None:
+    from training.bossnas import arch_score
+
+    runs = {name: load_run(run) for name, run in (r.split("=", 1) for r in args.runs)}
     rows = read_results(Path(args.gt))
     truth = {r["id"]: r["top1"] for r in rows if r["seed"] == 0}
     archs = {r["id"]: HyTraArch.from_dict(r["arch"]) for r in rows}
@@ -244,41 +252,36 @@ def cmd_report(args) -> None:
     sizes = [params(SPACE, archs[i]) for i in ids]
     print(f"| params alone (no search) | {_fmt(correlations(sizes, acc), bootstrap(sizes, acc))} |")
     scored = {}
-    for name, run in (r.split("=", 1) for r in args.runs):
-        scores = json.loads((Path(run) / "scores.json").read_text())
+    for name, (scores, _) in runs.items():
         score = [-arch_score(scores, archs[i]) for i in ids]
         scored[name] = score
         print(f"| {name} | {_fmt(correlations(score, acc), bootstrap(score, acc))} |")
     space_archs = enumerate_archs(SPACE)
     print(f"\nResAtt share of the layers: space {att_share(space_archs):.2f}; ground truth "
           f"{att_share([archs[i] for i in ids]):.2f}")
-    for name, run in (r.split("=", 1) for r in args.runs):
-        _, entries = load_preferred(Path(run) / "preferred.json")
-        picks = [HyTraArch.from_dict(e["arch"]) for e in entries]
+    for name, (_, picks) in runs.items():
         print(f"- {name}: picks {att_share(picks):.2f} ({', '.join(a.describe() for a in picks)})")
-    report_agreement(dict(r.split("=", 1) for r in args.runs), space_archs)
+    report_agreement(runs, space_archs)
     if args.picks:
         report_picks(read_results(Path(args.picks)))
     if args.plot:
         plot_rating(scored, acc, args.plot)
 
 
-def report_agreement(runs: dict[str, str], space_archs: list[HyTraArch]) -> None:
+def report_agreement(runs: dict[str, tuple[dict, list[HyTraArch]]], space_archs: list[HyTraArch]) -> None:
     """Each run's size preference (tau between its score and params over every path of the space: the ground truth
     rewards size, so a rating that prefers small paths cannot rank it), then how far runs agree with each other,
     ground truth aside: tau between their scores over the space, and how many buckets got the same pick (two seeds of
     one method: the selector's own noise)."""
     from training.bossnas import arch_score
-    from training.select import load_preferred
 
-    docs = {name: json.loads((Path(run) / "scores.json").read_text()) for name, run in runs.items()}
-    rated = {name: [-arch_score(doc, a) for a in space_archs] for name, doc in docs.items()}
-    space = HyTraSpace.from_dict(next(iter(docs.values()))["space"])
+    rated = {name: [-arch_score(doc, a) for a in space_archs] for name, (doc, _) in runs.items()}
+    space = HyTraSpace.from_dict(next(iter(runs.values()))[0]["space"])
     sizes = [params(space, a) for a in space_archs]
     print(f"\n| run | tau(score, params) over the space's {len(space_archs):,} paths |\n|---|---|")
     for name, score in rated.items():
         print(f"| {name} | {kendall(score, sizes):+.2f} |")
-    picks = {name: [e["arch"] for e in load_preferred(Path(run) / "preferred.json")[1]] for name, run in runs.items()}
+    picks = {name: run_picks for name, (_, run_picks) in runs.items()}
     names = list(runs)
     if len(names) > 1:
         print(f"\n| runs | tau over the space's {len(space_archs):,} paths | same pick |\n|---|---|---|")

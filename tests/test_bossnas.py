@@ -291,14 +291,15 @@ def test_arch_score_sums_the_blocks_losses(searched):
 def test_the_benchmark_reports_how_far_two_selector_runs_agree(searched, tmp_path, capsys):
     """A run against itself agrees perfectly; against its own scores turned upside down (every loss negated), tau is
     -1 over the whole space, and its preference for size is the opposite one."""
-    from bench.bench_bossnas import report_agreement
+    from bench.bench_bossnas import load_run, report_agreement
 
     out, scores, preferred = searched
     flipped = {**scores, "blocks": [{**b, "losses": {s: {k: -v for k, v in table.items()}
                                                       for s, table in b["losses"].items()}} for b in scores["blocks"]]}
     (tmp_path / "scores.json").write_text(json.dumps(flipped))
     (tmp_path / "preferred.json").write_text(json.dumps(preferred))
-    report_agreement({"a": str(out), "b": str(out), "upside-down": str(tmp_path)}, enumerate_archs(TINY))
+    runs = {name: load_run(str(folder)) for name, folder in (("a", out), ("b", out), ("upside-down", tmp_path))}
+    report_agreement(runs, enumerate_archs(TINY))
     printed, picks = capsys.readouterr().out, sum(len(b["entries"]) for b in preferred["buckets"])
     assert f"| a vs b | +1.00 | {picks} of {picks} buckets |" in printed
     assert f"| a vs upside-down | -1.00 | {picks} of {picks} buckets |" in printed  # the picks file was copied
