@@ -19,6 +19,7 @@ for arg in "$@"; do
 done
 
 need_gib=${PREZOO_SETUP_NEED_GIB:-7}
+[[ $need_gib =~ ^[0-9]+$ ]] || { echo "setup: PREZOO_SETUP_NEED_GIB must be a whole number of GiB, not '$need_gib'" >&2; exit 2; }
 if ! .venv/bin/python -c 'import torch' >/dev/null 2>&1; then
   free_gib=$(( $(df -Pk . | awk 'NR == 2 {print $4}') / 1048576 ))
   if ((free_gib < need_gib)); then

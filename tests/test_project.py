@@ -74,3 +74,11 @@ def test_setup_checks_disk_space_before_installing_anything(tmp_path):
                          env={**os.environ, "PREZOO_SETUP_NEED_GIB": "1000000"})
     assert out.returncode == 1 and "needs about 1000000 GiB of disk" in out.stderr and "GiB free" in out.stderr
     assert not out.stdout and sorted(p.name for p in tmp_path.iterdir()) == ["setup.sh"]
+
+
+def test_setup_names_a_malformed_disk_need_and_installs_nothing(tmp_path):
+    shutil.copy(ROOT / "setup.sh", tmp_path)
+    out = subprocess.run(["bash", "setup.sh"], capture_output=True, text=True, cwd=tmp_path, timeout=30,
+                         env={**os.environ, "PREZOO_SETUP_NEED_GIB": "7.5"})
+    assert out.returncode == 2 and "must be a whole number of GiB, not '7.5'" in out.stderr and not out.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["setup.sh"]
