@@ -19,11 +19,15 @@ for arg in "$@"; do
 done
 
 need_gib=${PREZOO_SETUP_NEED_GIB:-7}
-[[ $need_gib =~ ^[0-9]+$ ]] || { echo "setup: PREZOO_SETUP_NEED_GIB must be a whole number of GiB, not '$need_gib'" >&2; exit 2; }
+if ! [[ $need_gib =~ ^[0-9]+$ ]]; then
+  echo "setup: PREZOO_SETUP_NEED_GIB must be a whole number of GiB, not '$need_gib'" >&2
+  exit 2
+fi
 if ! .venv/bin/python -c 'import torch' >/dev/null 2>&1; then
   free_gib=$(( $(df -Pk . | awk 'NR == 2 {print $4}') / 1048576 ))
   if ((free_gib < need_gib)); then
-    echo "setup: a first install needs about $need_gib GiB of disk; only $free_gib GiB free at $PWD. Nothing was installed." >&2
+    echo "setup: a first install needs about $need_gib GiB of disk; only $free_gib GiB free at $PWD." \
+      "Nothing was installed." >&2
     exit 1
   fi
 fi
