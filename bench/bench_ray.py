@@ -149,7 +149,10 @@ def ray_app(cluster: LocalRay, options: dict) -> Iterator[str]:
         serve.run(app_builder(options), name=APP, route_prefix="/")
         yield f"http://127.0.0.1:{http_port}"
     finally:
-        ray.shutdown()
+        try:
+            serve.shutdown()  # also stops this driver's handles: their periodic tasks would outlive ray.shutdown
+        finally:
+            ray.shutdown()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Needs the `ray` extra (requirements-dev.txt pins it); skipped where ray is not i
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import io
 import os
@@ -47,7 +48,21 @@ def servers(zoo_dir, tmp_path_factory) -> Iterator[Servers]:
             yield Servers(single.url, url, entries)
         assert live_pids(cluster.session), "the cluster runs until local_ray exits"
     assert live_pids(cluster.session) == [], "every process the cluster started is gone"
+    assert serve_periodic_tasks() == [], "no Serve handle of this driver still wakes up to call the gone cluster"
     assert live_pids(parent=os.getpid()) == [], "and no process of this one (a Ray started behind our back)"
+
+
+def serve_periodic_tasks() -> list[str]:
+    """The periodic (metrics) tasks of this process's Serve handles: they run on Serve's router thread, which outlives
+    ray.shutdown, and once the cluster is gone each wake-up logs a traceback for the rest of the session."""
+    from ray.serve._private.router import SingletonThreadRouter
+
+    async def scheduled() -> list[str]:
+        return [task.get_coro().__qualname__ for task in asyncio.all_tasks()]
+
+    loop = SingletonThreadRouter._asyncio_loop
+    names = asyncio.run_coroutine_threadsafe(scheduled(), loop).result(timeout=30) if loop else []
+    return [name for name in names if "metrics_task" in name]
 
 
 def load_count() -> int:
