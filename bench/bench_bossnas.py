@@ -9,8 +9,9 @@
 paths of spec 2.2) from scratch with one short recipe, and a few of them again under other seeds: their spread is
 the noise ceiling of the ground truth. `picks` trains each bucket's BossNAS pick and random paths of the same
 params (within 10%) with the same recipe. `report` correlates each selector run's score with the ground truth
-(Kendall tau, Spearman rho, Pearson R), compares the ResAtt share of the picks with the space's, and writes the
-tables this module prints into bench/RESULTS.md by hand. Results are JSON lines, appended as each path finishes, so
+(Kendall tau, Spearman rho, Pearson R), compares the ResAtt share of the picks with the space's, measures how much
+of each score is the scale its blocks are entered from (and the rating without it), and prints the tables that
+bench/RESULTS.md holds (copied by hand). Results are JSON lines, appended as each path finishes, so
 an interrupted run continues where it stopped.
 """
 
@@ -262,6 +263,7 @@ def cmd_report(args) -> None:
     for name, (_, picks) in runs.items():
         print(f"- {name}: picks {att_share(picks):.2f} ({', '.join(a.describe() for a in picks)})")
     report_agreement(runs, space_archs)
+    report_input_scales(runs, [archs[i] for i in ids], acc, space_archs)
     if args.picks:
         report_picks(read_results(Path(args.picks)))
     if args.plot:
@@ -289,6 +291,49 @@ def report_agreement(runs: dict[str, tuple[dict, list[HyTraArch]]], space_archs:
         for b in names[k + 1:]:
             same = sum(x == y for x, y in zip(picks[a], picks[b], strict=True))
             print(f"| {a} vs {b} | {kendall(rated[a], rated[b]):+.2f} | {same} of {len(picks[a])} buckets |")
+
+
+def input_scales(space: HyTraSpace, arch: HyTraArch) -> tuple[int, ...]:
+    """The scale each block after the first is entered from (the end scale of the block before it)."""
+    return tuple(arch.layers[k - 1][0] for k in range(space.block_size, space.num_layers, space.block_size))
+
+
+def scale_share(doc: dict, space_archs: list[HyTraArch]) -> float:
+    """The share of the score's variance over the space that the blocks' input scales explain (eta squared)."""
+    from training.bossnas import arch_score
+
+    space = HyTraSpace.from_dict(doc["space"])
+    score = np.array([arch_score(doc, a) for a in space_archs])
+    groups: dict[tuple[int, ...], list[float]] = {}
+    for a, v in zip(space_archs, score, strict=True):
+        groups.setdefault(input_scales(space, a), []).append(v)
+    between = sum(len(g) * (np.mean(g) - score.mean()) ** 2 for g in groups.values())
+    return float(between / ((score - score.mean()) ** 2).sum())
+
+
+def scale_centred(doc: dict) -> dict:
+    """The scores with each (block, input scale) table's mean subtracted: a path's loss is then compared only with
+    the losses of paths entering its block at the same scale, which saw the same inputs."""
+    blocks = [{**b, "losses": {s: {k: v - float(np.mean(list(table.values()))) for k, v in table.items()}
+                               for s, table in b["losses"].items()}} for b in doc["blocks"]]
+    return {**doc, "blocks": blocks}
+
+
+def report_input_scales(runs: dict[str, tuple[dict, list[HyTraArch]]], gt_archs: list[HyTraArch], acc: list[float],
+                        space_archs: list[HyTraArch]) -> None:
+    """How much of each run's score is the scale its blocks are entered from, and the rating with that part removed
+    (scale_centred): tau against the ground truth and the size preference over the space."""
+    from training.bossnas import arch_score
+
+    print("\n| run | score variance from the input scales | centred: tau [95%] | centred: tau(score, params) |")
+    print("|---|---|---|---|")
+    for name, (doc, _) in runs.items():
+        centred = scale_centred(doc)
+        space = HyTraSpace.from_dict(doc["space"])
+        score = [-arch_score(centred, a) for a in gt_archs]
+        tau, (lo, hi) = kendall(score, acc), bootstrap(score, acc)["tau"]
+        size = kendall([-arch_score(centred, a) for a in space_archs], [params(space, a) for a in space_archs])
+        print(f"| {name} | {scale_share(doc, space_archs):.2f} | {tau:+.2f} [{lo:+.2f}, {hi:+.2f}] | {size:+.2f} |")
 
 
 def report_picks(rows: list[dict]) -> None:

@@ -307,6 +307,33 @@ def test_the_benchmark_reports_how_far_two_selector_runs_agree(searched, tmp_pat
     assert float(size_preference["a"]) == -float(size_preference["upside-down"]) != 0
 
 
+def test_the_benchmark_separates_what_the_input_scales_add_to_a_score(searched, capsys):
+    """A constant added to every block-1 loss entered from one scale moves a part of the space as one: the input
+    scales then explain nearly all of the score's variance, and the centred scores, tau and size preference do not
+    change at all. Centring keeps the order of paths that enter their blocks at the same scales."""
+    from bench.bench_bossnas import input_scales, report_input_scales, scale_centred, scale_share
+
+    _, scores, _ = searched
+    first, second = scores["blocks"]
+    shifted = {**scores, "blocks": [first, {**second, "losses": {
+        s: {k: v + (1e3 if s == "2" else 0.0) for k, v in table.items()} for s, table in second["losses"].items()}}]}
+    archs = enumerate_archs(TINY)
+    assert scale_share(shifted, archs) > 0.99 and scale_share(shifted, archs) > scale_share(scores, archs)
+    centred = scale_centred(scores)
+    assert all(abs(sum(t.values())) < 1e-9 for b in centred["blocks"] for t in b["losses"].values())
+    for a in archs:
+        assert arch_score(scale_centred(shifted), a) == pytest.approx(arch_score(centred, a), abs=1e-9)
+    same_entry = [a for a in archs if input_scales(TINY, a) == input_scales(TINY, archs[0])]
+    assert len(same_entry) > 1
+    for a in same_entry:
+        assert arch_score(centred, a) - arch_score(centred, archs[0]) == pytest.approx(
+            arch_score(scores, a) - arch_score(scores, archs[0]), abs=1e-9)
+    gt = archs[::7]
+    report_input_scales({"raw": (scores, []), "shifted": (shifted, [])}, gt, [params(TINY, a) for a in gt], archs)
+    rows = dict(re.findall(r"^\| (raw|shifted) \| [0-9.]+ \| (.+) \|$", capsys.readouterr().out, re.M))
+    assert rows["raw"] == rows["shifted"]
+
+
 # -- configuration and CLI --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("change, message", [
     ({"target": "teacher"}, "target must be one of"),
