@@ -267,7 +267,7 @@ def cmd_report(args) -> None:
     if args.picks:
         report_picks(read_results(Path(args.picks)))
     if args.plot:
-        plot_rating(scored, acc, args.plot)
+        plot_rating(scored, acc, [input_scales(SPACE, archs[i]) for i in ids], args.plot)
 
 
 def report_agreement(runs: dict[str, tuple[dict, list[HyTraArch]]], space_archs: list[HyTraArch]) -> None:
@@ -348,7 +348,8 @@ def report_picks(rows: list[dict]) -> None:
               f"{pick['top1']:.2f} | {mean_interval(others)} ({len(others)}) | {rank} of {len(others) + 1} |")
 
 
-def plot_rating(scored: dict[str, list[float]], acc: list[float], path: str) -> None:
+def plot_rating(scored: dict[str, list[float]], acc: list[float], entries: list[tuple[int, ...]], path: str) -> None:
+    """Score against top-1 per run, each path coloured by the scales it enters its blocks at."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -360,7 +361,11 @@ def plot_rating(scored: dict[str, list[float]], acc: list[float], path: str) -> 
     for ax in axes.flat[len(scored):]:
         ax.set_visible(False)
     for ax, (name, score) in zip(axes.flat, scored.items(), strict=False):  # the last row's spare axes stay empty
-        ax.scatter(score, acc, s=18, color="#2563eb")
+        for k, entry in enumerate(sorted(set(entries))):
+            at = [j for j, e in enumerate(entries) if e == entry]
+            ax.scatter([score[j] for j in at], [acc[j] for j in at], s=18, color=f"C{k}",
+                       label="block 1 from " + ", ".join(f"S{s}" for s in entry))
+        ax.legend(fontsize=7)
         ax.set_title(f"{name}: tau {kendall(score, acc):+.2f}")
         ax.set_xlabel("BossNAS score (-sum of block losses)")
         ax.set_ylabel("top-1 from scratch (%)")
