@@ -295,7 +295,10 @@ def report_agreement(runs: dict[str, tuple[dict, list[HyTraArch]]], space_archs:
 
 def input_scales(space: HyTraSpace, arch: HyTraArch) -> tuple[int, ...]:
     """The scale each block after the first is entered from (the end scale of the block before it)."""
-    return tuple(arch.layers[k - 1][0] for k in range(space.block_size, space.num_layers, space.block_size))
+    from training.bossnas import in_scale_of
+
+    return tuple(in_scale_of(arch.layers[:first]) for first in range(space.block_size, space.num_layers,
+                                                                     space.block_size))
 
 
 def scale_share(doc: dict, space_archs: list[HyTraArch]) -> float:

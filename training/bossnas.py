@@ -508,7 +508,7 @@ def arch_score(scores: dict, arch: HyTraArch) -> float:
     total = 0.0
     for k, block in enumerate(scores["blocks"]):
         first = k * space.block_size
-        in_scale = arch.layers[first - 1][0] if k else STEM_SCALE
+        in_scale = in_scale_of(arch.layers[:first])
         table = block["losses"].get(str(in_scale))
         if table is None:
             raise ValueError(f"block {k} was not rated from S{in_scale}, where {arch.id} enters it")
