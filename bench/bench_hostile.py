@@ -32,6 +32,7 @@ from zoo.store import DEFAULT_ZOO
 
 GET_ROUTES = ("/api/health", "/api/zoo", "/api/models/{id}/download/onnx", "/api/samples", "/v2", "/v2/health/live",
               "/v2/health/ready", "/v2/models/{id}", "/v2/models/{id}/ready")
+GRADIO_FILE = "/gradio_api/file="
 POST_ROUTES = ("/api/specialize", "/api/predict", "/api/push", "/v2/models/{id}/infer")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 HOSTILE_IDS = ("..", "...", ".hidden", "%2e%2e%2fetc%2fpasswd", "..%2f..%2fzoo.json", "a" * 97, "x" * 5000,
@@ -135,10 +136,41 @@ def v2_bodies() -> Iterator[dict]:
         yield {"json": body}
     header = b'{"inputs": [{"name": "pixel_values", "shape": [1, 1, 28, 28], "datatype": "FP32", ' \
              b'"parameters": {"binary_data_size": 3136}}]}'
+    extreme = struct.pack("<f", -3.4e38) * 784
     for length, payload in (("99999999999", b""), ("-5", b""), (str(len(header) + 100), b""),
-                            (str(len(header)), b"\0" * 100), ("abc", b"\0" * 3136)):
-        yield {"content": header + payload, "headers": {"inference-header-content-length": length,
+                            (str(len(header)), b"\0" * 100), ("abc", b"\0" * 3136), ("\u00b2", b"\0" * 3136),
+                            ("9" * 5000, b"\0" * 3136), ("+" + str(len(header)), b"\0" * 3136),
+                            (f"0x{len(header):x}", b"\0" * 3136), (str(len(header)), extreme),
+                            (str(len(header)), struct.pack("<f", float("nan")) * 784)):
+        yield {"content": header + payload, "headers": {"inference-header-content-length": length.encode("latin-1"),
                                                         "content-type": "application/octet-stream"}}
+    for value in (3.4e38, -3.4e38, 1e39, 1e4 + 1):  # finite JSON at and past float32's limit
+        yield {"json": tensor(data=[value] * 784)}
+        yield {"json": {**tensor(data=[value] * 784), "parameters": {"binary_data_output": True}}}
+
+
+SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- planted by bench_hostile"
+
+
+def plant_secrets(cache: Path) -> list[Path]:
+    """Files a careless operator keeps beside (or in) the --cache folder; the UI's file route must serve none."""
+    planted = [cache / ".ssh" / "id_rsa", cache / "exports" / "secret.txt", cache / "secret.txt"]
+    for path in planted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(SECRET)
+    return planted
+
+
+def file_route_cases(cache: Path, zoo: str) -> list[Case]:
+    """Gradio's /gradio_api/file= route asked for what the UI never produced: planted secrets, the export cache,
+    the zoo, system files; absolute, relative and encoded. Refused (no 200) and no secret byte in the answer."""
+    paths = [str(p) for p in plant_secrets(cache)]
+    paths += [str(p) for p in sorted((cache / "exports").rglob("*"))[:6] if p.is_file()]
+    paths += [str(Path(zoo).resolve() / "zoo.json"), "/etc/passwd", "/proc/self/environ",
+              f"{cache}/ui/../secret.txt", f"{cache}/ui/%2e%2e/secret.txt", f"{cache}//secret.txt",
+              str(cache / "ui" / ".." / ".ssh" / "id_rsa")]
+    return [Case("UI file route", method, f"{GRADIO_FILE}{p}", expect=(403, 404)) for p in paths
+            for method in ("GET", "HEAD")]
 
 
 def chunked(total: int, piece: int = 1 << 20) -> Iterator[bytes]:
@@ -243,6 +275,8 @@ def _problem(case: Case, r: httpx.Response, seconds: float) -> str | None:
         return f"HTTP {r.status_code}: {r.text[:200]}"
     if seconds > case.seconds:
         return f"took {seconds:.1f} s (bound {case.seconds:g} s)"
+    if SECRET in r.content:
+        return f"HTTP {r.status_code} answered a planted secret"
     if case.expect and r.status_code not in case.expect:
         return f"HTTP {r.status_code}, expected {' or '.join(map(str, case.expect))}: {r.text[:120]!r}"
     api = case.path.lstrip("/").startswith(("api/", "v2"))
@@ -275,16 +309,17 @@ class BatteryResult:
         return [o for o in self.outcomes if o.problem]
 
 
-def battery(url: str, pid: int) -> BatteryResult:
+def battery(url: str, pid: int, cache: Path, zoo: str) -> BatteryResult:
+    """Every case against the server at `url` (process `pid`), which serves `zoo` with `cache` as its --cache."""
     with httpx.Client(base_url=url, timeout=60) as client:
-        zoo = client.get("/api/zoo").json()
-        sample = sample_png(zoo["preprocessing"])
-        for entry in zoo["entries"]:  # warm: every model exported and loaded once
+        index = client.get("/api/zoo").json()
+        sample = sample_png(index["preprocessing"])
+        for entry in index["entries"]:  # warm: every model exported and loaded once
             r = client.post("/api/predict", files={"files": ("ok.png", sample, "image/png")},
                             data={"model": entry["id"]})
             r.raise_for_status()
         before = rss_kib(pid)
-        battery_cases = cases(zoo["default_model"], sample)
+        battery_cases = cases(index["default_model"], sample) + file_route_cases(cache, zoo)
         missed = uncovered(client.get("/openapi.json").json(), battery_cases)
         outcomes = [send(client, c) for c in battery_cases]
         after = rss_kib(pid)
@@ -330,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--zoo", default=str(DEFAULT_ZOO))
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="prezoo-hostile-") as tmp, running_server(args.zoo, Path(tmp)) as served:
-        print(report(battery(served.url, served.pid)))
+        print(report(battery(served.url, served.pid, Path(tmp), args.zoo)))
 
 
 if __name__ == "__main__":

@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(run=cmd_push)
     t = sub.add_parser("triton", help="write a Triton model repository (ONNX Runtime backend) of zoo entries")
     add_zoo_options(t)
-    t.add_argument("--out", required=True, type=Path, help="the repository folder (created, or an earlier one "
-                   "replaced as a whole)")
+    t.add_argument("--out", required=True, type=Path, help="the repository folder (created, or one this command "
+                   "wrote replaced as a whole; a symlink is written through)")
     t.add_argument("--id", action="append", help="an entry id (repeatable; default: every entry, or the one the "
                    "budget picks)")
     t.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")

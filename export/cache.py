@@ -8,7 +8,9 @@ while it is built, shared while another build reads it (INT8 and fp16 are made f
 the lock without waiting and skips what it cannot take.
 
 A failed write (read-only or full disk, quota, permissions) leaves nothing behind and becomes one `CacheError`
-naming the folder and the OS error; the cache keeps it as its `problem` until a write works again.
+naming the folder and the OS error; the cache keeps it as its `problem` until a real write (a build) succeeds: a
+small probe would pass on a disk too full for any export. What a kill left (build temp folders, Hub push staging
+folders) goes when a cache opens the folder, unless a live process still holds it.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from export.hf import write_hf_folder
 from export.onnx import FORMATS, convert_fp16, export_onnx, model_metadata, quantize_int8
-from zoo.io import atomic_write_text, sha256_file
+from zoo.io import atomic_write_text, folder_in_use, remove_stale_temporaries, sha256_file
 from zoo.store import Zoo, ZooEntry
 
 log = logging.getLogger("server")
@@ -38,6 +40,7 @@ FILES = {"safetensors": ("model.safetensors", "config.json", "README.md"), "onnx
          "onnx-int8": ("model.int8.onnx",), "onnx-fp16": ("model.fp16.onnx",)}
 DEFAULT_MAX_BYTES = 2 * 1024**3
 LAST_USED = ".last-used"  # its mtime: when the export was last asked for
+STAGING = ".push-"  # the prefix of Hub push staging folders in the cache's folder (export.repo)
 
 
 class CacheError(Exception):
@@ -63,6 +66,7 @@ class ExportCache:
         self._guard = threading.Lock()
         self._trimming = threading.Lock()
         self._verified: dict[Path, tuple[int, ...]] = {}  # folder -> identity it had when its sha256 matched
+        self.remove_leftovers()
 
     def get(self, zoo: Zoo, entry: ZooEntry, fmt: str) -> Path:
         """The folder holding the export's files (`FILES[fmt]`), building it if needed (CacheError if it cannot)."""
@@ -101,12 +105,26 @@ class ExportCache:
         self.problem = None
 
     def check(self) -> str | None:
-        """The current write problem, if any. While there is one, a small write tries again: health recovers when
-        writes work again, not only at the next export."""
-        if self.problem is not None:
-            with suppress(CacheError), self.writing(self.root):
-                _probe(self.root)
+        """The last write's problem, if it failed: cleared by the next write that works, not by a probe (a few KiB
+        fit on a disk too full for any export)."""
         return self.problem
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove what killed processes left: build temp folders whose export no build holds, staging folders no
+        push holds (other live processes' are kept); what went."""
+        return [*remove_stale_temporaries(self.root, "*/*/.*.*", self._build_gone),
+                *remove_stale_temporaries(self.root, f"{STAGING}*", lambda stage: not folder_in_use(stage))]
+
+    def _build_gone(self, tmp: Path) -> bool:
+        """Whether `tmp` is a build temp folder (`_build`) and no build of its export runs: its lock is free."""
+        fmt = tmp.name[1:].split(".")[0]
+        if fmt not in ALL_FORMATS or not tmp.is_dir() or tmp.is_symlink():
+            return False
+        try:
+            with _locked(tmp.parent / fmt, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                return True
+        except OSError:  # BlockingIOError: a build (or a reader) holds it
+            return False
 
     # -- size bound ------------------------------------------------------------------------------
     def exports(self) -> list[CachedExport]:
@@ -244,15 +262,6 @@ def _last_used(folder: Path) -> float:
         return (folder / LAST_USED).stat().st_mtime
     except FileNotFoundError:
         return 0.0
-
-
-def _probe(folder: Path) -> None:
-    """A small write, synced (so that a full disk fails it), then gone."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder) as probe:
-        probe.write(bytes(4096))
-        probe.flush()
-        os.fsync(probe.fileno())
 
 
 def _touch(marker: Path) -> None:

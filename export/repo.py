@@ -13,15 +13,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from export.cache import ALL_FORMATS, FILES, ExportCache
+from export.cache import ALL_FORMATS, FILES, STAGING, ExportCache
 from export.hf import CARD, PLOT, model_card, pareto_plot, zoo_card
 from zoo.hub import check_repo_id
-from zoo.io import atomic_write_text
+from zoo.io import atomic_write_text, held_folder, private_temp
 from zoo.store import INDEX, Zoo, ZooEntry
 
 
@@ -63,7 +62,8 @@ def staging(cache: ExportCache, files: dict[str, Path], write: Callable[[Path], 
     with ExitStack() as made:
         with cache.writing(cache.root):
             cache.root.mkdir(parents=True, exist_ok=True)
-            stage = Path(made.enter_context(tempfile.TemporaryDirectory(dir=cache.root, prefix=".push-")))
+            stage = Path(made.enter_context(tempfile.TemporaryDirectory(dir=cache.root, prefix=STAGING)))
+            made.enter_context(held_folder(stage))  # in use: another process's start leaves it alone
             for name, source in files.items():
                 link_or_copy(source, stage / name)
             write(stage)
@@ -74,7 +74,7 @@ def link_or_copy(source: Path, target: Path) -> None:
     """`target` becomes a hard link to `source` (a copy on another file system), atomically: no partial file on
     failure, and a reader sees the old target or the new one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp = private_temp(target)
     try:
         try:
             os.link(source, tmp)

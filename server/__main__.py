@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from server.compare import MAX_COMPARE_ZOOS, compare_problem
-from server.images import ImageLimits
+from server.images import MAX_PIXELS, ImageLimits
 from zoo.hub import HubError
 
 if TYPE_CHECKING:
@@ -49,26 +50,35 @@ def tcp_port(text: str) -> int:
     return int(text)
 
 
-def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    """An argparse type: a number of `kind` above 0 (a limit of 0 or less would refuse everything)."""
+def number(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], int | float]:
+    """An argparse type: a finite number of `kind` within [low, high] (nan, inf, 0 or -1 would make a limit that
+    refuses everything, or waits for ever)."""
 
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
-            value = 0
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {kind.__name__}")
+            value = math.nan
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole' if kind is int else 'a'} number from "
+                                             f"{low:g} to {high:g}")
         return value
 
     return parse
 
 
+def zoo_source(text: str) -> str:
+    """--zoo names a folder or a Hub id: an empty one is a mistake, not the built-in zoo."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; name a zoo folder or Hub id, or leave --zoo out for the built-in")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--zoo", help="zoo directory or Hub repo id (default: the built-in zoo)")
-    p.add_argument("--compare-zoo", action="append", default=[], metavar="DIR|org/name",
+    p.add_argument("--zoo", type=zoo_source, help="zoo directory or Hub repo id (default: the built-in zoo)")
+    p.add_argument("--compare-zoo", action="append", default=[], type=zoo_source, metavar="DIR|org/name",
                    help=f"another zoo shown beside the served one for comparison only (Pareto plot, /api/zoo); "
                         f"repeat for more, at most {MAX_COMPARE_ZOOS}")
     p.add_argument("--host", default=os.environ.get("PREZOO_HOST", "127.0.0.1"), help="default: %(default)s")
@@ -76,34 +86,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--admin-token-env", metavar="NAME", help="environment variable holding the admin token; "
                                                              "without it, pushing to the Hub is off")
     p.add_argument("--cache", default=str(CACHE), help="exports, sample images (default: %(default)s)")
-    p.add_argument("--cache-max-mb", type=positive(int), default=2048,
+    p.add_argument("--cache-max-mb", type=number(int, 1, 2**24), default=2048,
                    help="size bound of the export cache in MiB; least recently used exports go first "
                         "(default: %(default)s)")
-    p.add_argument("--max-batch", type=int, default=16, help="micro-batch size limit (images)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a micro-batch waits to fill up")
+    p.add_argument("--max-batch", type=number(int, 1, 1024), default=16, help="micro-batch size limit (images)")
+    p.add_argument("--max-wait-ms", type=number(float, 0, 1000), default=5.0,
+                   help="how long a micro-batch waits to fill up")
     p.add_argument("--no-batching", action="store_true", help="one ONNX Runtime call per request")
-    p.add_argument("--sessions", type=int, default=4, help="ONNX Runtime sessions kept loaded (LRU)")
-    p.add_argument("--ort-threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    p.add_argument("--sessions", type=number(int, 1, 256), default=4, help="ONNX Runtime sessions kept loaded (LRU)")
+    p.add_argument("--ort-threads", type=number(int, 1, 256),
+                   help="ONNX Runtime intra-op threads (default: ORT's choice)")
     p.add_argument("--ort-spinning", choices=["on", "off"], default="off",
                    help="whether ORT's idle threads busy-wait (default: %(default)s; see bench/RESULTS.md)")
     p.add_argument("--no-profile", action="store_true",
                    help="do not time the entries on this host after start (latency budgets then use the zoo's numbers)")
-    p.add_argument("--shutdown-timeout", type=float, default=10.0,
+    p.add_argument("--shutdown-timeout", type=number(float, 0, 3600), default=10.0,
                    help="seconds in-flight requests get to finish on SIGTERM/SIGINT")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     limits = ImageLimits()
-    p.add_argument("--max-image-bytes", type=positive(int), default=limits.max_bytes,
+    p.add_argument("--max-image-bytes", type=number(int, 1, 2**30), default=limits.max_bytes,
                    help="largest image file accepted (default: %(default)s)")
-    p.add_argument("--max-image-pixels", type=positive(int), default=limits.max_pixels,
+    p.add_argument("--max-image-pixels", type=number(int, 1, 2 * MAX_PIXELS), default=limits.max_pixels,
                    help="most pixels (width x height) of an image, at most 2 x 4096 x 4096 (Pillow's own guard) "
                         "(default: %(default)s)")
-    p.add_argument("--max-aspect", type=positive(float), default=limits.max_aspect,
+    p.add_argument("--max-aspect", type=number(float, 1, 1e6), default=limits.max_aspect,
                    help="longest side / shortest side of an image (default: %(default)s)")
-    p.add_argument("--max-images", type=positive(int), default=limits.max_files,
+    p.add_argument("--max-images", type=number(int, 1, 1024), default=limits.max_files,
                    help="images in one /api/predict request (default: %(default)s)")
-    p.add_argument("--header-timeout", type=positive(float), default=10.0,
+    p.add_argument("--header-timeout", type=number(float, 0.01, 3600), default=10.0,
                    help="seconds a client has to send a request's head (default: %(default)s)")
-    p.add_argument("--body-timeout", type=positive(float), default=60.0,
+    p.add_argument("--body-timeout", type=number(float, 0.01, 3600), default=60.0,
                    help="seconds a client has to send a request's body after its head (default: %(default)s)")
     args = p.parse_args(argv)
     if len(args.compare_zoo) > MAX_COMPARE_ZOOS:
@@ -175,11 +187,15 @@ def main(argv: list[str] | None = None) -> int:
 
     limits = ImageLimits(max_bytes=args.max_image_bytes, max_pixels=args.max_image_pixels, max_files=args.max_images,
                          max_aspect=args.max_aspect)
-    app = create_app(zoo, cache_dir=cache, admin_token=token, hub_token=os.environ.get("HF_TOKEN") or None,
-                     max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, micro_batching=not args.no_batching,
-                     sessions=args.sessions, ort_threads=args.ort_threads, ort_spinning=args.ort_spinning == "on",
-                     cache_max_bytes=args.cache_max_mb * 2**20, limits=limits, profile_latency=not args.no_profile,
-                     compare=compare)
+    try:
+        app = create_app(zoo, cache_dir=cache, admin_token=token, hub_token=os.environ.get("HF_TOKEN") or None,
+                         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, micro_batching=not args.no_batching,
+                         sessions=args.sessions, ort_threads=args.ort_threads, ort_spinning=args.ort_spinning == "on",
+                         cache_max_bytes=args.cache_max_mb * 2**20, limits=limits,
+                         profile_latency=not args.no_profile, compare=compare)
+    except ValueError as e:  # a --cache inside a folder the UI's file route serves whole
+        print(f"python -m server: {e}", file=sys.stderr)
+        return 2
     shown = f" beside {', '.join(other.name for other in compare)}" if compare else ""
     print(f"PreZoo serving zoo {zoo.name}{shown} on http://{args.host}:{args.port}/ (API docs: /docs)", file=sys.stderr)
     http = functools.partial(DeadlineH11Protocol, header_timeout=args.header_timeout, body_timeout=args.body_timeout)

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from export.cache import CacheError
 from server.images import ImageError, check_content_type
+from server.inference import NonFiniteLogits
 from server.profile import MeasuredLatency, ProfilingInProgress, zoo_latency
 from server.state import DOWNLOADS, PreZooServer
 from zoo import io as zoo_io
@@ -95,6 +96,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def cache_error(_: Request, e: CacheError) -> JSONResponse:
         """The server's disk (read-only, full, quota): 507 Insufficient Storage, the request itself was fine."""
         return JSONResponse({"error": str(e)}, status_code=507)
+
+    @app.exception_handler(NonFiniteLogits)
+    async def non_finite_logits(_: Request, e: NonFiniteLogits) -> JSONResponse:
+        """Finite inputs whose logits are not (a /v2 tensor at the float32 limits): the input's fault, said in words."""
+        return JSONResponse({"error": str(e)}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:

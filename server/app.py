@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from gradio import utils as gr_utils
+from gradio.data_classes import _StaticFiles
 from gradio.route_utils import API_PREFIX as GRADIO_API
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -87,6 +89,13 @@ def add_offline_docs(app: FastAPI) -> None:
                                    swagger_favicon_url="/docs-assets/favicon.png")
 
 
+def folder_serving(cache: Path) -> str | None:
+    """The folder holding `cache` that Gradio's file route serves whole to anyone (its upload folder, its examples
+    cache, static paths), if any: every export there, and whatever else the folder holds, would be public."""
+    served = (gr_utils.get_upload_folder(), gr_utils.get_cache_folder(), *_StaticFiles.all_paths)
+    return next((str(folder) for folder in served if gr_utils.is_in_or_equal(cache, folder)), None)
+
+
 def loaded(source: str | Path | Zoo) -> Zoo:
     """A zoo as given, or loaded from its folder or Hub id (ZooError / HubError if it cannot be used)."""
     return source if isinstance(source, Zoo) else Zoo.load(source)
@@ -99,18 +108,22 @@ def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_tok
                providers: tuple[list[str], str] | None = None, cache_max_bytes: int = DEFAULT_MAX_BYTES,
                profile_latency: bool = False, compare: Sequence[str | Path | Zoo] = ()) -> FastAPI:
     """Load the zoo (ZooError / HubError if it cannot be used) and wire the API and the UI to one server state.
-    `compare`: other zoos (loaded the same way) shown beside it for comparison only (server.compare).
+    `compare`: other zoos (loaded the same way) shown beside it for comparison only (server.compare). ValueError
+    for a `cache_dir` inside a folder Gradio serves whole.
 
     `providers` (list, reason) skips the CUDA probe; by default it runs once here. `cache_max_bytes` bounds the
     export cache (least recently used exports are evicted). `profile_latency`: once serving, time every entry on
     this host in the background (server.profile); off by default so embedding apps and tests spend no CPU on it.
     """
+    if served := folder_serving(Path(cache_dir)):
+        raise ValueError(f"the cache {cache_dir} is inside {served}, which the UI's file route serves to anyone: "
+                         f"choose a cache folder outside it")
     limits = limits or ImageLimits()
     zoo, others = loaded(zoo_source), [loaded(source) for source in compare]
     inference = InferenceConfig(micro_batching, max_batch, max_wait_ms, sessions, ort_threads, ort_spinning)
     server = PreZooServer(zoo, cache_dir, ServerConfig(admin_token, hub_token, inference, limits, cache_max_bytes,
                                                        profile_latency), providers, compare=others)
-    samples = write_samples(zoo, server.cache_dir / "samples")
+    samples = write_samples(zoo, server.ui_dir / "samples")
     log.info("zoo %s: %d entries; inference on %s (%s)", zoo.name, len(zoo.entries),
              ", ".join(server.engine.providers), server.engine.provider_reason)
 
@@ -132,7 +145,8 @@ def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_tok
     app.add_middleware(HeadAsGet)
     ui = PreZooUI(server, samples).build()
     ui.queue(default_concurrency_limit=8)
-    gr.mount_gradio_app(app, ui, path="/", allowed_paths=[str(server.cache_dir)], max_file_size=limits.max_bytes,
+    # the file route serves the UI's own subfolder of the cache, never the cache (exports, locks, an operator's files)
+    gr.mount_gradio_app(app, ui, path="/", allowed_paths=[str(server.ui_dir)], max_file_size=limits.max_bytes,
                         footer_links=["api"])
     keep_api_paths_from_the_ui(app)
     return app

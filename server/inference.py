@@ -227,6 +227,10 @@ class MicroBatcher:
             start += len(j.x)
 
 
+class NonFiniteLogits(ValueError):
+    """A model's output for one request is not finite: never answered as numbers (JSON has no NaN)."""
+
+
 class Engine:
     """Logits and class probabilities for a batch of preprocessed images with any entry of the zoo."""
 
@@ -262,10 +266,17 @@ class Engine:
         return {"batches": batches, "images": images, "mean_batch": round(images / batches, 2) if batches else 0.0}
 
     async def batched_logits(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
-        """Logits, (n, classes); micro-batched with other requests when that is on (REST and v2 share the batches)."""
+        """Logits, (n, classes); micro-batched with other requests when that is on (REST and v2 share the batches).
+        NonFiniteLogits when this request's logits hold NaN or infinities (checked per request, so that one bad
+        input never fails the other requests of its micro-batch)."""
         if self.config.micro_batching:
-            return await asyncio.wrap_future(self.batcher(entry).submit(x))
-        return await asyncio.to_thread(self.logits, entry, x)
+            logits = await asyncio.wrap_future(self.batcher(entry).submit(x))
+        else:
+            logits = await asyncio.to_thread(self.logits, entry, x)
+        if not np.isfinite(logits).all():
+            raise NonFiniteLogits(f"model {entry.id} gave NaN or infinite logits for this input: its values are "
+                                  f"outside what the model can take (preprocess images as the zoo says)")
+        return logits
 
     async def probabilities(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
         """Softmax over the classes, (n, classes)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import shutil
 import threading
 import time
@@ -25,7 +24,7 @@ from server.inference import Engine, InferenceConfig, top_k
 from server.profile import LatencyProfiler
 from zoo.budget import human
 from zoo.hub import HubError
-from zoo.io import sha256_file
+from zoo.io import private_temp, remove_stale_temporaries, sha256_file, writer_gone
 from zoo.store import Zoo, ZooEntry
 
 log = logging.getLogger("server")
@@ -56,6 +55,7 @@ DOWNLOADS = {
     "hf-zip": Download("safetensors", None, "application/zip", ".hf.zip"),
 }
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: a zip of the same files is the same bytes (stable ETag)
+UI = "ui"  # the cache's subfolder of what the UI hands out (named downloads, samples): all its file route serves
 
 
 def zip_folder(entry: ZooEntry) -> str:
@@ -83,7 +83,9 @@ class PreZooServer:
                 raise ValueError(problem)
         self.zoo, self.config, self.compare = zoo, config, tuple(compare)
         self.cache_dir = Path(cache_dir)
-        self.exports = ExportCache(self.cache_dir / "exports", config.cache_max_bytes)
+        self.ui_dir = self.cache_dir / UI
+        self.exports = ExportCache(self.cache_dir / "exports", config.cache_max_bytes)  # removes its leftovers
+        self.remove_leftovers()
         self.exports.trim(zoo)  # older zoos' exports go first
         self.engine = Engine(zoo, self.exports, config.inference, providers)
         self.profiler = LatencyProfiler(zoo, self.exports, self.engine, config.profile_latency)
@@ -141,11 +143,16 @@ class PreZooServer:
         """The same file under the name users should get (a hard link), for UIs that name downloads by file.
         CacheError when it cannot be written."""
         src = self.download(entry, kind)
-        dst = self.cache_dir / "downloads" / entry.id / DOWNLOADS[kind].filename(entry)
+        dst = self.ui_dir / "downloads" / entry.id / DOWNLOADS[kind].filename(entry)
         if not dst.exists() or dst.stat().st_ino != src.stat().st_ino:
             with self.exports.writing(dst.parent):
                 link_or_copy(src, dst)
         return dst
+
+    def remove_leftovers(self) -> list[Path]:
+        """The zip and download-link temps of killed processes (never a live one's); what went."""
+        return [*remove_stale_temporaries(self.cache_dir / "zips", "*/.*", writer_gone),
+                *remove_stale_temporaries(self.ui_dir / "downloads", "*/.*", writer_gone)]
 
     def etag(self, path: Path) -> str:
         """Strong ETag: the file's sha256 (memoised per path, mtime and size)."""
@@ -202,7 +209,7 @@ class PreZooServer:
 def write_zip(files: list[Path], folder: str, out: Path) -> Path:
     """`files` under `folder/` in a zip at `out`, atomically; fixed dates and modes, stored uncompressed (weights do
     not compress): the same files give the same bytes."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp = private_temp(out)
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
             for f in files:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ DATATYPE, ITEM_BYTES = "FP32", 4  # little-endian float32, as the binary extensi
 VERSION = "1"  # an entry has one version: its id already names its weights
 JSON_BYTES_PER_ELEMENT = 32  # the longest JSON text of a float32 (as a double's repr) and its separator
 HEADER_BYTES = 64 * 1024  # the infer request's JSON without its tensor data
+MAX_ABS_VALUE = 1e4  # far beyond any preprocessed image, far below what overflows a layer's float32 sums
 TAGS = ["open inference protocol v2"]
 
 
@@ -74,10 +76,11 @@ def model_metadata(server: PreZooServer, entry: ZooEntry) -> dict[str, Any]:
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
-    """(JSON header, binary tensor data): the whole body is JSON unless the header says how much of it is."""
+    """(JSON header, binary tensor data): the whole body is JSON unless the header says how much of it is. ASCII
+    digits only, a body's worth of them (str.isdigit takes '²', and int() refuses past 4,300 digits)."""
     if header_length is None:
         return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not re.fullmatch(r"[0-9]{1,12}", header_length) or int(header_length) > len(body):
         raise ApiError(400, f"{HEADER_LENGTH} must be a byte count within the body's {len(body):,} bytes, got "
                             f"{clip(header_length)!r}")
     return body[:int(header_length)], body[int(header_length):]
@@ -123,6 +126,9 @@ def input_array(tensor: V2Input, binary: bytes) -> np.ndarray:
         raise ApiError(400, f"{INPUT} of shape {tensor.shape} takes {size:,} values, got {x.size:,}")
     if not np.isfinite(x).all():
         raise ApiError(400, f"{INPUT} holds NaN or infinite values")
+    if np.abs(x).max() > MAX_ABS_VALUE:
+        raise ApiError(400, f"{INPUT} holds values beyond ±{MAX_ABS_VALUE:g}: preprocessed images lie within a few "
+                            f"units of 0 ((x - mean) / std), and values near float32's limit overflow the model")
     return x.astype(np.float32, copy=False).reshape(tensor.shape)
 
 

@@ -14,7 +14,7 @@ PEAK_GROWTH_MIB = 300  # the worst case may add this much to the warm server's p
 @pytest.mark.slow
 def test_hostile_battery_gets_no_5xx_in_bounded_time_and_memory(tmp_path):
     with running_server(str(DEFAULT_ZOO), tmp_path) as served:
-        result = battery(served.url, served.pid)
+        result = battery(served.url, served.pid, tmp_path, str(DEFAULT_ZOO))
     text = report(result)
     assert len(result.outcomes) >= 200, text
     assert not result.failures, text

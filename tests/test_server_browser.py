@@ -130,7 +130,7 @@ def test_ui_in_chromium(server, tmp_path):
             pick_in_the_plot(page, LARGEST)
             download_and_run_onnx(page, tmp_path, "onnx-fp16", LARGEST)
             download_the_hf_folder(page, tmp_path, LARGEST)
-            classify_a_sample(page, cache / "samples" / "9-ankle-boot.png")
+            classify_a_sample(page, cache / "ui" / "samples" / "9-ankle-boot.png")
             page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
             page.goto(f"{url}/docs", wait_until="load")  # Swagger UI, served by us: it renders offline
             page.wait_for_selector(".opblock-summary-path:has-text('/api/predict')")
@@ -281,7 +281,7 @@ def test_public_ui_endpoints_answer_no_server_paths(server):
     entries = Zoo.load(zoo_dir).entries
     flops = SliderScale.of("FLOPs", [e.flops for e in entries]).maximum  # the sliders' limits: no limit
     latency = SliderScale.of("latency", [e.latency_ms for e in entries], unit="ms").maximum
-    sample = cache / "samples" / "0-t-shirt-top.png"
+    sample = cache / "ui" / "samples" / "0-t-shirt-top.png"
     with httpx.Client(base_url=url, timeout=300) as client:
         uploaded = client.post("/gradio_api/upload", files=[("files", (sample.name, sample.read_bytes()))]).json()[0]
         classified = gradio_call(client, "classify", [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, MID])

@@ -20,9 +20,10 @@ from tritonclient.grpc import model_config_pb2 as triton
 from export.__main__ import main
 from export.cache import ExportCache
 from export.onnx import run, session
-from export.triton import CONFIG, MODEL, PRECISIONS, VERSION, model_config
+from export.triton import CONFIG, MARKER, MODEL, PRECISIONS, TEMP, VERSION, model_config, remove_killed_runs
 from server.images import ImageLimits
 from tests.test_project import ROOT
+from zoo.io import held_folder
 
 ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16"}
 
@@ -35,6 +36,11 @@ def cache_dir(tmp_path_factory) -> Path:
 
 def export(zoo_dir: Path, cache_dir: Path, out: Path, *options: str) -> int:
     return main(["triton", "--zoo", str(zoo_dir), "--cache", str(cache_dir), "--out", str(out), *options])
+
+
+def models(out: Path) -> list[str]:
+    """The model folders of a repository (beside them: our marker, which Triton ignores)."""
+    return sorted(p.name for p in out.iterdir() if p.name != MARKER)
 
 
 def read_config(folder: Path) -> triton.ModelConfig:
@@ -74,7 +80,7 @@ def logits_at_max_batch(folder: Path, config: triton.ModelConfig) -> tuple[np.nd
 def test_every_entry_by_default_matches_its_onnx_graph_and_the_zoo_model(zoo_dir, zoo, cache_dir, tmp_path, capsys):
     out = tmp_path / "repo"
     assert export(zoo_dir, cache_dir, out) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(e.id for e in zoo.entries)
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, *(e.id for e in zoo.entries)])
     assert f"wrote {len(zoo.entries)} fp32 model(s)" in capsys.readouterr().out
     for entry in zoo.entries:
         config = check_model_folder(out / entry.id, ImageLimits().max_files)  # the server's images per request
@@ -91,7 +97,7 @@ def test_precision_and_tensorrt_by_id(zoo_dir, zoo, cache_dir, tmp_path, precisi
     entry, out = zoo.entries[1], tmp_path / "repo"
     assert export(zoo_dir, cache_dir, out, "--id", entry.id, "--id", entry.id, "--precision", precision,
                   "--max-batch-size", "8", "--tensorrt") == 0
-    assert [p.name for p in out.iterdir()] == [entry.id]
+    assert models(out) == [entry.id]
     config = check_model_folder(out / entry.id, 8)
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert accelerator.name == "tensorrt"
@@ -104,7 +110,7 @@ def test_precision_and_tensorrt_by_id(zoo_dir, zoo, cache_dir, tmp_path, precisi
 def test_budget_picks_the_entry_zoo_query_picks(zoo_dir, zoo, cache_dir, tmp_path):
     out = tmp_path / "repo"
     assert export(zoo_dir, cache_dir, out, "--max-params", str(zoo.entries[1].params)) == 0
-    assert [p.name for p in out.iterdir()] == [zoo.query(max_params=zoo.entries[1].params).id]
+    assert models(out) == [zoo.query(max_params=zoo.entries[1].params).id]
 
 
 def test_an_earlier_repository_is_replaced_as_a_whole(zoo_dir, zoo, cache_dir, tmp_path):
@@ -113,7 +119,7 @@ def test_an_earlier_repository_is_replaced_as_a_whole(zoo_dir, zoo, cache_dir, t
     first, second = zoo.entries[0].id, zoo.entries[2].id
     assert export(zoo_dir, cache_dir, out, "--id", first) == 0
     assert export(zoo_dir, cache_dir, out, "--id", second) == 0
-    assert [p.name for p in out.iterdir()] == [second]
+    assert models(out) == [second]
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no temporary folder left beside it
     assert out.stat().st_mode & 0o777 == 0o755  # readable by a tritonserver running as another user
 
@@ -144,6 +150,106 @@ def test_out_that_is_not_a_repository_is_left_alone(zoo_dir, zoo, cache_dir, tmp
     assert err.startswith(f"error: refusing to replace {out}") and err.count("\n") == 1
     assert "keep me" in (out.read_text() if kind == "file" else (out / "notes" / "todo.txt").read_text())
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]
+
+
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every path under `folder` with its bytes (None for a folder)."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in folder.rglob("*")}
+
+
+def test_models_it_did_not_write_are_never_replaced(zoo_dir, zoo, cache_dir, tmp_path, capsys):
+    """Issue 21: any folder of folders holding a config.pbtxt was taken for an earlier repository and deleted."""
+    out = tmp_path / "other"
+    (out / "mymodel" / "1").mkdir(parents=True)
+    (out / "mymodel" / CONFIG).write_text('name: "mymodel"')
+    (out / "mymodel" / "1" / "model.plan").write_bytes(b"a TensorRT engine")
+    before = tree(out)
+    assert export(zoo_dir, cache_dir, out, "--id", zoo.entries[0].id) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: refusing to replace {out}: it was not written by") and err.count("\n") == 1
+    assert tree(out) == before and [p.name for p in tmp_path.iterdir()] == ["other"]
+
+
+@pytest.mark.parametrize(("added", "named"), [("mymodel/config.pbtxt", "mymodel"), ("ENTRY/2/model.onnx", "ENTRY/2"),
+                                              ("notes.txt", "notes.txt")])
+def test_a_repository_it_wrote_is_refused_once_something_was_added(zoo_dir, zoo, cache_dir, tmp_path, capsys, added,
+                                                                   named):
+    out, entry = tmp_path / "repo", zoo.entries[0].id
+    assert export(zoo_dir, cache_dir, out, "--id", entry) == 0
+    (out / added.replace("ENTRY", entry)).parent.mkdir(parents=True, exist_ok=True)
+    (out / added.replace("ENTRY", entry)).write_text("keep me")
+    before = tree(out)
+    assert export(zoo_dir, cache_dir, out, "--id", zoo.entries[1].id) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: refusing to replace {out}: {named.replace('ENTRY', entry)} was not written by")
+    assert tree(out) == before
+
+
+def test_a_symlink_out_is_written_through_and_stays_a_symlink(zoo_dir, zoo, cache_dir, tmp_path, capsys):
+    """Issue 21: the swap replaced the link with a folder and left the link beside it as `.link.XXXX`."""
+    (tmp_path / "real").mkdir()
+    (link := tmp_path / "link").symlink_to("real")
+    for entry in zoo.entries[:2]:
+        assert export(zoo_dir, cache_dir, link, "--id", entry.id) == 0
+        assert link.is_symlink() and models(tmp_path / "real") == [entry.id]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+    assert f"to {tmp_path / 'real'}: " in capsys.readouterr().out
+    (dangling := tmp_path / "dangling").symlink_to("nowhere")
+    assert export(zoo_dir, cache_dir, dangling, "--id", zoo.entries[0].id) == 2
+    assert capsys.readouterr().err.startswith(f"error: refusing to write through {dangling}: it is a symlink to ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "link", "real"]
+
+
+STUCK_IN_A_BUILD = """import sys, time
+import export.cache
+def stuck(model, path, metadata):
+    path.write_bytes(b"half an ONNX file")
+    print("building", flush=True)
+    time.sleep(600)
+export.cache.export_onnx = stuck
+from export.__main__ import main
+main(sys.argv[1:])
+"""
+
+
+def build_temps(cache: Path) -> list[Path]:
+    """The export cache's temp folders of fp32 ONNX builds (ExportCache._build)."""
+    return [p for p in cache.glob("*/*/.onnx.*") if p.is_dir()]
+
+
+def test_what_a_killed_run_left_goes_at_the_next_run(zoo_dir, zoo, tmp_path):
+    """Issue 21: kill -9 during `export triton` left `.repo.XXXX` beside --out and a build temp in its cache."""
+    cache, out, entry = tmp_path / "cache", tmp_path / "out" / "repo", zoo.entries[0].id
+    args = ["triton", "--zoo", str(zoo_dir), "--cache", str(cache), "--out", str(out), "--id", entry]
+    run = subprocess.Popen([sys.executable, "-c", STUCK_IN_A_BUILD, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    said = []
+    try:
+        for line in run.stdout:
+            said.append(line)
+            if line.strip() == "building":
+                break
+    finally:
+        run.kill()
+        run.wait()
+    assert said and said[-1].strip() == "building", "".join(said)[-2000:]
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".repo.")] and build_temps(cache)
+    assert export(zoo_dir, cache, out, "--id", entry) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["repo"] and build_temps(cache) == []
+    check_model_folder(out / entry, ImageLimits().max_files)
+
+
+def test_temp_folders_in_use_or_not_ours_are_kept(tmp_path):
+    out = tmp_path / "repo"
+    live, backup = tmp_path / f".repo.{TEMP}live1234", tmp_path / ".repo.backup"
+    for folder in (live, backup, dead := tmp_path / f".repo.{TEMP}dead1234", other := tmp_path / f".x.{TEMP}dead"):
+        folder.mkdir()
+        (folder / MARKER).write_text("{}")
+    (stray := tmp_path / f".repo.{TEMP}nomarker").mkdir()
+    (stray / "model.onnx").write_text("not ours")
+    with held_folder(live):  # another run, writing
+        assert remove_killed_runs(out) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (live, backup, other, stray))
 
 
 def test_without_grpcio_the_command_says_what_to_install(zoo_dir, tmp_path):

@@ -129,7 +129,8 @@ def test_wrong_shape_dtype_and_batch_are_refused(client, live):
 
 def infer_raw(live: Live, header: dict, binary: bytes = b"", header_length: str | None = None) -> httpx.Response:
     text = json.dumps(header).encode()
-    length = {"Inference-Header-Content-Length": header_length or str(len(text))} if binary or header_length else {}
+    length = {"Inference-Header-Content-Length": (header_length or str(len(text))).encode("latin-1")
+              } if binary or header_length else {}
     return httpx.post(f"{live.url}/v2/models/{SMALL}/infer", content=text + binary, headers=length, timeout=120)
 
 
@@ -146,14 +147,34 @@ def pixel_header(n: int, **tensor) -> dict:
     (pixel_header(1), b"", None, "needs its values"),
     ({"inputs": "nope"}, b"", None, "invalid inference request: inputs"),
     (pixel_header(1, data=[0.0] * 784), b"", "99999999", "Inference-Header-Content-Length must be a byte count"),
+    (pixel_header(1, data=[0.0] * 784), b"", "\u00b2", "Inference-Header-Content-Length must be a byte count"),
+    (pixel_header(1, data=[0.0] * 784), b"", "9" * 5000, "Inference-Header-Content-Length must be a byte count"),
+    (pixel_header(1, data=[3.4e38, -3.4e38] * 392), b"", None, "values beyond"),
+    (pixel_header(1, parameters={"binary_data_size": 784 * 4}), np.full(784, -3.4e38, "<f4").tobytes(), None,
+     "values beyond"),
     ({**pixel_header(1, data=[0.0] * 784), "outputs": [{"name": "probs"}]}, b"", None, "the only output is 'logits'"),
     ({**pixel_header(1, data=[0.0] * 784), "outputs": [{"name": "logits", "parameters": {"classification": 3}}]},
      b"", None, "not supported"),
 ], ids=["short-binary", "wrong-size", "few-values", "strings", "ragged", "no-data", "bad-json", "bad-header-length",
+        "superscript-header-length", "5000-digit-header-length", "float32-limit-json", "float32-limit-binary",
         "unknown-output", "classification"])
 def test_malformed_requests_are_400s_in_the_protocols_error_shape(live, header, binary, header_length, expected):
     r = infer_raw(live, header, binary, header_length)
     assert r.status_code == 400 and list(r.json()) == ["error"] and expected in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_non_finite_logits_are_a_json_422_never_nan_in_a_200(live, monkeypatch, binary):
+    """Finite inputs within the bound whose logits still overflow (here a model made to answer inf for images whose
+    first pixel is over 1) get a reason, in JSON or binary mode alike; the next request is answered as usual."""
+    engine, real = live.server.engine, live.server.engine.logits
+    overflow = lambda x: np.where(x.reshape(len(x), -1)[:, :1] > 1, np.inf, 1.0)
+    monkeypatch.setattr(engine, "logits", lambda entry, x: real(entry, x) * overflow(x))
+    poisoned = np.full((1, 1, 28, 28), 2.0, np.float32)
+    r = infer_raw(live, pixel_header(1, parameters={"binary_data_size": 784 * 4}), poisoned.tobytes()) if binary \
+        else infer_raw(live, pixel_header(1, data=poisoned.ravel().tolist()))
+    assert r.status_code == 422 and "NaN or infinite logits" in r.json()["error"], r.text
+    assert infer_raw(live, pixel_header(1, data=[0.0] * 784)).status_code == 200
 
 
 def test_infer_body_limit_is_sized_for_the_most_images_as_json(live):

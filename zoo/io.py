@@ -1,15 +1,21 @@
-"""Atomic writes and checksums: every file that matters is written via temp file + rename; our JSON documents are
-read back bounded (size, nesting) with every number finite."""
+"""Atomic writes and checksums: every file that matters is written via temp file + rename (and the temporaries a kill
+left are found and removed); our JSON documents are read back bounded (size, nesting) with every number finite."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
+import threading
 import unicodedata
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -30,11 +36,70 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def remove_stale_temporaries(folder: str | Path) -> None:
-    """Delete the temp files of atomic writes that a kill interrupted before their rename (names as above).
-    Only for a folder no other process is writing to at the same time."""
-    for tmp in Path(folder).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+def remove_stale_temporaries(folder: str | Path, pattern: str = ".*.tmp",
+                             stale: Callable[[Path], bool] = lambda _: True) -> list[Path]:
+    """Delete the temporaries (files or folders named like `pattern` in `folder`) that a kill interrupted before
+    their rename; what went. `stale` tells one no live process is writing; the default, any: only for a folder no
+    other process is writing to at the same time. Best effort: a start must not fail on a read-only leftover."""
+    removed = []
+    for tmp in Path(folder).glob(pattern):
+        if not stale(tmp):
+            continue
+        with suppress(OSError):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def private_temp(target: Path) -> Path:
+    """A temp name beside `target` that no other writer (process or thread) uses: `.{name}.{pid}.{thread}`."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+
+
+def writer_gone(tmp: Path) -> bool:
+    """Whether the process that named `tmp` (`private_temp`) is no longer running; False for any other name and
+    when in doubt (its pid taken by some other process since: the temp stays)."""
+    named = re.fullmatch(r"\..+\.([0-9]{1,9})\.[0-9]+", tmp.name)
+    if not named or int(named[1]) == 0:
+        return False
+    try:
+        os.kill(int(named[1]), 0)  # signal 0: only asks whether it exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    return False
+
+
+@contextmanager
+def held_folder(folder: Path) -> Iterator[None]:
+    """An exclusive lock (flock) on the folder itself during the block: it is being written (`folder_in_use`).
+    The kernel drops it when the process dies, however it dies."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def folder_in_use(folder: Path) -> bool:
+    """Whether some process holds `folder` (`held_folder`), or may be about to: an empty folder's maker may not
+    have taken the lock yet. Never waits."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return True  # gone, or not a folder: leave it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return not os.listdir(fd)
+    except OSError:  # BlockingIOError: held
+        return True
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
