@@ -3,7 +3,8 @@
 It serves exactly what huggingface_hub 2.4.0 calls for create_repo, upload_folder, model_info and
 snapshot_download (see docs/ecosystem-notes.md §4c): every upload is answered `uploadMode: regular`, so files
 arrive base64-inlined in the NDJSON commit and neither Xet nor LFS is involved. Model repos only.
-It can also play a slow link (file downloads trickling, request bodies read slowly); `StallingHub` is a broken one.
+It can also play a slow link (file downloads trickling, request bodies read slowly) or a Hub whose listing
+understates file sizes; `StallingHub` is a broken one.
 """
 
 from __future__ import annotations
@@ -69,13 +70,14 @@ class LocalHub:
 
     A slow link: with `download_byte_every` set, file downloads send their headers, then one byte every that many
     seconds; with `read_pause` set, request bodies are read 64 KiB at a time with that pause in between (all but
-    their last 8 MiB).
+    their last 8 MiB). With `listed_size` set, the listings (model info, tree) give every file that size, whatever it
+    holds.
     """
 
     def __init__(self, token: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 download_byte_every: float | None = None, read_pause: float = 0.0):
+                 download_byte_every: float | None = None, read_pause: float = 0.0, listed_size: int | None = None):
         self.token, self.host, self.port = token, host, port
-        self.download_byte_every, self.read_pause = download_byte_every, read_pause
+        self.download_byte_every, self.read_pause, self.listed_size = download_byte_every, read_pause, listed_size
         self.repos: dict[str, Repo] = {}
         self.requests_log: list[LoggedRequest] = []
         self.lock = threading.Lock()
@@ -227,8 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
             repo = self.hub.repo(repo_id, auth)
             sha = repo.resolve(rest[1] if rest else "main")
             if action == "tree":
-                return 200, _tree(repo.commits[sha]), {}
-            siblings = [{"rfilename": p} for p in sorted(repo.commits[sha])]
+                return 200, _tree(repo.commits[sha], self.hub.listed_size), {}
+            siblings = [{"rfilename": p, "size": size} for p, size in _sizes(repo.commits[sha], self.hub.listed_size)]
             return 200, {"id": repo_id, "sha": sha, "private": repo.private, "siblings": siblings}, {}
         raise HubHTTPError(404, f"no route for {self.command} /api/models/{repo_id}/{'/'.join(rest)}")
 
@@ -242,9 +244,15 @@ class _Handler(BaseHTTPRequestHandler):
                               "Content-Type": "application/octet-stream"}
 
 
-def _tree(files: dict[str, bytes]) -> list[dict]:
+def _sizes(files: dict[str, bytes], listed_size: int | None) -> list[tuple[str, int]]:
+    """(path, size) of each file as the Hub lists it (model_info with files_metadata, the tree): true or understated."""
+    return [(p, len(c) if listed_size is None else listed_size) for p, c in sorted(files.items())]
+
+
+def _tree(files: dict[str, bytes], listed_size: int | None) -> list[dict]:
     """Recursive listing of files only: enough for snapshot_download, which ignores folder entries."""
-    return [{"type": "file", "path": p, "size": len(c), "oid": git_blob_oid(c)} for p, c in sorted(files.items())]
+    return [{"type": "file", "path": p, "size": size, "oid": git_blob_oid(files[p])}
+            for p, size in _sizes(files, listed_size)]
 
 
 def _preupload(repo: Repo, rev: str, body: bytes) -> dict:

@@ -1,6 +1,6 @@
 """Hub push/pull against the session's local Hub (tests/hub_server.py): round trip, cache, offline and errors;
-and in bounded time against broken Hubs (a black hole, a trickle), in process, from `python -m server` and through
-POST /api/push."""
+in bounded time against broken Hubs (a black hole, a trickle), in process, from `python -m server` and through
+POST /api/push; and in bounded size (a zoo's pull takes only what its index names, under a cap)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from tests.hub_server import LocalHub, StallingHub
 from tests.test_server import serve
 from tests.zoo_fixtures import make_zoo
 from zoo import Zoo
-from zoo.hub import DEADLINE_ENV, OPERATION_HEADER, TIMEOUT_ENV, HubError, HubLimits, is_hub_id, pull
+from zoo.hub import DEADLINE_ENV, MAX_BYTES_ENV, OPERATION_HEADER, TIMEOUT_ENV, HubError, HubLimits, is_hub_id, pull
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "test-admin-token"
@@ -355,3 +355,71 @@ def test_api_push_to_a_broken_hub_answers_502_in_bounded_time(stall: str, tmp_pa
     assert r.json()["error"].startswith(f"the Hub at {endpoint} did not ")
     assert ADMIN not in r.text and admin not in r.text
     assert seconds < 5
+
+
+# -- bounded size ------------------------------------------------------------------------------------------------------
+
+def zoo_repo(hub: LocalHub, tmp_path: Path, repo_id: str, **unnamed: bytes) -> Path:
+    """A zoo pushed to `hub`, with `unnamed` files committed beside it that its index does not name; the zoo folder."""
+    zoo_dir = make_zoo(tmp_path / "zoo")
+    push_folder(zoo_dir, repo_id, token=ADMIN)
+    repo = hub.repos[repo_id]
+    repo.commit("main", {**repo.commits[repo.refs["main"]], **unnamed}, "files no index names")
+    return zoo_dir
+
+
+def downloads(hub: LocalHub, since: int) -> set[str]:
+    """The files asked for (HEAD or GET) since request number `since`."""
+    return {r.path.rpartition("/")[2] for r in hub.requests_log[since:] if "/resolve/" in r.path}
+
+
+def test_a_zoo_pull_takes_only_what_its_index_names_and_works_offline_after(local_hub: LocalHub, tmp_path: Path,
+                                                                           cache: Path, repo_id: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    zoo_repo(local_hub, tmp_path, repo_id, **{"junk.bin": bytes(64 << 20)})
+    monkeypatch.setenv(MAX_BYTES_ENV, str(32 << 20))  # over the zoo, under what the repo holds
+    sent = len(local_hub.requests_log)
+    zoo = Zoo.load(repo_id)
+    assert sorted(p.name for p in zoo.root.iterdir()) == ["supernet.safetensors", "zoo.json"]
+    assert downloads(local_hub, sent) == {"supernet.safetensors", "zoo.json"}
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    sent = len(local_hub.requests_log)
+    assert Zoo.load(repo_id).root == zoo.root
+    assert len(local_hub.requests_log) == sent  # served from the cache alone
+
+
+def test_a_file_the_index_names_over_the_cap_is_refused_before_it_is_downloaded(local_hub: LocalHub, tmp_path: Path,
+                                                                              cache: Path, repo_id: str,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = (zoo_repo(local_hub, tmp_path, repo_id) / "supernet.safetensors").stat().st_size
+    cap = weights // 2
+    monkeypatch.setenv(MAX_BYTES_ENV, str(cap))
+    sent = len(local_hub.requests_log)
+    with pytest.raises(HubError) as refused:
+        Zoo.load(repo_id)
+    message = str(refused.value)
+    assert "\n" not in message and f"'supernet.safetensors' of {weights:,}" in message
+    assert message.endswith(f"over the cap of {cap:,} bytes ({MAX_BYTES_ENV})")
+    assert downloads(local_hub, sent) == {"zoo.json"}
+
+
+@pytest.mark.timeout(60)
+def test_a_hub_that_understates_a_file_is_cut_off_at_the_cap_while_downloading(local_hub: LocalHub, folder: Path,
+                                                                              cache: Path, repo_id: str,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    push_folder(folder, repo_id, token=ADMIN)  # 1 MiB of weights
+    monkeypatch.setattr(local_hub, "listed_size", 1)
+    monkeypatch.setenv(MAX_BYTES_ENV, str(256 << 10))
+    with pytest.raises(HubError, match=rf"the Hub at {local_hub.url} sent more than 262,144 bytes for '{repo_id}' "
+                                       rf"\({MAX_BYTES_ENV}\)$"):
+        pull(repo_id)
+    assert not [p for p in cache.rglob("model.safetensors")]
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5", "2e9", "inf"])
+def test_a_bad_size_cap_in_the_environment_is_named(value: str, folder: Path, cache: Path, repo_id: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    push_folder(folder, repo_id, token=ADMIN)
+    monkeypatch.setenv(MAX_BYTES_ENV, value)
+    with pytest.raises(HubError, match=re.escape(f"{MAX_BYTES_ENV}={value!r} is not a whole number of bytes > 0")):
+        pull(repo_id)

@@ -4,6 +4,11 @@ huggingface_hub's own exceptions are long, generic and differ between "missing",
 "unreachable"; `HubError` says which one it is, names the repo and the endpoint, and never carries a token.
 The push side lives in `export.hub` and reuses `hub_operation`, so serving never imports training or export.
 
+A pull takes at most `HubLimits.max_bytes` (2 GiB unless $PREZOO_HUB_MAX_BYTES says otherwise): the files it would
+take are summed from the Hub's own listing before any download, and every byte read off the operation's connections
+(files, listings and headers together) counts against the same cap, so a Hub whose listing understates a file is cut
+off there too (Xet transfers aside, as below).
+
 huggingface_hub sends most API calls with no timeout at all, so an endpoint that accepts TCP and never answers (or
 answers a byte every few seconds) used to hang a pull, a push or the server's start for ever. Every Hub call now runs
 within `HubLimits`: a timeout on each socket operation, and a deadline on the whole pull or push, enforced on every
@@ -16,18 +21,19 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpcore2
 import httpx2
-from huggingface_hub import constants, snapshot_download
+from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub.errors import (
     HfHubHTTPError,
     HFValidationError,
@@ -36,11 +42,13 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import set_client_factory, validate_repo_id
+from huggingface_hub.utils import filter_repo_objects, set_client_factory, validate_repo_id
 from huggingface_hub.utils._http import default_client_factory
 
+from zoo.io import quote
+
 AUTH_HINT = "check HF_TOKEN or `hf auth login`"
-TIMEOUT_ENV, DEADLINE_ENV = "PREZOO_HUB_TIMEOUT_S", "PREZOO_HUB_DEADLINE_S"
+TIMEOUT_ENV, DEADLINE_ENV, MAX_BYTES_ENV = "PREZOO_HUB_TIMEOUT_S", "PREZOO_HUB_DEADLINE_S", "PREZOO_HUB_MAX_BYTES"
 OPERATION_HEADER = "X-PreZoo-Hub-Operation"  # ties a request to its operation; httpx2 never sends it (_bind_request)
 _T = TypeVar("_T")
 
@@ -51,34 +59,53 @@ class HubError(RuntimeError):
 
 @dataclass(frozen=True)
 class HubLimits:
-    """How long Hub calls may take; from $PREZOO_HUB_TIMEOUT_S and $PREZOO_HUB_DEADLINE_S, or passed in.
+    """How long Hub calls may take and how much a pull may take; from $PREZOO_HUB_TIMEOUT_S, $PREZOO_HUB_DEADLINE_S
+    and $PREZOO_HUB_MAX_BYTES, or passed in.
 
     `timeout_s` bounds each socket operation (connect, one read, one write): it catches a Hub that stops answering,
     yet never cuts a transfer that keeps moving. 10 s, huggingface_hub's own download timeout, is far longer than any
     pause of a working link. `deadline_s` bounds a whole pull or push, which is what stops a peer that keeps a
     connection alive with a byte every few seconds. 600 s lets a slow link (1 MB/s) fetch the largest zoo we know
     (an AutoFormer-base supernet, ~0.4 GB) while a hung Hub is still caught by the timeout within seconds.
+    `max_bytes` bounds what one pull reads, whatever the repo holds: 2 GiB is five times that largest zoo, yet a
+    repo cannot fill a disk or hold a start for the whole deadline on a fast link.
     """
 
     timeout_s: float = 10.0
     deadline_s: float = 600.0
+    max_bytes: int = 2 << 30
 
     @classmethod
     def from_env(cls) -> HubLimits:
-        return cls(_seconds_from_env(TIMEOUT_ENV, cls.timeout_s), _seconds_from_env(DEADLINE_ENV, cls.deadline_s))
+        return cls(_from_env(TIMEOUT_ENV, cls.timeout_s, float, "a number of seconds > 0"),
+                   _from_env(DEADLINE_ENV, cls.deadline_s, float, "a number of seconds > 0"),
+                   _from_env(MAX_BYTES_ENV, cls.max_bytes, int, "a whole number of bytes > 0"))
 
 
-def _seconds_from_env(name: str, default: float) -> float:
+def _from_env(name: str, default: _T, parse: Callable[[str], _T], what: str) -> _T:
+    """The positive, finite number in $`name` (`default` when unset or blank), or a HubError saying it is not `what`."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        seconds = float(raw)
+        value = parse(raw)
     except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise HubError(f"{name}={raw!r} is not a number of seconds > 0")
-    return seconds
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise HubError(f"{name}={raw!r} is not {what}")
+    return value
+
+
+class _Counter:
+    """A total that threads add to."""
+
+    def __init__(self) -> None:
+        self.total, self._lock = 0, threading.Lock()
+
+    def add(self, n: int) -> int:
+        with self._lock:
+            self.total += n
+            return self.total
 
 
 @dataclass(frozen=True)
@@ -90,6 +117,7 @@ class _Operation:
     endpoint: str
     limits: HubLimits
     deadline: float  # time.monotonic()
+    received: _Counter = field(default_factory=_Counter)  # bytes read off its connections, by any thread
 
     def check_deadline(self) -> float:
         """Seconds left, or the HubError that ends the operation."""
@@ -98,6 +126,12 @@ class _Operation:
             raise HubError(f"the Hub at {self.endpoint} did not finish with '{self.repo_id}' within "
                            f"{self.limits.deadline_s:g} s ({DEADLINE_ENV})")
         return left
+
+    def count(self, received: int) -> None:
+        """Count bytes read for the operation, or the HubError that ends it past its cap."""
+        if self.received.add(received) > self.limits.max_bytes:
+            raise HubError(f"the Hub at {self.endpoint} sent more than {self.limits.max_bytes:,} bytes for "
+                           f"'{self.repo_id}' ({MAX_BYTES_ENV})")
 
 
 _OPERATIONS: dict[str, _Operation] = {}  # the operations under way, by the id their requests carry
@@ -128,13 +162,34 @@ def check_repo_id(repo_id: str) -> None:
 
 def pull(repo_id: str, *, revision: str | None = None, allow_patterns: list[str] | str | None = None,
          limits: HubLimits | None = None) -> Path:
-    """Download (or find in the standard Hub cache) a snapshot of a model repo and return its folder.
+    """Download (or find in the standard Hub cache) a snapshot of a model repo and return its folder: the files that
+    match `allow_patterns` (all without), refused before any download when they total more than the cap.
 
     Once fetched, the same call works with HF_HUB_OFFLINE=1, and also when the endpoint is down.
     """
     check_repo_id(repo_id)
+    limits = limits or HubLimits.from_env()
     with hub_operation(repo_id, revision, limits) as headers:
+        _check_size(repo_id, revision, allow_patterns, headers, limits.max_bytes)
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns, headers=headers))
+
+
+def _check_size(repo_id: str, revision: str | None, allow_patterns: list[str] | str | None, headers: dict[str, str],
+                max_bytes: int) -> None:
+    """HubError when the files a pull would take total more than `max_bytes` by the sizes the Hub lists (a file
+    listed without one counts only as it downloads). Without a listing (offline, Hub down) there is nothing to check:
+    snapshot_download then downloads nothing either, and says why."""
+    try:
+        info = HfApi(headers=headers).model_info(repo_id, revision=revision, files_metadata=True)
+    except (httpx2.TransportError, HfHubHTTPError, OfflineModeIsEnabled):
+        return
+    files = list(filter_repo_objects(info.siblings or [], allow_patterns=allow_patterns, key=lambda f: f.rfilename))
+    total = sum(f.size or 0 for f in files)
+    if total > max_bytes:
+        biggest = max(files, key=lambda f: f.size or 0)
+        raise HubError(f"'{repo_id}' would take {total:,} bytes ({len(files)} file(s), the largest "
+                       f"{quote(biggest.rfilename)} of {biggest.size:,}): over the cap of {max_bytes:,} bytes "
+                       f"({MAX_BYTES_ENV})")
 
 
 @contextmanager
@@ -242,7 +297,10 @@ class _DeadlineStream(httpcore2.NetworkStream):
         self._stream = stream
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return _within_deadline(lambda t: self._stream.read(max_bytes, t), timeout)
+        data = _within_deadline(lambda t: self._stream.read(max_bytes, t), timeout)
+        if (operation := _CURRENT.get()) is not None:
+            operation.count(len(data))
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         view = memoryview(buffer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -26,6 +27,21 @@ def bn_statistics(module: nn.Module) -> dict[str, Tensor]:
     zoo stores per entry (spec 7), γ and β staying shared in the supernet."""
     return {f"{name}.{key}": buffer for name, bn in _batch_norms(module)
             for key, buffer in bn.named_buffers(recurse=False)}
+
+
+MAX_RUNNING_MEAN = 1024.0  # unit-scale inputs give O(1) BN means (shipped: ≤ 2.2); past 1024, fp16 steps by ≥ 1
+
+
+def bn_statistic_problem(key: str, values: np.ndarray) -> str | None:
+    """Why one BatchNorm buffer (by its state_dict key) holds no trained model's values, or None: a negative variance
+    answers NaN for every input, a mean past MAX_RUNNING_MEAN answers nonsense (a zoo's inputs are normalised)."""
+    buffer = key.rpartition(".")[2]
+    if buffer == "running_var" and values.size and values.min() < 0:
+        return f"holds a negative BatchNorm variance ({values.min():g}): the model would answer NaN for any input"
+    mean = values.flat[np.abs(values).argmax()] if buffer == "running_mean" and values.size else 0
+    if abs(mean) > MAX_RUNNING_MEAN:
+        return f"holds a BatchNorm running mean of {mean:g}, beyond ±{MAX_RUNNING_MEAN:g} for unit-scale inputs"
+    return None
 
 
 @torch.no_grad()

@@ -9,20 +9,23 @@ A zoo is a directory (or a Hub model repo) holding the supernet of one model fam
   BatchNorm statistics (`Family.calibrate_bn`: HyTra) stores each entry's in the same file, as
   `paths.<entry id>.<key in the extracted module's state_dict>`: one file, one sha256, one unit with the weights.
 
-`zoo.json` is written last and atomically, so a directory with one is complete; loading checks the whole
-index against its schema (`zoo.schema`: every field, every entry against the space and the cost model, the
-weight file inside the zoo folder), the weight file against its sha256, and every weight for being finite.
+`zoo.json` is written last and atomically, so a directory with one is complete; loading checks the whole zoo, so
+that a zoo that loads serves every request: the index against its schema (`zoo.schema`: every field, every entry
+against the space and the cost model, the weight file inside the zoo folder), the weight file against its sha256, and
+every tensor in it against the module that takes it (`load_weights`: the supernet's state and each entry's BatchNorm
+statistics, none missing and none stray, each of its module's shape and exact dtype, finite, BatchNorm statistics in
+range). A Hub zoo is pulled index first, then only the weight file the index names (`pull_zoo`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import glob
 import json
 import os
 import shutil
 import sysconfig
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +38,8 @@ from safetensors.torch import save as save_safetensors
 
 from zoo.budget import human, parse_count, parse_latency_ms
 from zoo.family import DEFAULT_FAMILY, Arch, Family, Space, Supernet, get_family
-from zoo.io import atomic_write_bytes, atomic_write_text, quote, read_versioned_json, sha256_file
-from zoo.layers import load_bn_statistics
+from zoo.io import atomic_write_bytes, atomic_write_text, clip, printable, quote, read_versioned_json, sha256_file
+from zoo.layers import bn_statistic_problem, bn_statistics, load_bn_statistics
 from zoo.schema import (
     KIND,
     SCHEMA_VERSION,
@@ -190,13 +193,14 @@ def replace_folder(new: Path, old: Path) -> None:
 
 
 class Zoo:
-    """A loaded zoo. The supernet is loaded once, on first use, and shared (thread-safe)."""
+    """A loaded zoo, checked whole. Its supernet is shared: its forward passes and `extract` keep no state, so
+    threads may use it at once."""
 
-    def __init__(self, root: Path, doc: dict[str, Any], family: Family, space: Space, entries: list[ZooEntry]) -> None:
+    def __init__(self, root: Path, doc: dict[str, Any], family: Family, space: Space, entries: list[ZooEntry],
+                 supernet: Supernet, path_stats: PathStats) -> None:
         self.root, self.doc, self.family, self.space, self.entries = root, doc, family, space, entries
-        self._supernet: Supernet | None = None
-        self._path_stats: dict[str, dict[str, torch.Tensor]] = {}  # loaded with the supernet
-        self._lock = threading.Lock()
+        self.supernet = supernet  # fp32, eval mode
+        self._path_stats = path_stats
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -204,12 +208,12 @@ class Zoo:
         """A zoo directory, or a Hub repo id ('org/name') pulled through the standard Hub cache."""
         path = Path(source)
         if not path.exists():
-            from zoo.hub import HubError, is_hub_id, pull
+            from zoo.hub import HubError, is_hub_id
 
             if not is_hub_id(str(source)):
                 raise ZooError(f"no zoo at {source}: not a directory and not a Hub repo id like 'org/name'")
             try:
-                path = pull(str(source))
+                path = pull_zoo(str(source))
             except HubError as e:  # 'zoos/my-zoo' reads as a repo id too: say first that no such folder exists
                 raise HubError(f"no zoo at {source}: no folder {path.absolute()}, and as a Hub repo id: {e}") from None
         index = path / INDEX
@@ -224,26 +228,10 @@ class Zoo:
         if digest != checked.weights.sha256:
             raise ZooError(f"{weights} does not match {index}: sha256 {digest[:16]}… but the index records "
                            f"{checked.weights.sha256[:16]}… (truncated, corrupt or replaced)")
-        owners = {path_stats_owner(name) for name, _ in finite_tensors(weights)}  # NaN would answer every prediction
         entries = [ZooEntry(e.arch, e.params, e.flops, e.top1, e.top5, e.loss, e.latency and e.latency.model_dump())
                    for e in checked.entries]
-        check_path_stats(weights, family, [e.id for e in entries], {owner[0] for owner in owners if owner})
-        return cls(path, doc, family, space, entries)
-
-    @property
-    def supernet(self) -> Supernet:
-        with self._lock:
-            if self._supernet is None:
-                weights = self.root / self.doc["weights"]["file"]
-                model = self.family.supernet(self.space)
-                state, self._path_stats = split_path_stats((k, v.float() if v.is_floating_point() else v)
-                                                           for k, v in finite_tensors(weights))
-                try:
-                    model.load_state_dict(state, strict=True)
-                except RuntimeError as e:
-                    raise ZooError(f"{weights} does not hold the supernet of space {self.space.name}: {e}") from e
-                self._supernet = model.eval()
-            return self._supernet
+        return cls(path, doc, family, space, entries, *load_weights(weights, checked.weights.dtype, family, space,
+                                                                    entries))
 
     # -- metadata ------------------------------------------------------------------------------
     @property
@@ -336,10 +324,9 @@ class Zoo:
     def subnet(self, entry_or_arch: ZooEntry | Arch | str) -> torch.nn.Module:
         """The standalone model (exact weights, eval mode) of an entry, an entry id, or any arch.
 
-        A family with `calibrate_bn` gets the entry's stored BatchNorm statistics (ZooError naming the entry when
-        they do not fit the module). Its arch that is no entry is refused (ValueError): its statistics would have
-        to be recalibrated on training images, which a zoo does not hold, and the supernet's shared ones fit no
-        path, so the model would answer, but wrongly."""
+        A family with `calibrate_bn` gets the entry's stored BatchNorm statistics (checked at load). Its arch that is
+        no entry is refused (ValueError): its statistics would have to be recalibrated on training images, which a
+        zoo does not hold, and the supernet's shared ones fit no path, so the model would answer, but wrongly."""
         if isinstance(entry_or_arch, str):
             arch = self.entry(entry_or_arch).arch
         elif isinstance(entry_or_arch, ZooEntry):
@@ -353,12 +340,7 @@ class Zoo:
                              f"BatchNorm statistics of its own, recalibrated on training images, which the zoo holds "
                              f"for its entries only; pick an entry, or recalibrate `zoo.supernet.extract(arch)` on "
                              f"your training images (zoo.hytra.recalibrate_bn)")
-        model = self.supernet.extract(arch)  # loads the statistics with the supernet
-        try:
-            return load_bn_statistics(model, self._path_stats[arch.id])
-        except ValueError as e:
-            raise ZooError(f"{self.root / self.doc['weights']['file']}: the BatchNorm statistics of entry {arch.id} "
-                           f"do not fit its model: {e}") from e
+        return load_bn_statistics(self.supernet.extract(arch), self._path_stats[arch.id])
 
     def with_latency(self, latencies: dict[str, dict[str, float]], protocol: dict[str, Any]) -> None:
         """Record measured latencies (by entry id) in the index, rewriting `zoo.json` atomically."""
@@ -379,25 +361,127 @@ def protocol_text(p: dict[str, Any]) -> str:
             f"{p.get('engine', '?')}{where}{when}")
 
 
-def check_path_stats(weights: Path, family: Family, entry_ids: list[str], with_stats: set[str]) -> None:
-    """ZooError unless the weights hold BatchNorm statistics for every entry of a family that needs them, and none
-    for anything else (a stray `paths.*` tensor: an entry dropped from the index, or a family that keeps none)."""
-    if stray := sorted(with_stats - set(entry_ids) if family.calibrate_bn else with_stats):
-        raise ZooError(f"{weights}: tensors {PATHS}{stray[0]}.* are BatchNorm statistics of no entry of the index"
-                       + ("" if family.calibrate_bn else f" (a {family.title} zoo keeps none)"))
-    if family.calibrate_bn and (missing := [i for i in entry_ids if i not in with_stats]):
-        raise ZooError(f"{weights}: entry {missing[0]} has no BatchNorm statistics ({PATHS}{missing[0]}.*): a "
-                       f"{family.title} path needs its own, recalibrated at packaging")
+def pull_zoo(repo_id: str) -> Path:
+    """The snapshot of a zoo's Hub repo: zoo.json first, then only the weight file it names (at the same commit), so
+    that whatever else the repo holds is never downloaded. Pulls are capped in size (`zoo.hub.HubLimits`)."""
+    from zoo.hub import pull
+
+    index_only = pull(repo_id, allow_patterns=[INDEX])
+    named = weight_file_named(index_only / INDEX)
+    return pull(repo_id, revision=index_only.name, allow_patterns=[INDEX, *named]) if named else index_only
 
 
-def finite_tensors(weights: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """The tensors of a safetensors file, one at a time (memory-mapped), each checked to be finite."""
+def weight_file_named(index: Path) -> list[str]:
+    """The weight file an index not yet checked names, as an exact pattern (nothing when it names none: `Zoo.load`
+    then says what is wrong)."""
+    if not index.is_file():
+        return []
+    weights = read_versioned_json(index, KIND, SCHEMA_VERSION, ZooError).get("weights")
+    name = weights.get("file") if isinstance(weights, dict) else None
+    return [glob.escape(name)] if isinstance(name, str) and name else []
+
+
+def load_weights(weights: Path, dtype: str, family: Family, space: Space,
+                 entries: list[ZooEntry]) -> tuple[Supernet, PathStats]:
+    """The supernet holding a zoo's weights (fp32, eval mode) and each entry's BatchNorm statistics, or ZooError
+    naming the file and the first tensor that is missing, stray or wrong (`WeightSpec`): a zoo is checked whole when
+    it loads, never found broken by a request. `dtype` is the index's weights.dtype."""
+    supernet = family.supernet(space)
+    spec = WeightSpec.of(supernet, family, space, entries, dtype)
+    tensors = dict(checked_tensors(weights, spec))
+    if missing := [name for name in spec.own if name not in tensors]:
+        raise ZooError(f"{weights}: {spec.missing(missing)}")
+    state, path_stats = split_path_stats(tensors.items())
+    supernet.load_state_dict(state, strict=True)  # copies, casting fp16 to the module's fp32; keys and shapes checked
+    # off the memory map too, so that what was checked is what serves whatever later happens to the file
+    return supernet.eval(), {i: {k: t.clone() for k, t in stats.items()} for i, stats in path_stats.items()}
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """What a zoo's weight file must hold, as the modules that take it hold it: each tensor by name (`own`: its
+    shape and dtype), which of them are BatchNorm statistics, and `dtype`, the index's for every floating-point one.
+    Each method says what is wrong in a phrase that follows the file's name."""
+
+    family: Family
+    space: Space
+    own: dict[str, torch.Tensor]
+    statistics: frozenset[str]
+    dtype: str
+    entry_ids: frozenset[str]
+
+    @classmethod
+    def of(cls, supernet: Supernet, family: Family, space: Space, entries: list[ZooEntry], dtype: str) -> WeightSpec:
+        """The supernet's state and, for a family with `calibrate_bn`, each entry's BatchNorm statistics as its
+        extracted module has them."""
+        own, statistics = dict(supernet.state_dict()), set(bn_statistics(supernet))
+        for entry in entries if family.calibrate_bn else []:
+            path = {path_stats_key(entry.id, key): t for key, t in bn_statistics(supernet.extract(entry.arch)).items()}
+            own.update(path)
+            statistics.update(path)
+        return cls(family, space, own, frozenset(statistics), dtype, frozenset(e.id for e in entries))
+
+    def problem(self, name: str, tensor: torch.Tensor) -> str | None:
+        """Why a stored tensor of a known name cannot be its module's, or None. Dtypes are exact, never cast: the
+        index's where the module computes in floating point (always fp32), the module's own elsewhere (BatchNorm's
+        batch count: int64)."""
+        own = self.own[name]
+        expected = self.dtype if own.is_floating_point() else str(own.dtype)
+        if str(tensor.dtype) != expected:
+            why = "the index's weights.dtype" if own.is_floating_point() else "its module's"
+            return f"tensor {quote(name)} is {tensor.dtype}, expected {expected} ({why})"
+        if tensor.shape != own.shape:
+            shapes = f"of shape {tuple(tensor.shape)}, the model's is {tuple(own.shape)}"
+            if owner := path_stats_owner(name):
+                return f"{unfit(owner[0])}: statistics {owner[1]} {shapes}"
+            return f"tensor {quote(name)} {shapes}"
+        values = tensor.numpy()  # numpy: ~30x faster than torch.isfinite here
+        if not np.isfinite(values).all():  # NaN would answer every prediction
+            return f"tensor {quote(name)} holds NaN or infinite values"
+        problem = bn_statistic_problem(name, values) if name in self.statistics else None
+        return problem and f"tensor {quote(name)} {problem}"
+
+    def stray(self, name: str) -> str:
+        """A tensor with no place in the modules, said of what its name claims it is."""
+        owner = path_stats_owner(name)
+        if owner is None:
+            return f"tensor {quote(name)} is no part of the {self.family.title} supernet of space {self.space.name}"
+        entry_id, key = (clip(printable(part)) for part in owner)
+        if owner[0] in self.entry_ids:
+            return f"{unfit(entry_id)}: statistics for {key}, which the model does not have"
+        return (f"tensors {PATHS}{entry_id}.* are BatchNorm statistics of no entry of the index"
+                + ("" if self.family.calibrate_bn else f" (a {self.family.title} zoo keeps none)"))
+
+    def missing(self, names: list[str]) -> str:
+        """What the first of the `names` the file lacks belongs to: the supernet, or an entry's statistics."""
+        owner = path_stats_owner(names[0])
+        if owner is None:
+            more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+            return (f"tensor {quote(names[0])} of the {self.family.title} supernet of space {self.space.name} is "
+                    f"missing{more}")
+        entry_id, key = owner
+        lacking = set(names)
+        if not any(name.startswith(f"{PATHS}{entry_id}.") and name not in lacking for name in self.own):
+            return (f"entry {entry_id} has no BatchNorm statistics ({PATHS}{entry_id}.*): a {self.family.title} path "
+                    f"needs its own, recalibrated at packaging")
+        return f"{unfit(entry_id)}: no statistics for {key}"
+
+
+def unfit(entry_id: str) -> str:
+    """How a problem with an entry's statistics begins: it names the entry, whichever tensor is wrong."""
+    return f"the BatchNorm statistics of entry {entry_id} do not fit its model"
+
+
+def checked_tensors(weights: Path, spec: WeightSpec) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors of a safetensors file, read once, one at a time (memory-mapped), each checked against `spec`."""
     try:
         with safe_open(weights, framework="pt") as f:
             for name in f.keys():
+                if name not in spec.own:
+                    raise ZooError(f"{weights}: {spec.stray(name)}")
                 tensor = f.get_tensor(name)
-                if not np.isfinite(tensor.numpy()).all():  # numpy: ~30x faster than torch.isfinite here
-                    raise ZooError(f"{weights}: tensor {quote(name)} holds NaN or infinite values")
+                if problem := spec.problem(name, tensor):
+                    raise ZooError(f"{weights}: {problem}")
                 yield name, tensor
     except ZooError:
         raise
