@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.datasets import ImageFolder
 
+import training.data
 from training.data import FASHION_MNIST_ENV, FASHION_MNIST_LABELS, load_data, make_loader
 
 # -- Fashion-MNIST: the real Debian package ---------------------------------------------------------
@@ -262,6 +267,98 @@ def test_folder_missing_is_named(tmp_path):
         load_data(f"folder:{tmp_path}", "train")
 
 
+def _train_size(root: Path) -> int:
+    return len(load_data(f"folder:{root}", "train", val_size=0)[0])
+
+
+def test_folder_walk_keeps_imagefolders_order(folder):
+    (folder / "train" / "cat" / "sub").mkdir()
+    (folder / "train" / "cat" / "sub-x").mkdir()
+    for name in ("sub/a.png", "sub-x/b.jpg"):
+        Image.new("RGB", (4, 4)).save(folder / "train" / "cat" / name)
+    ours = load_data(f"folder:{folder}", "train", val_size=0)[0].dataset.samples
+    assert ours == ImageFolder(str(folder / "train")).samples and len(ours) == 14
+
+
+@pytest.mark.parametrize("target, message", [(".", "symlink loop: .*train/dog/loop leads back to"),
+                                             ("..", "symlink loop: .*train/dog/loop leads back to"),
+                                             ("../..", "the link .*train/dog/loop leads out of it")])
+def test_folder_symlink_loop_is_refused_naming_the_link(folder, target, message):
+    """os.walk(followlinks=True) went round such a loop up to the kernel's link limit (each image counted dozens of
+    times; two such links: no end)."""
+    os.symlink(target, folder / "train" / "dog" / "loop")
+    with pytest.raises(ValueError, match=message):
+        load_data(f"folder:{folder}", "train")
+
+
+def test_folder_symlink_loop_pair_ends_at_once(folder):
+    for name in ("up", "up2"):
+        os.symlink("..", folder / "train" / "dog" / name)
+    code = f"from training.data import load_data; load_data('folder:{folder}', 'train')"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "symlink loop" in run.stderr
+
+
+def test_folder_links_inside_count_each_image_once(folder):
+    (folder / "train" / "cat" / "sub").mkdir()
+    Image.new("RGB", (4, 4)).save(folder / "train" / "cat" / "sub" / "x.png")
+    os.symlink("sub", folder / "train" / "cat" / "again")  # a second way into one folder
+    os.symlink("0.png", folder / "train" / "cat" / "copy.png")  # a second name for one image
+    os.link(folder / "train" / "dog" / "0.png", folder / "train" / "dog" / "hard.png")  # a hard link: its own file
+    assert _train_size(folder) == 12 + 1 + 1
+
+
+def test_folder_links_out_of_the_folder_are_refused(folder, tmp_path_factory):
+    """Paths from data never leave their folder: a link out is refused, not skipped (no image silently missing)."""
+    outside = tmp_path_factory.mktemp("outside")
+    Image.new("RGB", (4, 4)).save(outside / "x.png")
+    os.symlink(outside / "x.png", folder / "train" / "cat" / "x.png")
+    with pytest.raises(ValueError, match=r"the link .*cat/x.png leads out of it"):
+        _train_size(folder)
+    (folder / "train" / "cat" / "x.png").unlink()
+    os.symlink(outside, folder / "train" / "cat" / "more")
+    with pytest.raises(ValueError, match=r"the link .*cat/more leads out of it"):
+        _train_size(folder)
+    (folder / "train" / "cat" / "more").unlink()
+    os.symlink("../../val/cat/0.png", folder / "train" / "cat" / "from-val.png")  # the split folder is the bound
+    with pytest.raises(ValueError, match="leads out of it"):
+        _train_size(folder)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda cat: os.symlink("../dog", cat / "dog"), "one label"),
+    (lambda cat: os.symlink("../dog/0.png", cat / "d.png"), "one label"),
+    (lambda cat: os.symlink("nothing.png", cat / "x.png"), "leads nowhere"),
+    (lambda cat: os.symlink("x.png", cat / "x.png"), "leads nowhere"),
+    (lambda cat: os.mkfifo(cat / "x.png"), "not a regular file"),  # reading it would wait for ever
+])
+def test_folder_entries_that_cannot_be_one_image_of_one_class_are_refused(folder, make, message):
+    make(folder / "train" / "cat")
+    with pytest.raises(ValueError, match=message):
+        _train_size(folder)
+
+
+def test_folder_walk_is_bounded(folder, monkeypatch):
+    deep = folder / "train" / "cat" / ("d/" * 17)
+    deep.mkdir(parents=True)
+    with pytest.raises(ValueError, match="folders deep"):
+        _train_size(folder)
+    monkeypatch.setattr(training.data, "FOLDER_MAX_ENTRIES", 10)
+    (folder / "train" / "cat" / "d").rename(folder / "d")
+    with pytest.raises(ValueError, match="holds over 10 entries"):
+        _train_size(folder)
+
+
+def test_folder_needs_two_classes_and_says_when_its_default_val_split_is_empty(tmp_path):
+    _write_folder(tmp_path / "one", "train", ["cat"], 20)
+    with pytest.raises(ValueError, match=r"1 class folder \(cat\): a classifier needs at least 2"):
+        load_data(f"folder:{tmp_path / 'one'}", "train")
+    _write_folder(tmp_path / "small", "train", ["cat", "dog"], 3)
+    with pytest.raises(ValueError, match=r"has 6 images: its default validation split .* give val_size"):
+        load_data(f"folder:{tmp_path / 'small'}", "val")
+    assert len(load_data(f"folder:{tmp_path / 'small'}", "val", val_size=2)[0]) == 2
+
+
 # -- synthetic, sources, loaders --------------------------------------------------------------------
 
 
@@ -272,6 +369,9 @@ def test_synthetic_shapes_and_determinism():
     small, _ = load_data("synthetic:8", "test", img_size=16, in_chans=1)
     assert small[0][0].shape == (1, 16, 16) and 0 <= small[0][1] < 10
     assert not torch.equal(small[0][0], load_data("synthetic:8", "train", img_size=16, in_chans=1)[0][0][0])
+    with pytest.raises(ValueError, match="no validation images unless val_size is given"):
+        load_data("synthetic:8", "val")
+    assert len(load_data("synthetic:8", "val", val_size=2)[0]) == 2
 
 
 @pytest.mark.parametrize("source", ["mnist", "cifar10", "cifar10:", "synthetic:x", "fashion-mnist:/tmp", ""])

@@ -20,7 +20,7 @@ from export.hf import write_hf_folder
 from tests.test_cards import python_blocks, run_block
 from tests.zoo_fixtures import ENTRY_ARCHS, MINI, PREPROCESSING, make_zoo
 from training.data import load_data
-from training.finetune import FinetuneConfig, finetune, load_teacher
+from training.finetune import FinetuneConfig, finetune, load_teacher, write_result
 from zoo import PreZooViT, ViTSupernet, Zoo, ZooEntry, flops, params
 from zoo.store import write_zoo
 
@@ -276,3 +276,38 @@ def test_finetune_from_the_hub_names_its_base_model(exported, folder, local_hub,
     assert "base_model: prezoo/finetune-base" in (result.out / "README.md").read_text()
     with pytest.raises(HubError, match="no model repo 'prezoo/absent'"):
         finetune(dataclasses.replace(cfg, model="hf-hub:prezoo/absent"))
+
+
+@pytest.mark.parametrize("flag, value", [("--label-smoothing", "nan"), ("--label-smoothing", "2"),
+                                         ("--warmup-epochs", "nan"), ("--weight-decay", "nan"), ("--lr", "0"),
+                                         ("--epochs", "1.5"), ("--val-size", "0"), ("--distill-alpha", "inf"),
+                                         ("--distill-temperature", "-1"), ("--seed", "-1"), ("--model", "")])
+def test_finetune_flags_are_refused_at_parse_time(capsys, flag, value):
+    from training.__main__ import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["finetune", "--model", "m", "--data", "folder:d", flag, value])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"python -m training finetune: error: argument {flag}")
+
+
+def test_finetune_out_an_existing_file_is_refused_and_left_alone(tmp_path, capsys):
+    from training.__main__ import parse_args
+
+    (tmp_path / "file").write_text("mine\n")
+    with pytest.raises(SystemExit):
+        parse_args(["finetune", "--model", "m", "--data", "folder:d", "--out", str(tmp_path / "file")])
+    assert capsys.readouterr().err.splitlines()[-1].endswith("file is a file, not a folder")
+    assert (tmp_path / "file").read_text() == "mine\n"
+
+
+def test_finetune_settings_and_results_are_finite(exported, folder, tmp_path):
+    with pytest.raises(ValueError, match=r"label_smoothing must be a float in \[0, 1\), got nan"):
+        FinetuneConfig(model=str(exported), data=f"folder:{folder}", label_smoothing=float("nan"))
+    cfg = FinetuneConfig(model=str(exported), data=f"folder:{folder}", out=str(tmp_path / "ft"), progress=False)
+    _, info = load_data(cfg.data, "val", img_size=28, val_size=4)
+    model = PreZooViT.from_pretrained(exported, num_classes=len(CLASSES), in_chans=3)
+    history = [{"epoch": 1, "train_loss": float("nan"), "val_top1": 0.0, "val_loss": 1.0}]
+    with pytest.raises(ValueError, match=r"finetune.json: history\[0\].train_loss must be a finite number"):
+        write_result(tmp_path / "ft", model, cfg, info, history, None)
+    assert not (tmp_path / "ft").exists()

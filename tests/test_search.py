@@ -143,3 +143,23 @@ def test_results_name_the_algorithm_the_cost_and_draw_both_bounds(tmp_path):
     assert doc["best"] == doc["evaluated"][0] and doc["best"]["score"] == result.best_score
     with Image.open(plot_search(MINI, cfg, result, "param count", tmp_path / "search.png")) as plot:
         assert plot.format == "PNG" and plot.width > 500
+
+
+@pytest.mark.parametrize("change", [{"s_prob": float("nan")}, {"m_prob": 2.0}, {"seed": -1}, {"mutants": -1},
+                                    {"evaluations": 0}])
+def test_settings_out_of_range_are_named(change):
+    [(name, _)] = change.items()
+    with pytest.raises(ValueError, match=f"^{name} must be an? (int|float) in"):
+        SearchConfig(**change)
+
+
+@pytest.mark.parametrize("flag, value", [("--population", "0"), ("--generations", "nan"), ("--val-images", "-1"),
+                                         ("--seed", "-1"), ("--evaluations", "1e30"), ("--max-params", "1e30"),
+                                         ("--min-flops", "inf"), ("--sample", ""), ("--out", "")])
+def test_cli_flags_are_refused_at_parse_time(capsys, flag, value):
+    from training.__main__ import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["search", "--run", "runs/x", flag, value])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"python -m training search: error: argument {flag}")

@@ -216,3 +216,36 @@ def test_cli_select_and_errors(tmp_path):
                           (["--space", "mini", "--proxy", "magic"], "invalid choice")):
         bad = run(*args, "--out", str(tmp_path / "bad"))
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_preferred_json_of_another_schema_is_named(tmp_path):
+    path = tmp_path / "preferred.json"
+    for doc in ({"kind": "prezoo.preferred", "schema_version": 1},
+                {"kind": "prezoo.preferred", "schema_version": 1, "space": MINI.to_dict(), "space_hash": MINI.hash,
+                 "buckets": 3},
+                {"kind": "prezoo.preferred", "schema_version": 1, "space": "mini"}):
+        path.write_text(json.dumps(doc))
+        with pytest.raises(ValueError, match=f"^{path}"):
+            load_preferred(path)
+
+
+def test_bucket_flags_fill_in_the_spaces_default_and_name_it(tmp_path, capsys):
+    from argparse import Namespace
+
+    from training.__main__ import main, parse_args, select_buckets
+
+    flags = lambda **kw: Namespace(**{"low": None, "high": None, "width": None, "bucket_by": "params", **kw})
+    ladder = BUILTIN_SPACES["ladder"]
+    assert select_buckets(flags(low=2e4), ladder) == Buckets(2e4, 1.29e6, ratio=2**0.5)  # geometric, as its default
+    assert select_buckets(flags(high=0.5e6), MINI) == Buckets(0.1e6, 0.5e6, width=0.05e6)
+    assert select_buckets(flags(), MINI) is None
+    assert main(["select", "--space", "mini", "--low", "2M", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: --low 2M must be below --high 650K (mini's default)\n"
+    assert main(["select", "--space", "mini", "--high", "5K", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: --low 100K (mini's default) must be below --high 5K\n"
+    for flag, value in (("--low", "1e30"), ("--width", "0"), ("--top-n", "0"), ("--batch-size", "nan"),
+                        ("--seed", "-1"), ("--out", "")):
+        with pytest.raises(SystemExit):
+            parse_args(["select", "--space", "mini", flag, value])
+        assert capsys.readouterr().err.splitlines()[-1].startswith(f"python -m training select: error: argument {flag}")
+    assert not any(tmp_path.iterdir())

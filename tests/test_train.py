@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from training.__main__ import main as training_main
+from training.__main__ import parse_args
+from training.checks import write_json
 from training.sampler import PreferredSampler, UniformSampler
 from training.select import SelectConfig, select, write_selection
 from training.train import Checkpoint, TrainConfig, train
@@ -221,3 +227,70 @@ def test_evaluate_and_search_cli(tmp_path, preferred):
     assert bad.returncode == 2 and "no architecture of mini fits" in bad.stderr
     missing = _cli("evaluate", "--run", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "config.json is missing" in missing.stderr
+
+
+# -- the command line: numbers range-checked at parse time, strict JSON, one-line errors ----------------------------
+@pytest.mark.parametrize("flag, value", [("--warmup-epochs", "nan"), ("--weight-decay", "nan"), ("--lr", "inf"),
+                                         ("--label-smoothing", "2"), ("--epochs", "-1"), ("--sandwich", "-2"),
+                                         ("--drop-path", "1"), ("--batch-size", "1e30"), ("--seed", "-1"),
+                                         ("--workers", "-1"), ("--val-size", "1.5"), ("--sampler", "magic"),
+                                         ("--space", ""), ("--preferred", " ")])
+def test_train_flags_are_refused_at_parse_time(capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["train", "--space", "mini", "--sampler", "uniform", flag, value])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"python -m training train: error: argument {flag}")
+
+
+def test_every_numeric_setting_refuses_nan():
+    numeric = [f.name for f in dataclasses.fields(TrainConfig) if str(f.type).split(" ")[0] in ("int", "float")]
+    assert len(numeric) >= 19
+    for name in numeric:
+        with pytest.raises(ValueError, match=f"^{name} must be an? (int|float) in"):
+            TrainConfig(sampler="uniform", **{name: float("nan")})
+
+
+def test_an_existing_file_as_out_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("mine\n")
+    for out in ("file", "file/run"):
+        with pytest.raises(SystemExit):
+            parse_args(["train", "--space", "mini", "--sampler", "uniform", "--out", str(tmp_path / out)])
+        assert capsys.readouterr().err.splitlines()[-1].endswith("file is a file, not a folder")
+    assert (tmp_path / "file").read_text() == "mine\n"
+
+
+@pytest.fixture(scope="module")
+def uniform_run(tmp_path_factory) -> Path:
+    """A one-step `mini` run of the uniform sampler: it has no preferred set of its own."""
+    cfg = TrainConfig(out=str(tmp_path_factory.mktemp("uniform") / "run"), space="mini", sampler="uniform",
+                      data="synthetic:64", augment=False, epochs=0.5, batch_size=32, warmup_epochs=0, progress=False)
+    return train(cfg)
+
+
+def test_evaluating_a_run_without_a_preferred_set_says_what_to_give(uniform_run, capsys):
+    assert training_main(["evaluate", "--run", str(uniform_run)]) == 2
+    assert capsys.readouterr().err == (f"error: {uniform_run} was trained with the uniform sampler and has no "
+                                       f"preferred set: give --preferred\n")
+    assert not (uniform_run / "eval_test.json").exists()
+
+
+@pytest.mark.parametrize("text, message", [("{", "not a training run's config: Expecting"),
+                                           ("[]", "must be a JSON object, got list"),
+                                           ('{"sampler": "uniform", "lr": NaN}', r"lr must be a float in \(0, 10\]"),
+                                           ('{"space": 3}', "space must be a str, got 3")])
+def test_a_damaged_config_json_is_named(uniform_run, tmp_path, capsys, text, message):
+    run = tmp_path / "run"
+    shutil.copytree(uniform_run, run)
+    (run / "config.json").write_text(text)
+    assert training_main(["evaluate", "--run", str(run), "--split", "val"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / 'config.json'}") and re.search(message, err) and err.count("\n") == 1
+
+
+def test_what_the_commands_write_is_strict_json(uniform_run, tmp_path):
+    strict = lambda text: json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in strict JSON"))
+    strict((uniform_run / "config.json").read_text())
+    [strict(line) for line in (uniform_run / "log.jsonl").read_text().splitlines()]
+    with pytest.raises(ValueError, match=r"refusing to write .*x.json: history\[1\].loss must be a finite number"):
+        write_json(tmp_path / "x.json", {"history": [{"loss": 1.0}, {"loss": float("inf")}]})
+    assert not (tmp_path / "x.json").exists()

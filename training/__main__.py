@@ -8,53 +8,56 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from training.checks import BATCH, IMAGES, Range, nonempty, out_dir
 from zoo.budget import FLOPS_LABEL, human, parse_count
 from zoo.hub import HubError
+from zoo.io import printable
 
 # torch and the training modules load inside the subcommand that runs (or whose --help is asked): `python -m
 # training --help` answers at once
+MAX_COUNT = 1e13  # params or MACs: far above any model's, far below where a float's rounding shows
 
 
 def _number(text: str) -> float:
     """'6M', '1.4G', '50K' or a plain number, for argparse."""
     try:
-        return parse_count(text, "value")
+        value = parse_count(text, "value")
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is over {human(MAX_COUNT)}: no model costs that much")
+    return value
 
 
 def add_select_args(p: argparse.ArgumentParser) -> None:
+    from training.config import SELECT_RANGES as R
     from training.proxies import PROXIES
 
-    p.add_argument("--space", required=True, help="built-in space name or a YAML/JSON space file")
+    p.add_argument("--space", type=nonempty, required=True, help="built-in space name or a YAML/JSON space file")
     p.add_argument("--proxy", default="snip-normalised", choices=sorted(PROXIES))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64, help="images in the one gradient pass (official: 64)")
-    p.add_argument("--data", default="gaussian",
+    p.add_argument("--seed", type=R["seed"], default=0)
+    p.add_argument("--batch-size", type=R["batch_size"], default=64,
+                   help="images in the one gradient pass (official: 64)")
+    p.add_argument("--data", type=nonempty, default="gaussian",
                    help="'gaussian' (data-free, official) or a dataset source, e.g. fashion-mnist")
     p.add_argument("--bucket-by", default="params", choices=["params", "flops"])
     p.add_argument("--low", type=_number, help="lowest bucket edge (default: per space)")
     p.add_argument("--high", type=_number, help="highest bucket edge")
     p.add_argument("--width", type=_number, help="bucket width (margin ε)")
-    p.add_argument("--top-n", type=int, default=1, help="preferred archs kept per bucket")
-    p.add_argument("--out", default="runs/select", help="output directory for preferred.json and the plot")
+    p.add_argument("--top-n", type=R["top_n"], default=1, help="preferred archs kept per bucket")
+    p.add_argument("--out", type=out_dir, default="runs/select",
+                   help="output directory for preferred.json and the plot")
     p.add_argument("--no-plot", action="store_true")
 
 
 def run_select(args: argparse.Namespace) -> int:
     from training.report import plot_selection, selection_table
-    from training.select import Buckets, SelectConfig, select, write_selection
+    from training.select import SelectConfig, select, write_selection
     from zoo.space import get_space
 
     space = get_space(args.space)
-    buckets = None
-    if any(v is not None for v in (args.low, args.high, args.width)):
-        default = Buckets.default(space, args.bucket_by)
-        buckets = Buckets(args.low if args.low is not None else default.low,
-                          args.high if args.high is not None else default.high,
-                          args.width if args.width is not None else default.width)
     cfg = SelectConfig(space, proxy=args.proxy, seed=args.seed, batch_size=args.batch_size, data=args.data,
-                       bucket_by=args.bucket_by, buckets=buckets, top_n=args.top_n)
+                       bucket_by=args.bucket_by, buckets=select_buckets(args, space), top_n=args.top_n)
     sel = select(cfg)
     print(selection_table(sel))
     path = write_selection(sel, args.out)
@@ -65,23 +68,42 @@ def run_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def select_buckets(args: argparse.Namespace, space):
+    """The buckets --low/--high/--width give (None: the space's default), the default filling in what they leave
+    out: its edges, and its width or (a geometric default) its ratio."""
+    from training.select import Buckets
+
+    given = {k: getattr(args, k) for k in ("low", "high", "width") if getattr(args, k) is not None}
+    if not given:
+        return None
+    default = Buckets.default(space, args.bucket_by)
+    low, high = given.get("low", default.low), given.get("high", default.high)
+    if not low < high:
+        tag = lambda k: "" if k in given else f" ({space.name}'s default)"
+        raise ValueError(f"--low {human(low)}{tag('low')} must be below --high {human(high)}{tag('high')}")
+    spacing = {"width": given["width"]} if "width" in given else {"width": default.width, "ratio": default.ratio}
+    return Buckets(low, high, **spacing)
+
+
 def add_bossnas_args(p: argparse.ArgumentParser) -> None:
+    from training.bossnas import BOSS_RANGES as R
     from training.bossnas import TARGETS
     from training.bossnas import BossConfig as B
 
-    p.add_argument("--out", default="runs/bossnas", help="folder for preferred.json, scores.json and log.jsonl")
+    p.add_argument("--out", type=out_dir, default="runs/bossnas",
+                   help="folder for preferred.json, scores.json and log.jsonl")
     p.add_argument("--target", default=B.target, choices=TARGETS,
                    help="ensemble: BossNAS; own: naive bootstrap (ablation); supervised: block-wise classification")
-    p.add_argument("--epochs-per-block", type=int, default=B.epochs_per_block)
-    p.add_argument("--nas-train", type=int, default=B.nas_train,
+    p.add_argument("--epochs-per-block", type=R["epochs_per_block"], default=B.epochs_per_block)
+    p.add_argument("--nas-train", type=R["nas_train"], default=B.nas_train,
                    help="training images the blocks learn from (a seeded subset of the train split)")
-    p.add_argument("--nas-val", type=int, default=B.nas_val,
+    p.add_argument("--nas-val", type=R["nas_val"], default=B.nas_val,
                    help="images every path is rated on (the head of the val split, held out of train)")
-    p.add_argument("--batch-size", type=int, default=B.batch_size)
-    p.add_argument("--paths", type=int, default=B.paths, help="distinct paths sampled per step")
-    p.add_argument("--seed", type=int, default=B.seed)
-    p.add_argument("--data", default=B.data, help="dataset source, e.g. fashion-mnist")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--batch-size", type=R["batch_size"], default=B.batch_size)
+    p.add_argument("--paths", type=R["paths"], default=B.paths, help="distinct paths sampled per step")
+    p.add_argument("--seed", type=R["seed"], default=B.seed)
+    p.add_argument("--data", type=nonempty, default=B.data, help="dataset source, e.g. fashion-mnist")
+    p.add_argument("--threads", type=Range(int, 1, 1024), help="torch CPU threads (default: torch's choice)")
 
 
 def run_bossnas(args: argparse.Namespace) -> int:
@@ -91,8 +113,6 @@ def run_bossnas(args: argparse.Namespace) -> int:
     from zoo.hytra import HyTraArch
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be a positive int, got {args.threads}")
         torch.set_num_threads(args.threads)
     cfg = BossConfig(target=args.target, epochs_per_block=args.epochs_per_block, nas_train=args.nas_train,
                      nas_val=args.nas_val, batch_size=args.batch_size, paths=args.paths, seed=args.seed,
@@ -109,18 +129,20 @@ def run_bossnas(args: argparse.Namespace) -> int:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from dataclasses import MISSING, fields
+    from dataclasses import fields
 
-    from training.config import TrainConfig
+    from training.config import SAMPLERS, TRAIN_RANGES, TrainConfig
 
-    for f in fields(TrainConfig):
+    for f in fields(TrainConfig):  # every field has a default
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        else:  # annotations are strings such as "int | None"
-            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-            p.add_argument(flag, type=kind, default=default, help=f"default: {default}")
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            continue
+        numeric = str(f.type).split(" ")[0] in ("int", "float")  # annotations are strings such as "int | None"
+        kind = TRAIN_RANGES[f.name] if numeric else out_dir if f.name == "out" else nonempty
+        help_ = f"{kind}; default: {f.default}" if numeric else f"default: {f.default}"
+        p.add_argument(flag, type=kind, default=f.default, help=help_,
+                       **({"choices": SAMPLERS} if f.name == "sampler" else {}))
     p.add_argument("--allow-changed-settings", action="store_true",
                    help="resume an existing --out with settings other than its own (recorded in its config.json "
                         "and log.jsonl); without it such a resume is refused, naming the differences")
@@ -140,37 +162,33 @@ def run_train(args: argparse.Namespace) -> int:
 
 def load_run(run: Path):
     """The config and the trained supernet of a training run directory."""
-    import json
-
     from training.evaluate import load_supernet
     from training.train import TrainConfig
 
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} is missing: is {run} a training run directory?")
-    return TrainConfig.from_dict(json.loads(cfg_path.read_text())), load_supernet(run / "supernet.safetensors")
+    return TrainConfig.load(run / "config.json"), load_supernet(run / "supernet.safetensors")
 
 
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="training run directory (holds supernet.safetensors, config.json)")
-    p.add_argument("--preferred", help="preferred.json to evaluate (default: the run's own)")
+    p.add_argument("--run", type=nonempty, required=True,
+                   help="training run directory (holds supernet.safetensors, config.json)")
+    p.add_argument("--preferred", type=nonempty, help="preferred.json to evaluate (default: the run's own)")
     p.add_argument("--split", default="test", choices=["test", "val"])
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=BATCH, default=500)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import json
-
+    from training.checks import write_json
     from training.data import load_data
     from training.evaluate import CALIBRATION_IMAGES, calibration_batches, evaluate_archs, path_stats, tensor_batches
     from training.select import load_preferred
     from zoo.family import get_family
-    from zoo.io import atomic_write_text
 
     run = Path(args.run)
     cfg, supernet = load_run(run)
     space = supernet.space
     family = get_family(space.family)
+    if not (args.preferred or cfg.preferred):
+        raise ValueError(f"{run} was trained with the {cfg.sampler} sampler and has no preferred set: give --preferred")
     pref_space, entries = load_preferred(args.preferred or cfg.preferred)
     if pref_space.hash != space.hash:
         raise ValueError(f"the preferred set is for space {pref_space.name}, the supernet for {space.name}")
@@ -188,7 +206,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
            "protocol": f"{info.name} {args.split} split, {results[0].n} images, single crop at "
                        f"{info.img_size}px, weights inherited from the supernet{recalibrated}",
            "results": rows}
-    atomic_write_text(run / f"eval_{args.split}.json", json.dumps(doc, indent=1) + "\n")
+    write_json(run / f"eval_{args.split}.json", doc)
     print(f"{'id':<20} {'params':>8} {FLOPS_LABEL:>12} {'top1':>7} {'top5':>7} {'loss':>7}")
     for r in rows:
         print(f"{r['id']:<20} {human(r['params']):>8} {human(r['flops']):>12} {r['top1']:>7.2f} {r['top5']:>7.2f} "
@@ -198,32 +216,34 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
+    from training.search import SEARCH_RANGES as R
     from training.search import SEARCHES, SearchConfig
 
-    p.add_argument("--run", required=True, help="training run directory of the supernet to search")
+    p.add_argument("--run", type=nonempty, required=True, help="training run directory of the supernet to search")
     p.add_argument("--algorithm", default="evolution", choices=sorted(SEARCHES),
                    help="evolution: AutoFormer's; aging: regularized evolution (Real et al. 2019); random")
-    p.add_argument("--evaluations", type=int,
+    p.add_argument("--evaluations", type=R["evaluations"],
                    help="distinct archs evaluated, the same budget for every algorithm (default: population x "
                         "generations)")
     p.add_argument("--min-params", type=_number, help="lowest params of the bucket [min, max), e.g. 0.6M")
     p.add_argument("--max-params", type=_number, help="params strictly under this, e.g. 0.65M")
     p.add_argument("--min-flops", type=_number, help=f"lowest {FLOPS_LABEL} of the bucket [min, max)")
     p.add_argument("--max-flops", type=_number, help=f"{FLOPS_LABEL} strictly under this, e.g. 20M")
-    p.add_argument("--population", type=int, default=SearchConfig.population,
+    p.add_argument("--population", type=R["population"], default=SearchConfig.population,
                    help="evolution and aging (P); each evolution generation is half mutants, half crossovers")
-    p.add_argument("--generations", type=int, default=20, help="with --population, the default --evaluations")
-    p.add_argument("--sample", type=int, default=SearchConfig.sample, help="aging: tournament size (S)")
-    p.add_argument("--val-images", type=int, default=0,
+    p.add_argument("--generations", type=Range(int, 1, 10_000), default=20,
+                   help="with --population, the default --evaluations")
+    p.add_argument("--sample", type=R["sample"], default=SearchConfig.sample, help="aging: tournament size (S)")
+    p.add_argument("--val-images", type=IMAGES, default=0,
                    help="val images per fitness evaluation (0: the full validation split)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="folder for search.json and search.png (default: RUN/search)")
+    p.add_argument("--seed", type=R["seed"], default=0)
+    p.add_argument("--out", type=out_dir, help="folder for search.json and search.png (default: RUN/search)")
 
 
 def run_search(args: argparse.Namespace) -> int:
     from training.data import load_data
     from training.evaluate import accuracy, tensor_batches
-    from training.search import SEARCHES, SearchConfig, plot_search, write_search
+    from training.search import SEARCHES, SearchConfig, check_reachable, plot_search, write_search
     from zoo import flops, params
 
     if all(v is None for v in (args.min_params, args.max_params, args.min_flops, args.max_flops)):
@@ -235,6 +255,7 @@ def run_search(args: argparse.Namespace) -> int:
         crossovers=args.population - args.population // 2, sample=args.sample, seed=args.seed)
     cfg, supernet = load_run(Path(args.run))
     space = supernet.space
+    check_reachable(space, search_cfg)  # before the data loads
     data, _ = load_data(cfg.data, "val", img_size=space.img_size, in_chans=space.in_chans,
                         val_size=cfg.val_size, seed=cfg.seed)
     batches = tensor_batches(data, 500, limit=args.val_images or None)
@@ -253,10 +274,12 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def add_package_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="training run directory, already evaluated on the test split")
-    p.add_argument("--out", required=True, help="zoo directory to write")
-    p.add_argument("--name", required=True, help="zoo name, e.g. ladder-fmnist")
-    p.add_argument("--max-fp16-drift", type=float, default=0.1, help="top-1 points fp16 storage may cost")
+    p.add_argument("--run", type=nonempty, required=True,
+                   help="training run directory, already evaluated on the test split")
+    p.add_argument("--out", type=out_dir, required=True, help="zoo directory to write")
+    p.add_argument("--name", type=nonempty, required=True, help="zoo name, e.g. ladder-fmnist")
+    p.add_argument("--max-fp16-drift", type=Range(float, 0, 100), default=0.1,
+                   help="top-1 points fp16 storage may cost")
 
 
 def run_package(args: argparse.Namespace) -> int:
@@ -270,24 +293,30 @@ def run_package(args: argparse.Namespace) -> int:
 
 
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    from training.config import FINETUNE_RANGES as R
     from training.config import FinetuneConfig as F
 
-    p.add_argument("--model", required=True, help="exported model folder (config.json, model.safetensors) or "
-                                                   "hf-hub:ORG/NAME")
-    p.add_argument("--data", required=True, help="folder:PATH (PATH/train/<class>/<images>; val is held out of it)")
-    p.add_argument("--out", default=F.out, help="folder to write the fine-tuned model, its card and curve to")
-    p.add_argument("--epochs", type=int, default=F.epochs)
-    p.add_argument("--lr", type=float, default=F.lr, help="peak learning rate (linear warmup, then cosine)")
-    p.add_argument("--batch-size", type=int, default=F.batch_size)
-    p.add_argument("--warmup-epochs", type=float, default=F.warmup_epochs)
-    p.add_argument("--weight-decay", type=float, default=F.weight_decay)
-    p.add_argument("--label-smoothing", type=float, default=F.label_smoothing)
+    p.add_argument("--model", type=nonempty, required=True,
+                   help="exported model folder (config.json, model.safetensors) or hf-hub:ORG/NAME")
+    p.add_argument("--data", type=nonempty, required=True,
+                   help="folder:PATH (PATH/train/<class>/<images>; val is held out of it)")
+    p.add_argument("--out", type=out_dir, default=F.out, help="folder to write the fine-tuned model, its card and "
+                                                              "curve to")
+    p.add_argument("--epochs", type=R["epochs"], default=F.epochs)
+    p.add_argument("--lr", type=R["lr"], default=F.lr, help="peak learning rate (linear warmup, then cosine)")
+    p.add_argument("--batch-size", type=R["batch_size"], default=F.batch_size)
+    p.add_argument("--warmup-epochs", type=R["warmup_epochs"], default=F.warmup_epochs)
+    p.add_argument("--weight-decay", type=R["weight_decay"], default=F.weight_decay)
+    p.add_argument("--label-smoothing", type=R["label_smoothing"], default=F.label_smoothing)
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=F.augment)
-    p.add_argument("--val-size", type=int, help="images held out for validation (default: 10%% of the folder)")
-    p.add_argument("--distill", help="zoo folder or Hub id whose largest entry teaches (needs the same classes)")
-    p.add_argument("--distill-alpha", type=float, default=F.distill_alpha, help="weight of the distillation loss")
-    p.add_argument("--distill-temperature", type=float, default=F.distill_temperature)
-    p.add_argument("--seed", type=int, default=F.seed)
+    p.add_argument("--val-size", type=R["val_size"],
+                   help="images held out for validation (default: 10%% of the folder)")
+    p.add_argument("--distill", type=nonempty,
+                   help="zoo folder or Hub id whose largest entry teaches (needs the same classes)")
+    p.add_argument("--distill-alpha", type=R["distill_alpha"], default=F.distill_alpha,
+                   help="weight of the distillation loss")
+    p.add_argument("--distill-temperature", type=R["distill_temperature"], default=F.distill_temperature)
+    p.add_argument("--seed", type=R["seed"], default=F.seed)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=F.progress)
 
 
@@ -335,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return COMMANDS[args.cmd][2](args)
-    except (ValueError, FileNotFoundError, FloatingPointError, HubError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, OSError, FloatingPointError, HubError) as e:  # the input's problem, or the disk's: one line
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         return 2
 
 

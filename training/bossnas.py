@@ -24,7 +24,6 @@ exactly zero are dropped before the step, so candidates a step did not run get n
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from training.checks import BATCH, IMAGES, LR, SEED, WEIGHT_DECAY, Range, check_all, json_text, write_json
 from training.select import DEFAULT_BUCKETS, Buckets, Candidate, pick_preferred, preferred_doc, write_preferred
 from zoo.hytra import (
     MICRO_HYTRA,
@@ -54,7 +54,6 @@ from zoo.hytra import (
     run_layers,
 )
 from zoo.hytra import Candidate as LayerModules
-from zoo.io import atomic_write_text
 from zoo.layers import recalibrate_bn
 
 TARGETS = ("ensemble", "own", "supervised")
@@ -63,6 +62,10 @@ PROJ_IN, HIDDEN, PROJ_OUT = 256, 512, 128  # micro sizes of the adapter, the MLP
 SGD_MOMENTUM = 0.9
 RATING_CHUNK = 500  # NAS-val images per forward while rating (memory only)
 Steps = tuple[Step, ...]
+COUNT = Range(int, 1, IMAGES.high)
+BOSS_RANGES = {"epochs_per_block": Range(int, 1, 1000), "nas_train": COUNT, "nas_val": COUNT, "batch_size": BATCH,
+               "paths": Range(int, 1, 1024), "seed": SEED, "val_size": IMAGES, "calibration": COUNT, "lr": LR,
+               "weight_decay": WEIGHT_DECAY, "momentum_base": Range(float, 0, 1), "log_every": COUNT}
 
 
 @dataclass
@@ -90,19 +93,11 @@ class BossConfig:
             raise ValueError(f"BossNAS searches a HyTra space, got {type(self.space).__name__}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {list(TARGETS)}, got {self.target!r}")
-        for k in ("epochs_per_block", "nas_train", "nas_val", "batch_size", "paths", "calibration", "log_every"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{k} must be a positive int, got {v!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        check_all(self, BOSS_RANGES)
         if self.batch_size > self.nas_train:
             raise ValueError(f"batch_size {self.batch_size} exceeds nas_train {self.nas_train}: no full batch")
         if self.calibration > self.nas_train:
             raise ValueError(f"calibration {self.calibration} exceeds nas_train {self.nas_train}")
-        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.momentum_base <= 1):
-            raise ValueError(f"need lr > 0, weight_decay >= 0 and 0 <= momentum_base <= 1, got {self.lr}, "
-                             f"{self.weight_decay}, {self.momentum_base}")
         if self.buckets is None:
             if self.space.name not in DEFAULT_BUCKETS:
                 raise ValueError(f"space '{self.space.name}' has no default buckets: give buckets")
@@ -553,16 +548,16 @@ def search(cfg: BossConfig, out: str | Path) -> tuple[dict, dict]:
     """Run BossNAS block by block; write scores.json, preferred.json and log.jsonl into `out`; return the scores
     and preferred documents."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = nas_data(cfg)
+    data = nas_data(cfg)  # first: a data source it cannot read leaves no folder behind
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     online, target = build_nets(cfg.space, cfg.target)
     generator = torch.Generator().manual_seed(cfg.seed)
     inputs = rating_inputs(cfg, data, generator)
     prefixes, fed, blocks, seconds = {STEM_SCALE: Prefix((), 0.0)}, [], [], {}
     with (out / "log.jsonl").open("w") as f:
-        log = lambda record: print(json.dumps(record), file=f, flush=True)
+        log = lambda record: print(json_text(record, str(out / "log.jsonl"), indent=None), file=f, flush=True)
         for k in range(cfg.space.num_blocks):
             t = time.perf_counter()
             train_block(online, target, cfg, k, prefixes, data, generator, log)
@@ -576,7 +571,7 @@ def search(cfg: BossConfig, out: str | Path) -> tuple[dict, dict]:
             blocks.append(losses)
             prefixes = next_prefixes(prefixes, losses)
     scores = scores_doc(cfg, blocks, fed)
-    atomic_write_text(out / "scores.json", json.dumps(scores, indent=1) + "\n")
+    write_json(out / "scores.json", scores)
     seconds["total"] = time.perf_counter() - t0
     preferred = selection_doc(cfg, scores, seconds)
     write_preferred(preferred, out)

@@ -1,11 +1,44 @@
-"""The settings of `python -m training train` and `finetune`, as plain dataclasses (no torch): the command line
-builds its options from their fields and defaults, so `--help` answers without loading the trainers."""
+"""The settings of `python -m training train` and `finetune`, as plain dataclasses, and the valid range of every
+numeric setting of those and of `select` (no torch): the command line builds its options from them, so `--help`
+answers without loading the trainers."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
+from pathlib import Path
+
+from training.checks import (
+    BATCH,
+    EPOCHS,
+    IMAGES,
+    LR,
+    MIN_LR,
+    PROBABILITY,
+    SEED,
+    WARMUP,
+    WEIGHT_DECAY,
+    Range,
+    check_all,
+    check_kinds,
+)
 
 SAMPLERS = ("preferred", "preferred-plain", "uniform")
+STEPS = Range(int, 1, 10**9)
+MIX_ALPHA = Range(float, 0, 100)  # a Beta distribution's parameter; 0 turns mixup/cutmix off
+# every numeric setting's valid values: the dataclasses check them, the command line parses with them
+TRAIN_RANGES = {"sandwich": Range(int, -1, 64), "img_size": Range(int, 1, 4096), "in_chans": Range(int, 1, 16),
+                "val_size": IMAGES, "epochs": EPOCHS, "batch_size": BATCH, "lr": LR, "min_lr": MIN_LR,
+                "warmup_epochs": WARMUP, "weight_decay": WEIGHT_DECAY, "label_smoothing": PROBABILITY,
+                "mixup": MIX_ALPHA, "cutmix": MIX_ALPHA, "drop_path": PROBABILITY,
+                "clip_grad": Range(float, 0, 1e6),  # 0: no clipping, as None
+                "seed": SEED, "ckpt_every": STEPS, "log_every": STEPS, "workers": Range(int, 0, 256)}
+FINETUNE_RANGES = {"epochs": Range(int, 1, 10_000), "batch_size": BATCH, "lr": LR, "min_lr": MIN_LR,
+                   "warmup_epochs": WARMUP, "weight_decay": WEIGHT_DECAY, "label_smoothing": PROBABILITY,
+                   "val_size": Range(int, 1, IMAGES.high),  # fine-tuning validates after every epoch
+                   "distill_alpha": Range(float, 0, 1), "distill_temperature": Range(float, 0, 100, open_low=True),
+                   "seed": SEED}
+SELECT_RANGES = {"seed": SEED, "batch_size": Range(int, 1, 4096), "top_n": Range(int, 1, 1000), "chunk": BATCH}
 
 
 @dataclass
@@ -41,16 +74,27 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_kinds(self)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.sampler != "uniform" and not self.preferred:
             raise ValueError("the preferred sampler needs --preferred PATH (from `python -m training select`)")
-        for k in ("epochs", "lr", "batch_size", "ckpt_every", "log_every"):
-            if not getattr(self, k) > 0:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)!r}")
+        check_all(self, TRAIN_RANGES)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        """A run's config.json; an error naming it when it is missing or not one."""
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: is {path.parent} a training run directory?")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except ValueError as e:  # not JSON, not UTF-8, or a setting out of its range
+            raise ValueError(f"{path} is not a training run's config: {e}") from None
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"a training config must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -76,8 +120,5 @@ class FinetuneConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for k in ("epochs", "batch_size", "lr", "distill_temperature"):
-            if not getattr(self, k) > 0:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)!r}")
-        if not 0 <= self.distill_alpha <= 1:
-            raise ValueError(f"distill_alpha must lie in [0, 1], got {self.distill_alpha!r}")
+        check_kinds(self)
+        check_all(self, FINETUNE_RANGES)

@@ -25,7 +25,7 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import find_classes
+from torchvision.datasets.folder import find_classes, has_file_allowed_extension
 
 SPLITS = ("train", "val", "test")
 SOURCE_FORMS = ("fashion-mnist", "cifar10:<dir>", "cifar100:<dir>", "folder:<dir>", "synthetic:<n>")
@@ -40,6 +40,8 @@ FOLDER_VAL_FRACTION = 0.1
 FOLDER_MAX_VAL_SIZE = 10000
 FOLDER_IMG_SIZE = 224
 FOLDER_CROP_PCT = 0.875
+FOLDER_MAX_DEPTH = 16  # folders below a class folder
+FOLDER_MAX_ENTRIES = 20_000_000  # files and folders an image folder's walk reads (ImageNet-21k: 14M images)
 SYNTHETIC_IMG_SIZE = 224
 SYNTHETIC_NUM_CLASSES = 10
 INTERPOLATION = "bicubic"
@@ -334,14 +336,133 @@ def _folder_classes(directory: Path) -> tuple[str, ...]:
     if not directory.is_dir():
         raise FileNotFoundError(f"image folder {directory} does not exist (expected <dir>/<class>/<images>)")
     try:
-        return tuple(find_classes(str(directory))[0])
+        classes = tuple(find_classes(str(directory))[0])
     except FileNotFoundError as e:
         raise FileNotFoundError(f"image folder {directory} has no class subdirectories") from e
+    if len(classes) < 2:
+        raise ValueError(f"image folder {directory} has {len(classes)} class folder ({', '.join(classes)}): "
+                         "a classifier needs at least 2 (<dir>/<class>/<images>)")
+    return classes
+
+
+class _FolderWalk:
+    """One walk of a split's image folder (`train/`, `test/`; ImageFolder's layout and order). Links are followed,
+    but never out of that folder ("paths from data never leave their folder": such a link is refused, not skipped, so
+    that no image silently goes missing, and no test image leaks into train), never round a loop, and never twice to
+    one image: each file counts once, under one class. The walk is bounded in depth and entries, so no folder can
+    keep it going for ever."""
+
+    def __init__(self, top: Path, extensions: tuple[str, ...]) -> None:
+        self.top = top.resolve()
+        self.extensions = extensions
+        self.folders: dict[str, tuple[str, str]] = {}  # real folder walked -> (class, the path it was walked as)
+        self.links: dict[str, tuple[str, str]] = {}  # real image a link leads to -> (class, the link)
+        self.entries = 0
+
+    def samples(self, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+        """(path, class index) of every image, classes in order, each class's by folder path, then name."""
+        found = [(path, label) for label in sorted(class_to_idx) for path in self._class(label)]
+        found += [(link, label) for real, (label, link) in self.links.items() if self._first(real, label, link)]
+        empty = sorted(set(class_to_idx) - {label for _, label in found})
+        if empty:
+            raise FileNotFoundError(f"class folder(s) {', '.join(empty)} hold no images "
+                                    f"({', '.join(self.extensions)})")
+        found.sort(key=lambda s: (class_to_idx[s[1]], os.path.dirname(s[0]), os.path.basename(s[0])))
+        return [(path, class_to_idx[label]) for path, label in found]
+
+    def _class(self, label: str) -> list[str]:
+        """The images of one class folder found without a file link (those wait in `links`)."""
+        images, stack = [], [(self.top / label, (str(self.top),))]
+        while stack:
+            folder, above = stack.pop()
+            real = self._target(folder) if folder.is_symlink() else os.path.join(above[-1], folder.name)
+            if real in above:
+                raise ValueError(f"image folder {self.top}: symlink loop: {folder} leads back to {real}, a folder "
+                                 "it is in")
+            if len(above) > FOLDER_MAX_DEPTH:
+                raise ValueError(f"image folder {self.top}: {folder} is over {FOLDER_MAX_DEPTH} folders deep")
+            if not self._claim(real, label, folder):
+                continue
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            self.entries += len(entries)
+            if self.entries > FOLDER_MAX_ENTRIES:
+                raise ValueError(f"image folder {self.top} holds over {FOLDER_MAX_ENTRIES:,} entries")
+            folders = {e.name for e in entries if _is_dir(e)}
+            stack += [(Path(e.path), (*above, real)) for e in reversed(entries) if e.name in folders]
+            images += [path for e in entries if e.name not in folders and (path := self._image(e, label))]
+        return images
+
+    def _image(self, e: os.DirEntry, label: str) -> str | None:
+        """The path of a file entry that is an image counted here (a file link's waits in `links`), else None."""
+        if not has_file_allowed_extension(e.name, self.extensions):
+            return None
+        target = self._target(Path(e.path)) if e.is_symlink() else None
+        if not e.is_file():  # reading a pipe would wait for ever, a device for ever or to no end
+            raise ValueError(f"image folder {self.top}: {e.path} is not a regular file")
+        if target is None:
+            return e.path
+        if target in self.links:
+            self._same_class(self.links[target], label, e.path, target)
+        else:
+            self.links[target] = (label, e.path)
+        return None
+
+    def _target(self, link: Path) -> str:
+        """Where a link leads: refused when it dangles, loops or leaves the folder."""
+        try:
+            real = link.resolve(strict=True)
+        except (OSError, RuntimeError) as e:  # RuntimeError: Python 3.11's resolve() on a loop of links
+            raise ValueError(f"image folder {self.top}: the link {link} leads nowhere ({e})") from None
+        if not real.is_relative_to(self.top):
+            raise ValueError(f"image folder {self.top}: the link {link} leads out of it (to {real}); paths from "
+                             "data never leave their folder: copy or move the files in")
+        return str(real)
+
+    def _claim(self, real: str, label: str, path: Path) -> bool:
+        """Whether the folder `real` is walked now (not seen before, when its images already counted)."""
+        if real in self.folders:
+            self._same_class(self.folders[real], label, str(path), real)
+            return False
+        self.folders[real] = (label, str(path))
+        return True
+
+    def _first(self, real: str, label: str, link: str) -> bool:
+        """Whether a file link's image is not also in a walked folder, where it counts already."""
+        folder = os.path.dirname(real)
+        if folder not in self.folders or not has_file_allowed_extension(real, self.extensions):
+            return True
+        first_label, first_path = self.folders[folder]
+        self._same_class((first_label, os.path.join(first_path, os.path.basename(real))), label, link, real)
+        return False
+
+    def _same_class(self, first: tuple[str, str], label: str, path: str, real: str) -> None:
+        """Refuse one file or folder met as two classes' (`first`: the class and path it was met as first)."""
+        if first[0] != label:
+            raise ValueError(f"image folder {self.top}: {path} (class {label}) and {first[1]} (class {first[0]}) "
+                             f"are both {real}: an image has one label")
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """DirEntry.is_dir(), but False for a link it cannot follow (a loop of links raises ELOOP)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+class _ContainedImageFolder(ImageFolder):
+    """ImageFolder, walked by `_FolderWalk` instead of os.walk(followlinks=True), which goes round a symlink loop
+    until the kernel's link limit (duplicated images; two loop links: no end)."""
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        return _FolderWalk(Path(directory), extensions).samples(class_to_idx)
 
 
 def _image_folder(directory: Path, transform) -> ImageFolder:
     try:
-        return ImageFolder(str(directory), transform=transform, loader=_open_rgb)
+        return _ContainedImageFolder(str(directory), transform=transform, loader=_open_rgb)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"image folder {directory}: {e}") from e
 
@@ -351,8 +472,13 @@ def _folder_dataset(root: Path, split: str, *, img_size: int | None, in_chans: i
     if in_chans not in (None, 3):
         raise ValueError(f"folder sources are read as RGB; in_chans must be 3, got {in_chans}")
     size = img_size or FOLDER_IMG_SIZE
-    transform = create_transform(size, is_training=augment, interpolation=INTERPOLATION, auto_augment=auto_augment,
-                                 mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, crop_pct=FOLDER_CROP_PCT)
+    try:
+        transform = create_transform(size, is_training=augment, interpolation=INTERPOLATION,
+                                     auto_augment=auto_augment, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                                     crop_pct=FOLDER_CROP_PCT)
+    except AssertionError as e:  # timm asserts on an auto_augment string it does not know
+        raise ValueError(f"auto_augment {auto_augment!r} is not a timm policy ({e}); e.g. rand-m9-mstd0.5-inc1") \
+            from None
     train_dir = root / "train"
     classes = _folder_classes(train_dir)
     info = DataInfo(root.resolve().name, len(classes), 3, size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
@@ -367,6 +493,9 @@ def _folder_dataset(root: Path, split: str, *, img_size: int | None, in_chans: i
         return _image_folder(test_dir, transform), info
     train = _image_folder(train_dir, transform)
     default_val = min(int(len(train) * FOLDER_VAL_FRACTION), FOLDER_MAX_VAL_SIZE)
+    if split == "val" and val_size is None and default_val == 0:
+        raise ValueError(f"image folder {train_dir} has {len(train)} images: its default validation split "
+                         f"({FOLDER_VAL_FRACTION:.0%} of them) holds none; give val_size (--val-size)")
     n_val = _check_val_size(default_val if val_size is None else val_size, len(train), str(train_dir))
     return Subset(train, _split_indices(len(train), split, n_val, seed).tolist()), info
 
@@ -398,6 +527,8 @@ def _synthetic_dataset(count: int, split: str, *, img_size: int | None, in_chans
                     tuple(f"class_{i}" for i in range(SYNTHETIC_NUM_CLASSES)), INTERPOLATION, crop_pct=1.0)
     if split == "test":
         return SyntheticImages(count, size, chans, stream=1), info
+    if split == "val" and val_size is None:
+        raise ValueError("synthetic data holds no validation images unless val_size is given (train --val-size)")
     n_val = _check_val_size(0 if val_size is None else val_size, count, "synthetic")
     indices = _split_indices(count, split, n_val, seed).tolist()
     return Subset(SyntheticImages(count, size, chans, stream=0), indices), info

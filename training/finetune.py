@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from huggingface_hub import ModelCard, ModelCardData
 from tqdm import tqdm
 
+from training.checks import json_text
 from training.config import FinetuneConfig
 from training.data import DataInfo, load_data, make_loader
 from training.evaluate import tensor_batches
@@ -203,10 +204,11 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
 
 def write_result(out: Path, model: PreZooViT, cfg: FinetuneConfig, info: DataInfo, history: list[dict],
                  teacher: Teacher | None) -> Path:
-    plot_curve(history, out / "val_curve.png")
     doc = {"schema_version": 1, "kind": "prezoo.finetune", "config": asdict(cfg), "data": info.name,
            "classes": list(info.labels), "teacher": teacher.name if teacher else None, "history": history}
-    atomic_write_text(out / "finetune.json", json.dumps(doc, indent=1) + "\n")
+    text = json_text(doc, str(out / "finetune.json"))  # first: a number it refuses leaves no folder behind
+    plot_curve(history, out / "val_curve.png")
+    atomic_write_text(out / "finetune.json", text + "\n")
     return write_pretrained(out, model, model.labels, model.preprocessing, model_card(model, cfg, info, history,
                                                                                        teacher))
 

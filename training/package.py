@@ -21,29 +21,34 @@ from training.evaluate import calibration_batches, evaluate_archs, load_supernet
 from training.select import load_preferred
 from training.train import TrainConfig
 from zoo.family import get_family
+from zoo.io import read_versioned_json
 from zoo.store import ZooEntry, write_zoo
 
 
-def _read_json(path: Path) -> dict:
+def _test_results(run: Path) -> tuple[dict, dict[str, dict]]:
+    """eval_test.json (what `python -m training evaluate` writes) and its results by arch id."""
+    path = run / "eval_test.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run the step that writes it first")
-    return json.loads(path.read_text())
+        raise FileNotFoundError(f"{path} is missing; run `python -m training evaluate --run {run}` first")
+    evaluation = read_versioned_json(path, "prezoo.eval", 1)
+    try:
+        return evaluation, {r["id"]: r for r in evaluation["results"]}
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path} has no valid results: {type(e).__name__} {e}") from None
 
 
 def package_run(run: str | Path, out: str | Path, name: str, max_fp16_drift: float = 0.1,
                 progress: bool = True) -> dict:
     """Write the zoo; returns a summary (dtype chosen, fp16 drift per entry)."""
     run = Path(run)
-    cfg = TrainConfig.from_dict(_read_json(run / "config.json"))
-    evaluation = _read_json(run / "eval_test.json")
+    cfg = TrainConfig.load(run / "config.json")
+    evaluation, results = _test_results(run)
     supernet = load_supernet(run / "supernet.safetensors")
     space = supernet.space
     family = get_family(space.family)
-    pref_path = Path(cfg.preferred) if cfg.preferred else None
-    selector = _read_json(pref_path)["selector"] if pref_path else {"sampler": "uniform"}
-    if pref_path:
-        load_preferred(pref_path)  # validates it
-    results = {r["id"]: r for r in evaluation["results"]}
+    if cfg.preferred:
+        load_preferred(cfg.preferred)  # validates it
+    selector = json.loads(Path(cfg.preferred).read_text())["selector"] if cfg.preferred else {"sampler": "uniform"}
     archs = [family.arch_from_dict(r["arch"]) for r in evaluation["results"]]
 
     test, info = load_data(cfg.data, "test", img_size=space.img_size, in_chans=space.in_chans)

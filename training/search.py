@@ -14,7 +14,6 @@ never evaluated again, and each stops after the same number `cfg.evaluations` of
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections import deque
@@ -24,11 +23,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from training.checks import SEED, Range, check_all, write_json
 from zoo import Arch, SearchSpace, flops, params
 from zoo.budget import FLOPS_LABEL
-from zoo.io import atomic_write_figure, atomic_write_text
+from zoo.io import atomic_write_figure
 
 Fitness = Callable[[Arch], float]
+MANY = Range(int, 1, 100_000)
+SEARCH_RANGES = {"evaluations": Range(int, 1, 10_000_000), "population": MANY, "parents": MANY,
+                 "mutants": Range(int, 0, MANY.high), "crossovers": Range(int, 0, MANY.high), "sample": MANY,
+                 "s_prob": Range(float, 0, 1), "m_prob": Range(float, 0, 1), "seed": SEED,
+                 "max_tries": Range(int, 1, 10_000_000)}
 
 
 @dataclass
@@ -49,9 +54,7 @@ class SearchConfig:
     max_tries: int = 10_000  # random draws allowed to find one new arch within the bucket
 
     def __post_init__(self) -> None:
-        for name in ("evaluations", "population", "parents", "sample", "max_tries"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_all(self, SEARCH_RANGES)
         for what in ("params", "flops"):
             lo, hi = getattr(self, f"min_{what}"), getattr(self, f"max_{what}")
             if lo is not None and hi is not None and lo >= hi:
@@ -89,7 +92,7 @@ def _bounds(cfg: SearchConfig) -> str:
                      if lo is not None or hi is not None) or "no bounds"
 
 
-def _check_reachable(space: SearchSpace, cfg: SearchConfig) -> None:
+def check_reachable(space: SearchSpace, cfg: SearchConfig) -> None:
     """Costs grow with every choice, so a bucket outside [smallest, largest] holds no arch at all."""
     small, large = space.smallest_arch(), space.largest_arch()
     for what, cost, lo, hi in (("params", params, cfg.min_params, cfg.max_params),
@@ -129,7 +132,7 @@ class _Run:
     at the budget."""
 
     def __init__(self, algorithm: str, space: SearchSpace, fitness: Fitness, cfg: SearchConfig, progress: bool):
-        _check_reachable(space, cfg)
+        check_reachable(space, cfg)
         self.algorithm, self.space, self.fitness, self.cfg = algorithm, space, fitness, cfg
         self.rng = random.Random(cfg.seed)
         self.scores: dict[Arch, float] = {}
@@ -238,9 +241,7 @@ def write_search(space: SearchSpace, cfg: SearchConfig, result: SearchResult, fi
            "algorithm": result.algorithm, "fitness": fitness, "settings": asdict(cfg),
            "evaluations": result.evaluations, "seconds": result.seconds, "best": row(result.best),
            "history": result.history, "evaluated": [row(a) for a in ranked]}
-    path = Path(out_dir) / "search.json"
-    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
-    return path
+    return write_json(Path(out_dir) / "search.json", doc)
 
 
 def plot_search(space: SearchSpace, cfg: SearchConfig, result: SearchResult, fitness: str,

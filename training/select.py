@@ -21,7 +21,6 @@ entries.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from collections.abc import Iterator
@@ -34,10 +33,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from training.checks import check_all, write_json
+from training.config import SELECT_RANGES
 from training.proxies import get_proxy
 from zoo import Arch, SearchSpace, ViTSupernet, flops, params, slice_tensor
 from zoo.family import Space, family_of
-from zoo.io import atomic_write_text, read_versioned_json
+from zoo.io import read_versioned_json
 
 SCHEMA_VERSION = 1
 # Step 2 leaves out tensors whose size does not depend on the choices being ranked within an
@@ -124,9 +125,7 @@ class SelectConfig:
         get_proxy(self.proxy)
         if self.bucket_by not in COSTS:
             raise ValueError(f"bucket_by must be one of {sorted(COSTS)}, got {self.bucket_by!r}")
-        for k in ("batch_size", "top_n", "chunk"):
-            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
-                raise ValueError(f"{k} must be a positive int, got {getattr(self, k)!r}")
+        check_all(self, SELECT_RANGES)
         if self.buckets is None:
             self.buckets = Buckets.default(self.space, self.bucket_by)
 
@@ -373,9 +372,7 @@ def select(cfg: SelectConfig) -> Selection:
 
 
 def write_preferred(doc: dict, out_dir: str | Path) -> Path:
-    path = Path(out_dir) / "preferred.json"
-    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
-    return path
+    return write_json(Path(out_dir) / "preferred.json", doc)
 
 
 def write_selection(sel: Selection, out_dir: str | Path) -> Path:
@@ -387,15 +384,25 @@ def load_preferred(path: str | Path) -> tuple[Space, list[dict]]:
     (absent: "vit", what this selector writes) says how to read the space and the archs (BossNAS writes HyTra's)."""
     path = Path(path)
     doc = read_versioned_json(path, "prezoo.preferred", SCHEMA_VERSION)
+    try:
+        space, entries = _preferred_entries(doc)
+    except (KeyError, TypeError, AttributeError) as e:  # a field missing, or of another type
+        raise ValueError(f"{path} is not a valid preferred.json: {type(e).__name__} {e}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if not entries:
+        raise ValueError(f"{path} holds no preferred architectures")
+    return space, entries
+
+
+def _preferred_entries(doc: dict) -> tuple[Space, list[dict]]:
     family = family_of(doc)
     space = family.space_from_dict(doc["space"])
     if space.hash != doc.get("space_hash"):
-        raise ValueError(f"{path}: space_hash {doc.get('space_hash')} does not match its space ({space.hash})")
+        raise ValueError(f"space_hash {doc.get('space_hash')} does not match its space ({space.hash})")
     entries = [e for b in doc["buckets"] for e in b["entries"]]
     for e in entries:
         arch = space.validate(family.arch_from_dict(e["arch"]))
         if arch.id != e["id"]:
-            raise ValueError(f"{path}: entry id {e['id']} does not match its arch ({arch.id})")
-    if not entries:
-        raise ValueError(f"{path} holds no preferred architectures")
+            raise ValueError(f"entry id {e['id']} does not match its arch ({arch.id})")
     return space, entries

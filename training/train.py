@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from training.checks import json_text, write_json
 from training.config import TrainConfig
 from training.data import load_data, make_loader
 from training.sampler import PreferredSampler, UniformSampler, sandwich
@@ -91,7 +92,8 @@ class Checkpoint:
         torch.save(state, buf)
         payload = buf.getvalue()
         header = {"step": state["step"], "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
-        atomic_write_bytes(self.path, self.MAGIC + json.dumps(header).encode() + b"\n" + payload)
+        atomic_write_bytes(self.path, self.MAGIC + json_text(header, str(self.path), indent=None).encode() + b"\n"
+                           + payload)
 
     def header(self) -> dict | None:
         """The header (step, sha256, bytes) without reading the weights; None if there is no checkpoint yet."""
@@ -193,7 +195,7 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
             torch.cuda.set_rng_state(state["cuda_rng"])
     if rank == 0:  # config.json: the settings training goes on under (resumes compare with the checkpoint's copy)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1) + "\n")
+        write_json(out / "config.json", asdict(cfg))
         # what a kill left behind: unrenamed temp files, log records past the checkpoint
         remove_stale_temporaries(out)
         truncate_log(out / "log.jsonl", step)
@@ -205,8 +207,8 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
     mix = _mixup(cfg, space.num_classes)
     log = (out / "log.jsonl").open("a") if rank == 0 else None
     if log and changed:
-        log.write(json.dumps({"step": step, "event": "settings changed", "changed": changed, "time": time.time()})
-                  + "\n")
+        log.write(json_text({"step": step, "event": "settings changed", "changed": changed, "time": time.time()},
+                            log.name, indent=None) + "\n")
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not cfg.progress or rank != 0)
     t_last, seen = time.perf_counter(), 0
     while step < total:
@@ -228,7 +230,7 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
                 now = time.perf_counter()
                 rec = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr, "loss": loss,
                        "img_per_s": round(seen / (now - t_last), 1), "time": time.time()}
-                log.write(json.dumps(rec) + "\n")
+                log.write(json_text(rec, log.name, indent=None) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{loss:.3f}")
                 t_last, seen = now, 0
