@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_SETTINGS = ("train", "--space", "mini", "--sampler", "uniform", "--data", "synthetic:64", "--no-augment",
                 "--epochs", "0.5", "--batch-size", "32", "--warmup-epochs", "0", "--ckpt-every", "1", "--log-every",
                 "1", "--no-progress")  # the fixture run's: one step
-ERROR_LINE = re.compile(r"(python -m training( \w+)?: )?error: \S")  # ours, or argparse's (naming the command)
+ERROR_LINE = re.compile(r"(python -m \w+( [\w-]+)?: )?(error: )?\S")  # ours, or argparse's (naming the command)
 BAD_NUMBERS = ("nan", "inf", "-inf", "1e400", "1e30", "abc", "", " ", "9" * 400, "0x10", "1,5")
 SUBPROCESS_SECONDS = 90.0  # importing torch on 2 busy cores, then at most a tiny refused run
 IN_PROCESS_SECONDS = 20.0
@@ -59,6 +60,7 @@ class Case:
     names: str  # the error line must hold this (case-insensitive): the flag, the file, or the problem
     subprocess: bool = False
     watch: str | None = None  # a path besides its --out that must be absent or unchanged after the case (a run)
+    program: str = "training"  # the package whose `python -m` entry point runs it
 
     @property
     def watched(self) -> list[str]:
@@ -477,7 +479,7 @@ def snapshot(path: str) -> object:
 
 def run_in_process(case: Case) -> tuple[int | None, str, str, int]:
     """(exit code, all output, stderr, 0) of `main(argv)` here, stopped by a timer past its bound."""
-    from training.__main__ import main
+    main = importlib.import_module(f"{case.program}.__main__").main
 
     out, err = io.StringIO(), io.StringIO()
 
@@ -507,7 +509,7 @@ def run_subprocess(case: Case) -> tuple[int | None, str, str, int]:
     inherits at fork."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     deadline, peak = time.monotonic() + SUBPROCESS_SECONDS, 0
-    with subprocess.Popen([sys.executable, "-m", "training", *case.argv], stdout=subprocess.PIPE,
+    with subprocess.Popen([sys.executable, "-m", case.program, *case.argv], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, errors="replace") as p:
         while True:
             try:
@@ -572,8 +574,12 @@ class BatteryResult:
 def battery(tmp: Path) -> BatteryResult:
     """Build the fixtures in `tmp`, run every case (subprocesses two at a time, beside the in-process ones)."""
     t0 = time.perf_counter()
-    fx = build_fixtures(tmp)
-    todo = cases(fx)
+    todo = cases(build_fixtures(tmp))
+    return run_all(todo, time.perf_counter() - t0, uncovered(todo))
+
+
+def run_all(todo: list[Case], fixture_seconds: float, missed: list[str]) -> BatteryResult:
+    """Every case: the subprocesses two at a time, beside the in-process ones."""
     t1 = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
         spawned = [pool.submit(run_case, c) for c in todo if c.subprocess]
@@ -583,8 +589,8 @@ def battery(tmp: Path) -> BatteryResult:
     t3 = time.perf_counter()
     rss = {"this process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
            "largest child": max(o.peak_kib for o in outcomes)}
-    return BatteryResult(outcomes, uncovered(todo), {"fixtures": t1 - t0, "in-process cases": t2 - t1,
-                                                     "all cases": t3 - t1}, rss)
+    return BatteryResult(outcomes, missed, {"fixtures": fixture_seconds, "in-process cases": t2 - t1,
+                                            "all cases": t3 - t1}, rss)
 
 
 def report(result: BatteryResult) -> str:
