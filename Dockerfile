@@ -23,7 +23,7 @@ WORKDIR /app
 COPY . /app
 # The README's install, as root (it installs apt packages), without the test tools and with onnxruntime-gpu.
 RUN bash setup.sh --serve --gpu \
-    && .venv/bin/python -m compileall -q zoo training export server \
+    && .venv/bin/python -m compileall -q zoo training export server prezoo \
     && rm -rf /var/lib/apt/lists/* /root/.cache \
     && useradd --no-log-init --create-home --uid 10001 --shell /usr/sbin/nologin prezoo
 
@@ -31,4 +31,4 @@ USER 10001
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["sh", "-c", "curl -fsS http://127.0.0.1:${PREZOO_PORT}/api/health || exit 1"]
-ENTRYPOINT [".venv/bin/python", "-m", "server"]
+ENTRYPOINT [".venv/bin/prezoo", "serve"]

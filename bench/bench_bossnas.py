@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from bench.common import machine, mean_interval
 from training.data import load_data, make_loader
 from training.evaluate import accuracy_of, tensor_batches
-from zoo.hytra import MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSpace, enumerate_archs, params
+from zoo.families.hytra import MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSpace, enumerate_archs, params
 from zoo.io import atomic_write_figure
 
 SPACE = MICRO_HYTRA
@@ -178,7 +178,7 @@ def equal_params_archs(space: HyTraSpace, pick: HyTraArch, n: int, tolerance: fl
 
 
 def cmd_picks(args) -> None:
-    from training.select import load_preferred
+    from training.preferred import load_preferred
 
     space, entries = load_preferred(args.preferred)
     picks = [HyTraArch.from_dict(e["arch"]) for e in entries]
@@ -227,7 +227,7 @@ def att_share(archs: list[HyTraArch]) -> float:
 
 def load_run(run: str) -> tuple[dict, list[HyTraArch]]:
     """A selector run's scores.json document and its picks, one per bucket."""
-    from training.select import load_preferred
+    from training.preferred import load_preferred
 
     picks = [HyTraArch.from_dict(e["arch"]) for e in load_preferred(Path(run) / "preferred.json")[1]]
     return json.loads((Path(run) / "scores.json").read_text()), picks

@@ -24,7 +24,7 @@ import torch
 
 from bench.common import interleaved, machine, median
 from export.onnx import convert_fp16, export_onnx, run, session
-from server.inference import CPU, CUDA, TENSORRT, provider_options
+from export.runtime import CPU, CUDA, TENSORRT, provider_options
 from zoo import ViTSupernet, get_space
 from zoo.io import atomic_write_text
 from zoo.official import OFFICIAL_PREFERRED

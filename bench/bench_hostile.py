@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import re
 import socket
 import struct
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 from PIL import Image
 
 from bench.bench_server import running_server, sample_png
@@ -277,6 +279,8 @@ def _problem(case: Case, r: httpx.Response, seconds: float) -> str | None:
         return f"took {seconds:.1f} s (bound {case.seconds:g} s)"
     if SECRET in r.content:
         return f"HTTP {r.status_code} answered a planted secret"
+    if r.status_code == 200 and case.path.endswith("/infer") and not finite_logits(r):
+        return "HTTP 200 carrying NaN or infinite logits"
     if case.expect and r.status_code not in case.expect:
         return f"HTTP {r.status_code}, expected {' or '.join(map(str, case.expect))}: {r.text[:120]!r}"
     api = case.path.lstrip("/").startswith(("api/", "v2"))
@@ -288,6 +292,15 @@ def _problem(case: Case, r: httpx.Response, seconds: float) -> str | None:
         if not ok:
             return f"HTTP {r.status_code} without a JSON error: {r.text[:120]!r}"
     return None
+
+
+def finite_logits(r: httpx.Response) -> bool:
+    """Whether a v2 infer answer's logits are all finite numbers, in JSON or after a binary header."""
+    length = r.headers.get("inference-header-content-length")
+    if length is not None:
+        return bool(np.isfinite(np.frombuffer(r.content[int(length):], "<f4")).all())
+    data = [x for out in r.json()["outputs"] for x in out["data"]]
+    return all(isinstance(x, int | float) and math.isfinite(x) for x in data)
 
 
 def rss_kib(pid: int) -> dict[str, int]:

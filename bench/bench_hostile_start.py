@@ -119,9 +119,24 @@ def triton_cases(tmp: Path) -> list[Case]:
                  watch=str(a_file), program="export")]
 
 
+EXPORT_RANGES = {("profile", "--threads"): ("0", "-1", "257"), ("profile", "--batch"): ("0", "1025"),
+                 ("profile", "--warmup"): ("-1",), ("profile", "--runs"): ("0", "-1"),
+                 ("triton", "--max-batch-size"): ("0", "-1", "1025")}
+
+
+def export_flag_cases(tmp: Path) -> list[Case]:
+    """`python -m export`'s numbers and zoo refused by argparse, before any zoo is read or anything written."""
+    out = ("--out", str(tmp / "export-out"))
+    cases = [Case(f"export {command}", "flag", (command, flag, value, *(out if command != "profile" else ())), flag,
+                  program="export")
+             for (command, flag), values in EXPORT_RANGES.items() for value in (*BAD_NUMBERS, *values)]
+    return cases + [Case(f"export {command}", "flag", (command, "--zoo", ""), "--zoo", program="export")
+                    for command in ("get", "profile", "push", "triton")]
+
+
 def battery(tmp: Path) -> BatteryResult:
     t0 = time.perf_counter()
-    todo = server_cases(tmp) + triton_cases(tmp)
+    todo = server_cases(tmp) + triton_cases(tmp) + export_flag_cases(tmp)
     return run_all(todo, time.perf_counter() - t0, [])
 
 

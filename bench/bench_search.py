@@ -26,8 +26,9 @@ from pathlib import Path
 from bench.common import machine
 from training.data import load_data
 from training.evaluate import accuracy, load_supernet, tensor_batches
+from training.preferred import Buckets
 from training.search import SEARCHES, SearchConfig
-from training.select import Buckets, SelectConfig, select
+from training.select import SelectConfig, select
 from zoo import Arch, Zoo, params
 from zoo.io import atomic_write_figure, atomic_write_text
 

@@ -1,17 +1,24 @@
-"""`python -m export push`: push one budgeted model (safetensors + ONNX fp32/INT8/fp16 + a card for the repo), or the
+"""`python -m export get`: the model a budget picks (or an entry by id), exported (safetensors, ONNX fp32/INT8/fp16).
+`python -m export profile`: every entry's latency measured on this host as the server runs it, into the zoo's index.
+`python -m export push`: push one budgeted model (safetensors + ONNX fp32/INT8/fp16 + a card for the repo), or the
 whole zoo (index + supernet + a card with every entry and a Pareto plot), to the Hugging Face Hub.
 `python -m export triton`: write a Triton model repository of zoo entries (all, by id, or the one a budget picks).
 
+    python -m export get --max-params 0.3M [--max-flops 20M] [--max-latency 2ms] --format onnx --out DIR
+    python -m export get --id e96-d4-a0fba311 --format onnx --out DIR
+    python -m export profile [--zoo DIR] [--provider cpu|cuda] [--threads 2] [--batch 1]
     python -m export push --zoo DIR --max-params 0.3M --repo-id user/name [--private]
     python -m export push --zoo DIR --whole-zoo --repo-id user/zoo-name
     python -m export triton --zoo DIR --out REPO [--id ID ...] [--precision fp32|fp16|int8] [--tensorrt]
 
-The token comes from HF_TOKEN or the standard login cache (`hf auth login`); it is never printed.
+FLOPs are multiply-accumulates (MACs) per image. Exports go to --cache, or to a temporary cache gone after the
+command. The token comes from HF_TOKEN or the standard login cache (`hf auth login`); it is never printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -19,13 +26,56 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.hub import HubError
+from zoo.arguments import number, zoo_source
+from zoo.budget import FLOPS_LABEL, human
+from zoo.pull import HubError
 
 if TYPE_CHECKING:
     from export.cache import ExportCache
     from zoo.store import Zoo, ZooEntry
 
 # torch and ONNX load inside the command: `--help` answers at once
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from export.cache import FILES
+    from zoo.store import DEFAULT_ZOO, Zoo
+
+    zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
+    budget = (args.max_params, args.max_flops, args.max_latency)
+    entry = selected_entries(zoo, [args.id], budget)[0] if args.id is not None else zoo.query(*budget)
+    out = Path(args.out)
+    with export_cache(args) as cache:
+        folder = cache.get(zoo, entry, args.format)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in FILES[args.format]:
+            shutil.copyfile(folder / name, out / name)
+    top1 = f"{entry.top1:.2f}%" if entry.top1 is not None else "unmeasured"
+    why = "as asked (--id)" if args.id is not None else \
+        f"the most accurate of {len(zoo.entries)} entries within the budget"
+    print(f"chose {entry.id}: {human(entry.params)} params, {human(entry.flops)} {FLOPS_LABEL}, top-1 {top1} — {why}")
+    for name in FILES[args.format]:
+        print(f"wrote {out / name}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from export.profile import profile_zoo, profiling_providers
+    from zoo.store import DEFAULT_ZOO, Zoo
+
+    providers, _ = profiling_providers(args.provider)  # an unknown or unusable provider: exit 2 before any work
+    zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
+    with export_cache(args) as cache:
+        latencies, protocol = profile_zoo(zoo, cache, providers, args.threads, args.batch, args.warmup, args.runs,
+                                          progress=lambda entries: tqdm(entries, desc="profile", unit="entry"))
+    zoo.with_latency(latencies, protocol)
+    for entry_id, ms in latencies.items():
+        print(f"{entry_id:<20} {ms['median_ms']:9.3f} ms  (p10 {ms['p10_ms']:.3f}, p90 {ms['p90_ms']:.3f})")
+    print(f"\nupdated {zoo.root / 'zoo.json'} with latency measured here: {zoo.latency_protocol_text()}")
+    print(f"next: python -m zoo list --zoo {zoo.root}   (the entries with their accuracy and latency)")
+    return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -92,19 +142,35 @@ def export_cache(args: argparse.Namespace) -> Iterator[ExportCache]:
         yield ExportCache(Path(args.cache) if args.cache else Path(tmp))
 
 
-def add_zoo_options(p: argparse.ArgumentParser) -> None:
-    """The options both commands take: the zoo, a budget, the export cache."""
-    p.add_argument("--zoo", help="zoo directory or Hub repo id (default: the built-in zoo)")
-    p.add_argument("--max-params")
-    p.add_argument("--max-flops")
-    p.add_argument("--max-latency")
+def add_zoo_options(p: argparse.ArgumentParser, budget: bool = True) -> None:
+    """The options every command takes: the zoo, the export cache; and a budget, but for `profile`."""
+    p.add_argument("--zoo", type=zoo_source, help="zoo directory or Hub repo id (default: the built-in zoo)")
     p.add_argument("--cache", help="export cache directory (default: a temporary one)")
+    if budget:
+        p.add_argument("--max-params", help="e.g. 0.3M")
+        p.add_argument("--max-flops", help=f"{FLOPS_LABEL}, e.g. 20M or 1.4G")
+        p.add_argument("--max-latency", help="e.g. 2ms (needs measured latency)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("get", help="budget -> exported model")
+    add_zoo_options(g)
+    g.add_argument("--id", help="an entry id from `python -m zoo list`, instead of a budget")
+    g.add_argument("--format", default="safetensors", choices=["safetensors", "onnx", "onnx-int8", "onnx-fp16"])
+    g.add_argument("--out", required=True)
+    g.set_defaults(run=cmd_get)
+    pr = sub.add_parser("profile", help="measure latency of every entry here and update the zoo's index")
+    add_zoo_options(pr, budget=False)
+    pr.add_argument("--provider", help="execution provider to time on, cpu or cuda (default: the best this host "
+                                       "runs, as the server chooses it)")
+    pr.add_argument("--threads", type=number(int, 1, 256), default=2)
+    pr.add_argument("--batch", type=number(int, 1, 1024), default=1)
+    pr.add_argument("--warmup", type=number(int, 0, 10_000), default=10)
+    pr.add_argument("--runs", type=number(int, 1, 100_000), default=100)
+    pr.set_defaults(run=cmd_profile)
     p = sub.add_parser("push", help="push a model (by budget) or the whole zoo to the Hub")
     add_zoo_options(p)
     p.add_argument("--repo-id", required=True, help="org/name on the Hub")
@@ -119,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--id", action="append", help="an entry id (repeatable; default: every entry, or the one the "
                    "budget picks)")
     t.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
-    t.add_argument("--max-batch-size", type=int, help="Triton's max_batch_size (default: 32, as many "
+    t.add_argument("--max-batch-size", type=number(int, 1, 1024), help="Triton's max_batch_size (default: 32, as many "
                    "images as `python -m server` takes in one request by default)")
     t.add_argument("--tensorrt", action="store_true", help="run the models through ONNX Runtime's TensorRT "
                    "execution provider on GPU")

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from export.hf import write_hf_folder
 from export.onnx import FORMATS, convert_fp16, export_onnx, model_metadata, quantize_int8
-from zoo.io import atomic_write_text, folder_in_use, remove_stale_temporaries, sha256_file
+from zoo.io import atomic_write_text, folder_in_use, remove_stale_temporaries, sha256_file, staged_folder
 from zoo.store import Zoo, ZooEntry
 
 log = logging.getLogger("server")
@@ -180,8 +179,9 @@ class ExportCache:
 
     # -- building ----------------------------------------------------------------------------------
     def _build(self, zoo: Zoo, entry: ZooEntry, fmt: str, folder: Path) -> None:
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{fmt}."))
-        try:
+        """Write the export beside `folder` and rename it there (`get` removed any old one under the lock): a failed
+        build leaves no partial files behind."""
+        with staged_folder(folder, swap=Path.rename) as tmp:
             if fmt == "safetensors":
                 write_hf_folder(zoo, entry, tmp)
             elif fmt == "onnx":
@@ -193,9 +193,6 @@ class ExportCache:
                     convert(onnx_folder / FILES["onnx"][0], tmp / FILES[fmt][0])
             atomic_write_text(tmp / "sha256.json", json.dumps({n: sha256_file(tmp / n) for n in FILES[fmt]}))
             (tmp / LAST_USED).touch()
-            tmp.rename(folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # a failed build leaves no partial files behind
 
     @contextmanager
     def reading(self, zoo: Zoo, entry: ZooEntry, fmt: str) -> Iterator[Path]:

@@ -42,7 +42,7 @@ def model_card(zoo: Zoo, entry: ZooEntry, repo_id: str | None = None) -> str:
                          eval_results=eval_results(zoo, entry) or None)
     latency = (f"{entry.latency['median_ms']:.3f} ms median (p10 {entry.latency['p10_ms']:.3f}, "
                f"p90 {entry.latency['p90_ms']:.3f}); {zoo.latency_protocol_text()}"
-               if entry.latency else "not measured (run `python -m zoo profile`)")
+               if entry.latency else "not measured (run `prezoo profile`)")
     acc = (f"top-1 {top1_text(zoo, entry)}, top-5 {entry.top5:.2f}%" if entry.top1 is not None else "not measured")
     pre = zoo.preprocessing
     article = "An" if family.noun[0] in "aeiou" else "A"

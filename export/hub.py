@@ -1,7 +1,7 @@
 """Pushing an exported folder to the Hugging Face Hub.
 
 The token is handed straight to `HfApi` and nowhere else: it is never printed, logged, returned or written.
-Errors come back as `zoo.hub.HubError` with a message that says what to fix.
+Errors come back as `zoo.pull.HubError` with a message that says what to fix.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from zoo.hub import HubError, HubLimits, check_repo_id, hub_operation
+from zoo.pull import HubError, HubLimits, check_repo_id, hub_operation
 
 
 def push_folder(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,

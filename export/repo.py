@@ -19,8 +19,8 @@ from pathlib import Path
 
 from export.cache import ALL_FORMATS, FILES, STAGING, ExportCache
 from export.hf import CARD, PLOT, model_card, pareto_plot, zoo_card
-from zoo.hub import check_repo_id
 from zoo.io import atomic_write_text, held_folder, private_temp
+from zoo.pull import check_repo_id
 from zoo.store import INDEX, Zoo, ZooEntry
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import glob
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import onnx
@@ -29,12 +27,12 @@ from zoo.io import (
     atomic_write_text,
     clip,
     folder_in_use,
-    held_folder,
     printable,
     read_versioned_json,
     remove_stale_temporaries,
+    staged_folder,
 )
-from zoo.store import Zoo, ZooEntry, replace_folder
+from zoo.store import Zoo, ZooEntry
 
 NEEDS = 'Triton configs are written with tritonclient\'s ModelConfig: pip install "tritonclient[grpc]"'
 try:
@@ -136,24 +134,17 @@ def write_repository(cache: ExportCache, zoo: Zoo, entries: list[ZooEntry], out:
     if max_batch_size < 1:
         raise ValueError(f"the max batch size must be at least 1, got {max_batch_size}")
     out = check_out(Path(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
     remove_killed_runs(out)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{TEMP}"))
-    try:
-        with held_folder(tmp):
-            marker = {"kind": MARKER_KIND, "schema_version": 1, "written_by": "python -m export triton",
-                      "zoo": zoo.name, "checksum": zoo.checksum, "precision": precision,
-                      "entries": [e.id for e in entries]}
-            atomic_write_text(tmp / MARKER, json.dumps(marker, indent=1))  # first: the folder is ours from here on
-            fmt = PRECISIONS[precision]
-            for entry in entries:
-                model = tmp / entry.id / VERSION / MODEL
-                with cache.reading(zoo, entry, fmt) as folder:
-                    link_or_copy(folder / FILES[fmt][0], model)
-                config = model_config(entry.id, model, max_batch_size, precision, tensorrt)
-                atomic_write_text(tmp / entry.id / CONFIG, text_format.MessageToString(config))
-            tmp.chmod(0o755)  # mkdtemp's 0700 would hide the repository from a server running as another user
-            replace_folder(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # the old repository after a swap, or a failed new one
+    with staged_folder(out, TEMP) as tmp:
+        marker = {"kind": MARKER_KIND, "schema_version": 1, "written_by": "python -m export triton",
+                  "zoo": zoo.name, "checksum": zoo.checksum, "precision": precision, "entries": [e.id for e in entries]}
+        atomic_write_text(tmp / MARKER, json.dumps(marker, indent=1))  # first: the folder is ours from here on
+        fmt = PRECISIONS[precision]
+        for entry in entries:
+            model = tmp / entry.id / VERSION / MODEL
+            with cache.reading(zoo, entry, fmt) as folder:
+                link_or_copy(folder / FILES[fmt][0], model)
+            config = model_config(entry.id, model, max_batch_size, precision, tensorrt)
+            atomic_write_text(tmp / entry.id / CONFIG, text_format.MessageToString(config))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the repository from a server running as another user
     return out

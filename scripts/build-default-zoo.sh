@@ -15,4 +15,4 @@ $PY -m training train --space ladder --preferred "$RUN/select/preferred.json" --
     --weight-decay 0.05 --label-smoothing 0.1 --drop-path 0.1 --ckpt-every 1000 --out "$RUN/train"
 $PY -m training evaluate --run "$RUN/train" --split test
 $PY -m training package --run "$RUN/train" --out "$ZOO" --name ladder-fmnist
-$PY -m zoo profile --zoo "$ZOO"
+$PY -m export profile --zoo "$ZOO"

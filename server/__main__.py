@@ -22,56 +22,24 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import math
 import os
 import sys
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from server.compare import MAX_COMPARE_ZOOS, compare_problem
 from server.images import MAX_PIXELS, ImageLimits
-from zoo.hub import HubError
+from server.startup import CACHE, StartError, load_zoo, writable_cache
+from zoo.arguments import number, zoo_source
 
 if TYPE_CHECKING:
+    from server.state import ServerConfig
     from zoo.store import Zoo
-
-CACHE = Path(os.environ.get("PREZOO_CACHE", Path.home() / ".cache" / "prezoo"))
-
-
-class StartError(Exception):
-    """A problem the operator fixes (zoo, token, port): one line, no traceback."""
 
 
 def tcp_port(text: str) -> int:
     if not text.strip().isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535; 0 picks a free one)")
     return int(text)
-
-
-def number(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], int | float]:
-    """An argparse type: a finite number of `kind` within [low, high] (nan, inf, 0 or -1 would make a limit that
-    refuses everything, or waits for ever)."""
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = math.nan
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole' if kind is int else 'a'} number from "
-                                             f"{low:g} to {high:g}")
-        return value
-
-    return parse
-
-
-def zoo_source(text: str) -> str:
-    """--zoo names a folder or a Hub id: an empty one is a mistake, not the built-in zoo."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("is empty; name a zoo folder or Hub id, or leave --zoo out for the built-in")
-    return text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -123,21 +91,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_zoo(source: str | None, what: str = "zoo") -> Zoo:
-    """The zoo --zoo names, or the built-in one (zoo.store imports torch: loaded here, after parsing); `what` names
-    the option in the message when it cannot be used."""
-    from zoo.store import DEFAULT_ZOO, Zoo, ZooError
-
-    if source is None and not DEFAULT_ZOO.exists():
-        raise StartError(f"the default zoo {DEFAULT_ZOO} is not built yet: build it with `python -m training` "
-                         f"(see the README) or pass --zoo DIR|org/name")
-    source = source or str(DEFAULT_ZOO)
-    try:
-        return Zoo.load(source)
-    except (ZooError, HubError, OSError) as e:  # ZooError: the zoo's schema names whatever is malformed
-        raise StartError(f"cannot use {what} {source}: {e}") from None
-
-
 def compare_zoos(served: Zoo, sources: list[str]) -> list[Zoo]:
     """The --compare-zoo zoos, each loaded like the served one and measured on the same dataset (top-1 on another
     dataset is no comparison)."""
@@ -157,17 +110,20 @@ def admin_token(name: str | None) -> str | None:
     return token
 
 
-def writable_cache(path: str) -> Path:
-    """The cache folder, created if needed: the server writes exports and samples there, so one that cannot be
-    written is an operator's fix at start, not a failure on every first request."""
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise StartError(f"--cache {folder} cannot be written ({e.strerror}); pass a writable folder") from None
-    return folder
+def server_config(args: argparse.Namespace, admin: str | None, compare: list[Zoo]) -> ServerConfig:
+    """The flags as the server's one settings value (server.state loads torch and ONNX Runtime: imported here, after
+    the start checks)."""
+    from server.inference import InferenceConfig
+    from server.state import ServerConfig
+
+    inference = InferenceConfig(micro_batching=not args.no_batching, max_batch=args.max_batch,
+                                max_wait_ms=args.max_wait_ms, sessions=args.sessions, threads=args.ort_threads,
+                                spinning=args.ort_spinning == "on")
+    limits = ImageLimits(max_bytes=args.max_image_bytes, max_pixels=args.max_image_pixels, max_files=args.max_images,
+                         max_aspect=args.max_aspect)
+    return ServerConfig(admin_token=admin, hub_token=os.environ.get("HF_TOKEN") or None, inference=inference,
+                        limits=limits, cache_max_bytes=args.cache_max_mb * 2**20, profile_latency=not args.no_profile,
+                        compare=compare)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,14 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     from server.app import create_app
     from server.protocol import DeadlineH11Protocol
 
-    limits = ImageLimits(max_bytes=args.max_image_bytes, max_pixels=args.max_image_pixels, max_files=args.max_images,
-                         max_aspect=args.max_aspect)
     try:
-        app = create_app(zoo, cache_dir=cache, admin_token=token, hub_token=os.environ.get("HF_TOKEN") or None,
-                         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, micro_batching=not args.no_batching,
-                         sessions=args.sessions, ort_threads=args.ort_threads, ort_spinning=args.ort_spinning == "on",
-                         cache_max_bytes=args.cache_max_mb * 2**20, limits=limits,
-                         profile_latency=not args.no_profile, compare=compare)
+        app = create_app(zoo, cache, server_config(args, token, compare))
     except ValueError as e:  # a --cache inside a folder the UI's file route serves whole
         print(f"python -m server: {e}", file=sys.stderr)
         return 2

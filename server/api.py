@@ -8,7 +8,7 @@ import pathlib
 import time
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import Depends, FastAPI, File, Form, Header, Path, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Path, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
@@ -16,19 +16,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from export.cache import CacheError
+from export.download import DOWNLOADS
 from server.images import ImageError, check_content_type
 from server.inference import NonFiniteLogits
 from server.profile import MeasuredLatency, ProfilingInProgress, zoo_latency
-from server.state import DOWNLOADS, PreZooServer
+from server.state import PreZooServer
 from zoo import io as zoo_io
-from zoo.hub import HubError, check_repo_id
+from zoo.pull import HubError, check_repo_id
 from zoo.store import BudgetError, Zoo, ZooEntry
 
 ENTRY_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"  # no slashes, no leading dot: never a path
 ENTRY_ID_CHARS = 96  # the longest id ENTRY_ID allows: a longer `model` is refused before a 404 could echo it
 ECHO_CHARS = 64  # how much of a client's value an error message repeats
 MAX_PROBLEMS = 10  # validation problems listed in one answer
-Kind = Literal[tuple(DOWNLOADS)]  # the kinds server.state.DOWNLOADS knows
+Kind = Literal[tuple(DOWNLOADS)]  # the kinds export.download.DOWNLOADS knows
 EntryId = Annotated[str, Path(pattern=ENTRY_ID, description="an entry id from GET /api/zoo, e.g. e96-d6-529fda2c")]
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -199,122 +200,148 @@ def known_entry(server: PreZooServer, entry_id: str | None) -> ZooEntry:
         raise ApiError(404, e.args[0]) from None
 
 
+router = APIRouter(prefix="/api")
+
+
+def served(request: Request) -> PreZooServer:
+    """The server state the app serves (`add_api_routes` and `v2.add_v2_routes` put it on the app's state)."""
+    return request.app.state.prezoo
+
+
+def sample_files(request: Request) -> dict[str, pathlib.Path]:
+    """The sample images by name: a client's name is looked up here, never made a path."""
+    return request.app.state.samples
+
+
+Server = Annotated[PreZooServer, Depends(served)]
+Samples = Annotated[dict[str, pathlib.Path], Depends(sample_files)]
+
+
 def add_api_routes(app: FastAPI, server: PreZooServer, samples: list[pathlib.Path]) -> None:
-    zoo = server.zoo
-    sample_files = {path.name: path for path in samples}  # a client's name is looked up here, never made a path
+    """Serve /api from `server` and `samples`: the routes find them on the app's state."""
+    app.state.prezoo, app.state.samples = server, {path.name: path for path in samples}
+    app.include_router(router)
 
-    @app.get("/api/health", tags=["service"])
-    def health() -> dict[str, Any]:
-        """Liveness and readiness: the zoo is loaded and inference is set up. "degraded" (still ready for what is
-        cached) while the export cache cannot be written, with the reason."""
-        problem = server.exports.check()
-        return {"status": "degraded" if problem else "ok", "ready": True, "degraded_reason": problem,
-                "export_cache": {"bytes": server.exports.size(), "max_bytes": server.exports.max_bytes},
-                "zoo": zoo.name, "checksum": zoo.checksum,
-                "entries": len(zoo.entries), "providers": server.engine.providers,
-                "provider_note": server.engine.provider_reason,
-                "micro_batching": server.config.inference.micro_batching,
-                "batching": server.engine.batching_stats(),
-                "sessions_loaded": server.engine.sessions.keys(), "push_enabled": server.push_enabled,
-                "latency_profiling": server.profiler.progress(),
-                "uptime_s": round(time.monotonic() - server.started, 3)}
 
-    @app.get("/api/zoo", tags=["zoo"])
-    def zoo_index() -> dict[str, Any]:
-        """Every entry with its numbers, the Pareto fronts, the class names and the preprocessing; the zoo's model
-        family (vit, hytra) says how to read each entry's `arch`. `compare`: the zoos shown beside this one, for
-        comparison only (entries, fronts, and how their latencies were measured: on their own machines); budgets,
-        downloads and predictions use this zoo alone."""
-        pareto = set(server.pareto_ids())
-        return {**zoo_json(zoo, [served_entry_json(server, e, pareto) for e in zoo.entries]),
-                "default_model": server.default_entry.id, "classes": zoo.classes,
-                "preprocessing": zoo.preprocessing, "compare": [compared_zoo_json(other) for other in server.compare]}
+@router.get("/health", tags=["service"])
+def health(server: Server) -> dict[str, Any]:
+    """Liveness and readiness: the zoo is loaded and inference is set up. "degraded" (still ready for what is
+    cached) while the export cache cannot be written, with the reason."""
+    problem, zoo = server.exports.check(), server.zoo
+    return {"status": "degraded" if problem else "ok", "ready": True, "degraded_reason": problem,
+            "export_cache": {"bytes": server.exports.size(), "max_bytes": server.exports.max_bytes},
+            "zoo": zoo.name, "checksum": zoo.checksum,
+            "entries": len(zoo.entries), "providers": server.engine.providers,
+            "provider_note": server.engine.provider_reason,
+            "micro_batching": server.config.inference.micro_batching,
+            "batching": server.engine.batching_stats(),
+            "sessions_loaded": server.engine.sessions.keys(), "push_enabled": server.push_enabled,
+            "latency_profiling": server.profiler.progress(),
+            "uptime_s": round(time.monotonic() - server.started, 3)}
 
-    @app.post("/api/specialize", tags=["zoo"])
-    def specialize(budget: Budget, request: Request) -> dict[str, Any]:
-        """The most accurate entry (point estimate) within every given limit, with links to download it, and the
-        cheaper entries (by parameters) whose top-1 lies within its 95% interval, with a one-line `note` (null when
-        there are none)."""
-        entry, pareto = choose(server, budget), set(server.pareto_ids())
-        return {"entry": served_entry_json(server, entry, pareto), "budget": budget.model_dump(),
-                "downloads": download_links(request, entry),
-                "equivalent_cheaper": [served_entry_json(server, e, pareto)
-                                       for e in zoo.equivalent_cheaper(entry, "params")],
-                "note": server.equivalence_note(entry)}
 
-    @app.get("/api/models/{entry_id}/download/{kind}", name="download", tags=["zoo"],
-             responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "not modified"}})
-    def download(entry_id: EntryId, kind: Kind, if_none_match: Annotated[str | None, Header()] = None) -> Response:
-        """One file of an entry's export, built on the first request. Strong ETag = sha256 of the file."""
-        entry = known_entry(server, entry_id)
-        path = server.download(entry, kind)
-        etag = server.etag(path)
-        if if_none_match and (if_none_match.strip() == "*" or etag in _etags(if_none_match)):
-            return Response(status_code=304, headers={"ETag": etag})
-        d = DOWNLOADS[kind]
-        return FileResponse(path, media_type=d.media_type, filename=d.filename(entry),
-                            headers={"ETag": etag, "Cache-Control": "public, max-age=0, must-revalidate"})
+@router.get("/zoo", tags=["zoo"])
+def zoo_index(server: Server) -> dict[str, Any]:
+    """Every entry with its numbers, the Pareto fronts, the class names and the preprocessing; the zoo's model
+    family (vit, hytra) says how to read each entry's `arch`. `compare`: the zoos shown beside this one, for
+    comparison only (entries, fronts, and how their latencies were measured: on their own machines); budgets,
+    downloads and predictions use this zoo alone."""
+    zoo, pareto = server.zoo, set(server.pareto_ids())
+    return {**zoo_json(zoo, [served_entry_json(server, e, pareto) for e in zoo.entries]),
+            "default_model": server.default_entry.id, "classes": zoo.classes,
+            "preprocessing": zoo.preprocessing, "compare": [compared_zoo_json(other) for other in server.compare]}
 
-    @app.post("/api/predict", tags=["inference"])
-    async def predict(files: Annotated[list[UploadFile], File(description="one or more images")],
-                      model: Annotated[str | None, Form(max_length=ENTRY_ID_CHARS,
-                                                        description="entry id; default: the most accurate")] = None,
-                      top_k: Annotated[int, Form(ge=1, le=1000)] = 5) -> dict[str, Any]:
-        """Top-k labels with probabilities for each uploaded image."""
-        limits = server.config.limits
-        if len(files) > limits.max_files:
-            raise ApiError(413, f"{len(files)} images in one request; the limit is {limits.max_files}")
-        entry = known_entry(server, model)
-        inputs = []
-        for i, upload in enumerate(files):
-            name = upload.filename or f"file {i + 1}"
-            try:
-                check_content_type(upload.content_type, name)
-                data = await upload.read(limits.max_bytes + 1)
-                inputs.append(await run_in_threadpool(server.decode, data, name))
-            except ImageError as e:
-                raise ApiError(e.status, str(e), file=name) from None
-        results = await server.classify(entry, inputs, top_k)
-        return {"model": entry.id, "predictions": [{"file": f.filename, "top": r}
-                                                   for f, r in zip(files, results, strict=True)]}
 
-    @app.get("/api/samples", tags=["inference"])
-    def sample_index(request: Request) -> dict[str, Any]:
-        """Test images of the zoo's dataset to try /api/predict on, one per class (none when the dataset is not
-        installed on the server)."""
-        return {"samples": [{"name": name, "url": request.url_for("sample", name=name).path}
-                            for name in sample_files]}
+@router.post("/specialize", tags=["zoo"])
+def specialize(budget: Budget, request: Request, server: Server) -> dict[str, Any]:
+    """The most accurate entry (point estimate) within every given limit, with links to download it, and the
+    cheaper entries (by parameters) whose top-1 lies within its 95% interval, with a one-line `note` (null when
+    there are none)."""
+    entry, pareto = choose(server, budget), set(server.pareto_ids())
+    return {"entry": served_entry_json(server, entry, pareto), "budget": budget.model_dump(),
+            "downloads": download_links(request, entry),
+            "equivalent_cheaper": [served_entry_json(server, e, pareto)
+                                   for e in server.zoo.equivalent_cheaper(entry, "params")],
+            "note": server.equivalence_note(entry)}
 
-    @app.get("/api/samples/{name}", name="sample", tags=["inference"],
-             responses={200: {"content": {"image/png": {}}}})
-    def sample(name: Annotated[str, Path(description="a name from GET /api/samples, e.g. 9-ankle-boot.png")]
-               ) -> FileResponse:
-        """One sample image (PNG)."""
-        if name not in sample_files:
-            raise ApiError(404, f"no sample {clip(name)!r}; GET /api/samples lists them")
-        return FileResponse(sample_files[name], media_type="image/png")
 
-    def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not server.push_enabled:
-            raise ApiError(403, "pushing to the Hub is disabled on this server (start it with --admin-token-env NAME)")
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not server.is_admin(token.strip()):
-            raise ApiError(401, "pushing needs 'Authorization: Bearer <admin token>'",
-                           headers={"WWW-Authenticate": "Bearer"})
+@router.get("/models/{entry_id}/download/{kind}", name="download", tags=["zoo"],
+            responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "not modified"}})
+def download(entry_id: EntryId, kind: Kind, server: Server,
+             if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """One file of an entry's export, built on the first request. Strong ETag = sha256 of the file."""
+    entry = known_entry(server, entry_id)
+    path = server.download(entry, kind)
+    etag = server.etag(path)
+    if if_none_match and (if_none_match.strip() == "*" or etag in _etags(if_none_match)):
+        return Response(status_code=304, headers={"ETag": etag})
+    d = DOWNLOADS[kind]
+    return FileResponse(path, media_type=d.media_type, filename=d.filename(entry),
+                        headers={"ETag": etag, "Cache-Control": "public, max-age=0, must-revalidate"})
 
-    # The body is read in the handler, after require_admin: FastAPI parses a body parameter before any dependency
-    # runs, so a stranger's malformed JSON would get a 422 about it instead of the 401.
-    @app.post("/api/push", tags=["admin"], dependencies=[Depends(require_admin)], openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": PushRequest.model_json_schema()}}}})
-    async def push(request: Request) -> dict[str, Any]:
-        """Push one entry (HF folder: safetensors, config, card) or the whole zoo to the Hub."""
-        body = json_body(PushRequest, await request.body())
-        entry = None if body.whole_zoo else (known_entry(server, body.model) if body.model else choose(server, body))
+
+@router.post("/predict", tags=["inference"])
+async def predict(files: Annotated[list[UploadFile], File(description="one or more images")], server: Server,
+                  model: Annotated[str | None, Form(max_length=ENTRY_ID_CHARS,
+                                                    description="entry id; default: the most accurate")] = None,
+                  top_k: Annotated[int, Form(ge=1, le=1000)] = 5) -> dict[str, Any]:
+    """Top-k labels with probabilities for each uploaded image."""
+    limits = server.config.limits
+    if len(files) > limits.max_files:
+        raise ApiError(413, f"{len(files)} images in one request; the limit is {limits.max_files}")
+    entry = known_entry(server, model)
+    inputs = []
+    for i, upload in enumerate(files):
+        name = upload.filename or f"file {i + 1}"
         try:
-            url = await run_in_threadpool(server.push, body.repo_id, entry, private=body.private)
-        except HubError as e:
-            raise ApiError(502, str(e)) from None
-        return {"repo_id": body.repo_id, "url": url, "pushed": "zoo" if entry is None else entry.id}
+            check_content_type(upload.content_type, name)
+            data = await upload.read(limits.max_bytes + 1)
+            inputs.append(await run_in_threadpool(server.decode, data, name))
+        except ImageError as e:
+            raise ApiError(e.status, str(e), file=name) from None
+    results = await server.classify(entry, inputs, top_k)
+    return {"model": entry.id, "predictions": [{"file": f.filename, "top": r}
+                                               for f, r in zip(files, results, strict=True)]}
+
+
+@router.get("/samples", tags=["inference"])
+def sample_index(request: Request, samples: Samples) -> dict[str, Any]:
+    """Test images of the zoo's dataset to try /api/predict on, one per class (none when the dataset is not
+    installed on the server)."""
+    return {"samples": [{"name": name, "url": request.url_for("sample", name=name).path} for name in samples]}
+
+
+@router.get("/samples/{name}", name="sample", tags=["inference"], responses={200: {"content": {"image/png": {}}}})
+def sample(name: Annotated[str, Path(description="a name from GET /api/samples, e.g. 9-ankle-boot.png")],
+           samples: Samples) -> FileResponse:
+    """One sample image (PNG)."""
+    if name not in samples:
+        raise ApiError(404, f"no sample {clip(name)!r}; GET /api/samples lists them")
+    return FileResponse(samples[name], media_type="image/png")
+
+
+def require_admin(server: Server, authorization: Annotated[str | None, Header()] = None) -> None:
+    if not server.push_enabled:
+        raise ApiError(403, "pushing to the Hub is disabled on this server (start it with --admin-token-env NAME)")
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not server.is_admin(token.strip()):
+        raise ApiError(401, "pushing needs 'Authorization: Bearer <admin token>'",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+# The body is read in the handler, after require_admin: FastAPI parses a body parameter before any dependency
+# runs, so a stranger's malformed JSON would get a 422 about it instead of the 401.
+@router.post("/push", tags=["admin"], dependencies=[Depends(require_admin)], openapi_extra={"requestBody": {
+    "required": True, "content": {"application/json": {"schema": PushRequest.model_json_schema()}}}})
+async def push(request: Request, server: Server) -> dict[str, Any]:
+    """Push one entry (HF folder: safetensors, config, card) or the whole zoo to the Hub."""
+    body = json_body(PushRequest, await request.body())
+    entry = None if body.whole_zoo else (known_entry(server, body.model) if body.model else choose(server, body))
+    try:
+        url = await run_in_threadpool(server.push, body.repo_id, entry, private=body.private)
+    except HubError as e:
+        raise ApiError(502, str(e)) from None
+    return {"repo_id": body.repo_id, "url": url, "pushed": "zoo" if entry is None else entry.id}
 
 
 def _etags(header: str) -> set[str]:

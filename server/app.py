@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,13 +20,10 @@ from gradio.route_utils import API_PREFIX as GRADIO_API
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from export.cache import DEFAULT_MAX_BYTES
 from server.api import add_api_routes, install_error_handlers
-from server.images import ImageLimits
-from server.inference import InferenceConfig
 from server.limits import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, api_body_limits
 from server.samples import write_samples
-from server.state import PreZooServer, ServerConfig
+from server.state import PreZooServer, ServerConfig, loaded
 from server.ui import PreZooUI
 from server.v2 import add_v2_routes
 from zoo.store import Zoo
@@ -96,33 +93,16 @@ def folder_serving(cache: Path) -> str | None:
     return next((str(folder) for folder in served if gr_utils.is_in_or_equal(cache, folder)), None)
 
 
-def loaded(source: str | Path | Zoo) -> Zoo:
-    """A zoo as given, or loaded from its folder or Hub id (ZooError / HubError if it cannot be used)."""
-    return source if isinstance(source, Zoo) else Zoo.load(source)
-
-
-def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_token: str | None = None,
-               hub_token: str | None = None, max_batch: int = 16, max_wait_ms: float = 5.0,
-               micro_batching: bool = True, sessions: int = 4, ort_threads: int | None = None,
-               ort_spinning: bool = False, limits: ImageLimits | None = None,
-               providers: tuple[list[str], str] | None = None, cache_max_bytes: int = DEFAULT_MAX_BYTES,
-               profile_latency: bool = False, compare: Sequence[str | Path | Zoo] = ()) -> FastAPI:
-    """Load the zoo (ZooError / HubError if it cannot be used) and wire the API and the UI to one server state.
-    `compare`: other zoos (loaded the same way) shown beside it for comparison only (server.compare). ValueError
-    for a `cache_dir` inside a folder Gradio serves whole.
-
-    `providers` (list, reason) skips the CUDA probe; by default it runs once here. `cache_max_bytes` bounds the
-    export cache (least recently used exports are evicted). `profile_latency`: once serving, time every entry on
-    this host in the background (server.profile); off by default so embedding apps and tests spend no CPU on it.
-    """
+def create_app(zoo_source: str | Path | Zoo, cache_dir: str | Path, config: ServerConfig | None = None) -> FastAPI:
+    """Load the zoo (ZooError / HubError if it cannot be used) and wire the API and the UI to one server state
+    (PreZooServer, run as `config` says; default: ServerConfig()). ValueError for a `cache_dir` inside a folder
+    Gradio serves whole."""
     if served := folder_serving(Path(cache_dir)):
         raise ValueError(f"the cache {cache_dir} is inside {served}, which the UI's file route serves to anyone: "
                          f"choose a cache folder outside it")
-    limits = limits or ImageLimits()
-    zoo, others = loaded(zoo_source), [loaded(source) for source in compare]
-    inference = InferenceConfig(micro_batching, max_batch, max_wait_ms, sessions, ort_threads, ort_spinning)
-    server = PreZooServer(zoo, cache_dir, ServerConfig(admin_token, hub_token, inference, limits, cache_max_bytes,
-                                                       profile_latency), providers, compare=others)
+    config = config or ServerConfig()
+    zoo, limits = loaded(zoo_source), config.limits
+    server = PreZooServer(zoo, cache_dir, config)
     samples = write_samples(zoo, server.ui_dir / "samples")
     log.info("zoo %s: %d entries; inference on %s (%s)", zoo.name, len(zoo.entries),
              ", ".join(server.engine.providers), server.engine.provider_reason)
@@ -135,7 +115,6 @@ def create_app(zoo_source: str | Path | Zoo, *, cache_dir: str | Path, admin_tok
 
     app = FastAPI(title="PreZoo", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Budget-to-model specialization and inference for the zoo **{zoo.name}**.")
-    app.state.prezoo = server
     install_error_handlers(app)
     add_api_routes(app, server, samples)
     add_v2_routes(app, server)

@@ -1,15 +1,15 @@
-"""ONNX Runtime inference for the zoo's entries: provider choice, a bounded session cache, micro-batching.
+"""ONNX Runtime inference for the zoo's entries: a bounded session cache, micro-batching.
 
-Sessions are built from the export cache's fp32 ONNX files and kept in an LRU of configurable size (a big zoo
-would not fit in memory at once). With micro-batching on, each model has one worker thread that gathers the
-images of concurrent requests (up to `max_batch`, waiting at most `max_wait_ms` after the first) into one ORT
-call: on a small CPU that beats many concurrent batch-1 calls fighting over the same cores.
+Sessions are built as `export.runtime` says (the provider this host really runs, the serving options) from the export
+cache's fp32 ONNX files and kept in an LRU of configurable size (a big zoo would not fit in memory at once). With
+micro-batching on, each model has one worker thread that gathers the images of concurrent requests (up to
+`max_batch`, waiting at most `max_wait_ms` after the first) into one ORT call: on a small CPU that beats many
+concurrent batch-1 calls fighting over the same cores.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import queue
 import threading
 import time
@@ -18,19 +18,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
-from onnx import TensorProto, helper
 
 from export.cache import ExportCache
-from export.onnx import run, session
+from export.onnx import run
+from export.runtime import choose_providers, serving_session
 from zoo.store import Zoo, ZooEntry
-
-log = logging.getLogger("server")
-TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -41,59 +35,6 @@ class InferenceConfig:
     sessions: int = 4  # ONNX Runtime sessions kept loaded (LRU)
     threads: int | None = None  # ORT intra-op threads; None: ORT's default (one per physical core)
     spinning: bool = False  # ORT's idle threads busy-wait: off, measured faster under load (bench_contention)
-
-
-def choose_providers(available: list[str] | None = None) -> tuple[list[str], str]:
-    """TensorRT, else CUDA, when this onnxruntime build has it and a session really runs on it; else CPU. And why."""
-    available = ort.get_available_providers() if available is None else available
-    if CUDA not in available:
-        return [CPU], f"{CUDA} is not in this onnxruntime build ({', '.join(available)})"
-    problems = []
-    for chain in ([TENSORRT, CUDA, CPU], [CUDA, CPU]):
-        if chain[0] not in available:
-            continue
-        error = _probe(chain)
-        if error is None:
-            for problem in problems:
-                log.warning(problem)
-            return chain, "; ".join([f"{chain[0]} works", *problems])
-        problems.append(f"{chain[0]} is available but unusable: {error}")
-    reason = "; ".join(problems) + "; falling back to CPU"
-    log.warning(reason)
-    return [CPU], reason
-
-
-def _probe(chain: list[str]) -> str | None:
-    """None when a session asked for `chain` runs on its first provider, else what went wrong."""
-    try:
-        probe = ort.InferenceSession(_probe_model(), providers=chain)
-        probe.run(None, {"x": np.ones((1, 4), np.float32)})
-        used = probe.get_providers()
-    except Exception as e:  # a broken driver or missing CUDA/TensorRT libraries surface here in many forms
-        return f"{type(e).__name__}: {e}"
-    return None if used and used[0] == chain[0] else f"a session asked for {chain[0]} got {used}"
-
-
-def provider_options(providers: list[str], cache_dir: Path) -> list[str | tuple[str, dict[str, str]]]:
-    """ONNX Runtime's providers argument: TensorRT keeps its built engines on disk (building one takes minutes)."""
-    trt = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir / "tensorrt")}
-    return [(p, trt) if p == TENSORRT else p for p in providers]
-
-
-def _probe_model() -> bytes:
-    """A one-node ONNX model (y = x + x) to try a provider on."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "probe", [x], [y])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=onnx.IR_VERSION_2023_5_5
-                             ).SerializeToString()
-
-
-def serving_session(cache: ExportCache, zoo: Zoo, entry: ZooEntry, config: InferenceConfig, providers: list[str]):
-    """An ORT session of the entry's fp32 ONNX export as the server runs it (providers, threads, spinning): latency
-    profiling builds its sessions here too, so it measures what serving gets."""
-    path = cache.file(zoo, entry, "onnx")
-    return session(path, provider_options(providers, cache.root), config.threads, config.spinning)
 
 
 class Traffic:
@@ -238,13 +179,15 @@ class Engine:
                  providers: tuple[list[str], str] | None = None) -> None:
         self.zoo, self.cache, self.config = zoo, cache, config
         self.providers, self.provider_reason = providers or choose_providers()
-        self.sessions = SessionCache(self._load_session, config.sessions)
+        self.sessions = SessionCache(lambda entry_id: self.new_session(self.zoo.entry(entry_id)), config.sessions)
         self._batchers: dict[str, MicroBatcher] = {}
         self._guard = threading.Lock()
         self.traffic = Traffic()
 
-    def _load_session(self, entry_id: str):
-        return serving_session(self.cache, self.zoo, self.zoo.entry(entry_id), self.config, self.providers)
+    def new_session(self, entry: ZooEntry):
+        """A session of the entry as this engine serves it (providers, threads, spinning), outside the LRU: the
+        latency profiler times these."""
+        return serving_session(self.cache, self.zoo, entry, self.providers, self.config.threads, self.config.spinning)
 
     def logits(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
         """One ORT call (blocking)."""

@@ -1,28 +1,22 @@
 """Latency measured where it is served: each entry timed on this host's execution provider with the serving session
-options (`serving_session`), by `python -m zoo profile` into the zoo's index, or by the server in the background after
-start into its own state (the zoo folder may be read-only or a Hub cache). Budgets read one lookup: the serving host's
-numbers where present, the zoo's otherwise; every latency carries who measured it."""
+options (`Engine.new_session`), by the server in the background after start into its own state (the zoo
+folder may be read-only or a Hub cache; `python -m export profile` writes the zoo's index instead). Budgets read one
+lookup: the serving host's numbers where present, the zoo's otherwise; every latency carries who measured it."""
 
 from __future__ import annotations
 
 import logging
-import os
-import platform
-import socket
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
-
-import onnxruntime as ort
 
 from export.cache import ExportCache
 from export.onnx import measure_latency
-from server.inference import CPU, Engine, InferenceConfig, choose_providers, serving_session
+from export.profile import input_shape, latency_protocol
+from server.inference import Engine
 from zoo.store import LatencyUnknownError, Zoo, ZooEntry, protocol_text
 
 log = logging.getLogger("server")
-PROVIDERS = ("cpu", "cuda")  # what `--provider` takes; default: the best this host runs (choose_providers)
 SERVED_WARMUP, SERVED_RUNS = 5, 30  # the server's background profile: short rounds, redone when a request interrupts
 QUIET_POLL_S = 0.2  # how often a waiting profiler checks for its stop signal
 
@@ -33,55 +27,6 @@ class ProfilingInProgress(LatencyUnknownError):
     def __init__(self, message: str, missing: list[str], progress: dict[str, Any]) -> None:
         super().__init__(message, missing)
         self.progress = progress
-
-
-def profiling_providers(name: str | None) -> tuple[list[str], str]:
-    """The providers `--provider` names (None: the best available, as the server chooses them) and why; ValueError
-    when CUDA is asked for on a host where it does not run."""
-    if name is not None and name not in PROVIDERS:
-        raise ValueError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}")
-    if name == "cpu":
-        return [CPU], "asked for cpu"
-    providers, reason = choose_providers()
-    if name == "cuda" and providers[0] == CPU:
-        raise ValueError(f"--provider cuda: CUDA does not run on this host ({reason}); use --provider cpu")
-    return providers, reason
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo), else what the platform module knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or platform.machine()
-
-
-def gpu_name() -> str | None:
-    """The first CUDA device's name (None when torch sees none)."""
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-
-
-def host_description(provider: str) -> str:
-    """This host as a latency's reader needs it: name, CPU model and cores, and the GPU when a GPU provider runs."""
-    gpu = gpu_name() if provider != CPU else None
-    return f"{socket.gethostname()} ({cpu_model()}, {os.cpu_count()} cores{f', {gpu}' if gpu else ''})"
-
-
-def latency_protocol(provider: str, threads: int | None, batch: int, warmup: int, runs: int) -> dict[str, Any]:
-    """How, with what, where and when latencies are being measured here (the zoo index's `latency_protocol`)."""
-    return {"engine": f"onnxruntime {ort.__version__} {provider}, fp32", "provider": provider,
-            "host": host_description(provider), "device": f"{platform.machine()} {os.cpu_count()} cores",
-            "threads": threads or "ORT default", "batch": batch, "warmup": warmup, "runs": runs,
-            "statistic": "median, p10, p90", "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
-
-
-def input_shape(zoo: Zoo, batch: int) -> tuple[int, int, int, int]:
-    pre = zoo.preprocessing
-    return batch, pre["in_chans"], pre["img_size"], pre["img_size"]
 
 
 @dataclass(frozen=True)
@@ -200,7 +145,7 @@ class LatencyProfiler:
 
     def _profile(self, entry: ZooEntry) -> dict[str, float] | None:
         """The entry's numbers from a round no request ran alongside (None: stopped first)."""
-        sess = serving_session(self.cache, self.zoo, entry, self.engine.config, self.engine.providers)
+        sess = self.engine.new_session(entry)
         traffic = self.engine.traffic
         while not self._stop.is_set():
             started = traffic.wait_quiet(QUIET_POLL_S)
@@ -211,11 +156,3 @@ class LatencyProfiler:
                 return numbers
         return None
 
-
-def profile_zoo(zoo: Zoo, cache: ExportCache, config: InferenceConfig, providers: list[str], batch: int, warmup: int,
-                runs: int, progress=iter) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """Every entry's latency as the server would run it (`python -m zoo profile`), and the protocol to record."""
-    latencies = {e.id: measure_latency(serving_session(cache, zoo, e, config, providers), input_shape(zoo, batch),
-                                       warmup, runs)
-                 for e in progress(zoo.entries)}
-    return latencies, latency_protocol(providers[0], config.threads, batch, warmup, runs)

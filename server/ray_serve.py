@@ -25,10 +25,11 @@ from ray.serve.handle import DeploymentHandle
 
 from export.cache import ExportCache
 from export.onnx import run
-from server.__main__ import CACHE, load_zoo, writable_cache
+from export.runtime import choose_providers, serving_session
 from server.api import add_api_routes, install_error_handlers
-from server.inference import Engine, InferenceConfig, choose_providers, serving_session
+from server.inference import Engine, InferenceConfig
 from server.limits import JSON_BODY_LIMIT, BodyLimit, api_body_limits
+from server.startup import CACHE, load_zoo, writable_cache
 from server.state import PreZooServer, ServerConfig
 from server.v2 import add_v2_routes
 from zoo.store import DEFAULT_ZOO, ZooEntry
@@ -60,13 +61,13 @@ class ZooModels:
     def __init__(self, zoo_source: str, cache: str, max_models: int, ort_threads: int | None) -> None:
         self.zoo = load_zoo(zoo_source)
         self.exports = ExportCache(writable_cache(cache) / "exports")
-        self.config = InferenceConfig(threads=ort_threads)
+        self.threads = ort_threads
         self.providers, _ = choose_providers()
         self.loads = 0
 
         async def load(entry_id: str) -> Any:
             session = await asyncio.to_thread(serving_session, self.exports, self.zoo, self.zoo.entry(entry_id),
-                                              self.config, self.providers)
+                                              self.providers, self.threads)
             self.loads += 1
             return session
 
@@ -102,7 +103,7 @@ class PreZooIngress:
     """/api and /v2 as `python -m server` answers them, with inference on ZooModels."""
 
     def __init__(self, models: DeploymentHandle, zoo_source: str, cache: str) -> None:
-        self.server = PreZooServer(load_zoo(zoo_source), writable_cache(cache), ServerConfig(), REMOTE)
+        self.server = PreZooServer(load_zoo(zoo_source), writable_cache(cache), ServerConfig(providers=REMOTE))
         self.server.engine = RemoteEngine(self.server, models)
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import shutil
 import threading
 import time
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from export.cache import DEFAULT_MAX_BYTES, FILES, ExportCache
+from export.cache import DEFAULT_MAX_BYTES, ExportCache
+from export.download import DOWNLOADS, Download, write_zip, zip_folder
 from export.hub import push_folder
 from export.repo import link_or_copy, repo_folder
 from server.compare import compare_problem
@@ -23,71 +22,50 @@ from server.images import ImageLimits, decode_image, to_input
 from server.inference import Engine, InferenceConfig, top_k
 from server.profile import LatencyProfiler
 from zoo.budget import human
-from zoo.hub import HubError
-from zoo.io import private_temp, remove_stale_temporaries, sha256_file, writer_gone
+from zoo.io import remove_stale_temporaries, sha256_file, writer_gone
+from zoo.pull import HubError
 from zoo.store import Zoo, ZooEntry
 
 log = logging.getLogger("server")
 
 
-@dataclass(frozen=True)
-class Download:
-    """One downloadable file of an entry: which export holds it (`file` None: all of that export's files, zipped
-    in one folder), its media type and the name users get."""
-
-    fmt: str
-    file: str | None
-    media_type: str
-    suffix: str
-
-    def filename(self, entry: ZooEntry) -> str:
-        return f"prezoo-{entry.id}{self.suffix}"
-
-
-BINARY = "application/octet-stream"
-DOWNLOADS = {
-    "safetensors": Download("safetensors", "model.safetensors", BINARY, ".safetensors"),
-    "config": Download("safetensors", "config.json", "application/json", ".config.json"),
-    "card": Download("safetensors", "README.md", "text/markdown; charset=utf-8", ".README.md"),
-    "onnx": Download("onnx", "model.onnx", BINARY, ".onnx"),
-    "onnx-int8": Download("onnx-int8", "model.int8.onnx", BINARY, ".int8.onnx"),
-    "onnx-fp16": Download("onnx-fp16", "model.fp16.onnx", BINARY, ".fp16.onnx"),
-    "hf-zip": Download("safetensors", None, "application/zip", ".hf.zip"),
-}
-ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: a zip of the same files is the same bytes (stable ETag)
 UI = "ui"  # the cache's subfolder of what the UI hands out (named downloads, samples): all its file route serves
-
-
-def zip_folder(entry: ZooEntry) -> str:
-    """The folder a zipped download unpacks to."""
-    return f"prezoo-{entry.id}"
 
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """How a server runs, beside its zoo and cache folder: `python -m server`'s flags, as one value."""
+
     admin_token: str | None = None  # enables pushing to the Hub; None: push is off
     hub_token: str | None = None  # the Hub write token (HF_TOKEN); never leaves the process except to the Hub
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     limits: ImageLimits = field(default_factory=ImageLimits)
     cache_max_bytes: int = DEFAULT_MAX_BYTES  # the export cache's size bound (least recently used go first)
     profile_latency: bool = False  # time every entry here in the background after start (`python -m server`: on)
+    providers: tuple[list[str], str] | None = None  # (providers, why): skips the CUDA probe; None: probed once
+    compare: Sequence[str | Path | Zoo] = ()  # zoos (folders, Hub ids) shown beside this one, for comparison only
+
+
+def loaded(source: str | Path | Zoo) -> Zoo:
+    """A zoo as given, or loaded from its folder or Hub id (ZooError / HubError if it cannot be used)."""
+    return source if isinstance(source, Zoo) else Zoo.load(source)
 
 
 class PreZooServer:
-    def __init__(self, zoo: Zoo, cache_dir: str | Path, config: ServerConfig,
-                 providers: tuple[list[str], str] | None = None, compare: Sequence[Zoo] = ()) -> None:
-        """`compare`: zoos shown beside `zoo` for comparison only (server.compare); ValueError for one that cannot
-        be compared with it."""
+    def __init__(self, zoo: Zoo, cache_dir: str | Path, config: ServerConfig) -> None:
+        """`config.compare`: zoos loaded and shown beside `zoo` for comparison only (server.compare); ValueError for
+        one that cannot be compared with it."""
+        compare = tuple(loaded(source) for source in config.compare)
         for other in compare:
             if problem := compare_problem(zoo, other):
                 raise ValueError(problem)
-        self.zoo, self.config, self.compare = zoo, config, tuple(compare)
+        self.zoo, self.config, self.compare = zoo, config, compare
         self.cache_dir = Path(cache_dir)
         self.ui_dir = self.cache_dir / UI
         self.exports = ExportCache(self.cache_dir / "exports", config.cache_max_bytes)  # removes its leftovers
         self.remove_leftovers()
         self.exports.trim(zoo)  # older zoos' exports go first
-        self.engine = Engine(zoo, self.exports, config.inference, providers)
+        self.engine = Engine(zoo, self.exports, config.inference, config.providers)
         self.profiler = LatencyProfiler(zoo, self.exports, self.engine, config.profile_latency)
         self.started = time.monotonic()
         self.default_entry = zoo.query()  # no limits: the most accurate entry
@@ -119,22 +97,20 @@ class PreZooServer:
     def download(self, entry: ZooEntry, kind: str) -> Path:
         """The file (exported on first request, then cached on disk)."""
         d = DOWNLOADS[kind]
-        if d.file is None:
-            return self.zipped(entry, d.fmt)
-        return self.exports.file(self.zoo, entry, d.fmt, d.file)
+        return self.zipped(entry, d) if d.file is None else self.exports.file(self.zoo, entry, d.fmt, d.file)
 
-    def zipped(self, entry: ZooEntry, fmt: str) -> Path:
+    def zipped(self, entry: ZooEntry, d: Download) -> Path:
         """The export's files in one zip (inside a folder named like the download), written atomically beside the
         export cache and named by the files' sha256: a rebuilt export gets a new zip, the entry's old one goes."""
-        with self.exports.reading(self.zoo, entry, fmt) as folder:
-            files = [folder / name for name in FILES[fmt]]
+        with self.exports.reading(self.zoo, entry, d.fmt) as folder:
+            files = [folder / name for name in d.files]
             digest = hashlib.sha256("".join(self.etag(f) for f in files).encode()).hexdigest()[:16]
-            out = self.cache_dir / "zips" / entry.id / f"{fmt}-{digest}.zip"
+            out = self.cache_dir / "zips" / entry.id / f"{d.fmt}-{digest}.zip"
             if not out.is_file():
                 with self.exports.writing(out.parent):
                     out.parent.mkdir(parents=True, exist_ok=True)
                     write_zip(files, zip_folder(entry), out)
-                    for old in out.parent.glob(f"{fmt}-*.zip"):
+                    for old in out.parent.glob(f"{d.fmt}-*.zip"):
                         if old != out:
                             old.unlink(missing_ok=True)
         return out
@@ -204,20 +180,3 @@ class PreZooServer:
     def close(self) -> None:
         self.profiler.close()
         self.engine.close()
-
-
-def write_zip(files: list[Path], folder: str, out: Path) -> Path:
-    """`files` under `folder/` in a zip at `out`, atomically; fixed dates and modes, stored uncompressed (weights do
-    not compress): the same files give the same bytes."""
-    tmp = private_temp(out)
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-            for f in files:
-                info = zipfile.ZipInfo(f"{folder}/{f.name}", date_time=ZIP_TIME)
-                info.external_attr = 0o644 << 16
-                with z.open(info, "w") as dst, open(f, "rb") as src:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)  # gone already when it was renamed
-    return out

@@ -29,7 +29,7 @@ from server.images import FORMATS, ImageError, decode_image, model_view, to_inpu
 from server.profile import zoo_latency
 from server.state import PreZooServer
 from zoo.budget import human
-from zoo.hub import HubError
+from zoo.pull import HubError
 from zoo.store import BudgetError, Zoo, ZooEntry
 
 DOWNLOAD_BUTTONS = {"hf-zip": "HF folder (zip)", "safetensors": "safetensors", "onnx": "ONNX",
@@ -206,7 +206,7 @@ def latency_note(server: PreZooServer) -> str:
     """Who measured the latencies shown: this server (host, provider, how) once it has, else the zoo's builder."""
     zoo, progress = server.zoo, server.profiler.progress()
     how = zoo.latency_protocol_text()
-    built = ("not measured for this zoo (`python -m zoo profile` measures it)" if how is None else
+    built = ("not measured for this zoo (`prezoo profile` measures it)" if how is None else
              f"{how}; measured when the zoo was built, not on this server")
     if progress["state"] == "off":
         return f"Latency: {built}."

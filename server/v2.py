@@ -12,26 +12,27 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StrictBool, StrictInt, ValidationError
 
 from export.onnx import INPUT, OUTPUT
-from server.api import ApiError, clip, describe_problems, known_entry
+from server.api import ApiError, Server, clip, describe_problems, known_entry
 from server.state import PreZooServer
 from zoo.store import ZooEntry
 
-INFER_PATH = "/v2/models/{model}/infer"
+PREFIX = "/v2"
+INFER_PATH = f"{PREFIX}/models/{{model}}/infer"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPE, ITEM_BYTES = "FP32", 4  # little-endian float32, as the binary extension sends it
 VERSION = "1"  # an entry has one version: its id already names its weights
 JSON_BYTES_PER_ELEMENT = 32  # the longest JSON text of a float32 (as a double's repr) and its separator
 HEADER_BYTES = 64 * 1024  # the infer request's JSON without its tensor data
 MAX_ABS_VALUE = 1e4  # far beyond any preprocessed image, far below what overflows a layer's float32 sums
-TAGS = ["open inference protocol v2"]
+router = APIRouter(prefix=PREFIX, tags=["open inference protocol v2"])
 
 
 class V2Input(BaseModel):
@@ -175,38 +176,52 @@ def infer_response(entry: ZooEntry, request: V2Request, logits: np.ndarray, bina
 
 
 def add_v2_routes(app: FastAPI, server: PreZooServer) -> None:
-    def v2_entry(model: str) -> ZooEntry:
-        return known_entry(server, clip(model))  # a long id is no entry either, and the 404 echoes only a prefix
+    """Serve /v2 from `server`: the routes find it on the app's state."""
+    app.state.prezoo = server
+    app.include_router(router)
 
-    @app.get("/v2", tags=TAGS)
-    def server_metadata() -> dict[str, Any]:
-        """Server name, version and protocol extensions."""
-        return {"name": "prezoo", "version": app.version, "extensions": ["binary_tensor_data"]}
 
-    @app.get("/v2/health/live", tags=TAGS)
-    def live() -> dict[str, bool]:
-        return {"live": True}
+def v2_entry(model: str, server: Server) -> ZooEntry:
+    """The entry a model name names: a long id is no entry either, and the 404 echoes only a prefix."""
+    return known_entry(server, clip(model))
 
-    @app.get("/v2/health/ready", tags=TAGS)
-    def ready() -> dict[str, bool]:
-        """Ready once the app answers: the zoo is loaded and every entry's session is built on its first request."""
-        return {"ready": True}
 
-    @app.get("/v2/models/{model}", tags=TAGS)
-    def metadata(model: str) -> dict[str, Any]:
-        """The entry's input (preprocessed images) and output (logits)."""
-        return model_metadata(server, v2_entry(model))
+Entry = Annotated[ZooEntry, Depends(v2_entry)]
 
-    @app.get("/v2/models/{model}/ready", tags=TAGS)
-    def model_ready(model: str) -> dict[str, Any]:
-        return {"name": v2_entry(model).id, "ready": True}
 
-    @app.post(INFER_PATH, tags=TAGS)
-    async def infer(model: str, request: Request) -> Response:
-        """Logits for a batch of preprocessed images (JSON tensors or the binary tensor data extension)."""
-        entry = v2_entry(model)
-        header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
-        body = parse_request(header)
-        x = input_array(check_input(server, body), binary)
-        wants_binary = binary_outputs(body)
-        return infer_response(entry, body, await server.engine.batched_logits(entry, x), wants_binary)
+@router.get("")
+def server_metadata(request: Request) -> dict[str, Any]:
+    """Server name, version and protocol extensions."""
+    return {"name": "prezoo", "version": request.app.version, "extensions": ["binary_tensor_data"]}
+
+
+@router.get("/health/live")
+def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready")
+def ready() -> dict[str, bool]:
+    """Ready once the app answers: the zoo is loaded and every entry's session is built on its first request."""
+    return {"ready": True}
+
+
+@router.get("/models/{model}")
+def metadata(entry: Entry, server: Server) -> dict[str, Any]:
+    """The entry's input (preprocessed images) and output (logits)."""
+    return model_metadata(server, entry)
+
+
+@router.get("/models/{model}/ready")
+def model_ready(entry: Entry) -> dict[str, Any]:
+    return {"name": entry.id, "ready": True}
+
+
+@router.post(INFER_PATH.removeprefix(PREFIX))
+async def infer(entry: Entry, request: Request, server: Server) -> Response:
+    """Logits for a batch of preprocessed images (JSON tensors or the binary tensor data extension)."""
+    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    body = parse_request(header)
+    x = input_array(check_input(server, body), binary)
+    wants_binary = binary_outputs(body)
+    return infer_response(entry, body, await server.engine.batched_logits(entry, x), wants_binary)

@@ -125,7 +125,7 @@ def test_rank_correlations_of_the_bossnas_benchmark():
 
 def test_bossnas_ground_truth_spans_size_and_mix_and_picks_match_params():
     from bench.bench_bossnas import HAND_PICKED, SPACE, att_count, equal_params_archs, noise_ceiling, stratified_archs
-    from zoo.hytra import params
+    from zoo.families.hytra import params
 
     chosen = stratified_archs(SPACE, 2, seed=0)
     labels = [label for label, _ in chosen]

@@ -36,8 +36,16 @@ from training.bossnas import (
     search,
     train_step,
 )
-from training.select import Buckets, load_preferred
-from zoo.hytra import HyTraArch, HyTraSpace, block_paths, enumerate_archs, layer_choices, params
+from training.preferred import Buckets, load_preferred
+from zoo.families.hytra import (
+    HyTraArch,
+    HyTraSpace,
+    block_paths,
+    cost_range,
+    enumerate_archs,
+    layer_choices,
+    params,
+)
 
 TINY = HyTraSpace("tiny", scale_channels=(8, 16, 32), head_dim=4, stem_channels=4, num_layers=4, block_size=2)
 TINY_BUCKETS = Buckets(500, 8000, ratio=2)
@@ -348,9 +356,9 @@ def test_config_rejects_bad_settings(change, message):
         tiny_config(**change)
 
 
-def test_config_needs_buckets_for_a_space_without_defaults():
-    with pytest.raises(ValueError, match="no default buckets"):
-        BossConfig(TINY)
+def test_a_space_without_default_buckets_gets_a_round_grid_over_its_params():
+    buckets, ((lo, hi), _) = BossConfig(TINY).buckets, cost_range(TINY)
+    assert buckets.width and buckets.low <= lo and hi < buckets.high and 6 <= buckets.count <= 10
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from export.cache import ExportCache
+from export.runtime import CPU
 from server.app import create_app
-from server.inference import CPU
 from server.state import PreZooServer, ServerConfig
 from tests.test_server import serve
 from zoo.io import held_folder
@@ -33,7 +33,7 @@ def planted(zoo_dir, tmp_path_factory) -> Iterator[tuple[httpx.Client, PreZooSer
     for name in PLANTED:
         (cache / name).parent.mkdir(parents=True, exist_ok=True)
         (cache / name).write_bytes(SECRET)
-    app = create_app(zoo_dir, cache_dir=cache, providers=CPU_ONLY)
+    app = create_app(zoo_dir, cache, ServerConfig(providers=CPU_ONLY))
     with serve(app) as url, httpx.Client(base_url=url, timeout=300) as client:
         yield client, app.state.prezoo
 
@@ -66,7 +66,7 @@ def test_the_ui_downloads_and_samples_are_still_served(planted, zoo):
 def test_a_cache_inside_a_folder_gradio_serves_whole_is_refused(zoo, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # where Gradio keeps (and serves) uploads
     with pytest.raises(ValueError, match=f"the cache {tmp_path}/gradio/cache is inside {tmp_path}/gradio, which"):
-        create_app(zoo, cache_dir=tmp_path / "gradio" / "cache", providers=CPU_ONLY)
+        create_app(zoo, tmp_path / "gradio" / "cache", ServerConfig(providers=CPU_ONLY))
     assert not (tmp_path / "gradio").exists()
 
 
@@ -112,7 +112,7 @@ def test_a_start_removes_what_killed_processes_left_but_not_what_live_ones_write
         (cache / name).write_bytes(b"partial")
     with open(cache / export / ".onnx-int8.lock", "w") as lock, held_folder(cache / "exports/.push-pu5h1ng0"):
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process builds the INT8 export and another pushes
-        PreZooServer(zoo, cache, ServerConfig(), CPU_ONLY).close()
+        PreZooServer(zoo, cache, ServerConfig(providers=CPU_ONLY)).close()
     assert [n for n in left if (cache / n).exists()] == []
     assert [n for n in kept if not (cache / n).exists()] == []
     assert not (cache / export / ".onnx.k1ll3d00").exists() and not (cache / "exports/.push-k1ll3d00").exists()

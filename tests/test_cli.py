@@ -1,5 +1,6 @@
 """The command lines and the README's REST block, as users meet them: every `--help` answers without importing torch,
-`import zoo` still registers `prezoo_vit` in timm, `zoo get --id`, budgets without a unit, a --zoo folder that does
+`prezoo COMMAND` runs `python -m PACKAGE ...`, `import zoo` still registers `prezoo_vit` in timm, `export get --id`,
+`zoo get|profile` naming their new home, budgets without a unit, a --zoo folder that does
 not exist, `train` resuming (and refusing changed settings), `search` writing results and a plot, `package` saying
 why it evaluates again, FLOPs printed in one unit (MACs), GET /api/samples, /docs example bodies that validate, and
 the README's curl lines run as written against `python -m server`."""
@@ -20,8 +21,10 @@ import httpx
 import pytest
 from PIL import Image
 
+import prezoo.__main__ as prezoo
 from export.cache import ExportCache
 from server.app import create_app
+from server.state import ServerConfig
 from tests.test_server import ADMIN, HUB_TOKEN, serve
 from tests.test_train import _train_args
 from tests.test_train import preferred as preferred  # a fixture: the `mini` selection to train on
@@ -47,10 +50,11 @@ def zoo_dir(tmp_path_factory) -> Path:
 
 # -- --help: at once, without torch ----------------------------------------------------------------------------------
 
-COMMANDS = [("zoo",), ("training",), ("export",), ("server",),
-            *[("zoo", c) for c in ("spaces", "list", "get", "profile", "import-official")],
+COMMANDS = [("zoo",), ("training",), ("export",), ("server",), ("prezoo",),
+            *[("zoo", c) for c in ("spaces", "list", "import-official")],
             *[("training", c) for c in ("select", "train", "evaluate", "search", "package", "finetune")],
-            ("export", "push"), ("export", "triton")]
+            *[("export", c) for c in ("get", "profile", "push", "triton")],
+            *[("prezoo", c) for c in ("serve", "list", "get", "train")]]  # one per package: every one, in-process below
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -58,11 +62,36 @@ def test_help_answers_at_once_without_importing_torch(command):
     start = time.perf_counter()
     out = cli(command[0], *command[1:], "--help", env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
     seconds = time.perf_counter() - start
-    assert out.returncode == 0 and out.stdout.startswith("usage: python -m"), out.stderr[-2000:]
+    usage = "usage: prezoo" if command == ("prezoo",) else "usage: python -m"
+    assert out.returncode == 0 and out.stdout.startswith(usage), out.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in out.stderr.splitlines()
                 if line.startswith("import time:")}
     assert not HEAVY & imported, f"--help imported {sorted(HEAVY & imported)}"
     assert seconds < HELP_BOUND_S, f"{' '.join(command)} --help took {seconds:.2f} s"
+
+
+@pytest.mark.parametrize("command", list(prezoo.COMMANDS))
+def test_every_prezoo_command_is_its_python_m_entry_point(command, capsys):
+    package, sub, what = prezoo.COMMANDS[command]
+    with pytest.raises(SystemExit) as done:
+        prezoo.main([command, "--help"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m {package}{f' {sub}' if sub else ''} ")
+    assert f"  {command} " in prezoo.command_table() and what
+
+
+def test_prezoo_names_an_unknown_or_missing_command():
+    for argv, message in (([], "required: COMMAND"), (["nope"], "invalid choice: 'nope'")):
+        out = cli("prezoo", *argv)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("command", ["get", "profile"])
+def test_zoo_get_and_profile_say_where_they_went(command):
+    out = cli("zoo", command, "--max-params", "0.3M", "--out", "x")
+    assert out.returncode == 2 and not out.stdout
+    assert out.stderr == (f"python -m zoo {command} is now `prezoo {command}` (or `python -m export {command}`), "
+                          f"with the same options\n")
 
 
 # -- `import zoo`: cheap, and timm still finds prezoo_vit -----------------------------------------------------------
@@ -100,12 +129,12 @@ def test_the_names_of_zoo_load_on_first_use():
         _ = zoo.nope
 
 
-# -- zoo: get --id, FLOPs in MACs, unit hints, a missing --zoo -----------------------------------------------------
+# -- zoo, export get: get --id, FLOPs in MACs, unit hints, a missing --zoo ----------------------------------------
 
-def test_zoo_get_by_id_and_every_zoo_command_prints_flops_in_macs(zoo_dir, tmp_path):
+def test_export_get_by_id_and_every_zoo_command_prints_flops_in_macs(zoo_dir, tmp_path):
     zoo = Zoo.load(zoo_dir)
     entry = zoo.entries[1]
-    got = cli("zoo", "get", "--zoo", zoo_dir, "--id", entry.id, "--out", tmp_path / "model", "--cache", tmp_path / "c")
+    got = cli("export", "get", "--zoo", zoo_dir, "--id", entry.id, "--out", tmp_path / "model")
     assert got.returncode == 0, got.stderr
     assert f"chose {entry.id}: {human(entry.params)} params, {human(entry.flops)} {FLOPS_LABEL}," in got.stdout
     assert json.loads((tmp_path / "model" / "config.json").read_text())["arch"] == entry.arch.to_dict()
@@ -113,10 +142,10 @@ def test_zoo_get_by_id_and_every_zoo_command_prints_flops_in_macs(zoo_dir, tmp_p
     assert FLOPS_LABEL in listed[1]
     assert all(f" {human(e.flops)} " in next(line for line in listed if line.startswith(e.id)) for e in zoo.entries)
     assert FLOPS_LABEL in cli("zoo", "spaces", "mini").stdout
-    for args, message in ((["--id", entry.id, "--max-params", "1M"], "--id names the entry; drop the budget"),
+    for args, message in ((["--id", entry.id, "--max-params", "1M"], "by --id or by a budget, not both"),
                           (["--id", "e1-d1-00000000"], "no entry 'e1-d1-00000000'"),
                           (["--max-params", "0.3"], "did you mean 0.3M?")):
-        bad = cli("zoo", "get", "--zoo", zoo_dir, *args, "--out", tmp_path / "x")
+        bad = cli("export", "get", "--zoo", zoo_dir, *args, "--out", tmp_path / "x")
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 
@@ -228,7 +257,7 @@ def test_the_selection_table_prints_flops_in_macs():
 
 @pytest.fixture(scope="module")
 def url(zoo_dir, tmp_path_factory):
-    app = create_app(zoo_dir, cache_dir=tmp_path_factory.mktemp("cache"), admin_token=ADMIN, hub_token=HUB_TOKEN)
+    app = create_app(zoo_dir, tmp_path_factory.mktemp("cache"), ServerConfig(admin_token=ADMIN, hub_token=HUB_TOKEN))
     with serve(app) as url:
         yield url
 

@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from server.app import create_app
+from server.state import ServerConfig
 from server.ui import COMPARE, INTERVALS, POINT, SliderScale
 from tests.test_family import make_hytra_zoo
 from tests.test_server import run_server, serve
@@ -155,7 +156,7 @@ def test_a_missing_corrupt_or_foreign_compared_zoo_stops_the_start_naming_it(tmp
 
 
 def test_without_compared_zoos_nothing_is_compared(zoo, zoo_dir, tmp_path):
-    app = create_app(zoo_dir, cache_dir=tmp_path, providers=(["CPUExecutionProvider"], "test"))
+    app = create_app(zoo_dir, tmp_path, ServerConfig(providers=(["CPUExecutionProvider"], "test")))
     with serve(app) as served, httpx.Client(base_url=served, timeout=300) as client:
         assert client.get("/api/zoo").json()["compare"] == []
         no_limit = [SliderScale.of(what, values).maximum for what, values in (
@@ -164,4 +165,4 @@ def test_without_compared_zoos_nothing_is_compared(zoo, zoo_dir, tmp_path):
         assert COMPARE not in svg and "compared" not in svg and svg.count(f'id="{POINT}') == 4
         assert "comparison" not in client.get("/config").text
     with pytest.raises(ValueError, match="evaluated on cifar10"):
-        create_app(zoo_dir, cache_dir=tmp_path, compare=[make_zoo(tmp_path / "cifar", dataset="cifar10")])
+        create_app(zoo_dir, tmp_path, ServerConfig(compare=[make_zoo(tmp_path / "cifar", dataset="cifar10")]))

@@ -25,11 +25,12 @@ import httpx
 import pytest
 
 from export.cache import ALL_FORMATS, FILES, LAST_USED, ExportCache
+from export.download import DOWNLOADS, write_zip, zip_folder
 from export.onnx import export_onnx, model_metadata
+from export.runtime import CPU
 from server.__main__ import parse_args
 from server.app import create_app
-from server.inference import CPU
-from server.state import DOWNLOADS, write_zip, zip_folder
+from server.state import ServerConfig
 from server.ui import DOWNLOAD_BUTTONS, SliderScale
 from tests.test_server import LARGEST, MID, SMALL, png, predict, run_server, serve
 from tests.zoo_fixtures import make_zoo
@@ -141,7 +142,7 @@ def test_every_download_predict_and_ui_download_at_once_on_a_cold_cache(zoo, zoo
     """Every entry x every download kind and a predict per entry over REST, and the UI's download preparation for
     each budget-reachable entry, all at once on a cold cache: all succeed, with the bytes of a sequential export,
     and each export is built once."""
-    app = create_app(zoo_dir, cache_dir=tmp_path / "cache", providers=CPU_ONLY)
+    app = create_app(zoo_dir, tmp_path / "cache", ServerConfig(providers=CPU_ONLY))
     budgets = ui_budgets(zoo)
     with serve(app) as url:
         def rest_download(entry_id: str, kind: str) -> dict:
@@ -247,7 +248,7 @@ def test_a_cache_that_cannot_be_written_is_a_507_degraded_health_and_recovers(zo
 
     make, undo, reason = FAULTS[fault]
     (image := tmpfs.parent / "x.png").write_bytes(png())
-    app = create_app(zoo_dir, cache_dir=tmpfs, providers=CPU_ONLY)
+    app = create_app(zoo_dir, tmpfs, ServerConfig(providers=CPU_ONLY))
     exports = tmpfs / "exports"
     with serve(app) as url, httpx.Client(base_url=url, timeout=300) as c:
         assert c.get(f"/api/models/{SMALL}/download/onnx").status_code == 200  # warm: SMALL's fp32 ONNX
@@ -319,7 +320,7 @@ def test_the_server_start_evicts_older_zoos_exports_first(zoo, zoo_dir, tmp_path
     warm = ExportCache(tmp_path / "cache" / "exports")
     current = warm.get(zoo, zoo.entries[0], "onnx")
     older = [warm.get(old, e, "onnx") for e in old.entries[:2]]  # used after the current zoo's export
-    app = create_app(zoo_dir, cache_dir=tmp_path / "cache", cache_max_bytes=size(current) + 1, providers=CPU_ONLY)
+    app = create_app(zoo_dir, tmp_path / "cache", ServerConfig(cache_max_bytes=size(current) + 1, providers=CPU_ONLY))
     assert current.is_dir() and (current / LAST_USED).is_file() and not any(f.exists() for f in older)
     assert app.state.prezoo.exports.size() == size(current)
 

@@ -27,9 +27,8 @@ from tests.test_server import Live, png, predict, serve
 from tests.test_v2 import images, pixel_values
 from zoo import PreZooHyTra, PreZooViT, Zoo
 from zoo.budget import human
+from zoo.families.hytra import FLOPS_RULE, MICRO_HYTRA, HyTraNet, params
 from zoo.family import FAMILIES
-from zoo.hytra import FLOPS_RULE, MICRO_HYTRA, HyTraNet, params
-from zoo.pretrained import HUB_CLASSES
 
 HYTRA = FAMILIES["hytra"]
 
@@ -52,11 +51,10 @@ def folder(hytra_zoo, cache):
 
 # -- the interface ----------------------------------------------------------------------------------------------------
 def test_every_family_has_a_hub_class_registered_in_timm():
-    assert {f.pretrained for f in FAMILIES.values()} == set(HUB_CLASSES) == {PreZooViT, PreZooHyTra}
+    assert {f.pretrained for f in FAMILIES.values()} >= {PreZooViT, PreZooHyTra}
     for family in FAMILIES.values():
         assert family.pretrained.family == family.name and timm.is_model(family.pretrained.timm_name)
-        space = next(iter(family.spaces.values()))
-        assert len(family.describe_choices(space).splitlines()) == 2
+        assert all(len(family.describe_choices(space).splitlines()) == 2 for space in family.spaces.values())
     assert HYTRA.cost_range(MICRO_HYTRA) == ((38_842, 541_946), (5_871_872, 9_919_584))  # over all 3,587 paths
 
 
@@ -89,7 +87,7 @@ def test_the_hytra_folder_loads_back_with_the_same_logits_every_way(hytra_zoo, f
         assert_folder_loads_every_way(folder, x, ref, PreZooHyTra, HyTraNet, hytra_zoo.classes)
 
 
-def test_a_new_head_is_fresh_and_changes_of_the_input_are_refused(hytra_zoo, folder):
+def test_a_new_head_is_fresh_and_other_image_sizes_are_refused(hytra_zoo, folder):
     ref = hytra_zoo.subnet(hytra_zoo.entries[1])
     for model in (PreZooHyTra.from_pretrained(folder, num_classes=5),
                   timm.create_model(f"local-dir:{folder}", pretrained=True, num_classes=5)):
@@ -97,10 +95,22 @@ def test_a_new_head_is_fresh_and_changes_of_the_input_are_refused(hytra_zoo, fol
         assert torch.equal(model.stem[0].weight, ref.stem[0].weight)  # the backbone keeps its weights
         with torch.no_grad():
             assert model.eval()(_images(2)).shape == (2, 5)
-    for asked, message in (({"in_chans": 3}, "trained with in_chans=1"), ({"img_size": 32}, "trained with img_size=28"),
+    for asked, message in (({"img_size": 32}, "trained with img_size=28"),
                            ({"global_pool": "max"}, "trained with global_pool=avg")):
         with pytest.raises(ValueError, match=message):
             PreZooHyTra.from_pretrained(folder, **asked)
+
+
+def test_in_chans_adapts_the_stem_conv_like_timm(folder):
+    """As the ViT's patch conv (tests/test_finetune.py): a gray image repeated over RGB gives the gray model's logits,
+    and the space normalises each channel as the gray one."""
+    gray, ref = _images(2), PreZooHyTra.from_pretrained(folder)
+    for model in (PreZooHyTra.from_pretrained(folder, in_chans=3),
+                  timm.create_model(f"local-dir:{folder}", pretrained=True, in_chans=3).eval()):
+        assert model.in_chans == model.space.in_chans == model.stem[0].weight.shape[1] == 3
+        assert model.space.mean == ref.space.mean * 3 and model.space.std == ref.space.std * 3
+        with torch.no_grad():
+            torch.testing.assert_close(model(gray.expand(-1, 3, -1, -1)), ref(gray), atol=1e-5, rtol=1e-5)
 
 
 def test_the_hytra_cards_python_block_runs_as_is(hytra_zoo, folder):

@@ -30,12 +30,12 @@ from training.package import package_run
 from training.sampler import PreferredSampler, UniformSampler
 from training.train import TrainConfig, train
 from zoo import BUILTIN_SPACES, Zoo, ZooError
+from zoo.families.hytra import MICRO_HYTRA, HyTraSpace, HyTraSupernet, enumerate_archs, params
+from zoo.families.vit.supernet import ViTSupernet
 from zoo.family import FAMILIES, get_family, space_by_name
-from zoo.hytra import MICRO_HYTRA, HyTraSpace, HyTraSupernet, enumerate_archs, params
 from zoo.io import sha256_file
 from zoo.layers import bn_statistics
 from zoo.store import DEFAULT_ZOO, INDEX, WEIGHTS
-from zoo.supernet import ViTSupernet
 
 HYTRA = FAMILIES["hytra"]
 TINY = HyTraSpace("tiny-hytra", scale_channels=(8, 16, 32), head_dim=4, stem_channels=4, num_layers=4, block_size=2)
@@ -112,8 +112,8 @@ def test_spaces_by_name_across_families_and_space_files(tmp_path):
     BUILTIN_SPACES["mini"].save(vit_file)  # no "family": a ViT space file, as before families
     assert space_by_name(str(vit_file)) == (FAMILIES["vit"], BUILTIN_SPACES["mini"])
     for family in FAMILIES.values():  # a space and its archs name their family (samplers and trainers read it)
-        space = next(iter(family.spaces.values()))
-        assert space.family == family.name == family.random_arch(space, random.Random(0)).family
+        for space in family.spaces.values():
+            assert space.family == family.name == family.random_arch(space, random.Random(0)).family
     (tmp_path / "bad.json").write_text(json.dumps({"family": "resnet", **TINY.to_dict()}))
     with pytest.raises(ValueError, match="unknown model family 'resnet'"):
         space_by_name(str(tmp_path / "bad.json"))
@@ -159,9 +159,10 @@ def test_a_vit_preferred_json_without_family_still_trains_and_old_runs_load(tmp_
 
 
 def test_zoo_imports_in_any_order():
-    """zoo.hytra imports zoo.vit, which imports timm: timm's registration of PreZoo's models waits for both."""
-    for code in ("import zoo.hytra", "import zoo.family", "from zoo import Zoo",
-                 "import zoo.hytra, timm; assert timm.is_model('prezoo_hytra') and timm.is_model('prezoo_vit')"):
+    """A family's import may be what loads timm (the ViT's does): timm's registration of the families waits for it."""
+    both = "assert timm.is_model('prezoo_hytra') and timm.is_model('prezoo_vit')"
+    for code in ("import zoo.families.hytra", "import zoo.family", "from zoo import Zoo", "import zoo.families.vit",
+                 f"import zoo.families.hytra, timm; {both}", f"import zoo.families.vit.model, timm; {both}"):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert out.returncode == 0, (code, out.stderr[-1500:])
 

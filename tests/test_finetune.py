@@ -266,7 +266,7 @@ def test_finetune_cli_errors_are_one_line(tmp_path, folder):
 
 def test_finetune_from_the_hub_names_its_base_model(exported, folder, local_hub, monkeypatch, tmp_path):
     from export.hub import push_folder
-    from zoo.hub import HubError
+    from zoo.pull import HubError
 
     monkeypatch.setenv("HF_TOKEN", "test-admin-token")
     push_folder(exported, "prezoo/finetune-base")
@@ -311,3 +311,24 @@ def test_finetune_settings_and_results_are_finite(exported, folder, tmp_path):
     with pytest.raises(ValueError, match=r"finetune.json: history\[0\].train_loss must be a finite number"):
         write_result(tmp_path / "ft", model, cfg, info, history, None)
     assert not (tmp_path / "ft").exists()
+
+
+def test_a_hytra_export_is_read_and_carded_as_hytra(tmp_path):
+    """Fine-tuning reaches a family through its export's config.json (`family_of_config`): not only the ViT's."""
+    from tests.test_family import make_hytra_zoo
+    from training.finetune import saved_model
+
+    hytra = Zoo.load(make_hytra_zoo(tmp_path / "zoo"))
+    exported = write_hf_folder(hytra, hytra.entries[0], tmp_path / "hf")
+    family, space = saved_model(exported)
+    assert family.name == "hytra" and space == hytra.space
+    model = family.pretrained.from_pretrained(exported, num_classes=len(CLASSES))
+    model.labels, model.preprocessing = CLASSES, hytra.preprocessing
+    cfg = FinetuneConfig(model=str(exported), data="synthetic:8", out=str(tmp_path / "ft"))
+    _, info = load_data("synthetic:8", "val", img_size=28, in_chans=1, val_size=4)
+    write_result(tmp_path / "ft", model, cfg, info, [{"epoch": 1, "train_loss": 1.0, "val_top1": 50.0,
+                                                      "val_loss": 1.0}], None)
+    card = (tmp_path / "ft" / "README.md").read_text()
+    assert f"# PreZoo HyTra `{model.arch.id}`" in card and family.describe_arch(space, model.arch) in card
+    assert "hybrid-cnn-transformer" in card and "PreZooHyTra.from_pretrained" in card
+    assert type(family.pretrained.from_pretrained(tmp_path / "ft")) is type(model)

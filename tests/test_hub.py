@@ -23,11 +23,12 @@ from huggingface_hub import constants
 
 from export.hub import push_folder
 from server.app import create_app
+from server.state import ServerConfig
 from tests.hub_server import LocalHub, StallingHub
 from tests.test_server import serve
 from tests.zoo_fixtures import make_zoo
 from zoo import Zoo
-from zoo.hub import DEADLINE_ENV, MAX_BYTES_ENV, OPERATION_HEADER, TIMEOUT_ENV, HubError, HubLimits, is_hub_id, pull
+from zoo.pull import DEADLINE_ENV, MAX_BYTES_ENV, OPERATION_HEADER, TIMEOUT_ENV, HubError, HubLimits, is_hub_id, pull
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "test-admin-token"
@@ -345,7 +346,7 @@ def test_api_push_to_a_broken_hub_answers_502_in_bounded_time(stall: str, tmp_pa
     endpoint = request.getfixturevalue(stall)
     set_limits(monkeypatch, timeout_s=0.5, deadline_s=2)
     admin = f"admin-{uuid.uuid4().hex}"
-    app = create_app(make_zoo(tmp_path / "zoo"), cache_dir=tmp_path / "cache", admin_token=admin, hub_token=ADMIN)
+    app = create_app(make_zoo(tmp_path / "zoo"), tmp_path / "cache", ServerConfig(admin_token=admin, hub_token=ADMIN))
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         start = time.monotonic()
         r = client.post("/api/push", json={"repo_id": repo_id, "whole_zoo": True},

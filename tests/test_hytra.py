@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from export.onnx import export_onnx, model_metadata, parity, session
 from tests.test_cost import counted_macs
 from tests.zoo_fixtures import FMNIST_CLASSES, PREPROCESSING
-from zoo.hytra import (
+from zoo.families.hytra import (
     MICRO_HYTRA,
     HyTraArch,
     HyTraNet,
@@ -23,8 +23,10 @@ from zoo.hytra import (
     HyTraSupernet,
     SelfAttention,
     block_paths,
+    crossover,
     enumerate_archs,
     flops,
+    mutate,
     params,
 )
 from zoo.layers import recalibrate_bn
@@ -215,3 +217,14 @@ def test_recalibrate_bn_gives_exact_batch_averages(supernet):
         assert torch.allclose(bn.running_mean, inputs.mean(dim=(0, 2, 3)), atol=1e-5)
         per_batch_var = torch.stack([t.var(dim=(0, 2, 3)) for t in seen[bn]]).mean(0)  # unbiased, as PyTorch keeps
         assert torch.allclose(bn.running_var, per_batch_var, rtol=1e-4, atol=1e-6)
+
+
+def test_mutation_and_crossover_keep_paths_legal_and_reach_others(all_archs):
+    rng = random.Random(0)
+    children = [mutate(S, a, rng, 0.4, 0.3) for a in rng.sample(all_archs, 200)]
+    assert all(S.validate(c) for c in children) and len(set(children)) > 150
+    assert mutate(S, MIXED, rng, 1.0, 0.0) == MIXED  # no global choices; no layer redrawn
+    crosses = [crossover(S, a, b, rng) for a, b in zip(rng.sample(all_archs, 200), rng.sample(all_archs, 200),
+                                                       strict=True)]
+    assert all(c is None or S.validate(c) for c in crosses) and any(c is None for c in crosses)
+    assert crossover(S, R50_LIKE, R50_LIKE, rng) == R50_LIKE

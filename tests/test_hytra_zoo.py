@@ -9,9 +9,9 @@ import pytest
 
 from training.data import load_data
 from training.evaluate import accuracy_of, tensor_batches
-from training.select import Buckets
+from training.preferred import Buckets
 from zoo import Zoo
-from zoo.hytra import MICRO_HYTRA, enumerate_archs
+from zoo.families.hytra import MICRO_HYTRA, enumerate_archs
 
 HYTRA_ZOO = Path(__file__).resolve().parent.parent / "zoos" / "hytra-fmnist"
 

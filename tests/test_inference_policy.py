@@ -8,7 +8,8 @@ import pytest
 
 from bench.bench_contention import POLICIES, latency_rows
 from export.cache import ExportCache
-from server.inference import CPU, Engine, InferenceConfig
+from export.runtime import CPU
+from server.inference import Engine, InferenceConfig
 
 SPIN = "session.intra_op.allow_spinning"
 

@@ -1,6 +1,6 @@
 """Latency measured where it is served: the server times every entry on its own provider in the background (yielding
 to requests), budgets read its numbers once present (the zoo's otherwise), every latency says who measured it; and
-`python -m zoo profile --provider` records host and provider in the zoo."""
+`python -m export profile --provider` records host and provider in the zoo."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import httpx
 import pytest
 from PIL import Image
 
+from export.profile import host_description
+from export.runtime import CPU, choose_providers
 from server.app import create_app
-from server.inference import CPU, choose_providers
-from server.profile import host_description
-from server.state import PreZooServer
+from server.state import PreZooServer, ServerConfig
 from server.ui import entry_rows, summary_markdown
 from tests.test_server import serve
 from tests.zoo_fixtures import make_zoo
@@ -54,7 +54,7 @@ def absurd_zoo(tmp_path_factory) -> Path:
 def profiling_server(zoo_dir: Path, cache_dir: Path) -> Iterator[tuple[httpx.Client, PreZooServer, ExitStack]]:
     """The real app with background profiling on, served on loopback, and a client for it; it starts with an
     inference call in flight (`busy`): profiling waits until the test closes it, so what it sees first is fixed."""
-    app = create_app(zoo_dir, cache_dir=cache_dir, providers=([CPU], "tests: CPU"), profile_latency=True)
+    app = create_app(zoo_dir, cache_dir, ServerConfig(providers=([CPU], "tests: CPU"), profile_latency=True))
     server = app.state.prezoo
     with ExitStack() as busy:
         busy.enter_context(server.engine.traffic.call())
@@ -143,7 +143,7 @@ def test_requests_are_answered_while_profiling_runs(zoo_dir, tmp_path):
 
 
 def test_profiling_off_keeps_the_zoo_numbers(absurd_zoo, cache_dir):
-    app = create_app(absurd_zoo, cache_dir=cache_dir, providers=([CPU], "tests: CPU"))
+    app = create_app(absurd_zoo, cache_dir, ServerConfig(providers=([CPU], "tests: CPU")))
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         assert client.get("/api/health").json()["latency_profiling"]["state"] == "off"
         e = client.get("/api/zoo").json()["entries"][0]
@@ -151,14 +151,14 @@ def test_profiling_off_keeps_the_zoo_numbers(absurd_zoo, cache_dir):
         assert e["latency_source"] == {"source": "zoo", "host": BUILD_PROTOCOL["host"], "provider": CPU}
 
 
-def zoo_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=300)
+def profile_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "export", "profile", *args], capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_cli_profile_records_host_and_provider(zoo_dir, cache_dir, tmp_path):
     z = shutil.copytree(zoo_dir, tmp_path / "z")
-    done = zoo_cli("profile", "--zoo", str(z), "--cache", str(cache_dir), "--provider", "cpu", "--runs", "5",
-                   "--warmup", "1")
+    done = profile_cli("--zoo", str(z), "--cache", str(cache_dir), "--provider", "cpu", "--runs", "5", "--warmup", "1")
     assert done.returncode == 0, done.stderr
     zoo = Zoo.load(z)
     protocol = zoo.doc["latency_protocol"]
@@ -170,14 +170,14 @@ def test_cli_profile_records_host_and_provider(zoo_dir, cache_dir, tmp_path):
 
 
 def test_cli_profile_refuses_an_unknown_provider(zoo_dir, tmp_path):
-    bad = zoo_cli("profile", "--zoo", str(zoo_dir), "--cache", str(tmp_path), "--provider", "tpu")
+    bad = profile_cli("--zoo", str(zoo_dir), "--cache", str(tmp_path), "--provider", "tpu")
     assert bad.returncode == 2 and "unknown provider 'tpu'; choose one of cpu, cuda" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 
 @pytest.mark.skipif(choose_providers()[0] != [CPU], reason="CUDA runs on this host")
 def test_cli_profile_says_cuda_does_not_run_here(zoo_dir, tmp_path):
-    bad = zoo_cli("profile", "--zoo", str(zoo_dir), "--cache", str(tmp_path), "--provider", "cuda")
+    bad = profile_cli("--zoo", str(zoo_dir), "--cache", str(tmp_path), "--provider", "cuda")
     assert bad.returncode == 2 and "--provider cuda: CUDA does not run on this host" in bad.stderr
     assert "Traceback" not in bad.stderr
 
@@ -185,11 +185,10 @@ def test_cli_profile_says_cuda_does_not_run_here(zoo_dir, tmp_path):
 def test_a_server_without_sessions_has_nothing_to_profile(tmp_path):
     """The Ray Serve ingress runs no ONNX Runtime session (its providers are []): asking it to profile builds a
     server whose profiler is simply off, instead of failing to start."""
-    from server.state import ServerConfig
     from zoo import Zoo
 
-    server = PreZooServer(Zoo.load(make_zoo(tmp_path / "zoo")), tmp_path / "cache", ServerConfig(profile_latency=True),
-                          ([], "inference runs elsewhere"))
+    server = PreZooServer(Zoo.load(make_zoo(tmp_path / "zoo")), tmp_path / "cache",
+                          ServerConfig(profile_latency=True, providers=([], "inference runs elsewhere")))
     progress = server.profiler.progress()
     assert progress["state"] == "off" and progress["provider"] is None and progress["protocol"] is None
     server.profiler.start()  # a no-op, not a thread that fails

@@ -1,4 +1,5 @@
-"""PreZoo as a package: the declared dependencies match the pins, and a built wheel works outside the checkout."""
+"""PreZoo as a package: the declared dependencies match the pins, and a built wheel works outside the checkout, its
+`prezoo` command too, from a folder whose own `export.py`, `server.py` and `zoo.py` would shadow `python -m`."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from tests.test_project import ROOT, pins
 # Which extras each requirements file pins ("" is the core): `pip install .[cpu,serve,train]` is requirements.txt.
 PINNED_AS = {"requirements.txt": ("", "cpu", "serve", "train"), "requirements-gpu.txt": ("gpu",),
              "requirements-dev.txt": ("dev", "ray")}
-PACKAGES = ("zoo", "training", "export", "server")
+PACKAGES = ("zoo", "training", "export", "server", "prezoo")
+SHADOWS = ("export", "server", "zoo")  # a user's own modules of these names, in the folder `prezoo` runs from
 
 
 def declared() -> dict[str, list[Requirement]]:
@@ -118,12 +120,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def served_health(python: Path, cwd: Path, env: dict[str, str]) -> dict:
-    """`python -m server` with no --zoo, started from `cwd`: its /api/health once it answers."""
+def served_health(serve: list[str | Path], cwd: Path, env: dict[str, str]) -> dict:
+    """`serve` (`prezoo serve`) with no --zoo, started from `cwd`: its /api/health once it answers."""
     port = free_port()
     log = (cwd / "server.log").open("w")
-    proc = subprocess.Popen([python, "-m", "server", "--port", str(port), "--cache", str(cwd / "cache")], cwd=cwd,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*serve, "--port", str(port), "--cache", str(cwd / "cache")], cwd=cwd, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + 240
     try:
@@ -156,6 +158,8 @@ def test_wheel_installs_into_a_fresh_venv_and_works_outside_the_checkout(tmp_pat
     assert not [n for n in names if any(part in n.split("/") for part in ("tests", "bench", "runs", "out", ".venv"))]
     assert {n.rsplit("/", 1)[1] for n in names if "/zoos/ladder-fmnist/" in n} == {
         p.name for p in DEFAULT_ZOO.iterdir()}
+    scripts = zipfile.ZipFile(wheel).read(f"prezoo-{version}.dist-info/entry_points.txt").decode()
+    assert "[console_scripts]\nprezoo = prezoo.__main__:main" in scripts
 
     venv = tmp_path / "venv"
     python = fresh_venv(venv)
@@ -184,5 +188,15 @@ def test_wheel_installs_into_a_fresh_venv_and_works_outside_the_checkout(tmp_pat
                             env=env, capture_output=True, text=True, timeout=300)
     assert "org/name" in snippet and readme.returncode == 0, readme.stderr[-3000:]
 
-    health = served_health(python, outside, env)
+    prezoo = venv / "bin" / "prezoo"
+    shadowed = tmp_path / "shadowed"
+    shadowed.mkdir()
+    for name in SHADOWS:
+        (shadowed / f"{name}.py").write_text(f"raise SystemExit('the working folder\\'s {name}.py was imported')\n")
+    helped = subprocess.run([prezoo, "--help"], cwd=shadowed, env=env, capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: prezoo"), helped.stderr[-2000:]
+    got = subprocess.run([prezoo, "get", "--max-params", "0.3M", "--format", "onnx", "--out", "model"], cwd=shadowed,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0 and (shadowed / "model" / "model.onnx").stat().st_size > 10_000, got.stderr[-2000:]
+    health = served_health([prezoo, "serve"], shadowed, env)
     assert (health["ready"], health["zoo"], health["checksum"]) == (True, shipped.name, shipped.checksum)

@@ -1,4 +1,5 @@
-"""Project-level promises: the README's test command is what CI runs; packages run as modules."""
+"""Project-level promises: the README's test command is what CI runs; packages run as modules; the `prezoo` commands
+the README names exist."""
 
 from __future__ import annotations
 
@@ -27,7 +28,14 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_readme_start_command_installs_then_starts():
     start = readme_commands()[0]
-    assert start.startswith("bash setup.sh && .venv/bin/python -m ")
+    assert start == "bash setup.sh && .venv/bin/prezoo serve"
+
+
+def test_every_prezoo_command_the_readme_names_exists():
+    from prezoo.__main__ import COMMANDS
+
+    named = set(re.findall(r"\bprezoo ([a-z][a-z-]*)", (ROOT / "README.md").read_text()))
+    assert {"serve", "get", "profile", "train"} <= named and named <= set(COMMANDS), named - set(COMMANDS)
 
 
 def pins(name: str) -> list[str]:
@@ -45,7 +53,7 @@ def test_torch_pins_come_first_and_every_dependency_is_pinned_once():
 
 
 def test_every_package_runs_as_a_module():
-    for pkg in ("zoo", "training", "export", "server"):
+    for pkg in ("zoo", "training", "export", "server", "prezoo"):
         out = subprocess.run([sys.executable, "-m", pkg, "--help"], capture_output=True, text=True, cwd=ROOT,
                              timeout=120)
         assert out.returncode == 0 and "usage" in out.stdout.lower(), (pkg, out.stderr[-500:])
@@ -53,9 +61,11 @@ def test_every_package_runs_as_a_module():
 
 @pytest.mark.slow
 def test_every_zoo_module_imports_first_in_a_fresh_interpreter():
-    """An import cycle (zoo.hytra -> zoo.vit -> timm -> zoo.pretrained -> zoo.hytra) only shows when the module that
-    closes it is imported first, as `python -m server --zoo DIR` did: each module gets an interpreter of its own."""
-    modules = sorted(f"zoo.{p.stem}" for p in (ROOT / "zoo").glob("*.py") if p.stem not in ("__init__", "__main__"))
+    """An import cycle (a family -> timm -> the families' registration in timm -> that family) only shows when the
+    module that closes it is imported first, as `python -m server --zoo DIR` did: each module, the families' too, gets
+    an interpreter of its own."""
+    modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                     for p in (ROOT / "zoo").rglob("*.py") if p.stem != "__main__")
     runs = {m: subprocess.Popen([sys.executable, "-c", f"import {m}"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
             for m in modules}
     failed = {m: p.communicate(timeout=120)[1][-300:] for m, p in runs.items() if p.wait(timeout=120) != 0}

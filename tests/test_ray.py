@@ -171,8 +171,8 @@ def test_predict_classifies_an_upload_like_the_single_process_server(servers):
 def test_the_builder_refuses_bad_options_before_anything_is_deployed(zoo_dir):
     from pydantic import ValidationError
 
-    from server.__main__ import StartError
     from server.ray_serve import app_builder
+    from server.startup import StartError
 
     with pytest.raises(ValidationError, match="max_models_per_replica"):
         app_builder({"zoo": str(zoo_dir), "max_models_per_replica": "0"})

@@ -163,3 +163,15 @@ def test_cli_flags_are_refused_at_parse_time(capsys, flag, value):
         parse_args(["search", "--run", "runs/x", flag, value])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith(f"python -m training search: error: argument {flag}")
+
+
+@pytest.mark.parametrize("algorithm", sorted(SEARCHES))
+def test_every_algorithm_searches_a_hytra_space_through_its_family(algorithm):
+    """Mutation and crossover are the family's (`Family.mutate`, `Family.crossover`): HyTra's keep every path legal."""
+    from zoo.families.hytra import MICRO_HYTRA
+    from zoo.families.hytra import params as hytra_params
+
+    cfg = SearchConfig(evaluations=40, seed=0, max_params=150e3, **SMALL)
+    result = SEARCHES[algorithm](MICRO_HYTRA, lambda a: hytra_params(MICRO_HYTRA, a) / 1e3, cfg, progress=False)
+    assert result.evaluations == 40 and all(MICRO_HYTRA.validate(a) and fits(MICRO_HYTRA, cfg, a)
+                                            for a in result.scores)

@@ -13,22 +13,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import archs
+from training.preferred import Buckets, load_preferred, pick_preferred
 from training.select import (
     STEP2_EXCLUDED,
-    Buckets,
     SelectConfig,
     brute_force_allocation,
     build_tables,
     gaussian_batch,
     gradient_pass,
     greedy_allocations,
-    load_preferred,
-    pick_preferred,
     representatives,
     select,
     write_selection,
 )
 from zoo import BUILTIN_SPACES, Arch, SearchSpace, params, slice_state
+from zoo.family import get_family
 
 MINI = BUILTIN_SPACES["mini"]
 
@@ -248,4 +247,17 @@ def test_bucket_flags_fill_in_the_spaces_default_and_name_it(tmp_path, capsys):
         with pytest.raises(SystemExit):
             parse_args(["select", "--space", "mini", flag, value])
         assert capsys.readouterr().err.splitlines()[-1].startswith(f"python -m training select: error: argument {flag}")
+    assert not any(tmp_path.iterdir())
+
+
+def test_select_serves_the_families_that_name_it(tmp_path, capsys):
+    """`Family.selectors`: PreNAS's selector works on the ViT's slicing rules; a HyTra space is BossNAS's."""
+    from training.__main__ import main
+
+    assert main(["select", "--space", "micro-hytra", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("error: space micro-hytra is a HyTra space, which `python -m training select` "
+                                       "does not serve: its preferred archs come from `python -m training bossnas`\n")
+    with pytest.raises(ValueError, match="searches a ViT space, got HyTraSpace"):
+        SelectConfig(get_family("hytra").spaces["micro-hytra"])
+    assert Buckets.default(get_family("hytra").spaces["micro-hytra"], "params") == Buckets(4e4, 5.6e5, ratio=2**0.5)
     assert not any(tmp_path.iterdir())

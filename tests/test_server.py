@@ -34,9 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from PIL import Image
 from schemathesis.checks import not_a_server_error
 
+from export.runtime import CPU, CUDA, TENSORRT, choose_providers, provider_options
 from server.app import create_app
-from server.inference import CPU, CUDA, TENSORRT, MicroBatcher, choose_providers, provider_options
-from server.state import PreZooServer
+from server.inference import InferenceConfig, MicroBatcher
+from server.state import PreZooServer, ServerConfig
 from tests.hub_server import LocalHub
 from tests.zoo_fixtures import FMNIST_CLASSES, PREPROCESSING
 
@@ -77,8 +78,8 @@ def serve(app) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def live(zoo_dir, tmp_path_factory) -> Iterator[Live]:
     """The server as deployed with push on; only 2 ORT sessions kept, so the LRU is exercised."""
-    app = create_app(zoo_dir, cache_dir=tmp_path_factory.mktemp("cache"), admin_token=ADMIN, hub_token=HUB_TOKEN,
-                     sessions=2)
+    app = create_app(zoo_dir, tmp_path_factory.mktemp("cache"),
+                     ServerConfig(admin_token=ADMIN, hub_token=HUB_TOKEN, inference=InferenceConfig(sessions=2)))
     with serve(app) as url:
         yield Live(url, app.state.prezoo)
 
@@ -341,7 +342,7 @@ def test_tensorrt_sessions_get_an_engine_cache_in_the_server_cache(tmp_path):
 # -- push ------------------------------------------------------------------------------------------
 
 def test_push_is_off_without_an_admin_token(zoo, tmp_path):
-    app = create_app(zoo, cache_dir=tmp_path, providers=([CPU], "test"))
+    app = create_app(zoo, tmp_path, ServerConfig(providers=([CPU], "test")))
     with serve(app) as url, httpx.Client(base_url=url) as c:
         for headers in ({}, {"Authorization": f"Bearer {ADMIN}"}):
             r = c.post("/api/push", json={"repo_id": "prezoo-test/x"}, headers=headers)

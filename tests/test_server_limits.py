@@ -28,6 +28,7 @@ from PIL import Image, ImageFilter
 
 from server.app import create_app
 from server.images import RESAMPLING, ImageLimits, model_view, to_input
+from server.state import ServerConfig
 from tests.test_server import ADMIN, HUB_TOKEN, ROOT, SMALL, png, predict, serve
 from tests.zoo_fixtures import PREPROCESSING
 
@@ -39,8 +40,8 @@ MB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def url(zoo_dir, tmp_path_factory) -> Iterator[str]:
-    app = create_app(zoo_dir, cache_dir=tmp_path_factory.mktemp("cache"), admin_token=ADMIN, hub_token=HUB_TOKEN,
-                     limits=LIMITS)
+    app = create_app(zoo_dir, tmp_path_factory.mktemp("cache"),
+                     ServerConfig(admin_token=ADMIN, hub_token=HUB_TOKEN, limits=LIMITS))
     with serve(app) as u:
         yield u
 

@@ -49,7 +49,7 @@ def test_impossible_budget_names_the_nearest_entries(zoo):
     with pytest.raises(BudgetError, match=r"no entry of zoo test-zoo fits max_params=50K; nearest: e64-d4") as e:
         zoo.query(max_params="50K")
     assert e.value.nearest[0].arch == MINI.smallest_arch()
-    with pytest.raises(BudgetError, match="run `python -m zoo profile"):
+    with pytest.raises(BudgetError, match="run `prezoo profile"):
         zoo.query(max_latency_ms="5ms")
 
 
@@ -131,8 +131,8 @@ def test_preprocessing_that_cannot_feed_the_models_is_refused_on_write_and_load(
                   classes=zoo.classes, preprocessing=doc["preprocessing"])
 
 
-def _zoo_cli(*args):
-    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=300)
+def _zoo_cli(*args, module: str = "zoo"):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_list_get_profile(zoo_dir, tmp_path):
@@ -143,19 +143,20 @@ def test_cli_list_get_profile(zoo_dir, tmp_path):
     assert listed.returncode == 0 and all(a.id in listed.stdout for a in ENTRY_ARCHS)
     cache = str(tmp_path / "cache")
     got = _zoo_cli("get", "--zoo", str(z), "--max-params", "0.25M", "--format", "onnx", "--out", str(tmp_path / "o"),
-                   "--cache", cache)
+                   "--cache", cache, module="export")
     assert got.returncode == 0, got.stderr
     assert f"chose {ENTRY_ARCHS[1].id}" in got.stdout and (tmp_path / "o" / "model.onnx").stat().st_size > 100_000
-    prof = _zoo_cli("profile", "--zoo", str(z), "--cache", cache, "--runs", "10", "--warmup", "2")
+    prof = _zoo_cli("profile", "--zoo", str(z), "--cache", cache, "--runs", "10", "--warmup", "2", module="export")
     assert prof.returncode == 0, prof.stderr
     reloaded = Zoo.load(z)
     assert all(e.latency["p10_ms"] <= e.latency["median_ms"] <= e.latency["p90_ms"] for e in reloaded.entries)
     assert reloaded.doc["latency_protocol"]["threads"] == 2
     assert reloaded.query(max_latency_ms="1s").arch == MINI.largest_arch()
-    for args, msg in ((["get", "--zoo", str(z), "--max-params", "1K", "--out", str(tmp_path / "x")], "nearest"),
-                      (["get", "--zoo", str(z), "--max-params", "lots", "--out", str(tmp_path / "x")], "must be"),
-                      (["list", "--zoo", str(tmp_path / "missing" / "zoo")], "no zoo at")):
-        bad = _zoo_cli(*args)
+    for args, msg, module in (
+            (["get", "--zoo", str(z), "--max-params", "1K", "--out", str(tmp_path / "x")], "nearest", "export"),
+            (["get", "--zoo", str(z), "--max-params", "lots", "--out", str(tmp_path / "x")], "must be", "export"),
+            (["list", "--zoo", str(tmp_path / "missing" / "zoo")], "no zoo at", "zoo")):
+        bad = _zoo_cli(*args, module=module)
         assert bad.returncode == 2 and msg in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -49,7 +49,7 @@ def _train_args(out, preferred, steps_epochs="0.012", **extra) -> list[str]:
 
 
 def test_preferred_sampler_balances_embed_depth_groups(preferred):
-    from training.select import load_preferred
+    from training.preferred import load_preferred
     from zoo import Arch
 
     _, entries = load_preferred(preferred)
@@ -68,7 +68,7 @@ def test_preferred_sampler_balances_embed_depth_groups(preferred):
 
 def test_plain_preferred_sampler_is_uniform_over_archs(preferred):
     """The Eq. 11 ablation: every preferred arch equally often, whatever its (embed, depth) group's size."""
-    from training.select import load_preferred
+    from training.preferred import load_preferred
     from zoo import Arch
 
     _, entries = load_preferred(preferred)

@@ -128,7 +128,6 @@ def test_an_earlier_repository_is_replaced_as_a_whole(zoo_dir, zoo, cache_dir, t
     (["--id", "e1-d1-00000000"], "no entry 'e1-d1-00000000'"),
     (["--max-params", "1K"], "no entry of zoo test-zoo fits max_params="),
     (["--id", "ID", "--max-params", "1M"], "by --id or by a budget, not both"),
-    (["--max-batch-size", "0"], "at least 1"),
 ])
 def test_bad_selection_is_one_error_line_and_writes_nothing(zoo_dir, cache_dir, tmp_path, capsys, options, message):
     assert export(zoo_dir, cache_dir, tmp_path / "repo", *options) == 2

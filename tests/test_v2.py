@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 from server.app import create_app
 from server.images import ImageLimits
 from server.inference import softmax
-from server.state import PreZooServer
+from server.state import PreZooServer, ServerConfig
 from tests.test_server import SMALL, Live, png, serve
 from tests.zoo_fixtures import FMNIST_CLASSES, make_zoo
 
@@ -26,7 +26,7 @@ MAX_IMAGES = 8  # JSON of 8 images (28x28) is ~120 KB: over the 64 KiB default b
 @pytest.fixture(scope="module")
 def live(tmp_path_factory) -> Iterator[Live]:
     zoo_dir = make_zoo(tmp_path_factory.mktemp("zoo"))
-    app = create_app(zoo_dir, cache_dir=tmp_path_factory.mktemp("cache"), limits=ImageLimits(max_files=MAX_IMAGES))
+    app = create_app(zoo_dir, tmp_path_factory.mktemp("cache"), ServerConfig(limits=ImageLimits(max_files=MAX_IMAGES)))
     with serve(app) as url:
         yield Live(url, app.state.prezoo)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from training.checks import BATCH, IMAGES, Range, nonempty, out_dir
 from zoo.budget import FLOPS_LABEL, human, parse_count
-from zoo.hub import HubError
 from zoo.io import printable
+from zoo.pull import HubError
 
 # torch and the training modules load inside the subcommand that runs (or whose --help is asked): `python -m
 # training --help` answers at once
@@ -53,9 +53,8 @@ def add_select_args(p: argparse.ArgumentParser) -> None:
 def run_select(args: argparse.Namespace) -> int:
     from training.report import plot_selection, selection_table
     from training.select import SelectConfig, select, write_selection
-    from zoo.space import get_space
 
-    space = get_space(args.space)
+    space = space_for(args.space, "select")
     cfg = SelectConfig(space, proxy=args.proxy, seed=args.seed, batch_size=args.batch_size, data=args.data,
                        bucket_by=args.bucket_by, buckets=select_buckets(args, space), top_n=args.top_n)
     sel = select(cfg)
@@ -68,10 +67,23 @@ def run_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def space_for(name: str, selector: str):
+    """The space `name` (any family's built-in, or a space file) if `selector` serves its family
+    (`Family.selectors`), else ValueError naming the command that does."""
+    from zoo.family import space_by_name
+
+    family, space = space_by_name(name)
+    if selector not in family.selectors:
+        serving = " or ".join(f"`python -m training {s}`" for s in family.selectors) or "no selector here"
+        raise ValueError(f"space {space.name} is a {family.title} space, which `python -m training {selector}` does "
+                         f"not serve: its preferred archs come from {serving}")
+    return space
+
+
 def select_buckets(args: argparse.Namespace, space):
     """The buckets --low/--high/--width give (None: the space's default), the default filling in what they leave
     out: its edges, and its width or (a geometric default) its ratio."""
-    from training.select import Buckets
+    from training.preferred import Buckets
 
     given = {k: getattr(args, k) for k in ("low", "high", "width") if getattr(args, k) is not None}
     if not given:
@@ -110,7 +122,7 @@ def run_bossnas(args: argparse.Namespace) -> int:
     import torch
 
     from training.bossnas import BossConfig, search
-    from zoo.hytra import HyTraArch
+    from zoo.family import family_of
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -118,11 +130,12 @@ def run_bossnas(args: argparse.Namespace) -> int:
                      nas_val=args.nas_val, batch_size=args.batch_size, paths=args.paths, seed=args.seed,
                      data=args.data)
     _, preferred = search(cfg, args.out)
+    family = family_of(preferred)
     print(f"{'params bucket':<20} {'id':<20} {'params':>8} {'score':>8}  layers")
     for b in preferred["buckets"]:
         for e in b["entries"]:
             print(f"{human(b['low']) + '-' + human(b['high']):<20} {e['id']:<20} {human(e['params']):>8} "
-                  f"{e['score']:>8.3f}  {HyTraArch.from_dict(e['arch']).describe()}")
+                  f"{e['score']:>8.3f}  {family.arch_from_dict(e['arch']).describe()}")
     out = Path(args.out)
     print(f"wrote {out / 'preferred.json'}, {out / 'scores.json'}, {out / 'log.jsonl'}")
     return 0
@@ -180,7 +193,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.checks import write_json
     from training.data import load_data
     from training.evaluate import CALIBRATION_IMAGES, calibration_batches, evaluate_archs, path_stats, tensor_batches
-    from training.select import load_preferred
+    from training.preferred import load_preferred
     from zoo.family import get_family
 
     run = Path(args.run)
@@ -244,7 +257,7 @@ def run_search(args: argparse.Namespace) -> int:
     from training.data import load_data
     from training.evaluate import accuracy, tensor_batches
     from training.search import SEARCHES, SearchConfig, check_reachable, plot_search, write_search
-    from zoo import flops, params
+    from zoo.family import get_family
 
     if all(v is None for v in (args.min_params, args.max_params, args.min_flops, args.max_flops)):
         raise ValueError("give a budget: --max-params and/or --max-flops (and --min-params/--min-flops for a bucket)")
@@ -255,6 +268,7 @@ def run_search(args: argparse.Namespace) -> int:
         crossovers=args.population - args.population // 2, sample=args.sample, seed=args.seed)
     cfg, supernet = load_run(Path(args.run))
     space = supernet.space
+    family = get_family(space.family)
     check_reachable(space, search_cfg)  # before the data loads
     data, _ = load_data(cfg.data, "val", img_size=space.img_size, in_chans=space.in_chans,
                         val_size=cfg.val_size, seed=cfg.seed)
@@ -263,8 +277,8 @@ def run_search(args: argparse.Namespace) -> int:
     result = SEARCHES[args.algorithm](space, lambda a: accuracy(supernet, a, batches).top1, search_cfg)
     fitness = f"val top-1 (%), {'all' if n == len(data) else 'the first'} {n} val images, through the supernet"
     a = result.best
-    print(f"best under the budget: {a.id}  {a.describe()}\n  params {human(params(space, a))}  "
-          f"{FLOPS_LABEL} {human(flops(space, a))}  val top-1 {result.best_score:.2f}%  "
+    print(f"best under the budget: {a.id}  {a.describe()}\n  params {human(family.params(space, a))}  "
+          f"{FLOPS_LABEL} {human(family.flops(space, a))}  val top-1 {result.best_score:.2f}%  "
           f"({args.algorithm}: {result.evaluations} archs evaluated in {result.seconds:.0f} s)")
     print(f"arch JSON: {a.to_json()}")
     out = Path(args.out) if args.out else Path(args.run) / "search"
@@ -288,7 +302,7 @@ def run_package(args: argparse.Namespace) -> int:
     summary = package_run(args.run, args.out, args.name, args.max_fp16_drift)
     print(f"weights stored as {summary['dtype']} (largest fp16 top-1 drift "
           f"{max(summary['drift'].values()):.2f} pp, threshold {args.max_fp16_drift} pp)")
-    print(f"wrote zoo {args.out}\nnext: python -m zoo profile --zoo {args.out}   (measure latency)")
+    print(f"wrote zoo {args.out}\nnext: prezoo profile --zoo {args.out}   (measure latency)")
     return 0
 
 

@@ -37,8 +37,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from training.checks import BATCH, IMAGES, LR, SEED, WEIGHT_DECAY, Range, check_all, json_text, write_json
-from training.select import DEFAULT_BUCKETS, Buckets, Candidate, pick_preferred, preferred_doc, write_preferred
-from zoo.hytra import (
+from training.preferred import Buckets, Candidate, pick_preferred, preferred_doc, write_preferred
+from zoo.families.hytra import (
     MICRO_HYTRA,
     STEM_SCALE,
     HyTraArch,
@@ -53,7 +53,7 @@ from zoo.hytra import (
     params,
     run_layers,
 )
-from zoo.hytra import Candidate as LayerModules
+from zoo.families.hytra import Candidate as LayerModules
 from zoo.layers import recalibrate_bn
 
 TARGETS = ("ensemble", "own", "supervised")
@@ -84,7 +84,7 @@ class BossConfig:
     lr: float = 0.05  # per 256 images
     weight_decay: float = 1e-4
     momentum_base: float = 0.99  # EMA momentum at each block's start, cosine to 1
-    buckets: Buckets | None = None  # by params; default per space (training.select.DEFAULT_BUCKETS)
+    buckets: Buckets | None = None  # by params; default per space (`Family.default_buckets`)
     log_every: int = 10
     progress: bool = True
 
@@ -99,8 +99,6 @@ class BossConfig:
         if self.calibration > self.nas_train:
             raise ValueError(f"calibration {self.calibration} exceeds nas_train {self.nas_train}")
         if self.buckets is None:
-            if self.space.name not in DEFAULT_BUCKETS:
-                raise ValueError(f"space '{self.space.name}' has no default buckets: give buckets")
             self.buckets = Buckets.default(self.space, "params")
 
     @property

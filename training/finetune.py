@@ -1,7 +1,8 @@
-"""Fine-tune an exported subnet on a user's images, timm-style.
+"""Fine-tune an exported subnet of any model family on a user's images, timm-style.
 
-The backbone keeps its weights; the head is rebuilt for the data's classes and the patch-embedding conv adapted to
-its channels (`PreZooViT.from_pretrained(..., num_classes=, in_chans=)`, timm's semantics). Optionally the zoo's
+The backbone keeps its weights; the head is rebuilt for the data's classes and the input conv adapted to its channels
+where the family allows (`<Family.pretrained>.from_pretrained(..., num_classes=, in_chans=)`, timm's semantics: the
+folder's config.json names its family by its timm architecture). Optionally the zoo's
 largest entry teaches it (knowledge distillation on the logits; only for the same classes). The result is an HF
 folder (config.json, model.safetensors, README.md card) that `timm.create_model("local-dir:OUT", pretrained=True)`
 loads, plus `finetune.json` (settings and per-epoch numbers) and `val_curve.png`.
@@ -25,12 +26,12 @@ from training.config import FinetuneConfig
 from training.data import DataInfo, load_data, make_loader
 from training.evaluate import tensor_batches
 from training.train import lr_at, param_groups
-from zoo import PreZooViT, SearchSpace, ViT, Zoo
 from zoo.budget import human
-from zoo.cost import params
-from zoo.hub import pull
+from zoo.family import Family, Space, family_of_config, get_family
 from zoo.io import atomic_write_figure, atomic_write_text
 from zoo.pretrained import write_pretrained
+from zoo.pull import pull
+from zoo.store import Zoo
 from zoo.usage import model_usage
 
 HUB_PREFIX = "hf-hub:"
@@ -43,7 +44,7 @@ class Teacher:
     """The zoo's largest entry, seeing each batch through its own preprocessing, its logits in the data's order."""
 
     name: str
-    model: ViT
+    model: torch.nn.Module
     view: Callable[[torch.Tensor], torch.Tensor]
     order: list[int]
 
@@ -54,7 +55,7 @@ class Teacher:
 
 @dataclass
 class FinetuneResult:
-    model: PreZooViT
+    model: torch.nn.Module  # its family's Hub class
     out: Path
     history: list[dict]
 
@@ -69,15 +70,17 @@ def model_folder(source: str) -> Path:
     path = Path(source)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not an exported model folder (no config.json); give a folder written "
-                                f"by `python -m zoo get --format safetensors` or hf-hub:ORG/NAME")
+                                f"by `prezoo get --format safetensors` or hf-hub:ORG/NAME")
     return path
 
 
-def saved_space(folder: Path) -> SearchSpace:
-    """The space (input size, channels, classes) of the weights in an exported folder."""
+def saved_model(folder: Path) -> tuple[Family, Space]:
+    """The family and the space (input size, channels, classes) of the weights in an exported folder."""
     try:
-        return SearchSpace.from_dict(json.loads((folder / "config.json").read_text())["space"])
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        config = json.loads((folder / "config.json").read_text())
+        family = family_of_config(config)
+        return family, family.space_from_dict(config["space"])
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
         raise ValueError(f"{folder / 'config.json'} is not the config of a PreZoo model: {e!r}") from None
 
 
@@ -158,12 +161,13 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Fine-tune, validate after every epoch, and write the result folder."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     folder = model_folder(cfg.model)
-    common = dict(img_size=saved_space(folder).img_size, val_size=cfg.val_size, seed=cfg.seed)
+    family, space = saved_model(folder)
+    common = dict(img_size=space.img_size, val_size=cfg.val_size, seed=cfg.seed)
     train_set, info = load_data(cfg.data, "train", augment=cfg.augment, **common)
     val_batches = tensor_batches(load_data(cfg.data, "val", **common)[0], EVAL_BATCH)
     teacher = load_teacher(cfg.distill, info, device) if cfg.distill else None
     torch.manual_seed(cfg.seed)  # the fresh head
-    model = PreZooViT.from_pretrained(folder, num_classes=info.num_classes, in_chans=info.in_chans).to(device)
+    model = family.pretrained.from_pretrained(folder, num_classes=info.num_classes, in_chans=info.in_chans).to(device)
     model.labels, model.preprocessing = list(info.labels), preprocessing_of(info)
 
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
@@ -202,15 +206,15 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
 # -- the result --------------------------------------------------------------------------------------
 
 
-def write_result(out: Path, model: PreZooViT, cfg: FinetuneConfig, info: DataInfo, history: list[dict],
+def write_result(out: Path, model: torch.nn.Module, cfg: FinetuneConfig, info: DataInfo, history: list[dict],
                  teacher: Teacher | None) -> Path:
     doc = {"schema_version": 1, "kind": "prezoo.finetune", "config": asdict(cfg), "data": info.name,
            "classes": list(info.labels), "teacher": teacher.name if teacher else None, "history": history}
     text = json_text(doc, str(out / "finetune.json"))  # first: a number it refuses leaves no folder behind
     plot_curve(history, out / "val_curve.png")
     atomic_write_text(out / "finetune.json", text + "\n")
-    return write_pretrained(out, model, model.labels, model.preprocessing, model_card(model, cfg, info, history,
-                                                                                       teacher))
+    card = model_card(model, cfg, info, history, teacher)
+    return write_pretrained(out, model, model.labels, model.preprocessing, card)
 
 
 def plot_curve(history: list[dict], path: Path) -> Path:
@@ -237,20 +241,21 @@ def plot_curve(history: list[dict], path: Path) -> Path:
     return path
 
 
-def model_card(model: PreZooViT, cfg: FinetuneConfig, info: DataInfo, history: list[dict],
+def model_card(model: torch.nn.Module, cfg: FinetuneConfig, info: DataInfo, history: list[dict],
                teacher: Teacher | None) -> str:
     """README.md: where the model comes from, how it was fine-tuned, and its validation curve."""
+    family = get_family(model.family)
     base = cfg.model[len(HUB_PREFIX):] if cfg.model.startswith(HUB_PREFIX) else None
     data = ModelCardData(library_name="timm", license="apache-2.0", pipeline_tag="image-classification",
-                         tags=PreZooViT.hub_tags, base_model=base, metrics=["accuracy"])
+                         tags=family.pretrained.hub_tags, base_model=base, metrics=["accuracy"])
     a, last = model.arch, history[-1]
     rows = "\n".join(f"| {h['epoch']} | {h['train_loss']:.4f} | {h['val_top1']:.2f} | {h['val_loss']:.4f} |"
                      for h in history)
-    n = params(model.space, a)
+    n = family.params(model.space, a)
     distill = (f"distilled from `{teacher.name}` (weight {cfg.distill_alpha:g}, temperature "
                f"{cfg.distill_temperature:g})" if teacher else "no distillation")
     body = f"""
-# PreZoo ViT `{a.id}`, fine-tuned on {info.name} ({human(n)} params)
+# PreZoo {family.title} `{a.id}`, fine-tuned on {info.name} ({human(n)} params)
 
 Fine-tuned from `{cfg.model}` on `{info.name}`: backbone kept, new head for {info.num_classes} classes
 ({', '.join(info.labels[:12])}{' …' if len(info.labels) > 12 else ''}), {distill}.
@@ -264,8 +269,7 @@ augmentation {'on' if cfg.augment else 'off'}, seed {cfg.seed}.
 | validation top-1 (last epoch) | {last['val_top1']:.2f}% (held out of the training folder) |
 | input | {info.in_chans}×{info.img_size}², mean {list(info.mean)}, std {list(info.std)}, {info.interpolation}, \
 crop {info.crop_pct:g} |
-| architecture | embed {a.embed_dim}, depth {a.depth}, heads {list(a.num_heads)}, MLP ratios \
-[{', '.join(f'{r:g}' for r in a.mlp_ratios)}] |
+| architecture | {family.describe_arch(model.space, a)} Layers: `{a.describe()}` |
 
 ![validation curve](val_curve.png)
 
@@ -273,5 +277,5 @@ crop {info.crop_pct:g} |
 |---|---|---|---|
 {rows}
 
-{model_usage(None, PreZooViT)}"""
+{model_usage(None, family.pretrained)}"""
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content

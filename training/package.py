@@ -18,7 +18,7 @@ import torch
 
 from training.data import load_data
 from training.evaluate import calibration_batches, evaluate_archs, load_supernet, path_stats, tensor_batches
-from training.select import load_preferred
+from training.preferred import load_preferred
 from training.train import TrainConfig
 from zoo.family import get_family
 from zoo.io import read_versioned_json

@@ -9,7 +9,9 @@
 
 Every algorithm is `search(space, fitness, cfg) -> SearchResult` (SEARCHES picks one by name) and shares the bucket
 check (lo <= cost < hi on params and/or FLOPs), the random arch, mutation, crossover and one memo: a visited arch is
-never evaluated again, and each stops after the same number `cfg.evaluations` of distinct evaluations.
+never evaluated again, and each stops after the same number `cfg.evaluations` of distinct evaluations. Any model
+family: the space's family (`zoo.family`) draws, mutates, crosses and costs its archs; one without mutation is
+searched at random only.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from training.checks import SEED, Range, check_all, write_json
-from zoo import Arch, SearchSpace, flops, params
 from zoo.budget import FLOPS_LABEL
+from zoo.family import Arch, Family, Space, get_family
 from zoo.io import atomic_write_figure
 
 Fitness = Callable[[Arch], float]
@@ -77,10 +79,11 @@ def _within(value: float, lo: float | None, hi: float | None) -> bool:
     return (lo is None or value >= lo) and (hi is None or value < hi)
 
 
-def fits(space: SearchSpace, cfg: SearchConfig, arch: Arch) -> bool:
+def fits(space: Space, cfg: SearchConfig, arch: Arch) -> bool:
     """Whether `arch` lies in the bucket on both costs."""
-    return _within(params(space, arch), cfg.min_params, cfg.max_params) and \
-        _within(flops(space, arch), cfg.min_flops, cfg.max_flops)
+    family = get_family(space.family)
+    return _within(family.params(space, arch), cfg.min_params, cfg.max_params) and \
+        _within(family.flops(space, arch), cfg.min_flops, cfg.max_flops)
 
 
 def _bounds(cfg: SearchConfig) -> str:
@@ -92,48 +95,30 @@ def _bounds(cfg: SearchConfig) -> str:
                      if lo is not None or hi is not None) or "no bounds"
 
 
-def check_reachable(space: SearchSpace, cfg: SearchConfig) -> None:
-    """Costs grow with every choice, so a bucket outside [smallest, largest] holds no arch at all."""
-    small, large = space.smallest_arch(), space.largest_arch()
-    for what, cost, lo, hi in (("params", params, cfg.min_params, cfg.max_params),
-                               ("FLOPs", flops, cfg.min_flops, cfg.max_flops)):
-        if (hi is not None and cost(space, small) >= hi) or (lo is not None and cost(space, large) < lo):
+def check_reachable(space: Space, cfg: SearchConfig) -> None:
+    """A bucket outside the space's cost range (`Family.cost_range`) holds no arch at all."""
+    for what, (low, high), lo, hi in zip(("params", "FLOPs"), get_family(space.family).cost_range(space),
+                                         (cfg.min_params, cfg.min_flops), (cfg.max_params, cfg.max_flops), strict=True):
+        if (hi is not None and low >= hi) or (lo is not None and high < lo):
             raise ValueError(f"no architecture of {space.name} fits {_bounds(cfg)}: its {what} range from "
-                             f"{cost(space, small):,} to {cost(space, large):,}")
+                             f"{low:,} to {high:,}")
 
 
-def _random_arch(space: SearchSpace, rng: random.Random) -> Arch:
-    depth = rng.choice(space.depths)
-    return Arch(rng.choice(space.embed_dims), depth, tuple(rng.choice(space.num_heads) for _ in range(depth)),
-                tuple(rng.choice(space.mlp_ratios) for _ in range(depth)))
-
-
-def _mutate(space: SearchSpace, a: Arch, rng: random.Random, cfg: SearchConfig) -> Arch:
-    depth = rng.choice(space.depths) if rng.random() < cfg.s_prob else a.depth
-    embed = rng.choice(space.embed_dims) if rng.random() < cfg.s_prob else a.embed_dim
-    heads = [a.num_heads[i] if i < a.depth else rng.choice(space.num_heads) for i in range(depth)]
-    ratios = [a.mlp_ratios[i] if i < a.depth else rng.choice(space.mlp_ratios) for i in range(depth)]
-    heads = [rng.choice(space.num_heads) if rng.random() < cfg.m_prob else h for h in heads]
-    ratios = [rng.choice(space.mlp_ratios) if rng.random() < cfg.m_prob else r for r in ratios]
-    return Arch(embed, depth, tuple(heads), tuple(ratios))
-
-
-def _crossover(a: Arch, b: Arch, rng: random.Random) -> Arch | None:
-    """Each gene (embed, every layer's heads, every layer's ratio) from either parent, as AutoFormer."""
-    if a.depth != b.depth:  # as AutoFormer: only parents of the same depth
-        return None
-    return Arch(rng.choice([a.embed_dim, b.embed_dim]), a.depth,
-                tuple(rng.choice(pair) for pair in zip(a.num_heads, b.num_heads, strict=True)),
-                tuple(rng.choice(pair) for pair in zip(a.mlp_ratios, b.mlp_ratios, strict=True)))
+def evolvable(family: Family, algorithm: str) -> Family:
+    """`family`, if it can mutate and cross its archs; else ValueError naming the search that works without."""
+    if family.mutate is None or family.crossover is None:
+        raise ValueError(f"{algorithm} search mutates archs, which the {family.title} family cannot: use random search")
+    return family
 
 
 class _Run:
     """What every algorithm shares: the seeded rng, the bucket, and the memo that evaluates an arch once and stops
     at the budget."""
 
-    def __init__(self, algorithm: str, space: SearchSpace, fitness: Fitness, cfg: SearchConfig, progress: bool):
+    def __init__(self, algorithm: str, space: Space, fitness: Fitness, cfg: SearchConfig, progress: bool):
         check_reachable(space, cfg)
         self.algorithm, self.space, self.fitness, self.cfg = algorithm, space, fitness, cfg
+        self.family = get_family(space.family)
         self.rng = random.Random(cfg.seed)
         self.scores: dict[Arch, float] = {}
         self.history: list[float] = []
@@ -171,7 +156,7 @@ class _Run:
 
     def initial(self, n: int) -> list[Arch]:
         """`n` distinct random archs in the bucket, evaluated."""
-        archs = self.new_archs(lambda: _random_arch(self.space, self.rng), n)
+        archs = self.new_archs(lambda: self.family.random_arch(self.space, self.rng), n)
         if not archs:
             self.bar.close()
             raise ValueError(f"no architecture of {self.space.name} fits {_bounds(self.cfg)} in "
@@ -187,29 +172,32 @@ class _Run:
                             self.history, self.scores, population)
 
 
-def evolution(space: SearchSpace, fitness: Fitness, cfg: SearchConfig, progress: bool = True) -> SearchResult:
+def evolution(space: Space, fitness: Fitness, cfg: SearchConfig, progress: bool = True) -> SearchResult:
     """AutoFormer's evolution: the top `parents` of everything evaluated mutate and cross, visited archs rejected."""
+    family = evolvable(get_family(space.family), "evolution")
     run = _Run("evolution", space, fitness, cfg, progress)
     population = run.initial(cfg.population)
     while not run.spent:
         top = run.ranked()[:cfg.parents]
-        children = run.new_archs(lambda top=top: _mutate(space, run.rng.choice(top), run.rng, cfg), cfg.mutants)
-        children += run.new_archs(lambda top=top: _crossover(run.rng.choice(top), run.rng.choice(top), run.rng),
-                                  cfg.crossovers)
+        children = run.new_archs(lambda top=top: family.mutate(space, run.rng.choice(top), run.rng, cfg.s_prob,
+                                                               cfg.m_prob), cfg.mutants)
+        children += run.new_archs(lambda top=top: family.crossover(space, run.rng.choice(top), run.rng.choice(top),
+                                                                   run.rng), cfg.crossovers)
         if not children:  # nothing new within reach of the parents
             break
         population = top + children
     return run.result(population)
 
 
-def aging(space: SearchSpace, fitness: Fitness, cfg: SearchConfig, progress: bool = True) -> SearchResult:
+def aging(space: Space, fitness: Fitness, cfg: SearchConfig, progress: bool = True) -> SearchResult:
     """Regularized evolution (Real et al. 2019): the child of the best of `sample` members joins, the oldest leaves;
     a child already evaluated is drawn again."""
+    family = evolvable(get_family(space.family), "aging")
     run = _Run("aging", space, fitness, cfg, progress)
     population = deque(run.initial(cfg.population))
     while not run.spent:
         parent = max((run.rng.choice(population) for _ in range(cfg.sample)), key=run.scores.__getitem__)
-        child = run.new_archs(lambda parent=parent: _mutate(space, parent, run.rng, cfg), 1)
+        child = run.new_archs(lambda parent=parent: family.mutate(space, parent, run.rng, cfg.s_prob, cfg.m_prob), 1)
         if not child:  # nothing new within reach of the parent
             break
         population.append(child[0])
@@ -217,7 +205,7 @@ def aging(space: SearchSpace, fitness: Fitness, cfg: SearchConfig, progress: boo
     return run.result(list(population))
 
 
-def random_search(space: SearchSpace, fitness: Fitness, cfg: SearchConfig, progress: bool = True) -> SearchResult:
+def random_search(space: Space, fitness: Fitness, cfg: SearchConfig, progress: bool = True) -> SearchResult:
     """`evaluations` distinct random archs in the bucket."""
     run = _Run("random", space, fitness, cfg, progress)
     run.initial(cfg.evaluations)
@@ -227,13 +215,15 @@ def random_search(space: SearchSpace, fitness: Fitness, cfg: SearchConfig, progr
 SEARCHES: dict[str, Callable[..., SearchResult]] = {"evolution": evolution, "aging": aging, "random": random_search}
 
 
-def write_search(space: SearchSpace, cfg: SearchConfig, result: SearchResult, fitness: str,
+def write_search(space: Space, cfg: SearchConfig, result: SearchResult, fitness: str,
                  out_dir: str | Path) -> Path:
     """`search.json`: the algorithm, the bucket, the settings, the cost (archs evaluated, seconds), the best arch and
     every evaluated one (best first) with its params, FLOPs (MACs) and score, and the best score so far every
     `population` evaluations; `fitness` says what the score is."""
+    family = get_family(space.family)
+
     def row(a: Arch) -> dict:
-        return {"id": a.id, "arch": a.to_dict(), "params": params(space, a), "flops": flops(space, a),
+        return {"id": a.id, "arch": a.to_dict(), "params": family.params(space, a), "flops": family.flops(space, a),
                 "score": result.scores[a]}
 
     ranked = sorted(result.scores, key=lambda a: -result.scores[a])
@@ -244,7 +234,7 @@ def write_search(space: SearchSpace, cfg: SearchConfig, result: SearchResult, fi
     return write_json(Path(out_dir) / "search.json", doc)
 
 
-def plot_search(space: SearchSpace, cfg: SearchConfig, result: SearchResult, fitness: str,
+def plot_search(space: Space, cfg: SearchConfig, result: SearchResult, fitness: str,
                 path: str | Path) -> Path:
     """Every evaluated arch against the bucketed cost (the best circled, the bounds dashed), and the best score so
     far against the archs evaluated."""
@@ -254,8 +244,9 @@ def plot_search(space: SearchSpace, cfg: SearchConfig, result: SearchResult, fit
     import matplotlib.pyplot as plt
 
     by_params = cfg.min_params is not None or cfg.max_params is not None
-    cost, bounds, unit = (params, (cfg.min_params, cfg.max_params), "M params") if by_params \
-        else (flops, (cfg.min_flops, cfg.max_flops), f"M {FLOPS_LABEL}")
+    family = get_family(space.family)
+    cost, bounds, unit = (family.params, (cfg.min_params, cfg.max_params), "M params") if by_params \
+        else (family.flops, (cfg.min_flops, cfg.max_flops), f"M {FLOPS_LABEL}")
     archs = list(result.scores)
     fig, (ax, curve) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110, width_ratios=(2, 1))
     ax.scatter([cost(space, a) / 1e6 for a in archs], [result.scores[a] for a in archs], s=10, alpha=0.5,

@@ -8,14 +8,12 @@
    Algorithm 1 picks the representative: add one unit at a time to the layer whose next unit
    scores highest. One greedy run per depth yields the representative of every total at once.
 4. Step 2: plain SNIP over the inherited slices ranks representatives inside each cost bucket;
-   the top N per bucket are the preferred archs, written to `preferred.json`.
+   the top N per bucket are the preferred archs, written to `preferred.json` (`training.preferred`) with
+   selector: {proxy, seed, batch_size, data, bucket_by, buckets, top_n, step1_embed}, stats: {representatives,
+   seconds}, and plain SNIP as the score.
 
-`preferred.json` (schema_version 1): {schema_version, kind: "prezoo.preferred", created,
-space: <SearchSpace dict>, space_hash, selector: {proxy, seed, batch_size, data, bucket_by,
-buckets: {low, high, width}, top_n, step1_embed}, stats: {representatives, seconds: {...}},
-buckets: [{low, high, entries: [{id, arch, params, flops, score}]}]} — params in parameters,
-FLOPs in multiply-accumulates (zoo.cost), score = plain SNIP; empty buckets are listed with no
-entries.
+It serves the ViT family (the selector "select" of `zoo.families.vit`): its tables are built with the ViT
+supernet's slicing rules.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -33,84 +30,23 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from training.checks import check_all, write_json
+from training.checks import check_all
 from training.config import SELECT_RANGES
+from training.preferred import BUCKET_BY, Buckets, Candidate, pick_preferred, preferred_doc, write_preferred
 from training.proxies import get_proxy
-from zoo import Arch, SearchSpace, ViTSupernet, flops, params, slice_tensor
-from zoo.family import Space, family_of
-from zoo.io import read_versioned_json
+from zoo.families.vit.arch import ViTArch
+from zoo.families.vit.cost import flops, params
+from zoo.families.vit.space import ViTSpace
+from zoo.families.vit.supernet import ViTSupernet, slice_tensor
 
-SCHEMA_VERSION = 1
 # Step 2 leaves out tensors whose size does not depend on the choices being ranked within an
 # embed width (as the official code does): class token, position embedding, relative-position tables.
 STEP2_EXCLUDED = ("cls_token", "pos_embed", "rel_pos_")
-# Official bucket settings (spec §3, margin 1M/5M/12M), a 0.05M grid for `mini`, a geometric one for `ladder`.
-DEFAULT_BUCKETS: dict[str, dict[str, float]] = {
-    "autoformer-tiny": {"low": 5e6, "high": 12e6, "width": 1e6},
-    "autoformer-small": {"low": 13e6, "high": 33e6, "width": 5e6},
-    "autoformer-base": {"low": 30e6, "high": 70e6, "width": 12e6},
-    "mini": {"low": 0.1e6, "high": 0.65e6, "width": 0.05e6},
-    "ladder": {"low": 1e4, "high": 1.29e6, "ratio": 2**0.5},  # 14 buckets, two per octave: 10k, 14k, 20k ... 1.28M
-    "micro-hytra": {"low": 4e4, "high": 5.6e5, "ratio": 2**0.5},  # HyTra paths (training.bossnas): 40k ... 453k
-}
-
-
-@dataclass(frozen=True)
-class Buckets:
-    """Half-open buckets from `low` up to at most `high`: each `width` wide, or (with `ratio`) each `ratio` times
-    the one before, so that a space spanning orders of magnitude gets as many buckets per decade at both ends."""
-
-    low: float
-    high: float
-    width: float | None = None
-    ratio: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.width is None) == (self.ratio is None):
-            raise ValueError(f"buckets need exactly one of width and ratio, got {self}")
-        if not self.high > self.low >= 0 or (self.width is not None and not self.width > 0) \
-                or (self.ratio is not None and not (self.ratio > 1 and self.low > 0)):
-            raise ValueError(f"buckets need 0 <= low < high and width > 0 (or low > 0 and ratio > 1), got {self}")
-        if self.count == 0:
-            raise ValueError(f"no bucket fits between {self.low:g} and {self.high:g} ({self})")
-
-    @property
-    def count(self) -> int:
-        if self.ratio is not None:
-            return int(math.floor(math.log(self.high / self.low) / math.log(self.ratio) + 1e-9))
-        return int(math.floor((self.high - self.low) / self.width + 1e-9))
-
-    def edges(self) -> list[tuple[float, float]]:
-        if self.ratio is not None:
-            points = [self.low * self.ratio**k for k in range(self.count + 1)]
-        else:
-            points = [self.low + k * self.width for k in range(self.count + 1)]
-        return list(itertools.pairwise(points))
-
-    def index(self, value: float) -> int | None:
-        """The bucket holding `value`, or None outside every bucket."""
-        for k, (lo, hi) in enumerate(self.edges()):
-            if lo <= value < hi:
-                return k
-        return None
-
-    @classmethod
-    def default(cls, space: SearchSpace, by: str) -> Buckets:
-        if by == "params" and space.name in DEFAULT_BUCKETS:
-            return cls(**DEFAULT_BUCKETS[space.name])
-        cost = COSTS[by]
-        lo, hi = cost(space, space.smallest_arch()), cost(space, space.largest_arch())
-        width = float(f"{(hi - lo) / 8:.1g}")  # about eight buckets, a round width
-        low = math.floor(lo / width) * width
-        return cls(low, low + math.ceil((hi - low) / width + 1e-9) * width, width)
-
-
-COSTS = {"params": params, "flops": flops}
 
 
 @dataclass
 class SelectConfig:
-    space: SearchSpace
+    space: ViTSpace
     proxy: str = "snip-normalised"
     seed: int = 0
     batch_size: int = 64
@@ -122,16 +58,18 @@ class SelectConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.space, ViTSpace):
+            raise ValueError(f"PreNAS's zero-cost selector searches a ViT space, got {type(self.space).__name__}")
         get_proxy(self.proxy)
-        if self.bucket_by not in COSTS:
-            raise ValueError(f"bucket_by must be one of {sorted(COSTS)}, got {self.bucket_by!r}")
+        if self.bucket_by not in BUCKET_BY:
+            raise ValueError(f"bucket_by must be one of {sorted(BUCKET_BY)}, got {self.bucket_by!r}")
         check_all(self, SELECT_RANGES)
         if self.buckets is None:
             self.buckets = Buckets.default(self.space, self.bucket_by)
 
 
 # -- 1. the gradient pass ------------------------------------------------------------------------
-def gaussian_batch(space: SearchSpace, n: int, generator: torch.Generator) -> Tensor:
+def gaussian_batch(space: ViTSpace, n: int, generator: torch.Generator) -> Tensor:
     """Data-free input (official recipe): channel c ~ N(mean_c, std_c), ImageNet stats for RGB."""
     mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if space.in_chans == 3 else \
         ((0.5,) * space.in_chans, (0.25,) * space.in_chans)
@@ -139,7 +77,7 @@ def gaussian_batch(space: SearchSpace, n: int, generator: torch.Generator) -> Te
     return x * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
 
 
-def gradient_pass(space: SearchSpace, seed: int, batch: tuple[Tensor, Tensor | None],
+def gradient_pass(space: ViTSpace, seed: int, batch: tuple[Tensor, Tensor | None],
                   chunk: int = 16, progress: bool = False) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """θ and g of a random supernet after one pass at the largest arch, in train mode (drop path
     0.1 active, as officially). Loss: sum of logits without labels, else summed cross-entropy."""
@@ -158,9 +96,9 @@ def gradient_pass(space: SearchSpace, seed: int, batch: tuple[Tensor, Tensor | N
 
 
 # -- 2. score tables -----------------------------------------------------------------------------
-def _uniform(space: SearchSpace, embed: int, heads: int, ratio: float) -> Arch:
+def _uniform(space: ViTSpace, embed: int, heads: int, ratio: float) -> ViTArch:
     d = space.super_depth
-    return Arch(embed, d, (heads,) * d, (ratio,) * d)
+    return ViTArch(embed, d, (heads,) * d, (ratio,) * d)
 
 
 @dataclass
@@ -172,7 +110,7 @@ class ScoreTables:
     layer l at embed e, heads j, ratio k. outer[e]: plain SNIP of patch embed, final norm, head.
     """
 
-    space: SearchSpace
+    space: ViTSpace
     heads: Tensor
     mlp: Tensor
     block: Tensor
@@ -206,7 +144,7 @@ def step1_region(matrix: str, t: Tensor, e_max: int) -> Tensor:
     return t[:e_max] if matrix == "mlp.fc2.weight" else t[:, :e_max]
 
 
-def build_tables(space: SearchSpace, theta: dict[str, Tensor], grad: dict[str, Tensor], proxy: str) -> ScoreTables:
+def build_tables(space: ViTSpace, theta: dict[str, Tensor], grad: dict[str, Tensor], proxy: str) -> ScoreTables:
     score_fn = get_proxy(proxy)
     D, E_max = space.super_depth, max(space.embed_dims)
     heads = torch.zeros(D, len(space.num_heads), dtype=torch.float64)
@@ -274,14 +212,6 @@ def brute_force_allocation(prefix: Tensor, total: int) -> tuple[tuple[int, ...],
     return best, best_score
 
 
-@dataclass
-class Candidate:
-    arch: Arch
-    params: int
-    flops: int
-    score: float
-
-
 def representatives(tables: ScoreTables, progress: bool = False) -> Iterator[Candidate]:
     """Every isomer group's representative with its step-2 score."""
     space = tables.space
@@ -291,7 +221,7 @@ def representatives(tables: ScoreTables, progress: bool = False) -> Iterator[Can
         mlp_alloc = greedy_allocations(tables.mlp[:L])
         scores = tables.step2_scores(e, torch.tensor(head_alloc), torch.tensor(mlp_alloc))
         for (a, hi), (b, ri) in itertools.product(enumerate(head_alloc), enumerate(mlp_alloc)):
-            arch = Arch(E, L, tuple(space.num_heads[i] for i in hi), tuple(space.mlp_ratios[i] for i in ri))
+            arch = ViTArch(E, L, tuple(space.num_heads[i] for i in hi), tuple(space.mlp_ratios[i] for i in ri))
             yield Candidate(arch, params(space, arch), flops(space, arch), float(scores[a, b]))
 
 
@@ -314,31 +244,6 @@ class Selection:
     @property
     def preferred_archs(self) -> list[Candidate]:
         return [c for best in self.preferred for c in best]
-
-
-def preferred_doc(space, selector: dict, stats: dict, buckets: Buckets, preferred: list[list[Candidate]],
-                  **fields) -> dict:
-    """A `preferred.json` document (module docstring), whichever selector filled it; `fields` are added at the top
-    level (a family's name, for one)."""
-    entry = lambda c: {"id": c.arch.id, "arch": c.arch.to_dict(), "params": c.params, "flops": c.flops,
-                       "score": c.score}
-    return {
-        "schema_version": SCHEMA_VERSION, "kind": "prezoo.preferred",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"), **fields,
-        "space": space.to_dict(), "space_hash": space.hash, "selector": selector, "stats": stats,
-        "buckets": [{"low": lo, "high": hi, "entries": [entry(c) for c in best]}
-                    for (lo, hi), best in zip(buckets.edges(), preferred, strict=True)],
-    }
-
-
-def pick_preferred(candidates: list[Candidate], buckets: Buckets, by: str, top_n: int) -> list[list[Candidate]]:
-    """Top-N candidates by step-2 score within each bucket (empty buckets stay empty)."""
-    per_bucket: list[list[Candidate]] = [[] for _ in range(buckets.count)]
-    for c in candidates:
-        k = buckets.index(getattr(c, by))
-        if k is not None:
-            per_bucket[k].append(c)
-    return [sorted(b, key=lambda c: (-c.score, c.arch.id))[:top_n] for b in per_bucket]
 
 
 def input_batch(cfg: SelectConfig) -> tuple[Tensor, Tensor | None]:
@@ -371,38 +276,5 @@ def select(cfg: SelectConfig) -> Selection:
     return Selection(cfg, candidates, preferred, seconds)
 
 
-def write_preferred(doc: dict, out_dir: str | Path) -> Path:
-    return write_json(Path(out_dir) / "preferred.json", doc)
-
-
 def write_selection(sel: Selection, out_dir: str | Path) -> Path:
     return write_preferred(sel.to_dict(), out_dir)
-
-
-def load_preferred(path: str | Path) -> tuple[Space, list[dict]]:
-    """The space and the preferred entries of a `preferred.json`, checked for consistency: its optional "family"
-    (absent: "vit", what this selector writes) says how to read the space and the archs (BossNAS writes HyTra's)."""
-    path = Path(path)
-    doc = read_versioned_json(path, "prezoo.preferred", SCHEMA_VERSION)
-    try:
-        space, entries = _preferred_entries(doc)
-    except (KeyError, TypeError, AttributeError) as e:  # a field missing, or of another type
-        raise ValueError(f"{path} is not a valid preferred.json: {type(e).__name__} {e}") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-    if not entries:
-        raise ValueError(f"{path} holds no preferred architectures")
-    return space, entries
-
-
-def _preferred_entries(doc: dict) -> tuple[Space, list[dict]]:
-    family = family_of(doc)
-    space = family.space_from_dict(doc["space"])
-    if space.hash != doc.get("space_hash"):
-        raise ValueError(f"space_hash {doc.get('space_hash')} does not match its space ({space.hash})")
-    entries = [e for b in doc["buckets"] for e in b["entries"]]
-    for e in entries:
-        arch = space.validate(family.arch_from_dict(e["arch"]))
-        if arch.id != e["id"]:
-            raise ValueError(f"entry id {e['id']} does not match its arch ({arch.id})")
-    return space, entries

@@ -25,8 +25,8 @@ from tqdm import tqdm
 from training.checks import json_text, write_json
 from training.config import TrainConfig
 from training.data import load_data, make_loader
+from training.preferred import load_preferred
 from training.sampler import PreferredSampler, UniformSampler, sandwich
-from training.select import load_preferred
 from zoo.family import Arch, Family, Space, Supernet, space_by_name
 from zoo.io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 

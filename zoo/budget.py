@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-FLOPS_LABEL = "FLOPs (MACs)"  # every command prints FLOPs as multiply-accumulates per image, the zoo's unit (zoo.cost)
+FLOPS_LABEL = "FLOPs (MACs)"  # every command prints FLOPs as multiply-accumulates per image, as `Family.flops` counts
 BARE_NUMBER_HINT = 1000  # no ViT costs fewer params or MACs: a smaller number without a unit means a missing M or G
 _SCALE = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _NUMBER = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([KMGT]?)\s*\Z", re.IGNORECASE)

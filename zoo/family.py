@@ -1,37 +1,42 @@
-"""Model families: what the zoo needs to know about one kind of weight-sharing supernet, in one small interface.
+"""Model families as plug-ins: what every layer needs of one kind of weight-sharing supernet (`Family` and the
+protocols of its space, arch, supernet and standalone model), and the lookups. Nothing family-specific lives here.
 
-A zoo holds the supernet of one family, named by zoo.json's optional top-level "family" (absent: "vit", so every
-zoo written before families existed loads unchanged). The store, its index checks, queries and ONNX export reach a
-family's space, archs, cost model and modules only through `Family`; each family keeps its own code where it is
-(`zoo.space`, `zoo.arch`, `zoo.cost`, `zoo.supernet` for the ViT; `zoo.hytra` for HyTra; each one's Hugging Face / timm
-class in `zoo.pretrained`) and is listed here once. Exports, the server, the UI and `python -m zoo spaces` describe a
-model through its `Family` as well.
+A family is one module or package that builds its `Family` and calls `register_family` where it is defined, as timm's
+models register themselves: the built-in ones are the modules of `zoo.families` (the ViT, HyTra), imported on the
+first lookup, so `import zoo` stays cheap and a new built-in family is one new module there; any other module may
+register one too (tests/test_plugin_family.py does). A zoo holds the supernet of one family, named by zoo.json's
+optional top-level "family" (absent: "vit", so every zoo written before families existed loads unchanged); its
+archs and spaces name their family (`Arch.family`, `Space.family`), and an exported folder by its timm name.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import random
-from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from torch import Tensor, nn
-
-from zoo import cost, hytra, space
-from zoo.arch import Arch as ViTArch
 from zoo.io import quote
-from zoo.pretrained import PreZooHub, PreZooHyTra, PreZooViT
-from zoo.space import BUILTIN_SPACES, SearchSpace, read_space_file
-from zoo.supernet import ViTSupernet
+from zoo.records import read_space_file
+
+if TYPE_CHECKING:  # importing zoo.family loads no torch: the families do
+    from torch import Tensor, nn
+
+    from zoo.pretrained import PreZooHub
 
 DEFAULT_FAMILY = "vit"  # what a zoo.json without "family" holds
+BUILTIN = "zoo.families"  # every module of this package is a family, imported on the first lookup
 
 
 class Arch(Protocol):
-    """One architecture of a family: immutable and hashable, with a canonical JSON and an id derived from it."""
+    """One architecture of a family: immutable and hashable, with a canonical JSON and an id derived from it. The id
+    names entries in URLs and files: `[A-Za-z0-9][A-Za-z0-9._-]{0,95}`."""
 
-    family: str  # its family's name (a class attribute)
+    family: ClassVar[str]  # its family's name
 
     @property
     def id(self) -> str: ...
@@ -46,10 +51,12 @@ class Arch(Protocol):
 
 
 class Space(Protocol):
-    """A family's search space: the fields the store checks a zoo's classes and preprocessing against."""
+    """A family's search space: the fields the store checks a zoo's classes and preprocessing against, the input an
+    export traces, and the hash that ties weights, preferred sets and zoos to it."""
 
-    family: str  # its family's name (a class attribute: no part of the space's dict or hash)
+    family: ClassVar[str]  # its family's name (no part of the space's dict or hash)
     name: str
+    description: str
     img_size: int
     in_chans: int
     num_classes: int
@@ -59,14 +66,36 @@ class Space(Protocol):
 
     def to_dict(self) -> dict[str, Any]: ...
 
+    def to_json(self) -> str: ...
+
     def validate(self, arch: Any) -> Any:
         """`arch` if it belongs to the space, else ValueError naming what breaks which rule."""
         ...
 
 
+class Model(Protocol):
+    """A standalone path (`Supernet.extract`, or its family's Hub class loading an export): what is trained, exported
+    (ONNX, safetensors with config.json: `zoo.pretrained`), served and fine-tuned. timm's classifier attributes, and
+    what it is to timm (`timm_name`, `first_conv`) and in its self-description (`family`, `space`, `arch`)."""
+
+    family: ClassVar[str]
+    timm_name: ClassVar[str]
+    first_conv: ClassVar[str]
+    space: Any  # its Space, with this model's class count
+    arch: Any
+    num_classes: int
+    num_features: int
+    in_chans: int
+    global_pool: str
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None: ...
+
+
 class Supernet(Protocol):
-    """`supernet(x, arch)` runs one path with no hidden state; `extract(arch)` copies it out as a standalone module
-    (eval mode) that exports on its own (`.space`, `.arch` and `forward(x)`)."""
+    """`supernet(x, arch)` runs one path with no hidden state; `extract(arch)` copies it out as a standalone `Model`
+    (eval mode). Trained, saved and loaded as a plain module (`state_dict`)."""
 
     space: Any  # its Space
 
@@ -87,8 +116,8 @@ class Family:
 
     What exports, the server and the UI show of a model comes from here too: `title` and `noun` name its kind,
     `origin` where its architectures come from, `describe_arch` its global shape in a sentence, `layer_rows` one row
-    per layer under `layer_headers`, `describe_choices` and `cost_range` a built-in space; `pretrained` is its Hugging
-    Face / timm class (zoo.pretrained), which loads an exported folder back.
+    per layer under `layer_headers`, `describe_choices` and `cost_range` a space; `pretrained` is its Hugging Face /
+    timm class (a `Model` and a `zoo.pretrained.PreZooHub`), which loads an exported folder back and fine-tunes.
 
     Training (`training`) differs where the families do: `sampling_group` is what PreNAS Eq. 11 balances the
     preferred sampler over (the ViT's (embed, depth) groups; HyTra's preferred paths are one group, spec 7 item 2),
@@ -96,7 +125,12 @@ class Family:
     training adds. `calibrate_bn` says that a path's BatchNorm needs its own statistics (spec 7, "BatchNorm"): the
     supernet's are shared by every path and fit none, so evaluation recalibrates each extracted path on training
     images and a zoo stores each entry's statistics beside the supernet (`zoo.store`). A ViT path (LayerNorm only)
-    is the supernet's slice as it is."""
+    is the supernet's slice as it is. `selectors` are the `python -m training` commands that pick its preferred
+    archs ("select": PreNAS's zero-cost selector; "bossnas"), bucketing a built-in space by params as
+    `default_buckets` says (`training.preferred.Buckets` arguments, by space name; other spaces get a grid over the
+    cost range). `mutate` (space, arch, rng, s_prob, m_prob: global and per-layer probabilities) and `crossover`
+    (space, a, b, rng: None when the parents do not combine) serve the evolutionary searches (`training.search`);
+    a family without them is searched at random only."""
 
     name: str
     space_from_dict: Callable[[Any], Space]  # ValueError (or TypeError) naming the field
@@ -118,23 +152,66 @@ class Family:
     sampling_group: Callable[[Any], Hashable]  # (arch): sortable
     random_arch: Callable[[Any, random.Random], Any]  # (space, rng)
     extreme_archs: Callable[[Any], tuple[Any, Any]]  # (space): (smallest, largest) by params
-    calibrate_bn: bool
+    calibrate_bn: bool = False
+    selectors: tuple[str, ...] = ()
+    default_buckets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    mutate: Callable[[Any, Any, random.Random, float, float], Any] | None = None
+    crossover: Callable[[Any, Any, Any, random.Random], Any | None] | None = None
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("vit", SearchSpace.from_dict, ViTArch.from_dict, BUILTIN_SPACES, cost.params, cost.flops, ViTSupernet,
-           cost.FLOPS_RULE, title="ViT", noun="vision transformer", origin="PreNAS preferred architecture",
-           describe_arch=space.describe_arch, layer_headers=space.LAYER_HEADERS, layer_rows=space.layer_rows,
-           describe_choices=space.describe_choices, cost_range=cost.cost_range, pretrained=PreZooViT,
-           sampling_group=lambda a: (a.embed_dim, a.depth), random_arch=space.random_arch,
-           extreme_archs=lambda s: (s.smallest_arch(), s.largest_arch()), calibrate_bn=False),
-    Family("hytra", hytra.HyTraSpace.from_dict, hytra.HyTraArch.from_dict, hytra.BUILTIN_SPACES, hytra.params,
-           hytra.flops, hytra.HyTraSupernet, hytra.FLOPS_RULE, title="HyTra", noun="hybrid CNN/transformer",
-           origin="path of BossNAS's hybrid space", describe_arch=hytra.describe_arch,
-           layer_headers=hytra.LAYER_HEADERS, layer_rows=hytra.layer_rows, describe_choices=hytra.describe_choices,
-           cost_range=hytra.cost_range, pretrained=PreZooHyTra, sampling_group=lambda a: (),
-           random_arch=hytra.random_arch, extreme_archs=hytra.extreme_archs, calibrate_bn=True),
-)}
+class Registry(Mapping[str, Family]):
+    """Every registered family by name, the built-in ones imported on the first read; the default family comes first,
+    then the others as they registered."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, Family] = {}
+        self._loaded = False
+
+    def _load_builtins(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True  # first: a family whose import reads the registry gets what is registered so far
+        try:
+            for module in pkgutil.iter_modules(importlib.import_module(BUILTIN).__path__, BUILTIN + "."):
+                importlib.import_module(module.name)
+        except BaseException:
+            self._loaded = False
+            raise
+
+    def __getitem__(self, name: str) -> Family:
+        self._load_builtins()
+        return self._families[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._load_builtins()
+        return iter(sorted(self._families, key=lambda name: name != DEFAULT_FAMILY))
+
+    def __len__(self) -> int:
+        self._load_builtins()
+        return len(self._families)
+
+    def add(self, family: Family) -> None:
+        if family.name in self._families:
+            raise ValueError(f"a model family named {family.name!r} is already registered")
+        self._families[family.name] = family
+
+
+FAMILIES = Registry()
+
+
+def register_family(family: Family) -> Family:
+    """Make `family` known by its name (once), and its Hub class a timm architecture when timm is loaded (else
+    `zoo.timm_registration` does it when timm is). Call it where the family is defined."""
+    strangers = [n for n, s in family.spaces.items() if s.family != family.name]
+    if strangers or family.pretrained.family != family.name:
+        raise ValueError(f"family {family.name!r}: its spaces ({', '.join(strangers) or 'all fine'}) and its Hub "
+                         f"class ({family.pretrained.family!r}) must name it as their family")
+    FAMILIES.add(family)
+    if "timm" in sys.modules:
+        from zoo.pretrained import register_in_timm
+
+        register_in_timm(family.pretrained)
+    return family
 
 
 def get_family(name: Any) -> Family:
@@ -145,8 +222,18 @@ def get_family(name: Any) -> Family:
 
 
 def family_of(doc: Mapping[str, Any]) -> Family:
-    """The family of a parsed zoo.json: its "family" field, "vit" when it has none."""
+    """The family of a parsed zoo.json (or preferred.json): its "family" field, "vit" when it has none."""
     return get_family(doc.get("family", DEFAULT_FAMILY))
+
+
+def family_of_config(config: Mapping[str, Any]) -> Family:
+    """The family of an exported folder's config.json, by its timm `architecture`; ValueError naming the known ones."""
+    name = config.get("architecture")
+    found = [f for f in FAMILIES.values() if f.pretrained.timm_name == name]
+    if not found:
+        known = ", ".join(f.pretrained.timm_name for f in FAMILIES.values())
+        raise ValueError(f"architecture {quote(name)} is no PreZoo family's; known: {known}")
+    return found[0]
 
 
 def space_by_name(name: str) -> tuple[Family, Space]:

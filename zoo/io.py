@@ -3,6 +3,7 @@ left are found and removed); our JSON documents are read back bounded (size, nes
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import io
@@ -84,6 +85,34 @@ def held_folder(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def replace_folder(new: Path, old: Path) -> None:
+    """Put folder `new` at `old`'s path in one step: rename if `old` does not exist, else exchange the two
+    atomically (Linux renameat2 RENAME_EXCHANGE), leaving the previous content at `new`."""
+    if not old.exists():
+        new.rename(old)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(old), rename_exchange) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot swap {new} into {old}: {os.strerror(err)}")
+
+
+@contextmanager
+def staged_folder(target: Path, tag: str = "", swap: Callable[[Path, Path], object] = replace_folder) -> Iterator[Path]:
+    """A new folder beside `target` (`.{name}.{tag}XXXXXXXX`), held (`held_folder`) while the block writes it and
+    `swap` (default `replace_folder`) puts it at `target`: readers see the old folder or the new one, never a partial
+    one. Whatever is left at the temp name afterwards goes: a failed new folder, or the old one after an exchange."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.{tag}"))
+    try:
+        with held_folder(tmp):
+            yield tmp
+            swap(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def folder_in_use(folder: Path) -> bool:

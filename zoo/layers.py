@@ -3,11 +3,13 @@ timm, which imports the families back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
@@ -16,6 +18,42 @@ def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
         return x
     keep = x.new_empty(x.shape[0], *(1,) * (x.dim() - 1)).bernoulli_(1 - rate)
     return x * keep / (1 - rate)
+
+
+def checkpointed(block: Callable[[Tensor], Tensor], x: Tensor, enabled: bool) -> Tensor:
+    """`block(x)`; when `enabled`, its activations are recomputed in the backward pass instead of kept (the same
+    random numbers: the drop-path mask holds)."""
+    return checkpoint(block, x, use_reentrant=False) if enabled else block(x)
+
+
+class GradCheckpointing:
+    """timm's `set_grad_checkpointing` for a family's standalone model, whose forward passes `grad_checkpointing`
+    on to `checkpointed`: less memory for one more forward of each block in training."""
+
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+
+def reset_classifier(model: nn.Module, num_classes: int, global_pool: str | None = None,
+                     init: Callable[[str, Tensor], None] | None = None) -> None:
+    """timm's `reset_classifier` for any family's standalone model: a fresh head (`init` per parameter, else
+    PyTorch's) for `num_classes`, or none for 0 (the model then returns pooled features). The pooling is part of the
+    architecture, so `global_pool` may only name the current one; `model.space` follows the new class count."""
+    if global_pool not in (None, model.global_pool):
+        raise ValueError(f"this model pools with {model.global_pool!r}; it cannot switch to {global_pool!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+    ref = next(model.parameters())
+    model.head = nn.Linear(model.num_features, num_classes, device=ref.device, dtype=ref.dtype) \
+        if num_classes else nn.Identity()
+    for name, t in model.head.named_parameters() if init else ():
+        init(name, t)
+    model.head.train(model.training)
+    model.num_classes = num_classes
+    if num_classes:
+        model.space = dataclasses.replace(model.space, num_classes=num_classes)
 
 
 def _batch_norms(module: nn.Module) -> Iterator[tuple[str, nn.modules.batchnorm._BatchNorm]]:

@@ -11,20 +11,20 @@ import pickle
 import re
 from dataclasses import dataclass
 
-from zoo.arch import Arch
+from zoo.families.vit.arch import ViTArch
 from zoo.io import printable
 
 
 @dataclass(frozen=True)
 class OfficialEntry:
     bucket: int
-    arch: Arch
+    arch: ViTArch
     params_m: float
     gmacs: float
 
 
 def _e(bucket: int, E: int, heads: list[int], ratios: list[float], params_m: float, gmacs: float):
-    return OfficialEntry(bucket, Arch(E, len(heads), tuple(heads), tuple(ratios)), params_m, gmacs)
+    return OfficialEntry(bucket, ViTArch(E, len(heads), tuple(heads), tuple(ratios)), params_m, gmacs)
 
 
 OFFICIAL_PREFERRED: dict[str, list[OfficialEntry]] = {
@@ -88,7 +88,7 @@ def official_to_prezoo(state: dict) -> dict:
     return out
 
 
-def parse_official_preferred(doc: dict) -> list[Arch]:
+def parse_official_preferred(doc: dict) -> list[ViTArch]:
     """Archs of an official `interval_cands/*.json` ({bucket: [{layer_num, embed_dim, num_heads, mlp_ratio}]})."""
     archs = []
     for bucket, cands in doc.items():
@@ -97,7 +97,7 @@ def parse_official_preferred(doc: dict) -> list[Arch]:
                 embed = set(c["embed_dim"])
                 if len(embed) != 1:
                     raise ValueError(f"per-layer embed dims {sorted(embed)} are not supported")
-                archs.append(Arch(embed.pop(), int(c["layer_num"]), tuple(c["num_heads"]),
+                archs.append(ViTArch(embed.pop(), int(c["layer_num"]), tuple(c["num_heads"]),
                                   tuple(float(r) for r in c["mlp_ratio"])))
             except (KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"official preferred entry in bucket {bucket} is malformed: {e}") from e
@@ -144,9 +144,9 @@ def import_official(checkpoint: str, space, preferred: str, out: str, name: str,
     import json
     from pathlib import Path
 
-    from zoo.cost import flops, params
+    from zoo.families.vit.cost import flops, params
+    from zoo.families.vit.supernet import ViTSupernet
     from zoo.store import ZooEntry, write_zoo
-    from zoo.supernet import ViTSupernet
 
     state = official_to_prezoo(load_official_checkpoint(checkpoint))
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))

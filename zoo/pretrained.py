@@ -1,36 +1,32 @@
-"""A standalone subnet as a Hugging Face / timm model, one class per family (`HUB_CLASSES`):
-`PreZooViT.from_pretrained(dir_or_repo)` (or `PreZooHyTra`) and `timm.create_model("prezoo_vit" | "prezoo_hytra" |
+"""What every family's Hugging Face / timm class shares (`PreZooHub`), and the exported folder they all read:
+`<Family.pretrained>.from_pretrained(dir_or_repo)` (`PreZooViT`, `PreZooHyTra`) and `timm.create_model(<timm_name> |
 "hf-hub:org/name" | "local-dir:DIR", pretrained=True)`.
 
 An exported folder holds `model.safetensors`, `README.md` and one `config.json` read by both:
 the mixin takes `space`, `arch`, `labels`, `preprocessing`, `num_classes` (our __init__ args); timm
-takes `architecture`, `pretrained_cfg`, `model_args`. Importing `zoo` registers every class's `timm_name` in timm.
+takes `architecture`, `pretrained_cfg`, `model_args`. Every registered family's class is a timm architecture under
+its `timm_name` once timm is loaded (`register_in_timm`, called by `zoo.family` and `zoo.timm_registration`).
 Loading needs neither `training` nor the supernet. What differs per family is the standalone module's (`family`,
-`timm_name`, `first_conv`, `num_features`, `reset_classifier`) and its class's here (tags, what cannot change).
+`timm_name`, `first_conv`, `num_features`, `reset_classifier`) and its Hub class's (tags, what cannot change, the
+default model of its timm name, the size of its feature maps).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from huggingface_hub import PyTorchModelHubMixin
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from zoo.arch import Arch
-from zoo.hytra import HyTraArch, HyTraNet, HyTraSpace
 from zoo.io import atomic_write_bytes, atomic_write_text
-from zoo.space import SearchSpace
-from zoo.vit import TIMM_POOL, ViT
 
 # config.json keys meant for timm, which the mixin also hands to __init__
 CONFIG_ONLY_KEYS = {"architecture", "num_features", "label_names", "pretrained_cfg", "model_args"}
-VIT_TAGS = ["image-classification", "vision-transformer", "prenas", "timm", "prezoo"]
-HYTRA_TAGS = ["image-classification", "hybrid-cnn-transformer", "bossnas", "timm", "prezoo"]
 
 
 class PreZooHub(PyTorchModelHubMixin):
@@ -45,6 +41,7 @@ class PreZooHub(PyTorchModelHubMixin):
     weights_layout: ClassVar[str]  # whose parameter names model.safetensors uses, for cards
     space_from_dict: ClassVar[Callable[[dict], Any]]
     arch_from_dict: ClassVar[Callable[[dict], Any]]
+    timm_default: ClassVar[tuple[Any, Any]]  # (space, arch) that `timm.create_model(timm_name)` builds
 
     @classmethod
     def _fixed(cls, source: Any) -> dict[str, Any]:
@@ -55,9 +52,9 @@ class PreZooHub(PyTorchModelHubMixin):
     def _source(cls, space: dict, arch: dict, timm_kwargs: dict[str, Any], **asked: Any) -> tuple[Any, Any]:
         """config.json's space and arch, after refusing arguments that do not fit the weights."""
         unknown = sorted(set(timm_kwargs) - CONFIG_ONLY_KEYS)
-        if unknown:
-            raise ValueError(f"unexpected argument(s) {unknown} for {cls.timm_name}: the architecture is fixed by "
-                             f"`space` and `arch`")
+        if unknown:  # a TypeError, as any constructor's (timm's tests expect it)
+            raise TypeError(f"unexpected argument(s) {unknown} for {cls.timm_name}: the architecture is fixed by "
+                            f"`space` and `arch`")
         source, a = cls.space_from_dict(dict(space)), cls.arch_from_dict(dict(arch))
         img_size = asked.get("img_size")
         if isinstance(img_size, (list, tuple)):
@@ -69,8 +66,10 @@ class PreZooHub(PyTorchModelHubMixin):
         return source, a
 
     def _configure(self, source: Any, labels: list[str] | None, preprocessing: dict | None,
-                   num_classes: int | None) -> None:
-        """The head, labels and preprocessing, once the module is built."""
+                   num_classes: int | None, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> None:
+        """The head, labels and preprocessing once the module is built, then the device and dtype asked for (timm's
+        `create_model(device=, dtype=)`)."""
         if num_classes is not None and num_classes != source.num_classes:
             self.reset_classifier(num_classes)
         self.labels = list(labels) if labels and len(labels) == self.num_classes else \
@@ -78,10 +77,16 @@ class PreZooHub(PyTorchModelHubMixin):
         self.preprocessing = preprocessing or {}
         # what the saved weights are, for the loaders to adapt from (timm replaces it with its resolved cfg)
         self.pretrained_cfg = source_cfg(type(self), source)
+        self.to(device=device, dtype=dtype)
 
     @classmethod
-    def feature_cfg(cls, kwargs: dict[str, Any]) -> dict[str, Any] | None:
-        """timm's features_only adapter (None: timm's default)."""
+    def feature_cfg(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """features_only=True: timm's FeatureGetterNet over forward_intermediates, the last 3 layers by default."""
+        return {"out_indices": kwargs.pop("out_indices", 3), "feature_cls": "getter"}
+
+    @classmethod
+    def pool_size(cls, space: Any, arch: Any) -> tuple[int, int] | None:
+        """The (H, W) of forward_features' maps, for timm's cfg; None: tokens, as for timm's ViTs."""
         return None
 
     @classmethod
@@ -96,58 +101,6 @@ class PreZooHub(PyTorchModelHubMixin):
         load_pretrained(model, {**model.pretrained_cfg, "file": model_file}, num_classes=model.num_classes,
                         in_chans=model.in_chans, strict=strict)
         return model.to(map_location).eval()
-
-
-# the mixin appends its own tags to the list it is given: a copy keeps the tags ours (the cards' tags)
-class PreZooViT(ViT, PreZooHub, library_name="timm", tags=[*VIT_TAGS], pipeline_tag="image-classification"):
-    """`ViT` whose constructor takes plain JSON (what config.json holds). `in_chans` other than the weights' adapts
-    the patch-embedding conv (timm's `adapt_input_conv`)."""
-
-    hub_tags = VIT_TAGS
-    weights_layout = "timm's `VisionTransformer` parameter names"
-    space_from_dict, arch_from_dict = SearchSpace.from_dict, Arch.from_dict
-
-    def __init__(self, space: dict, arch: dict, labels: list[str] | None = None,
-                 preprocessing: dict | None = None, num_classes: int | None = None, in_chans: int | None = None,
-                 img_size: int | list[int] | None = None, global_pool: str | None = None,
-                 **timm_kwargs: Any) -> None:
-        source, a = self._source(space, arch, timm_kwargs, img_size=img_size, global_pool=global_pool)
-        super().__init__(dataclasses.replace(source, in_chans=source.in_chans if in_chans is None else in_chans), a)
-        self._configure(source, labels, preprocessing, num_classes)
-
-    @classmethod
-    def _fixed(cls, source: SearchSpace) -> dict[str, Any]:
-        return {"img_size": source.img_size, "global_pool": TIMM_POOL[source.pool]}
-
-    @classmethod
-    def feature_cfg(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """features_only=True: timm's FeatureGetterNet over forward_intermediates, last 3 blocks by default."""
-        return {"out_indices": kwargs.pop("out_indices", 3), "feature_cls": "getter"}
-
-
-class PreZooHyTra(HyTraNet, PreZooHub, library_name="timm", tags=[*HYTRA_TAGS], pipeline_tag="image-classification"):
-    """`HyTraNet` whose constructor takes plain JSON (what config.json holds). Its input channels are fixed: the
-    space records a mean and std per channel."""
-
-    hub_tags = HYTRA_TAGS
-    weights_layout = "`zoo.hytra.HyTraNet`'s parameter names"
-    space_from_dict, arch_from_dict = HyTraSpace.from_dict, HyTraArch.from_dict
-
-    def __init__(self, space: dict, arch: dict, labels: list[str] | None = None,
-                 preprocessing: dict | None = None, num_classes: int | None = None, in_chans: int | None = None,
-                 img_size: int | list[int] | None = None, global_pool: str | None = None,
-                 **timm_kwargs: Any) -> None:
-        source, a = self._source(space, arch, timm_kwargs, img_size=img_size, global_pool=global_pool,
-                                 in_chans=in_chans)
-        super().__init__(source, a)
-        self._configure(source, labels, preprocessing, num_classes)
-
-    @classmethod
-    def _fixed(cls, source: HyTraSpace) -> dict[str, Any]:
-        return {"img_size": source.img_size, "global_pool": cls.global_pool, "in_chans": source.in_chans}
-
-
-HUB_CLASSES: tuple[type[PreZooHub], ...] = (PreZooViT, PreZooHyTra)  # what timm learns when zoo.pretrained loads
 
 
 def source_cfg(model: type[nn.Module] | nn.Module, space: Any) -> dict[str, Any]:
@@ -208,10 +161,16 @@ def stable_safetensors(state: dict[str, Any], metadata: dict[str, str]) -> bytes
     return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
-# timm's default cfg per class: no class count or input size of its own (-1: timm passes nothing), so a model
-# built from its config alone is never silently given 1000 classes.
-default_cfgs = {cls.timm_name: {"num_classes": -1, "input_size": None, "first_conv": cls.first_conv,
-                                "classifier": "head", "license": "apache-2.0"} for cls in HUB_CLASSES}
+# timm's default cfg per registered class (timm reads this module's `default_cfgs` when registering the entrypoints
+# made here): its default model's (`timm_default`), with the shipped zoos' preprocessing (Fashion-MNIST,
+# zoos/*/zoo.json; tests/test_timm_contract.py keeps them in step).
+default_cfgs: dict[str, dict[str, Any]] = {}
+SHIPPED_PREPROCESSING = {"mean": (0.286,), "std": (0.353,), "interpolation": "bicubic", "crop_pct": 1.0}
+
+
+def timm_cfg(cls: type[PreZooHub], space: Any, arch: Any) -> dict[str, Any]:
+    """What timm's cfg says of `arch` in `space`: `source_cfg`, and the size of the feature maps."""
+    return {**source_cfg(cls, space), "pool_size": cls.pool_size(space, arch)}
 
 
 def timm_entrypoint(cls: type[PreZooHub]) -> Callable[..., nn.Module]:
@@ -219,28 +178,33 @@ def timm_entrypoint(cls: type[PreZooHub]) -> Callable[..., nn.Module]:
     from timm.models import build_model_with_cfg
 
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        if "space" not in kwargs or "arch" not in kwargs:
-            raise ValueError(f"{cls.timm_name} needs space= and arch= (they are in an exported config.json's "
-                             f"model_args); or load with timm.create_model('hf-hub:org/name') / 'local-dir:DIR'")
+        if ("space" in kwargs) != ("arch" in kwargs):
+            raise TypeError(f"{cls.timm_name} takes space= and arch= together (an exported config.json's model_args) "
+                            f"or neither (its default model)")
+        if "space" in kwargs:
+            space, arch = cls.space_from_dict(dict(kwargs["space"])), cls.arch_from_dict(dict(kwargs["arch"]))
+        else:
+            space, arch = cls.timm_default
+            kwargs.update(space=space.to_dict(), arch=arch.to_dict())
         # the weights' own class count and input size, so timm never "adapts" (drops) the head
-        own = source_cfg(cls, cls.space_from_dict(dict(kwargs["space"])))
-        kwargs["pretrained_cfg_overlay"] = {**own, **(kwargs.get("pretrained_cfg_overlay") or {})}
+        overlay = kwargs.get("pretrained_cfg_overlay") or {}
+        kwargs["pretrained_cfg_overlay"] = {**timm_cfg(cls, space, arch), **overlay}
         return build_model_with_cfg(cls, cls.timm_name, pretrained, pretrained_strict=True,
                                     feature_cfg=cls.feature_cfg(kwargs), **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = cls.timm_name
     entrypoint.__doc__ = (f"A PreZoo {cls.family} subnet; `space` and `arch` come from config.json's model_args "
-                          f"(hf-hub:, local-dir:) or are passed to `timm.create_model` directly.")
+                          f"(hf-hub:, local-dir:) or are passed to `timm.create_model` directly; without them, "
+                          f"{cls.timm_default[1].id} of {cls.timm_default[0].name}.")
     return entrypoint
 
 
-def _register_timm() -> None:
+def register_in_timm(cls: type[PreZooHub]) -> None:
+    """`cls` as the timm architecture `cls.timm_name` (once: a family registered again keeps the first)."""
     from timm.models import register_model
     from timm.models._registry import is_model
 
-    for cls in HUB_CLASSES:
-        if not is_model(cls.timm_name):
-            register_model(timm_entrypoint(cls))
-
-
-_register_timm()
+    if not is_model(cls.timm_name):
+        default_cfgs[cls.timm_name] = {**timm_cfg(cls, *cls.timm_default), **SHIPPED_PREPROCESSING,
+                                       "license": "apache-2.0"}
+        register_model(timm_entrypoint(cls))

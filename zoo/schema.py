@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -30,10 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from zoo.family import Arch, Family, Space, family_of  # no torch: the server's `--help` reads INTERPOLATIONS here
 from zoo.io import clip, json_path, quote
-
-if TYPE_CHECKING:  # zoo.family imports torch; the server's `--help` reads INTERPOLATIONS from here without it
-    from zoo.family import Arch, Family, Space
 
 SCHEMA_VERSION = 1
 KIND = "prezoo.zoo"
@@ -247,8 +245,6 @@ def describe(error: ValidationError) -> str:
 
 def check_index(doc: dict[str, Any], index: Path) -> tuple[Family, Space, ZooIndex]:
     """The family, space and checked index of a parsed `zoo.json`, or ZooError naming the first wrong field."""
-    from zoo.family import family_of
-
     with _named(index, "family"):
         family = family_of(doc)
     with _named(index, "space"):

@@ -19,13 +19,9 @@ range). A Hub zoo is pulled index first, then only the weight file the index nam
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import json
-import os
-import shutil
 import sysconfig
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +34,16 @@ from safetensors.torch import save as save_safetensors
 
 from zoo.budget import human, parse_count, parse_latency_ms
 from zoo.family import DEFAULT_FAMILY, Arch, Family, Space, Supernet, get_family
-from zoo.io import atomic_write_bytes, atomic_write_text, clip, printable, quote, read_versioned_json, sha256_file
+from zoo.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    clip,
+    printable,
+    quote,
+    read_versioned_json,
+    sha256_file,
+    staged_folder,
+)
 from zoo.layers import bn_statistic_problem, bn_statistics, load_bn_statistics
 from zoo.schema import (
     KIND,
@@ -158,9 +163,7 @@ def write_zoo(out: str | Path, *, name: str, space: Space, state: dict[str, torc
     strays = sorted({p.name for p in out.iterdir()} - {INDEX, WEIGHTS}) if out.exists() else []
     if strays:
         raise ValueError(f"refusing to replace {out}: it holds files that are not a zoo's ({', '.join(strays[:5])})")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with staged_folder(out) as tmp:
         stats = {path_stats_key(i, k): v for i, per_key in (path_stats or {}).items() for k, v in per_key.items()}
         tensors = {k: v.detach().to("cpu", weights_dtype if v.is_floating_point() else v.dtype).contiguous()
                    for k, v in {**state, **stats}.items()}
@@ -173,23 +176,7 @@ def write_zoo(out: str | Path, *, name: str, space: Space, state: dict[str, torc
                "entries": [e.to_dict() for e in entries]}
         atomic_write_text(tmp / INDEX, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
         Zoo.load(tmp)
-        replace_folder(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # the old zoo after a swap, or a failed new one
     return out
-
-
-def replace_folder(new: Path, old: Path) -> None:
-    """Put folder `new` at `old`'s path in one step: rename if `old` does not exist, else exchange the two
-    atomically (Linux renameat2 RENAME_EXCHANGE), leaving the previous content at `new`."""
-    if not old.exists():
-        new.rename(old)
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    at_fdcwd, rename_exchange = -100, 2
-    if libc.renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(old), rename_exchange) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"cannot swap {new} into {old}: {os.strerror(err)}")
 
 
 class Zoo:
@@ -208,7 +195,7 @@ class Zoo:
         """A zoo directory, or a Hub repo id ('org/name') pulled through the standard Hub cache."""
         path = Path(source)
         if not path.exists():
-            from zoo.hub import HubError, is_hub_id
+            from zoo.pull import HubError, is_hub_id
 
             if not is_hub_id(str(source)):
                 raise ZooError(f"no zoo at {source}: not a directory and not a Hub repo id like 'org/name'")
@@ -303,7 +290,7 @@ class Zoo:
         missing = [e.id for e in self.entries if costs["latency"](e) is None]
         if limits["latency"] is not None and missing:
             raise LatencyUnknownError(f"zoo {self.name} has no measured latency for every entry ({len(missing)} of "
-                                      f"{len(self.entries)} lack one); run `python -m zoo profile --zoo {self.root}` "
+                                      f"{len(self.entries)} lack one); run `prezoo profile --zoo {self.root}` "
                                       f"first", missing)
 
         def excess(e: ZooEntry) -> float:
@@ -339,7 +326,7 @@ class Zoo:
             raise ValueError(f"{arch.id} is not an entry of zoo {self.name}: a {self.family.title} path needs "
                              f"BatchNorm statistics of its own, recalibrated on training images, which the zoo holds "
                              f"for its entries only; pick an entry, or recalibrate `zoo.supernet.extract(arch)` on "
-                             f"your training images (zoo.hytra.recalibrate_bn)")
+                             f"your training images (zoo.layers.recalibrate_bn)")
         return load_bn_statistics(self.supernet.extract(arch), self._path_stats[arch.id])
 
     def with_latency(self, latencies: dict[str, dict[str, float]], protocol: dict[str, Any]) -> None:
@@ -352,7 +339,7 @@ class Zoo:
 
 
 def protocol_text(p: dict[str, Any]) -> str:
-    """A latency protocol (`python -m zoo profile`'s, or a server's own) in one phrase: how, with what, where, when.
+    """A latency protocol (`prezoo profile`'s, or a server's own) in one phrase: how, with what, where, when.
     Protocols written before hosts were recorded name only the machine type (`device`)."""
     where = f" on {p['host']}" if p.get("host") else f" on {p.get('device', '?')}"
     when = f", measured {p['measured_at']}" if p.get("measured_at") else ""
@@ -363,8 +350,8 @@ def protocol_text(p: dict[str, Any]) -> str:
 
 def pull_zoo(repo_id: str) -> Path:
     """The snapshot of a zoo's Hub repo: zoo.json first, then only the weight file it names (at the same commit), so
-    that whatever else the repo holds is never downloaded. Pulls are capped in size (`zoo.hub.HubLimits`)."""
-    from zoo.hub import pull
+    that whatever else the repo holds is never downloaded. Pulls are capped in size (`zoo.pull.HubLimits`)."""
+    from zoo.pull import pull
 
     index_only = pull(repo_id, allow_patterns=[INDEX])
     named = weight_file_named(index_only / INDEX)

@@ -8,11 +8,11 @@ its super sizes; `vit_forward` runs either, on whole or on sliced tensors, and i
 `vit_features`, `vit_pool`, `vit_head`) are the `ViT` methods timm users expect (`forward_features`, ...).
 """
 
-from __future__ import annotations
-
-import dataclasses
+# No `from __future__ import annotations`: torch.fx copies `forward`'s annotations into the code it generates, where
+# TorchScript cannot read them as strings (timm's test_model_forward_fx_torchscript).
 from collections import deque
 from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
-from zoo.arch import Arch
-from zoo.layers import drop_path
-from zoo.space import SearchSpace
+from zoo.families.vit.arch import ViTArch
+from zoo.families.vit.space import ViTSpace
+from zoo.layers import GradCheckpointing, checkpointed, drop_path, reset_classifier
 
 
 def rel_pos_index(grid: int, max_rel: int) -> Tensor:
@@ -39,7 +39,7 @@ def rel_pos_index(grid: int, max_rel: int) -> Tensor:
     return index
 
 
-def rel_pos_tables_size(space: SearchSpace) -> int:
+def rel_pos_tables_size(space: ViTSpace) -> int:
     """Rows of each relative-position table: 2·max_rel + 1 offsets plus row 0 for the class token."""
     return 2 * space.grid_size + 2
 
@@ -68,40 +68,48 @@ def _layer_norm(p: Mapping[str, Tensor], x: Tensor, name: str, eps: float) -> Te
     return F.layer_norm(x, weight.shape, weight, p[name + ".bias"], eps)
 
 
-def vit_blocks(p: Mapping[str, Tensor], x: Tensor, arch: Arch, space: SearchSpace,
+def vit_block(p: Mapping[str, Tensor], pre: str, num_heads: int, space: ViTSpace, rel_index: Tensor | None,
+              rate: float, training: bool, x: Tensor) -> Tensor:
+    """One block (parameters named `pre`...): attention, then the MLP, each a residual branch that stochastic depth
+    drops per sample at `rate` in training."""
+    h = attention(_layer_norm(p, x, pre + "norm1", space.norm_eps), p, pre + "attn.", num_heads, space.head_dim,
+                  rel_index)
+    x = x + drop_path(h, rate, training)
+    h = F.linear(_layer_norm(p, x, pre + "norm2", space.norm_eps), p[pre + "mlp.fc1.weight"], p[pre + "mlp.fc1.bias"])
+    h = F.linear(F.gelu(h), p[pre + "mlp.fc2.weight"], p[pre + "mlp.fc2.bias"])
+    return x + drop_path(h, rate, training)
+
+
+def vit_blocks(p: Mapping[str, Tensor], x: Tensor, arch: ViTArch, space: ViTSpace,
                rel_index: Tensor | None = None, drop_rates: tuple[float, ...] = (),
-               training: bool = False) -> Iterator[Tensor]:
-    """The tokens (B, N, E) after each block in turn: a consumer that stops early skips the later blocks."""
+               training: bool = False, checkpoint: bool = False) -> Iterator[Tensor]:
+    """The tokens (B, N, E) after each block in turn: a consumer that stops early skips the later blocks.
+    `checkpoint`: each block's activations are recomputed in the backward pass (timm's grad checkpointing)."""
     x = F.conv2d(x, p["patch_embed.proj.weight"], p["patch_embed.proj.bias"], stride=space.patch_size)
     x = x.flatten(2).transpose(1, 2)
-    x = torch.cat([p["cls_token"].expand(x.shape[0], -1, -1), x], dim=1) + p["pos_embed"]
+    # expand_as, not expand(B, -1, -1): torch.fx traces a tensor-shaped size, not a traced int
+    x = torch.cat([p["cls_token"].expand_as(x[:, :1]), x], dim=1) + p["pos_embed"]
     for i in range(arch.depth):
-        pre = f"blocks.{i}."
         rate = drop_rates[i] if drop_rates else 0.0
-        h = attention(_layer_norm(p, x, pre + "norm1", space.norm_eps), p, pre + "attn.", arch.num_heads[i],
-                      space.head_dim, rel_index)
-        x = x + drop_path(h, rate, training)
-        h = F.linear(_layer_norm(p, x, pre + "norm2", space.norm_eps), p[pre + "mlp.fc1.weight"],
-                     p[pre + "mlp.fc1.bias"])
-        h = F.linear(F.gelu(h), p[pre + "mlp.fc2.weight"], p[pre + "mlp.fc2.bias"])
-        x = x + drop_path(h, rate, training)
+        x = checkpointed(partial(vit_block, p, f"blocks.{i}.", arch.num_heads[i], space, rel_index, rate, training),
+                         x, checkpoint)
         yield x
 
 
-def vit_norm(p: Mapping[str, Tensor], x: Tensor, space: SearchSpace) -> Tensor:
+def vit_norm(p: Mapping[str, Tensor], x: Tensor, space: ViTSpace) -> Tensor:
     """The final norm, when the model still has one (`prune_intermediate_layers` may drop it)."""
     return _layer_norm(p, x, "norm", space.norm_eps) if "norm.weight" in p else x
 
 
-def vit_features(p: Mapping[str, Tensor], x: Tensor, arch: Arch, space: SearchSpace,
+def vit_features(p: Mapping[str, Tensor], x: Tensor, arch: ViTArch, space: ViTSpace,
                  rel_index: Tensor | None = None, drop_rates: tuple[float, ...] = (),
-                 training: bool = False) -> Tensor:
+                 training: bool = False, checkpoint: bool = False) -> Tensor:
     """All tokens after the last block and the final norm (timm's `forward_features`)."""
-    last = deque(vit_blocks(p, x, arch, space, rel_index, drop_rates, training), maxlen=1).pop()  # keeps one
+    last = deque(vit_blocks(p, x, arch, space, rel_index, drop_rates, training, checkpoint), maxlen=1).pop()  # keeps 1
     return vit_norm(p, last, space)
 
 
-def vit_pool(x: Tensor, space: SearchSpace) -> Tensor:
+def vit_pool(x: Tensor, space: ViTSpace) -> Tensor:
     """One vector per image: the mean of the patch tokens, or the class token."""
     return x[:, 1:].mean(dim=1) if space.pool == "avg" else x[:, 0]
 
@@ -111,11 +119,11 @@ def vit_head(p: Mapping[str, Tensor], x: Tensor) -> Tensor:
     return F.linear(x, p["head.weight"], p["head.bias"]) if "head.weight" in p else x
 
 
-def vit_forward(p: Mapping[str, Tensor], x: Tensor, arch: Arch, space: SearchSpace,
+def vit_forward(p: Mapping[str, Tensor], x: Tensor, arch: ViTArch, space: ViTSpace,
                 rel_index: Tensor | None = None, drop_rates: tuple[float, ...] = (),
-                training: bool = False) -> Tensor:
+                training: bool = False, checkpoint: bool = False) -> Tensor:
     """Logits of `arch` from tensors `p` named as in `ViT` and sized exactly for `arch`."""
-    return vit_head(p, vit_pool(vit_features(p, x, arch, space, rel_index, drop_rates, training), space))
+    return vit_head(p, vit_pool(vit_features(p, x, arch, space, rel_index, drop_rates, training, checkpoint), space))
 
 
 class _RelPos(nn.Module):
@@ -127,7 +135,7 @@ class _RelPos(nn.Module):
         self.table_h = nn.Parameter(torch.zeros(rows, head_dim))
 
 
-def _block(space: SearchSpace, E: int, Q: int, hidden: int) -> nn.Module:
+def _block(space: ViTSpace, E: int, Q: int, hidden: int) -> nn.Module:
     attn = nn.Module()
     attn.qkv = nn.Linear(E, 3 * Q)
     attn.proj = nn.Linear(Q, E)
@@ -156,11 +164,12 @@ def _init_parameter(name: str, t: Tensor) -> None:
         nn.init.trunc_normal_(t, std=0.02)
 
 
-class ViT(nn.Module):
+class ViT(GradCheckpointing, nn.Module):
     """A plain ViT with exactly the weights of `arch` (no dependency on the supernet).
 
     It has timm's classifier API (`get_classifier`, `reset_classifier`, `forward_features`, `forward_head`,
-    `forward_intermediates`, `prune_intermediate_layers`, `feature_info`), each a piece of `vit_forward`.
+    `forward_intermediates`, `prune_intermediate_layers`, `feature_info`, `head_hidden_size`,
+    `set_grad_checkpointing`), each a piece of `vit_forward`.
     `space` always describes this model's input and head: a new head of N classes gives a space with N.
     `family`, `timm_name` and `first_conv` say what it is to timm and in its self-description (zoo.pretrained).
     """
@@ -169,7 +178,7 @@ class ViT(nn.Module):
     timm_name: ClassVar[str] = "prezoo_vit"
     first_conv: ClassVar[str] = "patch_embed.proj"
 
-    def __init__(self, space: SearchSpace, arch: Arch, drop_path_rate: float = 0.0) -> None:
+    def __init__(self, space: ViTSpace, arch: ViTArch, drop_path_rate: float = 0.0) -> None:
         super().__init__()
         self.space, self.arch = space, arch
         E, L = arch.embed_dim, arch.depth
@@ -182,6 +191,7 @@ class ViT(nn.Module):
         self.norm = nn.LayerNorm(E, eps=space.norm_eps)
         self.head = nn.Linear(E, space.num_classes)
         self.num_classes, self.in_chans, self.num_features = space.num_classes, space.in_chans, E
+        self.head_hidden_size = E  # what forward_head(pre_logits=True) gives, as timm names it
         self.feature_info = [dict(module=f"blocks.{i}", num_chs=E, reduction=space.patch_size) for i in range(L)]
         # Stochastic depth rises linearly over the blocks of this module (AutoFormer schedule).
         self.drop_rates = tuple(drop_path_rate * i / max(L - 1, 1) for i in range(L))
@@ -202,36 +212,22 @@ class ViT(nn.Module):
         return dict(self.named_parameters())
 
     def forward(self, x: Tensor) -> Tensor:
-        return vit_forward(self._params(), x, self.arch, self.space, self.rel_index, self.drop_rates, self.training)
+        return vit_forward(self._params(), x, self.arch, self.space, self.rel_index, self.drop_rates, self.training,
+                           self.grad_checkpointing)
 
     # -- timm's classifier API -------------------------------------------------------------------
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """A fresh head for `num_classes` (0: none; the model then returns pooled features), as in timm.
-
-        The pooling is part of the architecture here: `global_pool` may only name the current one.
-        """
-        if global_pool not in (None, self.global_pool):
-            raise ValueError(f"this model pools with {self.global_pool!r}; it cannot switch to {global_pool!r} "
-                             "(forward_features gives the unpooled tokens)")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
-        ref = self.cls_token
-        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) \
-            if num_classes else nn.Identity()
-        for name, t in self.head.named_parameters():
-            _init_parameter(name, t)
-        self.head.train(self.training)
-        self.num_classes = num_classes
-        if num_classes:
-            self.space = dataclasses.replace(self.space, num_classes=num_classes)
+        """A fresh head for `num_classes` (0: none; the model then returns pooled features), as in timm; the pooling
+        cannot change (`forward_features` gives the unpooled tokens)."""
+        reset_classifier(self, num_classes, global_pool, _init_parameter)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """All tokens (B, N, E) after the final norm."""
         return vit_features(self._params(), x, self.arch, self.space, self.rel_index, self.drop_rates,
-                            self.training)
+                            self.training, self.grad_checkpointing)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Pool the tokens of `forward_features`; the logits, or the pooled features with `pre_logits`."""
@@ -251,7 +247,7 @@ class ViT(nn.Module):
         p = self._params()
         taken, last = [], x
         for i, last in enumerate(vit_blocks(p, x, self.arch, self.space, self.rel_index, self.drop_rates,
-                                            self.training)):
+                                            self.training, self.grad_checkpointing)):
             if i in take:
                 taken.append(vit_norm(p, last, self.space) if norm else last)
             if stop_early and i == max_index:
@@ -270,7 +266,7 @@ class ViT(nn.Module):
         take, max_index = feature_take_indices(len(self.blocks), indices)
         depth = max_index + 1
         a = self.arch
-        self.arch = Arch(a.embed_dim, depth, a.num_heads[:depth], a.mlp_ratios[:depth])
+        self.arch = ViTArch(a.embed_dim, depth, a.num_heads[:depth], a.mlp_ratios[:depth])
         self.blocks = self.blocks[:depth]
         self.drop_rates, self.feature_info = self.drop_rates[:depth], self.feature_info[:depth]
         if prune_norm:

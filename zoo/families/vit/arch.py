@@ -7,26 +7,16 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from zoo.records import positive_int, positive_number
+
 IsomerKey = tuple[int, int, tuple[int, ...], tuple[float, ...]]
 
 
-def _positive_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return v
-
-
-def _positive_number(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ValueError(f"{name} must be a positive number, got {v!r}")
-    return float(v)
-
-
 @dataclass(frozen=True)
-class Arch:
+class ViTArch:
     """Embed width and depth (global), heads and MLP ratio (per layer).
 
-    Only shape rules are checked here; membership in a search space is `SearchSpace.validate`.
+    Only shape rules are checked here; membership in a search space is `ViTSpace.validate`.
     """
 
     family: ClassVar[str] = "vit"  # its `zoo.family` entry
@@ -36,8 +26,8 @@ class Arch:
     mlp_ratios: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        _positive_int("embed_dim", self.embed_dim)
-        _positive_int("depth", self.depth)
+        positive_int("embed_dim", self.embed_dim)
+        positive_int("depth", self.depth)
         for name in ("num_heads", "mlp_ratios"):
             values = getattr(self, name)
             if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
@@ -45,8 +35,8 @@ class Arch:
             if len(values) != self.depth:
                 raise ValueError(f"{name} has {len(values)} values but depth is {self.depth}: "
                                  f"give one value per layer")
-        heads = tuple(_positive_int(f"num_heads[{i}]", h) for i, h in enumerate(self.num_heads))
-        ratios = tuple(_positive_number(f"mlp_ratios[{i}]", r) for i, r in enumerate(self.mlp_ratios))
+        heads = tuple(positive_int(f"num_heads[{i}]", h) for i, h in enumerate(self.num_heads))
+        ratios = tuple(positive_number(f"mlp_ratios[{i}]", r) for i, r in enumerate(self.mlp_ratios))
         object.__setattr__(self, "num_heads", heads)
         object.__setattr__(self, "mlp_ratios", ratios)
 
@@ -72,7 +62,7 @@ class Arch:
                 "num_heads": list(self.num_heads), "mlp_ratios": list(self.mlp_ratios)}
 
     @classmethod
-    def from_dict(cls, d: Any) -> Arch:
+    def from_dict(cls, d: Any) -> ViTArch:
         if not isinstance(d, dict):
             raise ValueError(f"an architecture must be a mapping, got {type(d).__name__}")
         fields = ("embed_dim", "depth", "num_heads", "mlp_ratios")
@@ -88,7 +78,7 @@ class Arch:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> Arch:
+    def from_json(cls, text: str) -> ViTArch:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:

@@ -10,17 +10,18 @@ element-wise work, under 1% of the total). This is exactly what
 
 from __future__ import annotations
 
-from zoo.arch import Arch
-from zoo.space import SearchSpace
+from zoo.families.vit.arch import ViTArch
+from zoo.families.vit.space import ViTSpace
 
+# stored in every zoo.json as written (its module names are from before zoo.families): never reworded
 FLOPS_RULE = ("multiply-accumulates (MACs) per image over every matrix product (patch conv, qkv, q·kᵀ, "
               "attn·v, proj, fc1, fc2, head; with relative position also q·r_kᵀ and attn·r_v) at all "
               "patches + 1 tokens; biases, norms, softmax, GELU, adds and pooling not counted (zoo.cost)")
 
 
-def params(space: SearchSpace, arch: Arch) -> int:
+def params(space: ViTSpace, arch: ViTArch) -> int:
     """Number of parameters of the standalone subnet (equals its numel exactly)."""
-    from zoo.vit import rel_pos_tables_size  # zoo.vit imports torch, which importing the cost model should not
+    from zoo.families.vit.model import rel_pos_tables_size  # it imports torch, which the cost model should not
 
     E, C = arch.embed_dim, space.num_classes
     total = space.in_chans * space.patch_size**2 * E + E  # patch conv
@@ -36,7 +37,7 @@ def params(space: SearchSpace, arch: Arch) -> int:
     return total
 
 
-def flops(space: SearchSpace, arch: Arch) -> int:
+def flops(space: ViTSpace, arch: ViTArch) -> int:
     """Multiply-accumulates for one image (see the module docstring for what counts)."""
     E, N = arch.embed_dim, space.num_tokens
     total = space.grid_size**2 * space.in_chans * space.patch_size**2 * E  # patch conv
@@ -50,7 +51,7 @@ def flops(space: SearchSpace, arch: Arch) -> int:
     return total
 
 
-def cost_range(space: SearchSpace) -> tuple[tuple[int, int], tuple[int, int]]:
+def cost_range(space: ViTSpace) -> tuple[tuple[int, int], tuple[int, int]]:
     """((min params, max params), (min FLOPs, max FLOPs)): both grow with every choice."""
     lo, hi = space.smallest_arch(), space.largest_arch()
     return (params(space, lo), params(space, hi)), (flops(space, lo), flops(space, hi))

@@ -11,14 +11,14 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from zoo.arch import Arch
-from zoo.space import SearchSpace
-from zoo.vit import ViT, vit_forward
+from zoo.families.vit.arch import ViTArch
+from zoo.families.vit.model import ViT, vit_forward
+from zoo.families.vit.space import ViTSpace
 
 _BLOCK = re.compile(r"blocks\.(\d+)\.(.+)")
 
 
-def slice_tensor(name: str, t: Tensor, space: SearchSpace, arch: Arch) -> Tensor | None:
+def slice_tensor(name: str, t: Tensor, space: ViTSpace, arch: ViTArch) -> Tensor | None:
     """The part of supernet tensor `name` that `arch` uses (a view), or None if it uses none.
 
     First-k prefix slicing everywhere: embed channels [:E], heads [:h] (of each of q, k and v),
@@ -61,7 +61,7 @@ def slice_tensor(name: str, t: Tensor, space: SearchSpace, arch: Arch) -> Tensor
     raise KeyError(f"no slicing rule for supernet tensor '{name}'")
 
 
-def slice_state(state: Mapping[str, Tensor], space: SearchSpace, arch: Arch) -> dict[str, Tensor]:
+def slice_state(state: Mapping[str, Tensor], space: ViTSpace, arch: ViTArch) -> dict[str, Tensor]:
     """The subnet's state (timm names, exact shapes) as views into a supernet state."""
     out = {}
     for name, t in state.items():
@@ -78,15 +78,15 @@ class ViTSupernet(ViT):
     subnets on one supernet at once.
     """
 
-    def __init__(self, space: SearchSpace, drop_path_rate: float = 0.0) -> None:
+    def __init__(self, space: ViTSpace, drop_path_rate: float = 0.0) -> None:
         super().__init__(space, space.super_arch(), drop_path_rate)
 
-    def forward(self, x: Tensor, arch: Arch | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, arch: ViTArch | None = None) -> Tensor:  # type: ignore[override]
         arch = self.space.largest_arch() if arch is None else self.space.validate(arch)
         p = slice_state(dict(self.named_parameters()), self.space, arch)
         return vit_forward(p, x, arch, self.space, self.rel_index, self.drop_rates, self.training)
 
-    def extract(self, arch: Arch) -> ViT:
+    def extract(self, arch: ViTArch) -> ViT:
         """A standalone `ViT` with copies (not views) of `arch`'s weights, in eval mode."""
         self.space.validate(arch)
         subnet = ViT(self.space, arch).to(next(self.parameters()).device)

@@ -1,4 +1,6 @@
-"""Micro-HyTra: BossNAS's hybrid CNN/transformer space, scaled down to Fashion-MNIST (spec bossnas 2.1, 2.2).
+"""The HyTra family, Micro-HyTra: BossNAS's hybrid CNN/transformer space, scaled down to Fashion-MNIST (spec bossnas
+2.1, 2.2). Its space, arch, cost model, modules, supernet and Hub / timm class (`PreZooHyTra`, `prezoo_hytra`),
+registered here as the family "hytra".
 
 An architecture is a path: per layer a scale (S0 finest) and an op, "conv" (ResConv, a ResNet bottleneck) or "att"
 (ResAtt, a BoT block whose position encoding is the depthwise conv of its input projection). The stem leaves the
@@ -8,23 +10,25 @@ keep and the halve input, and one input projection and shortcut per (layer, scal
 channels differ. One forward (`hytra_forward`) runs the supernet's path and the extracted `HyTraNet` alike.
 """
 
-from __future__ import annotations
-
-import dataclasses
+# No `from __future__ import annotations`: torch.fx copies `forward`'s annotations into the code it generates, where
+# TorchScript cannot read them as strings (timm's test_model_forward_fx_torchscript).
 import functools
 import hashlib
 import json
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
+from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
-from zoo.arch import _positive_int
-from zoo.layers import drop_path
-from zoo.space import SearchSpace
+from zoo.family import Family, register_family
+from zoo.layers import GradCheckpointing, checkpointed, drop_path, reset_classifier
+from zoo.pretrained import PreZooHub
+from zoo.records import SpaceRecord, positive_int
 
 OPS = ("conv", "att")
 KEEP, HALVE = "keep", "halve"
@@ -43,7 +47,7 @@ def _as_list(name: str, values: Any) -> Sequence:
 
 
 @dataclass(frozen=True)
-class HyTraSpace:
+class HyTraSpace(SpaceRecord):
     """Widths per scale and the rules of the path; the block structure (4 layers each) is what block-wise
     search trains and rates one at a time. Bottleneck width b = C / bottleneck_ratio; ResAtt has b / head_dim heads.
     The input's normalisation is recorded here because the weights are only meaningful with it."""
@@ -67,8 +71,8 @@ class HyTraSpace:
     def __post_init__(self) -> None:
         for k in ("num_layers", "block_size", "stem_channels", "bottleneck_ratio", "head_dim", "img_size",
                   "in_chans", "num_classes"):
-            _positive_int(f"search space field '{k}'", getattr(self, k))
-        channels = tuple(_positive_int("scale_channels[]", c) for c in _as_list("scale_channels", self.scale_channels))
+            positive_int(f"search space field '{k}'", getattr(self, k))
+        channels = tuple(positive_int("scale_channels[]", c) for c in _as_list("scale_channels", self.scale_channels))
         object.__setattr__(self, "scale_channels", channels)
         for s in _as_list("att_scales", self.att_scales):
             if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < len(channels):
@@ -119,7 +123,7 @@ class HyTraSpace:
         return OPS if scale in self.att_scales else ("conv",)
 
     # -- validation ------------------------------------------------------------------------------
-    def validate(self, arch: HyTraArch) -> HyTraArch:
+    def validate(self, arch: "HyTraArch") -> "HyTraArch":
         """Raise ValueError naming the layer that breaks a rule of this space; return `arch`."""
         if not isinstance(arch, HyTraArch):
             raise ValueError(f"expected a HyTraArch, got {type(arch).__name__}")
@@ -139,18 +143,14 @@ class HyTraSpace:
             prev = scale
         return arch
 
-    # -- serialisation: SearchSpace's is generic over dataclass fields, so it is borrowed, not copied --------------
-    to_dict = SearchSpace.to_dict
-    from_dict = classmethod(SearchSpace.from_dict.__func__)
-    to_json = SearchSpace.to_json
-    hash = SearchSpace.hash
-
 
 MICRO_HYTRA = HyTraSpace(
     name="micro-hytra",
     description="BossNAS's HyTra for Fashion-MNIST (28², 1 channel, 10 classes): ResConv and ResAtt over 3 scales, "
                 "8 layers in 2 blocks, 3,587 paths of 0.04-0.54M parameters.")
 BUILTIN_SPACES = {MICRO_HYTRA.name: MICRO_HYTRA}
+DEFAULT_BUCKETS = {"micro-hytra": {"low": 4e4, "high": 5.6e5, "ratio": 2**0.5}}  # BossNAS's picks: 40k ... 453k
+# stored in every zoo.json as written (its module names are from before zoo.families): never reworded
 FLOPS_RULE = ("multiply-accumulates (MACs) per image over every conv (stem, 1x1s, depthwise 3x3s, 3x3s, shortcuts), "
               "the qkv 1x1, both attention matmuls (q·kᵀ, attn·v) and the head; biases, BatchNorm, ReLU, softmax, "
               "residual adds and pooling not counted (zoo.hytra)")
@@ -182,7 +182,7 @@ class HyTraArch:
         return {"layers": [list(step) for step in self.layers]}
 
     @classmethod
-    def from_dict(cls, d: Any) -> HyTraArch:
+    def from_dict(cls, d: Any) -> "HyTraArch":
         if not isinstance(d, dict) or set(d) != {"layers"}:
             raise ValueError(f"a HyTra architecture must be a mapping with exactly the field 'layers', got {d!r}")
         return cls(d["layers"])
@@ -243,6 +243,25 @@ def extreme_archs(space: HyTraSpace) -> tuple[HyTraArch, HyTraArch]:
     """(smallest, largest) path by parameters (ties: the first enumerated): what sandwich training adds."""
     archs = all_archs(space)
     return min(archs, key=lambda a: params(space, a)), max(archs, key=lambda a: params(space, a))
+
+
+def mutate(space: HyTraSpace, arch: HyTraArch, rng: random.Random, s_prob: float, m_prob: float) -> HyTraArch:
+    """Each layer redrawn with probability `m_prob` among the steps its input's scale allows, and whenever a change
+    before it left its step out of reach (a path has no global choices: `s_prob` is unused)."""
+    steps: list[Step] = []
+    for step in arch.layers:
+        options = next_steps(space, steps[-1][0] if steps else STEM_SCALE)
+        steps.append(rng.choice(options) if rng.random() < m_prob or step not in options else step)
+    return HyTraArch(tuple(steps))
+
+
+def crossover(space: HyTraSpace, a: HyTraArch, b: HyTraArch, rng: random.Random) -> HyTraArch | None:
+    """Each layer's step from either parent; None when the child breaks the space's rules."""
+    child = HyTraArch(tuple(rng.choice(pair) for pair in zip(a.layers, b.layers, strict=True)))
+    try:
+        return space.validate(child)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -453,19 +472,33 @@ def _init(module: nn.Module) -> None:
 Layer = tuple[nn.Module, nn.Module, nn.Module]  # (input projection, body, shortcut)
 
 
-def run_layers(x: Tensor, layers: Iterable[Layer], drop_rates: Sequence[float] = (), training: bool = False) -> Tensor:
-    """Each layer as ReLU(body(proj(x)) + shortcut(x)). `drop_rates` (one per layer, training only) drop a layer's
-    whole body per sample (stochastic depth): block-wise search runs a block's layers alone through this too."""
-    for i, (projection, body, shortcut) in enumerate(layers):
-        h = body(projection(x))
-        x = F.relu((drop_path(h, drop_rates[i], training) if drop_rates else h) + shortcut(x))
+def run_layer(projection: nn.Module, body: nn.Module, shortcut: nn.Module, rate: float, training: bool,
+              x: Tensor) -> Tensor:
+    """One layer, ReLU(body(proj(x)) + shortcut(x)), its body dropped per sample at `rate` in training."""
+    return F.relu(drop_path(body(projection(x)), rate, training) + shortcut(x))
+
+
+def run_layers(x: Tensor, layers: Iterable[Layer], drop_rates: Sequence[float] = (), training: bool = False,
+               checkpoint: bool = False) -> Tensor:
+    """Each layer in turn. `drop_rates` (one per layer, training only) drop a layer's whole body per sample
+    (stochastic depth): block-wise search runs a block's layers alone through this too. `checkpoint`: each layer's
+    activations are recomputed in the backward pass (timm's grad checkpointing)."""
+    for i, layer in enumerate(layers):
+        rate = drop_rates[i] if drop_rates else 0.0
+        x = checkpointed(functools.partial(run_layer, *layer, rate, training), x, checkpoint)
     return x
 
 
+def hytra_pool(x: Tensor, pool: str = "avg") -> Tensor:
+    """One vector per image, the mean over positions; the maps themselves with `pool` "" (a model without a head)."""
+    return x.mean(dim=(2, 3)) if pool else x
+
+
 def hytra_forward(x: Tensor, stem: nn.Module, layers: Sequence[Layer], head: nn.Module,
-                  drop_rates: Sequence[float] = (), training: bool = False) -> Tensor:
+                  drop_rates: Sequence[float] = (), training: bool = False, pool: str = "avg",
+                  checkpoint: bool = False) -> Tensor:
     """Logits of one path: stem, layers, global average pool, head."""
-    return head(run_layers(stem(x), layers, drop_rates, training).mean(dim=(2, 3)))
+    return head(hytra_pool(run_layers(stem(x), layers, drop_rates, training, checkpoint), pool))
 
 
 PathModules = tuple[nn.Module, Sequence[Layer], nn.Module]  # stem, layers, head
@@ -479,18 +512,19 @@ class Candidate(nn.Module):
         self.projection, self.body, self.shortcut = projection, body, shortcut
 
 
-class HyTraNet(nn.Module):
+class HyTraNet(GradCheckpointing, nn.Module):
     """One path as a plain module (no dependency on the supernet): what is exported, packaged and served.
 
-    It has timm's classifier attributes (`num_classes`, `in_chans`, `num_features`, `global_pool`,
-    `reset_classifier`) and says what it is to timm and in its self-description (`family`, `timm_name`, `first_conv`:
-    zoo.pretrained). `space` always describes this model's input and head: a new head of N classes gives a space
-    with N."""
+    It has timm's model API (`num_classes`, `in_chans`, `num_features`, `head_hidden_size`, `global_pool`,
+    `reset_classifier`, `forward_features`, `forward_head`, `forward_intermediates`, `prune_intermediate_layers`,
+    `feature_info`, `set_grad_checkpointing`), each a piece of `hytra_forward`, and says what it is to timm and in its
+    self-description (`family`, `timm_name`, `first_conv`: zoo.pretrained). `space` always describes this model's
+    input and head: a new head of N classes gives a space with N."""
 
     family: ClassVar[str] = "hytra"
     timm_name: ClassVar[str] = "prezoo_hytra"
     first_conv: ClassVar[str] = "stem.0"
-    global_pool: ClassVar[str] = "avg"  # the global average pool before the head, as timm names it
+    global_pool = "avg"  # the global average pool before the head, as timm names it ("": none, without a head only)
 
     def __init__(self, space: HyTraSpace, arch: HyTraArch) -> None:
         super().__init__()
@@ -499,29 +533,67 @@ class HyTraNet(nn.Module):
         self.layers = nn.ModuleList(Candidate(_projection(space, c), _body(space, c.scale, c.op), _shortcut(space, c))
                                     for c in path_choices(space, arch))
         self.num_classes, self.in_chans = space.num_classes, space.in_chans
-        self.num_features = space.channels(arch.layers[-1][0])
+        self.num_features = self.head_hidden_size = space.channels(arch.layers[-1][0])
         self.head = nn.Linear(self.num_features, space.num_classes)
+        # each layer's output; the stem's max-pool halves the image (S0), and each scale halves it again
+        self.feature_info = [dict(module=f"layers.{i}", num_chs=space.channels(s), reduction=2 ** (s + 1))
+                             for i, (s, _) in enumerate(arch.layers)]
         _init(self)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """A fresh head for `num_classes` (0: none; the model then returns pooled features), as in timm."""
-        if global_pool not in (None, self.global_pool):
-            raise ValueError(f"this model pools with {self.global_pool!r}; it cannot switch to {global_pool!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
-        ref = self.stem[0].weight
-        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) \
-            if num_classes else nn.Identity()
-        self.head.train(self.training)
-        self.num_classes = num_classes
-        if num_classes:
-            self.space = dataclasses.replace(self.space, num_classes=num_classes)
+        """A fresh head for `num_classes` (0: none; the model then returns pooled features), as in timm. Without a
+        head, `global_pool=""` leaves the feature maps unpooled (`"avg"` pools them again); a head always pools."""
+        if global_pool not in (None, "avg", ""):
+            raise ValueError(f"this model pools with 'avg' (or, without a head, not at all: ''); it cannot switch to "
+                             f"{global_pool!r}")
+        if num_classes and global_pool == "":
+            raise ValueError("pooling can only be disabled without a head (num_classes=0), as in timm")
+        reset_classifier(self, num_classes)
+        if num_classes or global_pool is not None:
+            self.global_pool = "avg" if num_classes else global_pool
 
     def path(self) -> PathModules:
         return self.stem, [(c.projection, c.body, c.shortcut) for c in self.layers], self.head
 
     def forward(self, x: Tensor) -> Tensor:
-        return hytra_forward(x, *self.path())
+        return hytra_forward(x, *self.path(), pool=self.global_pool, checkpoint=self.grad_checkpointing)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The feature maps (B, C, H, W) after the last layer."""
+        return run_layers(self.stem(x), self.path()[1], checkpoint=self.grad_checkpointing)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pool the maps of `forward_features`; the logits, or the pooled features with `pre_logits`."""
+        pooled = hytra_pool(x, self.global_pool)
+        return pooled if pre_logits else self.head(pooled)
+
+    def forward_intermediates(self, x: Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """The outputs (B, C, H, W) of the layers in `indices` (an int n: the last n; None: all), with the final
+        features unless `intermediates_only`, as timm's CNNs give them. There is no final norm (`norm`)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.layers), indices)
+        layers = self.path()[1]
+        x, intermediates = self.stem(x), []
+        for i, layer in enumerate(layers[:max_index + 1] if stop_early else layers):
+            x = run_layers(x, [layer], checkpoint=self.grad_checkpointing)
+            if i in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the layers after the last of `indices` (and the head): what timm's `features_only` wrapper calls,
+        so a feature extractor computes nothing it does not return. There is no final norm (`prune_norm`)."""
+        take, max_index = feature_take_indices(len(self.layers), indices)
+        depth = max_index + 1
+        self.arch = HyTraArch(self.arch.layers[:depth])
+        self.layers, self.feature_info = self.layers[:depth], self.feature_info[:depth]
+        self.num_features = self.head_hidden_size = self.feature_info[-1]["num_chs"]
+        if prune_head:
+            self.reset_classifier(0)
+        return take
 
 
 class HyTraSupernet(nn.Module):
@@ -568,3 +640,60 @@ class HyTraSupernet(nn.Module):
         for target, source in pairs:
             target.load_state_dict(source.state_dict())
         return net.eval()
+
+
+# -- the family's Hugging Face / timm class, and the family ----------------------------------------------------------
+HYTRA_TAGS = ["image-classification", "hybrid-cnn-transformer", "bossnas", "timm", "prezoo"]
+
+
+# the mixin appends its own tags to the list it is given: a copy keeps the tags ours (the cards' tags)
+def with_in_chans(space: HyTraSpace, in_chans: int | None) -> HyTraSpace:
+    """`space` for `in_chans` input channels (None: its own), each normalised by the mean of the recorded means and
+    of the stds: a gray image repeated over RGB is normalised as before."""
+    if in_chans is None or in_chans == space.in_chans:
+        return space
+    mean, std = sum(space.mean) / space.in_chans, sum(space.std) / space.in_chans
+    return replace(space, in_chans=in_chans, mean=(mean,) * in_chans, std=(std,) * in_chans)
+
+
+class PreZooHyTra(HyTraNet, PreZooHub, library_name="timm", tags=[*HYTRA_TAGS], pipeline_tag="image-classification"):
+    """`HyTraNet` whose constructor takes plain JSON (what config.json holds). `in_chans` other than the weights'
+    adapts the stem conv (timm's `adapt_input_conv`; the normalisation: `with_in_chans`); `global_pool=""` (with
+    num_classes=0) gives the unpooled feature maps."""
+
+    hub_tags = HYTRA_TAGS
+    weights_layout = "`zoo.families.hytra.HyTraNet`'s parameter names"
+    space_from_dict, arch_from_dict = HyTraSpace.from_dict, HyTraArch.from_dict
+    # `timm.create_model("prezoo_hytra")`: the shipped hytra-fmnist zoo's most accurate entry, hytra-L8-c97acf72
+    # (tests/test_timm_contract.py keeps them in step)
+    timm_default = (MICRO_HYTRA, HyTraArch(((1, "conv"), (1, "att"), (1, "conv"), (1, "att"), (1, "conv"), (1, "att"),
+                                            (1, "att"), (1, "att"))))
+
+    def __init__(self, space: dict, arch: dict, labels: list[str] | None = None,
+                 preprocessing: dict | None = None, num_classes: int | None = None, in_chans: int | None = None,
+                 img_size: int | list[int] | None = None, global_pool: str | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 **timm_kwargs: Any) -> None:
+        # no pooling ("") keeps what the weights mean; reset_classifier allows it only without a head
+        source, a = self._source(space, arch, timm_kwargs, img_size=img_size, global_pool=global_pool or None)
+        super().__init__(with_in_chans(source, in_chans), a)
+        self._configure(source, labels, preprocessing, num_classes, device, dtype)
+        if global_pool == "":
+            self.reset_classifier(self.num_classes, "")
+
+    @classmethod
+    def _fixed(cls, source: HyTraSpace) -> dict[str, Any]:
+        return {"img_size": source.img_size, "global_pool": cls.global_pool}
+
+    @classmethod
+    def pool_size(cls, space: HyTraSpace, arch: HyTraArch) -> tuple[int, int]:
+        side = space.resolution(arch.layers[-1][0])
+        return side, side
+
+
+FAMILY = register_family(Family(
+    "hytra", HyTraSpace.from_dict, HyTraArch.from_dict, BUILTIN_SPACES, params, flops, HyTraSupernet, FLOPS_RULE,
+    title="HyTra", noun="hybrid CNN/transformer", origin="path of BossNAS's hybrid space", describe_arch=describe_arch,
+    layer_headers=LAYER_HEADERS, layer_rows=layer_rows, describe_choices=describe_choices, cost_range=cost_range,
+    pretrained=PreZooHyTra, sampling_group=lambda a: (), random_arch=random_arch, extreme_archs=extreme_archs,
+    calibrate_bn=True, selectors=("bossnas",), default_buckets=DEFAULT_BUCKETS, mutate=mutate, crossover=crossover))

@@ -1,18 +1,15 @@
-"""Search spaces as data: choice lists plus the fixed model options, YAML/JSON round trip."""
+"""ViT search spaces as data: choice lists plus the fixed model options, YAML/JSON round trip; the built-in spaces;
+uniform sampling and AutoFormer's mutation and crossover; what an arch looks like in words and tables."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
-from zoo.arch import Arch
+from zoo.families.vit.arch import ViTArch
+from zoo.records import SpaceRecord
 
 POOLS = ("avg", "cls")
 
@@ -34,7 +31,7 @@ def _choices(name: str, values: Any, kind: type) -> tuple:
 
 
 @dataclass(frozen=True)
-class SearchSpace:
+class ViTSpace(SpaceRecord):
     """A ViT search space: per-layer choices (heads, MLP ratio) and global ones (embed, depth).
 
     The super sizes default to the largest choices; the official AutoFormer spaces set them
@@ -102,24 +99,24 @@ class SearchSpace:
         """Patch tokens plus the class token (which exists even with average pooling)."""
         return self.grid_size**2 + 1
 
-    def super_arch(self) -> Arch:
+    def super_arch(self) -> ViTArch:
         """The supernet's own shape: every tensor at its super size."""
         d = self.super_depth
-        return Arch(self.super_embed_dim, d, (self.super_num_heads,) * d, (self.super_mlp_ratio,) * d)
+        return ViTArch(self.super_embed_dim, d, (self.super_num_heads,) * d, (self.super_mlp_ratio,) * d)
 
-    def largest_arch(self) -> Arch:
+    def largest_arch(self) -> ViTArch:
         d = max(self.depths)
-        return Arch(max(self.embed_dims), d, (max(self.num_heads),) * d, (max(self.mlp_ratios),) * d)
+        return ViTArch(max(self.embed_dims), d, (max(self.num_heads),) * d, (max(self.mlp_ratios),) * d)
 
-    def smallest_arch(self) -> Arch:
+    def smallest_arch(self) -> ViTArch:
         d = min(self.depths)
-        return Arch(min(self.embed_dims), d, (min(self.num_heads),) * d, (min(self.mlp_ratios),) * d)
+        return ViTArch(min(self.embed_dims), d, (min(self.num_heads),) * d, (min(self.mlp_ratios),) * d)
 
     # -- validation ------------------------------------------------------------------------------
-    def validate(self, arch: Arch) -> Arch:
+    def validate(self, arch: ViTArch) -> ViTArch:
         """Raise ValueError naming the offending field and the allowed values; return `arch`."""
-        if not isinstance(arch, Arch):
-            raise ValueError(f"expected an Arch, got {type(arch).__name__}")
+        if not isinstance(arch, ViTArch):
+            raise ValueError(f"expected a ViTArch, got {type(arch).__name__}")
         if arch.embed_dim not in self.embed_dims:
             raise ValueError(f"embed_dim {arch.embed_dim} is not allowed in space '{self.name}'; "
                              f"choose one of {list(self.embed_dims)}")
@@ -134,85 +131,53 @@ class SearchSpace:
                                      f"choose one of {list(allowed)}")
         return arch
 
-    # -- serialisation ---------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SearchSpace:
-        if not isinstance(d, dict):
-            raise ValueError(f"a search space must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown search space field(s) {unknown}; known fields: {sorted(known)}")
-        missing = sorted(f.name for f in dataclasses.fields(cls)
-                         if f.name not in d and f.default is dataclasses.MISSING)
-        if missing:
-            raise ValueError(f"search space is missing field(s) {missing}")
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-
-    @property
-    def hash(self) -> str:
-        """Content hash of everything that shapes the weights (the description is left out)."""
-        d = self.to_dict()
-        d.pop("description")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-    def save(self, path: str | Path) -> None:
-        from zoo.io import atomic_write_text
-
-        path = Path(path)
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False) if path.suffix in (".yaml", ".yml") \
-            else json.dumps(self.to_dict(), indent=2) + "\n"
-        atomic_write_text(path, text)
-
-    @classmethod
-    def load(cls, path: str | Path) -> SearchSpace:
-        return cls.from_dict(read_space_file(path))
-
-
-def read_space_file(path: str | Path) -> Any:
-    """The parsed content of a YAML or JSON space file (`.json`: JSON, else YAML), or ValueError naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise ValueError(f"cannot read search space file {path}: {e}") from e
-
-
-def random_arch(space: SearchSpace, rng: random.Random) -> Arch:
+def random_arch(space: ViTSpace, rng: random.Random) -> ViTArch:
     """AutoFormer's uniform sampling: a depth, an embed, then each layer's heads and MLP ratio, all uniform."""
     depth = rng.choice(space.depths)
-    return Arch(rng.choice(space.embed_dims), depth, tuple(rng.choice(space.num_heads) for _ in range(depth)),
-                tuple(rng.choice(space.mlp_ratios) for _ in range(depth)))
+    return ViTArch(rng.choice(space.embed_dims), depth, tuple(rng.choice(space.num_heads) for _ in range(depth)),
+                   tuple(rng.choice(space.mlp_ratios) for _ in range(depth)))
+
+
+def mutate(space: ViTSpace, a: ViTArch, rng: random.Random, s_prob: float, m_prob: float) -> ViTArch:
+    """AutoFormer's mutation: depth and embed redrawn with probability `s_prob`, then each layer's heads and ratio
+    with `m_prob` (layers a deeper arch adds are drawn anew)."""
+    depth = rng.choice(space.depths) if rng.random() < s_prob else a.depth
+    embed = rng.choice(space.embed_dims) if rng.random() < s_prob else a.embed_dim
+    heads = [a.num_heads[i] if i < a.depth else rng.choice(space.num_heads) for i in range(depth)]
+    ratios = [a.mlp_ratios[i] if i < a.depth else rng.choice(space.mlp_ratios) for i in range(depth)]
+    heads = [rng.choice(space.num_heads) if rng.random() < m_prob else h for h in heads]
+    ratios = [rng.choice(space.mlp_ratios) if rng.random() < m_prob else r for r in ratios]
+    return ViTArch(embed, depth, tuple(heads), tuple(ratios))
+
+
+def crossover(space: ViTSpace, a: ViTArch, b: ViTArch, rng: random.Random) -> ViTArch | None:
+    """Each gene (embed, every layer's heads, every layer's ratio) from either parent, as AutoFormer; parents of
+    different depths give none."""
+    if a.depth != b.depth:
+        return None
+    return ViTArch(rng.choice([a.embed_dim, b.embed_dim]), a.depth,
+                   tuple(rng.choice(pair) for pair in zip(a.num_heads, b.num_heads, strict=True)),
+                   tuple(rng.choice(pair) for pair in zip(a.mlp_ratios, b.mlp_ratios, strict=True)))
 
 
 # -- what a ViT of a space looks like, in words and tables (model cards, the UI, `python -m zoo spaces`) ---------------
 LAYER_HEADERS = ("layer", "heads", "qkv width", "MLP ratio", "MLP width")
 
 
-def layer_rows(space: SearchSpace, arch: Arch) -> list[list]:
+def layer_rows(space: ViTSpace, arch: ViTArch) -> list[list]:
     """One row per layer, under LAYER_HEADERS."""
     return [[i, h, arch.qkv_dim(i, space.head_dim), r, arch.mlp_dim(i)]
             for i, (h, r) in enumerate(zip(arch.num_heads, arch.mlp_ratios, strict=True))]
 
 
-def describe_arch(space: SearchSpace, arch: Arch) -> str:
+def describe_arch(space: ViTSpace, arch: ViTArch) -> str:
     """The global shape of `arch` in one sentence (its layers are `layer_rows`)."""
     return (f"Embed {arch.embed_dim}, depth {arch.depth}, head dim {space.head_dim}, patch {space.patch_size}, "
             f"relative position {'on' if space.rel_pos else 'off'}, {space.pool} pooling.")
 
 
-def describe_choices(space: SearchSpace) -> str:
+def describe_choices(space: ViTSpace) -> str:
     """The space's choices and fixed options, two indented lines."""
     ratios = ", ".join(f"{r:g}" for r in space.mlp_ratios)
     return (f"  embed {list(space.embed_dims)}  depth {list(space.depths)}  "
@@ -221,8 +186,8 @@ def describe_choices(space: SearchSpace) -> str:
             f"classes {space.num_classes}  rel-pos {'on' if space.rel_pos else 'off'}  pool {space.pool}")
 
 
-def _autoformer(name: str, embeds, depths, heads, ratios, sup: tuple[int, int, int, float]) -> SearchSpace:
-    return SearchSpace(
+def _autoformer(name: str, embeds, depths, heads, ratios, sup: tuple[int, int, int, float]) -> ViTSpace:
+    return ViTSpace(
         name=name, embed_dims=embeds, depths=depths, num_heads=heads, mlp_ratios=ratios,
         head_dim=64, patch_size=16, img_size=224, in_chans=3, num_classes=1000, rel_pos=True,
         pool="avg", norm_eps=1e-5, super_embed_dim=sup[0], super_depth=sup[1],
@@ -230,24 +195,24 @@ def _autoformer(name: str, embeds, depths, heads, ratios, sup: tuple[int, int, i
         description=f"Official AutoFormer/PreNAS search space ({name}); ImageNet 224².")
 
 
-BUILTIN_SPACES: dict[str, SearchSpace] = {
+BUILTIN_SPACES: dict[str, ViTSpace] = {
     s.name: s
     for s in (
         _autoformer("autoformer-tiny", (192, 216, 240), (12, 13, 14), (3, 4), (3.5, 4.0), (256, 14, 4, 4.0)),
         _autoformer("autoformer-small", (320, 384, 448), (13, 14), (5, 6, 7), (3.0, 3.5, 4.0), (448, 14, 7, 4.0)),
         _autoformer("autoformer-base", (528, 576, 624), (14, 15, 16), (9, 10), (3.0, 3.5, 4.0), (640, 16, 10, 4.0)),
-        SearchSpace(
+        ViTSpace(
             name="mini", embed_dims=(64, 80, 96), depths=(4, 5, 6), num_heads=(2, 3, 4),
             mlp_ratios=(2.0, 3.0, 4.0), head_dim=16, patch_size=4, img_size=28, in_chans=1,
             num_classes=10, rel_pos=False, pool="avg", norm_eps=1e-6,
             description="The first CPU space for Fashion-MNIST (28², 1 channel, 10 classes): 0.15-0.60M parameters."),
-        SearchSpace(
+        ViTSpace(
             name="ladder", embed_dims=(16, 32, 64, 96, 128), depths=(1, 2, 3, 4, 5, 6), num_heads=(1, 2, 4),
             mlp_ratios=(1.0, 2.0, 4.0), head_dim=32, patch_size=4, img_size=28, in_chans=1,
             num_classes=10, rel_pos=False, pool="avg", norm_eps=1e-6,
             description="CPU default for Fashion-MNIST (28², 1 channel, 10 classes): 4k-1.2M parameters, "
                         "from one thin layer to six wide ones, so that a budget buys accuracy."),
-        SearchSpace(
+        ViTSpace(
             name="isomer", embed_dims=(64,), depths=(6,), num_heads=(1, 2, 3), mlp_ratios=(1.0, 2.0, 3.0),
             head_dim=32, patch_size=4, img_size=28, in_chans=1, num_classes=10, rel_pos=False, pool="avg",
             norm_eps=1e-6,
@@ -255,16 +220,25 @@ BUILTIN_SPACES: dict[str, SearchSpace] = {
                         "so archs of equal params differ only in how heads and MLP width sit across the six layers."),
     )
 }
+# What a selector buckets each built-in space's archs by parameters into (training.preferred.Buckets): the official
+# settings (spec §3, margin 1M/5M/12M), a 0.05M grid for `mini`, a geometric one for `ladder`.
+DEFAULT_BUCKETS: dict[str, dict[str, float]] = {
+    "autoformer-tiny": {"low": 5e6, "high": 12e6, "width": 1e6},
+    "autoformer-small": {"low": 13e6, "high": 33e6, "width": 5e6},
+    "autoformer-base": {"low": 30e6, "high": 70e6, "width": 12e6},
+    "mini": {"low": 0.1e6, "high": 0.65e6, "width": 0.05e6},
+    "ladder": {"low": 1e4, "high": 1.29e6, "ratio": 2**0.5},  # 14 buckets, two per octave: 10k, 14k, 20k ... 1.28M
+}
 
 
-def get_space(name_or_path: str | Path | SearchSpace) -> SearchSpace:
+def get_space(name_or_path: str | Path | ViTSpace) -> ViTSpace:
     """A built-in space by name, or a space file (YAML/JSON) by path."""
-    if isinstance(name_or_path, SearchSpace):
+    if isinstance(name_or_path, ViTSpace):
         return name_or_path
     key = str(name_or_path)
     if key in BUILTIN_SPACES:
         return BUILTIN_SPACES[key]
     if Path(key).is_file():
-        return SearchSpace.load(key)
+        return ViTSpace.load(key)
     raise ValueError(f"unknown search space '{key}': not a built-in ({', '.join(BUILTIN_SPACES)}) "
                      f"and not a YAML/JSON file")
