@@ -175,13 +175,17 @@ def bad_runs(tmp: Path, run: Path) -> dict[str, Path]:
                          ("eval_test.json not JSON", lambda r: (r / "eval_test.json").write_text("{")),
                          ("eval_test.json a list", lambda r: (r / "eval_test.json").write_text("[]")),
                          ("eval_test.json without results", lambda r: (r / "eval_test.json").write_text("{}"))):
-        copy = tmp / "runs" / name.replace(" ", "-")
-        copy.mkdir(parents=True)
-        for p in run.iterdir():
-            (copy / p.name).write_bytes(p.read_bytes())
-        damage(copy)
-        runs[name] = copy
+        runs[name] = damaged_copy(run, tmp / "runs" / name.replace(" ", "-"), damage)
     return runs
+
+
+def damaged_copy(source: Path, copy: Path, damage) -> Path:
+    """A copy of the folder's files with `damage` applied to it."""
+    copy.mkdir(parents=True)
+    for p in source.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    damage(copy)
+    return copy
 
 
 def build_fixtures(tmp: Path) -> Fixtures:
@@ -218,12 +222,7 @@ def build_fixtures(tmp: Path) -> Fixtures:
     for name, damage in (("a model without config.json", lambda m: (m / "config.json").unlink()),
                          ("a model whose config.json is not JSON", lambda m: (m / "config.json").write_text("{")),
                          ("a model whose config.json has no space", lambda m: (m / "config.json").write_text("{}"))):
-        copy = tmp / "models" / name.replace(" ", "-")
-        copy.mkdir(parents=True)
-        for p in model.iterdir():
-            (copy / p.name).write_bytes(p.read_bytes())
-        damage(copy)
-        files[name] = copy
+        files[name] = damaged_copy(model, tmp / "models" / name.replace(" ", "-"), damage)
     files.update(bad_runs(tmp, run))
     return Fixtures(tmp, a_file, image_folder(tmp / "good", {"a": 12, "b": 12}), hostile_folders(tmp), run, other,
                     model, zoo_dir, files)
@@ -619,14 +618,19 @@ def shown(argv: tuple[str, ...]) -> str:
     return " ".join(quote(re.sub(r"/\S*?prezoo-hostile-cli-[^/]+/", "", a), 50) for a in argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.bench_hostile_cli", description=__doc__,
+def run_battery_command(module: str, doc: str | None, run, argv: list[str] | None) -> None:
+    """`python -m bench.MODULE`: `run` (a battery) in a fresh temp folder, its report printed."""
+    p = argparse.ArgumentParser(prog=f"python -m bench.{module}", description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="prezoo-hostile-cli-") as tmp:
-        result = battery(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix=f"prezoo-hostile-cli-{module}-") as tmp:
+        result = run(Path(tmp))
         os.chdir(ROOT)
     print(report(result))
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_battery_command("bench_hostile_cli", __doc__, battery, argv)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ hang. The harness (cases, judging, report) is `bench.bench_hostile_cli`'s; `test
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -24,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.bench_hostile_cli import BAD_NUMBERS, ROOT, BatteryResult, Case, report, run_all
+from bench.bench_hostile_cli import BAD_NUMBERS, ROOT, BatteryResult, Case, run_all, run_battery_command
 from zoo.io import sha256_file
 
 HYTRA, VIT = ROOT / "zoos" / "hytra-fmnist", ROOT / "zoos" / "ladder-fmnist"
@@ -141,13 +139,7 @@ def battery(tmp: Path) -> BatteryResult:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.bench_hostile_start", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="prezoo-hostile-cli-start-") as tmp:
-        result = battery(Path(tmp))
-        os.chdir(ROOT)
-    print(report(result))
+    run_battery_command("bench_hostile_start", __doc__, battery, argv)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def saved_model(folder: Path) -> tuple[Family, Space]:
         config = json.loads((folder / "config.json").read_text())
         family = family_of_config(config)
         return family, family.space_from_dict(config["space"])
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+    except (KeyError, TypeError, AttributeError, ValueError) as e:  # ValueError: not JSON, or no family's
         raise ValueError(f"{folder / 'config.json'} is not the config of a PreZoo model: {e!r}") from None
 
 
