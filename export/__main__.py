@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.arguments import number, zoo_source
+from zoo.arguments import Range, zoo_source
 from zoo.budget import FLOPS_LABEL, human
 from zoo.pull import HubError
 
@@ -166,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     add_zoo_options(pr, budget=False)
     pr.add_argument("--provider", help="execution provider to time on, cpu or cuda (default: the best this host "
                                        "runs, as the server chooses it)")
-    pr.add_argument("--threads", type=number(int, 1, 256), default=2)
-    pr.add_argument("--batch", type=number(int, 1, 1024), default=1)
-    pr.add_argument("--warmup", type=number(int, 0, 10_000), default=10)
-    pr.add_argument("--runs", type=number(int, 1, 100_000), default=100)
+    pr.add_argument("--threads", type=Range(int, 1, 256), default=2)
+    pr.add_argument("--batch", type=Range(int, 1, 1024), default=1)
+    pr.add_argument("--warmup", type=Range(int, 0, 10_000), default=10)
+    pr.add_argument("--runs", type=Range(int, 1, 100_000), default=100)
     pr.set_defaults(run=cmd_profile)
     p = sub.add_parser("push", help="push a model (by budget) or the whole zoo to the Hub")
     add_zoo_options(p)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--id", action="append", help="an entry id (repeatable; default: every entry, or the one the "
                    "budget picks)")
     t.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
-    t.add_argument("--max-batch-size", type=number(int, 1, 1024), help="Triton's max_batch_size (default: 32, as many "
+    t.add_argument("--max-batch-size", type=Range(int, 1, 1024), help="Triton's max_batch_size (default: 32, as many "
                    "images as `python -m server` takes in one request by default)")
     t.add_argument("--tensorrt", action="store_true", help="run the models through ONNX Runtime's TensorRT "
                    "execution provider on GPU")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from server.compare import MAX_COMPARE_ZOOS, compare_problem
 from server.images import MAX_PIXELS, ImageLimits
 from server.startup import CACHE, StartError, load_zoo, writable_cache
-from zoo.arguments import number, zoo_source
+from zoo.arguments import Range, zoo_source
 
 if TYPE_CHECKING:
     from server.state import ServerConfig
@@ -54,36 +54,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--admin-token-env", metavar="NAME", help="environment variable holding the admin token; "
                                                              "without it, pushing to the Hub is off")
     p.add_argument("--cache", default=str(CACHE), help="exports, sample images (default: %(default)s)")
-    p.add_argument("--cache-max-mb", type=number(int, 1, 2**24), default=2048,
+    p.add_argument("--cache-max-mb", type=Range(int, 1, 2**24), default=2048,
                    help="size bound of the export cache in MiB; least recently used exports go first "
                         "(default: %(default)s)")
-    p.add_argument("--max-batch", type=number(int, 1, 1024), default=16, help="micro-batch size limit (images)")
-    p.add_argument("--max-wait-ms", type=number(float, 0, 1000), default=5.0,
+    p.add_argument("--max-batch", type=Range(int, 1, 1024), default=16, help="micro-batch size limit (images)")
+    p.add_argument("--max-wait-ms", type=Range(float, 0, 1000), default=5.0,
                    help="how long a micro-batch waits to fill up")
     p.add_argument("--no-batching", action="store_true", help="one ONNX Runtime call per request")
-    p.add_argument("--sessions", type=number(int, 1, 256), default=4, help="ONNX Runtime sessions kept loaded (LRU)")
-    p.add_argument("--ort-threads", type=number(int, 1, 256),
+    p.add_argument("--sessions", type=Range(int, 1, 256), default=4, help="ONNX Runtime sessions kept loaded (LRU)")
+    p.add_argument("--ort-threads", type=Range(int, 1, 256),
                    help="ONNX Runtime intra-op threads (default: ORT's choice)")
     p.add_argument("--ort-spinning", choices=["on", "off"], default="off",
                    help="whether ORT's idle threads busy-wait (default: %(default)s; see bench/RESULTS.md)")
     p.add_argument("--no-profile", action="store_true",
                    help="do not time the entries on this host after start (latency budgets then use the zoo's numbers)")
-    p.add_argument("--shutdown-timeout", type=number(float, 0, 3600), default=10.0,
+    p.add_argument("--shutdown-timeout", type=Range(float, 0, 3600), default=10.0,
                    help="seconds in-flight requests get to finish on SIGTERM/SIGINT")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     limits = ImageLimits()
-    p.add_argument("--max-image-bytes", type=number(int, 1, 2**30), default=limits.max_bytes,
+    p.add_argument("--max-image-bytes", type=Range(int, 1, 2**30), default=limits.max_bytes,
                    help="largest image file accepted (default: %(default)s)")
-    p.add_argument("--max-image-pixels", type=number(int, 1, 2 * MAX_PIXELS), default=limits.max_pixels,
+    p.add_argument("--max-image-pixels", type=Range(int, 1, 2 * MAX_PIXELS), default=limits.max_pixels,
                    help="most pixels (width x height) of an image, at most 2 x 4096 x 4096 (Pillow's own guard) "
                         "(default: %(default)s)")
-    p.add_argument("--max-aspect", type=number(float, 1, 1e6), default=limits.max_aspect,
+    p.add_argument("--max-aspect", type=Range(float, 1, 1e6), default=limits.max_aspect,
                    help="longest side / shortest side of an image (default: %(default)s)")
-    p.add_argument("--max-images", type=number(int, 1, 1024), default=limits.max_files,
+    p.add_argument("--max-images", type=Range(int, 1, 1024), default=limits.max_files,
                    help="images in one /api/predict request (default: %(default)s)")
-    p.add_argument("--header-timeout", type=number(float, 0.01, 3600), default=10.0,
+    p.add_argument("--header-timeout", type=Range(float, 0.01, 3600), default=10.0,
                    help="seconds a client has to send a request's head (default: %(default)s)")
-    p.add_argument("--body-timeout", type=number(float, 0.01, 3600), default=60.0,
+    p.add_argument("--body-timeout", type=Range(float, 0.01, 3600), default=60.0,
                    help="seconds a client has to send a request's body after its head (default: %(default)s)")
     args = p.parse_args(argv)
     if len(args.compare_zoo) > MAX_COMPARE_ZOOS:

@@ -1,7 +1,8 @@
 """What a valid setting is, and strict JSON for what the commands write (no torch).
 
-One `Range` per numeric setting serves both the config dataclasses (library callers get a ValueError) and the command
-line (an argparse type: a bad flag is refused at parse time, before torch loads or any work starts). No command
+One `Range` (zoo.arguments, shared with the server's and export's command lines) per numeric setting serves both the
+config dataclasses (library callers get a ValueError) and the command line (an argparse type: a bad flag is refused at
+parse time, before torch loads or any work starts). No command
 writes NaN or Infinity, which Python's json module would write and every other JSON reader refuses.
 """
 
@@ -9,57 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
+from zoo.arguments import Range
 from zoo.io import atomic_write_text, json_problem, quote
 
 SEED_MAX = 2**32 - 1  # numpy's and most tools' seed range
-
-
-@dataclass(frozen=True)
-class Range:
-    """Finite numbers of `kind` (int or float) from `low` to `high`; `open_low`/`open_high` leave that end out."""
-
-    kind: type
-    low: float
-    high: float
-    open_low: bool = False
-    open_high: bool = False
-
-    def __str__(self) -> str:
-        ends = f"{'(' if self.open_low else '['}{_show(self.low)}, {_show(self.high)}{')' if self.open_high else ']'}"
-        return f"{'an int' if self.kind is int else 'a float'} in {ends}"
-
-    def holds(self, value: object) -> bool:
-        """Whether `value` is a number of this range (a float range takes ints too: JSON writes 1.0 as 1)."""
-        number = isinstance(value, int) if self.kind is int else isinstance(value, int | float)
-        if isinstance(value, bool) or not number or (isinstance(value, float) and not math.isfinite(value)):
-            return False
-        above = self.low < value if self.open_low else self.low <= value
-        below = value < self.high if self.open_high else value <= self.high
-        return above and below
-
-    def check(self, name: str, value: object) -> None:
-        """ValueError naming the setting when `value` is out of the range."""
-        if not self.holds(value):
-            raise ValueError(f"{name} must be {self}, got {quote(value)}")
-
-    def __call__(self, text: str) -> int | float:
-        """The argparse type: the number `text` spells, or the one-line reason it is refused."""
-        try:
-            value = self.kind(text)
-        except ValueError:  # also int() of a 5,000-digit string
-            value = None
-        if not self.holds(value):
-            raise argparse.ArgumentTypeError(f"{quote(text)} is not {self}")
-        return value
-
-
-def _show(x: float) -> str:
-    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
 
 
 SEED = Range(int, 0, SEED_MAX)
