@@ -54,6 +54,9 @@ if .venv/bin/pip show -q "$other" >/dev/null 2>&1; then
 fi
 "${pip[@]}" -r <(grep -vE '^onnxruntime==' requirements.txt) "$ort"
 ((serve_only)) || "${pip[@]}" -r requirements-dev.txt
+# KServe's clients for the tests, without their declared pins (kserve 0.21 would downgrade protobuf and pandas; its
+# clients run with ours: requirements-kserve.txt says why)
+((serve_only)) || "${pip[@]}" --no-deps -r requirements-kserve.txt
 "${pip[@]}" --no-deps -e .  # the `prezoo` command, running this checkout's code
 echo "setup: done ($(.venv/bin/python -c 'import torch, onnxruntime as o; print("torch", torch.__version__,
   "| onnxruntime", o.__version__, o.get_available_providers())'))"

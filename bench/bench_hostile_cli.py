@@ -352,7 +352,13 @@ def evaluate_cases(fx: Fixtures) -> list[Case]:
     run = str(fx.run)
     base = ("evaluate", "--run", run)
     cases = flag_cases("evaluate", base, {"--batch-size": ("0", "-1", "65537")}, {"--split": "train"},
-                       ("--run", "--preferred"))
+                       ("--run", "--preferred", "--zoo"), ("--write",))
+    zoo, kept = ("evaluate", "--zoo", str(fx.zoo), "--split", "val", "--write"), str(fx.zoo)
+    cases += [Case("evaluate", "file", zoo, "records no training settings", watch=kept),
+              Case("evaluate", "file", zoo, "records no training settings", subprocess=True, watch=kept),
+              Case("evaluate", "file", setting(zoo, "--split", "test"), "--write records validation", watch=kept),
+              Case("evaluate", "file", (*base, "--write"), "give --zoo", watch=run),
+              Case("evaluate", "file", setting(zoo, "--zoo", str(fx.tmp / "absent")), "absent")]
     cases += [Case("evaluate", "flag", ("evaluate",), "--run"),
               Case("evaluate", "file", base, "no preferred set", watch=run),
               Case("evaluate", "file", base, "no preferred set", subprocess=True, watch=run),

@@ -32,7 +32,7 @@ SERVER_RANGES = {"--cache-max-mb": ("0", "-1", "1e3", str(2**25)), "--max-batch"
                  "--shutdown-timeout": ("-1", "3601"), "--max-image-bytes": ("0", str(2**31)),
                  "--max-image-pixels": ("0", str(2**40)), "--max-aspect": ("0.5", "1e7"),
                  "--max-images": ("0", "1025"), "--header-timeout": ("0", "-1"), "--body-timeout": ("0", "1e9"),
-                 "--port": ("-1", "65536")}
+                 "--port": ("-1", "65536"), "--grpc-port": ("-1", "65536")}
 Edit = Callable[[dict[str, torch.Tensor]], object]
 
 

@@ -132,20 +132,23 @@ def wait_for_start(proc: subprocess.Popen, log: Path) -> None:
 
 
 @contextmanager
-def ray_app(cluster: LocalRay, options: dict) -> Iterator[str]:
+def ray_app(cluster: LocalRay, options: dict, grpc_port: int | None = None) -> Iterator[str]:
     """server/ray_serve.py's application on `cluster` with `options` (RayOptions' fields), its HTTP proxy on a free
-    loopback port; this process is the driver until exit. Ray reads LOCAL_RAY_ENV when first imported: a process
-    that imported it before calling this must have set them already."""
+    loopback port, and Serve's gRPC proxy serving the v2 gRPC service on `grpc_port` if given; this process is the
+    driver until exit. Ray reads LOCAL_RAY_ENV when first imported: a process that imported it before calling this
+    must have set them already."""
     os.environ.update(LOCAL_RAY_ENV)
     import ray
     from ray import serve
 
+    from server.grpc_v2 import RAY_SERVICER_FUNCTION
     from server.ray_serve import app_builder
 
     (http_port,) = free_ports(1)
+    grpc = {"port": grpc_port, "grpc_servicer_functions": [RAY_SERVICER_FUNCTION]} if grpc_port else None
     ray.init(address=cluster.address, logging_level="warning", log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port}, grpc_options=grpc)
         serve.run(app_builder(options), name=APP, route_prefix="/")
         yield f"http://127.0.0.1:{http_port}"
     finally:

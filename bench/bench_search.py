@@ -23,7 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.common import machine
+from bench.common import machine, supernet_validation_split
 from training.data import load_data
 from training.evaluate import accuracy, load_supernet, tensor_batches
 from training.preferred import Buckets
@@ -89,8 +89,8 @@ def main() -> None:
     selection = select(sel_cfg)
     select_s = time.perf_counter() - t
     picks = {c.arch.id for c in selection.preferred_archs}
-    val, _ = load_data("fashion-mnist", "val", img_size=space.img_size, in_chans=space.in_chans)
-    test, _ = load_data("fashion-mnist", "test", img_size=space.img_size, in_chans=space.in_chans)
+    val, run_cfg = supernet_validation_split(args.uniform, space)
+    test, _ = load_data(run_cfg.data, "test", img_size=space.img_size, in_chans=space.in_chans)
     fitness, test_batches = TimedFitness(supernet, tensor_batches(val, 1000)), tensor_batches(test, 1000)
     test_top1 = lambda arch: accuracy(supernet, arch, test_batches).top1
     edges = sel_cfg.buckets.edges()

@@ -25,8 +25,7 @@ import statistics
 from pathlib import Path
 
 from bench.bench_select import bottom_share
-from bench.common import machine, mean_interval
-from training.data import load_data
+from bench.common import machine, mean_interval, supernet_validation_split
 from training.evaluate import accuracy, load_supernet, tensor_batches
 from training.sampler import UniformSampler
 from training.select import SelectConfig, select
@@ -97,7 +96,7 @@ def main() -> None:
     args = ap.parse_args()
     supernet = load_supernet(args.supernet)
     space = supernet.space
-    val, _ = load_data("fashion-mnist", "val", img_size=space.img_size, in_chans=space.in_chans)
+    val, _ = supernet_validation_split(args.supernet, space)
     batches = tensor_batches(val, 1000)
     cache: dict[str, float] = {}
 

@@ -1,18 +1,22 @@
-"""`python -m export get`: the model a budget picks (or an entry by id), exported (safetensors, ONNX fp32/INT8/fp16).
+"""`python -m export get`: the model a budget picks (or an entry by id), exported: the HF folder (config.json,
+model.safetensors and a card: what `from_pretrained` and timm's `local-dir:` read), the weights alone, or ONNX
+fp32/INT8/fp16.
 `python -m export profile`: every entry's latency measured on this host as the server runs it, into the zoo's index.
 `python -m export push`: push one budgeted model (safetensors + ONNX fp32/INT8/fp16 + a card for the repo), or the
 whole zoo (index + supernet + a card with every entry and a Pareto plot), to the Hugging Face Hub.
 `python -m export triton`: write a Triton model repository of zoo entries (all, by id, or the one a budget picks).
 
     python -m export get --max-params 0.3M [--max-flops 20M] [--max-latency 2ms] --format onnx --out DIR
-    python -m export get --id e96-d4-a0fba311 --format onnx --out DIR
+    python -m export get --id e96-d4-a0fba311 --format hf --out DIR
     python -m export profile [--zoo DIR] [--provider cpu|cuda] [--threads 2] [--batch 1]
-    python -m export push --zoo DIR --max-params 0.3M --repo-id user/name [--private]
+    python -m export push --zoo DIR --max-params 0.3M --repo-id user/name [--zoo-repo-id user/zoo-name] [--private]
     python -m export push --zoo DIR --whole-zoo --repo-id user/zoo-name
     python -m export triton --zoo DIR --out REPO [--id ID ...] [--precision fp32|fp16|int8] [--tensorrt]
 
-FLOPs are multiply-accumulates (MACs) per image. Exports go to --cache, or to a temporary cache gone after the
-command. The token comes from HF_TOKEN or the standard login cache (`hf auth login`); it is never printed.
+FLOPs are multiply-accumulates (MACs) per image. --zoo is a folder, a shipped zoo's name (ladder-fmnist, the default;
+hytra-fmnist) or a Hub repo id. Exports go to --cache, or to a temporary cache gone after the command. A pushed
+model's card names the zoo's Hub repo as its base model: --zoo-repo-id (checked to hold the same zoo), or --zoo when
+it is a Hub repo id. The token comes from HF_TOKEN or the standard login cache (`hf auth login`); it is never printed.
 """
 
 from __future__ import annotations
@@ -35,26 +39,30 @@ if TYPE_CHECKING:
     from zoo.store import Zoo, ZooEntry
 
 # torch and ONNX load inside the command: `--help` answers at once
+# get --format -> the download (export.download.DOWNLOADS) whose files it writes into --out; hf: the folder a hf-zip
+# download unpacks to
+GET_FORMATS = {"hf": "hf-zip", "safetensors": "safetensors", "onnx": "onnx", "onnx-int8": "onnx-int8",
+               "onnx-fp16": "onnx-fp16"}
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from export.cache import FILES
+    from export.download import DOWNLOADS
     from zoo.store import DEFAULT_ZOO, Zoo
 
     zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
     budget = (args.max_params, args.max_flops, args.max_latency)
     entry = selected_entries(zoo, [args.id], budget)[0] if args.id is not None else zoo.query(*budget)
-    out = Path(args.out)
+    out, download = Path(args.out), DOWNLOADS[GET_FORMATS[args.format]]
     with export_cache(args) as cache:
-        folder = cache.get(zoo, entry, args.format)
+        folder = cache.get(zoo, entry, download.fmt)
         out.mkdir(parents=True, exist_ok=True)
-        for name in FILES[args.format]:
+        for name in download.files:
             shutil.copyfile(folder / name, out / name)
     top1 = f"{entry.top1:.2f}%" if entry.top1 is not None else "unmeasured"
     why = "as asked (--id)" if args.id is not None else \
         f"the most accurate of {len(zoo.entries)} entries within the budget"
     print(f"chose {entry.id}: {human(entry.params)} params, {human(entry.flops)} {FLOPS_LABEL}, top-1 {top1} — {why}")
-    for name in FILES[args.format]:
+    for name in download.files:
         print(f"wrote {out / name}")
     return 0
 
@@ -79,19 +87,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    from export.hf import zoo_repo_holding
     from export.hub import push_folder
     from export.repo import repo_folder
     from zoo.store import DEFAULT_ZOO, Zoo
 
-    zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
     budget = (args.max_params, args.max_flops, args.max_latency)
     if args.whole_zoo and any(v is not None for v in budget):
         raise ValueError("--whole-zoo pushes every entry; drop the budget options")
     if not args.whole_zoo and all(v is None for v in budget):
         raise ValueError("give a budget (--max-params/--max-flops/--max-latency) or --whole-zoo")
+    if args.whole_zoo and args.zoo_repo_id:
+        raise ValueError("--zoo-repo-id names the zoo repo a pushed model was sliced from; --whole-zoo pushes the zoo "
+                         "itself to --repo-id")
+    zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
     entry = None if args.whole_zoo else zoo.query(*budget)
+    base_model = zoo_repo_holding(zoo, args.zoo_repo_id) if args.zoo_repo_id else None
     with export_cache(args) as cache:
-        with repo_folder(cache, zoo, entry, args.repo_id) as folder:
+        with repo_folder(cache, zoo, entry, args.repo_id, base_model) as folder:
             url = push_folder(folder, args.repo_id, private=args.private,
                               commit_message=f"PreZoo zoo {zoo.name}" if entry is None else
                               f"PreZoo {zoo.name} {entry.id}")
@@ -100,7 +113,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"next: Zoo.load('{args.repo_id}')  or  python -m zoo list --zoo {args.repo_id}")
     else:
         print(f"pushed {entry.id} to {url}")
-        print(f"next: {zoo.family.pretrained.__name__}.from_pretrained('{args.repo_id}')  or  "
+        print(f"next: zoo.{zoo.family.pretrained.__name__}.from_pretrained('{args.repo_id}')  or, after `import zoo`, "
               f"timm.create_model('hf-hub:{args.repo_id}', pretrained=True)")
     return 0
 
@@ -144,7 +157,8 @@ def export_cache(args: argparse.Namespace) -> Iterator[ExportCache]:
 
 def add_zoo_options(p: argparse.ArgumentParser, budget: bool = True) -> None:
     """The options every command takes: the zoo, the export cache; and a budget, but for `profile`."""
-    p.add_argument("--zoo", type=zoo_source, help="zoo directory or Hub repo id (default: the built-in zoo)")
+    p.add_argument("--zoo", type=zoo_source, help="zoo directory, shipped zoo name (hytra-fmnist) or Hub repo id "
+                                                  "(default: the built-in zoo, ladder-fmnist)")
     p.add_argument("--cache", help="export cache directory (default: a temporary one)")
     if budget:
         p.add_argument("--max-params", help="e.g. 0.3M")
@@ -159,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("get", help="budget -> exported model")
     add_zoo_options(g)
     g.add_argument("--id", help="an entry id from `python -m zoo list`, instead of a budget")
-    g.add_argument("--format", default="safetensors", choices=["safetensors", "onnx", "onnx-int8", "onnx-fp16"])
+    g.add_argument("--format", default="hf", choices=GET_FORMATS, help="hf: the HF folder (config.json, "
+                   "model.safetensors, README.md); safetensors: the weights alone; onnx, onnx-int8, onnx-fp16: one "
+                   ".onnx file (default: %(default)s)")
     g.add_argument("--out", required=True)
     g.set_defaults(run=cmd_get)
     pr = sub.add_parser("profile", help="measure latency of every entry here and update the zoo's index")
@@ -176,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo-id", required=True, help="org/name on the Hub")
     p.add_argument("--whole-zoo", action="store_true",
                    help="push the zoo itself (zoo.json + supernet, a card and a Pareto plot)")
+    p.add_argument("--zoo-repo-id", help="the Hub repo this zoo was pushed to (--whole-zoo): the "
+                   "model's card names it as its base model (checked: it must hold the same zoo); default: --zoo "
+                   "when it is a Hub repo id")
     p.add_argument("--private", action="store_true")
     p.set_defaults(run=cmd_push)
     t = sub.add_parser("triton", help="write a Triton model repository (ONNX Runtime backend) of zoo entries")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.hf import write_hf_folder
-from export.onnx import FORMATS, convert_fp16, export_onnx, model_metadata, quantize_int8
+from export.onnx import FORMATS, convert_fp16, export_onnx, model_metadata, provenance, quantize_int8
 from zoo.io import atomic_write_text, folder_in_use, remove_stale_temporaries, sha256_file, staged_folder
 from zoo.store import Zoo, ZooEntry
 
@@ -186,7 +186,8 @@ class ExportCache:
                 write_hf_folder(zoo, entry, tmp)
             elif fmt == "onnx":
                 model = zoo.subnet(entry)
-                export_onnx(model, tmp / "model.onnx", model_metadata(model, zoo.classes, zoo.preprocessing))
+                export_onnx(model, tmp / "model.onnx", model_metadata(model, zoo.classes, zoo.preprocessing),
+                            about=provenance(zoo, entry))
             else:
                 convert = quantize_int8 if fmt == "onnx-int8" else convert_fp16
                 with self.reading(zoo, entry, "onnx") as onnx_folder:

@@ -7,13 +7,16 @@ the family's class (`zoo.PreZooViT.from_pretrained(dir_or_repo)`, `PreZooHyTra` 
 plain `safetensors.torch.load_file` + config.json.
 
 A card's python blocks run as they are (tests/test_cards.py runs them against a local Hub): a pushed card is
-rendered for its repo id, the export folder's own card loads the folder it sits in. library_name is "timm": the
-weights, config.json and loader are timm's own (`timm.create_model("hf-hub:...")`); the architecture is registered
-by PreZoo's package, which is why every snippet installs it and imports `zoo` first.
+rendered for its repo id, the export folder's own card loads the folder it sits in. library_name is "prezoo"
+(`zoo.usage.LIBRARY`), not "timm": timm's Hub snippet (`timm.create_model("hf-hub:...")` alone) fails with "Unknown
+model" because PreZoo's package registers the architecture (tests/test_cards.py checks that it does fail); so every
+snippet installs PreZoo and imports `zoo` first. A model repo pushed from a zoo that is on the Hub names that zoo repo
+as its `base_model` (the supernet it was sliced from).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -22,23 +25,27 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from zoo.budget import human
 from zoo.io import atomic_write_figure
 from zoo.pretrained import write_pretrained
-from zoo.store import Zoo, ZooEntry
-from zoo.usage import INSTALL, PREPROCESS, STAND_IN, model_usage
+from zoo.pull import HubError
+from zoo.store import INDEX, Zoo, ZooEntry
+from zoo.usage import INSTALL, LIBRARY, LICENSE, PREPROCESS, STAND_IN, card_tags, model_usage
 
 DATASETS = {"fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"), "cifar10": ("cifar10", "CIFAR-10"),
             "cifar100": ("cifar100", "CIFAR-100")}  # zoo.json's dataset -> (Hub dataset id, pretty name)
 CARD, PLOT = "README.md", "pareto.png"
+SPLIT = "test"  # what zoo.json's top1/top5 were measured on (its eval_protocol)
 
 
-def model_card(zoo: Zoo, entry: ZooEntry, repo_id: str | None = None) -> str:
+def model_card(zoo: Zoo, entry: ZooEntry, repo_id: str | None = None, base_model: str | None = None) -> str:
     """README.md with Hub metadata, the numbers a user needs to trust the model and code that runs as it is:
-    for `repo_id`, loading that model repo; without, loading the folder the card is in. What the model is comes
-    from the zoo's family."""
+    for `repo_id`, loading that model repo, whose `base_model` is the zoo's repo (`base_model`, else the repo the
+    zoo was pulled from, if it was); without, loading the folder the card is in. What the model is comes from the
+    zoo's family."""
     family, dataset = zoo.family, zoo.doc.get("dataset", "")
-    data = ModelCardData(library_name="timm", license="apache-2.0", pipeline_tag="image-classification",
-                         tags=family.pretrained.hub_tags,
-                         datasets=[DATASETS[dataset][0]] if dataset in DATASETS else None,
-                         metrics=["accuracy"], model_name=repo_id or f"prezoo-{entry.id}",
+    base_model = (base_model or hub_repo_of(zoo)) if repo_id else None
+    data = ModelCardData(library_name=LIBRARY, license=LICENSE, pipeline_tag="image-classification",
+                         tags=card_tags(family.pretrained.hub_tags),
+                         datasets=[DATASETS[dataset][0]] if dataset in DATASETS else None, metrics=["accuracy"],
+                         model_name=repo_id or f"prezoo-{entry.id}", base_model=base_model,
                          eval_results=eval_results(zoo, entry) or None)
     latency = (f"{entry.latency['median_ms']:.3f} ms median (p10 {entry.latency['p10_ms']:.3f}, "
                f"p90 {entry.latency['p90_ms']:.3f}); {zoo.latency_protocol_text()}"
@@ -50,7 +57,9 @@ def model_card(zoo: Zoo, entry: ZooEntry, repo_id: str | None = None) -> str:
 # PreZoo {family.title} `{entry.id}` ({human(entry.params)} params)
 
 {article} {family.noun} sliced out of the PreZoo zoo **{zoo.name}** (search space `{zoo.space.name}`,
-{family.origin}; weights inherited from the one-shot supernet, no retraining).
+{family.origin}; weights inherited from the one-shot supernet, no retraining).{sliced_from(base_model)}
+It loads with timm once PreZoo's package is imported (`import zoo` registers `{family.pretrained.timm_name}`; timm
+alone does not know it), or with ONNX Runtime alone. License: Apache-2.0, PreZoo's.
 
 | | |
 |---|---|
@@ -90,17 +99,48 @@ def markdown_table(headers: tuple[str, ...], rows: list[list]) -> str:
 
 
 def eval_results(zoo: Zoo, entry: ZooEntry) -> list[EvalResult]:
-    """The top-1 as Hub `model-index`, when the zoo says what it was measured on. huggingface_hub's EvalResult has no
-    field for an interval, so the 95% interval is written into the metric's display name."""
+    """Top-1 and top-5 (percent, on the dataset's test split) as Hub `model-index`, when the zoo says what they were
+    measured on. The metric names stay plain: the Hub labels leaderboards with them. The 95% interval has no field
+    in `model-index`: the card's text gives it (`top1_text`, `interval_note`)."""
     dataset = zoo.doc.get("dataset")
-    if entry.top1 is None or not dataset:
+    if not dataset:
         return []
     dataset_id, dataset_name = DATASETS.get(dataset, (dataset, dataset))
-    interval = zoo.top1_interval(entry)
-    name = "top-1 accuracy (%)" if interval is None else \
-        f"top-1 accuracy (%), 95% Wilson interval {interval[0]:.2f}–{interval[1]:.2f} ({zoo.eval_images:,} images)"
+    measured = [(name, value) for name, value in (("top-1 accuracy", entry.top1), ("top-5 accuracy", entry.top5))
+                if value is not None]
     return [EvalResult(task_type="image-classification", dataset_type=dataset_id, dataset_name=dataset_name,
-                       metric_type="accuracy", metric_value=entry.top1, metric_name=name)]
+                       dataset_split=SPLIT, metric_type="accuracy", metric_value=value, metric_name=name)
+            for name, value in measured]
+
+
+def hub_repo_of(zoo: Zoo) -> str | None:
+    """The Hub repo a zoo was pulled from: its folder is that repo's snapshot in the Hub cache
+    (`…/models--org--name/snapshots/<commit>`; Hub ids never hold "--"); None for any other folder."""
+    snapshots, repo = zoo.root.parent, zoo.root.parent.parent
+    if snapshots.name != "snapshots" or not repo.name.startswith("models--"):
+        return None
+    return repo.name.removeprefix("models--").replace("--", "/")
+
+
+def zoo_repo_holding(zoo: Zoo, repo_id: str) -> str:
+    """`repo_id`, once its index (pulled alone) names the same weights as `zoo`: a card names as its base model only
+    the zoo repo it was sliced from (HubError otherwise)."""
+    from zoo.pull import pull
+
+    index = pull(repo_id, allow_patterns=[INDEX]) / INDEX
+    try:
+        weights = json.loads(index.read_text())["weights"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HubError(f"'{repo_id}' holds no PreZoo zoo (no readable {INDEX}); push the zoo there first with "
+                       f"--whole-zoo") from None
+    if weights != zoo.checksum:
+        raise HubError(f"'{repo_id}' holds another zoo (weights {str(weights)[:16]}…, not {zoo.name}'s "
+                       f"{zoo.checksum[:16]}…)")
+    return repo_id
+
+
+def sliced_from(base_model: str | None) -> str:
+    return "" if base_model is None else f"\nThe zoo is the Hub repo `{base_model}`, this card's `base_model`."
 
 
 def top1_text(zoo: Zoo, entry: ZooEntry) -> str:
@@ -112,18 +152,20 @@ def top1_text(zoo: Zoo, entry: ZooEntry) -> str:
 
 
 def interval_note(zoo: Zoo) -> str:
-    return ("" if zoo.eval_images is None else
-            f"Accuracy intervals: 95% Wilson score intervals for {zoo.eval_images:,} test images (`zoo.stats`); "
-            f"entries whose intervals overlap are not shown apart by this test set.")
+    """Which accuracy chose the entries (budgets, the Pareto front) and which is reported, with its intervals."""
+    chosen = f"Accuracy: {zoo.choice_text()}."
+    return (chosen if zoo.eval_images is None else
+            f"{chosen} Accuracy intervals: 95% Wilson score intervals for {zoo.eval_images:,} test images "
+            f"(`zoo.stats`); entries whose intervals overlap are not shown apart by this test set.")
 
 
 def zoo_card(zoo: Zoo, repo_id: str) -> str:
     """README.md of a whole-zoo repo: every entry with its numbers, the Pareto plot (`PLOT`), and code that loads
     the zoo and classifies with the most accurate entry within a budget."""
     dataset = zoo.doc.get("dataset", "")
-    data = ModelCardData(library_name="prezoo", license="apache-2.0", pipeline_tag="image-classification",
-                         tags=zoo_tags(zoo), datasets=[DATASETS[dataset][0]] if dataset in DATASETS else None,
-                         metrics=["accuracy"])
+    data = ModelCardData(library_name=LIBRARY, license=LICENSE, pipeline_tag="image-classification",
+                         tags=card_tags(zoo.family.pretrained.hub_tags, "supernet"),
+                         datasets=[DATASETS[dataset][0]] if dataset in DATASETS else None, metrics=["accuracy"])
     front = zoo.pareto("params")  # by params, ascending
     rows = "\n".join(f"| `{e.id}` | {e.params:,} | {human(e.flops)} | {top1_text(zoo, e)} | "
                      f"{'–' if e.latency_ms is None else f'{e.latency_ms:.3f} ms'} | {'yes' if e in front else ''} |"
@@ -171,11 +213,6 @@ print(f"{{entry.id}} ({{entry.params:,}} params): {{z.classes[int(probabilities.
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content
 
 
-def zoo_tags(zoo: Zoo) -> list[str]:
-    """A zoo repo's tags: its family's, less timm's (PreZoo loads a zoo, not timm), and "supernet"."""
-    return [tag for tag in zoo.family.pretrained.hub_tags if tag != "timm"] + ["supernet"]
-
-
 def scale_cost_axis(ax, costs: list[float]) -> None:
     """A log axis when the costs span more than 20x: a zoo from 10k to 1M parameters keeps its small entries apart."""
     if costs and min(costs) > 0 and max(costs) / min(costs) > 20:
@@ -199,7 +236,7 @@ def pareto_plot(zoo: Zoo, path: str | Path) -> Path:
             zorder=3)
     scale_cost_axis(ax, [e.params for e in scored])
     ax.set_xlabel("parameters (M)")
-    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylabel(f"test top-1 (%); front chosen on {zoo.choice_split[0]}")
     ax.set_title(f"zoo {zoo.name}")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)

@@ -5,6 +5,10 @@ exporter would keep the full supernet tensors plus Slice ops. Default exporter: 
 opset 17 — with our pinned torch it is 8-13x faster to export (0.5 s vs 6.5 s for a `mini` subnet, 1.6 s vs 12.5 s
 for PreNAS-Ti) at the same parity (max |Δ| < 1e-7), which is what a cold export on a server request waits for.
 `exporter="dynamo"` (opset 20) is there for when TorchScript export goes away.
+
+Every file says what it is in ONNX's own fields too (`Provenance`): `doc_string` (zoo, entry, architecture, size,
+accuracy), `model_version`, and PreZoo as producer; it declares only the opset domains its nodes use
+(`quantize_dynamic` declares all of ONNX Runtime's), and passes `onnx.checker.check_model(full_check=True)`.
 """
 
 from __future__ import annotations
@@ -14,17 +18,26 @@ import tempfile
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
 
+from zoo import __version__
+from zoo.family import get_family
 from zoo.io import atomic_write_bytes
 from zoo.pretrained import self_description
 
+if TYPE_CHECKING:
+    from zoo.store import Zoo, ZooEntry
+
 INPUT, OUTPUT = "pixel_values", "logits"
+PRODUCER = "prezoo"
+DEFAULT_DOMAIN = ""  # ONNX's own operators ("ai.onnx" is its other name)
 FORMATS = ("onnx", "onnx-int8", "onnx-fp16")
 # torch.onnx.export keeps its state process-wide (GLOBALS.in_onnx_export, the export opset, the ONNX log switch):
 # two exports at once in one process fail (AssertionError) or mix each other's settings, so they take turns here.
@@ -36,18 +49,80 @@ def model_metadata(model: nn.Module, labels: list[str], preprocessing: dict) -> 
     return {**self_description(model, labels, preprocessing), "prezoo.input": INPUT, "prezoo.output": OUTPUT}
 
 
-def _finish(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> Path:
+@dataclass(frozen=True)
+class Provenance:
+    """What a file is, in ONNX's own fields: `doc_string` (in words) and `model_version` (a positive int64)."""
+
+    doc_string: str
+    model_version: int
+
+    @classmethod
+    def of_model(cls, model: nn.Module) -> Provenance:
+        """A model exported outside a zoo: its family, arch and size; version 1."""
+        return cls(model_doc(get_family(model.family).title, model.arch.id, sum(p.numel() for p in model.parameters()),
+                             model.arch.to_json()), 1)
+
+
+def provenance(zoo: Zoo, entry: ZooEntry) -> Provenance:
+    """A zoo entry's: its zoo, id, architecture, size and accuracy. The version is the zoo's weights sha256, its
+    first 13 hex digits as an int (52 bits: exact as a JSON or JavaScript number too): it changes with the weights."""
+    top1 = "unmeasured" if entry.top1 is None else \
+        f"{entry.top1:.2f}%" + ("" if entry.top5 is None else f", top-5 {entry.top5:.2f}%")
+    measured = (f" of zoo {zoo.name} (weights sha256 {zoo.checksum[:16]}), {entry.flops:,} MACs per image, top-1 "
+                f"{top1} ({zoo.doc.get('eval_protocol', 'protocol not recorded')})")
+    return Provenance(model_doc(zoo.family.title, entry.id, entry.params, entry.arch.to_json(), measured),
+                      int(zoo.checksum[:13], 16) or 1)
+
+
+def model_doc(family: str, arch_id: str, params: int, arch_json: str, measured: str = "") -> str:
+    return (f"PreZoo {family} model {arch_id}{measured}; {params:,} parameters. Input {INPUT}: float32 [batch, C, H, "
+            f"W], preprocessed as metadata prezoo.preprocessing says; output {OUTPUT}: [batch, classes], named by "
+            f"prezoo.labels. Architecture: {arch_json}.")
+
+
+def _finish(proto: onnx.ModelProto, path: Path, metadata: dict[str, str], about: Provenance) -> Path:
     del proto.metadata_props[:]
     for k, v in metadata.items():
         proto.metadata_props.add(key=k, value=v)
+    proto.doc_string, proto.model_version = about.doc_string, about.model_version
+    proto.producer_name, proto.producer_version = PRODUCER, __version__
+    used = {_domain(n.domain) for n in _nodes(proto)} | {DEFAULT_DOMAIN}
+    kept = [o for o in proto.opset_import if _domain(o.domain) in used]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
     onnx.checker.check_model(proto, full_check=True)
     atomic_write_bytes(path, proto.SerializeToString())
     return path
 
 
-def export_onnx(model: nn.Module, path: str | Path, metadata: dict[str, str], exporter: str = "torchscript") -> Path:
-    """fp32 ONNX with a dynamic batch axis, checked by onnx.checker, written atomically. Thread-safe: exports
-    take turns (see `_TORCH_EXPORT`)."""
+def _domain(name: str) -> str:
+    return DEFAULT_DOMAIN if name == "ai.onnx" else name
+
+
+def _nodes(proto: onnx.ModelProto):
+    """Every node of the model: the graph's, its subgraphs' (If, Loop, Scan) and its local functions'."""
+    def walk(nodes):
+        for node in nodes:
+            yield node
+            for attr in node.attribute:
+                for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    yield from walk(graph.node)
+
+    yield from walk(proto.graph.node)
+    for function in proto.functions:
+        yield from walk(function.node)
+
+
+def _provenance_of(proto: onnx.ModelProto, made: str) -> Provenance:
+    """A converted file's: its source's, saying how it was made from it."""
+    return Provenance(f"{proto.doc_string} {made}".strip(), proto.model_version or 1)
+
+
+def export_onnx(model: nn.Module, path: str | Path, metadata: dict[str, str], exporter: str = "torchscript",
+                about: Provenance | None = None) -> Path:
+    """fp32 ONNX with a dynamic batch axis, checked by onnx.checker, written atomically; `about` says what it is
+    (default: the model alone, `Provenance.of_model`); the exporter that wrote the graph is kept in the metadata
+    (`prezoo.exporter`). Thread-safe: exports take turns (see `_TORCH_EXPORT`)."""
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
     model = model.eval()
@@ -66,7 +141,10 @@ def export_onnx(model: nn.Module, path: str | Path, metadata: dict[str, str], ex
                 torch.onnx.export(model, (x,), str(raw), dynamo=True, external_data=False, input_names=[INPUT],
                                   output_names=[OUTPUT], verbose=False,
                                   dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})
-        return _finish(onnx.load(str(raw)), Path(path), metadata)
+        proto = onnx.load(str(raw))
+        written_by = f"{proto.producer_name} {proto.producer_version} ({exporter})"
+        return _finish(proto, Path(path), {**metadata, "prezoo.exporter": written_by},
+                       about or Provenance.of_model(model))
 
 
 def quantize_int8(src: str | Path, dst: str | Path) -> Path:
@@ -74,12 +152,14 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    metadata = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
+    source = onnx.load(str(src))
+    metadata = {p.key: p.value for p in source.metadata_props}
     with tempfile.TemporaryDirectory() as tmp:
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=True)
-        return _finish(onnx.load(str(out)), Path(dst), {**metadata, "prezoo.quantization": "int8-dynamic"})
+        return _finish(onnx.load(str(out)), Path(dst), {**metadata, "prezoo.quantization": "int8-dynamic"},
+                       _provenance_of(source, "INT8: dynamic quantization (per-channel weights) of the fp32 file."))
 
 
 def convert_fp16(src: str | Path, dst: str | Path) -> Path:
@@ -91,7 +171,9 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     metadata = {p.key: p.value for p in proto.metadata_props}
     half = ir.from_proto(convert_float_to_float16(proto, keep_io_types=True))
     half.graph.sort()  # the converter appends its input casts at the end of the node list
-    return _finish(ir.to_proto(half), Path(dst), {**metadata, "prezoo.precision": "float16"})
+    return _finish(ir.to_proto(half), Path(dst), {**metadata, "prezoo.precision": "float16"},
+                   _provenance_of(proto, "fp16: the fp32 file's weights and activations in float16, inputs and "
+                                         "outputs float32."))
 
 
 def session(path: str | Path, providers: list | None = None, threads: int | None = None, spinning: bool = True):

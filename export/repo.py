@@ -24,14 +24,16 @@ from zoo.pull import check_repo_id
 from zoo.store import INDEX, Zoo, ZooEntry
 
 
-def repo_folder(cache: ExportCache, zoo: Zoo, entry: ZooEntry | None, repo_id: str):
+def repo_folder(cache: ExportCache, zoo: Zoo, entry: ZooEntry | None, repo_id: str, base_model: str | None = None):
     """`model_repo` for an entry, `zoo_repo` for None (the whole zoo): a context manager giving the folder."""
-    return zoo_repo(cache, zoo, repo_id) if entry is None else model_repo(cache, zoo, entry, repo_id)
+    return zoo_repo(cache, zoo, repo_id) if entry is None else model_repo(cache, zoo, entry, repo_id, base_model)
 
 
 @contextmanager
-def model_repo(cache: ExportCache, zoo: Zoo, entry: ZooEntry, repo_id: str) -> Iterator[Path]:
-    """The folder to push as `repo_id` for one entry (exports built if needed; CacheError if they cannot be)."""
+def model_repo(cache: ExportCache, zoo: Zoo, entry: ZooEntry, repo_id: str,
+               base_model: str | None = None) -> Iterator[Path]:
+    """The folder to push as `repo_id` for one entry (exports built if needed; CacheError if they cannot be); its card
+    names `base_model` (the zoo's repo, checked by the caller) or the repo the zoo was pulled from."""
     check_repo_id(repo_id)  # before any work; also: the card's code quotes it
     with ExitStack() as held:
         files = {}
@@ -39,7 +41,7 @@ def model_repo(cache: ExportCache, zoo: Zoo, entry: ZooEntry, repo_id: str) -> I
             folder = held.enter_context(cache.reading(zoo, entry, fmt))
             files.update({name: folder / name for name in FILES[fmt] if name != CARD})
         yield held.enter_context(staging(cache, files, lambda stage: atomic_write_text(
-            stage / CARD, model_card(zoo, entry, repo_id))))
+            stage / CARD, model_card(zoo, entry, repo_id, base_model))))
 
 
 @contextmanager

@@ -18,7 +18,7 @@ COMMANDS = {
     "spaces": ("zoo", "spaces", "the built-in search spaces with their param/FLOP ranges"),
     "list": ("zoo", "list", "a zoo's entries"),
     "import-official": ("zoo", "import-official", "a zoo from an official AutoFormer/PreNAS checkpoint"),
-    "get": ("export", "get", "budget -> exported model (safetensors, ONNX fp32/INT8/fp16)"),
+    "get": ("export", "get", "budget -> exported model (HF folder, safetensors, ONNX fp32/INT8/fp16)"),
     "profile": ("export", "profile", "every entry's latency on this host, into the zoo's index"),
     "push": ("export", "push", "push a model or the whole zoo to the Hugging Face Hub"),
     "triton": ("export", "triton", "write a Triton model repository of zoo entries"),

@@ -1,10 +1,11 @@
 """`python -m server`: serve a zoo (REST API under /api, UI at /).
 
     python -m server [--zoo DIR|org/name] [--compare-zoo DIR|org/name ...] [--host 127.0.0.1] [--port 7860]
-                     [--admin-token-env NAME]
+                     [--grpc-port 8001] [--admin-token-env NAME]
 
 `--host` and `--port` default to $PREZOO_HOST and $PREZOO_PORT when set (the Docker image sets PREZOO_HOST=0.0.0.0,
-so its entrypoint is the README's command unchanged).
+so its entrypoint is the README's command unchanged). `--grpc-port` (default $PREZOO_GRPC_PORT, else 0: off) serves
+the Open Inference Protocol v2 over gRPC too, in the same process, through the same micro-batcher and limits.
 
 The admin token (which enables POST /api/push) is read from the environment variable NAME, never from the command
 line; the Hub token from HF_TOKEN. A zoo that cannot be used (served or compared), or a --cache folder that cannot be
@@ -23,23 +24,30 @@ import argparse
 import functools
 import logging
 import os
+import socket
 import sys
 from typing import TYPE_CHECKING
 
 from server.compare import MAX_COMPARE_ZOOS, compare_problem
 from server.images import MAX_PIXELS, ImageLimits
-from server.startup import CACHE, StartError, load_zoo, writable_cache
+from server.startup import CACHE, StartError, load_zoo, onnx_runtime, writable_cache
 from zoo.arguments import Range, zoo_source
+from zoo.io import quote
 
 if TYPE_CHECKING:
     from server.state import ServerConfig
     from zoo.store import Zoo
 
 
+PORTS = Range(int, 0, 65535)
+
+
 def tcp_port(text: str) -> int:
-    if not text.strip().isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535; 0 picks a free one)")
-    return int(text)
+    """A TCP port number, checked as zoo.arguments.Range checks numbers; what 0 means is each flag's to say."""
+    try:
+        return PORTS(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{quote(text)} is not a TCP port (0-65535)") from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,7 +58,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"another zoo shown beside the served one for comparison only (Pareto plot, /api/zoo); "
                         f"repeat for more, at most {MAX_COMPARE_ZOOS}")
     p.add_argument("--host", default=os.environ.get("PREZOO_HOST", "127.0.0.1"), help="default: %(default)s")
-    p.add_argument("--port", type=tcp_port, default=os.environ.get("PREZOO_PORT", "7860"), help="default: %(default)s")
+    p.add_argument("--port", type=tcp_port, default=os.environ.get("PREZOO_PORT", "7860"),
+                   help="TCP port, 0 picks a free one (default: %(default)s)")
+    p.add_argument("--grpc-port", type=tcp_port, default=os.environ.get("PREZOO_GRPC_PORT", "0"),
+                   help="TCP port of the Open Inference Protocol v2 over gRPC (Triton's and KServe's gRPC clients) on "
+                        "--host, beside HTTP; 0 turns it off (default: %(default)s)")
     p.add_argument("--admin-token-env", metavar="NAME", help="environment variable holding the admin token; "
                                                              "without it, pushing to the Hub is off")
     p.add_argument("--cache", default=str(CACHE), help="exports, sample images (default: %(default)s)")
@@ -123,7 +135,26 @@ def server_config(args: argparse.Namespace, admin: str | None, compare: list[Zoo
                          max_aspect=args.max_aspect)
     return ServerConfig(admin_token=admin, hub_token=os.environ.get("HF_TOKEN") or None, inference=inference,
                         limits=limits, cache_max_bytes=args.cache_max_mb * 2**20, profile_latency=not args.no_profile,
-                        compare=compare)
+                        compare=compare, grpc_address=grpc_address(args.host, args.grpc_port),
+                        grpc_grace_s=args.shutdown_timeout)
+
+
+def check_listen(host: str, port: int, flag: str) -> None:
+    """StartError naming `flag` when this process cannot listen on host:port (in use, or not this machine's
+    address): checked before the app is built, which takes seconds; else the gRPC server's own failure would end
+    the start with a traceback from inside the app's lifespan."""
+    try:
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            pass
+    except OSError as e:
+        raise StartError(f"{flag} {port}: cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def grpc_address(host: str, port: int) -> str | None:
+    """gRPC's 'host:port' ('[::1]:port' for an IPv6 host), or None for port 0 (off)."""
+    if not port:
+        return None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("server").setLevel(args.log_level.upper())  # ours; libraries (ORT quantizer) stay quiet
     try:
+        onnx_runtime()
         zoo, token, cache = load_zoo(args.zoo), admin_token(args.admin_token_env), writable_cache(args.cache)
         compare = compare_zoos(zoo, args.compare_zoo)
+        if args.grpc_port:
+            check_listen(args.host, args.grpc_port, "--grpc-port")
     except StartError as e:
         print(f"python -m server: {e}", file=sys.stderr)
         return 2
@@ -147,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m server: {e}", file=sys.stderr)
         return 2
     shown = f" beside {', '.join(other.name for other in compare)}" if compare else ""
-    print(f"PreZoo serving zoo {zoo.name}{shown} on http://{args.host}:{args.port}/ (API docs: /docs)", file=sys.stderr)
+    grpc = f"; Open Inference Protocol v2 over gRPC on {args.host}:{args.grpc_port}" if args.grpc_port else ""
+    print(f"PreZoo serving zoo {zoo.name}{shown} on http://{args.host}:{args.port}/ (API docs: /docs){grpc}",
+          file=sys.stderr)
     http = functools.partial(DeadlineH11Protocol, header_timeout=args.header_timeout, body_timeout=args.body_timeout)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=http,
                 timeout_graceful_shutdown=args.shutdown_timeout)

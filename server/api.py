@@ -146,11 +146,13 @@ def json_body(model: type[Model], body: bytes) -> Model:
 
 def entry_json(zoo: Zoo, entry: ZooEntry, pareto: set[str], measured: MeasuredLatency | None = None
                ) -> dict[str, Any]:
-    """An entry with its 95% top-1 interval ([lo, hi] in percent; null where the zoo records no test-set size) and
-    its latency with who measured it (`measured`: the server's lookup; default the zoo's own)."""
+    """An entry with its test top-1's 95% interval ([lo, hi] in percent; null where the zoo records no test-set
+    size), its validation top-1/top-5 (null where the zoo records none) and its latency with who measured it
+    (`measured`: the server's lookup; default the zoo's own)."""
     interval = zoo.top1_interval(entry)
     measured = measured or zoo_latency(zoo, entry)
-    return {**entry.to_dict(), "top1_interval": interval and [round(x, 3) for x in interval],
+    return {"val_top1": None, "val_top5": None, **entry.to_dict(),
+            "top1_interval": interval and [round(x, 3) for x in interval],
             "latency": measured and measured.numbers, "latency_ms": measured and measured.median_ms,
             "latency_source": measured and measured.origin(), "pareto": entry.id in pareto,
             "describe": entry.arch.describe()}
@@ -162,9 +164,12 @@ def served_entry_json(server: PreZooServer, entry: ZooEntry, pareto: set[str]) -
 
 
 def zoo_json(zoo: Zoo, entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """What GET /api/zoo says of any zoo it shows: identity, family, space, `entries` and the Pareto fronts."""
+    """What GET /api/zoo says of any zoo it shows: identity, family, space, `entries`, the Pareto fronts, and which
+    accuracy chose them (`chosen_by`: "validation", or test where the zoo records none; `choice`: that in words;
+    `validation`: the held-out split, or null)."""
     return {"name": zoo.name, "checksum": zoo.checksum, "family": zoo.family.name, "space": zoo.space.name,
-            "entries": entries, "pareto": {by: [e.id for e in zoo.pareto(by)] for by in ("params", "flops")}}
+            "entries": entries, "pareto": {by: [e.id for e in zoo.pareto(by)] for by in ("params", "flops")},
+            "chosen_by": zoo.chosen_by, "choice": zoo.choice_text(), "validation": zoo.validation}
 
 
 def compared_zoo_json(zoo: Zoo) -> dict[str, Any]:
@@ -191,6 +196,17 @@ def choose(server: PreZooServer, budget: Budget) -> ZooEntry:
         raise ApiError(422, str(e), nearest=[served_entry_json(server, n, pareto) for n in e.nearest]) from None
     except ValueError as e:
         raise ApiError(422, str(e)) from None
+
+
+def specialized_json(server: PreZooServer, entry: ZooEntry) -> dict[str, Any]:
+    """What a specialization answers of its chosen entry (POST /api/specialize and the UI's /specialize): the entry,
+    the cheaper entries (by parameters) whose choosing top-1 (`Zoo.choice_top1`) lies within its 95% interval, and
+    the one-line `note` on them."""
+    pareto = set(server.pareto_ids())
+    return {"entry": served_entry_json(server, entry, pareto),
+            "equivalent_cheaper": [served_entry_json(server, e, pareto)
+                                   for e in server.zoo.equivalent_cheaper(entry, "params")],
+            "note": server.equivalence_note(entry)}
 
 
 def known_entry(server: PreZooServer, entry_id: str | None) -> ZooEntry:
@@ -242,7 +258,8 @@ def health(server: Server) -> dict[str, Any]:
 
 @router.get("/zoo", tags=["zoo"])
 def zoo_index(server: Server) -> dict[str, Any]:
-    """Every entry with its numbers, the Pareto fronts, the class names and the preprocessing; the zoo's model
+    """Every entry with its numbers (test top-1 with its 95% interval, validation top-1 where recorded), the Pareto
+    fronts and which accuracy chose them (`chosen_by`, `choice`), the class names and the preprocessing; the zoo's model
     family (vit, hytra) says how to read each entry's `arch`. `compare`: the zoos shown beside this one, for
     comparison only (entries, fronts, and how their latencies were measured: on their own machines); budgets,
     downloads and predictions use this zoo alone."""
@@ -254,15 +271,13 @@ def zoo_index(server: Server) -> dict[str, Any]:
 
 @router.post("/specialize", tags=["zoo"])
 def specialize(budget: Budget, request: Request, server: Server) -> dict[str, Any]:
-    """The most accurate entry (point estimate) within every given limit, with links to download it, and the
-    cheaper entries (by parameters) whose top-1 lies within its 95% interval, with a one-line `note` (null when
-    there are none)."""
-    entry, pareto = choose(server, budget), set(server.pareto_ids())
-    return {"entry": served_entry_json(server, entry, pareto), "budget": budget.model_dump(),
-            "downloads": download_links(request, entry),
-            "equivalent_cheaper": [served_entry_json(server, e, pareto)
-                                   for e in server.zoo.equivalent_cheaper(entry, "params")],
-            "note": server.equivalence_note(entry)}
+    """The most accurate entry (point estimate of the top-1 that chooses: validation where the zoo records it, else
+    test; GET /api/zoo's `chosen_by`) within every given limit, with links to download it, and the cheaper entries
+    (by parameters) whose choosing top-1 lies within its 95% interval, with a one-line `note` (null when there are
+    none)."""
+    entry = choose(server, budget)
+    return {**specialized_json(server, entry), "budget": budget.model_dump(),
+            "downloads": download_links(request, entry)}
 
 
 @router.get("/models/{entry_id}/download/{kind}", name="download", tags=["zoo"],

@@ -1,4 +1,5 @@
-"""`create_app`: the ASGI app — REST API under /api (OpenAPI at /docs), Gradio UI at /."""
+"""`create_app`: the ASGI app — REST API under /api (OpenAPI at /docs), Open Inference Protocol v2 under /v2
+(and over gRPC when `config.grpc_address` is set: server/grpc_v2.py), Gradio UI at /."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api import add_api_routes, install_error_handlers
+from server.grpc_v2 import start_grpc
 from server.limits import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, api_body_limits
 from server.samples import write_samples
 from server.state import PreZooServer, ServerConfig, loaded
@@ -104,14 +106,23 @@ def create_app(zoo_source: str | Path | Zoo, cache_dir: str | Path, config: Serv
     zoo, limits = loaded(zoo_source), config.limits
     server = PreZooServer(zoo, cache_dir, config)
     samples = write_samples(zoo, server.ui_dir / "samples")
-    log.info("zoo %s: %d entries; inference on %s (%s)", zoo.name, len(zoo.entries),
+    log.info("zoo %s: %d entries, %s; inference on %s (%s)", zoo.name, len(zoo.entries), zoo.choice_text(),
              ", ".join(server.engine.providers), server.engine.provider_reason)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """The gRPC server (when asked for) on the HTTP server's event loop: it starts and stops with it."""
+        grpc = None
+        if config.grpc_address is not None:
+            grpc, app.state.grpc_port = await start_grpc(server, config.grpc_address)
+            log.info("Open Inference Protocol v2 over gRPC on port %d", app.state.grpc_port)
         server.profiler.start()
-        yield
-        server.close()
+        try:
+            yield
+        finally:
+            if grpc is not None:
+                await grpc.stop(config.grpc_grace_s)
+            server.close()
 
     app = FastAPI(title="PreZoo", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Budget-to-model specialization and inference for the zoo **{zoo.name}**.")

@@ -4,12 +4,14 @@ Sessions are built as `export.runtime` says (the provider this host really runs,
 cache's fp32 ONNX files and kept in an LRU of configurable size (a big zoo would not fit in memory at once). With
 micro-batching on, each model has one worker thread that gathers the images of concurrent requests (up to
 `max_batch`, waiting at most `max_wait_ms` after the first) into one ORT call: on a small CPU that beats many
-concurrent batch-1 calls fighting over the same cores.
+concurrent batch-1 calls fighting over the same cores. Each entry's requests and model executions are counted and
+timed as Triton's statistics extension reports them (`Statistics`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import queue
 import threading
 import time
@@ -99,16 +101,87 @@ class SessionCache:
 
 
 @dataclass
+class Duration:
+    """A count and the nanoseconds they took, summed (Triton's StatisticDuration)."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+
+@dataclass
+class EntryStats:
+    """One entry's statistics as Triton reports a model's: requests answered (`success`) or refused and failed
+    (`fail`) with their time in the server; per request, its time queued for a micro-batch and its batch's model
+    execution (`compute_infer`); model executions, the images they ran, and the executions per batch size."""
+
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    inference_count: int = 0  # images inferred (Triton counts each batch element)
+    execution_count: int = 0  # model executions (micro-batches)
+    last_inference_ms: int = 0  # when the last request ended, ms since the epoch
+    batches: dict[int, Duration] = field(default_factory=dict)  # batch size -> executions and their time
+
+
+class Statistics:
+    """EntryStats of every entry requested so far (keys: entry ids, so at most the zoo's entries), thread-safe: the
+    event loop counts requests, the batcher threads executions."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, EntryStats] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def request(self, entry_id: str) -> Iterator[None]:
+        """Count the request run in the block: a success, or a failure when the block raises (a refused input too)."""
+        start, ok = time.monotonic_ns(), False
+        try:
+            yield
+            ok = True
+        finally:
+            with self._guard:
+                stats = self._entries.setdefault(entry_id, EntryStats())
+                (stats.success if ok else stats.fail).add(time.monotonic_ns() - start)
+                stats.last_inference_ms = time.time_ns() // 1_000_000
+
+    def executed(self, entry_id: str, queued_ns: list[int], compute_ns: int, images: int) -> None:
+        """One model execution of `images` images for the requests that waited `queued_ns` for it."""
+        with self._guard:
+            stats = self._entries.setdefault(entry_id, EntryStats())
+            stats.queue.add(sum(queued_ns), len(queued_ns))
+            stats.compute_infer.add(compute_ns * len(queued_ns), len(queued_ns))  # each request waited for all of it
+            stats.inference_count += images
+            stats.execution_count += 1
+            stats.batches.setdefault(images, Duration()).add(compute_ns)
+
+    def of(self, entry_id: str) -> EntryStats:
+        """A copy of the entry's statistics (zeros for an entry never requested)."""
+        with self._guard:
+            return copy.deepcopy(self._entries.get(entry_id, EntryStats()))
+
+
+Executed = Callable[[list[int], int, int], None]  # Statistics.executed for one entry: (queued ns, compute ns, images)
+
+
+@dataclass
 class _Job:
     x: np.ndarray
     future: Future = field(default_factory=Future)
+    queued_ns: int = field(default_factory=time.monotonic_ns)
 
 
 class MicroBatcher:
-    """One worker thread: concatenate queued jobs (up to `max_batch` images) into one call, scatter the rows."""
+    """One worker thread: concatenate queued jobs (up to `max_batch` images) into one call, scatter the rows.
+    `executed` (optional) hears of every call that succeeded: the jobs' queue times, the call's time, its images."""
 
-    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait_ms: float, name: str) -> None:
-        self._fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1e3
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait_ms: float, name: str,
+                 executed: Executed | None = None) -> None:
+        self._fn, self.max_batch, self.max_wait, self._executed = fn, max_batch, max_wait_ms / 1e3, executed
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._carry: _Job | None = None  # a job that did not fit the last batch: it opens the next one
         self.batches = self.images = 0
@@ -154,12 +227,15 @@ class MicroBatcher:
         return jobs, False
 
     def _run(self, jobs: list[_Job]) -> None:
+        start = time.monotonic_ns()
         try:
             out = self._fn(np.concatenate([j.x for j in jobs]))
         except Exception as e:
             for j in jobs:
                 j.future.set_exception(e)
             return
+        if self._executed:
+            self._executed([start - j.queued_ns for j in jobs], time.monotonic_ns() - start, len(out))
         self.batches += 1
         self.images += len(out)
         start = 0
@@ -183,6 +259,7 @@ class Engine:
         self._batchers: dict[str, MicroBatcher] = {}
         self._guard = threading.Lock()
         self.traffic = Traffic()
+        self.stats = Statistics()
 
     def new_session(self, entry: ZooEntry):
         """A session of the entry as this engine serves it (providers, threads, spinning), outside the LRU: the
@@ -194,11 +271,19 @@ class Engine:
         with self.traffic.call():
             return run(self.sessions.get(entry.id), x)
 
+    def timed_logits(self, entry: ZooEntry, x: np.ndarray, queued_ns: int) -> np.ndarray:
+        """One ORT call for one request that waited since `queued_ns` (monotonic), counted in the statistics."""
+        start = time.monotonic_ns()
+        out = self.logits(entry, x)
+        self.stats.executed(entry.id, [start - queued_ns], time.monotonic_ns() - start, len(x))
+        return out
+
     def batcher(self, entry: ZooEntry) -> MicroBatcher:
         with self._guard:
             if entry.id not in self._batchers:
-                self._batchers[entry.id] = MicroBatcher(lambda x: self.logits(entry, x), self.config.max_batch,
-                                                        self.config.max_wait_ms, entry.id)
+                self._batchers[entry.id] = MicroBatcher(
+                    lambda x: self.logits(entry, x), self.config.max_batch, self.config.max_wait_ms, entry.id,
+                    executed=lambda queued, compute, images: self.stats.executed(entry.id, queued, compute, images))
             return self._batchers[entry.id]
 
     def batching_stats(self) -> dict[str, float]:
@@ -215,7 +300,7 @@ class Engine:
         if self.config.micro_batching:
             logits = await asyncio.wrap_future(self.batcher(entry).submit(x))
         else:
-            logits = await asyncio.to_thread(self.logits, entry, x)
+            logits = await asyncio.to_thread(self.timed_logits, entry, x, time.monotonic_ns())
         if not np.isfinite(logits).all():
             raise NonFiniteLogits(f"model {entry.id} gave NaN or infinite logits for this input: its values are "
                                   f"outside what the model can take (preprocess images as the zoo says)")

@@ -10,7 +10,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.state import PreZooServer
-from server.v2 import INFER_PATH, infer_body_limit
+from server.v2 import INFER_PATHS, infer_body_limit
 
 log = logging.getLogger("server")
 
@@ -22,7 +22,8 @@ class BodyLimit:
     """Per-route request body limits, counted on the bytes as they arrive (chunked bodies and lying Content-Length
     included): a body over its route's limit gets a 413 the moment it passes it, and the connection is closed, so
     nothing bigger is ever spooled, parsed or validated. `limits` are keyed by route path ('/v2/models/{model}/infer'
-    included), matched like the router does."""
+    included), matched like the router does. A compressed body's decompressed size is the route's to bound
+    (server.v2.decoded)."""
 
     def __init__(self, app: ASGIApp, limits: dict[str, int], default: int) -> None:
         self.app, self.default = app, default
@@ -86,4 +87,4 @@ def api_body_limits(server: PreZooServer) -> dict[str, int]:
     """The API's routes with bodies above the JSON limit: image uploads and v2 tensors."""
     limits = server.config.limits
     return {"/api/predict": limits.max_files * limits.max_bytes + MULTIPART_OVERHEAD,
-            INFER_PATH: infer_body_limit(server)}
+            **dict.fromkeys(INFER_PATHS, infer_body_limit(server))}

@@ -10,23 +10,37 @@ autoscales between `min_replicas` and `max_replicas` on ongoing requests per rep
 code as `python -m server` (same JSON, errors as data, downloads from its own export cache, the same per-route body
 limits); it has no UI, and not the server's client timeouts (Serve's proxy handles the connections): put it behind a
 proxy that has them. Needs the `ray` extra (README "Ray Serve").
+
+The Open Inference Protocol v2 over gRPC goes through Serve's gRPC proxy, which is the cluster's (one per Serve
+instance, not the application's): start Serve with it before `serve run`,
+
+    serve start --grpc-port 8001 --grpc-servicer-functions server.grpc_v2.add_to_ray_proxy
+
+and the ingress answers its calls (server.grpc_v2.InferenceService; with more than one application on the cluster,
+clients name this one in the `application` metadata). Inference statistics count the requests at the ingress; the
+model executions happen on ZooModels and are not counted there.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+import grpc
 import numpy as np
 from fastapi import FastAPI
+from google.protobuf.message import DecodeError, Message
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
 from export.cache import ExportCache
 from export.onnx import run
 from export.runtime import choose_providers, serving_session
 from server.api import add_api_routes, install_error_handlers
+from server.grpc_v2 import InferenceService, answer, empty_response, request_message
 from server.inference import Engine, InferenceConfig
 from server.limits import JSON_BODY_LIMIT, BodyLimit, api_body_limits
 from server.startup import CACHE, load_zoo, writable_cache
@@ -97,14 +111,40 @@ class RemoteEngine(Engine):
         return await self.models.options(multiplexed_model_id=entry.id).logits.remote(x)
 
 
+def grpc_method(name: str) -> Callable:
+    """The ingress's method for the v2 gRPC call `name`: Serve's gRPC proxy calls the method named like the RPC with
+    the request's bytes (server.grpc_v2.add_to_ray_proxy), and a `grpc_context` it sends back with the answer (an
+    error's code and details on it)."""
+    async def method(self: PreZooIngress, request: bytes, grpc_context: RayServegRPCContext) -> Message:
+        async def fail(code: grpc.StatusCode, details: str) -> Message:
+            grpc_context.set_code(code)
+            grpc_context.set_details(details)
+            return empty_response(name)
+
+        try:
+            message = request_message(name, request)
+        except DecodeError:
+            return await fail(grpc.StatusCode.INVALID_ARGUMENT, f"the {name} request is not a valid message")
+        return await answer(self.grpc, name, message, fail)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+# The v2 gRPC service's calls as ingress methods, answered by server.grpc_v2's InferenceService
+GrpcMethods = type("GrpcMethods", (), {name: grpc_method(name) for name in InferenceService.METHODS})
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=INGRESS_ONGOING_REQUESTS)
 @serve.ingress()
-class PreZooIngress:
-    """/api and /v2 as `python -m server` answers them, with inference on ZooModels."""
+class PreZooIngress(GrpcMethods):
+    """/api and /v2 as `python -m server` answers them, and the v2 gRPC service where Serve's gRPC proxy is on, with
+    inference on ZooModels."""
 
     def __init__(self, models: DeploymentHandle, zoo_source: str, cache: str) -> None:
         self.server = PreZooServer(load_zoo(zoo_source), writable_cache(cache), ServerConfig(providers=REMOTE))
         self.server.engine = RemoteEngine(self.server, models)
+        self.grpc = InferenceService(self.server)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = FastAPI(title="PreZoo on Ray Serve", docs_url=None, redoc_url=None)

@@ -3,6 +3,7 @@ the cache folder takes writes. A problem here is the operator's to fix: one line
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,14 @@ CACHE = Path(os.environ.get("PREZOO_CACHE", Path.home() / ".cache" / "prezoo"))
 
 class StartError(Exception):
     """A problem the operator fixes (zoo, token, port): one line, no traceback."""
+
+
+def onnx_runtime() -> None:
+    """ONNX Runtime comes from an extra, `cpu` (onnxruntime) or `gpu` (onnxruntime-gpu): the same module, so `serve`
+    cannot bring either without clashing with the other. Without one, say which to add, before anything loads."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise StartError("ONNX Runtime is not installed: install PreZoo with an extra that brings it, "
+                         "pip install 'prezoo[serve,cpu]' (or 'prezoo[serve,gpu]' for onnxruntime-gpu; never both)")
 
 
 def load_zoo(source: str | None, what: str = "zoo") -> Zoo:

@@ -44,6 +44,8 @@ class ServerConfig:
     profile_latency: bool = False  # time every entry here in the background after start (`python -m server`: on)
     providers: tuple[list[str], str] | None = None  # (providers, why): skips the CUDA probe; None: probed once
     compare: Sequence[str | Path | Zoo] = ()  # zoos (folders, Hub ids) shown beside this one, for comparison only
+    grpc_address: str | None = None  # 'host:port' of the v2 protocol over gRPC (port 0: a free one); None: off
+    grpc_grace_s: float = 10.0  # seconds in-flight gRPC calls get to finish when the server stops
 
 
 def loaded(source: str | Path | Zoo) -> Zoo:
@@ -81,17 +83,19 @@ class PreZooServer:
         return [e.id for e in self.zoo.pareto(by)]
 
     def equivalence_note(self, entry: ZooEntry) -> str | None:
-        """One line naming the cheapest entry (by params) whose top-1 lies within `entry`'s 95% interval: the
-        choice is the best point estimate, which on a finite test set need not be a real improvement."""
+        """One line naming the cheapest entry (by params) whose choosing top-1 (validation where the zoo records it,
+        else test: `Zoo.choice_top1`) lies within `entry`'s 95% interval: the choice is the best point estimate,
+        which on a finite set of images need not be a real improvement."""
         cheaper = self.zoo.equivalent_cheaper(entry, "params")
         if not cheaper:
             return None
-        lo, hi = self.zoo.top1_interval(entry)
+        (lo, hi), (split, images), top1 = self.zoo.choice_interval(entry), self.zoo.choice_split, self.zoo.choice_top1
         first, others = cheaper[0], len(cheaper) - 1
         also = f", as {'is' if others == 1 else 'are'} {others} other cheaper entr{'y' if others == 1 else 'ies'}"
-        return (f"{human(first.params)} ({first.id}, top-1 {first.top1:.2f}%) is within the 95% interval "
-                f"{lo:.2f}–{hi:.2f}% of the chosen {human(entry.params)} ({entry.id}, top-1 {entry.top1:.2f}%)"
-                f"{also if others else ''}: statistically as accurate on the {self.zoo.eval_images:,} test images.")
+        return (f"{human(first.params)} ({first.id}, {split} top-1 {top1(first):.2f}%) is within the 95% interval "
+                f"{lo:.2f}–{hi:.2f}% of the chosen {human(entry.params)} ({entry.id}, {split} top-1 "
+                f"{top1(entry):.2f}%){also if others else ''}: statistically as accurate on the {images:,} {split} "
+                f"images.")
 
     # -- downloads -----------------------------------------------------------------------------
     def download(self, entry: ZooEntry, kind: str) -> Path:

@@ -2,8 +2,10 @@
 downloads), or a model picked from the table of all entries or from the plot; a "try it" tab and, with an admin
 token configured, a Hub push form. It calls the same `PreZooServer` as the REST API.
 
-Everything the public endpoints (/specialize, /classify) answer is data inline (text, HTML, an SVG plot, a PNG as a
-data: URI): no path of a server file."""
+Its Gradio API (`gradio_client`) is three named endpoints: /specialize (a budget written as REST takes it, '0.3M'),
+/download (an entry's file in one format) and /classify (an image). /specialize and /classify answer data inline
+(text, JSON, HTML with a PNG as a data: URI); /download answers a file, which Gradio serves from its own copy: no
+answer names a path in the server's cache. The page's own callbacks are private: not part of that API."""
 
 from __future__ import annotations
 
@@ -22,15 +24,18 @@ import gradio as gr
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 from PIL import Image
+from pydantic import ValidationError
 
 from export.cache import CacheError
+from export.download import DOWNLOADS
 from export.hf import model_card, scale_cost_axis
+from server.api import ENTRY_ID_CHARS, ApiError, Budget, choose, clip, describe_problems, specialized_json
 from server.images import FORMATS, ImageError, decode_image, model_view, to_input
 from server.profile import zoo_latency
 from server.state import PreZooServer
-from zoo.budget import human
+from zoo.budget import FLOPS_LABEL, human
 from zoo.pull import HubError
-from zoo.store import BudgetError, Zoo, ZooEntry
+from zoo.store import Zoo, ZooEntry
 
 DOWNLOAD_BUTTONS = {"hf-zip": "HF folder (zip)", "safetensors": "safetensors", "onnx": "ONNX",
                     "onnx-fp16": "ONNX fp16", "onnx-int8": "ONNX INT8"}
@@ -38,6 +43,10 @@ WHOLE_ZOO = "the whole zoo"
 POINT = "point-"  # SVG id prefix of an entry's marker in the Pareto plot: POINT + entry id
 COMPARE = "compare-"  # SVG id prefix of a compared zoo's marker: COMPARE + zoo number + "-" + entry id (no choice)
 INTERVALS = "intervals-"  # SVG id of a zoo's error bars: INTERVALS + "served" or the compared zoo's number
+ENTRY_HEADERS = ["id", "parameters", FLOPS_LABEL, "top-1 %", "top-1 95% interval", "top-5 %", "latency ms",
+                 "Pareto (params)"]  # the entries table
+ENTRY_TYPES = ["str", "number", "number", "number", "str", "number", "number", "str"]
+COUNT_COLUMNS = (1, 2)  # shown as 13.2K, 1.21M
 COMPARE_STYLES = [("#d97706", "s"), ("#059669", "^"), ("#7c3aed", "D"), ("#db2777", "v")]  # colour, marker per zoo
 DATASET_INPUTS = {  # what an image should look like to be in the distribution the zoo was trained on
     "fashion-mnist": "a Fashion-MNIST-like photo: one clothing item or shoe, centred, filling the frame, "
@@ -145,7 +154,7 @@ def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale, c
     compared = [plot_compared_zoo(ax, other, number, by, cost) for number, other in enumerate(compare)]
     scale_cost_axis(ax, [cost(e) for e in scored + [e for entries in compared for e in entries]])
     ax.set_xlabel(scale.label)
-    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylabel(f"test top-1 (%); front chosen on {zoo.choice_split[0]}")
     ax.grid(alpha=0.3)
     if compare:  # too many lines to sit inside without hiding points: two columns below the axes, the figure taller
         rows = math.ceil(len(ax.get_legend_handles_labels()[1]) / 2)
@@ -225,21 +234,58 @@ def summary_markdown(server: PreZooServer, entry: ZooEntry, why: str) -> str:
     latency = f"{measured.median_ms:.3f} ms ({measured.describe()})" if measured else "not measured"
     note = server.equivalence_note(entry)
     return (f"### Chosen: `{entry.id}`\n{why} {zoo.family.describe_arch(zoo.space, entry.arch)}\n\n"
-            f"| parameters | FLOPs (MACs) | top-1 (95% interval) | top-5 | latency |\n|---|---|---|---|---|\n"
+            f"| parameters | FLOPs (MACs) | test top-1 (95% interval) | top-5 | latency |\n|---|---|---|---|---|\n"
             f"| {entry.params:,} ({human(entry.params)}) | {human(entry.flops)} | {top1} | {top5} | {latency} |\n\n"
             + (f"**Cheaper and as accurate:** {note}\n\n" if note else "") + latency_note(server))
 
 
-def entry_rows(server: PreZooServer, params: SliderScale, flops: SliderScale) -> list[list]:
-    """One row per entry, cheapest first (the first cell is the id: a selected row names its entry), with its latency
-    and who measured it (as of now: this server's numbers replace the zoo's as they are measured)."""
+def entry_rows(server: PreZooServer) -> list[list]:
+    """One row per entry (under ENTRY_HEADERS), cheapest first (the first cell is the id: a selected row names its
+    entry), counts as numbers; the latency as of now (this server's numbers replace the zoo's as they are measured)."""
     zoo = server.zoo
     front = {e.id for e in zoo.pareto("params")}
-    latencies = {e.id: server.profiler.latency(e) for e in zoo.entries}
-    return [[e.id, round(e.params / params.factor, 1), round(e.flops / flops.factor, 2), e.top1,
-             interval_text(zoo, e), e.top5, (m := latencies[e.id]) and round(m.median_ms, 3), m and m.describe(),
-             "yes" if e.id in front else ""]
+    return [[e.id, e.params, e.flops, e.top1, interval_text(zoo, e), e.top5,
+             (m := server.profiler.latency(e)) and round(m.median_ms, 3), "yes" if e.id in front else ""]
             for e in sorted(zoo.entries, key=lambda e: e.params)]
+
+
+def entries_table(server: PreZooServer) -> dict:
+    """entry_rows as the table shows them: parameters and MACs with three significant digits and a unit (13.2K,
+    1.21M); the numbers stay underneath, so a click on a column header sorts by them, not by their text."""
+    rows = entry_rows(server)
+    shown = [["" if value is None else human(value) if column in COUNT_COLUMNS else str(value)
+              for column, value in enumerate(row)] for row in rows]
+    return {"headers": ENTRY_HEADERS, "data": rows, "metadata": {"display_value": shown, "styling": None}}
+
+
+def latency_sources(server: PreZooServer) -> str:
+    """Who measured the table's latencies, each said once: the source of most entries for "the other" ones (or all),
+    every other source with the ids of its entries (while this server is still measuring, or where it failed)."""
+    sources: dict[str, list[str]] = {}
+    for e in sorted(server.zoo.entries, key=lambda e: e.params):
+        measured = server.profiler.latency(e)
+        sources.setdefault(measured.describe() if measured else "not measured", []).append(e.id)
+    (most, ids), *others = sorted(sources.items(), key=lambda item: -len(item[1]))
+    parts = [f"{source} ({', '.join(entries)})" for source, entries in others]
+    parts.append(f"{most} ({'the other ' + str(len(ids)) if others else f'all {len(ids)} entries'})")
+    return "**latency ms**, median per image: " + "; ".join(parts) + "."
+
+
+def failure_markdown(answer: dict) -> str:
+    """An error answer of PreZooUI.choose as the summary says it."""
+    title = ("No model fits this budget" if "nearest" in answer else
+             "Latency budgets wait for this server's measurements" if "profiling" in answer else "Invalid budget")
+    return f"### {title}\n{answer['error']}"
+
+
+def client_error(message: str) -> gr.Error:
+    """An error that is the caller's to fix: shown to them, not logged with a traceback as a server fault is."""
+    return gr.Error(message, print_exception=False)
+
+
+def scaled(value: float | None, scale: SliderScale) -> float | None:
+    """A slider's value in single units (None: the number box was emptied)."""
+    return None if value is None else value * scale.factor
 
 
 def layer_rows(zoo: Zoo, entry: ZooEntry) -> list[list]:
@@ -280,6 +326,7 @@ class SpecializeTab:
     go: gr.Button
     plot: gr.HTML
     entries: gr.Dataframe
+    sources: gr.Markdown  # who measured the table's latencies
     outputs: list[gr.components.Component]
     buttons: list[gr.DownloadButton]
 
@@ -295,20 +342,72 @@ class PreZooUI:
         self.latency = SliderScale.of("latency", latencies, unit="ms") if None not in latencies else None
         self.latest = LatestChoice()
 
-    # -- handlers ------------------------------------------------------------------------------
-    def specialize(self, max_params: float, max_flops: float, max_latency: float | None, axis: str,
-                   request: gr.Request):
-        """Budget (slider units) -> summary, plot, per-layer table, card, chosen id, try-it model, downloads."""
+    # -- the API (gradio_client) -----------------------------------------------------------------
+    def specialize(self, max_params: str | None = None, max_flops: str | None = None,
+                   max_latency_ms: str | None = None) -> tuple[str | None, str, dict]:
+        """The most accurate entry within a budget written as POST /api/specialize takes it ('0.3M', '300K', '20M',
+        '12ms'; empty: no limit): its id, the summary the page shows, and REST's answer (the entry, the cheaper
+        entries as accurate, the note). When nothing fits: no id, and REST's error with the nearest entries."""
+        entry, answer = self.choose({"max_params": max_params, "max_flops": max_flops,
+                                     "max_latency_ms": max_latency_ms})
+        if entry is None:
+            return None, failure_markdown(answer), answer
+        return entry.id, summary_markdown(self.server, entry, self.within_budget()), answer
+
+    def download(self, model: str, kind: str) -> str:
+        """The entry's file of one kind that GET /api/models/{id}/download/{kind} serves (exported on the first
+        request, then cached), as a file."""
+        entry = self.known_entry(model)
+        if kind not in DOWNLOADS:
+            raise client_error(f"no download kind {clip(str(kind))!r}; kinds: {', '.join(DOWNLOADS)}")
         try:
-            entry = self.server.profiler.query(max_params * self.params.factor, max_flops * self.flops.factor,
-                                               max_latency if self.latency else None)
-        except (BudgetError, ValueError) as e:
+            return str(self.server.named_download(entry, kind))
+        except CacheError as e:
+            raise gr.Error(str(e)) from None
+
+    async def classify_image(self, image: str | None, model: str) -> tuple[dict | None, str | None]:
+        """An image file -> the model's top classes (label: probability) and the image as the model sees it (an
+        <img> with the PNG inline)."""
+        predictions, view, _ = await self.classify(image, self.known_entry(model).id)
+        return predictions, view
+
+    def known_entry(self, model: str) -> ZooEntry:
+        """The entry with this id, else the client's error naming the known ones."""
+        try:
+            return self.zoo.entry(clip(str(model), ENTRY_ID_CHARS))  # no id is longer: a longer value is only echoed
+        except KeyError as e:
+            raise client_error(e.args[0]) from None
+
+    def choose(self, budget: dict[str, str | float | None]) -> tuple[ZooEntry | None, dict]:
+        """A budget through REST's own checks and chooser: the entry and what POST /api/specialize answers, or None
+        and the body of its error (the nearest entries when nothing fits, the problem with a bad number, the
+        progress while this server measures the latencies a latency budget needs)."""
+        try:
+            body = Budget.model_validate({k: (v.strip() or None) if isinstance(v, str) else v  # empty: no limit
+                                          for k, v in budget.items()})
+            entry = choose(self.server, body)
+        except ValidationError as e:
+            problems, message = describe_problems(e.errors())
+            return None, {"error": f"invalid request: {message}", "problems": problems}  # REST's 422
+        except ApiError as e:
+            return None, {"error": e.message, **e.extra}
+        return entry, {**specialized_json(self.server, entry), "budget": body.model_dump()}
+
+    def within_budget(self) -> str:
+        return f"The most accurate (point estimate) of the {len(self.zoo.entries)} entries within the budget."
+
+    # -- the page's handlers -----------------------------------------------------------------------
+    def apply_budget(self, max_params: float | None, max_flops: float | None, max_latency: float | None, axis: str,
+                     request: gr.Request):
+        """Budget (slider units) -> summary, plot, per-layer table, card, chosen id, try-it model, downloads."""
+        entry, answer = self.choose({"max_params": scaled(max_params, self.params),
+                                     "max_flops": scaled(max_flops, self.flops),
+                                     "max_latency_ms": max_latency if self.latency else None})
+        if entry is None:
             self.latest.set(request.session_hash, None)
-            title = "No model fits this budget" if isinstance(e, BudgetError) else "Invalid budget"
-            return (f"### {title}\n{e}", self.plot(None, axis), [], "", None, gr.skip(),
+            return (failure_markdown(answer), self.plot(None, axis), [], "", None, gr.skip(),
                     *[gr.DownloadButton(interactive=False) for _ in DOWNLOAD_BUTTONS])
-        return self.show(entry, axis, f"The most accurate (point estimate) of the {len(self.zoo.entries)} entries "
-                                      f"within the budget.", request)
+        return self.show(entry, axis, self.within_budget(), request)
 
     def pick_row(self, axis: str, event: gr.SelectData, request: gr.Request):
         """A click on a row of the entries table chooses that entry (the budget is not applied)."""
@@ -322,7 +421,7 @@ class PreZooUI:
         try:
             entry = self.zoo.entry(entry_id)
         except KeyError as e:
-            raise gr.Error(e.args[0]) from None
+            raise client_error(e.args[0]) from None
         return self.show(entry, axis, f"Picked in the {where} (the budget above is not applied).", request)
 
     def show(self, entry: ZooEntry, axis: str, why: str, request: gr.Request):
@@ -338,9 +437,10 @@ class PreZooUI:
         return (f"median per image; the range is the zoo's numbers ({source.host}, {source.provider}); a budget "
                 f"reads this server's own once it measured them")
 
-    def entries(self) -> list[list]:
-        """The entries table as of now (each page load: latencies measured here since start replace the zoo's)."""
-        return entry_rows(self.server, self.params, self.flops)
+    def entries(self) -> tuple[dict, str]:
+        """The entries table and who measured its latencies, as of now (each page load: latencies measured here since
+        start replace the zoo's)."""
+        return entries_table(self.server), latency_sources(self.server)
 
     def plot(self, entry_id: str | None, axis: str) -> str:
         """The Pareto plot over `axis` with the chosen entry (None: no entry) starred."""
@@ -360,18 +460,21 @@ class PreZooUI:
             return [gr.skip() for _ in DOWNLOAD_BUTTONS]
         return [gr.DownloadButton(value=f, interactive=True) for f in files]
 
-    async def classify(self, path: str | None, entry_id: str):
-        """An image file -> its top classes, the model's view of it, and the path (to re-run on a model change)."""
-        if not path or not Path(path).is_file():  # nothing yet, or Gradio's copy expired
+    async def classify(self, image: str | None, model: str):
+        """An image file -> its top classes by the model (an entry id), the model's view of it, and the path (to
+        re-run on a model change)."""
+        if not image or not Path(image).is_file():  # nothing yet, or Gradio's copy expired
             return None, None, None
         try:
-            view = await asyncio.to_thread(self.model_view, Path(path))
+            view = await asyncio.to_thread(self.model_view, Path(image))
             x = to_input(view, self.zoo.preprocessing)
-            [result] = await self.server.classify(self.zoo.entry(entry_id), [x], len(self.zoo.classes))
-        except (ImageError, CacheError) as e:  # a cold model is exported first: that can fail on a full disk
+            [result] = await self.server.classify(self.zoo.entry(model), [x], len(self.zoo.classes))
+        except ImageError as e:
+            raise client_error(str(e)) from None
+        except CacheError as e:  # a cold model is exported first: that can fail on a full disk
             raise gr.Error(str(e)) from None
         shown = inline_png(view, 8, "the image as the model sees it")  # pixels stay visible
-        return {r["label"]: r["probability"] for r in result}, shown, path
+        return {r["label"]: r["probability"] for r in result}, shown, image
 
     def model_view(self, path: Path) -> Image.Image:
         image = decode_image(path.read_bytes(), path.name, self.server.config.limits)
@@ -395,10 +498,12 @@ class PreZooUI:
     def build(self) -> gr.Blocks:
         zoo = self.zoo
         with gr.Blocks(title=f"PreZoo · {zoo.name}", delete_cache=(3600, 3600)) as ui:  # Gradio's file copies: 1 h
+            self.api_endpoints()
             chosen = gr.State(self.server.default_entry.id)
             gr.Markdown(f"# PreZoo · {zoo.name}\n{len(zoo.entries)} {zoo.family.noun}s sliced from one supernet "
                         f"(search space `{zoo.space.name}`). Set a budget: you get the most accurate model that fits. "
-                        f"Or pick one in the table or the plot.{compare_note(self.server)}")
+                        f"Or pick one in the table or the plot. Accuracy: {zoo.choice_text()}."
+                        f"{compare_note(self.server)}")
             with gr.Tab("Specialize"):
                 tab = self.specialize_tab()
             with gr.Tab("Try it"):
@@ -409,22 +514,44 @@ class PreZooUI:
 
             outputs = [*tab.outputs, chosen, model, *tab.buttons]
 
-            def wire(trigger, handler, inputs, api_name: str | None = None) -> None:
-                trigger(handler, inputs, outputs, api_name=api_name,
-                        api_visibility="public" if api_name else "private"
+            def wire(trigger, handler, inputs) -> None:
+                """A page event that chooses an entry, then arms the download buttons: both the page's own."""
+                trigger(handler, inputs, outputs, api_visibility="private"
                         ).then(self.prepare_downloads, chosen, tab.buttons, api_visibility="private")
 
             budget = [*tab.budget, tab.axis]
-            wire(tab.go.click, self.specialize, budget, api_name="specialize")
+            wire(tab.go.click, self.apply_budget, budget)
             for slider in tab.budget:  # on release: the end of a drag, or leaving (or Enter in) the number box
                 if isinstance(slider, gr.Slider):
-                    wire(slider.release, self.specialize, budget)
-            wire(ui.load, self.specialize, budget)
-            ui.load(self.entries, None, tab.entries, api_visibility="private")
+                    wire(slider.release, self.apply_budget, budget)
+            wire(ui.load, self.apply_budget, budget)
+            ui.load(self.entries, None, [tab.entries, tab.sources], api_visibility="private")
             wire(tab.entries.select, self.pick_row, tab.axis)
             wire(tab.plot.select, self.pick_point, tab.axis)
             tab.axis.change(self.plot, [chosen, tab.axis], tab.plot, api_visibility="private")
         return ui
+
+    def api_endpoints(self) -> None:
+        """The Gradio API: events no element of the page triggers, over hidden components that name their inputs and
+        outputs, so the API stays what it is however the page is laid out. Registered before the page's events, so
+        their names are exactly /specialize, /download and /classify (the page's take their functions' names)."""
+        ids = [e.id for e in sorted(self.zoo.entries, key=lambda e: e.params)]
+
+        def model() -> gr.Dropdown:  # the ids listed; an unknown one gets our error, not a logged traceback
+            return gr.Dropdown(ids, value=self.server.default_entry.id, label="model", allow_custom_value=True)
+
+        with gr.Column(visible=False):
+            budget = [gr.Textbox(label=name, info=f"{how}; empty: no limit") for name, how in (
+                ("max_params", "parameters, e.g. 0.3M or 300K"), ("max_flops", "FLOPs (MACs), e.g. 20M or 1.4G"),
+                ("max_latency_ms", "median latency, e.g. 12ms or 0.5s"))]
+            chosen = [gr.Textbox(label="model"), gr.Markdown(label="summary"), gr.JSON(label="answer")]
+            wanted = [model(), gr.Dropdown(list(DOWNLOADS), value="onnx", label="kind", allow_custom_value=True)]
+            file = gr.File(label="file")
+            image = [gr.File(label="image", file_types=["image"], type="filepath"), model()]
+            classified = [gr.Label(num_top_classes=5, label="predictions"), gr.HTML(label="model_view")]
+        gr.on([], self.specialize, budget, chosen, api_name="specialize")
+        gr.on([], self.download, wanted, file, api_name="download")
+        gr.on([], self.classify_image, image, classified, api_name="classify")
 
     def specialize_tab(self) -> SpecializeTab:
         with gr.Row():
@@ -442,15 +569,15 @@ class PreZooUI:
         with gr.Row():
             buttons = [gr.DownloadButton(f"Download {label}", interactive=False, elem_id=f"download-{kind}")
                        for kind, label in DOWNLOAD_BUTTONS.items()]
-        entries = gr.Dataframe(self.entries(), elem_id="entries",
-                               headers=["id", self.params.label, self.flops.label, "top-1 %", "top-1 95% interval",
-                                        "top-5 %", "latency ms", "latency measured", "Pareto (params)"],
-                               label="All entries (click a row to choose it)", interactive=False)
+        entries = gr.Dataframe(entries_table(self.server), elem_id="entries", headers=ENTRY_HEADERS,
+                               datatype=ENTRY_TYPES, label="All entries (click a row to choose it)", interactive=False,
+                               max_height=760)  # 20 rows before it scrolls
+        sources = gr.Markdown(latency_sources(self.server), elem_id="latency-sources")
         layers = gr.Dataframe(headers=list(self.zoo.family.layer_headers), label="Architecture, per layer",
                               interactive=False)
         with gr.Accordion("Model card", open=False):
             card = gr.Markdown()
-        return SpecializeTab(budget, axis, go, plot, entries, [summary, plot, layers, card], buttons)
+        return SpecializeTab(budget, axis, go, plot, entries, sources, [summary, plot, layers, card], buttons)
 
     def try_it_tab(self) -> gr.Dropdown:
         """Upload or pick a sample -> predictions; returns the model dropdown (specialize sets it)."""
@@ -471,7 +598,7 @@ class PreZooUI:
                                      f"{'gray' if pre['in_chans'] == 1 else 'RGB'})",
                                show_label=True, container=True, elem_id="model-view")
         tried = [predictions, view, current]
-        upload.upload(self.classify, [upload, model], tried, api_name="classify")
+        upload.upload(self.classify, [upload, model], tried, api_visibility="private")
         model.change(self.classify, [current, model], tried, api_visibility="private")
         if self.samples:
             gallery = gr.Gallery([str(p) for p in self.samples], columns=len(self.samples), height=140,

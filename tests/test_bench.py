@@ -46,16 +46,16 @@ def test_every_benchmark_imports(module):
 
 def test_paired_statistics_of_the_tradeoff_benchmark():
     """McNemar's exact test and the paired interval, against values worked out by hand."""
-    import torch
+    import numpy as np
 
     from bench.bench_selector_accuracy import best_rank
-    from bench.bench_tradeoff import mcnemar_p, paired_difference
+    from bench.report import mcnemar_p, paired_difference
 
     assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(5, 5) == 1.0
     assert mcnemar_p(0, 6) == pytest.approx(2 / 64)  # all six disagreements one way: 2 · 0.5^6
     assert mcnemar_p(1, 9) == pytest.approx(2 * 11 / 1024)  # P(X <= 1), X ~ Bin(10, 1/2), two-sided
-    big = torch.tensor([True] * 90 + [False] * 10)
-    small = torch.tensor([True] * 80 + [False] * 20)  # the big model is right on 10 more images, never fewer
+    big = np.array([True] * 90 + [False] * 10)
+    small = np.array([True] * 80 + [False] * 20)  # the big model is right on 10 more images, never fewer
     diff, lo, hi, p = paired_difference(big, small)
     assert diff == pytest.approx(10.0) and lo < 10 < hi and p == pytest.approx(2 / 2**10)
     assert paired_difference(small, small)[:3] == (0.0, 0.0, 0.0)
@@ -103,9 +103,18 @@ def test_seed_interval_is_the_t_interval_of_the_mean():
     """Seeds are the replicates: with 3 of them the 95% half-width is t(0.975, 2) · s / √3, worked out by hand."""
     from bench.common import mean_interval, t_half
 
-    assert t_half([1.0, 2.0, 3.0]) == pytest.approx(4.30 * 1.0 / 3**0.5)
+    assert t_half([1.0, 2.0, 3.0]) == pytest.approx(4.3027 * 1.0 / 3**0.5)
     assert t_half([5.0, 5.0]) == 0 and mean_interval([2.0]) == "2.000"
     assert mean_interval([0.1, 0.3]) == "0.200 ± 1.271"  # s = 0.1·√2, so 12.71 · s / √2 = 1.271
+
+
+@pytest.mark.parametrize("dof, quantile", [(3, 3.182), (4, 2.776), (6, 2.447), (9, 2.262), (11, 2.201), (20, 2.086),
+                                           (30, 2.042), (120, 1.980)])
+def test_t_quantile_beyond_ten_samples_is_not_the_normal_one(dof, quantile):
+    """Printed t-table values (two-sided 95%): more than 10 seeds no longer fall back to 1.96."""
+    from bench.common import t95
+
+    assert t95(dof) == pytest.approx(quantile, abs=1e-3)
 
 
 def test_rank_correlations_of_the_bossnas_benchmark():
@@ -143,3 +152,26 @@ def test_bossnas_ground_truth_spans_size_and_mix_and_picks_match_params():
     assert tight["seed_sd_pp"] == pytest.approx(1.0)
     assert loose["seed_sd_pp"] == pytest.approx(np.sqrt((2 + 6) / 4))  # pooled: squared deviations / dof
     assert 0 < loose["tau"] < tight["tau"] < 1  # more seed noise, less agreement between re-runs
+
+
+def test_benchmarks_validate_on_the_split_their_supernet_held_out(tmp_path):
+    """The validation split comes from the supernet's own run (data, val_size, seed), never a fixed seed 0; without
+    the run's config.json the benchmark refuses rather than guess."""
+    import json
+    from dataclasses import asdict
+
+    from bench.common import supernet_validation_split
+    from training.config import TrainConfig
+    from training.data import load_data
+    from zoo.families.vit.space import get_space
+
+    space = get_space("mini")
+    run = TrainConfig(space="mini", sampler="uniform", data="synthetic:64", val_size=16, seed=3)
+    (tmp_path / "config.json").write_text(json.dumps(asdict(run)))
+    held, cfg = supernet_validation_split(tmp_path / "supernet.safetensors", space)
+    assert cfg.seed == 3
+    same, _ = load_data("synthetic:64", "val", val_size=16, seed=3, img_size=space.img_size, in_chans=space.in_chans)
+    other, _ = load_data("synthetic:64", "val", val_size=16, seed=0, img_size=space.img_size, in_chans=space.in_chans)
+    assert held.indices == same.indices != other.indices
+    with pytest.raises(SystemExit, match="no validation split is held out for sure"):
+        supernet_validation_split(tmp_path / "elsewhere" / "supernet.safetensors", space)

@@ -1,6 +1,9 @@
 """Model cards that work: a pushed card's python blocks run as they are (outside the checkout, against the local Hub),
-model repos carry the ONNX files, `model-index` parses, a whole-zoo push has its own card and Pareto plot, and a lone
-model.safetensors describes itself. Uses the shipped zoo (real weights, real test-set size and latencies)."""
+model repos carry the ONNX files, `model-index` parses and round-trips through huggingface_hub (plain metric names,
+top-1 and top-5, the test split), no card claims timm as its library (timm alone cannot load the model: tested), a model
+pushed from a zoo on the Hub names that zoo repo as its `base_model`, a whole-zoo push has its own card and Pareto plot,
+and a lone model.safetensors describes itself. Uses the shipped zoo (real weights, real test-set size and
+latencies)."""
 
 from __future__ import annotations
 
@@ -15,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from huggingface_hub import ModelCard
+import yaml
+from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from export.__main__ import main as export_main
 from export.hf import model_card, write_hf_folder
+from export.hub import push_folder
 from server.images import to_input
 from server.state import PreZooServer, ServerConfig
 from tests.hub_server import LocalHub
@@ -68,13 +73,23 @@ def python_blocks(card: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", card, flags=re.DOTALL | re.MULTILINE)
 
 
-def run_block(code: str, cwd: Path) -> str:
-    """Run a card's code as a user would with PreZoo installed: from a folder outside the checkout, `zoo` importable
-    (PYTHONPATH = the checkout, like an installed prezoo), the session's local Hub; its stdout."""
+def run_code(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run code as a user would with PreZoo installed: from a folder outside the checkout, `zoo` importable
+    (PYTHONPATH = the checkout, like an installed prezoo), the session's local Hub."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # HF_ENDPOINT, HF_HOME, HF_HUB_CACHE: set by conftest
-    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def run_block(code: str, cwd: Path) -> str:
+    """A card's code, run as a user would (`run_code`): its stdout."""
+    done = run_code(code, cwd)
     assert done.returncode == 0, f"card code failed:\n{code}\n--- stderr ---\n{done.stderr[-3000:]}"
     return done.stdout
+
+
+def front_matter(card: str) -> dict:
+    """The card's YAML metadata as plain data."""
+    return yaml.safe_load(card.split("---\n", 2)[1])
 
 
 def top_line(output: str) -> tuple[str, float]:
@@ -101,13 +116,17 @@ def test_pushed_model_card_runs_as_is_and_the_repo_holds_the_onnx_files(zoo, ent
     assert set(repo_files(local_hub, repo)) == MODEL_REPO_FILES  # no cache checksums or use markers either
 
     card = ModelCard.load(repo)
-    assert card.data.library_name == "timm" and card.data.model_name == repo
+    assert (card.data.library_name, card.data.license, card.data.model_name) == ("prezoo", "apache-2.0", repo)
     assert "prezoo" in card.data.tags and "model_hub_mixin" not in card.data.tags  # not pushed by the mixin
-    [result] = card.data.eval_results
-    low, high = zoo.top1_interval(entry)
-    assert result.metric_type == "accuracy" and result.metric_value == entry.top1
-    assert f"{low:.2f}–{high:.2f}" in result.metric_name and f"{zoo.eval_images:,} images" in result.metric_name
-    assert result.dataset_type == "zalando-datasets/fashion_mnist"
+    assert "timm" not in card.data.tags and card.data.base_model is None  # a local zoo: no zoo repo to name
+    top1, top5 = card.data.eval_results
+    assert [(r.metric_name, r.metric_type, r.metric_value) for r in (top1, top5)] == [
+        ("top-1 accuracy", "accuracy", entry.top1), ("top-5 accuracy", "accuracy", entry.top5)]
+    assert {(r.task_type, r.dataset_type, r.dataset_name, r.dataset_split) for r in (top1, top5)} == {
+        ("image-classification", "zalando-datasets/fashion_mnist", "Fashion-MNIST", "test")}
+    rebuilt = ModelCardData(model_name=repo, eval_results=card.data.eval_results).to_dict()["model-index"]
+    assert rebuilt == front_matter(card.content)["model-index"]  # huggingface_hub writes back what it read
+    low, high = zoo.top1_interval(entry)  # the interval: in the text, not in a metric's name
     assert f"{entry.top1:.2f}% (95% interval {low:.2f}–{high:.2f})" in card.text
     assert not re.findall(r"https?://|DIR_OR_REPO|ORG/NAME", card.content)  # no invented URLs, no placeholders
 
@@ -117,6 +136,42 @@ def test_pushed_model_card_runs_as_is_and_the_repo_holds_the_onnx_files(zoo, ent
     for code in (timm_code, onnx_code):
         got_label, got_probability = top_line(run_block(code, tmp_path))
         assert got_label == label and got_probability == pytest.approx(probability, abs=2e-3)
+
+
+def test_timm_alone_cannot_load_a_pushed_model_so_no_card_claims_it(entry, server, tmp_path):
+    """Why the cards' library is "prezoo": timm's own Hub snippet, without `import zoo`, fails on the pushed repo (the
+    same call after `import zoo` is the cards' snippet, run above)."""
+    repo = repo_id("timm-alone")
+    server.push(repo, entry)
+    done = run_code(f'import timm\ntimm.create_model("hf-hub:{repo}", pretrained=True)', tmp_path)
+    assert done.returncode != 0 and "Unknown model (prezoo_vit)" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_model_pushed_beside_its_zoo_names_the_zoo_repo_as_its_base_model(zoo, zoo_dir, local_hub, tmp_path,
+                                                                            monkeypatch, capsys):
+    """--zoo-repo-id (checked: the repo must hold the same zoo), or a --zoo that is a Hub repo id, becomes the model
+    card's base_model; a repo holding another zoo, or no zoo, is refused before anything is pushed."""
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    zoo_repo, other_zoo, not_a_zoo = repo_id("base-zoo"), repo_id("other-zoo"), repo_id("not-a-zoo")
+    cache = ["--cache", str(tmp_path / "cache")]
+    assert export_main(["push", "--zoo", str(zoo.root), "--whole-zoo", "--repo-id", zoo_repo, *cache]) == 0
+    push_folder(zoo_dir, other_zoo)  # tests/zoo_fixtures' zoo: other weights
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "README.md").write_text("# a model repo, not a zoo\n")
+    push_folder(tmp_path / "plain", not_a_zoo)
+    named, pulled = repo_id("named"), repo_id("pulled")
+    assert export_main(["push", "--zoo", str(zoo.root), "--max-params", "0.2M", "--repo-id", named,
+                        "--zoo-repo-id", zoo_repo, *cache]) == 0
+    assert export_main(["push", "--zoo", zoo_repo, "--max-params", "0.2M", "--repo-id", pulled, *cache]) == 0
+    capsys.readouterr()
+    for repo in (named, pulled):
+        card = ModelCard.load(repo)
+        assert card.data.base_model == zoo_repo and f"Hub repo `{zoo_repo}`" in card.text, repo
+    for wrong, why in ((other_zoo, "holds another zoo"), (not_a_zoo, "holds no PreZoo zoo"), (repo_id("gone"), "")):
+        refused = repo_id("refused")
+        assert export_main(["push", "--zoo", str(zoo.root), "--max-params", "0.2M", "--repo-id", refused,
+                            "--zoo-repo-id", wrong, *cache]) == 2
+        assert why in capsys.readouterr().err and refused not in local_hub.repos
 
 
 def test_pushing_the_same_model_twice_uploads_nothing_and_leaves_the_export_cache_alone(zoo, entry, server,
@@ -160,6 +215,7 @@ def test_whole_zoo_push_has_its_own_card_and_plot_and_leaves_the_zoo_folder_alon
     card = ModelCard.load(repo)
     assert "](pareto.png)" in card.text and not re.findall(r"https?://", card.content)
     assert card.data.library_name == "prezoo" and "timm" not in card.data.tags  # timm cannot load a zoo repo
+    assert (card.data.license, card.data.base_model) == ("apache-2.0", None)
     for e in zoo.entries:
         assert f"| `{e.id}` | {e.params:,} |" in card.text
         assert f"{e.top1:.2f}% (95% interval {zoo.top1_interval(e)[0]:.2f}–" in card.text

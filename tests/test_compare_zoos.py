@@ -31,8 +31,10 @@ SHIFT = 0.1  # top-1 points: a few pixels in the plot, so each shifted marker li
 
 
 def shifted_copy(source: Zoo, out: Path) -> Path:
-    """`source` under another name with every top-1 SHIFT higher (test inputs), its test-set size and latencies kept."""
-    extra = {key: source.doc[key] for key in ("dataset", "eval_images", "latency_protocol") if key in source.doc}
+    """`source` under another name with every top-1 SHIFT higher (test inputs), its test-set size, validation (and the
+    training settings that held it out) and latencies kept."""
+    extra = {key: source.doc[key] for key in ("dataset", "eval_images", "latency_protocol", "training", "validation")
+             if key in source.doc}
     return write_zoo(out, name=f"{source.name}-shifted", space=source.space, state=source.supernet.state_dict(),
                      entries=[dataclasses.replace(e, top1=e.top1 + SHIFT) for e in source.entries],
                      classes=source.classes, preprocessing=source.preprocessing, family=source.family.name, **extra)
@@ -91,8 +93,8 @@ def test_budgets_downloads_and_predictions_stay_on_the_served_zoo(url, compared)
 
 
 def test_the_plot_draws_every_compared_entry_with_a_legend_on_both_axes(url, compared):
-    """Through the public /specialize UI endpoint (the plot the page shows), for each x-axis; error bars for every zoo
-    that records its test-set size (the shifted copy does, the HyTra test zoo does not)."""
+    """Through the page's budget event (PreZooUI.apply_budget: the plot the page shows), for each x-axis; error bars
+    for every zoo that records its test-set size (the shifted copy does, the HyTra test zoo does not)."""
     entries = sum(len(Zoo.load(folder).entries) for folder in compared)
     served = Zoo.load(DEFAULT_ZOO).entries
     no_limit = [SliderScale.of(what, values, unit).maximum for what, values, unit in (
@@ -100,7 +102,7 @@ def test_the_plot_draws_every_compared_entry_with_a_legend_on_both_axes(url, com
         ("latency", [e.latency_ms for e in served], "ms"))]
     with httpx.Client(base_url=url, timeout=300) as client:
         for axis in ("params", "flops"):
-            svg = gradio_call(client, "specialize", [*no_limit, axis])[1]
+            svg = gradio_call(client, "apply_budget", [*no_limit, axis])[1]
             assert svg.count(f'id="{COMPARE}') == entries and svg.count(f'id="{POINT}') == len(served), axis
             assert all(legend in svg for legend in LEGENDS), axis
             assert "Pareto front, ladder-fmnist (ViT)" in svg
@@ -161,7 +163,7 @@ def test_without_compared_zoos_nothing_is_compared(zoo, zoo_dir, tmp_path):
         assert client.get("/api/zoo").json()["compare"] == []
         no_limit = [SliderScale.of(what, values).maximum for what, values in (
             ("parameters", [e.params for e in zoo.entries]), ("FLOPs", [e.flops for e in zoo.entries]))]
-        svg = gradio_call(client, "specialize", [*no_limit, None, "params"])[1]
+        svg = gradio_call(client, "apply_budget", [*no_limit, None, "params"])[1]
         assert COMPARE not in svg and "compared" not in svg and svg.count(f'id="{POINT}') == 4
         assert "comparison" not in client.get("/config").text
     with pytest.raises(ValueError, match="evaluated on cifar10"):

@@ -1,4 +1,5 @@
-"""Export: ONNX parity and metadata, INT8/fp16, the HF folder loaded three ways, the cache, Hub round trip."""
+"""Export: ONNX parity and metadata, INT8/fp16, what each ONNX file says it is (ONNX's own fields, only the opset
+domains it uses), the HF folder loaded three ways, `get --format`, the cache, Hub round trip."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import timm
 import torch
 from safetensors.torch import load_file
 
+from export.__main__ import main as export_main
 from export.cache import ExportCache
 from export.hub import push_folder
-from export.onnx import export_onnx, model_metadata, parity, run, session
+from export.onnx import PRODUCER, export_onnx, model_metadata, parity, run, session
 from tests.zoo_fixtures import ENTRY_ARCHS, FMNIST_CLASSES, PREPROCESSING
-from zoo import PreZooViT, ViT, Zoo
+from zoo import PreZooViT, ViT, Zoo, __version__
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,11 @@ def test_onnx_parity_metadata_and_dynamic_batch(zoo, tmp_path, exporter):
     assert json.loads(meta["prezoo.arch"]) == model.arch.to_dict()
     assert json.loads(meta["prezoo.labels"]) == FMNIST_CLASSES
     assert json.loads(meta["prezoo.preprocessing"]) == PREPROCESSING
+    written_by = meta["prezoo.exporter"]  # who wrote the graph: "pytorch 2.14.1 (torchscript)"
+    assert written_by.startswith(f"pytorch {torch.__version__.split('+')[0]}") and written_by.endswith(f"({exporter})")
+    # outside a zoo: the model alone says what it is, version 1
+    assert (proto.producer_name, proto.producer_version, proto.model_version) == (PRODUCER, __version__, 1)
+    assert model.arch.id in proto.doc_string and model.arch.to_json() in proto.doc_string
     sess = session(path)
     for n in (1, 5, 33):
         diff, agree = parity(model, sess, _x(n, seed=n))
@@ -62,6 +69,52 @@ def test_int8_and_fp16_exports_run(zoo, cache):
         meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
         assert meta["prezoo.arch_id"] == entry.id
     assert np.abs(run(session(fp16), x) - ref).max() < 0.05  # fp16 rounding on logits of size ~1
+
+
+def used_domains(proto: onnx.ModelProto) -> set[str]:
+    return {"" if n.domain == "ai.onnx" else n.domain for n in proto.graph.node} | {""}
+
+
+def test_every_onnx_file_says_what_it_is_and_declares_only_the_domains_it_uses(zoo, cache):
+    """fp32, INT8 and fp16 of a zoo entry: doc_string names the zoo, entry, arch, size and accuracy; model_version is
+    the zoo's weights hash as a positive int; PreZoo is the producer; opset_import lists exactly the domains the nodes
+    use (quantize_int8's pre-processing leaves ONNX Runtime's whole list of 9 declared); ONNX Runtime reads the same
+    fields."""
+    entry = zoo.entries[2]
+    version = int(zoo.checksum[:13], 16)
+    for fmt in ("onnx", "onnx-int8", "onnx-fp16"):
+        path = cache.file(zoo, entry, fmt)
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto, full_check=True)
+        assert {o.domain for o in proto.opset_import} == used_domains(proto), fmt
+        assert (proto.producer_name, proto.producer_version, proto.model_version) == (PRODUCER, __version__, version)
+        for needle in (f"zoo {zoo.name}", entry.id, entry.arch.to_json(), f"{entry.params:,} parameters",
+                       f"top-1 {entry.top1:.2f}%, top-5 {entry.top5:.2f}%", zoo.checksum[:16]):
+            assert needle in proto.doc_string, (fmt, needle)
+        meta = session(path).get_modelmeta()
+        assert (meta.description, meta.version, meta.producer_name) == (proto.doc_string, version, PRODUCER)
+    int8 = onnx.load(str(cache.file(zoo, entry, "onnx-int8")))
+    assert "INT8" in int8.doc_string and [(o.domain, o.version) for o in int8.opset_import] == [("", 17)]
+
+
+def test_get_writes_the_hf_folder_or_one_file(zoo, cache, tmp_path, capsys):
+    """`get --format hf` writes what from_pretrained reads (the folder a hf-zip download unpacks to); `safetensors`
+    the weights alone; the ONNX formats one file each."""
+    entry = zoo.entries[1]
+    written = {}
+    for fmt in ("hf", "safetensors", "onnx-int8"):
+        out = tmp_path / fmt
+        assert export_main(["get", "--zoo", str(zoo.root), "--id", entry.id, "--format", fmt, "--out", str(out),
+                            "--cache", str(cache.root)]) == 0
+        written[fmt] = sorted(p.name for p in out.iterdir())
+        assert capsys.readouterr().out.startswith(f"chose {entry.id}: ")
+    assert written == {"hf": ["README.md", "config.json", "model.safetensors"], "safetensors": ["model.safetensors"],
+                       "onnx-int8": ["model.int8.onnx"]}
+    x = _x()
+    with torch.no_grad():
+        assert torch.equal(PreZooViT.from_pretrained(tmp_path / "hf").eval()(x), zoo.subnet(entry)(x))
+    assert (tmp_path / "hf" / "README.md").read_bytes() == (cache.file(zoo, entry, "safetensors", "README.md")
+                                                            .read_bytes())
 
 
 def assert_folder_loads_every_way(folder, x, ref, hub_class, module_class, labels) -> None:
@@ -89,7 +142,7 @@ def test_hf_folder_loads_three_ways(zoo, cache):
         ref = zoo.subnet(entry)(x)
         assert_folder_loads_every_way(folder, x, ref, PreZooViT, ViT, FMNIST_CLASSES)
     card = (folder / "README.md").read_text()
-    for needle in ("pipeline_tag: image-classification", "library_name: timm", "fashion_mnist", "accuracy",
+    for needle in ("pipeline_tag: image-classification", "library_name: prezoo", "fashion_mnist", "accuracy",
                    f"{entry.params:,}", "FLOPs rule"):
         assert needle in card
 

@@ -26,7 +26,7 @@ import pytest
 
 from export.cache import ALL_FORMATS, FILES, LAST_USED, ExportCache
 from export.download import DOWNLOADS, write_zip, zip_folder
-from export.onnx import export_onnx, model_metadata
+from export.onnx import export_onnx, model_metadata, provenance
 from export.runtime import CPU
 from server.__main__ import parse_args
 from server.app import create_app
@@ -97,7 +97,7 @@ def ui_specialize_and_prepare(url: str, budget: list) -> tuple[str, dict]:
     preparation it chains (`PreZooUI.prepare_downloads`, private: not reachable by gradio_client)."""
     with httpx.Client(base_url=url, timeout=300) as client:
         dependencies = client.get("/config").json()["dependencies"]
-        click = next(d["id"] for d in dependencies if d.get("api_name") == "specialize")
+        click = next(d["id"] for d in dependencies if d.get("api_name") == "apply_budget")
         prepare = next(d["id"] for d in dependencies if d.get("trigger_after") == click)
         session = uuid.uuid4().hex
         chosen = ui_event(client, session, click, budget)
@@ -128,7 +128,8 @@ def test_export_onnx_from_many_threads_gives_the_sequential_bytes(zoo, sequentia
         copy, i = job
         model = zoo.subnet(zoo.entries[i])
         barrier.wait()
-        path = export_onnx(model, tmp_path / f"{copy}-{i}.onnx", model_metadata(model, zoo.classes, zoo.preprocessing))
+        path = export_onnx(model, tmp_path / f"{copy}-{i}.onnx", model_metadata(model, zoo.classes, zoo.preprocessing),
+                           about=provenance(zoo, zoo.entries[i]))
         return sha(path.read_bytes())
 
     jobs = [(copy, i) for copy in range(2) for i in range(len(zoo.entries))]

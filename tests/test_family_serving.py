@@ -69,7 +69,7 @@ def test_the_hytra_card_shows_its_own_layers_flops_rule_and_tags(hytra_zoo, fold
     table = markdown_table(HYTRA.layer_headers, HYTRA.layer_rows(hytra_zoo.space, entry.arch))
     assert table in card and table.count("\n") == 1 + len(entry.arch.layers)
     assert "| 5 | S2 | ResAtt | halve | 4 | 256 | 64 | 4 |" in table  # BoT-like: attention after the last halving
-    for needle in ("hybrid-cnn-transformer", "bossnas", "library_name: timm", "zoo.PreZooHyTra.from_pretrained",
+    for needle in ("hybrid-cnn-transformer", "bossnas", "library_name: prezoo", "zoo.PreZooHyTra.from_pretrained",
                    "prezoo_hytra", "HyTraNet`'s parameter names"):
         assert needle in card
     config = json.loads((folder / "config.json").read_text())
@@ -181,7 +181,7 @@ def test_predict_and_v2_infer_give_the_extracted_modules_outputs(client, live, h
 
 
 def test_the_ui_shows_the_hytra_entrys_layers(live, hytra_zoo):
-    from gradio_client import Client
+    from tests.test_server_browser import gradio_call
 
     page = httpx.get(f"{live.url}/config", timeout=60).json()  # what the browser builds the page from
     props = [c.get("props", {}) for c in page["components"]]
@@ -190,11 +190,9 @@ def test_the_ui_shows_the_hytra_entrys_layers(live, hytra_zoo):
     assert table["value"]["headers"] == list(HYTRA.layer_headers)
     highest = [p["maximum"] for what in ("parameters", "FLOPs") for p in props
                if str(p.get("label")).startswith(f"Max {what} (")]  # every entry fits
-    client = Client(f"{live.url}/", verbose=False)
-    try:
-        summary, _plot, layers, card, model = client.predict(*highest, None, "params", api_name="/specialize")[:5]
-    finally:
-        client.close()
+    with httpx.Client(base_url=live.url, timeout=300) as client:  # the page's own budget event, as the page sends it
+        answer = gradio_call(client, "apply_budget", [*highest, None, "params"])
+    summary, _plot, layers, card, _chosen, model = answer[:6]  # _chosen: the page's gr.State (not sent: None)
     entry = hytra_zoo.entry(model)
     assert entry.arch == ARCHS[1] and HYTRA.describe_arch(hytra_zoo.space, entry.arch) in summary
     assert layers["headers"] == list(HYTRA.layer_headers)

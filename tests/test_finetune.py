@@ -194,7 +194,7 @@ def test_finetune_cli_on_a_folder_and_the_result_loads_with_timm(exported, folde
     assert history[-1]["val_top1"] > 100 / len(CLASSES) + 25  # far above chance on the 24 held-out images
     assert (out / "val_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = (out / "README.md").read_text()
-    assert "library_name: timm" in card and "val_curve.png" in card and "stripes" in card
+    assert "library_name: prezoo" in card and "- timm" not in card and "val_curve.png" in card and "stripes" in card
     [usage] = python_blocks(card)  # the card's code, as pasted, in the result folder
     assert run_block(usage, out).splitlines()[-1].split(":")[0] in CLASSES
     import zoo  # noqa: F401  (registers prezoo_vit with timm)

@@ -1,7 +1,7 @@
 """The server end to end on loopback: the real app (uvicorn in a thread), a real zoo, ONNX Runtime and the local Hub.
 
 REST API (health, zoo, specialize, downloads, predict, push), upload validation, concurrency (micro-batching, exports
-built once), the Gradio client, start-up failures of `python -m server`, and a bounded schemathesis run.
+built once), start-up failures of `python -m server`, and a bounded schemathesis run.
 """
 
 from __future__ import annotations
@@ -378,31 +378,6 @@ def test_push_to_the_local_hub_and_the_hub_token_never_leaks(client, local_hub: 
     out, err = capfd.readouterr()
     for text in (one.text, whole.text, bad.text, caplog.text, out, err):
         assert HUB_TOKEN not in text and ADMIN not in text
-
-
-# -- Gradio ----------------------------------------------------------------------------------------
-
-def test_gradio_client_specialize_and_classify(live, tmp_path):
-    from gradio_client import Client, handle_file
-    from gradio_client.exceptions import AppError
-
-    (tmp_path / "a.png").write_bytes(png())
-    (tmp_path / "fake.png").write_bytes(b"not an image")
-    client = Client(f"{live.url}/", verbose=False)
-    try:
-        result = client.predict(250, 31.5, None, "params", api_name="/specialize")
-        impossible = client.predict(52, 31.5, None, "params", api_name="/specialize")
-        label, _view = client.predict(handle_file(str(tmp_path / "a.png")), SMALL, api_name="/classify")
-        with pytest.raises(AppError, match="fake.png: not an image this server can read"):
-            client.predict(handle_file(str(tmp_path / "fake.png")), SMALL, api_name="/classify")
-    finally:
-        client.close()
-    summary, _plot, layers, card, model = result[:5]  # (the chosen id is a gr.State: not an API output)
-    assert f"Chosen: `{MID}`" in summary and model == MID
-    assert len(layers["data"]) == 4 and layers["headers"][0] == "layer"
-    assert f"PreZoo ViT `{MID}`" in card and not card.startswith("---")
-    assert "No model fits this budget" in impossible[0] and SMALL in impossible[0]
-    assert label["label"] in FMNIST_CLASSES and len(label["confidences"]) == 5
 
 
 # -- start-up --------------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """The UI in a real browser: Debian's chromium driven by Playwright against `python -m server` in a subprocess.
 
 Set a budget (Enter in a number box applies it), see the chosen model with its 95% interval and the cheaper entries
-as accurate, pick entries in the table and in the Pareto plot, download its ONNX, fp16 ONNX and zipped HF folder (and
-use them), read what input the model expects, classify an upload and a bundled sample, open the API docs; the pages
-make no request off the machine, and the server stops cleanly on SIGTERM. Against the same server: the REST answers
-with intervals and equivalent cheaper entries, the zipped HF folder, and public UI endpoints that name no server file.
+as accurate, read the entries table (counts as 13.2K, who measured the latencies said once), pick entries in the table
+and in the Pareto plot, download its ONNX, fp16 ONNX and zipped HF folder (and use them), read what input the model
+expects, classify an upload and a bundled sample, open the API docs; the pages make no request off the machine, and
+the server stops cleanly on SIGTERM. Against the same server: the REST answers with intervals and equivalent cheaper
+entries, the zipped HF folder, and public UI endpoints that name no file of the server's cache.
+
+The default zoo in chromium: its page, read the same way, is the README's screenshot docs/ui.png, which records the
+zoo it shows (PNG text chunks); PREZOO_UPDATE_SCREENSHOT=1 rewrites it, and a test fails while it shows another zoo.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -27,14 +32,18 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from playwright.sync_api import Page, sync_playwright
 from safetensors.numpy import load as load_safetensors
 
 from server.api import entry_json
-from server.ui import SliderScale
+from server.ui import DOWNLOAD_BUTTONS
 from tests.zoo_fixtures import ACCURACY, FMNIST_CLASSES, make_zoo
 from zoo import Zoo
+from zoo.budget import human
 from zoo.stats import wilson_interval
+from zoo.store import INDEX, default_zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -47,6 +56,8 @@ LABEL_SMOOTHING = 0.1
 LATENCY_PROTOCOL = {"engine": "onnxruntime CPUExecutionProvider, fp32", "device": "the test fixture", "threads": 1,
                     "batch": 1, "warmup": 10, "runs": 100, "statistic": "median, p10, p90"}
 WAIT_MS = 120_000  # generous: a busy 2-core machine exports, converts and classifies while the page waits
+SCREENSHOT = ROOT / "docs" / "ui.png"  # the README's
+UPDATE_SCREENSHOT = "PREZOO_UPDATE_SCREENSHOT"  # set to 1: test_the_default_zoo_in_chromium rewrites SCREENSHOT
 
 
 def free_port() -> int:
@@ -75,13 +86,14 @@ def server(tmp_path_factory) -> Iterator[tuple[str, Path, Path]]:
 
 
 @contextmanager
-def python_m_server(tmp: Path, *args: str) -> Iterator[str]:
-    """The URL of `python -m server *args` on a free loopback port (cache and log in `tmp`), once it answers. On exit
-    it must stop cleanly on SIGTERM."""
+def python_m_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The URL of `python -m server *args` on a free loopback port (cache and log in `tmp`; `env` added to the
+    environment), once it answers. On exit it must stop cleanly on SIGTERM."""
     port, log = free_port(), tmp / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "server", *args, "--cache", str(tmp / "cache"),
-                                 "--port", str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+                                 "--port", str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -115,7 +127,7 @@ def interval_text(entry_id: str) -> str:
 # -- the browser -------------------------------------------------------------------------------------
 
 def test_ui_in_chromium(server, tmp_path):
-    url, cache, _ = server
+    url, cache, zoo = server
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -124,6 +136,7 @@ def test_ui_in_chromium(server, tmp_path):
             hosts: set[str] = set()
             page.on("request", lambda r: hosts.add(urlsplit(r.url).hostname or r.url))
             page.goto(url, wait_until="load")
+            read_the_entries_table(page, Zoo.load(zoo), str(LATENCY_PROTOCOL["device"]))
             choose_a_model_with_enter(page)
             download_and_run_onnx(page, tmp_path, "onnx", MID)
             pick_in_the_table(page, SMALL)
@@ -140,6 +153,20 @@ def test_ui_in_chromium(server, tmp_path):
     assert hosts <= {"127.0.0.1"}, f"the page requested {hosts - {'127.0.0.1'}}"
 
 
+def read_the_entries_table(page: Page, zoo: Zoo, host: str) -> None:
+    """Each entry's row shows its parameters and MACs with three significant digits and a unit (13.2K, 1.21M); the
+    host that measured the latencies is said once, under the table, not in any row."""
+    table = page.locator("#entries")
+    for e in zoo.entries:
+        row = table.locator("[role=row]", has_text=e.id)
+        row.wait_for()  # the page is still loading
+        cells = row.locator("[role=gridcell], td").all_inner_texts()
+        assert [human(e.params), human(e.flops)] == [c.strip() for c in cells[1:3]], (e.id, cells)
+    assert host not in table.inner_text()
+    sources = page.locator("#latency-sources").inner_text()
+    assert sources.count(host) == 1 and f"all {len(zoo.entries)} entries" in sources, sources
+
+
 def choose_a_model_with_enter(page: Page) -> None:
     """The default (the most accurate entry), then a budget typed into the number box and applied with Enter alone:
     the summary shows the 95% interval, the cheaper entry within it, and where the latency was measured."""
@@ -150,7 +177,7 @@ def choose_a_model_with_enter(page: Page) -> None:
     page.wait_for_selector(f"#chosen :text('Chosen: {MID}')")
     summary = page.locator("#chosen").inner_text()
     assert interval_text(MID) in summary and "within the budget" in summary
-    assert f"({SMALL}, top-1 84.00%) is within the 95% interval {interval_text(MID)}%" in summary
+    assert f"({SMALL}, test top-1 84.00%) is within the 95% interval {interval_text(MID)}%" in summary
     assert "measured when the zoo was built" in summary and LATENCY_PROTOCOL["device"] in summary
 
 
@@ -277,16 +304,63 @@ def strings(value) -> Iterator[str]:
 
 
 def test_public_ui_endpoints_answer_no_server_paths(server):
-    url, cache, zoo_dir = server
-    entries = Zoo.load(zoo_dir).entries
-    flops = SliderScale.of("FLOPs", [e.flops for e in entries]).maximum  # the sliders' limits: no limit
-    latency = SliderScale.of("latency", [e.latency_ms for e in entries], unit="ms").maximum
+    """/classify and /specialize answer data inline; /download a file that Gradio serves from its own copy: no answer
+    names a file of the server's cache."""
+    url, cache, _ = server
     sample = cache / "ui" / "samples" / "0-t-shirt-top.png"
     with httpx.Client(base_url=url, timeout=300) as client:
         uploaded = client.post("/gradio_api/upload", files=[("files", (sample.name, sample.read_bytes()))]).json()[0]
         classified = gradio_call(client, "classify", [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, MID])
-        specialized = gradio_call(client, "specialize", [250, flops, latency, "params"])
+        specialized = gradio_call(client, "specialize", ["250K", "", ""])
+        [downloaded] = gradio_call(client, "download", [MID, "onnx"])
+        served = client.get(downloaded["url"]).content
+        assert served == client.get(f"/api/models/{MID}/download/onnx").content
     for text in strings([classified, specialized]):
         assert not text.startswith("/") and "file=" not in text and str(cache) not in text, text[:200]
+    assert all(str(cache) not in text for text in strings(downloaded))
     assert classified[0]["label"] in FMNIST_CLASSES and classified[1].startswith('<img alt="')
-    assert "data:image/png;base64," in classified[1] and f"Chosen: `{MID}`" in specialized[0]
+    assert "data:image/png;base64," in classified[1] and f"Chosen: `{MID}`" in specialized[1]
+    assert specialized[0] == MID and specialized[2]["entry"]["id"] == MID
+
+
+# -- the default zoo: the README's screenshot ----------------------------------------------------------------
+
+def screenshot_stamp(zoo: Zoo) -> dict[str, str]:
+    """What docs/ui.png records of the zoo it shows: its name and the sha256 of its index (which names the weights'
+    sha256), so a retrained, re-measured or renamed default zoo makes the screenshot stale."""
+    index = hashlib.sha256((zoo.root / INDEX).read_bytes()).hexdigest()
+    return {"prezoo-zoo": zoo.name, "prezoo-zoo-index-sha256": index}
+
+
+def test_the_default_zoo_in_chromium(tmp_path):
+    """The page `python -m server` shows without options (latency profiling off: the zoo's own numbers), once the
+    default entry's downloads are ready; with PREZOO_UPDATE_SCREENSHOT=1 its screenshot becomes docs/ui.png."""
+    zoo = Zoo.load(default_zoo())
+    shot = tmp_path / "ui.png"
+    with python_m_server(tmp_path, "--no-profile") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.set_default_timeout(WAIT_MS)
+            page.goto(url, wait_until="load")
+            page.wait_for_selector(f"#chosen :text('Chosen: {zoo.query().id}')")
+            read_the_entries_table(page, zoo, zoo.doc["latency_protocol"]["host"])
+            for kind in DOWNLOAD_BUTTONS:
+                page.locator(f"#download-{kind}:not([disabled])").wait_for()
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get(UPDATE_SCREENSHOT) == "1":
+        stamp = PngInfo()
+        for key, value in screenshot_stamp(zoo).items():
+            stamp.add_text(key, value)
+        Image.open(shot).save(SCREENSHOT, pnginfo=stamp, optimize=True)
+
+
+def test_the_readme_screenshot_shows_the_default_zoo():
+    shown = Image.open(SCREENSHOT).text
+    expected = screenshot_stamp(Zoo.load(default_zoo()))
+    assert {key: shown.get(key) for key in expected} == expected, (
+        f"{SCREENSHOT.relative_to(ROOT)} shows another zoo than the default: rewrite it with "
+        f"{UPDATE_SCREENSHOT}=1 pytest tests/test_server_browser.py -k default_zoo")

@@ -12,7 +12,8 @@ import torch
 from tests.zoo_fixtures import ACCURACY, ENTRY_ARCHS, MINI, make_zoo
 from zoo import BudgetError, Zoo, ZooError, params
 from zoo.budget import parse_count, parse_latency_ms
-from zoo.store import ZooEntry, write_zoo
+from zoo.stats import wilson_interval
+from zoo.store import CHOSEN_ON_TEST, ZooEntry, write_zoo
 
 
 def test_round_trip_and_entries(zoo):
@@ -204,3 +205,48 @@ def test_cheaper_entries_within_the_chosen_interval_are_named(tmp_path, zoo):
         best = sized.query()
         assert len(sized.equivalent_cheaper(best)) == expected
         assert all(e.params < best.params for e in sized.equivalent_cheaper(best))
+
+
+# -- which accuracy chooses: validation where the zoo records it, else test -------------------------------------------
+TRAINING = {"data": "fashion-mnist", "seed": 0, "val_size": None}
+VAL_ACCURACY = [84.0, 85.0, 87.0, 87.0]  # ranks otherwise than test's ACCURACY: the third best, tied with the fourth
+
+
+def validated(folder, images: int = 5000):
+    """The fixture zoo (test top-1: ACCURACY) with validation top-1 VAL_ACCURACY recorded in place, on `images`
+    held-out images of its training."""
+    zoo = Zoo.load(make_zoo(folder, training=TRAINING, eval_images=10_000))
+    zoo.with_validation({"source": "fashion-mnist", "split": "val", "held_out_of": "train", "images": images,
+                         "seed": 0}, {e.id: (v, 99.0) for e, v in zip(zoo.entries, VAL_ACCURACY, strict=True)})
+    return Zoo.load(folder)
+
+
+def test_budgets_the_front_and_equivalence_choose_on_validation_and_ties_go_to_the_cheaper(tmp_path, zoo):
+    val = validated(tmp_path / "val")
+    assert (val.chosen_by, zoo.chosen_by) == ("validation", CHOSEN_ON_TEST)
+    assert [e.top1 for e in val.entries] == ACCURACY  # test top-1 kept as reported
+    assert val.query().arch == ENTRY_ARCHS[2] and zoo.query().arch == ENTRY_ARCHS[3]  # 87.0 = 87.0: the cheaper
+    assert val.query(max_params="0.25M").arch == ENTRY_ARCHS[1] == zoo.query(max_params="0.25M").arch
+    assert [e.arch for e in val.pareto("params")] == ENTRY_ARCHS[:3]
+    assert [e.arch for e in zoo.pareto("params")] == [ENTRY_ARCHS[0], ENTRY_ARCHS[1], ENTRY_ARCHS[3]]
+    # the equivalence is judged on validation's images: 87% on 5,000 is 86.0-87.9, on 100 it is 78.9-92.3
+    assert val.choice_interval(val.entries[2]) == pytest.approx(wilson_interval(87.0, 5000))
+    assert val.equivalent_cheaper(val.entries[3]) == [val.entries[2]]
+    wide = validated(tmp_path / "wide", images=100)
+    assert [e.arch for e in wide.equivalent_cheaper(wide.entries[2])] == ENTRY_ARCHS[:2]
+    assert "chosen on validation top-1 (5,000 held-out fashion-mnist training images, seed 0" in val.choice_text()
+    assert "chosen on test top-1 (this zoo records no validation accuracy)" in zoo.choice_text()
+
+
+def test_the_api_shows_test_with_its_interval_and_says_which_accuracy_chose(tmp_path, zoo):
+    from server.api import entry_json, zoo_json
+
+    val = validated(tmp_path / "val")
+    shown = zoo_json(val, [entry_json(val, e, set()) for e in val.entries])
+    assert shown["chosen_by"] == "validation" and shown["validation"]["images"] == 5000
+    assert shown["pareto"]["params"] == [a.id for a in ENTRY_ARCHS[:3]] and "test top-1 reported" in shown["choice"]
+    assert [(e["top1"], e["val_top1"]) for e in shown["entries"]] == list(zip(ACCURACY, VAL_ACCURACY, strict=True))
+    assert shown["entries"][0]["top1_interval"] == [round(x, 3) for x in wilson_interval(84.0, 10_000)]
+    old = zoo_json(zoo, [entry_json(zoo, e, set()) for e in zoo.entries])
+    assert (old["chosen_by"], old["validation"]) == (CHOSEN_ON_TEST, None)
+    assert all(e["val_top1"] is None and e["val_top5"] is None for e in old["entries"])

@@ -18,10 +18,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.test_store import VAL_ACCURACY, validated
 from tests.zoo_fixtures import make_zoo
 from zoo import SearchSpace, Zoo, ZooError
 from zoo.io import MAX_JSON_BYTES, sha256_file
-from zoo.store import DEFAULT_ZOO
+from zoo.store import CHOSEN_ON_TEST, DEFAULT_ZOO
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY = {"median_ms": 1.5, "p10_ms": 1.2, "p90_ms": 1.9}
@@ -235,6 +236,56 @@ def test_the_shipped_and_the_fixture_zoos_load_unchanged(zoo_dir):
         assert zoo.doc == json.loads((folder / "zoo.json").read_text())
         assert [e.to_dict() for e in zoo.entries] == zoo.doc["entries"]
     assert all(e.latency is not None for e in Zoo.load(DEFAULT_ZOO).entries)
+
+
+@pytest.fixture(scope="module")
+def val_zoo_dir(tmp_path_factory) -> Path:
+    """The fixture zoo with validation accuracy recorded (tests.test_store.validated)."""
+    return validated(tmp_path_factory.mktemp("val") / "zoo").root
+
+
+def test_validation_accuracy_round_trips_and_an_index_without_it_reads_as_it_always_did(zoo_dir, val_zoo_dir):
+    for folder, chosen_by in ((zoo_dir, CHOSEN_ON_TEST), (val_zoo_dir, "validation")):
+        zoo = Zoo.load(folder)
+        assert zoo.doc == json.loads((folder / "zoo.json").read_text()) and zoo.chosen_by == chosen_by
+        assert [e.to_dict() for e in zoo.entries] == zoo.doc["entries"]
+    assert not any("val_top1" in e or "val_top5" in e for e in Zoo.load(zoo_dir).doc["entries"])
+    assert [(e.val_top1, e.val_top5) for e in Zoo.load(val_zoo_dir).entries] == [(v, 99.0) for v in VAL_ACCURACY]
+
+
+VAL_CASES = {
+    "val_top1 over 100": (setting("entries.0.val_top1", 101), r"entries\[0\]\.val_top1: Input should be less than or "
+                                                              r"equal to 100, got 101$"),
+    "an entry without val_top1": (removing("entries.2.val_top1"),
+                                  r"validation: entries\[2\] has no val_top1 \(every entry needs one\)$"),
+    "val_top1 without a split": (removing("validation"), r"entries\[0\] records validation accuracy but the index "
+                                                         r"names no validation split it was measured on$"),
+    "the split a test": (setting("validation.split", "test"), r"validation\.split: Input should be 'val', got 'test'$"),
+    "no images": (setting("validation.images", 0), r"validation\.images: Input should be greater than 0, got 0$"),
+    "an unknown field": (setting("validation.size", 5), r"validation\.size: Extra inputs are not permitted, got 5$"),
+    # a split the training did not hold out, or one it cannot tell: it may overlap the images trained on
+    "another seed": (setting("validation.seed", 1), r"validation: 5000 images of 'fashion-mnist' held out with seed 1 "
+                                                    r"are not the split the supernet's training held out \(the default "
+                                                    r"number of images of 'fashion-mnist', seed 0\): they may overlap"),
+    "another size": (setting("training.val_size", 4000), r"not the split the supernet's training held out \(4000 "
+                                                         r"images of 'fashion-mnist', seed 0\)"),
+    "another source": (setting("validation.source", "cifar10:/data"), r"images of 'cifar10:/data' held out"),
+    "no training block": (removing("training"), r"validation: the index records no training settings: which images "
+                                                r"the supernet was trained on cannot be determined$"),
+    "no training seed": (removing("training.seed"), r"validation: training records no seed: which images"),
+    "a seed as text": (setting("training.seed", "0"), r"validation: training\.seed is '0', not a non-negative integer"),
+    "nothing held out": (setting("training.val_size", 0), r"validation: training\.val_size is 0: the supernet was "
+                                                          r"trained on every training image"),
+}
+
+
+@pytest.mark.parametrize("change, message", VAL_CASES.values(), ids=VAL_CASES.keys())
+def test_validation_that_is_not_whole_or_not_the_trainings_held_out_split_is_refused(val_zoo_dir, tmp_path, change,
+                                                                                       message):
+    folder = broken(val_zoo_dir, tmp_path, change)
+    with pytest.raises(ZooError, match=message) as refused:
+        Zoo.load(folder)
+    assert str(refused.value).startswith(str(folder)) and "\n" not in str(refused.value)
 
 
 @pytest.mark.parametrize("change", [

@@ -201,7 +201,7 @@ def test_a_symlink_out_is_written_through_and_stays_a_symlink(zoo_dir, zoo, cach
 
 STUCK_IN_A_BUILD = """import sys, time
 import export.cache
-def stuck(model, path, metadata):
+def stuck(model, path, metadata, **options):
     path.write_bytes(b"half an ONNX file")
     print("building", flush=True)
     time.sleep(600)

@@ -3,7 +3,9 @@ tritonclient (HTTP) as the client, in its default binary tensor mode and in JSON
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections.abc import Iterator
 
 import httpx
@@ -61,7 +63,8 @@ def rejection(client: triton.InferenceServerClient, model: str, *inputs: triton.
 
 def test_server_and_model_metadata_liveness_and_readiness(client):
     assert client.is_server_live() and client.is_server_ready()
-    assert client.get_server_metadata() == {"name": "prezoo", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+    assert client.get_server_metadata() == {"name": "prezoo", "version": "0.1.0", "extensions": [
+        "binary_tensor_data", "model_configuration", "statistics"]}
     meta = client.get_model_metadata(SMALL)
     assert meta["name"] == SMALL and meta["versions"] == ["1"]
     assert meta["inputs"] == [{"name": "pixel_values", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
@@ -186,6 +189,103 @@ def test_infer_body_limit_is_sized_for_the_most_images_as_json(live):
     assert infer_raw(live, pixel_header(1, data=[0.0] * 784)).status_code == 200
 
 
-def test_unknown_v2_paths_are_json_404s_not_the_ui(live):
-    r = httpx.get(f"{live.url}/v2/nothing-here", timeout=30)
-    assert r.status_code == 404 and "no route /v2/nothing-here" in r.json()["error"]
+def test_unknown_v2_paths_are_json_404s_in_the_protocols_words(live):
+    for path in ("/v2/nothing-here", "//v2/models/x/y/z", "/v2/models/x/versions"):
+        r = httpx.get(f"{live.url}{path}", timeout=30)
+        error = r.json()["error"]
+        assert r.status_code == 404 and f"no route {path}" in error and "Open Inference Protocol v2" in error, error
+        assert "/api/" not in error
+    r = httpx.get(f"{live.url}/api/nothing-here", timeout=30)
+    assert r.status_code == 404 and "the API is under /api/" in r.json()["error"]
+    r = httpx.get(f"{live.url}/v2/models/{SMALL}/infer", timeout=30)
+    assert r.status_code == 405 and "use POST" in r.json()["error"]
+
+
+def test_version_1_paths_answer_as_the_entry_and_others_are_404s(client, live):
+    x = images(live.server, 2)
+    assert client.get_model_metadata(SMALL, model_version="1") == client.get_model_metadata(SMALL)
+    assert client.is_model_ready(SMALL, model_version="1") and not client.is_model_ready(SMALL, model_version="2")
+    assert client.get_model_config(SMALL, model_version="1") == client.get_model_config(SMALL)
+    result = client.infer(SMALL, [pixel_values(x)], model_version="1")
+    np.testing.assert_array_equal(result.as_numpy("logits"), client.infer(SMALL, [pixel_values(x)]).as_numpy("logits"))
+    assert result.get_response()["model_version"] == "1"
+    assert client.get_inference_statistics(SMALL, model_version="1")["model_stats"][0]["name"] == SMALL
+    for path in ("versions/2", "versions/2/ready", "versions/0/config", "versions/latest/stats"):
+        r = httpx.get(f"{live.url}/v2/models/{SMALL}/{path}", timeout=30)
+        assert r.status_code == 404 and "an entry has one version, '1'" in r.json()["error"], r.text
+    with pytest.raises(InferenceServerException) as e:
+        client.infer(SMALL, [pixel_values(x)], model_version="2")
+    assert e.value.status() == "404"
+    r = httpx.post(f"{live.url}/v2/models/{SMALL}/versions/1/infer", content=b" " * (MAX_IMAGES * 784 * 32 + 2**16 + 1),
+                   timeout=120)
+    assert r.status_code == 413, "the versioned path has the infer route's body limit"
+
+
+def test_config_is_the_triton_config_export_writes_with_this_servers_batching(client, live):
+    config = client.get_model_config(SMALL)
+    assert (config["name"], config["platform"], config["max_batch_size"]) == (SMALL, "onnxruntime_onnx", MAX_IMAGES)
+    assert [(i["name"], i["data_type"], i["dims"]) for i in config["input"]] == [("pixel_values", "TYPE_FP32",
+                                                                                  [1, 28, 28])]
+    assert [(o["name"], o["data_type"], o["dims"]) for o in config["output"]] == [("logits", "TYPE_FP32",
+                                                                                   [len(FMNIST_CLASSES)])]
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 5000  # numbers, as Triton writes them
+    with pytest.raises(InferenceServerException) as e:
+        client.get_model_config("no-such-model")
+    assert e.value.status() == "404"
+
+
+def test_stats_count_requests_images_and_times_as_triton_reports_them(client, live):
+    def stats() -> dict:
+        return client.get_inference_statistics(SMALL)["model_stats"][0]
+
+    before, x = stats(), images(live.server, 3)
+    client.infer(SMALL, [pixel_values(x)])
+    with pytest.raises(InferenceServerException):
+        client.infer(SMALL, [pixel_values(x[:, :, :14])])
+    after = stats()
+    success, fail = after["inference_stats"]["success"], after["inference_stats"]["fail"]
+    assert success["count"] == before["inference_stats"]["success"]["count"] + 1
+    assert fail["count"] == before["inference_stats"]["fail"]["count"] + 1 and fail["ns"] > 0
+    assert after["inference_count"] == before["inference_count"] + 3
+    assert after["execution_count"] == before["execution_count"] + 1
+    for kind in ("success", "queue", "compute_infer"):
+        assert after["inference_stats"][kind]["ns"] > before["inference_stats"][kind]["ns"], kind
+    assert after["inference_stats"]["compute_infer"]["count"] == after["inference_stats"]["queue"]["count"]
+    assert {b["batch_size"] for b in after["batch_stats"]} >= {3}
+    assert (after["version"], after["last_inference"] > 0) == ("1", True)
+    every = client.get_inference_statistics()["model_stats"]
+    assert [s["name"] for s in every] == [e.id for e in live.server.zoo.entries]
+    assert httpx.get(f"{live.url}/v2/models/stats", timeout=30).json() == {"model_stats": every}
+
+
+def test_repository_index_lists_every_entry_ready(client, live):
+    expected = [{"name": e.id, "version": "1", "state": "READY", "reason": ""} for e in live.server.zoo.entries]
+    assert client.get_model_repository_index() == expected
+    r = httpx.post(f"{live.url}/v2/repository/index", json={"ready": True}, timeout=30)
+    assert r.status_code == 200 and r.json() == expected
+    r = httpx.post(f"{live.url}/v2/repository/index", json={"ready": "yes"}, timeout=30)
+    assert r.status_code == 400 and "invalid index request" in r.json()["error"]
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_request_bodies_give_the_same_logits(client, live, algorithm):
+    x = images(live.server, MAX_IMAGES)
+    for binary in (True, False):
+        result = client.infer(SMALL, [pixel_values(x, binary)], request_compression_algorithm=algorithm)
+        np.testing.assert_array_equal(result.as_numpy("logits"),
+                                      client.infer(SMALL, [pixel_values(x, binary)]).as_numpy("logits"))
+
+
+@pytest.mark.parametrize(("encoding", "body", "status", "expected"), [
+    ("gzip", gzip.compress(b" " * (MAX_IMAGES * 784 * 32 + 2**16 + 1)), 413, "decompresses to over this route's limit"),
+    ("deflate", zlib.compress(b"[" * 10**7), 413, "decompresses to over"),
+    ("gzip", b"not gzip at all", 400, "not valid gzip data"),
+    ("gzip", gzip.compress(b'{"inputs": []}')[:-6], 400, "truncated"),
+    ("gzip", gzip.compress(b'{"inputs": []}') + b"more", 400, "followed by other bytes"),
+    ("br", b"{}", 415, "Content-Encoding 'br' is not supported"),
+], ids=["gzip-bomb", "deflate-bomb", "not-gzip", "truncated", "trailing-bytes", "brotli"])
+def test_compressed_bodies_are_bounded_after_decompression_too(live, encoding, body, status, expected):
+    r = httpx.post(f"{live.url}/v2/models/{SMALL}/infer", content=body, headers={"Content-Encoding": encoding},
+                   timeout=120)
+    assert r.status_code == status and expected in r.json()["error"], r.text
+    assert len(body) < MAX_IMAGES * 784 * 32, "each is small on the wire: only the decompressed size is over"

@@ -182,17 +182,59 @@ def load_run(run: Path):
 
 
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", type=nonempty, required=True,
-                   help="training run directory (holds supernet.safetensors, config.json)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=nonempty, help="training run directory (holds supernet.safetensors, "
+                                                     "config.json): writes RUN/eval_SPLIT.json")
+    source.add_argument("--zoo", type=nonempty,
+                        help="zoo folder: its entries as it serves them, beside the accuracies its index records")
     p.add_argument("--preferred", type=nonempty, help="preferred.json to evaluate (default: the run's own)")
-    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="val: the images the supernet's training held out (its recorded data, seed and val_size)")
     p.add_argument("--batch-size", type=BATCH, default=500)
+    p.add_argument("--write", action="store_true",
+                   help="with --zoo and --split val: record each entry's validation accuracy in the zoo's index "
+                        "(atomically; nothing else changes), so that it chooses entries on validation")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.zoo is not None:
+        return evaluate_zoo(args)
+    if args.write:
+        raise ValueError("--write records a zoo's validation accuracy: give --zoo (a run's evaluation is always "
+                         "written to RUN/eval_SPLIT.json)")
+    return evaluate_run(args)
+
+
+def evaluate_zoo(args: argparse.Namespace) -> int:
+    """A zoo's entries measured as it serves them, beside what its index records; --write records validation."""
+    from training.evaluate import tensor_batches, zoo_accuracy, zoo_split
+    from zoo.store import Zoo
+
+    if args.preferred is not None:
+        raise ValueError("--preferred is for --run: a zoo's entries are its own")
+    if args.write and args.split != "val":
+        raise ValueError("--write records validation accuracy (--split val); a zoo's test accuracy is written by "
+                         "`python -m training package`")
+    zoo = Zoo.load(args.zoo)
+    data, validation = zoo_split(zoo, args.split)  # refuses a split that may overlap the training data
+    measured = zoo_accuracy(zoo, tensor_batches(data, args.batch_size))
+    recorded = "val_top1" if args.split == "val" else "top1"
+    print(f"zoo {zoo.name}, {args.split} split, {len(data)} images; entries chosen by {zoo.chosen_by}")
+    print(f"{'id':<20} {'params':>8} {FLOPS_LABEL:>12} {'recorded':>9} {'top1':>7} {'top5':>7} {'loss':>7}")
+    for e in sorted(zoo.entries, key=lambda e: e.params):
+        r, old = measured[e.id], getattr(e, recorded)
+        print(f"{e.id:<20} {human(e.params):>8} {human(e.flops):>12} {'-' if old is None else f'{old:.2f}':>9} "
+              f"{r.top1:>7.2f} {r.top5:>7.2f} {r.loss:>7.3f}")
+    if args.write:
+        zoo.with_validation(validation, {i: (r.top1, r.top5) for i, r in measured.items()})
+        print(f"wrote validation accuracy into {zoo.root / 'zoo.json'}: {zoo.choice_text()}")
+    return 0
+
+
+def evaluate_run(args: argparse.Namespace) -> int:
     from training.checks import write_json
     from training.data import load_data
-    from training.evaluate import CALIBRATION_IMAGES, calibration_batches, evaluate_archs, path_stats, tensor_batches
+    from training.evaluate import calibration_batches, evaluate_archs, path_stats, protocol, tensor_batches
     from training.preferred import load_preferred
     from zoo.family import get_family
 
@@ -213,12 +255,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                              stats=path_stats(supernet, archs, calibration))
     rows = [{"id": a.id, "arch": a.to_dict(), "params": family.params(space, a), "flops": family.flops(space, a),
              "top1": r.top1, "top5": r.top5, "loss": r.loss, "n": r.n} for a, r in zip(archs, results, strict=True)]
-    recalibrated = "" if calibration is None else \
-        f", BatchNorm statistics recalibrated per path on the first {CALIBRATION_IMAGES} training images"
     doc = {"schema_version": 1, "kind": "prezoo.eval", "split": args.split, "data": cfg.data,
-           "protocol": f"{info.name} {args.split} split, {results[0].n} images, single crop at "
-                       f"{info.img_size}px, weights inherited from the supernet{recalibrated}",
-           "results": rows}
+           "protocol": protocol(info.name, args.split, results[0].n, space), "results": rows}
     write_json(run / f"eval_{args.split}.json", doc)
     print(f"{'id':<20} {'params':>8} {FLOPS_LABEL:>12} {'top1':>7} {'top5':>7} {'loss':>7}")
     for r in rows:
@@ -302,6 +340,7 @@ def run_package(args: argparse.Namespace) -> int:
     summary = package_run(args.run, args.out, args.name, args.max_fp16_drift)
     print(f"weights stored as {summary['dtype']} (largest fp16 top-1 drift "
           f"{max(summary['drift'].values()):.2f} pp, threshold {args.max_fp16_drift} pp)")
+    print(f"validation accuracy: {summary['validation']}")
     print(f"wrote zoo {args.out}\nnext: prezoo profile --zoo {args.out}   (measure latency)")
     return 0
 

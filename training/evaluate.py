@@ -3,6 +3,10 @@
 A family whose BatchNorm needs per-path statistics (`Family.calibrate_bn`: HyTra) is measured as a zoo serves it:
 each path extracted, its statistics recalibrated on the first 2,048 training images (`calibration_batches`), then
 evaluated on its own. A ViT path is evaluated through the sliced supernet, which equals its extraction.
+
+Validation accuracy is measured on the images the supernet's training held out (`validation_split`: its data source,
+seed and val_size, never another split), so that entries can be chosen on it and their test accuracy reported
+unbiased; a packaged zoo's entries are measured as it serves them (`zoo_accuracy`).
 """
 
 from __future__ import annotations
@@ -11,18 +15,21 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from training.config import TrainConfig
 from zoo.family import DEFAULT_FAMILY, Arch, Space, Supernet, get_family
 from zoo.layers import bn_statistics, load_bn_statistics, recalibrate_bn
-from zoo.store import PathStats
+from zoo.schema import held_out_split
+from zoo.store import PathStats, Zoo
 
 CALIBRATION_IMAGES = 2048  # spec 7 / §4.1: about 2k training images per path
 CALIBRATION_BATCH = 256
@@ -131,3 +138,47 @@ def evaluate_archs(supernet: Supernet, archs: list[Arch], batches, progress: boo
     device = next(supernet.parameters()).device
     return [accuracy(supernet, a, batches, device, None if stats is None else stats[a.id])
             for a in tqdm(archs, desc="evaluate", disable=not progress)]
+
+
+def protocol(dataset: str, split: str, images: int, space: Space, held_out: str = "") -> str:
+    """How a split's accuracies were measured, in one phrase (the index's eval_protocol and validation.protocol)."""
+    recalibrated = (f", BatchNorm statistics recalibrated per path on the first {CALIBRATION_IMAGES} training images"
+                    if get_family(space.family).calibrate_bn else "")
+    return (f"{dataset} {split} split, {images} images{held_out}, single crop at {space.img_size}px, weights "
+            f"inherited from the supernet{recalibrated}")
+
+
+def validation_split(training: Any, space: Space) -> tuple[Dataset, dict[str, Any]]:
+    """The images a supernet's training held out, as `space`'s models take them, and the index's `validation` block
+    naming them (zoo.schema.Validation). `training`: the run's settings as a zoo records them; ValueError where they
+    cannot tell the split, or it holds no image outside the training data (`held_out_split`)."""
+    from training.data import load_data
+
+    held = held_out_split(training)
+    data, info = load_data(held.source, "val", img_size=space.img_size, in_chans=space.in_chans,
+                           val_size=held.val_size, seed=held.seed)
+    held_out = f" held out of the training split (seed {held.seed})"
+    return data, {"source": held.source, "split": "val", "held_out_of": "train", "images": len(data),
+                  "seed": held.seed, "protocol": protocol(info.name, "val", len(data), space, held_out)}
+
+
+def zoo_split(zoo: Zoo, split: str) -> tuple[Dataset, dict[str, Any] | None]:
+    """A zoo's test split, or its validation split with the block naming it (`validation_split`), found from the
+    training settings the zoo records."""
+    from training.data import load_data
+
+    if split == "val":
+        return validation_split(zoo.doc.get("training"), zoo.space)
+    source = (zoo.doc.get("training") or {}).get("data")
+    if not isinstance(source, str):
+        raise ValueError(f"zoo {zoo.name} records no training data source (training.data): its test split cannot "
+                         f"be found")
+    return load_data(source, "test", img_size=zoo.space.img_size, in_chans=zoo.space.in_chans)[0], None
+
+
+def zoo_accuracy(zoo: Zoo, batches, progress: bool = True) -> dict[str, Accuracy]:
+    """Every entry's accuracy as the zoo serves it, by id: `Zoo.subnet`, which gives a HyTra entry the BatchNorm
+    statistics packaging recalibrated on the first 2,048 training images (as its recorded accuracies were measured)
+    and a ViT entry its extraction, which equals the sliced supernet packaging measured."""
+    return {e.id: accuracy_of(zoo.subnet(e), batches)
+            for e in tqdm(zoo.entries, desc="evaluate", disable=not progress)}

@@ -32,7 +32,7 @@ from zoo.io import atomic_write_figure, atomic_write_text
 from zoo.pretrained import write_pretrained
 from zoo.pull import pull
 from zoo.store import Zoo
-from zoo.usage import model_usage
+from zoo.usage import LIBRARY, LICENSE, card_tags, model_usage
 
 HUB_PREFIX = "hf-hub:"
 LUMA = (0.299, 0.587, 0.114)  # PIL's RGB -> L weights: what a gray model's server does to a colour image
@@ -70,7 +70,7 @@ def model_folder(source: str) -> Path:
     path = Path(source)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not an exported model folder (no config.json); give a folder written "
-                                f"by `prezoo get --format safetensors` or hf-hub:ORG/NAME")
+                                f"by `prezoo get --format hf` or hf-hub:ORG/NAME")
     return path
 
 
@@ -246,8 +246,8 @@ def model_card(model: torch.nn.Module, cfg: FinetuneConfig, info: DataInfo, hist
     """README.md: where the model comes from, how it was fine-tuned, and its validation curve."""
     family = get_family(model.family)
     base = cfg.model[len(HUB_PREFIX):] if cfg.model.startswith(HUB_PREFIX) else None
-    data = ModelCardData(library_name="timm", license="apache-2.0", pipeline_tag="image-classification",
-                         tags=family.pretrained.hub_tags, base_model=base, metrics=["accuracy"])
+    data = ModelCardData(library_name=LIBRARY, license=LICENSE, pipeline_tag="image-classification",
+                         tags=card_tags(family.pretrained.hub_tags), base_model=base, metrics=["accuracy"])
     a, last = model.arch, history[-1]
     rows = "\n".join(f"| {h['epoch']} | {h['train_loss']:.4f} | {h['val_top1']:.2f} | {h['val_loss']:.4f} |"
                      for h in history)

@@ -1,4 +1,4 @@
-"""Package a training run (supernet + preferred set + test accuracy) into a zoo directory.
+"""Package a training run (supernet + preferred set + test and validation accuracy) into a zoo directory.
 
 Weights are stored as fp16 when that moves no preferred arch's test top-1 by more than
 `max_fp16_drift` points, else as fp32. That is why packaging evaluates every entry a second time: `evaluate` measured
@@ -6,6 +6,10 @@ the fp32 weights, this measures the fp16-rounded ones on the same test set, as u
 need BatchNorm statistics of their own (`Family.calibrate_bn`: HyTra) gets each entry's recalibrated on the run's
 calibration images (`training.evaluate.calibration_batches`) with the weights as stored, rounded as stored, and kept
 in the zoo's weight file (`zoo.store`); its fp16 check measures those statistics too.
+
+Each entry's validation accuracy is measured too, with the weights and statistics as stored, on the images the run's
+training held out (`training.evaluate.validation_split`): the zoo chooses on it and reports test. A run that held
+none out (val_size 0; synthetic data without --val-size) gives a zoo that chooses on test and says so.
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ from pathlib import Path
 import torch
 
 from training.data import load_data
-from training.evaluate import calibration_batches, evaluate_archs, load_supernet, path_stats, tensor_batches
+from training.evaluate import (
+    calibration_batches,
+    evaluate_archs,
+    load_supernet,
+    path_stats,
+    tensor_batches,
+    validation_split,
+)
 from training.preferred import load_preferred
 from training.train import TrainConfig
 from zoo.family import get_family
@@ -39,7 +50,8 @@ def _test_results(run: Path) -> tuple[dict, dict[str, dict]]:
 
 def package_run(run: str | Path, out: str | Path, name: str, max_fp16_drift: float = 0.1,
                 progress: bool = True) -> dict:
-    """Write the zoo; returns a summary (dtype chosen, fp16 drift per entry)."""
+    """Write the zoo; returns a summary (dtype chosen, fp16 drift per entry, and the validation images, or why the
+    run has none)."""
     run = Path(run)
     cfg = TrainConfig.load(run / "config.json")
     evaluation, results = _test_results(run)
@@ -52,6 +64,11 @@ def package_run(run: str | Path, out: str | Path, name: str, max_fp16_drift: flo
     archs = [family.arch_from_dict(r["arch"]) for r in evaluation["results"]]
 
     test, info = load_data(cfg.data, "test", img_size=space.img_size, in_chans=space.in_chans)
+    training = {k: v for k, v in asdict(cfg).items() if k not in ("out", "preferred", "progress", "workers")}
+    try:
+        val, validation = validation_split(training, space)
+    except ValueError as e:  # no held-out images: the zoo chooses on test, and says so
+        val, validation, no_validation = None, None, str(e)
     if progress:
         print(f"evaluating the {len(archs)} entries again, with the weights rounded to fp16: {run / 'eval_test.json'} "
               f"holds their fp32 top-1, and the zoo stores fp16 only if no entry's moves more than {max_fp16_drift} "
@@ -69,15 +86,19 @@ def package_run(run: str | Path, out: str | Path, name: str, max_fp16_drift: flo
     # the index shows what users get: the accuracy of the weights as stored
     measured = {a.id: (acc.top1, acc.top5, acc.loss) for a, acc in zip(archs, fp16_acc, strict=True)} if use_fp16 \
         else {i: (r["top1"], r["top5"], r["loss"]) for i, r in results.items()}
-    entries = [ZooEntry(a, family.params(space, a), family.flops(space, a), *measured[a.id]) for a in archs]
+    val_acc = [None] * len(archs) if val is None else \
+        evaluate_archs(supernet, archs, tensor_batches(val), progress=progress, stats=stats)
+    entries = [ZooEntry(a, family.params(space, a), family.flops(space, a), *measured[a.id],
+                        val_top1=None if v is None else v.top1, val_top5=None if v is None else v.top5)
+               for a, v in zip(archs, val_acc, strict=True)]
     preprocessing = {"img_size": info.img_size, "in_chans": info.in_chans, "crop_pct": info.crop_pct,
                      "interpolation": info.interpolation, "mean": list(info.mean), "std": list(info.std)}
-    training = {k: v for k, v in asdict(cfg).items() if k not in ("out", "preferred", "progress", "workers")}
     write_zoo(out, name=name, space=space, state=fp32_state, entries=entries, classes=list(info.labels),
               preprocessing=preprocessing, weights_dtype=torch.float16 if use_fp16 else torch.float32,
               family=family.name, path_stats=stats,
-              dataset=info.name, eval_protocol=evaluation["protocol"], eval_images=len(test), selector=selector,
-              training=training,
+              dataset=info.name, eval_protocol=evaluation["protocol"], eval_images=len(test),
+              **({"validation": validation} if validation else {}), selector=selector, training=training,
               fp16_check={"max_top1_drift_pp": max(drift.values()), "threshold_pp": max_fp16_drift,
                           "stored_as": "float16" if use_fp16 else "float32"})
-    return {"dtype": "float16" if use_fp16 else "float32", "drift": drift}
+    return {"dtype": "float16" if use_fp16 else "float32", "drift": drift,
+            "validation": f"{validation['images']} held-out images" if validation else f"none: {no_validation}"}

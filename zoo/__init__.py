@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.timm_registration import register_with_timm
 
+__version__ = "0.1.0"  # PreZoo's one version: pyproject.toml reads it (dynamic), exported ONNX files record it
+
 if TYPE_CHECKING:
     from zoo.families.hytra import PreZooHyTra
+    from zoo.families.mbconv import PreZooMBConv
     from zoo.families.vit.arch import ViTArch
     from zoo.families.vit.cost import cost_range, flops, params
     from zoo.families.vit.model import ViT
@@ -33,14 +36,15 @@ _MODULE_OF = {"ViTArch": "zoo.families.vit.arch", "cost_range": "zoo.families.vi
               "ViTSpace": "zoo.families.vit.space", "get_space": "zoo.families.vit.space",
               "ViTSupernet": "zoo.families.vit.supernet", "slice_state": "zoo.families.vit.supernet",
               "slice_tensor": "zoo.families.vit.supernet", "PreZooHyTra": "zoo.families.hytra",
+              "PreZooMBConv": "zoo.families.mbconv",
               "Family": "zoo.family", "get_family": "zoo.family", "register_family": "zoo.family",
               "BudgetError": "zoo.store", "Zoo": "zoo.store", "ZooEntry": "zoo.store", "ZooError": "zoo.store"}
 # names from before the families were plug-ins (issue 22), for code written then
 _RENAMED = {"Arch": "ViTArch", "SearchSpace": "ViTSpace"}
 
-__all__ = ["BUILTIN_SPACES", "BudgetError", "Family", "PreZooHyTra", "PreZooViT", "ViT", "ViTArch", "ViTSpace",
-           "ViTSupernet", "Zoo", "ZooEntry", "ZooError", "cost_range", "flops", "get_family", "get_space", "params",
-           "register_family", "slice_state", "slice_tensor"]
+__all__ = ["BUILTIN_SPACES", "BudgetError", "Family", "PreZooHyTra", "PreZooMBConv", "PreZooViT", "ViT", "ViTArch",
+           "ViTSpace", "ViTSupernet", "Zoo", "ZooEntry", "ZooError", "cost_range", "flops", "get_family", "get_space",
+           "params", "register_family", "slice_state", "slice_tensor"]
 
 
 def __getattr__(name: str) -> Any:

@@ -46,13 +46,14 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 def entries_table(zoo: Zoo) -> str:
     front = {e.id for e in zoo.pareto("params")}
     rows = [f"zoo {zoo.name}  space {zoo.space.name}  {len(zoo.entries)} entries  ({zoo.root})",
-            f"{'id':<20} {'params':>8} {FLOPS_LABEL:>12} {'top-1':>6} {'top-5':>6} {'latency':>10}  pareto  layout"]
+            f"{'id':<20} {'params':>8} {FLOPS_LABEL:>12} {'top-1':>6} {'top-5':>6} {'val-1':>6} {'latency':>10}  "
+            f"pareto  layout"]
     for e in sorted(zoo.entries, key=lambda e: e.params):
         lat = f"{e.latency_ms:.3f}ms" if e.latency_ms is not None else "-"
-        top1 = f"{e.top1:.2f}" if e.top1 is not None else "-"
-        top5 = f"{e.top5:.2f}" if e.top5 is not None else "-"
-        rows.append(f"{e.id:<20} {human(e.params):>8} {human(e.flops):>12} {top1:>6} {top5:>6} {lat:>10}  "
+        top1, top5, val1 = (f"{v:.2f}" if v is not None else "-" for v in (e.top1, e.top5, e.val_top1))
+        rows.append(f"{e.id:<20} {human(e.params):>8} {human(e.flops):>12} {top1:>6} {top5:>6} {val1:>6} {lat:>10}  "
                     f"{'  *   ' if e.id in front else '      '}  {e.arch.describe()}")
+    rows.append(f"accuracy: {zoo.choice_text()} (top-1, top-5: test; val-1: validation top-1)")
     if how := zoo.latency_protocol_text():
         rows.append(f"latency: {how}")
     return "\n".join(rows)

@@ -8,6 +8,20 @@ the optional top-level "family", "vit" when absent) and its space are read first
 already bounded the file's size and nesting and made every number finite, free-form fields included. The first
 problem becomes one message naming the field, e.g.
 `entries[2].top1: Input should be less than or equal to 100, got 870.0`.
+
+Accuracy: each entry's `top1`/`top5` are measured on the test split (`eval_images` images, `eval_protocol`), and, in
+a zoo that records validation, `val_top1`/`val_top5` on the optional top-level block `validation`, the split its
+supernet's training held out and never trained on:
+
+    "validation": {"source": "fashion-mnist", "split": "val", "held_out_of": "train", "images": 5000, "seed": 0,
+                   "protocol": "fashion-mnist val split, 5000 images held out of the training split (seed 0), ..."}
+
+`source` is the training's data source, `images` the split's size and `seed` the seed of the permutation that held
+them out of the `held_out_of` split (training.data). The block and the entries' `val_top1` come together (every entry
+has one, or none has), and the block must be the split that the index's `training` settings held out (its data, seed
+and val_size, `held_out_split`): a split the settings cannot tell, or one they did not hold out and so may overlap
+the images the supernet was trained on, is refused. Budgets, the Pareto front and the equivalence of entries choose on
+validation where a zoo records it, else on test (`zoo.store.Zoo.choice_top1`); test is what is reported.
 """
 
 from __future__ import annotations
@@ -98,6 +112,58 @@ class IndexContext:
     boundary: Path
 
 
+# -- the validation split ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The validation split a supernet's training held out (training.data): `val_size` images of `source`'s training
+    split (None: the source's default number), chosen by a permutation seeded with `seed`."""
+
+    source: str
+    seed: int
+    val_size: int | None
+
+
+def held_out_split(training: Any) -> HeldOut:
+    """The validation split that recorded training settings (a zoo's `training` block, a run's config) held out, or
+    ValueError saying why it cannot be determined or holds no image the supernet was not trained on."""
+    cannot = "which images the supernet was trained on cannot be determined"
+    if not isinstance(training, dict):
+        raise ValueError(f"the index records no training settings: {cannot}")
+    if missing := [k for k in ("data", "seed", "val_size") if k not in training]:
+        raise ValueError(f"training records no {', '.join(missing)}: {cannot}")
+    source, seed, val_size = training["data"], training["seed"], training["val_size"]
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"training.data is {quote(source)}, not a data source: {cannot}")
+    if not _natural(seed):
+        raise ValueError(f"training.seed is {quote(seed)}, not a non-negative integer: {cannot}")
+    if val_size is not None and not _natural(val_size):
+        raise ValueError(f"training.val_size is {quote(val_size)}, neither null nor a non-negative integer: {cannot}")
+    if val_size == 0:
+        raise ValueError("training.val_size is 0: the supernet was trained on every training image, so no "
+                         "validation split lies outside its training data")
+    return HeldOut(source, seed, val_size)
+
+
+def _natural(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def validation_problem(validation: Validation, training: Any) -> str | None:
+    """Why a recorded validation split is not the one the training settings held out, or None."""
+    try:
+        held = held_out_split(training)
+    except ValueError as e:
+        return str(e)
+    if (validation.source, validation.seed) != (held.source, held.seed) or held.val_size not in (None,
+                                                                                                 validation.images):
+        size = "the default number of" if held.val_size is None else f"{held.val_size}"
+        return (f"{validation.images} images of {quote(validation.source)} held out with seed {validation.seed} are "
+                f"not the split the supernet's training held out ({size} images of {quote(held.source)}, seed "
+                f"{held.seed}): they may overlap the images it was trained on")
+    return None
+
+
 # -- validators that need the context --------------------------------------------------------------
 
 def _space_hash(value: str, info: ValidationInfo) -> str:
@@ -177,6 +243,8 @@ class Entry(Strict):
     flops: Count
     top1: Percent | None = None
     top5: Percent | None = None
+    val_top1: Percent | None = None  # on the index's `validation` split
+    val_top5: Percent | None = None
     loss: Annotated[float, Field(ge=0)] | None = None
     latency: Latency | None = None
 
@@ -205,6 +273,17 @@ class Weights(Strict):
     dtype: Literal["torch.float16", "torch.float32"]  # what write_zoo stores (computed in fp32 either way)
 
 
+class Validation(Strict):
+    """The split behind the entries' val_top1/val_top5 (see the module's docstring)."""
+
+    source: Label
+    split: Literal["val"]
+    held_out_of: Literal["train"]
+    images: Count
+    seed: Annotated[int, Field(ge=0)]
+    protocol: str | None = None
+
+
 class ZooIndex(Strict):
     model_config = ConfigDict(extra="allow")  # write_zoo(**extra) may add metadata; read_versioned_json bounded it
 
@@ -220,6 +299,7 @@ class ZooIndex(Strict):
     dataset: str | None = None
     eval_protocol: str | None = None
     eval_images: Count | None = None  # test images behind top1/top5: their 95% intervals (zoo.stats)
+    validation: Validation | None = None  # the held-out split behind val_top1/val_top5
     source: str | None = None
     selector: Metadata | None = None
     training: Metadata | None = None
@@ -227,6 +307,21 @@ class ZooIndex(Strict):
     latency_protocol: Metadata | None = None
     weights: Weights
     entries: Annotated[list[Entry], Field(min_length=1), AfterValidator(_unique_ids)]
+
+    @model_validator(mode="after")
+    def _validation_is_whole_and_held_out(self) -> ZooIndex:
+        """Validation accuracy for every entry or none, on the split the training held out."""
+        measured = [e.val_top1 is not None or e.val_top5 is not None for e in self.entries]
+        if self.validation is None:
+            if any(measured):
+                raise ValueError(f"entries[{measured.index(True)}] records validation accuracy but the index names "
+                                 f"no validation split it was measured on")
+            return self
+        if unmeasured := [i for i, e in enumerate(self.entries) if e.val_top1 is None]:
+            raise ValueError(f"validation: entries[{unmeasured[0]}] has no val_top1 (every entry needs one)")
+        if problem := validation_problem(self.validation, self.training):
+            raise ValueError(f"validation: {problem}")
+        return self
 
 
 def describe(error: ValidationError) -> str:

@@ -4,7 +4,8 @@ A zoo is a directory (or a Hub model repo) holding the supernet of one model fam
 - `zoo.json` — schema_version, the family (absent for a ViT zoo), name, space (+ hash), classes, preprocessing
   (img_size, in_chans, crop_pct, interpolation, mean, std), the FLOPs rule, the evaluation and latency protocols, the
   selector and training settings, the weight files with their sha256, and one entry per preferred
-  arch: id, arch, params, flops, top1, top5 (and loss), latency (median/p10/p90 ms, or null).
+  arch: id, arch, params, flops, top1, top5 (and loss) on the test split, val_top1/val_top5 on the validation split
+  where the zoo records one (`validation`: images its training held out), latency (median/p10/p90 ms, or null).
 - the supernet weights as safetensors (fp16 or fp32; always computed in fp32). A family whose paths need their own
   BatchNorm statistics (`Family.calibrate_bn`: HyTra) stores each entry's in the same file, as
   `paths.<entry id>.<key in the extracted module's state_dict>`: one file, one sha256, one unit with the weights.
@@ -23,7 +24,7 @@ import glob
 import json
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +60,24 @@ from zoo.stats import wilson_interval
 INDEX = "zoo.json"
 
 
-def default_zoo() -> Path:
-    """The zoo shipped with PreZoo: the checkout's `zoos/ladder-fmnist`, else the copy a wheel installed under
-    <prefix>/share/prezoo (pyproject.toml's data-files; a `--user` install puts it under the user base)."""
-    shipped = Path("zoos", "ladder-fmnist")
-    checkout = Path(__file__).resolve().parent.parent / shipped
-    installed = [Path(sysconfig.get_path("data", scheme)) / "share" / "prezoo" / shipped
+CHECKOUT_ZOOS = Path(__file__).resolve().parent.parent / "zoos"
+
+
+def shipped_zoos() -> dict[str, Path]:
+    """The zoos shipped with PreZoo, by name (`--zoo hytra-fmnist`): the checkout's `zoos/NAME`, else the copy a wheel
+    installed under <prefix>/share/prezoo/zoos (pyproject.toml's data-files; a `--user` install puts it under the user
+    base); for each name, the first of those that holds it."""
+    installed = [Path(sysconfig.get_path("data", scheme)) / "share" / "prezoo" / "zoos"
                  for scheme in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user"))]
-    return next((folder for folder in (checkout, *installed) if (folder / INDEX).is_file()), checkout)
+    found: dict[str, Path] = {}
+    for root in reversed([CHECKOUT_ZOOS, *installed]):  # the first root wins
+        found.update({index.parent.name: index.parent for index in root.glob(f"*/{INDEX}")})
+    return dict(sorted(found.items()))
+
+
+def default_zoo() -> Path:
+    """The zoo served when none is named: the shipped `ladder-fmnist` (its checkout path when it is nowhere)."""
+    return shipped_zoos().get("ladder-fmnist", CHECKOUT_ZOOS / "ladder-fmnist")
 
 
 DEFAULT_ZOO = default_zoo()
@@ -117,6 +128,7 @@ class LatencyUnknownError(BudgetError):
 
 
 LatencyOf = Callable[["ZooEntry"], float | None]  # an entry's median latency (ms) as a budget reads it
+CHOSEN_ON_TEST = "test (this zoo records no validation accuracy)"
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,8 @@ class ZooEntry:
     top5: float | None = None
     loss: float | None = None
     latency: dict[str, float] | None = None  # {"median_ms", "p10_ms", "p90_ms"}
+    val_top1: float | None = None  # on the zoo's validation split, where it records one
+    val_top5: float | None = None
 
     @property
     def id(self) -> str:
@@ -138,8 +152,10 @@ class ZooEntry:
         return None if self.latency is None else self.latency["median_ms"]
 
     def to_dict(self) -> dict[str, Any]:
+        """The index's entry; validation accuracy only where measured, so a zoo without it reads as it always did."""
+        val = {k: v for k, v in (("val_top1", self.val_top1), ("val_top5", self.val_top5)) if v is not None}
         return {"id": self.id, "arch": self.arch.to_dict(), "params": self.params, "flops": self.flops,
-                "top1": self.top1, "top5": self.top5, "loss": self.loss, "latency": self.latency}
+                "top1": self.top1, "top5": self.top5, **val, "loss": self.loss, "latency": self.latency}
 
 
 def write_zoo(out: str | Path, *, name: str, space: Space, state: dict[str, torch.Tensor],
@@ -194,11 +210,14 @@ class Zoo:
     def load(cls, source: str | Path) -> Zoo:
         """A zoo directory, or a Hub repo id ('org/name') pulled through the standard Hub cache."""
         path = Path(source)
+        if not path.exists() and str(source) in (shipped := shipped_zoos()):
+            path = shipped[str(source)]  # a shipped zoo by name
         if not path.exists():
             from zoo.pull import HubError, is_hub_id
 
             if not is_hub_id(str(source)):
-                raise ZooError(f"no zoo at {source}: not a directory and not a Hub repo id like 'org/name'")
+                raise ZooError(f"no zoo at {source}: not a directory and not a Hub repo id like 'org/name' (the "
+                               f"shipped zoos, by name: {', '.join(shipped) or 'none here'})")
             try:
                 path = pull_zoo(str(source))
             except HubError as e:  # 'zoos/my-zoo' reads as a repo id too: say first that no such folder exists
@@ -215,8 +234,8 @@ class Zoo:
         if digest != checked.weights.sha256:
             raise ZooError(f"{weights} does not match {index}: sha256 {digest[:16]}… but the index records "
                            f"{checked.weights.sha256[:16]}… (truncated, corrupt or replaced)")
-        entries = [ZooEntry(e.arch, e.params, e.flops, e.top1, e.top5, e.loss, e.latency and e.latency.model_dump())
-                   for e in checked.entries]
+        entries = [ZooEntry(e.arch, e.params, e.flops, e.top1, e.top5, e.loss, e.latency and e.latency.model_dump(),
+                            e.val_top1, e.val_top5) for e in checked.entries]
         return cls(path, doc, family, space, entries, *load_weights(weights, checked.weights.dtype, family, space,
                                                                     entries))
 
@@ -250,19 +269,55 @@ class Zoo:
         return None if p is None else protocol_text(p)
 
     def top1_interval(self, entry: ZooEntry) -> tuple[float, float] | None:
-        """95% Wilson interval of the entry's top-1, in percent (None without a top-1 or a test-set size)."""
+        """95% Wilson interval of the entry's test top-1, in percent (None without a top-1 or a test-set size)."""
         if entry.top1 is None or self.eval_images is None:
             return None
         return wilson_interval(entry.top1, self.eval_images)
 
+    # -- which accuracy chooses ----------------------------------------------------------------
+    @property
+    def validation(self) -> dict[str, Any] | None:
+        """The validation split behind the entries' val_top1 (zoo.schema.Validation), None where none is recorded."""
+        return self.doc.get("validation")
+
+    @property
+    def chosen_by(self) -> str:
+        """Which accuracy chooses between entries: "validation", or test where the zoo records no validation."""
+        return "validation" if self.validation else CHOSEN_ON_TEST
+
+    def choice_top1(self, entry: ZooEntry) -> float | None:
+        """The top-1 that ranks entries for budgets, the Pareto front and `equivalent_cheaper`: the validation one
+        where the zoo records it (choosing on the test set would make the test number reported for the choice
+        optimistic), else the test one. The one place that decides."""
+        return entry.val_top1 if self.validation else entry.top1
+
+    @property
+    def choice_split(self) -> tuple[str, int | None]:
+        """The split whose top-1 chooses ("validation" or "test") and how many images it was measured on."""
+        return ("validation", self.validation["images"]) if self.validation else ("test", self.eval_images)
+
+    def choice_interval(self, entry: ZooEntry) -> tuple[float, float] | None:
+        """95% Wilson interval of `choice_top1` on the images it was measured on (None where either is unknown)."""
+        top1, images = self.choice_top1(entry), self.choice_split[1]
+        return None if top1 is None or images is None else wilson_interval(top1, images)
+
+    def choice_text(self) -> str:
+        """Which accuracy chose and which is reported, in one phrase for cards, the UI and logs."""
+        if not self.validation:
+            return ("entries chosen on test top-1 (this zoo records no validation accuracy), which makes the chosen "
+                    "entry's reported test top-1 optimistic")
+        v = self.validation
+        return (f"entries chosen on validation top-1 ({v['images']:,} held-out {v['source']} training images, seed "
+                f"{v['seed']}, never trained on); test top-1 reported")
+
     def equivalent_cheaper(self, entry: ZooEntry, by: str = "params") -> list[ZooEntry]:
-        """Cheaper entries (by `by`) whose top-1 lies within `entry`'s 95% interval: statistically as good on this
-        test set, cheapest first. Empty when the zoo records no test-set size."""
-        interval, cost = self.top1_interval(entry), _cost_fn(by)
+        """Cheaper entries (by `by`) whose choosing top-1 (`choice_top1`) lies within `entry`'s 95% interval:
+        statistically as good on those images, cheapest first. Empty when the zoo records no image count."""
+        interval, cost, top1 = self.choice_interval(entry), _cost_fn(by), self.choice_top1
         if interval is None:
             return []
-        return sorted((e for e in self.entries if e.top1 is not None and cost(e) is not None
-                       and cost(e) < cost(entry) and e.top1 >= interval[0]), key=cost)
+        return sorted((e for e in self.entries if top1(e) is not None and cost(e) is not None
+                       and cost(e) < cost(entry) and top1(e) >= interval[0]), key=cost)
 
     def entry(self, entry_id: str) -> ZooEntry:
         for e in self.entries:
@@ -272,18 +327,19 @@ class Zoo:
 
     # -- queries -------------------------------------------------------------------------------
     def pareto(self, by: str = "params") -> list[ZooEntry]:
-        """Entries no other entry beats on both cost (`by`: params, flops or latency) and top-1."""
-        cost = _cost_fn(by)
-        scored = [e for e in self.entries if e.top1 is not None and cost(e) is not None]
+        """Entries no other entry beats on both cost (`by`: params, flops or latency) and top-1 (`choice_top1`)."""
+        cost, top1 = _cost_fn(by), self.choice_top1
+        scored = [e for e in self.entries if top1(e) is not None and cost(e) is not None]
         front = [e for e in scored
-                 if not any(cost(o) <= cost(e) and o.top1 >= e.top1 and (cost(o), o.top1) != (cost(e), e.top1)
+                 if not any(cost(o) <= cost(e) and top1(o) >= top1(e) and (cost(o), top1(o)) != (cost(e), top1(e))
                             for o in scored)]
         return sorted(front, key=cost)
 
     def query(self, max_params: str | float | None = None, max_flops: str | float | None = None,
               max_latency_ms: str | float | None = None, latency_of: LatencyOf | None = None) -> ZooEntry:
-        """The most accurate entry within every given limit (ties: the smaller one). `latency_of` says which
-        latency a budget reads (default: the zoo's own; a server passes the numbers measured where it serves)."""
+        """The most accurate entry (by `choice_top1`) within every given limit (ties: the smaller one). `latency_of`
+        says which latency a budget reads (default: the zoo's own; a server passes the numbers measured where it
+        serves)."""
         limits = {"params": parse_count(max_params, "max_params"), "flops": parse_count(max_flops, "max_flops"),
                   "latency": parse_latency_ms(max_latency_ms)}
         costs = {"params": _cost_fn("params"), "flops": _cost_fn("flops"), "latency": latency_of or _cost_fn("latency")}
@@ -299,7 +355,7 @@ class Zoo:
 
         fits = [e for e in self.entries if excess(e) == 0]
         if fits:
-            return max(fits, key=lambda e: (e.top1 if e.top1 is not None else -1, -e.params))
+            return max(fits, key=lambda e: (-1 if self.choice_top1(e) is None else self.choice_top1(e), -e.params))
         nearest = sorted(self.entries, key=excess)[:3]
         asked = ", ".join(f"max_{k}={human(v) if k != 'latency' else f'{v:g}ms'}"
                           for k, v in limits.items() if v is not None) or "no limit"
@@ -331,11 +387,26 @@ class Zoo:
 
     def with_latency(self, latencies: dict[str, dict[str, float]], protocol: dict[str, Any]) -> None:
         """Record measured latencies (by entry id) in the index, rewriting `zoo.json` atomically."""
-        self.entries = [ZooEntry(e.arch, e.params, e.flops, e.top1, e.top5, e.loss, latencies.get(e.id, e.latency))
-                        for e in self.entries]
-        self.doc = {**self.doc, "latency_protocol": protocol, "entries": [e.to_dict() for e in self.entries]}
-        check_index(self.doc, self.root / INDEX)  # never write an index that would not load
-        atomic_write_text(self.root / INDEX, json.dumps(self.doc, indent=1, ensure_ascii=False) + "\n")
+        self._rewrite([replace(e, latency=latencies.get(e.id, e.latency)) for e in self.entries],
+                      latency_protocol=protocol)
+
+    def with_validation(self, validation: dict[str, Any], accuracy: Mapping[str, tuple[float, float]]) -> None:
+        """Record every entry's validation (top-1, top-5) (by entry id) and the split they were measured on
+        (`zoo.schema.Validation`), rewriting `zoo.json` atomically; the schema refuses a split that the zoo's
+        training did not hold out. Nothing else changes."""
+        if missing := [e.id for e in self.entries if e.id not in accuracy]:
+            raise ValueError(f"no validation accuracy for entr{'y' if len(missing) == 1 else 'ies'} "
+                             f"{', '.join(missing)} of zoo {self.name}")
+        self._rewrite([replace(e, val_top1=accuracy[e.id][0], val_top5=accuracy[e.id][1]) for e in self.entries],
+                      validation=validation)
+
+    def _rewrite(self, entries: list[ZooEntry], **fields: Any) -> None:
+        """`zoo.json` with these entries and top-level fields, checked as a load checks it, then written atomically
+        (a ZooError leaves the zoo as it was)."""
+        doc = {**self.doc, **fields, "entries": [e.to_dict() for e in entries]}
+        check_index(doc, self.root / INDEX)  # never write an index that would not load
+        atomic_write_text(self.root / INDEX, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        self.doc, self.entries = doc, entries
 
 
 def protocol_text(p: dict[str, Any]) -> str:

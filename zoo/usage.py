@@ -5,6 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+# A card's library_name: the package that loads the model. Not "timm": the Hub turns a library into a "use this model"
+# snippet, and timm's alone fails ("Unknown model": PreZoo's package registers the architecture), so no card or family
+# claims timm as its library or tag. The license: PreZoo's own (pyproject.toml, LICENSE).
+LIBRARY, LICENSE = "prezoo", "apache-2.0"
+
+
+def card_tags(tags: list[str], *extra: str) -> list[str]:
+    """A card's tags: a family's (`hub_tags`) less "timm" (a plug-in family may carry it; the Hub may read a library
+    from a tag), and `extra`."""
+    return [tag for tag in tags if tag != "timm"] + list(extra)
+
+
 INSTALL = ("# needs PreZoo's package, prezoo: `pip install .` in a PreZoo checkout or `pip install prezoo-*.whl` (its "
            "wheel)")
 # a picture to classify, so the snippet runs as it is: swap in your own

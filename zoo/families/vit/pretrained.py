@@ -11,12 +11,13 @@ from zoo.families.vit.arch import ViTArch
 from zoo.families.vit.model import TIMM_POOL, ViT
 from zoo.families.vit.space import BUILTIN_SPACES, ViTSpace
 from zoo.pretrained import PreZooHub
+from zoo.usage import LIBRARY
 
-VIT_TAGS = ["image-classification", "vision-transformer", "prenas", "timm", "prezoo"]
+VIT_TAGS = ["image-classification", "vision-transformer", "prenas", "prezoo"]  # not "timm": zoo.usage.LIBRARY
 
 
 # the mixin appends its own tags to the list it is given: a copy keeps the tags ours (the cards' tags)
-class PreZooViT(ViT, PreZooHub, library_name="timm", tags=[*VIT_TAGS], pipeline_tag="image-classification"):
+class PreZooViT(ViT, PreZooHub, library_name=LIBRARY, tags=[*VIT_TAGS], pipeline_tag="image-classification"):
     """`ViT` whose constructor takes plain JSON (what config.json holds). `in_chans` other than the weights' adapts
     the patch-embedding conv (timm's `adapt_input_conv`)."""
 

@@ -1,0 +1,215 @@
+"""`python -m bench report [--check]`: the tables of bench/RESULTS.md regenerated from the raw results committed
+under bench/data/, so that anyone can recheck every number from the files it comes from.
+
+A generated table sits between `<!-- report:STUDY/NAME -->` and `<!-- /report:STUDY/NAME -->` in RESULTS.md and
+is rebuilt from `bench/data/STUDY/NAME.json` by the study's renderer (`RENDERERS`). `report` rewrites the blocks in
+place; `report --check` changes nothing and exits 1 naming every block that differs from what its raw file gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import mean_interval, t_half
+from zoo.io import atomic_write_text
+from zoo.stats import Z95, wilson_interval
+
+HERE = Path(__file__).parent
+RESULTS, DATA = HERE / "RESULTS.md", HERE / "data"
+BLOCK = re.compile(r"(<!-- report:(?P<key>[a-z0-9-]+/[A-Za-z0-9._-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=key) -->)",
+                   re.DOTALL)
+
+
+def pack_bits(right: np.ndarray) -> str:
+    """A per-image correctness vector as base64 of its packed bits (10,000 images: 1,668 characters)."""
+    return base64.b64encode(np.packbits(np.asarray(right, dtype=bool)).tobytes()).decode()
+
+
+def unpack_bits(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), count=n).astype(bool)
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: of the b + c images the two models disagree on, is b vs c a fair coin?"""
+    from math import comb
+
+    n = b + c
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(comb(n, k) for k in range(min(b, c) + 1)) / 2**n)
+
+
+def paired_difference(right_big: np.ndarray, right_small: np.ndarray) -> tuple[float, float, float, float]:
+    """(difference in pp, its 95% interval low and high, McNemar p) of two models' per-image correctness."""
+    n = len(right_big)
+    b = int((~right_big & right_small).sum())  # only the smaller one right
+    c = int((right_big & ~right_small).sum())  # only the bigger one right
+    diff = (c - b) / n
+    se = max(b + c - (c - b) ** 2 / n, 0.0) ** 0.5 / n
+    return 100 * diff, 100 * (diff - Z95 * se), 100 * (diff + Z95 * se), mcnemar_p(b, c)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error over all the tests), in the order given."""
+    order, adjusted, running = sorted(range(len(p_values)), key=p_values.__getitem__), [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (cost, accuracy) points no other point beats on both, cheapest first."""
+    keep = [i for i, (c, a) in enumerate(points)
+            if not any(oc <= c and oa >= a and (oc, oa) != (c, a) for oc, oa in points)]
+    return sorted(keep, key=lambda i: points[i][0])
+
+
+def zoo_front(raw: dict) -> str:
+    """A zoo's entries on the test images, the front drawn on validation accuracy where the raw file has it, and
+    each front step tested against the step below on the same test images (alone and Holm-corrected)."""
+    n_test, n_val = raw["test_images"], raw.get("val_images")
+    entries = sorted(raw["entries"], key=lambda e: e["params"])
+    test = [unpack_bits(e["test_right"], n_test) for e in entries]
+    val = [unpack_bits(e["val_right"], n_val) for e in entries] if n_val else None
+    chosen = [100 * float(v.mean()) for v in (val or test)]
+    on_front = front([(e["params"], a) for e, a in zip(entries, chosen, strict=True)])
+    steps = [(lo, hi, paired_difference(test[hi], test[lo])) for lo, hi in zip(on_front, on_front[1:], strict=False)]
+    adjusted = dict(zip([hi for _, hi, _ in steps], holm([s[3] for _, _, s in steps]), strict=True))
+    by = f"validation ({n_val:,} held-out training images)" if val else "test (no validation record)"
+    lines = [f"| entry | params | MACs | {'validation top-1 | ' if val else ''}test top-1 (95% interval) | "
+             f"on the front (by {by.split(' ')[0]}) | vs the front entry below, on test: Δ pp (95% interval), "
+             "McNemar p, Holm p |", "|---|---|---|" + ("---|" if val else "") + "---|---|---|"]
+    for i, e in enumerate(entries):
+        top1 = 100 * float(test[i].mean())
+        lo, hi = wilson_interval(top1, n_test)
+        step = next((f"{d:+.2f} ({dlo:+.2f}, {dhi:+.2f}), p = {p:.2g}, Holm {adjusted[i]:.2g}"
+                     for _, h, (d, dlo, dhi, p) in steps if h == i), "")
+        lines.append(f"| {e['id']} | {e['params']:,} | {e['flops'] / 1e6:.2f}M | "
+                     + (f"{chosen[i]:.2f} | " if val else "")
+                     + f"{top1:.2f} ({lo:.2f}–{hi:.2f}) | {'yes' if i in on_front else ''} | {step} |")
+    significant = sum(s[3] < 0.05 for _, _, s in steps)
+    d, dlo, dhi, p = paired_difference(test[-1], test[0])
+    best = max(range(len(entries)), key=lambda i: (chosen[i], -entries[i]["params"]))
+    best_test = 100 * float(test[best].mean())
+    blo, bhi = wilson_interval(best_test, n_test)
+    lines += ["", f"Front chosen on {by}; accuracies reported on {n_test:,} test images. {len(on_front)} of "
+              f"{len(entries)} entries on the front; {significant} of its {len(steps)} steps significant alone "
+              f"(p < 0.05), {sum(adjusted[h] < 0.05 for _, h, _ in steps)} after Holm's correction. Largest minus "
+              f"smallest: {d:+.2f} pp (95% interval {dlo:+.2f} to {dhi:+.2f}, McNemar p = {p:.2g}). The entry a budget "
+              f"without limits gets: {entries[best]['id']}, test {best_test:.2f} ({blo:.2f}–{bhi:.2f})."]
+    return "\n".join(lines) + "\n"
+
+
+CONTRASTS = {"selection (preferred - random-set)": "random-set",
+             "selection, params matched (preferred - random-matched)": "random-matched",
+             "concentration (preferred - uniform)": "uniform",
+             "Eq. 11 (balanced - plain sampler)": "preferred-plain"}
+
+
+def contrasts(results: list[dict]) -> dict[str, dict[int, list[float]]]:
+    """Per contrast whose conditions were run, per bucket index: preferred minus the other condition, one value per
+    seed."""
+    by = {(r["seed"], r["condition"]): r["rows"] for r in results}
+    seeds, run = sorted({r["seed"] for r in results}), {r["condition"] for r in results}
+    out = {}
+    for name, other in CONTRASTS.items():
+        if other in run:
+            per_bucket: dict[int, list[float]] = {}
+            for s in seeds:
+                for k, (a, b) in enumerate(zip(by[s, "preferred"], by[s, other], strict=True)):
+                    per_bucket.setdefault(k, []).append(a["top1"] - b["top1"])
+            out[name] = per_bucket
+    return out
+
+
+def _excludes_zero(values: list[float]) -> int:
+    """+1 / -1 when the 95% t-interval of the values lies above / below zero, else 0."""
+    m, half = statistics.mean(values), t_half(values)
+    return 1 if m - half > 0 else -1 if m + half < 0 else 0
+
+
+def concentration(raw: dict) -> str:
+    """bench_prenas: each condition's test top-1 per bucket (mean over seeds), the contrasts per bucket with 95%
+    t-intervals over seeds, and each contrast's mean over buckets per seed (the replicates)."""
+    results = raw["results"]
+    seeds = sorted({r["seed"] for r in results})
+    conditions = list(dict.fromkeys(r["condition"] for r in results))
+    by = {(r["seed"], r["condition"]): r["rows"] for r in results}
+    diffs = contrasts(results)
+    picks = by[seeds[0], "preferred"]
+    lines = [f"`{raw['space']}` on Fashion-MNIST, {raw['epochs']:g} epochs ({raw['steps']} steps of 128) per supernet, "
+             f"seeds {', '.join(map(str, seeds))}; test top-1 ({raw['test_images']:,} images) with inherited weights.",
+             "", "| bucket | picks' params (seed 0) | " + " | ".join(conditions) + " | " + " | ".join(diffs) + " |",
+             "|---|---|" + "---|" * (len(conditions) + len(diffs))]
+    for k, pick in enumerate(picks):
+        means = [statistics.mean(by[s, c][k]["top1"] for s in seeds) for c in conditions]
+        lines.append(f"| {k} | {pick['params'] / 1e3:.0f}K | " + " | ".join(f"{m:.2f}" for m in means) + " | "
+                     + " | ".join(mean_interval(d[k]) for d in diffs.values()) + " |")
+    if "random-matched" in conditions:
+        ratios = [by[s, "random-matched"][k]["params"] / by[s, "preferred"][k]["params"]
+                  for s in seeds for k in range(len(picks))]
+        lines += ["", f"random-matched archs' params over their picks': {min(ratios):.3f}–{max(ratios):.3f} "
+                  f"(mean {statistics.mean(ratios):.3f})."]
+    lines += ["", "Mean over buckets, one value per seed (the replicates):", "",
+              "| contrast | per seed | mean ± 95% t-interval over seeds | buckets whose interval excludes 0 (+ / −) |",
+              "|---|---|---|---|"]
+    for name, per_bucket in diffs.items():
+        per_seed = [statistics.mean(per_bucket[k][i] for k in per_bucket) for i in range(len(seeds))]
+        signs = [_excludes_zero(v) for v in per_bucket.values()]
+        lines.append(f"| {name} | {', '.join(f'{v:+.2f}' for v in per_seed)} | **{mean_interval(per_seed)} pp** | "
+                     f"{signs.count(1)} / {signs.count(-1)} of {len(signs)} |")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentration": concentration}
+
+
+def render(text: str, data: Path = DATA) -> tuple[str, list[str]]:
+    """RESULTS.md's text with every block rebuilt, and the keys of the blocks that changed."""
+    changed: list[str] = []
+
+    def rebuild(m: re.Match) -> str:
+        study, name = m["key"].split("/")
+        if study not in RENDERERS:
+            raise SystemExit(f"RESULTS.md: block report:{m['key']} names no study (known: {', '.join(RENDERERS)})")
+        raw_file = data / study / f"{name}.json"
+        try:
+            body = RENDERERS[study](json.loads(raw_file.read_text()))
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"report:{m['key']}: {raw_file} cannot be read as its study's raw results: {e}") from None
+        if body != m["body"]:
+            changed.append(m["key"])
+        return m[1] + body + m[4]
+
+    return BLOCK.sub(rebuild, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from its data")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="the markdown file whose blocks are rebuilt")
+    ap.add_argument("--data", type=Path, default=DATA, help="the raw results folder")
+    args = ap.parse_args(argv)
+    text = args.results.read_text()
+    new, changed = render(text, args.data)
+    blocks = len(BLOCK.findall(text))
+    if args.check:
+        for key in changed:
+            print(f"{args.results}: block report:{key} differs from what {args.data}/{key}.json gives", file=sys.stderr)
+        print(f"{blocks - len(changed)} of {blocks} generated blocks match their raw data")
+        return 1 if changed else 0
+    if changed:
+        atomic_write_text(args.results, new)
+    print(f"rebuilt {len(changed)} of {blocks} generated blocks" + (f": {', '.join(changed)}" if changed else ""))
+    return 0

@@ -1,0 +1,70 @@
+"""`python -m bench report`: RESULTS.md's generated tables equal what the committed raw results give, and an edited
+number is caught."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.report import BLOCK, RESULTS, front, holm, pack_bits, unpack_bits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def report(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", "report", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_committed_tables_match_their_raw_data():
+    assert len(BLOCK.findall(RESULTS.read_text())) >= 2  # the two zoos' fronts at least
+    done = report("--check")
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_edited_number_fails_the_check_and_report_restores_it(tmp_path):
+    results, data = tmp_path / "RESULTS.md", tmp_path / "data"
+    shutil.copytree(ROOT / "bench" / "data", data)
+    text = RESULTS.read_text()
+    block = BLOCK.search(text)
+    row = next(line for line in block["body"].splitlines() if re.search(r"\| \d+\.\d\d \(", line))
+    top1 = re.search(r"\| (\d+\.\d\d) \(", row)[1]  # the first test top-1 with its interval
+    edited = row.replace(f"| {top1} (", f"| {float(top1) + 0.01:.2f} (", 1)
+    assert edited != row
+    results.write_text(text.replace(row, edited, 1))
+    args = ("--results", str(results), "--data", str(data))
+    failed = report("--check", *args)
+    assert failed.returncode == 1 and f"report:{block['key']} differs" in failed.stderr
+    assert report(*args).returncode == 0 and results.read_text() == text
+
+
+def test_edited_raw_data_changes_the_table(tmp_path):
+    """The table is computed from the bits, not copied: flip one image of one entry and its top-1 moves 0.01 pp."""
+    import json
+
+    results, data = tmp_path / "RESULTS.md", tmp_path / "data"
+    shutil.copytree(ROOT / "bench" / "data", data)
+    shutil.copy(RESULTS, results)
+    key = BLOCK.search(RESULTS.read_text())["key"]
+    raw_file = data / f"{key}.json"
+    raw = json.loads(raw_file.read_text())
+    entry = raw["entries"][0]
+    right = unpack_bits(entry["test_right"], raw["test_images"])
+    right[0] = not right[0]
+    entry["test_right"] = pack_bits(right)
+    raw_file.write_text(json.dumps(raw))
+    assert report("--check", "--results", str(results), "--data", str(data)).returncode == 1
+
+
+def test_bits_round_trip_and_holm_by_hand():
+    right = np.random.default_rng(0).random(10_001) < 0.9
+    assert (unpack_bits(pack_bits(right), len(right)) == right).all()
+    # Holm: sorted p · (m − rank), made monotone: 0.01·4, 0.02·3 = 0.06, max(0.03·2, 0.06), 0.5·1
+    assert holm([0.5, 0.01, 0.03, 0.02]) == pytest.approx([0.5, 0.04, 0.06, 0.06])
+    assert front([(3, 80.0), (1, 70.0), (2, 60.0), (4, 80.0)]) == [1, 0]
