@@ -34,7 +34,8 @@ COMMON = {"test_model_forward", "test_model_backward", "test_model_forward_torch
           "test_model_forward_intermediates_features", "test_prune_intermediate_layers_contract"}
 EXCLUDED_BY = "excluded by PreZoo: "  # the plugin's skip reasons (its EXCLUDE)
 EXPECTED = {"prezoo_vit": COMMON | {"test_model_default_cfgs_non_std"},
-            "prezoo_hytra": COMMON | {"test_model_default_cfgs", "test_model_forward_features"}}
+            "prezoo_hytra": COMMON | {"test_model_default_cfgs", "test_model_forward_features"},
+            "prezoo_mbconv": COMMON | {"test_model_default_cfgs", "test_model_forward_features"}}
 
 
 def timm_tests() -> Path:
@@ -108,7 +109,7 @@ def test_each_name_builds_its_shipped_zoos_most_accurate_entry():
         assert type(model) is hub and model.arch == arch and model.space == space
 
 
-@pytest.mark.parametrize("name", ["prezoo_vit", "prezoo_hytra"])
+@pytest.mark.parametrize("name", ["prezoo_vit", "prezoo_hytra", "prezoo_mbconv"])
 def test_factory_arguments_as_timm_takes_them(name):
     model = timm.create_model(name, device="meta", dtype=torch.bfloat16)
     assert {(t.device.type, t.dtype) for t in model.parameters()} == {("meta", torch.bfloat16)}
@@ -120,7 +121,7 @@ def test_factory_arguments_as_timm_takes_them(name):
     assert timm.create_model(name, space=space.to_dict(), arch=arch.to_dict()).arch == arch
 
 
-@pytest.mark.parametrize("name", ["prezoo_vit", "prezoo_hytra"])
+@pytest.mark.parametrize("name", ["prezoo_vit", "prezoo_hytra", "prezoo_mbconv"])
 def test_grad_checkpointing_keeps_outputs_and_gradients(name):
     model = timm.create_model(name).eval()
     x = torch.randn(2, *model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(0))

@@ -4,9 +4,9 @@ names, each held to the rules that file applies to the timm family nearest to it
 timm's file picks models with `timm.list_models`: by name patterns (its EXCLUDE_*_FILTERS and NON_STD_FILTERS, each
 with timm's reason) and by module (FEAT_INTER_FILTERS: models with `forward_intermediates`). A PreZoo name is matched
 as its kin's would be: a ViT as one of timm's `vit_*` in `vision_transformer` (token features: "non-standard"), HyTra
-as BoTNet in `byoanet` (ResNet bottlenecks with self-attention). So every exclusion a PreZoo name gets is timm's own,
-but for those in EXCLUDE: PreZoo's own, each with its reason, as timm's file gives its own (they are skipped, with
-the reason, so that the report shows them).
+as BoTNet in `byoanet` (ResNet bottlenecks with self-attention), MBConv as one of timm's EfficientNets in
+`efficientnet`. So every exclusion a PreZoo name gets is timm's own, but for those in EXCLUDE: PreZoo's own, each with
+its reason, as timm's file gives its own (they are skipped, with the reason, so that the report shows them).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import zoo  # noqa: F401  registers PreZoo's names in timm
 
 list_all_models = timm.list_models
 PREZOO = list_all_models("prezoo_*")
-KIN = {"prezoo_vit*": ("vit_{}", "vision_transformer"), "prezoo_hytra*": ("{}", "byoanet")}  # name, module
+KIN = {"prezoo_vit*": ("vit_{}", "vision_transformer"), "prezoo_hytra*": ("{}", "byoanet"),
+       "prezoo_mbconv*": ("{}", "efficientnet")}  # name, module
 SKIP_PREFIX = "excluded by PreZoo: "
 EXCLUDE = {  # test function: [(name pattern, reason)]
     "test_model_forward_torchscript": [(

@@ -36,6 +36,43 @@ class GradCheckpointing:
         self.grad_checkpointing = enable
 
 
+class StagedFeatures:
+    """timm's feature API for a convolutional model: a stem, then stages whose outputs (B, C, H, W) its
+    `feature_info` lists, and no final norm. The model says how to run its stem and one stage (`feature_stem`,
+    `feature_stages`, `run_feature_stage`) and how to keep only its first stages (`keep_stages`)."""
+
+    def forward_intermediates(self, x: Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """The outputs of the stages in `indices` (an int n: the last n; None: all), with the final features unless
+        `intermediates_only`, as timm's CNNs give them. There is no final norm (`norm`)."""
+        from timm.models._features import feature_take_indices
+
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        stages = self.feature_stages()
+        take, max_index = feature_take_indices(len(stages), indices)
+        x, intermediates = self.feature_stem(x), []
+        for i, stage in enumerate(stages[:max_index + 1] if stop_early else stages):
+            x = self.run_feature_stage(stage, x)
+            if i in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last of `indices` (and the head): what timm's `features_only` wrapper calls,
+        so a feature extractor computes nothing it does not return. There is no final norm (`prune_norm`)."""
+        from timm.models._features import feature_take_indices
+
+        take, max_index = feature_take_indices(len(self.feature_info), indices)
+        self.keep_stages(max_index + 1)
+        self.feature_info = self.feature_info[:max_index + 1]
+        self.num_features = self.head_hidden_size = self.feature_info[-1]["num_chs"]
+        if prune_head:
+            self.reset_classifier(0)
+        return take
+
+
 def reset_classifier(model: nn.Module, num_classes: int, global_pool: str | None = None,
                      init: Callable[[str, Tensor], None] | None = None) -> None:
     """timm's `reset_classifier` for any family's standalone model: a fresh head (`init` per parameter, else

@@ -22,13 +22,13 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from zoo.family import Family, register_family
-from zoo.layers import GradCheckpointing, checkpointed, drop_path, reset_classifier
+from zoo.layers import GradCheckpointing, StagedFeatures, checkpointed, drop_path, reset_classifier
 from zoo.pretrained import PreZooHub
 from zoo.records import SpaceRecord, positive_int
+from zoo.usage import LIBRARY
 
 OPS = ("conv", "att")
 KEEP, HALVE = "keep", "halve"
@@ -512,7 +512,7 @@ class Candidate(nn.Module):
         self.projection, self.body, self.shortcut = projection, body, shortcut
 
 
-class HyTraNet(GradCheckpointing, nn.Module):
+class HyTraNet(StagedFeatures, GradCheckpointing, nn.Module):
     """One path as a plain module (no dependency on the supernet): what is exported, packaged and served.
 
     It has timm's model API (`num_classes`, `in_chans`, `num_features`, `head_hidden_size`, `global_pool`,
@@ -567,33 +567,18 @@ class HyTraNet(GradCheckpointing, nn.Module):
         pooled = hytra_pool(x, self.global_pool)
         return pooled if pre_logits else self.head(pooled)
 
-    def forward_intermediates(self, x: Tensor, indices: int | list[int] | None = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
-        """The outputs (B, C, H, W) of the layers in `indices` (an int n: the last n; None: all), with the final
-        features unless `intermediates_only`, as timm's CNNs give them. There is no final norm (`norm`)."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        layers = self.path()[1]
-        x, intermediates = self.stem(x), []
-        for i, layer in enumerate(layers[:max_index + 1] if stop_early else layers):
-            x = run_layers(x, [layer], checkpoint=self.grad_checkpointing)
-            if i in take:
-                intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
+    def feature_stem(self, x: Tensor) -> Tensor:
+        return self.stem(x)
 
-    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop the layers after the last of `indices` (and the head): what timm's `features_only` wrapper calls,
-        so a feature extractor computes nothing it does not return. There is no final norm (`prune_norm`)."""
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        depth = max_index + 1
+    def feature_stages(self) -> list:
+        return self.path()[1]
+
+    def run_feature_stage(self, layer, x: Tensor) -> Tensor:
+        return run_layers(x, [layer], checkpoint=self.grad_checkpointing)
+
+    def keep_stages(self, depth: int) -> None:
         self.arch = HyTraArch(self.arch.layers[:depth])
-        self.layers, self.feature_info = self.layers[:depth], self.feature_info[:depth]
-        self.num_features = self.head_hidden_size = self.feature_info[-1]["num_chs"]
-        if prune_head:
-            self.reset_classifier(0)
-        return take
+        self.layers = self.layers[:depth]
 
 
 class HyTraSupernet(nn.Module):
@@ -643,7 +628,7 @@ class HyTraSupernet(nn.Module):
 
 
 # -- the family's Hugging Face / timm class, and the family ----------------------------------------------------------
-HYTRA_TAGS = ["image-classification", "hybrid-cnn-transformer", "bossnas", "timm", "prezoo"]
+HYTRA_TAGS = ["image-classification", "hybrid-cnn-transformer", "bossnas", "prezoo"]  # not "timm": zoo.usage.LIBRARY
 
 
 # the mixin appends its own tags to the list it is given: a copy keeps the tags ours (the cards' tags)
@@ -656,7 +641,7 @@ def with_in_chans(space: HyTraSpace, in_chans: int | None) -> HyTraSpace:
     return replace(space, in_chans=in_chans, mean=(mean,) * in_chans, std=(std,) * in_chans)
 
 
-class PreZooHyTra(HyTraNet, PreZooHub, library_name="timm", tags=[*HYTRA_TAGS], pipeline_tag="image-classification"):
+class PreZooHyTra(HyTraNet, PreZooHub, library_name=LIBRARY, tags=[*HYTRA_TAGS], pipeline_tag="image-classification"):
     """`HyTraNet` whose constructor takes plain JSON (what config.json holds). `in_chans` other than the weights'
     adapts the stem conv (timm's `adapt_input_conv`; the normalisation: `with_in_chans`); `global_pool=""` (with
     num_classes=0) gives the unpooled feature maps."""
