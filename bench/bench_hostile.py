@@ -13,6 +13,7 @@ and at its peak (VmHWM); `tests/test_hostile.py` runs the same battery and asser
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import math
 import re
@@ -33,9 +34,14 @@ from bench.bench_server import running_server, sample_png
 from zoo.store import DEFAULT_ZOO
 
 GET_ROUTES = ("/api/health", "/api/zoo", "/api/models/{id}/download/onnx", "/api/samples", "/v2", "/v2/health/live",
-              "/v2/health/ready", "/v2/models/{id}", "/v2/models/{id}/ready")
+              "/v2/health/ready", "/v2/models/{id}", "/v2/models/{id}/ready", "/v2/models/stats",
+              "/v2/models/{id}/config", "/v2/models/{id}/stats", "/v2/models/{id}/versions/1",
+              "/v2/models/{id}/versions/1/ready", "/v2/models/{id}/versions/1/config",
+              "/v2/models/{id}/versions/1/stats")
 GRADIO_FILE = "/gradio_api/file="
-POST_ROUTES = ("/api/specialize", "/api/predict", "/api/push", "/v2/models/{id}/infer")
+POST_ROUTES = ("/api/specialize", "/api/predict", "/api/push", "/v2/models/{id}/infer", "/v2/repository/index",
+               "/v2/models/{id}/versions/1/infer")
+HOSTILE_VERSIONS = ("2", "0", "01", "..", "%00", "v" * 5000, "1%2f..", "-1")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 HOSTILE_IDS = ("..", "...", ".hidden", "%2e%2e%2fetc%2fpasswd", "..%2f..%2fzoo.json", "a" * 97, "x" * 5000,
                "e96-d6-529fda2c%00", "%00", "e96;rm -rf", "名前", "%ff%fe", "CON", "e96-d6-529fda2c/../..", " ", "-",
@@ -151,6 +157,17 @@ def v2_bodies() -> Iterator[dict]:
         yield {"json": {**tensor(data=[value] * 784), "parameters": {"binary_data_output": True}}}
 
 
+def encoded_bodies() -> Iterator[dict]:
+    """Request kwargs of compressed infer bodies: a gzip bomb past the body limit once inflated, broken streams,
+    encodings the server does not take."""
+    bomb = gzip.compress(b"\0" * 64_000_000, compresslevel=9)  # 64 MB of zeros in about 62 KB
+    for encoding, body in (("gzip", bomb), ("deflate", zlib.compress(b"\0" * 64_000_000, 9)),
+                           ("gzip", b"\x1f\x8b\x08\x00garbage"), ("deflate", b"not deflate"), ("gzip", b""),
+                           ("br", b"\0" * 10), ("gzip, gzip", gzip.compress(gzip.compress(b"{}"))),
+                           ("identity;q=x", b"{}")):
+        yield {"content": body, "headers": {"content-encoding": encoding, "content-type": "application/json"}}
+
+
 SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- planted by bench_hostile"
 
 
@@ -193,6 +210,9 @@ def cases(entry_id: str, sample: bytes) -> list[Case]:
         out += [Case("hostile v2 model", "GET", f"/v2/models/{i}"),
                 Case("hostile sample name", "GET", f"/api/samples/{i}")]
     out += [Case("v2 infer body", "POST", f"/v2/models/{entry_id}/infer", request) for request in v2_bodies()]
+    out += [Case("hostile v2 version", "GET", f"/v2/models/{entry_id}/versions/{v}{tail}")
+            for v in HOSTILE_VERSIONS for tail in ("", "/ready", "/config", "/stats")]
+    out += [Case("encoded v2 body", "POST", f"/v2/models/{entry_id}/infer", request) for request in encoded_bodies()]
     for k in HOSTILE_KINDS:
         out.append(Case("hostile download kind", "GET", f"/api/models/{entry_id}/download/{k}"))
     raw_get = lambda p: {"raw": f"GET {p} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode()}
