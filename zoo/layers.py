@@ -37,9 +37,23 @@ class GradCheckpointing:
 
 
 class StagedFeatures:
-    """timm's feature API for a convolutional model: a stem, then stages whose outputs (B, C, H, W) its
-    `feature_info` lists, and no final norm. The model says how to run its stem and one stage (`feature_stem`,
-    `feature_stages`, `run_feature_stage`) and how to keep only its first stages (`keep_stages`)."""
+    """timm's head and feature API for a convolutional model: a stem, then stages whose outputs (B, C, H, W) its
+    `feature_info` lists, no final norm, and an average-pooled linear head. The model says how to run its stem and
+    one stage (`feature_stem`, `feature_stages`, `run_feature_stage`) and how to keep only its first stages
+    (`keep_stages`)."""
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh head for `num_classes` (0: none; the model then returns pooled features), as in timm. Without a
+        head, `global_pool=""` leaves the feature maps unpooled (`"avg"` pools them again); a head always pools."""
+        if global_pool not in (None, "avg", ""):
+            raise ValueError(f"this model pools with 'avg' (or, without a head, not at all: ''); it cannot switch to "
+                             f"{global_pool!r}")
+        if num_classes and global_pool == "":
+            raise ValueError("pooling can only be disabled without a head (num_classes=0), as in timm")
+        reset_classifier(self, num_classes)  # the module function below
+        if num_classes or global_pool is not None:
+            self.global_pool = "avg" if num_classes else global_pool
+
 
     def forward_intermediates(self, x: Tensor, indices: int | list[int] | None = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):

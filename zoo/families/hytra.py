@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.family import Family, register_family
-from zoo.layers import GradCheckpointing, StagedFeatures, checkpointed, drop_path, reset_classifier
+from zoo.layers import GradCheckpointing, StagedFeatures, checkpointed, drop_path
 from zoo.pretrained import PreZooHub
 from zoo.records import SpaceRecord, positive_int
 from zoo.usage import LIBRARY
@@ -539,18 +539,6 @@ class HyTraNet(StagedFeatures, GradCheckpointing, nn.Module):
         self.feature_info = [dict(module=f"layers.{i}", num_chs=space.channels(s), reduction=2 ** (s + 1))
                              for i, (s, _) in enumerate(arch.layers)]
         _init(self)
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """A fresh head for `num_classes` (0: none; the model then returns pooled features), as in timm. Without a
-        head, `global_pool=""` leaves the feature maps unpooled (`"avg"` pools them again); a head always pools."""
-        if global_pool not in (None, "avg", ""):
-            raise ValueError(f"this model pools with 'avg' (or, without a head, not at all: ''); it cannot switch to "
-                             f"{global_pool!r}")
-        if num_classes and global_pool == "":
-            raise ValueError("pooling can only be disabled without a head (num_classes=0), as in timm")
-        reset_classifier(self, num_classes)
-        if num_classes or global_pool is not None:
-            self.global_pool = "avg" if num_classes else global_pool
 
     def path(self) -> PathModules:
         return self.stem, [(c.projection, c.body, c.shortcut) for c in self.layers], self.head

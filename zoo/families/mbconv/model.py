@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from zoo.families.mbconv.layers import Conv, Layer, Norm, Placed, path_blocks, slot_blocks, stem_layers
 from zoo.families.mbconv.space import FUSED, MBCONV, RESIDUAL, MBConvArch, MBConvSpace
-from zoo.layers import GradCheckpointing, StagedFeatures, checkpointed, drop_path, reset_classifier
+from zoo.layers import GradCheckpointing, StagedFeatures, checkpointed, drop_path
 
 Run = Callable[[str, Tensor], Tensor]  # (layer name, input) -> output: how a block reaches its convs and norms
 
@@ -140,18 +140,6 @@ class MBConvNet(StagedFeatures, GradCheckpointing, nn.Module):
 
     def blocks(self) -> list[MBBlock]:
         return [block for stage in self.stages for block in stage]
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """A fresh head for `num_classes` (0: none; the model then returns pooled features), as in timm. Without a
-        head, `global_pool=""` leaves the feature maps unpooled (`"avg"` pools them again); a head always pools."""
-        if global_pool not in (None, "avg", ""):
-            raise ValueError(f"this model pools with 'avg' (or, without a head, not at all: ''); it cannot switch to "
-                             f"{global_pool!r}")
-        if num_classes and global_pool == "":
-            raise ValueError("pooling can only be disabled without a head (num_classes=0), as in timm")
-        reset_classifier(self, num_classes)
-        if num_classes or global_pool is not None:
-            self.global_pool = "avg" if num_classes else global_pool
 
     def _stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
         for block in stage:
