@@ -4,11 +4,12 @@
         [--zoo zoos/ladder-fmnist] [--buckets 2,5,8] [--evaluations 50] [--population 10] [--seeds 2] \
         [--out runs/search] [--plot bench/search-vs-selection.png]
 
-Per chosen bucket of the zoo's grid and per seed, AutoFormer's evolution, aging (regularized) evolution and random
-search each evaluate the same number of distinct archs of the bucket (both bounds hold) in the *uniformly* trained
-supernet; fitness is top-1 on the full validation split (held out of training). Each pick is then scored on the 10k
-test images with the same inherited weights. Selection's pick is the zoo's entry of the bucket: scored in the same
-uniform supernet (selection vs search on equal weights), and as shipped (preferred training, the PreNAS pipeline).
+Per chosen bucket of the zoo's grid and per seed, AutoFormer's evolution, aging (regularized) evolution, random
+search and the ENAS-style controller each evaluate the same number of distinct archs of the bucket (both bounds hold)
+in the *uniformly* trained supernet; fitness is top-1 on the full validation split (held out of training). Each pick
+is then scored on the 10k test images with the same inherited weights. Selection's pick is the zoo's entry of the
+bucket: scored in the same uniform supernet (selection vs search on equal weights), and as shipped (preferred
+training, the PreNAS pipeline).
 
 Cost: a search is charged the seconds its archs' evaluations took (an arch evaluated once is shared between
 searches, so the run is cheaper than what it reports); selection is charged its one gradient pass and scoring, timed
@@ -155,7 +156,7 @@ def plot(results: list[dict], path: Path) -> Path:
 
     fig = Figure(figsize=(7.5, 4.4), dpi=100, layout="tight")
     ax = fig.add_subplot()
-    for (a, marker) in zip(SEARCHES, "os^", strict=True):
+    for (a, marker) in zip(SEARCHES, "os^D", strict=True):
         rows = [r for res in results for r in res["search"] if r["algorithm"] == a]
         ax.scatter([r["params"] for r in rows], [r["test"] for r in rows], marker=marker, s=22, alpha=0.7,
                    label=f"{a} search (uniform supernet)")

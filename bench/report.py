@@ -171,7 +171,29 @@ def concentration(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentration": concentration}
+def recipe(raw: dict) -> str:
+    """bench_recipe: per condition the mean val top-1 over the scored archs, one value per seed, with its 95%
+    t-interval over seeds, and its difference from `all` paired by seed."""
+    by = {(r["condition"], r["seed"]): statistics.mean(row["val_top1"] for row in r["rows"]) for r in raw["results"]}
+    conditions = list(dict.fromkeys(r["condition"] for r in raw["results"]))
+    seeds = sorted({r["seed"] for r in raw["results"]})
+    first = raw["results"][0]
+    lines = [f"`{raw['space']}`, {raw['epochs']:g} epochs per supernet, seeds {', '.join(map(str, seeds))}; mean val "
+             f"top-1 over {len(first['rows'])} archs ({first['metric']}).", "",
+             "| condition | settings | per seed | mean ± 95% t-interval | minus `all`, paired by seed |",
+             "|---|---|---|---|---|"]
+    for c in conditions:
+        values = [by[c, s] for s in seeds if (c, s) in by]
+        paired = [by[c, s] - by["all", s] for s in seeds if (c, s) in by and ("all", s) in by]
+        setting = next(r["settings"] for r in raw["results"] if r["condition"] == c)
+        lines.append(f"| {c} | {', '.join(f'{k}={v}' for k, v in setting.items()) or '-'} | "
+                     f"{', '.join(f'{v:.2f}' for v in values)} | {mean_interval(values)} | "
+                     f"{mean_interval(paired) if c != 'all' and paired else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentration": concentration,
+                                               "recipe": recipe}
 
 
 def render(text: str, data: Path = DATA) -> tuple[str, list[str]]:

@@ -23,7 +23,7 @@ import shutil
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +54,8 @@ class CachedExport:
 
 
 class ExportCache:
-    def __init__(self, root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, serving: Iterable[Zoo] = ()) -> None:
+        """`serving`: the zoos a server serves, whose exports are evicted last."""
         if max_bytes < 1:
             raise ValueError(f"the export cache needs a positive size bound, got {max_bytes} bytes")
         self.root, self.max_bytes = Path(root), max_bytes
@@ -65,6 +66,7 @@ class ExportCache:
         self._guard = threading.Lock()
         self._trimming = threading.Lock()
         self._verified: dict[Path, tuple[int, ...]] = {}  # folder -> identity it had when its sha256 matched
+        self.serving = frozenset(_prefix(z) for z in serving)
         self.remove_leftovers()
 
     def get(self, zoo: Zoo, entry: ZooEntry, fmt: str) -> Path:
@@ -140,14 +142,15 @@ class ExportCache:
     def size(self) -> int:
         return sum(e.size for e in self.exports())
 
-    def trim(self, zoo: Zoo, keep: Path | None = None) -> None:
-        """Evict exports until the cache holds at most `max_bytes`: other zoos' first, then least recently used;
-        never `keep` or an export in use. An eviction that fails is kept as `problem` (the bound is not held)."""
+    def trim(self, *zoos: Zoo, keep: Path | None = None) -> None:
+        """Evict exports until the cache holds at most `max_bytes`: first those of zoos other than `zoos` and the
+        served ones, then the least recently used; never `keep` or an export in use. An eviction that fails is kept
+        as `problem` (the bound is not held)."""
         with self._trimming:
             exports = self.exports()
             total = sum(e.size for e in exports)
-            current = _prefix(zoo)
-            for export in sorted(exports, key=lambda e: (e.folder.parts[-3] == current, e.last_used)):
+            current = self.serving | {_prefix(z) for z in zoos}
+            for export in sorted(exports, key=lambda e: (e.folder.parts[-3] in current, e.last_used)):
                 if total <= self.max_bytes:
                     return
                 if export.folder == keep:

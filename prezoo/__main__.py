@@ -26,7 +26,8 @@ COMMANDS = {
     "bossnas": ("training", "bossnas", "BossNAS: label-free selection of preferred HyTra paths"),
     "train": ("training", "train", "one-shot supernet training"),
     "evaluate": ("training", "evaluate", "accuracy of every preferred arch of a trained supernet"),
-    "search": ("training", "search", "baseline search in a budget (evolution, aging, random)"),
+    "search": ("training", "search", "baseline search in a budget (evolution, aging, random, enas)"),
+    "pick": ("training", "pick", "a zoo's entries searched bucket by bucket in a uniformly trained supernet"),
     "package": ("training", "package", "package an evaluated run into a zoo"),
     "finetune": ("training", "finetune", "fine-tune an exported subnet on an image folder"),
 }

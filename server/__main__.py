@@ -1,18 +1,25 @@
-"""`python -m server`: serve a zoo (REST API under /api, UI at /).
+"""`python -m server`: serve one zoo or several as one (REST API under /api, UI at /).
 
-    python -m server [--zoo DIR|org/name] [--compare-zoo DIR|org/name ...] [--host 127.0.0.1] [--port 7860]
-                     [--grpc-port 8001] [--admin-token-env NAME]
+    python -m server [--zoo DIR|org/name|NAME ...] [--compare-zoo DIR|org/name ...] [--host 127.0.0.1]
+                     [--port 7860] [--grpc-port 8001] [--admin-token-env NAME]
+
+Each --zoo is served; without one, every shipped zoo is (today ladder-fmnist, ViT, and hytra-fmnist, HyTra). Served
+zoos are one catalog (zoo.catalog): a budget picks the most accurate entry over all of them (ties: the cheaper), the
+UI draws one Pareto front coloured by family, GET /api/zoo, /v2 and Hub pushes see every entry, and an entry id is
+looked up in whichever zoo holds it, whose preprocessing, classes and weights serve it. They must share dataset and
+classes, and no entry id may be in two of them.
 
 `--host` and `--port` default to $PREZOO_HOST and $PREZOO_PORT when set (the Docker image sets PREZOO_HOST=0.0.0.0,
 so its entrypoint is the README's command unchanged). `--grpc-port` (default $PREZOO_GRPC_PORT, else 0: off) serves
 the Open Inference Protocol v2 over gRPC too, in the same process, through the same micro-batcher and limits.
 
 The admin token (which enables POST /api/push) is read from the environment variable NAME, never from the command
-line; the Hub token from HF_TOKEN. A zoo that cannot be used (served or compared), or a --cache folder that cannot be
-written, stops the start with one line on stderr and exit code 2.
+line; the Hub token from HF_TOKEN. A zoo that cannot be used (served or compared), zoos that cannot be served
+together, or a --cache folder that cannot be written, stops the start with one line on stderr and exit code 2.
 
-Each --compare-zoo (a few at most) is loaded and checked like --zoo, then drawn beside it in the UI's Pareto plot and
-listed under "compare" in GET /api/zoo, for comparison only: budgets, downloads and predictions use the served zoo.
+Each --compare-zoo (a few at most) is loaded and checked like --zoo, then drawn beside the served zoos in the UI's
+Pareto plot and listed under "compare" in GET /api/zoo, for comparison only: budgets, downloads and predictions use
+the served zoos.
 
 Uploads are limited per image (bytes, pixels, aspect ratio) and per request (images); every other request body to
 64 KiB. A request's head must arrive within --header-timeout seconds, its body within --body-timeout of the head.
@@ -30,12 +37,13 @@ from typing import TYPE_CHECKING
 
 from server.compare import MAX_COMPARE_ZOOS, compare_problem
 from server.images import MAX_PIXELS, ImageLimits
-from server.startup import CACHE, StartError, load_zoo, onnx_runtime, writable_cache
+from server.startup import CACHE, StartError, load_zoo, onnx_runtime, served_zoos, writable_cache
 from zoo.arguments import Range, zoo_source
 from zoo.io import quote
 
 if TYPE_CHECKING:
     from server.state import ServerConfig
+    from zoo.catalog import Catalog
     from zoo.store import Zoo
 
 
@@ -53,9 +61,11 @@ def tcp_port(text: str) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--zoo", type=zoo_source, help="zoo directory or Hub repo id (default: the built-in zoo)")
+    p.add_argument("--zoo", action="append", default=[], type=zoo_source, metavar="DIR|org/name|NAME",
+                   help="a zoo to serve: directory, Hub repo id or shipped zoo's name; repeat to serve several as one "
+                        "(one budget, one Pareto front over all) (default: every shipped zoo)")
     p.add_argument("--compare-zoo", action="append", default=[], type=zoo_source, metavar="DIR|org/name",
-                   help=f"another zoo shown beside the served one for comparison only (Pareto plot, /api/zoo); "
+                   help=f"another zoo shown beside the served ones for comparison only (Pareto plot, /api/zoo); "
                         f"repeat for more, at most {MAX_COMPARE_ZOOS}")
     p.add_argument("--host", default=os.environ.get("PREZOO_HOST", "127.0.0.1"), help="default: %(default)s")
     p.add_argument("--port", type=tcp_port, default=os.environ.get("PREZOO_PORT", "7860"),
@@ -103,8 +113,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def compare_zoos(served: Zoo, sources: list[str]) -> list[Zoo]:
-    """The --compare-zoo zoos, each loaded like the served one and measured on the same dataset (top-1 on another
+def compare_zoos(served: Catalog, sources: list[str]) -> list[Zoo]:
+    """The --compare-zoo zoos, each loaded like the served ones and measured on the same dataset (top-1 on another
     dataset is no comparison)."""
     zoos = [load_zoo(source, "--compare-zoo") for source in sources]
     for source, other in zip(sources, zoos, strict=True):
@@ -163,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("server").setLevel(args.log_level.upper())  # ours; libraries (ORT quantizer) stay quiet
     try:
         onnx_runtime()
-        zoo, token, cache = load_zoo(args.zoo), admin_token(args.admin_token_env), writable_cache(args.cache)
-        compare = compare_zoos(zoo, args.compare_zoo)
+        zoos, token, cache = served_zoos(args.zoo), admin_token(args.admin_token_env), writable_cache(args.cache)
+        compare = compare_zoos(zoos, args.compare_zoo)
         if args.grpc_port:
             check_listen(args.host, args.grpc_port, "--grpc-port")
     except StartError as e:
@@ -174,15 +184,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from server.app import create_app
     from server.protocol import DeadlineH11Protocol
+    from zoo.catalog import named
 
     try:
-        app = create_app(zoo, cache, server_config(args, token, compare))
+        app = create_app(zoos, cache, server_config(args, token, compare))
     except ValueError as e:  # a --cache inside a folder the UI's file route serves whole
         print(f"python -m server: {e}", file=sys.stderr)
         return 2
     shown = f" beside {', '.join(other.name for other in compare)}" if compare else ""
     grpc = f"; Open Inference Protocol v2 over gRPC on {args.host}:{args.grpc_port}" if args.grpc_port else ""
-    print(f"PreZoo serving zoo {zoo.name}{shown} on http://{args.host}:{args.port}/ (API docs: /docs){grpc}",
+    print(f"PreZoo serving {named(zoos.zoos)}{shown} on http://{args.host}:{args.port}/ (API docs: /docs){grpc}",
           file=sys.stderr)
     http = functools.partial(DeadlineH11Protocol, header_timeout=args.header_timeout, body_timeout=args.body_timeout)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=http,

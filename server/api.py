@@ -1,4 +1,5 @@
-"""The REST API under /api. Every error is JSON `{"error": message, ...}` with a 4xx status that says whose fault
+"""The REST API under /api, over every served zoo: ids are looked up across them, a budget chooses among all their
+entries (`zoo.catalog.Catalog`). Every error is JSON `{"error": message, ...}` with a 4xx status that says whose fault
 it is (507 when the server's disk cannot take an export); ids and kinds are looked up in tables, never joined into
 file paths."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import pathlib
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Path, Request, UploadFile
@@ -22,6 +24,7 @@ from server.inference import NonFiniteLogits
 from server.profile import MeasuredLatency, ProfilingInProgress, zoo_latency
 from server.state import PreZooServer
 from zoo import io as zoo_io
+from zoo.catalog import Catalog
 from zoo.pull import HubError, check_repo_id
 from zoo.store import BudgetError, Zoo, ZooEntry
 
@@ -84,7 +87,9 @@ class PushRequest(Budget):
         description="the Hub model repo to create or update, 'org/name'", examples=["me/my-vit"])
     model: str | None = Field(None, max_length=ENTRY_ID_CHARS,
                               description="an entry id; default: the entry the budget picks")
-    whole_zoo: bool = Field(False, description="push the whole zoo folder (supernet + index) instead of one entry")
+    whole_zoo: bool = Field(False, description="push a whole zoo folder (supernet + index) instead of one entry")
+    zoo: str | None = Field(None, max_length=ECHO_CHARS, description="with whole_zoo: the served zoo to push, by name "
+                                                                     "(GET /api/zoo's `zoos`); default: the only one")
     private: bool = False
 
 
@@ -146,12 +151,12 @@ def json_body(model: type[Model], body: bytes) -> Model:
 
 def entry_json(zoo: Zoo, entry: ZooEntry, pareto: set[str], measured: MeasuredLatency | None = None
                ) -> dict[str, Any]:
-    """An entry with its test top-1's 95% interval ([lo, hi] in percent; null where the zoo records no test-set
-    size), its validation top-1/top-5 (null where the zoo records none) and its latency with who measured it
-    (`measured`: the server's lookup; default the zoo's own)."""
+    """An entry of `zoo` (named, with its family, which says how to read `arch`) with its test top-1's 95% interval
+    ([lo, hi] in percent; null where the zoo records no test-set size), its validation top-1/top-5 (null where the
+    zoo records none) and its latency with who measured it (`measured`: the server's lookup; default the zoo's own)."""
     interval = zoo.top1_interval(entry)
     measured = measured or zoo_latency(zoo, entry)
-    return {"val_top1": None, "val_top5": None, **entry.to_dict(),
+    return {"val_top1": None, "val_top5": None, **entry.to_dict(), "zoo": zoo.name, "family": zoo.family.name,
             "top1_interval": interval and [round(x, 3) for x in interval],
             "latency": measured and measured.numbers, "latency_ms": measured and measured.median_ms,
             "latency_source": measured and measured.origin(), "pareto": entry.id in pareto,
@@ -159,8 +164,9 @@ def entry_json(zoo: Zoo, entry: ZooEntry, pareto: set[str], measured: MeasuredLa
 
 
 def served_entry_json(server: PreZooServer, entry: ZooEntry, pareto: set[str]) -> dict[str, Any]:
-    """entry_json with the latency budgets read: this server's where measured, the zoo's otherwise."""
-    return entry_json(server.zoo, entry, pareto, server.profiler.latency(entry))
+    """entry_json (of the entry's own zoo) with the latency budgets read: this server's where measured, the zoo's
+    otherwise."""
+    return entry_json(server.zoos.zoo_of(entry), entry, pareto, server.profiler.latency(entry))
 
 
 def zoo_json(zoo: Zoo, entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -170,6 +176,29 @@ def zoo_json(zoo: Zoo, entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"name": zoo.name, "checksum": zoo.checksum, "family": zoo.family.name, "space": zoo.space.name,
             "entries": entries, "pareto": {by: [e.id for e in zoo.pareto(by)] for by in ("params", "flops")},
             "chosen_by": zoo.chosen_by, "choice": zoo.choice_text(), "validation": zoo.validation}
+
+
+def common(zoos: Catalog, value: Callable[[Zoo], Any]) -> Any:
+    """What every served zoo has alike (their family, space, preprocessing), else None: `zoos` says each one's."""
+    values = [value(z) for z in zoos.zoos]
+    return values[0] if all(v == values[0] for v in values) else None
+
+
+def served_zoos_json(server: PreZooServer) -> dict[str, Any]:
+    """What GET /api/zoo says of the served zoos: zoo_json's fields over all of them (one zoo: exactly its own;
+    several: the names joined, a checksum of theirs, family, space, validation and preprocessing where all share one,
+    else null, one Pareto front, one choice), and `zoos`, each served zoo as zoo_json says it alone, its entries by
+    id, with its preprocessing."""
+    zoos, pareto = server.zoos, set(server.pareto_ids())
+    return {"name": zoos.name, "checksum": zoos.checksum, "family": common(zoos, lambda z: z.family.name),
+            "space": common(zoos, lambda z: z.space.name),
+            "entries": [served_entry_json(server, e, pareto) for e in zoos.entries],
+            "pareto": {by: [e.id for e in zoos.pareto(by)] for by in ("params", "flops")},
+            "chosen_by": zoos.chosen_by, "choice": zoos.choice_text(),
+            "validation": common(zoos, lambda z: z.validation), "default_model": server.default_entry.id,
+            "classes": zoos.classes, "preprocessing": common(zoos, lambda z: z.preprocessing),
+            "zoos": [{**zoo_json(z, [e.id for e in z.entries]), "preprocessing": z.preprocessing}
+                     for z in zoos.zoos]}
 
 
 def compared_zoo_json(zoo: Zoo) -> dict[str, Any]:
@@ -200,12 +229,12 @@ def choose(server: PreZooServer, budget: Budget) -> ZooEntry:
 
 def specialized_json(server: PreZooServer, entry: ZooEntry) -> dict[str, Any]:
     """What a specialization answers of its chosen entry (POST /api/specialize and the UI's /specialize): the entry,
-    the cheaper entries (by parameters) whose choosing top-1 (`Zoo.choice_top1`) lies within its 95% interval, and
-    the one-line `note` on them."""
+    the cheaper entries (by parameters, of any served zoo) whose choosing top-1 (`Catalog.choice_top1`) lies within
+    its 95% interval, and the one-line `note` on them."""
     pareto = set(server.pareto_ids())
     return {"entry": served_entry_json(server, entry, pareto),
             "equivalent_cheaper": [served_entry_json(server, e, pareto)
-                                   for e in server.zoo.equivalent_cheaper(entry, "params")],
+                                   for e in server.zoos.equivalent_cheaper(entry, "params")],
             "note": server.equivalence_note(entry)}
 
 
@@ -241,12 +270,12 @@ def add_api_routes(app: FastAPI, server: PreZooServer, samples: list[pathlib.Pat
 
 @router.get("/health", tags=["service"])
 def health(server: Server) -> dict[str, Any]:
-    """Liveness and readiness: the zoo is loaded and inference is set up. "degraded" (still ready for what is
-    cached) while the export cache cannot be written, with the reason."""
-    problem, zoo = server.exports.check(), server.zoo
+    """Liveness and readiness: the zoos are loaded (`zoo`: their names joined; `zoos`: each) and inference is set
+    up. "degraded" (still ready for what is cached) while the export cache cannot be written, with the reason."""
+    problem, zoo = server.exports.check(), server.zoos
     return {"status": "degraded" if problem else "ok", "ready": True, "degraded_reason": problem,
             "export_cache": {"bytes": server.exports.size(), "max_bytes": server.exports.max_bytes},
-            "zoo": zoo.name, "checksum": zoo.checksum,
+            "zoo": zoo.name, "zoos": [z.name for z in zoo.zoos], "checksum": zoo.checksum,
             "entries": len(zoo.entries), "providers": server.engine.providers,
             "provider_note": server.engine.provider_reason,
             "micro_batching": server.config.inference.micro_batching,
@@ -258,23 +287,20 @@ def health(server: Server) -> dict[str, Any]:
 
 @router.get("/zoo", tags=["zoo"])
 def zoo_index(server: Server) -> dict[str, Any]:
-    """Every entry with its numbers (test top-1 with its 95% interval, validation top-1 where recorded), the Pareto
-    fronts and which accuracy chose them (`chosen_by`, `choice`), the class names and the preprocessing; the zoo's model
-    family (vit, hytra) says how to read each entry's `arch`. `compare`: the zoos shown beside this one, for
-    comparison only (entries, fronts, and how their latencies were measured: on their own machines); budgets,
-    downloads and predictions use this zoo alone."""
-    zoo, pareto = server.zoo, set(server.pareto_ids())
-    return {**zoo_json(zoo, [served_entry_json(server, e, pareto) for e in zoo.entries]),
-            "default_model": server.default_entry.id, "classes": zoo.classes,
-            "preprocessing": zoo.preprocessing, "compare": [compared_zoo_json(other) for other in server.compare]}
+    """Every entry of every served zoo with its numbers (test top-1 with its 95% interval, validation top-1 where
+    recorded), its zoo and its model family (vit, hytra: how to read its `arch`); one Pareto front over all of them
+    and which accuracy chose it (`chosen_by`, `choice`), the class names and the preprocessing (null where the zoos
+    differ); `zoos`: each served zoo. `compare`: the zoos shown beside them, for comparison only (entries, fronts, and
+    how their latencies were measured: on their own machines); budgets, downloads and predictions never use those."""
+    return {**served_zoos_json(server), "compare": [compared_zoo_json(other) for other in server.compare]}
 
 
 @router.post("/specialize", tags=["zoo"])
 def specialize(budget: Budget, request: Request, server: Server) -> dict[str, Any]:
-    """The most accurate entry (point estimate of the top-1 that chooses: validation where the zoo records it, else
-    test; GET /api/zoo's `chosen_by`) within every given limit, with links to download it, and the cheaper entries
-    (by parameters) whose choosing top-1 lies within its 95% interval, with a one-line `note` (null when there are
-    none)."""
+    """The most accurate entry of any served zoo (point estimate of the top-1 that chooses: validation where every
+    zoo records it, else test; GET /api/zoo's `chosen_by`) within every given limit, with links to download it, and
+    the cheaper entries (by parameters) whose choosing top-1 lies within its 95% interval, with a one-line `note`
+    (null when there are none)."""
     entry = choose(server, budget)
     return {**specialized_json(server, entry), "budget": budget.model_dump(),
             "downloads": download_links(request, entry)}
@@ -311,7 +337,7 @@ async def predict(files: Annotated[list[UploadFile], File(description="one or mo
         try:
             check_content_type(upload.content_type, name)
             data = await upload.read(limits.max_bytes + 1)
-            inputs.append(await run_in_threadpool(server.decode, data, name))
+            inputs.append(await run_in_threadpool(server.decode, data, name, entry))
         except ImageError as e:
             raise ApiError(e.status, str(e), file=name) from None
     results = await server.classify(entry, inputs, top_k)
@@ -349,14 +375,23 @@ def require_admin(server: Server, authorization: Annotated[str | None, Header()]
 @router.post("/push", tags=["admin"], dependencies=[Depends(require_admin)], openapi_extra={"requestBody": {
     "required": True, "content": {"application/json": {"schema": PushRequest.model_json_schema()}}}})
 async def push(request: Request, server: Server) -> dict[str, Any]:
-    """Push one entry (HF folder: safetensors, config, card) or the whole zoo to the Hub."""
+    """Push one entry (HF folder: safetensors, config, card) or a whole served zoo to the Hub."""
     body = json_body(PushRequest, await request.body())
-    entry = None if body.whole_zoo else (known_entry(server, body.model) if body.model else choose(server, body))
+    what = pushed_zoo(server, body.zoo) if body.whole_zoo else (known_entry(server, body.model) if body.model
+                                                                 else choose(server, body))
     try:
-        url = await run_in_threadpool(server.push, body.repo_id, entry, private=body.private)
+        url = await run_in_threadpool(server.push, body.repo_id, what, private=body.private)
     except HubError as e:
         raise ApiError(502, str(e)) from None
-    return {"repo_id": body.repo_id, "url": url, "pushed": "zoo" if entry is None else entry.id}
+    return {"repo_id": body.repo_id, "url": url, "pushed": "zoo" if isinstance(what, Zoo) else what.id}
+
+
+def pushed_zoo(server: PreZooServer, name: str | None) -> Zoo:
+    """The served zoo a whole-zoo push names (default: the only one), else a 422 naming the served zoos."""
+    try:
+        return server.served_zoo(name)
+    except KeyError as e:
+        raise ApiError(422, e.args[0]) from None
 
 
 def _etags(header: str) -> set[str]:

@@ -1,11 +1,12 @@
-"""`create_app`: the ASGI app — REST API under /api (OpenAPI at /docs), Open Inference Protocol v2 under /v2
-(and over gRPC when `config.grpc_address` is set: server/grpc_v2.py), Gradio UI at /."""
+"""`create_app`: the ASGI app serving one zoo or several as one (`zoo.catalog.Catalog`) — REST API under /api (OpenAPI
+at /docs), Open Inference Protocol v2 under /v2 (and over gRPC when `config.grpc_address` is set: server/grpc_v2.py),
+Gradio UI at /."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,10 +26,10 @@ from server.api import add_api_routes, install_error_handlers
 from server.grpc_v2 import start_grpc
 from server.limits import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, api_body_limits
 from server.samples import write_samples
-from server.state import PreZooServer, ServerConfig, loaded
+from server.state import PreZooServer, ServerConfig, ZooSource, catalog
 from server.ui import PreZooUI
 from server.v2 import add_v2_routes
-from zoo.store import Zoo
+from zoo.catalog import Catalog, named
 
 log = logging.getLogger("server")
 API_PATHS = ("/api", "/v2", "/docs", "/docs-assets", "/openapi.json")  # everything else under / is the UI's
@@ -95,18 +96,20 @@ def folder_serving(cache: Path) -> str | None:
     return next((str(folder) for folder in served if gr_utils.is_in_or_equal(cache, folder)), None)
 
 
-def create_app(zoo_source: str | Path | Zoo, cache_dir: str | Path, config: ServerConfig | None = None) -> FastAPI:
-    """Load the zoo (ZooError / HubError if it cannot be used) and wire the API and the UI to one server state
-    (PreZooServer, run as `config` says; default: ServerConfig()). ValueError for a `cache_dir` inside a folder
-    Gradio serves whole."""
-    if served := folder_serving(Path(cache_dir)):
-        raise ValueError(f"the cache {cache_dir} is inside {served}, which the UI's file route serves to anyone: "
+def create_app(served: ZooSource | Catalog | Sequence[ZooSource], cache_dir: str | Path,
+               config: ServerConfig | None = None) -> FastAPI:
+    """Load the zoo, or each of several zoos served together (ZooError / HubError if one cannot be used), and wire
+    the API and the UI to one server state (PreZooServer, run as `config` says; default: ServerConfig()). ValueError
+    for zoos that cannot be served together (`zoo.catalog.Catalog`) or a `cache_dir` inside a folder Gradio serves
+    whole."""
+    if exposed := folder_serving(Path(cache_dir)):
+        raise ValueError(f"the cache {cache_dir} is inside {exposed}, which the UI's file route serves to anyone: "
                          f"choose a cache folder outside it")
     config = config or ServerConfig()
-    zoo, limits = loaded(zoo_source), config.limits
-    server = PreZooServer(zoo, cache_dir, config)
-    samples = write_samples(zoo, server.ui_dir / "samples")
-    log.info("zoo %s: %d entries, %s; inference on %s (%s)", zoo.name, len(zoo.entries), zoo.choice_text(),
+    zoos, limits = catalog(served), config.limits
+    server = PreZooServer(zoos, cache_dir, config)
+    samples = write_samples(zoos.zoos[0], server.ui_dir / "samples")  # the zoos share dataset and classes
+    log.info("zoo %s: %d entries, %s; inference on %s (%s)", zoos.name, len(zoos.entries), zoos.choice_text(),
              ", ".join(server.engine.providers), server.engine.provider_reason)
 
     @asynccontextmanager
@@ -125,7 +128,7 @@ def create_app(zoo_source: str | Path | Zoo, cache_dir: str | Path, config: Serv
             server.close()
 
     app = FastAPI(title="PreZoo", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description=f"Budget-to-model specialization and inference for the zoo **{zoo.name}**.")
+                  description=f"Budget-to-model specialization and inference for {named(zoos.zoos)}.")
     install_error_handlers(app)
     add_api_routes(app, server, samples)
     add_v2_routes(app, server)

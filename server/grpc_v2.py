@@ -108,7 +108,7 @@ class InferenceService:
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
         """One entry's, or every entry's for an empty name."""
-        entries = [v2_model(self.server, request.name, request.version)] if request.name else self.server.zoo.entries
+        entries = [v2_model(self.server, request.name, request.version)] if request.name else self.server.zoos.entries
         return model_statistics(self.server, entries)
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
@@ -117,7 +117,7 @@ class InferenceService:
     async def ModelInfer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         entry = v2_model(self.server, request.model_name, request.model_version)
         with self.server.engine.stats.request(entry.id):
-            x = infer_input(self.server, request)
+            x = infer_input(self.server, entry, request)
             requested_binary([V2Output(name=o.name, parameters={k: value(p) for k, p in o.parameters.items()})
                               for o in request.outputs] or None, True)  # checked like HTTP's; always raw here
             return infer_reply(entry, request.id, await self.server.engine.batched_logits(entry, x))
@@ -128,10 +128,10 @@ def value(parameter: pb.InferParameter) -> object:
     return choice and getattr(parameter, choice)
 
 
-def infer_input(server: PreZooServer, request: pb.ModelInferRequest) -> np.ndarray:
+def infer_input(server: PreZooServer, entry: ZooEntry, request: pb.ModelInferRequest) -> np.ndarray:
     """The input's values from its raw contents (tritonclient's and KServe's way) or its typed fp32_contents,
-    checked as HTTP checks them."""
-    tensor = check_input(server, [V2Input(name=t.name, shape=list(t.shape), datatype=t.datatype)
+    checked as HTTP checks them (in the shape `entry` takes)."""
+    tensor = check_input(server, entry, [V2Input(name=t.name, shape=list(t.shape), datatype=t.datatype)
                                   for t in request.inputs])
     if not request.raw_input_contents:
         return checked_values(tensor, np.asarray(request.inputs[0].contents.fp32_contents, dtype=np.float32))

@@ -1,4 +1,4 @@
-"""ONNX Runtime inference for the zoo's entries: a bounded session cache, micro-batching.
+"""ONNX Runtime inference for the served zoos' entries: a bounded session cache, micro-batching.
 
 Sessions are built as `export.runtime` says (the provider this host really runs, the serving options) from the export
 cache's fp32 ONNX files and kept in an LRU of configurable size (a big zoo would not fit in memory at once). With
@@ -26,6 +26,7 @@ import numpy as np
 from export.cache import ExportCache
 from export.onnx import run
 from export.runtime import choose_providers, serving_session
+from zoo.catalog import Catalog
 from zoo.store import Zoo, ZooEntry
 
 
@@ -249,13 +250,14 @@ class NonFiniteLogits(ValueError):
 
 
 class Engine:
-    """Logits and class probabilities for a batch of preprocessed images with any entry of the zoo."""
+    """Logits and class probabilities for a batch of preprocessed images with any entry of the served zoos (one zoo,
+    or several as a Catalog); each entry's session is built from its own zoo."""
 
-    def __init__(self, zoo: Zoo, cache: ExportCache, config: InferenceConfig,
+    def __init__(self, zoos: Zoo | Catalog, cache: ExportCache, config: InferenceConfig,
                  providers: tuple[list[str], str] | None = None) -> None:
-        self.zoo, self.cache, self.config = zoo, cache, config
+        self.zoos, self.cache, self.config = Catalog.of(zoos), cache, config
         self.providers, self.provider_reason = providers or choose_providers()
-        self.sessions = SessionCache(lambda entry_id: self.new_session(self.zoo.entry(entry_id)), config.sessions)
+        self.sessions = SessionCache(lambda entry_id: self.new_session(self.zoos.entry(entry_id)), config.sessions)
         self._batchers: dict[str, MicroBatcher] = {}
         self._guard = threading.Lock()
         self.traffic = Traffic()
@@ -264,7 +266,8 @@ class Engine:
     def new_session(self, entry: ZooEntry):
         """A session of the entry as this engine serves it (providers, threads, spinning), outside the LRU: the
         latency profiler times these."""
-        return serving_session(self.cache, self.zoo, entry, self.providers, self.config.threads, self.config.spinning)
+        return serving_session(self.cache, self.zoos.zoo_of(entry), entry, self.providers, self.config.threads,
+                               self.config.spinning)
 
     def logits(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:
         """One ORT call (blocking)."""

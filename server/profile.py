@@ -14,6 +14,7 @@ from export.cache import ExportCache
 from export.onnx import measure_latency
 from export.profile import input_shape, latency_protocol
 from server.inference import Engine
+from zoo.catalog import Catalog
 from zoo.store import LatencyUnknownError, Zoo, ZooEntry, protocol_text
 
 log = logging.getLogger("server")
@@ -64,14 +65,16 @@ def zoo_latency(zoo: Zoo, entry: ZooEntry) -> MeasuredLatency | None:
 
 
 class LatencyProfiler:
-    """Profiles every entry once on the serving engine's provider and session options, one entry at a time in one
-    background thread, and only while no inference call is in flight: a round a request ran alongside is measured
-    again. `latency` is the lookup everything reads (served numbers first, the zoo's otherwise)."""
+    """Profiles every entry of every served zoo once on the serving engine's provider and session options, one entry
+    at a time in one background thread, and only while no inference call is in flight: a round a request ran
+    alongside is measured again. `latency` is the lookup everything reads (served numbers first, the entry's zoo's
+    otherwise)."""
 
-    def __init__(self, zoo: Zoo, cache: ExportCache, engine: Engine, enabled: bool,
+    def __init__(self, zoos: Zoo | Catalog, cache: ExportCache, engine: Engine, enabled: bool,
                  warmup: int = SERVED_WARMUP, runs: int = SERVED_RUNS) -> None:
         self.provider = engine.providers[0] if engine.providers else None  # None: no sessions here (the Ray ingress)
-        self.zoo, self.cache, self.engine, self.enabled = zoo, cache, engine, enabled and self.provider is not None
+        self.zoos, self.cache, self.engine = Catalog.of(zoos), cache, engine
+        self.enabled = enabled and self.provider is not None
         self.warmup, self.runs = warmup, runs
         self.protocol = (latency_protocol(self.provider, engine.config.threads, 1, warmup, runs) if self.enabled
                          else None)
@@ -86,7 +89,7 @@ class LatencyProfiler:
         with self._lock:
             served = self._served.get(entry.id)
         if served is None:
-            return zoo_latency(self.zoo, entry)
+            return zoo_latency(self.zoos.zoo_of(entry), entry)
         return MeasuredLatency(served, "served", self.protocol["host"], self.provider, protocol_text(self.protocol))
 
     def latency_ms(self, entry: ZooEntry) -> float | None:
@@ -98,7 +101,7 @@ class LatencyProfiler:
         """For /api/health: off, running or done; how many entries are profiled, which failed and why."""
         with self._lock:
             profiled, failed = len(self._served), dict(self._failed)
-        total = len(self.zoo.entries)
+        total = len(self.zoos.entries)
         state = "off" if not self.enabled else "done" if profiled + len(failed) == total else "running"
         return {"state": state, "profiled": profiled, "failed": failed, "entries": total, "provider": self.provider,
                 "host": self.protocol and self.protocol["host"],
@@ -106,10 +109,10 @@ class LatencyProfiler:
 
     def query(self, max_params: str | float | None = None, max_flops: str | float | None = None,
               max_latency_ms: str | float | None = None) -> ZooEntry:
-        """Zoo.query reading latencies through `latency_ms`; ProfilingInProgress while an entry lacks one that the
-        profiling under way will measure."""
+        """Catalog.query (over every served zoo) reading latencies through `latency_ms`; ProfilingInProgress while an
+        entry lacks one that the profiling under way will measure."""
         try:
-            return self.zoo.query(max_params, max_flops, max_latency_ms, latency_of=self.latency_ms)
+            return self.zoos.query(max_params, max_flops, max_latency_ms, latency_of=self.latency_ms)
         except LatencyUnknownError as e:
             progress = self.progress()
             if progress["state"] != "running":
@@ -129,7 +132,7 @@ class LatencyProfiler:
             self._thread.join(timeout=30)
 
     def _profile_all(self) -> None:
-        for entry in self.zoo.entries:
+        for entry in self.zoos.entries:
             try:
                 numbers = self._profile(entry)
             except Exception as e:  # an export the cache cannot write, a provider refusing this model: report, go on
@@ -151,7 +154,7 @@ class LatencyProfiler:
             started = traffic.wait_quiet(QUIET_POLL_S)
             if started is None:
                 continue
-            numbers = measure_latency(sess, input_shape(self.zoo, 1), self.warmup, self.runs)
+            numbers = measure_latency(sess, input_shape(self.zoos.zoo_of(entry), 1), self.warmup, self.runs)
             if traffic.wait_quiet(0) == started:
                 return numbers
         return None

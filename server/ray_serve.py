@@ -104,7 +104,7 @@ class RemoteEngine(Engine):
     """The ingress's engine: logits come from ZooModels, routed by entry id (no sessions in this process)."""
 
     def __init__(self, server: PreZooServer, models: DeploymentHandle) -> None:
-        super().__init__(server.zoo, server.exports, server.config.inference, REMOTE)
+        super().__init__(server.zoos, server.exports, server.config.inference, REMOTE)
         self.models = models
 
     async def batched_logits(self, entry: ZooEntry, x: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""What every way of serving checks before it serves (`python -m server`, the Ray Serve application): the zoo loads,
-the cache folder takes writes. A problem here is the operator's to fix: one line, no traceback."""
+"""What every way of serving checks before it serves (`python -m server`, the Ray Serve application): the zoos load
+and can be served together, the cache folder takes writes. A problem here is the operator's to fix: one line, no
+traceback."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from zoo.pull import HubError
 
 if TYPE_CHECKING:
+    from zoo.catalog import Catalog
     from zoo.store import Zoo
 
 CACHE = Path(os.environ.get("PREZOO_CACHE", Path.home() / ".cache" / "prezoo"))
@@ -29,19 +31,33 @@ def onnx_runtime() -> None:
                          "pip install 'prezoo[serve,cpu]' (or 'prezoo[serve,gpu]' for onnxruntime-gpu; never both)")
 
 
-def load_zoo(source: str | None, what: str = "zoo") -> Zoo:
-    """The zoo --zoo names, or the built-in one (zoo.store imports torch: loaded here, after parsing); `what` names
-    the option in the message when it cannot be used."""
-    from zoo.store import DEFAULT_ZOO, Zoo, ZooError
+def load_zoo(source: str, what: str = "zoo") -> Zoo:
+    """The zoo a flag names (zoo.store imports torch: loaded here, after parsing); `what` names the option in the
+    message when it cannot be used."""
+    from zoo.store import Zoo, ZooError
 
-    if source is None and not DEFAULT_ZOO.exists():
-        raise StartError(f"the default zoo {DEFAULT_ZOO} is not built yet: build it with `python -m training` "
-                         f"(see the README) or pass --zoo DIR|org/name")
-    source = source or str(DEFAULT_ZOO)
     try:
         return Zoo.load(source)
     except (ZooError, HubError, OSError) as e:  # ZooError: the zoo's schema names whatever is malformed
         raise StartError(f"cannot use {what} {source}: {e}") from None
+
+
+def served_zoos(sources: list[str]) -> Catalog:
+    """The zoos --zoo names, or every shipped zoo (`zoo.store.shipped_zoos`) when it names none, each loaded as
+    `load_zoo` loads it, as one catalog: StartError when no zoo is shipped or they cannot be served together (another
+    dataset or classes, an entry id two of them hold)."""
+    from zoo.catalog import Catalog
+    from zoo.store import CHECKOUT_ZOOS, shipped_zoos
+
+    sources = sources or [str(folder) for folder in shipped_zoos().values()]
+    if not sources:
+        raise StartError(f"no shipped zoo is built yet (none in {CHECKOUT_ZOOS}): build one with `python -m training` "
+                         f"(see the README) or pass --zoo DIR|org/name")
+    zoos = [load_zoo(source) for source in sources]
+    try:
+        return Catalog(zoos)
+    except ValueError as e:
+        raise StartError(f"cannot serve these zoos together: {e}") from None
 
 
 def writable_cache(path: str) -> Path:

@@ -1,6 +1,7 @@
-"""The Gradio UI: budget -> chosen model (numbers with their 95% intervals, per-layer table, card, Pareto plot,
-downloads), or a model picked from the table of all entries or from the plot; a "try it" tab and, with an admin
-token configured, a Hub push form. It calls the same `PreZooServer` as the REST API.
+"""The Gradio UI: budget -> chosen model of any served zoo (numbers with their 95% intervals, per-layer table, card,
+one Pareto plot of every served entry coloured by family, downloads), or a model picked from the table of all entries
+or from the plot; a "try it" tab and, with an admin token configured, a Hub push form. It calls the same
+`PreZooServer` as the REST API; whatever it does with an entry it does with the entry's own zoo.
 
 Its Gradio API (`gradio_client`) is three named endpoints: /specialize (a budget written as REST takes it, '0.3M'),
 /download (an entry's file in one format) and /classify (an image). /specialize and /classify answer data inline
@@ -34,12 +35,13 @@ from server.images import FORMATS, ImageError, decode_image, model_view, to_inpu
 from server.profile import zoo_latency
 from server.state import PreZooServer
 from zoo.budget import FLOPS_LABEL, human
+from zoo.catalog import Catalog
 from zoo.pull import HubError
 from zoo.store import Zoo, ZooEntry
 
 DOWNLOAD_BUTTONS = {"hf-zip": "HF folder (zip)", "safetensors": "safetensors", "onnx": "ONNX",
                     "onnx-fp16": "ONNX fp16", "onnx-int8": "ONNX INT8"}
-WHOLE_ZOO = "the whole zoo"
+WHOLE_ZOO = "the chosen model's whole zoo"
 POINT = "point-"  # SVG id prefix of an entry's marker in the Pareto plot: POINT + entry id
 COMPARE = "compare-"  # SVG id prefix of a compared zoo's marker: COMPARE + zoo number + "-" + entry id (no choice)
 INTERVALS = "intervals-"  # SVG id of a zoo's error bars: INTERVALS + "served" or the compared zoo's number
@@ -48,6 +50,7 @@ ENTRY_HEADERS = ["id", "parameters", FLOPS_LABEL, "top-1 %", "top-1 95% interval
 ENTRY_TYPES = ["str", "number", "number", "number", "str", "number", "number", "str"]
 COUNT_COLUMNS = (1, 2)  # shown as 13.2K, 1.21M
 COMPARE_STYLES = [("#d97706", "s"), ("#059669", "^"), ("#7c3aed", "D"), ("#db2777", "v")]  # colour, marker per zoo
+FAMILY_COLOURS = ["#2563eb", "#0d9488", "#a16207", "#4b5563"]  # the served entries' markers, per family in order
 DATASET_INPUTS = {  # what an image should look like to be in the distribution the zoo was trained on
     "fashion-mnist": "a Fashion-MNIST-like photo: one clothing item or shoe, centred, filling the frame, "
                      "**light on a dark background** (invert a photo of a dark item on a white table first)",
@@ -129,32 +132,50 @@ def zoo_label(zoo: Zoo) -> str:
     return f"{zoo.name} ({zoo.family.title})"
 
 
-def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale, compare: Sequence[Zoo] = ()) -> str:
-    """Top-1 vs cost (`by`: params or flops, in the unit of `scale`) of every entry with its 95% interval as an error
-    bar, the Pareto front joined, the chosen one starred; an inline SVG whose markers carry ids POINT + entry id (so a
-    click can choose one). Each zoo in `compare` adds its entries and front in its own colour and marker, with ids
-    COMPARE + its number + "-" + entry id: shown, never chosen."""
+def served_label(zoos: Catalog) -> str:
+    """How the plot's legend names the served zoos: 'ladder-fmnist (ViT) + hytra-fmnist (HyTra)'."""
+    return " + ".join(zoo_label(z) for z in zoos.zoos)
+
+
+def family_colours(zoos: Catalog) -> dict[str, tuple[str, str]]:
+    """(colour, legend label) of each served family, in the order the zoos come: 'ViT (ladder-fmnist)'."""
+    families: dict[str, list[Zoo]] = {}
+    for z in zoos.zoos:
+        families.setdefault(z.family.name, []).append(z)
+    return {name: (FAMILY_COLOURS[i % len(FAMILY_COLOURS)],
+                   f"{served[0].family.title} ({', '.join(z.name for z in served)})")
+            for i, (name, served) in enumerate(families.items())}
+
+
+def pareto_svg(zoos: Catalog, chosen: ZooEntry | None, by: str, scale: SliderScale, compare: Sequence[Zoo] = ()) -> str:
+    """Top-1 vs cost (`by`: params or flops, in the unit of `scale`) of every served entry with its 95% interval as an
+    error bar, coloured by family (filled on the one Pareto front over all served zoos, hollow off it), the front
+    joined, the chosen one starred; an inline SVG whose markers carry ids POINT + entry id (so a click can choose
+    one). Each zoo in `compare` adds its entries and front in its own colour and marker, with ids COMPARE + its number
+    + "-" + entry id: shown, never chosen."""
     cost = {"params": lambda e: e.params / scale.factor, "flops": lambda e: e.flops / scale.factor}[by]
-    scored = sorted((e for e in zoo.entries if e.top1 is not None), key=cost)
-    front = zoo.pareto(by)
+    scored = sorted((e for e in zoos.entries if e.top1 is not None), key=cost)
+    front, colours = zoos.pareto(by), family_colours(zoos)
     fig = Figure(figsize=(6.4, 4), dpi=100, layout="tight")
     ax = fig.add_subplot()
-    plot_intervals(ax, zoo, scored, cost, "#9ca3af", f"{INTERVALS}served", "95% interval")
-    ax.plot([cost(e) for e in front], [e.top1 for e in front], "-", color="#2563eb", zorder=2,
-            label=f"Pareto front, {zoo_label(zoo)}" if compare else "Pareto front")
-    labelled = set()
+    plot_intervals(ax, zoos, scored, cost, "#9ca3af", f"{INTERVALS}served", "95% interval")
+    ax.plot([cost(e) for e in front], [e.top1 for e in front], "-", color="#1f2937", zorder=2,
+            label=f"Pareto front, {served_label(zoos)}" if compare else "Pareto front")
     for e in scored:
-        kind = "on the front" if e in front else "zoo entry"
-        ax.plot([cost(e)], [e.top1], "o", markersize=8, color="#2563eb" if e in front else "#6b7280", zorder=3,
-                gid=f"{POINT}{e.id}", label=kind if kind not in labelled else "_nolegend_")
-        labelled.add(kind)
+        colour = colours[zoos.zoo_of(e).family.name][0]
+        ax.plot([cost(e)], [e.top1], "o", markersize=8, color=colour, markerfacecolor=colour if e in front else "white",
+                zorder=3, gid=f"{POINT}{e.id}", label="_nolegend_")
+    for colour, family in colours.values():  # legend lines only: each family's marker as on the front
+        ax.plot([], [], "o", markersize=8, color=colour, label=family)
+    if len(front) < len(scored):
+        ax.plot([], [], "o", markersize=8, color="#6b7280", markerfacecolor="white", label="off the front")
     if chosen is not None and chosen.top1 is not None:
         ax.scatter([cost(chosen)], [chosen.top1], marker="*", s=320, color="#dc2626", label=f"chosen {chosen.id}",
                    zorder=4)
     compared = [plot_compared_zoo(ax, other, number, by, cost) for number, other in enumerate(compare)]
     scale_cost_axis(ax, [cost(e) for e in scored + [e for entries in compared for e in entries]])
     ax.set_xlabel(scale.label)
-    ax.set_ylabel(f"test top-1 (%); front chosen on {zoo.choice_split[0]}")
+    ax.set_ylabel(f"test top-1 (%); front chosen on {'validation' if zoos.by_validation else 'test'}")
     ax.grid(alpha=0.3)
     if compare:  # too many lines to sit inside without hiding points: two columns below the axes, the figure taller
         rows = math.ceil(len(ax.get_legend_handles_labels()[1]) / 2)
@@ -168,9 +189,9 @@ def pareto_svg(zoo: Zoo, chosen: ZooEntry | None, by: str, scale: SliderScale, c
     return buf.getvalue()[buf.getvalue().index("<svg"):]  # no XML prologue inside HTML
 
 
-def plot_intervals(ax, zoo: Zoo, entries: list[ZooEntry], cost: Callable[[ZooEntry], float], colour: str, gid: str,
-                   label: str) -> None:
-    """Each entry's 95% top-1 interval as an error bar (SVG group `gid`); nothing when the zoo records no test-set
+def plot_intervals(ax, zoo: Zoo | Catalog, entries: list[ZooEntry], cost: Callable[[ZooEntry], float], colour: str,
+                   gid: str, label: str) -> None:
+    """Each entry's 95% top-1 interval as an error bar (SVG group `gid`); nothing when a zoo records no test-set
     size, since a bar there would claim a certainty nobody measured."""
     intervals = [zoo.top1_interval(e) for e in entries]
     if not entries or None in intervals:
@@ -203,20 +224,18 @@ def compare_note(server: PreZooServer) -> str:
     zoos = "; ".join(f"**{zoo_label(other)}**, {len(other.entries)} entries (top-1: "
                      f"{other.doc.get('eval_protocol', 'evaluation not recorded')})" for other in server.compare)
     return (f"\n\nThe Pareto plot also shows, for comparison only: {zoos}. Budgets, the table, downloads and "
-            f"predictions use {server.zoo.name} alone.")
+            f"predictions use {server.zoos.name} alone.")
 
 
-def interval_text(zoo: Zoo, entry: ZooEntry) -> str:
+def interval_text(zoo: Zoo | Catalog, entry: ZooEntry) -> str:
     interval = zoo.top1_interval(entry)
     return f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "–"
 
 
 def latency_note(server: PreZooServer) -> str:
-    """Who measured the latencies shown: this server (host, provider, how) once it has, else the zoo's builder."""
-    zoo, progress = server.zoo, server.profiler.progress()
-    how = zoo.latency_protocol_text()
-    built = ("not measured for this zoo (`prezoo profile` measures it)" if how is None else
-             f"{how}; measured when the zoo was built, not on this server")
+    """Who measured the latencies shown: this server (host, provider, how) once it has, else each zoo's builder."""
+    progress = server.profiler.progress()
+    built = "; ".join(dict.fromkeys(built_latency(z) for z in server.zoos.zoos))
     if progress["state"] == "off":
         return f"Latency: {built}."
     here = f"on this server ({progress['provider']}): {progress['protocol']}"
@@ -226,14 +245,21 @@ def latency_note(server: PreZooServer) -> str:
             f"Budgets read this server's numbers where it has them.")
 
 
+def built_latency(zoo: Zoo) -> str:
+    """How a zoo's own latencies were measured, when it was built."""
+    how = zoo.latency_protocol_text()
+    return ("not measured for this zoo (`prezoo profile` measures it)" if how is None else
+            f"{how}; measured when the zoo was built, not on this server")
+
+
 def summary_markdown(server: PreZooServer, entry: ZooEntry, why: str) -> str:
-    zoo = server.zoo
+    zoo = server.zoos.zoo_of(entry)
     top1 = f"{entry.top1:.2f}% ({interval_text(zoo, entry)})" if entry.top1 is not None else "–"
     top5 = f"{entry.top5:.2f}%" if entry.top5 is not None else "–"
     measured = server.profiler.latency(entry)
     latency = f"{measured.median_ms:.3f} ms ({measured.describe()})" if measured else "not measured"
     note = server.equivalence_note(entry)
-    return (f"### Chosen: `{entry.id}`\n{why} {zoo.family.describe_arch(zoo.space, entry.arch)}\n\n"
+    return (f"### Chosen: `{entry.id}`\n{why} {zoo.family.describe_arch(zoo.space, entry.arch)} (zoo {zoo.name})\n\n"
             f"| parameters | FLOPs (MACs) | test top-1 (95% interval) | top-5 | latency |\n|---|---|---|---|---|\n"
             f"| {entry.params:,} ({human(entry.params)}) | {human(entry.flops)} | {top1} | {top5} | {latency} |\n\n"
             + (f"**Cheaper and as accurate:** {note}\n\n" if note else "") + latency_note(server))
@@ -242,7 +268,7 @@ def summary_markdown(server: PreZooServer, entry: ZooEntry, why: str) -> str:
 def entry_rows(server: PreZooServer) -> list[list]:
     """One row per entry (under ENTRY_HEADERS), cheapest first (the first cell is the id: a selected row names its
     entry), counts as numbers; the latency as of now (this server's numbers replace the zoo's as they are measured)."""
-    zoo = server.zoo
+    zoo = server.zoos
     front = {e.id for e in zoo.pareto("params")}
     return [[e.id, e.params, e.flops, e.top1, interval_text(zoo, e), e.top5,
              (m := server.profiler.latency(e)) and round(m.median_ms, 3), "yes" if e.id in front else ""]
@@ -262,7 +288,7 @@ def latency_sources(server: PreZooServer) -> str:
     """Who measured the table's latencies, each said once: the source of most entries for "the other" ones (or all),
     every other source with the ids of its entries (while this server is still measuring, or where it failed)."""
     sources: dict[str, list[str]] = {}
-    for e in sorted(server.zoo.entries, key=lambda e: e.params):
+    for e in sorted(server.zoos.entries, key=lambda e: e.params):
         measured = server.profiler.latency(e)
         sources.setdefault(measured.describe() if measured else "not measured", []).append(e.id)
     (most, ids), *others = sorted(sources.items(), key=lambda item: -len(item[1]))
@@ -288,14 +314,19 @@ def scaled(value: float | None, scale: SliderScale) -> float | None:
     return None if value is None else value * scale.factor
 
 
-def layer_rows(zoo: Zoo, entry: ZooEntry) -> list[list]:
-    """The entry's layers as its family tabulates them (under `zoo.family.layer_headers`)."""
-    return zoo.family.layer_rows(zoo.space, entry.arch)
+def layer_table(zoo: Zoo, entry: ZooEntry) -> dict:
+    """The entry's layers as its family tabulates them, with the family's headers (families differ)."""
+    return {"headers": list(zoo.family.layer_headers), "data": zoo.family.layer_rows(zoo.space, entry.arch)}
 
 
 def card_markdown(zoo: Zoo, entry: ZooEntry) -> str:
     """The model card without its YAML front matter (Hub metadata, not for reading)."""
     return re.sub(r"\A---\n.*?\n---\n", "", model_card(zoo, entry), flags=re.DOTALL)
+
+
+def input_notes(zoos: Catalog) -> str:
+    """`input_note` of each served zoo, each said once."""
+    return "\n\n".join(dict.fromkeys(input_note(z) for z in zoos.zoos))
 
 
 def input_note(zoo: Zoo) -> str:
@@ -335,10 +366,10 @@ class PreZooUI:
     """Handlers (methods) and layout (`build`) of the UI; every handler goes through the shared server state."""
 
     def __init__(self, server: PreZooServer, samples: list[Path]) -> None:
-        self.server, self.zoo, self.samples = server, server.zoo, samples
-        self.params = SliderScale.of("parameters", [e.params for e in self.zoo.entries])
-        self.flops = SliderScale.of("FLOPs", [e.flops for e in self.zoo.entries])
-        latencies = [e.latency_ms for e in self.zoo.entries]
+        self.server, self.zoos, self.samples = server, server.zoos, samples
+        self.params = SliderScale.of("parameters", [e.params for e in self.zoos.entries])
+        self.flops = SliderScale.of("FLOPs", [e.flops for e in self.zoos.entries])
+        latencies = [e.latency_ms for e in self.zoos.entries]
         self.latency = SliderScale.of("latency", latencies, unit="ms") if None not in latencies else None
         self.latest = LatestChoice()
 
@@ -374,7 +405,7 @@ class PreZooUI:
     def known_entry(self, model: str) -> ZooEntry:
         """The entry with this id, else the client's error naming the known ones."""
         try:
-            return self.zoo.entry(clip(str(model), ENTRY_ID_CHARS))  # no id is longer: a longer value is only echoed
+            return self.zoos.entry(clip(str(model), ENTRY_ID_CHARS))  # no id is longer: a longer value is only echoed
         except KeyError as e:
             raise client_error(e.args[0]) from None
 
@@ -394,7 +425,7 @@ class PreZooUI:
         return entry, {**specialized_json(self.server, entry), "budget": body.model_dump()}
 
     def within_budget(self) -> str:
-        return f"The most accurate (point estimate) of the {len(self.zoo.entries)} entries within the budget."
+        return f"The most accurate (point estimate) of the {len(self.zoos.entries)} entries within the budget."
 
     # -- the page's handlers -----------------------------------------------------------------------
     def apply_budget(self, max_params: float | None, max_flops: float | None, max_latency: float | None, axis: str,
@@ -419,7 +450,7 @@ class PreZooUI:
 
     def pick(self, entry_id: str, axis: str, where: str, request: gr.Request):
         try:
-            entry = self.zoo.entry(entry_id)
+            entry = self.zoos.entry(entry_id)
         except KeyError as e:
             raise client_error(e.args[0]) from None
         return self.show(entry, axis, f"Picked in the {where} (the budget above is not applied).", request)
@@ -427,15 +458,17 @@ class PreZooUI:
     def show(self, entry: ZooEntry, axis: str, why: str, request: gr.Request):
         """The outputs for a chosen entry; the download buttons stay disarmed until prepare_downloads."""
         self.latest.set(request.session_hash, entry.id)
-        return (summary_markdown(self.server, entry, why), self.plot(entry.id, axis), layer_rows(self.zoo, entry),
-                card_markdown(self.zoo, entry), entry.id, entry.id,
+        zoo = self.zoos.zoo_of(entry)
+        return (summary_markdown(self.server, entry, why), self.plot(entry.id, axis), layer_table(zoo, entry),
+                card_markdown(zoo, entry), entry.id, entry.id,
                 *[gr.DownloadButton(interactive=False) for _ in DOWNLOAD_BUTTONS])
 
     def latency_info(self) -> str:
-        """Whose numbers set the latency slider's range (the zoo's), and whose a budget reads."""
-        source = zoo_latency(self.zoo, self.zoo.entries[0])
-        return (f"median per image; the range is the zoo's numbers ({source.host}, {source.provider}); a budget "
-                f"reads this server's own once it measured them")
+        """Whose numbers set the latency slider's range (the zoos'), and whose a budget reads."""
+        sources = [zoo_latency(z, z.entries[0]) for z in self.zoos.zoos]
+        hosts = "; ".join(dict.fromkeys(f"{source.host}, {source.provider}" for source in sources))
+        return (f"median per image; the range is the zoo's numbers ({hosts}); a budget reads this server's own once "
+                f"it measured them")
 
     def entries(self) -> tuple[dict, str]:
         """The entries table and who measured its latencies, as of now (each page load: latencies measured here since
@@ -445,7 +478,7 @@ class PreZooUI:
     def plot(self, entry_id: str | None, axis: str) -> str:
         """The Pareto plot over `axis` with the chosen entry (None: no entry) starred."""
         scale = {"params": self.params, "flops": self.flops}[axis]
-        return pareto_svg(self.zoo, None if entry_id is None else self.zoo.entry(entry_id), axis, scale,
+        return pareto_svg(self.zoos, None if entry_id is None else self.zoos.entry(entry_id), axis, scale,
                           self.server.compare)
 
     def prepare_downloads(self, entry_id: str | None, request: gr.Request):
@@ -453,7 +486,7 @@ class PreZooUI:
         if entry_id is None:
             return [gr.DownloadButton(value=None, interactive=False) for _ in DOWNLOAD_BUTTONS]
         try:
-            files = [str(self.server.named_download(self.zoo.entry(entry_id), kind)) for kind in DOWNLOAD_BUTTONS]
+            files = [str(self.server.named_download(self.zoos.entry(entry_id), kind)) for kind in DOWNLOAD_BUTTONS]
         except CacheError as e:
             raise gr.Error(str(e)) from None
         if not self.latest.is_current(request.session_hash, entry_id):
@@ -466,9 +499,11 @@ class PreZooUI:
         if not image or not Path(image).is_file():  # nothing yet, or Gradio's copy expired
             return None, None, None
         try:
-            view = await asyncio.to_thread(self.model_view, Path(image))
-            x = to_input(view, self.zoo.preprocessing)
-            [result] = await self.server.classify(self.zoo.entry(model), [x], len(self.zoo.classes))
+            entry = self.zoos.entry(model)
+            zoo = self.zoos.zoo_of(entry)
+            view = await asyncio.to_thread(self.model_view, Path(image), zoo)
+            x = to_input(view, zoo.preprocessing)
+            [result] = await self.server.classify(entry, [x], len(self.zoos.classes))
         except ImageError as e:
             raise client_error(str(e)) from None
         except CacheError as e:  # a cold model is exported first: that can fail on a full disk
@@ -476,9 +511,10 @@ class PreZooUI:
         shown = inline_png(view, 8, "the image as the model sees it")  # pixels stay visible
         return {r["label"]: r["probability"] for r in result}, shown, image
 
-    def model_view(self, path: Path) -> Image.Image:
+    def model_view(self, path: Path, zoo: Zoo) -> Image.Image:
+        """The image as a model of `zoo` sees it (each zoo preprocesses as it was evaluated)."""
         image = decode_image(path.read_bytes(), path.name, self.server.config.limits)
-        return model_view(image, self.zoo.preprocessing)
+        return model_view(image, zoo.preprocessing)
 
     async def classify_sample(self, entry_id: str, event: gr.SelectData):
         return await self.classify(str(self.samples[event.index]), entry_id)
@@ -486,23 +522,25 @@ class PreZooUI:
     def push(self, admin_token: str, repo_id: str, what: str, entry_id: str | None) -> str:
         if not self.server.is_admin(admin_token):
             return "**Wrong admin token.**"
-        if what != WHOLE_ZOO and entry_id is None:
+        if entry_id is None:
             return "**Choose a model first** (no model fits the current budget)."
+        entry = self.zoos.entry(entry_id)
         try:
-            url = self.server.push(repo_id.strip(), None if what == WHOLE_ZOO else self.zoo.entry(entry_id))
+            url = self.server.push(repo_id.strip(), self.zoos.zoo_of(entry) if what == WHOLE_ZOO else entry)
         except HubError as e:
             return f"**Push failed:** {e}"
         return f"Pushed to [{url}]({url})."
 
     # -- layout --------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
-        zoo = self.zoo
-        with gr.Blocks(title=f"PreZoo · {zoo.name}", delete_cache=(3600, 3600)) as ui:  # Gradio's file copies: 1 h
+        zoos = self.zoos
+        with gr.Blocks(title=f"PreZoo · {zoos.name}", delete_cache=(3600, 3600)) as ui:  # Gradio's file copies: 1 h
             self.api_endpoints()
             chosen = gr.State(self.server.default_entry.id)
-            gr.Markdown(f"# PreZoo · {zoo.name}\n{len(zoo.entries)} {zoo.family.noun}s sliced from one supernet "
-                        f"(search space `{zoo.space.name}`). Set a budget: you get the most accurate model that fits. "
-                        f"Or pick one in the table or the plot. Accuracy: {zoo.choice_text()}."
+            sliced = " and ".join(f"{len(z.entries)} {z.family.noun}s sliced from one supernet (search space "
+                                  f"`{z.space.name}`)" for z in zoos.zoos)
+            gr.Markdown(f"# PreZoo · {zoos.name}\n{sliced}. Set a budget: you get the most accurate model that fits. "
+                        f"Or pick one in the table or the plot. Accuracy: {zoos.choice_text()}."
                         f"{compare_note(self.server)}")
             with gr.Tab("Specialize"):
                 tab = self.specialize_tab()
@@ -535,7 +573,7 @@ class PreZooUI:
         """The Gradio API: events no element of the page triggers, over hidden components that name their inputs and
         outputs, so the API stays what it is however the page is laid out. Registered before the page's events, so
         their names are exactly /specialize, /download and /classify (the page's take their functions' names)."""
-        ids = [e.id for e in sorted(self.zoo.entries, key=lambda e: e.params)]
+        ids = [e.id for e in sorted(self.zoos.entries, key=lambda e: e.params)]
 
         def model() -> gr.Dropdown:  # the ids listed; an unknown one gets our error, not a logged traceback
             return gr.Dropdown(ids, value=self.server.default_entry.id, label="model", allow_custom_value=True)
@@ -573,7 +611,8 @@ class PreZooUI:
                                datatype=ENTRY_TYPES, label="All entries (click a row to choose it)", interactive=False,
                                max_height=760)  # 20 rows before it scrolls
         sources = gr.Markdown(latency_sources(self.server), elem_id="latency-sources")
-        layers = gr.Dataframe(headers=list(self.zoo.family.layer_headers), label="Architecture, per layer",
+        family = self.zoos.zoo_of(self.server.default_entry).family  # each entry's table brings its family's headers
+        layers = gr.Dataframe(headers=list(family.layer_headers), label="Architecture, per layer",
                               interactive=False)
         with gr.Accordion("Model card", open=False):
             card = gr.Markdown()
@@ -581,21 +620,22 @@ class PreZooUI:
 
     def try_it_tab(self) -> gr.Dropdown:
         """Upload or pick a sample -> predictions; returns the model dropdown (specialize sets it)."""
-        pre = self.zoo.preprocessing
         current = gr.State(None)  # the image file last classified
-        gr.Markdown(input_note(self.zoo), elem_id="input-note")
+        gr.Markdown(input_notes(self.zoos), elem_id="input-note")
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label=f"Upload an image ({', '.join(FORMATS)})", file_types=["image"],
                                  type="filepath", elem_id="try-file")
-                choices = [(f"{e.id}  ({human(e.params)} params, top-1 {e.top1:.2f}% ({interval_text(self.zoo, e)}))"
+                choices = [(f"{e.id}  ({human(e.params)} params, top-1 {e.top1:.2f}% ({interval_text(self.zoos, e)}))"
                             if e.top1 is not None else e.id, e.id)
-                           for e in sorted(self.zoo.entries, key=lambda e: e.params)]
+                           for e in sorted(self.zoos.entries, key=lambda e: e.params)]
                 model = gr.Dropdown(choices, value=self.server.default_entry.id, label="Model")
             with gr.Column():
                 predictions = gr.Label(num_top_classes=5, label="Predictions", elem_id="predictions")
-                view = gr.HTML(label=f"What the model sees ({pre['img_size']}x{pre['img_size']}, "
-                                     f"{'gray' if pre['in_chans'] == 1 else 'RGB'})",
+                sizes = " or ".join(dict.fromkeys(f"{p['img_size']}x{p['img_size']}, "
+                                                  f"{'gray' if p['in_chans'] == 1 else 'RGB'}"
+                                                  for p in (z.preprocessing for z in self.zoos.zoos)))
+                view = gr.HTML(label=f"What the model sees ({sizes})",
                                show_label=True, container=True, elem_id="model-view")
         tried = [predictions, view, current]
         upload.upload(self.classify, [upload, model], tried, api_visibility="private")

@@ -1,14 +1,14 @@
-"""The Open Inference Protocol v2 (KServe V2 / Triton HTTP) under /v2, so Triton and KServe clients can use the zoo;
-server/grpc_v2.py serves the same protocol over gRPC from the functions here, so both answer alike.
+"""The Open Inference Protocol v2 (KServe V2 / Triton HTTP) under /v2, so Triton and KServe clients can use the served
+zoos; server/grpc_v2.py serves the same protocol over gRPC from the functions here, so both answer alike.
 
-A model is an entry id with one version, "1" (its id already names its weights): `/v2/models/{id}/versions/1/...` is
-the same entry, any other version a 404. Its one input is the preprocessed batch (`pixel_values`, FP32,
-[-1, C, H, W] in the zoo's input shape) and its one output the logits ([-1, classes]). Tensors come as JSON or in the
-binary tensor data extension (tritonclient's default): a JSON header of `Inference-Header-Content-Length` bytes, then
-each input's `binary_data_size` bytes in order; the body may be gzip or deflate compressed (`Content-Encoding`), and
-its limit holds for the bytes sent and for the bytes they decompress to. Inference goes through the same
-micro-batcher and image count limit as /api/predict; errors are `{"error": message}` (ApiError) with 400, 404, 413 or
-415.
+A model is an entry id of any served zoo with one version, "1" (its id already names its weights):
+`/v2/models/{id}/versions/1/...` is the same entry, any other version a 404. Its one input is the preprocessed batch
+(`pixel_values`, FP32, [-1, C, H, W] in its zoo's input shape) and its one output the logits ([-1, classes]).
+Tensors come as JSON or in the binary tensor data extension (tritonclient's default): a JSON header of
+`Inference-Header-Content-Length` bytes, then each input's `binary_data_size` bytes in order; the body may be gzip or
+deflate compressed (`Content-Encoding`), and its limit holds for the bytes sent and for the bytes they decompress to.
+Inference goes through the same micro-batcher and image count limit as /api/predict; errors are `{"error": message}`
+(ApiError) with 400, 404, 413 or 415.
 
 Config, statistics and the repository index are built once, as the protocol's protobuf messages (Triton's service
 definitions, tritonclient.grpc's `service_pb2` and `model_config_pb2`): gRPC answers the messages, HTTP their JSON
@@ -94,18 +94,24 @@ class IndexRequest(BaseModel):
 # -- what HTTP and gRPC share -----------------------------------------------------------------------
 
 def infer_body_limit(server: PreZooServer) -> int:
-    """The largest infer request: the most images one request may hold, as JSON numbers (binary is smaller)."""
-    return server.config.limits.max_files * math.prod(input_shape(server)) * JSON_BYTES_PER_ELEMENT + HEADER_BYTES
+    """The largest infer request: the most images one request may hold (of the largest input any served zoo
+    takes), as JSON numbers (binary is smaller)."""
+    return server.config.limits.max_files * largest_input(server) * JSON_BYTES_PER_ELEMENT + HEADER_BYTES
 
 
 def infer_message_limit(server: PreZooServer) -> int:
     """The largest gRPC infer message: the most images one request may hold as raw float32, and the rest."""
-    return server.config.limits.max_files * math.prod(input_shape(server)) * ITEM_BYTES + HEADER_BYTES
+    return server.config.limits.max_files * largest_input(server) * ITEM_BYTES + HEADER_BYTES
 
 
-def input_shape(server: PreZooServer) -> tuple[int, int, int]:
-    """(C, H, W) of the zoo's models."""
-    p = server.zoo.preprocessing
+def largest_input(server: PreZooServer) -> int:
+    """Values in one image of the largest input shape a served entry takes."""
+    return max(math.prod(input_shape(server, e)) for e in server.zoos.entries)
+
+
+def input_shape(server: PreZooServer, entry: ZooEntry) -> tuple[int, int, int]:
+    """(C, H, W) of the entry's model, as its zoo preprocesses images."""
+    p = server.zoos.zoo_of(entry).preprocessing
     return p["in_chans"], p["img_size"], p["img_size"]
 
 
@@ -115,8 +121,8 @@ def server_metadata() -> dict[str, Any]:
 
 def model_metadata(server: PreZooServer, entry: ZooEntry) -> dict[str, Any]:
     return {"name": entry.id, "versions": [VERSION], "platform": PLATFORM,
-            "inputs": [{"name": INPUT, "datatype": DATATYPE, "shape": [-1, *input_shape(server)]}],
-            "outputs": [{"name": OUTPUT, "datatype": DATATYPE, "shape": [-1, len(server.zoo.classes)]}]}
+            "inputs": [{"name": INPUT, "datatype": DATATYPE, "shape": [-1, *input_shape(server, entry)]}],
+            "outputs": [{"name": OUTPUT, "datatype": DATATYPE, "shape": [-1, len(server.zoos.classes)]}]}
 
 
 def v2_model(server: PreZooServer, model: str, version: str = "") -> ZooEntry:
@@ -133,7 +139,7 @@ def triton_config(server: PreZooServer, entry: ZooEntry) -> model_config_pb2.Mod
     ONNX file), with this server's batching: at most the images one request may hold, and the micro-batcher as
     Triton's dynamic batching (its wait as the queue delay), or none when it is off. Blocking: exports the entry's
     ONNX file on first use, as its first inference would."""
-    with server.exports.reading(server.zoo, entry, "onnx") as folder:
+    with server.exports.reading(server.zoos.zoo_of(entry), entry, "onnx") as folder:
         config = model_config(entry.id, folder / FILES["onnx"][0], server.config.limits.max_files, "fp32", False)
     inference = server.config.inference
     if inference.micro_batching:
@@ -166,10 +172,11 @@ def entry_statistics(entry_id: str, stats: EntryStats) -> pb.ModelStatistics:
 
 
 def repository_index(server: PreZooServer) -> pb.RepositoryIndexResponse:
-    """Every entry, ready: a session is built on an entry's first request (as /v2/health/ready says)."""
+    """Every entry of every served zoo, ready: a session is built on an entry's first request (as /v2/health/ready
+    says)."""
     return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(name=e.id, version=VERSION,
                                                                                     state="READY")
-                                              for e in server.zoo.entries])
+                                              for e in server.zoos.entries])
 
 
 def triton_json(message: Message) -> dict[str, Any]:
@@ -197,11 +204,12 @@ def _one(value: Any, field: FieldDescriptor) -> Any:
     return int(value) if field.type in LONG else value
 
 
-def check_input(server: PreZooServer, inputs: list[V2Input]) -> V2Input:
-    """The request's one input, with the datatype and shape the models take (images within the server's limit)."""
+def check_input(server: PreZooServer, entry: ZooEntry, inputs: list[V2Input]) -> V2Input:
+    """The request's one input, with the datatype and shape the entry's model takes (images within the server's
+    limit)."""
     if [i.name for i in inputs] != [INPUT]:
         raise ApiError(400, f"expected one input named {INPUT!r}, got {[clip(i.name) for i in inputs][:4]}")
-    tensor, chw, max_images = inputs[0], list(input_shape(server)), server.config.limits.max_files
+    tensor, chw, max_images = inputs[0], list(input_shape(server, entry)), server.config.limits.max_files
     if tensor.datatype != DATATYPE:
         raise ApiError(400, f"{INPUT} must be {DATATYPE}, got {clip(tensor.datatype)!r}")
     if len(tensor.shape) != 4 or tensor.shape[1:] != chw or tensor.shape[0] < 1:
@@ -397,13 +405,15 @@ def ready() -> dict[str, bool]:
 
 @router.get("/models/stats")
 def all_statistics(server: Server) -> dict[str, Any]:
-    """Every entry's statistics, as Triton reports its models' (counts, and cumulative times in ns)."""
-    return triton_json(model_statistics(server, server.zoo.entries))
+    """Every entry's statistics (of every served zoo), as Triton reports its models' (counts, and cumulative times in
+    ns)."""
+    return triton_json(model_statistics(server, server.zoos.entries))
 
 
 @router.post("/repository/index")
 async def index(request: Request, server: Server) -> list[dict[str, Any]]:
-    """Every entry, with its version and state (all READY); the body, if any: {"ready": true|false}."""
+    """Every entry of every served zoo, with its version and state (all READY); the body, if any:
+    {"ready": true|false}."""
     body = decoded(await request.body(), request.headers.get("content-encoding"), HEADER_BYTES)
     try:
         IndexRequest.model_validate_json(body or b"{}")
@@ -443,6 +453,6 @@ async def infer(entry: Entry, request: Request, server: Server) -> Response:
         body = decoded(body, request.headers.get("content-encoding"), infer_body_limit(server))
         header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
         parsed = parse_request(header)
-        x = input_array(check_input(server, parsed.inputs), binary)
+        x = input_array(check_input(server, entry, parsed.inputs), binary)
         wants_binary = requested_binary(parsed.outputs, parsed.parameters.binary_data_output)
         return infer_response(entry, parsed, await server.engine.batched_logits(entry, x), wants_binary)

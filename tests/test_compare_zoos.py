@@ -50,7 +50,7 @@ def compared(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def url(compared, tmp_path_factory) -> Iterator[str]:
     """`python -m server` on the built-in zoo with both test zoos compared."""
-    args = [arg for folder in compared for arg in ("--compare-zoo", str(folder))]
+    args = ["--zoo", str(DEFAULT_ZOO), *[arg for folder in compared for arg in ("--compare-zoo", str(folder))]]
     with python_m_server(tmp_path_factory.mktemp("server"), *args, "--no-profile") as url:
         yield url
 
@@ -149,7 +149,8 @@ def test_a_missing_corrupt_or_foreign_compared_zoo_stops_the_start_naming_it(tmp
     weights.write_bytes(weights.read_bytes()[:1000])
     cases = {tmp_path / "missing": "no zoo at", corrupt: "sha256", foreign: "evaluated on cifar10"}
     for folder, message in cases.items():
-        out = run_server("--compare-zoo", str(compared[0]), "--compare-zoo", str(folder), "--port", "0")
+        out = run_server("--zoo", str(DEFAULT_ZOO), "--compare-zoo", str(compared[0]), "--compare-zoo", str(folder),
+                         "--port", "0")
         assert out.returncode == 2, out.stderr
         assert out.stderr.startswith(f"python -m server: cannot use --compare-zoo {folder}: ")
         assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -13,8 +13,10 @@ import fcntl
 import hashlib
 import json
 import math
+import os
 import subprocess
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -330,3 +332,15 @@ def test_the_cache_bound_is_a_command_line_option_in_mib():
     assert parse_args([]).cache_max_mb == 2048 and parse_args(["--cache-max-mb", "64"]).cache_max_mb == 64
     with pytest.raises(SystemExit):
         parse_args(["--cache-max-mb", "0"])
+
+
+def test_a_cache_serving_several_zoos_evicts_another_zoos_exports_before_any_served_ones(zoo, tmp_path):
+    served, old = (Zoo.load(make_zoo(tmp_path / name, seed=seed)) for name, seed in (("served", 2), ("old", 3)))
+    cache = ExportCache(tmp_path / "exports", serving=[zoo, served])
+    first, second, stale = (cache.get(z, z.entries[0], "onnx") for z in (zoo, served, old))
+    for age, folder in ((7200, first), (3600, second)):  # the served exports are the least recently used
+        os.utime(folder / LAST_USED, (time.time() - age,) * 2)
+    cache.max_bytes = size(first) + size(second) + 1
+    cache.trim()
+    assert first.is_dir() and second.is_dir() and not stale.exists()
+    assert cache.evictions == {f"{old.checksum[:16]}/{old.entries[0].id}/onnx": 1}

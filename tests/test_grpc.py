@@ -160,12 +160,12 @@ def test_statistics_count_grpc_and_http_requests_alike(client, http, both):
     assert json_format.ParseDict(http.get_inference_statistics(SMALL), pb.ModelStatisticsResponse()) == \
         client.get_inference_statistics(SMALL)
     every = client.get_inference_statistics().model_stats
-    assert sorted(s.name for s in every) == sorted(e.id for e in both.server.zoo.entries)
+    assert sorted(s.name for s in every) == sorted(e.id for e in both.server.zoos.entries)
 
 
 def test_repository_index_lists_every_entry_ready(client, http, both):
     index = client.get_model_repository_index().models
-    assert [(m.name, m.version, m.state) for m in index] == [(e.id, "1", "READY") for e in both.server.zoo.entries]
+    assert [(m.name, m.version, m.state) for m in index] == [(e.id, "1", "READY") for e in both.server.zoos.entries]
     assert http.get_model_repository_index() == [json_format.MessageToDict(m) | {"reason": ""} for m in index]
 
 

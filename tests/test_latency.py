@@ -99,7 +99,7 @@ def test_budgets_use_the_served_numbers_once_profiled(absurd_zoo, cache_dir):
         fastest = min(entries, key=lambda e: e["latency_ms"])
         tight = client.post("/api/specialize", json={"max_latency_ms": fastest["latency_ms"]})
         assert tight.status_code == 200 and tight.json()["entry"]["latency_ms"] <= fastest["latency_ms"]
-        entry = server.zoo.entry(fastest["id"])
+        entry = server.zoos.entry(fastest["id"])
         summary = summary_markdown(server, entry, "")
         assert f"{fastest['latency_ms']:.3f} ms (on this server: {host_description(CPU)}, {CPU})" in summary
         assert f"measured on this server ({CPU})" in summary

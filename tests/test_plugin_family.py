@@ -274,3 +274,5 @@ def test_search_draws_from_the_family_and_evolution_needs_its_mutation(zoo):
     assert result.best == MLPArch(32) and result.evaluations == 3
     with pytest.raises(ValueError, match="the MLP family cannot: use random search"):
         SEARCHES["evolution"](SPACE, lambda a: 0.0, cfg, progress=False)
+    with pytest.raises(ValueError, match=r"which the MLP family cannot list \(Family.build_arch\): use random search"):
+        SEARCHES["enas"](SPACE, lambda a: 0.0, cfg, progress=False)

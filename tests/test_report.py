@@ -68,3 +68,22 @@ def test_bits_round_trip_and_holm_by_hand():
     # Holm: sorted p · (m − rank), made monotone: 0.01·4, 0.02·3 = 0.06, max(0.03·2, 0.06), 0.5·1
     assert holm([0.5, 0.01, 0.03, 0.02]) == pytest.approx([0.5, 0.04, 0.06, 0.06])
     assert front([(3, 80.0), (1, 70.0), (2, 60.0), (4, 80.0)]) == [1, 0]
+
+
+def test_the_recipe_table_pairs_each_condition_with_all_by_seed():
+    from bench.bench_recipe import PARTS, settings
+    from bench.report import recipe
+
+    assert settings("base") == {} and settings("+ema") == PARTS["ema"]
+    assert settings("-distill") == {**PARTS["crop"], **PARTS["erasing"], **PARTS["ema"]}
+    with pytest.raises(ValueError, match="give base, all, -PART or \\+PART"):
+        settings("-dropout")
+    means = {("all", 0): 80.0, ("all", 1): 82.0, ("all", 2): 81.0, ("base", 0): 78.0, ("base", 1): 80.5,
+             ("base", 2): 79.0}
+    results = [{"condition": c, "seed": s, "settings": settings(c), "metric": "val top-1",
+                "rows": [{"val_top1": m - 1}, {"val_top1": m + 1}]} for (c, s), m in means.items()]
+    table = recipe({"space": "mbconv-tiny", "epochs": 2, "results": results})
+    base = next(line for line in table.splitlines() if line.startswith("| base |"))
+    # base - all per seed: -2.0, -1.5, -2.0: mean -1.833, sd 0.289, t(2) 4.3027 -> half-width 0.717
+    assert "78.00, 80.50, 79.00" in base and "-1.833 ± 0.717" in base
+    assert next(line for line in table.splitlines() if line.startswith("| all |")).endswith("| - |")

@@ -42,8 +42,9 @@ from server.ui import DOWNLOAD_BUTTONS
 from tests.zoo_fixtures import ACCURACY, FMNIST_CLASSES, make_zoo
 from zoo import Zoo
 from zoo.budget import human
+from zoo.catalog import Catalog
 from zoo.stats import wilson_interval
-from zoo.store import INDEX, default_zoo
+from zoo.store import INDEX, shipped_zoos
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -153,7 +154,7 @@ def test_ui_in_chromium(server, tmp_path):
     assert hosts <= {"127.0.0.1"}, f"the page requested {hosts - {'127.0.0.1'}}"
 
 
-def read_the_entries_table(page: Page, zoo: Zoo, host: str) -> None:
+def read_the_entries_table(page: Page, zoo: Zoo | Catalog, host: str) -> None:
     """Each entry's row shows its parameters and MACs with three significant digits and a unit (13.2K, 1.21M); the
     host that measured the latencies is said once, under the table, not in any row."""
     table = page.locator("#entries")
@@ -325,17 +326,24 @@ def test_public_ui_endpoints_answer_no_server_paths(server):
 
 # -- the default zoo: the README's screenshot ----------------------------------------------------------------
 
-def screenshot_stamp(zoo: Zoo) -> dict[str, str]:
-    """What docs/ui.png records of the zoo it shows: its name and the sha256 of its index (which names the weights'
-    sha256), so a retrained, re-measured or renamed default zoo makes the screenshot stale."""
-    index = hashlib.sha256((zoo.root / INDEX).read_bytes()).hexdigest()
-    return {"prezoo-zoo": zoo.name, "prezoo-zoo-index-sha256": index}
+def shipped() -> Catalog:
+    """What `python -m server` serves without --zoo: every shipped zoo."""
+    return Catalog([Zoo.load(folder) for folder in shipped_zoos().values()])
 
 
-def test_the_default_zoo_in_chromium(tmp_path):
-    """The page `python -m server` shows without options (latency profiling off: the zoo's own numbers), once the
-    default entry's downloads are ready; with PREZOO_UPDATE_SCREENSHOT=1 its screenshot becomes docs/ui.png."""
-    zoo = Zoo.load(default_zoo())
+def screenshot_stamp(catalog: Catalog) -> dict[str, str]:
+    """What docs/ui.png records of the zoos it shows: their names and the sha256 of their indexes (which name the
+    weights' sha256), so a retrained, re-measured, renamed, added or removed shipped zoo makes the screenshot stale."""
+    indexes = "\n".join(hashlib.sha256((z.root / INDEX).read_bytes()).hexdigest() for z in catalog.zoos)
+    return {"prezoo-zoo": catalog.name, "prezoo-zoo-index-sha256": hashlib.sha256(indexes.encode()).hexdigest()}
+
+
+def test_the_default_zoos_in_chromium(tmp_path):
+    """The page `python -m server` shows without options (every shipped zoo; latency profiling off: the zoos' own
+    numbers), once the default entry's downloads are ready; with PREZOO_UPDATE_SCREENSHOT=1 its screenshot becomes
+    docs/ui.png."""
+    zoo = shipped()
+    assert len(zoo.zoos) >= 2 and len({z.family.name for z in zoo.zoos}) >= 2
     shot = tmp_path / "ui.png"
     with python_m_server(tmp_path, "--no-profile") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -344,7 +352,7 @@ def test_the_default_zoo_in_chromium(tmp_path):
             page.set_default_timeout(WAIT_MS)
             page.goto(url, wait_until="load")
             page.wait_for_selector(f"#chosen :text('Chosen: {zoo.query().id}')")
-            read_the_entries_table(page, zoo, zoo.doc["latency_protocol"]["host"])
+            read_the_entries_table(page, zoo, zoo.zoos[0].doc["latency_protocol"]["host"])
             for kind in DOWNLOAD_BUTTONS:
                 page.locator(f"#download-{kind}:not([disabled])").wait_for()
             page.screenshot(path=str(shot), full_page=True)
@@ -358,9 +366,9 @@ def test_the_default_zoo_in_chromium(tmp_path):
         Image.open(shot).save(SCREENSHOT, pnginfo=stamp, optimize=True)
 
 
-def test_the_readme_screenshot_shows_the_default_zoo():
+def test_the_readme_screenshot_shows_the_default_zoos():
     shown = Image.open(SCREENSHOT).text
-    expected = screenshot_stamp(Zoo.load(default_zoo()))
+    expected = screenshot_stamp(shipped())
     assert {key: shown.get(key) for key in expected} == expected, (
-        f"{SCREENSHOT.relative_to(ROOT)} shows another zoo than the default: rewrite it with "
-        f"{UPDATE_SCREENSHOT}=1 pytest tests/test_server_browser.py -k default_zoo")
+        f"{SCREENSHOT.relative_to(ROOT)} shows other zoos than the default: rewrite it with "
+        f"{UPDATE_SCREENSHOT}=1 pytest tests/test_server_browser.py -k default_zoos")

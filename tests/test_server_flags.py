@@ -32,7 +32,7 @@ def test_values_within_range_are_taken():
                        "--port", "0", "--grpc-port", "8001"])
     assert (args.sessions, args.max_batch, args.max_wait_ms, args.shutdown_timeout, args.ort_threads,
             args.max_aspect, args.header_timeout, args.zoo, args.port, args.grpc_port) == (
-        1, 1024, 0.0, 0.0, 2, 1.0, 0.5, "org/name", 0, 8001)
+        1, 1024, 0.0, 0.0, 2, 1.0, 0.5, ["org/name"], 0, 8001)
 
 
 def test_grpc_is_off_by_default_and_on_beside_http_on_the_same_host(monkeypatch):

@@ -217,12 +217,13 @@ def test_evaluate_and_search_cli(tmp_path, preferred):
     assert aged.returncode == 0, aged.stderr
     doc = json.loads((tmp_path / "aged" / "search.json").read_text())
     assert doc["algorithm"] == "aging" and doc["evaluations"] == len(doc["evaluated"]) == 7
-    assert all(2.5e5 <= a["params"] < 3e5 for a in doc["evaluated"]) and "the first 500 val images" in doc["fitness"]
+    assert all(2.5e5 <= a["params"] < 3e5 for a in doc["evaluated"])
+    assert "the first 500 of the 5000 images" in doc["fitness"]
     full = _cli("search", "--run", str(out), "--algorithm", "random", "--evaluations", "2", "--max-flops", "10M",
                 "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
     doc = json.loads((tmp_path / "full" / "search.json").read_text())
-    assert "all 5000 val images" in doc["fitness"] and all(a["flops"] < 1e7 for a in doc["evaluated"])
+    assert "all 5000 images held out" in doc["fitness"] and all(a["flops"] < 1e7 for a in doc["evaluated"])
     bad = _cli("search", "--run", str(out), "--max-params", "1K")
     assert bad.returncode == 2 and "no architecture of mini fits" in bad.stderr
     missing = _cli("evaluate", "--run", str(tmp_path / "nope"))

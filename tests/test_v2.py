@@ -21,6 +21,7 @@ from server.inference import softmax
 from server.state import PreZooServer, ServerConfig
 from tests.test_server import SMALL, Live, png, serve
 from tests.zoo_fixtures import FMNIST_CLASSES, make_zoo
+from zoo.store import ZooEntry
 
 MAX_IMAGES = 8  # JSON of 8 images (28x28) is ~120 KB: over the 64 KiB default body limit, so the v2 limit must apply
 
@@ -40,9 +41,10 @@ def client(live) -> Iterator[triton.InferenceServerClient]:
     c.close()
 
 
-def images(server: PreZooServer, n: int) -> np.ndarray:
-    """n PNGs preprocessed the server's way (decode + to_input), as one (n, C, H, W) batch."""
-    return np.stack([server.decode(png(seed=i), f"{i}.png") for i in range(n)])
+def images(server: PreZooServer, n: int, entry: ZooEntry | None = None) -> np.ndarray:
+    """n PNGs preprocessed the server's way for `entry` (decode + to_input; default: the default entry), as one
+    (n, C, H, W) batch."""
+    return np.stack([server.decode(png(seed=i), f"{i}.png", entry or server.default_entry) for i in range(n)])
 
 
 def pixel_values(x: np.ndarray, binary: bool = True, datatype: str = "FP32") -> triton.InferInput:
@@ -51,7 +53,7 @@ def pixel_values(x: np.ndarray, binary: bool = True, datatype: str = "FP32") -> 
 
 def onnx_logits(server: PreZooServer, entry_id: str, x: np.ndarray) -> np.ndarray:
     """The entry's exported ONNX model run directly, outside the server's engine."""
-    path = server.download(server.zoo.entry(entry_id), "onnx")
+    path = server.download(server.zoos.entry(entry_id), "onnx")
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits"], {"pixel_values": x})[0]
 
 
@@ -254,12 +256,12 @@ def test_stats_count_requests_images_and_times_as_triton_reports_them(client, li
     assert {b["batch_size"] for b in after["batch_stats"]} >= {3}
     assert (after["version"], after["last_inference"] > 0) == ("1", True)
     every = client.get_inference_statistics()["model_stats"]
-    assert [s["name"] for s in every] == [e.id for e in live.server.zoo.entries]
+    assert [s["name"] for s in every] == [e.id for e in live.server.zoos.entries]
     assert httpx.get(f"{live.url}/v2/models/stats", timeout=30).json() == {"model_stats": every}
 
 
 def test_repository_index_lists_every_entry_ready(client, live):
-    expected = [{"name": e.id, "version": "1", "state": "READY", "reason": ""} for e in live.server.zoo.entries]
+    expected = [{"name": e.id, "version": "1", "state": "READY", "reason": ""} for e in live.server.zoos.entries]
     assert client.get_model_repository_index() == expected
     r = httpx.post(f"{live.url}/v2/repository/index", json={"ready": True}, timeout=30)
     assert r.status_code == 200 and r.json() == expected

@@ -74,7 +74,8 @@ def space_for(name: str, selector: str):
 
     family, space = space_by_name(name)
     if selector not in family.selectors:
-        serving = " or ".join(f"`python -m training {s}`" for s in family.selectors) or "no selector here"
+        serving = " or ".join(f"`python -m training {s}`" for s in family.selectors) or \
+            "a search in a uniformly trained supernet (`train --sampler uniform`, then `pick`)"
         raise ValueError(f"space {space.name} is a {family.title} space, which `python -m training {selector}` does "
                          f"not serve: its preferred archs come from {serving}")
     return space
@@ -244,7 +245,8 @@ def evaluate_run(args: argparse.Namespace) -> int:
     family = get_family(space.family)
     if not (args.preferred or cfg.preferred):
         raise ValueError(f"{run} was trained with the {cfg.sampler} sampler and has no preferred set: give --preferred")
-    pref_space, entries = load_preferred(args.preferred or cfg.preferred)
+    preferred = args.preferred or cfg.preferred
+    pref_space, entries = load_preferred(preferred)
     if pref_space.hash != space.hash:
         raise ValueError(f"the preferred set is for space {pref_space.name}, the supernet for {space.name}")
     data, info = load_data(cfg.data, args.split, img_size=space.img_size, in_chans=space.in_chans,
@@ -255,7 +257,7 @@ def evaluate_run(args: argparse.Namespace) -> int:
                              stats=path_stats(supernet, archs, calibration))
     rows = [{"id": a.id, "arch": a.to_dict(), "params": family.params(space, a), "flops": family.flops(space, a),
              "top1": r.top1, "top5": r.top5, "loss": r.loss, "n": r.n} for a, r in zip(archs, results, strict=True)]
-    doc = {"schema_version": 1, "kind": "prezoo.eval", "split": args.split, "data": cfg.data,
+    doc = {"schema_version": 1, "kind": "prezoo.eval", "split": args.split, "data": cfg.data, "preferred": preferred,
            "protocol": protocol(info.name, args.split, results[0].n, space), "results": rows}
     write_json(run / f"eval_{args.split}.json", doc)
     print(f"{'id':<20} {'params':>8} {FLOPS_LABEL:>12} {'top1':>7} {'top5':>7} {'loss':>7}")
@@ -272,7 +274,8 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--run", type=nonempty, required=True, help="training run directory of the supernet to search")
     p.add_argument("--algorithm", default="evolution", choices=sorted(SEARCHES),
-                   help="evolution: AutoFormer's; aging: regularized evolution (Real et al. 2019); random")
+                   help="evolution: AutoFormer's; aging: regularized evolution (Real et al. 2019); random; enas: an "
+                        "ENAS-style REINFORCE controller (Pham et al. 2018)")
     p.add_argument("--evaluations", type=R["evaluations"],
                    help="distinct archs evaluated, the same budget for every algorithm (default: population x "
                         "generations)")
@@ -285,6 +288,12 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generations", type=Range(int, 1, 10_000), default=20,
                    help="with --population, the default --evaluations")
     p.add_argument("--sample", type=R["sample"], default=SearchConfig.sample, help="aging: tournament size (S)")
+    p.add_argument("--controller-lr", type=R["controller_lr"], default=SearchConfig.controller_lr,
+                   help="enas: Adam's learning rate on the controller's logits")
+    p.add_argument("--baseline-decay", type=R["baseline_decay"], default=SearchConfig.baseline_decay,
+                   help="enas: decay of the reward's moving-average baseline")
+    p.add_argument("--entropy-weight", type=R["entropy_weight"], default=SearchConfig.entropy_weight,
+                   help="enas: entropy bonus, in moving standard deviations of the reward")
     p.add_argument("--val-images", type=IMAGES, default=0,
                    help="val images per fitness evaluation (0: the full validation split)")
     p.add_argument("--seed", type=R["seed"], default=0)
@@ -292,8 +301,7 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from training.data import load_data
-    from training.evaluate import accuracy, tensor_batches
+    from training.pick import validation_fitness
     from training.search import SEARCHES, SearchConfig, check_reachable, plot_search, write_search
     from zoo.family import get_family
 
@@ -303,17 +311,14 @@ def run_search(args: argparse.Namespace) -> int:
         evaluations=args.population * args.generations if args.evaluations is None else args.evaluations,
         min_params=args.min_params, max_params=args.max_params, min_flops=args.min_flops, max_flops=args.max_flops,
         population=args.population, parents=min(10, args.population), mutants=args.population // 2,
-        crossovers=args.population - args.population // 2, sample=args.sample, seed=args.seed)
+        crossovers=args.population - args.population // 2, sample=args.sample, seed=args.seed,
+        controller_lr=args.controller_lr, baseline_decay=args.baseline_decay, entropy_weight=args.entropy_weight)
     cfg, supernet = load_run(Path(args.run))
     space = supernet.space
     family = get_family(space.family)
     check_reachable(space, search_cfg)  # before the data loads
-    data, _ = load_data(cfg.data, "val", img_size=space.img_size, in_chans=space.in_chans,
-                        val_size=cfg.val_size, seed=cfg.seed)
-    batches = tensor_batches(data, 500, limit=args.val_images or None)
-    n = sum(len(y) for _, y in batches)
-    result = SEARCHES[args.algorithm](space, lambda a: accuracy(supernet, a, batches).top1, search_cfg)
-    fitness = f"val top-1 (%), {'all' if n == len(data) else 'the first'} {n} val images, through the supernet"
+    score, fitness = validation_fitness(cfg, supernet, args.val_images)
+    result = SEARCHES[args.algorithm](space, score, search_cfg)
     a = result.best
     print(f"best under the budget: {a.id}  {a.describe()}\n  params {human(family.params(space, a))}  "
           f"{FLOPS_LABEL} {human(family.flops(space, a))}  val top-1 {result.best_score:.2f}%  "
@@ -322,6 +327,35 @@ def run_search(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run) / "search"
     print(f"wrote {write_search(space, search_cfg, result, fitness, out)}")
     print(f"wrote {plot_search(space, search_cfg, result, fitness, out / 'search.png')}")
+    return 0
+
+
+def add_pick_args(p: argparse.ArgumentParser) -> None:
+    from training.config import PICK_RANGES as R
+    from training.config import PickConfig as P
+    from training.search import SEARCHES
+
+    p.add_argument("--run", type=nonempty, required=True,
+                   help="training run directory of a supernet trained on the whole space (--sampler uniform)")
+    p.add_argument("--out", type=out_dir, help="folder for preferred.json (default: RUN/pick)")
+    p.add_argument("--algorithm", choices=list(SEARCHES), default=P.algorithm, help=f"default: {P.algorithm}")
+    p.add_argument("--evaluations", type=R["evaluations"], default=P.evaluations,
+                   help=f"distinct archs scored per bucket; default: {P.evaluations}")
+    p.add_argument("--population", type=R["population"], default=P.population, help=f"default: {P.population}")
+    p.add_argument("--top-n", type=R["top_n"], default=P.top_n, help=f"entries per bucket; default: {P.top_n}")
+    p.add_argument("--val-images", type=R["val_images"], default=P.val_images,
+                   help="held-out images each arch is scored on (0: all of them)")
+    p.add_argument("--seed", type=R["seed"], default=P.seed)
+
+
+def run_pick(args: argparse.Namespace) -> int:
+    from training.config import PickConfig
+    from training.pick import pick
+
+    cfg = PickConfig(args.algorithm, args.evaluations, args.population, args.top_n, args.val_images, args.seed)
+    path = pick(args.run, cfg, args.out or Path(args.run) / "pick")
+    print(f"wrote {path}")
+    print(f"next: python -m training evaluate --run {args.run} --preferred {path}")
     return 0
 
 
@@ -394,7 +428,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "bossnas": ("BossNAS: label-free block-wise selection of preferred HyTra paths", add_bossnas_args, run_bossnas),
     "train": ("one-shot supernet training (preferred or uniform sampling)", add_train_args, run_train),
     "evaluate": ("accuracy of every preferred arch of a trained supernet", add_evaluate_args, run_evaluate),
-    "search": ("baseline search in a budget: AutoFormer or aging evolution, or random", add_search_args, run_search),
+    "search": ("baseline search in a budget: AutoFormer or aging evolution, random, or an ENAS controller",
+               add_search_args, run_search),
+    "pick": ("a zoo's entries searched bucket by bucket in a uniformly trained supernet", add_pick_args, run_pick),
     "package": ("package an evaluated run into a zoo directory", add_package_args, run_package),
     "finetune": ("fine-tune an exported subnet on an image folder", add_finetune_args, run_finetune),
 }

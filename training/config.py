@@ -22,12 +22,14 @@ from training.checks import (
     check_all,
     check_kinds,
 )
+from training.search import SEARCH_RANGES, SEARCHES
 
 SAMPLERS = ("preferred", "preferred-plain", "uniform")
 STEPS = Range(int, 1, 10**9)
 MIX_ALPHA = Range(float, 0, 100)  # a Beta distribution's parameter; 0 turns mixup/cutmix off
 # every numeric setting's valid values: the dataclasses check them, the command line parses with them
-TRAIN_RANGES = {"sandwich": Range(int, -1, 64), "img_size": Range(int, 1, 4096), "in_chans": Range(int, 1, 16),
+TRAIN_RANGES = {"sandwich": Range(int, -1, 64), "crop_padding": Range(int, 0, 64), "random_erasing": PROBABILITY,
+                "ema": PROBABILITY, "img_size": Range(int, 1, 4096), "in_chans": Range(int, 1, 16),
                 "val_size": IMAGES, "epochs": EPOCHS, "batch_size": BATCH, "lr": LR, "min_lr": MIN_LR,
                 "warmup_epochs": WARMUP, "weight_decay": WEIGHT_DECAY, "label_smoothing": PROBABILITY,
                 "mixup": MIX_ALPHA, "cutmix": MIX_ALPHA, "drop_path": PROBABILITY,
@@ -48,6 +50,7 @@ class TrainConfig:
     preferred: str | None = None  # preferred.json; required by the preferred sampler
     sampler: str = "preferred"  # Eq. 11; "preferred-plain" (uniform over the preferred set) or "uniform"
     sandwich: int = -1  # k >= 0: train largest + smallest + k sampled archs per step
+    distill: bool = False  # in-place distillation: the sandwich's largest path's predictions teach the others
     data: str = "fashion-mnist"
     img_size: int | None = None
     in_chans: int | None = None
@@ -63,6 +66,9 @@ class TrainConfig:
     cutmix: float = 0.0
     augment: bool = True  # flips (small images) or the timm recipe (image folders)
     auto_augment: str | None = None  # e.g. rand-m9-mstd0.5-inc1 (image folders)
+    crop_padding: int = 0  # random crops: zero-pad by this many pixels, crop back (in-memory data only)
+    random_erasing: float = 0.0  # probability that an image gets a random rectangle of noise (timm's RandomErasing)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, which is then what is saved; 0: off
     drop_path: float = 0.1
     clip_grad: float | None = None
     amp: bool = True  # bf16 autocast, on CUDA only (on CPU it is ~2x slower for training)
@@ -80,6 +86,9 @@ class TrainConfig:
         if self.sampler != "uniform" and not self.preferred:
             raise ValueError("the preferred sampler needs --preferred PATH (from `python -m training select`)")
         check_all(self, TRAIN_RANGES)
+        if self.distill and self.sandwich < 0:
+            raise ValueError("in-place distillation (--distill) needs the sandwich rule (--sandwich K, K >= 0): its "
+                             "largest path is the teacher")
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -122,3 +131,25 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         check_kinds(self)
         check_all(self, FINETUNE_RANGES)
+
+
+PICK_RANGES = {"evaluations": SEARCH_RANGES["evaluations"], "population": SEARCH_RANGES["population"],
+               "seed": SEARCH_RANGES["seed"], "top_n": SEARCH_RANGES["population"],
+               "val_images": SEARCH_RANGES["evaluations"]}
+
+
+@dataclass
+class PickConfig:
+    """The settings of `python -m training pick` (training.pick)."""
+
+    algorithm: str = "evolution"
+    evaluations: int = 100  # distinct archs scored per bucket
+    population: int = 20  # evolution's and aging's; the rest of their settings follow from it as `search` sets them
+    top_n: int = 1  # entries per bucket
+    val_images: int = 0  # 0: every held-out image
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in SEARCHES:
+            raise ValueError(f"algorithm must be one of {', '.join(SEARCHES)}, got {self.algorithm!r}")
+        check_all(self, PICK_RANGES)

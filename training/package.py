@@ -48,6 +48,19 @@ def _test_results(run: Path) -> tuple[dict, dict[str, dict]]:
         raise ValueError(f"{path} has no valid results: {type(e).__name__} {e}") from None
 
 
+def _selector(evaluation: dict, results: dict[str, dict], cfg: TrainConfig) -> dict:
+    """How the evaluated archs were chosen: the selector block of the preferred set `evaluate` measured (older
+    evaluations name none: the run's own set), checked to hold exactly those archs."""
+    preferred = evaluation.get("preferred") or cfg.preferred
+    if not preferred:
+        return {"sampler": "uniform"}
+    _, entries = load_preferred(preferred)  # validates it
+    if {e["id"] for e in entries} != set(results):
+        raise ValueError(f"eval_test.json measured other archs than {preferred} holds: rerun `python -m training "
+                         f"evaluate --preferred {preferred}`")
+    return json.loads(Path(preferred).read_text())["selector"]
+
+
 def package_run(run: str | Path, out: str | Path, name: str, max_fp16_drift: float = 0.1,
                 progress: bool = True) -> dict:
     """Write the zoo; returns a summary (dtype chosen, fp16 drift per entry, and the validation images, or why the
@@ -58,9 +71,7 @@ def package_run(run: str | Path, out: str | Path, name: str, max_fp16_drift: flo
     supernet = load_supernet(run / "supernet.safetensors")
     space = supernet.space
     family = get_family(space.family)
-    if cfg.preferred:
-        load_preferred(cfg.preferred)  # validates it
-    selector = json.loads(Path(cfg.preferred).read_text())["selector"] if cfg.preferred else {"sampler": "uniform"}
+    selector = _selector(evaluation, results, cfg)
     archs = [family.arch_from_dict(r["arch"]) for r in evaluation["results"]]
 
     test, info = load_data(cfg.data, "test", img_size=space.img_size, in_chans=space.in_chans)

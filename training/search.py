@@ -6,12 +6,14 @@
 - `aging`: regularized evolution (Real et al. 2019). A random population of P; each step the best of S members
   sampled with replacement has a mutated child, which joins while the OLDEST member leaves.
 - `random`: distinct random archs.
+- `enas`: an ENAS-style controller (Pham et al. 2018) trained by REINFORCE on the fitness (`enas`'s docstring says
+  what of ENAS it keeps).
 
 Every algorithm is `search(space, fitness, cfg) -> SearchResult` (SEARCHES picks one by name) and shares the bucket
 check (lo <= cost < hi on params and/or FLOPs), the random arch, mutation, crossover and one memo: a visited arch is
 never evaluated again, and each stops after the same number `cfg.evaluations` of distinct evaluations. Any model
 family: the space's family (`zoo.family`) draws, mutates, crosses and costs its archs; one without mutation is
-searched at random only.
+searched at random only, and one without `build_arch` (its choices as named decisions) not by `enas`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from training.checks import SEED, Range, check_all, write_json
+from training.checks import LR, SEED, Range, check_all, write_json
 from zoo.budget import FLOPS_LABEL
 from zoo.family import Arch, Family, Space, get_family
 from zoo.io import atomic_write_figure
@@ -35,7 +37,8 @@ MANY = Range(int, 1, 100_000)
 SEARCH_RANGES = {"evaluations": Range(int, 1, 10_000_000), "population": MANY, "parents": MANY,
                  "mutants": Range(int, 0, MANY.high), "crossovers": Range(int, 0, MANY.high), "sample": MANY,
                  "s_prob": Range(float, 0, 1), "m_prob": Range(float, 0, 1), "seed": SEED,
-                 "max_tries": Range(int, 1, 10_000_000)}
+                 "max_tries": Range(int, 1, 10_000_000), "controller_lr": LR,
+                 "baseline_decay": Range(float, 0, 1, open_high=True), "entropy_weight": Range(float, 0, 1000)}
 
 
 @dataclass
@@ -53,7 +56,10 @@ class SearchConfig:
     s_prob: float = 0.4
     m_prob: float = 0.2
     seed: int = 0
-    max_tries: int = 10_000  # random draws allowed to find one new arch within the bucket
+    max_tries: int = 10_000  # random draws (enas: controller samples) allowed to find one new arch within the bucket
+    controller_lr: float = 0.05  # enas: Adam's learning rate on the controller's logits
+    baseline_decay: float = 0.95  # enas: the reward baseline's exponential moving average
+    entropy_weight: float = 0.1  # enas: weight of the policy's entropy beside the advantage (in reward deviations)
 
     def __post_init__(self) -> None:
         check_all(self, SEARCH_RANGES)
@@ -73,6 +79,7 @@ class SearchResult:
     history: list[float] = field(default_factory=list)  # best score after every `population` evaluations and at the end
     scores: dict[Arch, float] = field(default_factory=dict)  # every evaluated arch, in evaluation order
     population: list[Arch] = field(default_factory=list)  # the last population, oldest first (random search: none)
+    policy: dict[str, dict[str, float]] = field(default_factory=dict)  # enas: the last policy, per decision
 
 
 def _within(value: float, lo: float | None, hi: float | None) -> bool:
@@ -135,7 +142,7 @@ class _Run:
     def _new(self, arch: Arch | None) -> bool:
         return arch is not None and arch not in self.scores and fits(self.space, self.cfg, arch)
 
-    def _evaluate(self, arch: Arch) -> None:
+    def evaluate(self, arch: Arch) -> None:
         self.scores[arch] = self.fitness(arch)
         if len(self.scores) % self.cfg.population == 0:
             self.history.append(self.scores[self.ranked()[0]])
@@ -150,7 +157,7 @@ class _Run:
             arch = next((a for a in (make() for _ in range(self.cfg.max_tries)) if self._new(a)), None)
             if arch is None:
                 break
-            self._evaluate(arch)
+            self.evaluate(arch)
             out.append(arch)
         return out
 
@@ -158,10 +165,13 @@ class _Run:
         """`n` distinct random archs in the bucket, evaluated."""
         archs = self.new_archs(lambda: self.family.random_arch(self.space, self.rng), n)
         if not archs:
-            self.bar.close()
-            raise ValueError(f"no architecture of {self.space.name} fits {_bounds(self.cfg)} in "
-                             f"{self.cfg.max_tries:,} random draws")
+            self.none_fits("random draws")
         return archs
+
+    def none_fits(self, draws: str) -> None:
+        self.bar.close()
+        raise ValueError(f"no architecture of {self.space.name} fits {_bounds(self.cfg)} in "
+                         f"{self.cfg.max_tries:,} {draws}")
 
     def result(self, population: list[Arch]) -> SearchResult:
         self.bar.close()
@@ -212,14 +222,128 @@ def random_search(space: Space, fitness: Fitness, cfg: SearchConfig, progress: b
     return run.result([])
 
 
-SEARCHES: dict[str, Callable[..., SearchResult]] = {"evolution": evolution, "aging": aging, "random": random_search}
+def controllable(family: Family) -> Family:
+    """`family`, if it lists its choices as decisions (`Family.build_arch`); else ValueError naming the searches that
+    work without."""
+    if family.build_arch is None:
+        raise ValueError(f"enas search samples an arch decision by decision, which the {family.title} family cannot "
+                         f"list (Family.build_arch): use {'evolution, aging or ' if family.mutate else ''}random "
+                         f"search")
+    return family
+
+
+class Controller:
+    """ENAS's policy, factorized: one categorical per decision name, its logits a tensor created (at 0: uniform) the
+    first time the family asks that decision; archs are drawn with the search's rng, and REINFORCE steps go through
+    torch.optim.Adam."""
+
+    def __init__(self, family: Family, space: Space, cfg: SearchConfig, rng: random.Random):
+        import torch  # only enas needs it: `python -m training search --help` stays light
+
+        self.torch, self.family, self.space, self.cfg, self.rng = torch, family, space, cfg, rng
+        self.options: dict[str, tuple] = {}
+        self.logits: dict[str, torch.Tensor] = {}
+        self.adam: torch.optim.Adam | None = None
+
+    def _logits(self, name: str, options: tuple):
+        if name not in self.options:
+            if not options:
+                raise ValueError(f"decision {name!r} of the {self.family.title} family offers no options")
+            self.options[name] = options
+            logits = self.logits[name] = self.torch.zeros(len(options), requires_grad=True)
+            if self.adam is None:
+                self.adam = self.torch.optim.Adam([logits], lr=self.cfg.controller_lr)
+            else:
+                self.adam.add_param_group({"params": [logits]})
+        elif self.options[name] != options:
+            raise ValueError(f"decision {name!r} of the {self.family.title} family offered "
+                             f"{self.options[name]} before and {options} now: a name must fix its options")
+        return self.logits[name]
+
+    def sample(self) -> tuple[Arch, list[tuple[str, int]]]:
+        """An arch drawn from the policy, with its decisions (name, option index) in order."""
+        taken: list[tuple[str, int]] = []
+
+        def choose(name: str, options: tuple):
+            options = tuple(options)
+            probs = self.torch.softmax(self._logits(name, options).detach(), 0).tolist()
+            index = self.rng.choices(range(len(options)), weights=probs)[0]
+            taken.append((name, index))
+            return options[index]
+
+        return self.family.build_arch(self.space, choose), taken
+
+    def learn(self, taken: list[tuple[str, int]], advantage: float) -> None:
+        """One REINFORCE step: the log-probability of the decisions `taken` up by `advantage` (reward minus
+        baseline), and their entropy up by `entropy_weight`."""
+        log_p = [self.torch.log_softmax(self.logits[name], 0) for name, _ in taken]
+        objective = sum(advantage * lp[i] - self.cfg.entropy_weight * (lp.exp() * lp).sum()
+                        for lp, (_, i) in zip(log_p, taken, strict=True))
+        self.adam.zero_grad()
+        (-objective).backward()
+        self.adam.step()
+
+    def probabilities(self) -> dict[str, dict[str, float]]:
+        """The policy now: per decision name, each option's probability."""
+        return {name: {str(o): p for o, p in zip(options, self.torch.softmax(self.logits[name], 0).tolist(),
+                                                     strict=True)}
+                for name, options in self.options.items()}
+
+
+def enas(space: Space, fitness: Fitness, cfg: SearchConfig, progress: bool = True) -> SearchResult:
+    """An ENAS-style controller (Pham et al. 2018): archs sampled decision by decision from a learned policy,
+    rewarded by their fitness (the supernet's validation accuracy), trained by REINFORCE with Adam (`controller_lr`)
+    against an exponential moving-average baseline (`baseline_decay`; it starts at the first reward, not at 0) with
+    an entropy bonus (`entropy_weight`), one update per sample.
+
+    Kept from ENAS: the REINFORCE controller, its moving-average baseline, Adam, the entropy bonus, the shared weights
+    as the reward. Differs: the supernet is trained beforehand (as every search here uses it), not in turns with the
+    controller; the policy is factorized (one independent categorical per decision name, as simple ENAS variants
+    and reproductions use) instead of an LSTM whose every decision sees the earlier ones. A name may depend on
+    earlier decisions (a layer's decisions exist only when the depth reaches it; HyTra names each layer's step by
+    its input scale), which is as far as the factorized policy conditions. The advantage is divided by the moving
+    standard deviation of the reward about the baseline (same decay): Adam's steps are already independent of the
+    fitness's units, and so the entropy weight is too (top-1 in % or as a fraction search alike).
+
+    As every search here: the budget is `evaluations` DISTINCT archs. An arch drawn again is rewarded with the
+    memo's fitness (the policy learns from it) but not evaluated or counted again; an arch outside the bucket is
+    drawn again without reward or update (rejection sampling: the policy over the bucket, its normalisation's
+    gradient ignored). The search stops early when `max_tries` samples in a row bring no new arch (a policy
+    collapsed on visited archs; the entropy bonus delays that) and fails when the first `max_tries` find none."""
+    family = controllable(get_family(space.family))
+    run = _Run("enas", space, fitness, cfg, progress)
+    controller = Controller(family, space, cfg, run.rng)
+    baseline, variance = None, 0.0
+    idle = 0  # samples since the last new arch
+    while not run.spent and idle < cfg.max_tries:
+        arch, taken = controller.sample()
+        idle += 1
+        if not fits(space, cfg, arch):
+            continue
+        if arch not in run.scores:
+            run.evaluate(arch)
+            idle = 0
+        reward = run.scores[arch]
+        deviation = 0.0 if baseline is None else reward - baseline
+        baseline = reward - cfg.baseline_decay * deviation
+        variance = cfg.baseline_decay * variance + (1 - cfg.baseline_decay) * deviation**2
+        controller.learn(taken, (reward - baseline) / variance**0.5 if variance > 0 else 0.0)
+    if not run.scores:
+        run.none_fits("controller samples")
+    result = run.result([])
+    result.policy = controller.probabilities()
+    return result
+
+
+SEARCHES: dict[str, Callable[..., SearchResult]] = {"evolution": evolution, "aging": aging, "random": random_search,
+                                                    "enas": enas}
 
 
 def write_search(space: Space, cfg: SearchConfig, result: SearchResult, fitness: str,
                  out_dir: str | Path) -> Path:
     """`search.json`: the algorithm, the bucket, the settings, the cost (archs evaluated, seconds), the best arch and
     every evaluated one (best first) with its params, FLOPs (MACs) and score, and the best score so far every
-    `population` evaluations; `fitness` says what the score is."""
+    `population` evaluations (enas: and its controller's last policy); `fitness` says what the score is."""
     family = get_family(space.family)
 
     def row(a: Arch) -> dict:
@@ -231,6 +355,8 @@ def write_search(space: Space, cfg: SearchConfig, result: SearchResult, fitness:
            "algorithm": result.algorithm, "fitness": fitness, "settings": asdict(cfg),
            "evaluations": result.evaluations, "seconds": result.seconds, "best": row(result.best),
            "history": result.history, "evaluated": [row(a) for a in ranked]}
+    if result.policy:
+        doc["policy"] = result.policy
     return write_json(Path(out_dir) / "search.json", doc)
 
 

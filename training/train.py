@@ -4,6 +4,12 @@ Checkpoints (one file, `checkpoint.pt`, with the sha256 of its payload in a head
 atomically every `ckpt_every` steps and at the end; `resume` continues bit-for-bit: the arch of a step and the data
 order of an epoch are functions of (seed, step/epoch), and the RNG state is saved. Multi-process via
 `torchrun` (DDP; gloo on CPU, NCCL on GPU): every rank trains the same arch on its shard.
+
+The one-shot recipe of OFA, BigNAS and AttentiveNAS, each part a setting (off by default, so older runs resume as
+they were): the sandwich rule (`sandwich`), in-place distillation (`distill`: the largest path's predictions, not
+the labels, teach the other paths of the step; the largest learns from the labels), random crops (`crop_padding`)
+and random erasing (`random_erasing`, timm's) on top of flips, and an exponential moving average of the weights
+(`ema`, torch's `AveragedModel`), which is what `supernet.safetensors` then holds.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import io
 import json
 import math
 import os
+import random
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -169,7 +176,7 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
     sample = _sampler(cfg, family, space)
     data, info = load_data(cfg.data, "train", img_size=cfg.img_size or space.img_size,
                            in_chans=cfg.in_chans or space.in_chans, augment=cfg.augment, val_size=cfg.val_size,
-                           seed=cfg.seed, auto_augment=cfg.auto_augment)
+                           seed=cfg.seed, auto_augment=cfg.auto_augment, random_crop_padding=cfg.crop_padding)
     # synthetic labels (10 classes) may feed any wider head: they are for throughput runs
     fits = info.num_classes <= space.num_classes if info.name == "synthetic" else info.num_classes == space.num_classes
     if not fits:
@@ -182,6 +189,7 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
     torch.manual_seed(cfg.seed)
     model = family.supernet(space, drop_path_rate=cfg.drop_path).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    ema = weight_average(model, cfg.ema)
     ckpt = Checkpoint(out)
     state = ckpt.load()
     step, changed = 0, {}
@@ -190,6 +198,8 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
         changed = resumable(out, TrainConfig.from_dict(state["config"]), cfg, step, allow_changed_settings)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if ema is not None and "ema" in state:  # else (--ema added on a resume) the average starts here
+            ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"])
@@ -205,6 +215,7 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     run = torch.compile(ddp) if cfg.compile else ddp
     mix = _mixup(cfg, space.num_classes)
+    erase = _erasing(cfg, device)
     log = (out / "log.jsonl").open("a") if rank == 0 else None
     if log and changed:
         log.write(json_text({"step": step, "event": "settings changed", "changed": changed, "time": time.time()},
@@ -219,10 +230,15 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
             if step >= total:
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if erase is not None:
+                random.seed(cfg.seed * 1_000_003 + step)  # timm draws the rectangles from `random`: per step, resumable
+                x = erase(x)
             lr = lr_at(cfg, step, total, warmup)
             for g in opt.param_groups:
                 g["lr"] = lr
             loss = train_step(run, opt, x, y, sample(step), cfg, mix, device)
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             seen += len(x) * world
             bar.update(1)
@@ -238,6 +254,7 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
                 if rank == 0:
                     ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                                "config": asdict(cfg), "rng": torch.get_rng_state(),
+                               **({"ema": ema.state_dict()} if ema is not None else {}),
                                **({"cuda_rng": torch.cuda.get_rng_state()} if device.type == "cuda" else {})})
                 if world > 1:
                     dist.barrier()
@@ -245,7 +262,8 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
     if log:
         log.close()
     if rank == 0:
-        save_supernet(model, out / "supernet.safetensors", {"steps": str(total)})
+        save_supernet(model if ema is None else ema.module, out / "supernet.safetensors",
+                      {"steps": str(total), **({"ema": str(cfg.ema)} if ema is not None else {})})
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -261,6 +279,25 @@ def save_supernet(model: Supernet, path: Path, metadata: dict[str, str]) -> None
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
+def weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of the weights and buffers (None when `decay` is 0): the weights a sampled
+    path inherits then average over many steps' updates of the paths that share them."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _erasing(cfg: TrainConfig, device: torch.device):
+    if not cfg.random_erasing:
+        return None
+    from timm.data.random_erasing import RandomErasing
+
+    # "pixel": per-pixel normal noise, the scale of the normalised images it lands in
+    return RandomErasing(cfg.random_erasing, mode="pixel", device=device.type)
+
+
 def _mixup(cfg: TrainConfig, num_classes: int):
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
         return None
@@ -271,18 +308,22 @@ def _mixup(cfg: TrainConfig, num_classes: int):
 
 
 def train_step(model, opt, x, y, archs: list[Arch], cfg: TrainConfig, mix, device) -> float:
-    """One optimizer step; the loss is averaged over the step's archs (one, or a sandwich)."""
+    """One optimizer step; the loss is averaged over the step's archs (one, or a sandwich). With `distill`, the
+    first arch (the sandwich's largest) learns from the labels and its detached predictions are the others' targets."""
+    target = None
     if mix is not None:
         x, target = mix(x, y)
     opt.zero_grad(set_to_none=True)
     total = 0.0
-    for arch in archs:
+    for i, arch in enumerate(archs):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
             logits = model(x, arch)
-        if mix is not None:
+        if target is not None:
             loss = torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         else:
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        if cfg.distill and i == 0:
+            target = F.softmax(logits.detach().float(), dim=-1)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} on {arch.id}; lower --lr or enable --clip-grad")
         (loss / len(archs)).backward()

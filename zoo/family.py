@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # importing zoo.family loads no torch: the families do
 
 DEFAULT_FAMILY = "vit"  # what a zoo.json without "family" holds
 BUILTIN = "zoo.families"  # every module of this package is a family, imported on the first lookup
+Chooser = Callable[[str, tuple], Any]  # (decision name, its options) -> one of the options
 
 
 class Arch(Protocol):
@@ -130,7 +131,11 @@ class Family:
     `default_buckets` says (`training.preferred.Buckets` arguments, by space name; other spaces get a grid over the
     cost range). `mutate` (space, arch, rng, s_prob, m_prob: global and per-layer probabilities) and `crossover`
     (space, a, b, rng: None when the parents do not combine) serve the evolutionary searches (`training.search`);
-    a family without them is searched at random only."""
+    a family without them is searched at random only. `build_arch` (space, choose) makes an arch from its choices as
+    a sequence of named categorical decisions, each `choose(name, options)` returning one of `options`, in order, so
+    that later decisions may depend on earlier ones (a depth decides how many layers choose); a name always comes
+    with the same options. It serves the ENAS-style controller (one learned categorical per name); a family without
+    it is not searched by it."""
 
     name: str
     space_from_dict: Callable[[Any], Space]  # ValueError (or TypeError) naming the field
@@ -157,6 +162,7 @@ class Family:
     default_buckets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     mutate: Callable[[Any, Any, random.Random, float, float], Any] | None = None
     crossover: Callable[[Any, Any, Any, random.Random], Any | None] | None = None
+    build_arch: Callable[[Any, Chooser], Any] | None = None
 
 
 class Registry(Mapping[str, Family]):

@@ -313,11 +313,7 @@ class Zoo:
     def equivalent_cheaper(self, entry: ZooEntry, by: str = "params") -> list[ZooEntry]:
         """Cheaper entries (by `by`) whose choosing top-1 (`choice_top1`) lies within `entry`'s 95% interval:
         statistically as good on those images, cheapest first. Empty when the zoo records no image count."""
-        interval, cost, top1 = self.choice_interval(entry), _cost_fn(by), self.choice_top1
-        if interval is None:
-            return []
-        return sorted((e for e in self.entries if top1(e) is not None and cost(e) is not None
-                       and cost(e) < cost(entry) and top1(e) >= interval[0]), key=cost)
+        return cheaper_within(self.entries, self.choice_top1, self.choice_interval(entry), entry, by)
 
     def entry(self, entry_id: str) -> ZooEntry:
         for e in self.entries:
@@ -328,41 +324,15 @@ class Zoo:
     # -- queries -------------------------------------------------------------------------------
     def pareto(self, by: str = "params") -> list[ZooEntry]:
         """Entries no other entry beats on both cost (`by`: params, flops or latency) and top-1 (`choice_top1`)."""
-        cost, top1 = _cost_fn(by), self.choice_top1
-        scored = [e for e in self.entries if top1(e) is not None and cost(e) is not None]
-        front = [e for e in scored
-                 if not any(cost(o) <= cost(e) and top1(o) >= top1(e) and (cost(o), top1(o)) != (cost(e), top1(e))
-                            for o in scored)]
-        return sorted(front, key=cost)
+        return pareto_front(self.entries, self.choice_top1, by)
 
     def query(self, max_params: str | float | None = None, max_flops: str | float | None = None,
               max_latency_ms: str | float | None = None, latency_of: LatencyOf | None = None) -> ZooEntry:
         """The most accurate entry (by `choice_top1`) within every given limit (ties: the smaller one). `latency_of`
         says which latency a budget reads (default: the zoo's own; a server passes the numbers measured where it
         serves)."""
-        limits = {"params": parse_count(max_params, "max_params"), "flops": parse_count(max_flops, "max_flops"),
-                  "latency": parse_latency_ms(max_latency_ms)}
-        costs = {"params": _cost_fn("params"), "flops": _cost_fn("flops"), "latency": latency_of or _cost_fn("latency")}
-        missing = [e.id for e in self.entries if costs["latency"](e) is None]
-        if limits["latency"] is not None and missing:
-            raise LatencyUnknownError(f"zoo {self.name} has no measured latency for every entry ({len(missing)} of "
-                                      f"{len(self.entries)} lack one); run `prezoo profile --zoo {self.root}` "
-                                      f"first", missing)
-
-        def excess(e: ZooEntry) -> float:
-            """How far over the limits (relative, summed): 0 when it fits."""
-            return sum(max(0.0, costs[k](e) / v - 1) for k, v in limits.items() if v is not None)
-
-        fits = [e for e in self.entries if excess(e) == 0]
-        if fits:
-            return max(fits, key=lambda e: (-1 if self.choice_top1(e) is None else self.choice_top1(e), -e.params))
-        nearest = sorted(self.entries, key=excess)[:3]
-        asked = ", ".join(f"max_{k}={human(v) if k != 'latency' else f'{v:g}ms'}"
-                          for k, v in limits.items() if v is not None) or "no limit"
-        options = "; ".join(f"{e.id} ({human(e.params)} params, {human(e.flops)} FLOPs"
-                            + (f", {costs['latency'](e):.2f} ms" if costs["latency"](e) is not None else "") + ")"
-                            for e in nearest)
-        raise BudgetError(f"no entry of zoo {self.name} fits {asked}; nearest: {options}", nearest)
+        return best_within(self.entries, self.choice_top1, Limits(max_params, max_flops, max_latency_ms, latency_of),
+                           f"zoo {self.name}", lambda _: f"`prezoo profile --zoo {self.root}`")
 
     def subnet(self, entry_or_arch: ZooEntry | Arch | str) -> torch.nn.Module:
         """The standalone model (exact weights, eval mode) of an entry, an entry id, or any arch.
@@ -407,6 +377,72 @@ class Zoo:
         check_index(doc, self.root / INDEX)  # never write an index that would not load
         atomic_write_text(self.root / INDEX, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
         self.doc, self.entries = doc, entries
+
+
+Top1Of = Callable[[ZooEntry], float | None]  # the accuracy that ranks entries (`Zoo.choice_top1`)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A budget's limits as `Zoo.query` takes them: as given (numbers or '0.3M', '2ms'; None: no limit), and which
+    latency it reads (None: each entry's recorded one)."""
+
+    max_params: str | float | None = None
+    max_flops: str | float | None = None
+    max_latency_ms: str | float | None = None
+    latency_of: LatencyOf | None = None
+
+
+def pareto_front(entries: list[ZooEntry], top1: Top1Of, by: str = "params") -> list[ZooEntry]:
+    """The entries no other one beats on both cost (`by`) and `top1`, cheapest first: a zoo's front, or one front
+    over several zoos (zoo.catalog)."""
+    cost = _cost_fn(by)
+    scored = [e for e in entries if top1(e) is not None and cost(e) is not None]
+    front = [e for e in scored
+             if not any(cost(o) <= cost(e) and top1(o) >= top1(e) and (cost(o), top1(o)) != (cost(e), top1(e))
+                        for o in scored)]
+    return sorted(front, key=cost)
+
+
+def cheaper_within(entries: list[ZooEntry], top1: Top1Of, interval: tuple[float, float] | None, entry: ZooEntry,
+                   by: str = "params") -> list[ZooEntry]:
+    """Entries cheaper than `entry` (by `by`) whose `top1` lies within its 95% `interval` (None: none), cheapest
+    first."""
+    cost = _cost_fn(by)
+    if interval is None:
+        return []
+    return sorted((e for e in entries if top1(e) is not None and cost(e) is not None
+                   and cost(e) < cost(entry) and top1(e) >= interval[0]), key=cost)
+
+
+def best_within(entries: list[ZooEntry], top1: Top1Of, asked: Limits, where: str,
+                profile: Callable[[list[str]], str]) -> ZooEntry:
+    """The most accurate entry by `top1` within every limit `asked` (ties: the smaller one), else BudgetError
+    with the nearest entries; LatencyUnknownError for a latency budget while an entry has no latency. `where` names
+    the entries in messages ("zoo NAME"); `profile` says which command measures the missing latencies (by id)."""
+    limits = {"params": parse_count(asked.max_params, "max_params"),
+              "flops": parse_count(asked.max_flops, "max_flops"), "latency": parse_latency_ms(asked.max_latency_ms)}
+    costs = {"params": _cost_fn("params"), "flops": _cost_fn("flops"),
+             "latency": asked.latency_of or _cost_fn("latency")}
+    missing = [e.id for e in entries if costs["latency"](e) is None]
+    if limits["latency"] is not None and missing:
+        raise LatencyUnknownError(f"{where} has no measured latency for every entry ({len(missing)} of "
+                                  f"{len(entries)} lack one); run {profile(missing)} first", missing)
+
+    def excess(e: ZooEntry) -> float:
+        """How far over the limits (relative, summed): 0 when it fits."""
+        return sum(max(0.0, costs[k](e) / v - 1) for k, v in limits.items() if v is not None)
+
+    fits = [e for e in entries if excess(e) == 0]
+    if fits:
+        return max(fits, key=lambda e: (-1 if top1(e) is None else top1(e), -e.params))
+    nearest = sorted(entries, key=excess)[:3]
+    asked = ", ".join(f"max_{k}={human(v) if k != 'latency' else f'{v:g}ms'}"
+                      for k, v in limits.items() if v is not None) or "no limit"
+    options = "; ".join(f"{e.id} ({human(e.params)} params, {human(e.flops)} FLOPs"
+                        + (f", {costs['latency'](e):.2f} ms" if costs["latency"](e) is not None else "") + ")"
+                        for e in nearest)
+    raise BudgetError(f"no entry of {where} fits {asked}; nearest: {options}", nearest)
 
 
 def protocol_text(p: dict[str, Any]) -> str:

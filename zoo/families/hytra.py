@@ -16,7 +16,7 @@ import functools
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -237,6 +237,16 @@ def all_archs(space: HyTraSpace) -> tuple[HyTraArch, ...]:
 def random_arch(space: HyTraSpace, rng: random.Random) -> HyTraArch:
     """Uniform over the space's paths (not layer by layer: the rules make per-layer draws uneven over paths)."""
     return rng.choice(all_archs(space))
+
+
+def build_arch(space: HyTraSpace, choose: Callable[[str, tuple], Any]) -> HyTraArch:
+    """The path of `choose`'s decisions (`Family.build_arch`): per layer i a step among those its input's scale s
+    allows, named "layer{i}@S{s}" so that a name fixes its options (`next_steps`)."""
+    steps: list[Step] = []
+    for i in range(space.num_layers):
+        scale = steps[-1][0] if steps else STEM_SCALE
+        steps.append(choose(f"layer{i}@S{scale}", tuple(next_steps(space, scale))))
+    return HyTraArch(tuple(steps))
 
 
 def extreme_archs(space: HyTraSpace) -> tuple[HyTraArch, HyTraArch]:
@@ -669,4 +679,5 @@ FAMILY = register_family(Family(
     title="HyTra", noun="hybrid CNN/transformer", origin="path of BossNAS's hybrid space", describe_arch=describe_arch,
     layer_headers=LAYER_HEADERS, layer_rows=layer_rows, describe_choices=describe_choices, cost_range=cost_range,
     pretrained=PreZooHyTra, sampling_group=lambda a: (), random_arch=random_arch, extreme_archs=extreme_archs,
-    calibrate_bn=True, selectors=("bossnas",), default_buckets=DEFAULT_BUCKETS, mutate=mutate, crossover=crossover))
+    calibrate_bn=True, selectors=("bossnas",), default_buckets=DEFAULT_BUCKETS, mutate=mutate, crossover=crossover,
+    build_arch=build_arch))

@@ -18,7 +18,8 @@ from zoo.family import Family, register_family
 
 __all__ = ["FAMILY", "MBConvArch", "MBConvNet", "MBConvSpace", "MBConvSupernet", "PreZooMBConv"]
 
-DEFAULT_BUCKETS = {"mbconv-fmnist": {"low": 1e4, "high": 2.56e6, "ratio": 2.0}}
+DEFAULT_BUCKETS = {"mbconv-fmnist": {"low": 1e4, "high": 2.56e6, "ratio": 2.0},
+                   "mbconv-small": {"low": 1e4, "high": 6.4e5, "ratio": 2.0}}
 
 FAMILY = register_family(Family(
     "mbconv", MBConvSpace.from_dict, MBConvArch.from_dict, BUILTIN_SPACES, params, flops, MBConvSupernet,
@@ -26,4 +27,5 @@ FAMILY = register_family(Family(
     describe_arch=describe.describe_arch, layer_headers=describe.LAYER_HEADERS, layer_rows=describe.layer_rows,
     describe_choices=describe.describe_choices, cost_range=sampling.cost_range, pretrained=PreZooMBConv,
     sampling_group=lambda a: (), random_arch=sampling.random_arch, extreme_archs=sampling.extreme_archs,
-    calibrate_bn=True, default_buckets=DEFAULT_BUCKETS, mutate=sampling.mutate, crossover=sampling.crossover))
+    calibrate_bn=True, default_buckets=DEFAULT_BUCKETS, mutate=sampling.mutate, crossover=sampling.crossover,
+    build_arch=sampling.build_arch))

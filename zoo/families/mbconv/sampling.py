@@ -1,10 +1,11 @@
-"""Drawing MBConv architectures: uniform choices (OFA's sampling), the cheapest and costliest paths, and the
-evolutionary search's mutation and crossover; the space's cost range."""
+"""Drawing MBConv architectures: uniform choices (OFA's sampling), the cheapest and costliest paths, the
+evolutionary search's mutation and crossover and the ENAS controller's decisions; the space's cost range."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
 from zoo.families.mbconv.layers import block_cost, cost, placed_blocks
 from zoo.families.mbconv.space import Block, MBConvArch, MBConvSpace, Stage
@@ -26,6 +27,24 @@ def random_arch(space: MBConvSpace, rng: random.Random) -> MBConvArch:
     """Each stage's width and depth, then each block's choices, all uniform (as OFA samples): uniform over archs
     instead would nearly always draw the deepest stages of MBConv blocks, the op with the most variants."""
     return MBConvArch(tuple(random_stage(space, s, rng) for s in range(space.num_stages)))
+
+
+def build_arch(space: MBConvSpace, choose: Callable[[str, tuple], Any]) -> MBConvArch:
+    """The arch of `choose`'s decisions (`Family.build_arch`), in `random_arch`'s order: per stage s "stage{s}.width"
+    and "stage{s}.depth", then per block i "stage{s}.block{i}.op" and that op's "stage{s}.block{i}.{op}.kernel",
+    ".expansion" and ".se" (named by the op, whose options they are)."""
+    stages = []
+    for s in range(space.num_stages):
+        width = choose(f"stage{s}.width", space.widths[s])
+        blocks = []
+        for i in range(choose(f"stage{s}.depth", tuple(range(1, space.depths[s] + 1)))):
+            op = choose(f"stage{s}.block{i}.op", space.ops[s])
+            kernels, expansions, se = space.block_options(op)
+            where = f"stage{s}.block{i}.{op}"
+            blocks.append(Block(op, choose(f"{where}.kernel", kernels), choose(f"{where}.expansion", expansions),
+                                choose(f"{where}.se", se)))
+        stages.append(Stage(width, tuple(blocks)))
+    return MBConvArch(tuple(stages))
 
 
 def extreme_arch(space: MBConvSpace, measure: Callable[[tuple[int, int]], int], largest: bool) -> MBConvArch:

@@ -22,4 +22,5 @@ FAMILY = register_family(Family(
     describe_choices=space.describe_choices, cost_range=cost.cost_range, pretrained=PreZooViT,
     sampling_group=lambda a: (a.embed_dim, a.depth), random_arch=space.random_arch,
     extreme_archs=lambda s: (s.smallest_arch(), s.largest_arch()), selectors=("select",),
-    default_buckets=space.DEFAULT_BUCKETS, mutate=space.mutate, crossover=space.crossover))
+    default_buckets=space.DEFAULT_BUCKETS, mutate=space.mutate, crossover=space.crossover,
+    build_arch=space.build_arch))

@@ -1,9 +1,11 @@
 """ViT search spaces as data: choice lists plus the fixed model options, YAML/JSON round trip; the built-in spaces;
-uniform sampling and AutoFormer's mutation and crossover; what an arch looks like in words and tables."""
+uniform sampling, AutoFormer's mutation and crossover and the ENAS controller's decisions; what an arch looks like
+in words and tables."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -137,6 +139,15 @@ def random_arch(space: ViTSpace, rng: random.Random) -> ViTArch:
     depth = rng.choice(space.depths)
     return ViTArch(rng.choice(space.embed_dims), depth, tuple(rng.choice(space.num_heads) for _ in range(depth)),
                    tuple(rng.choice(space.mlp_ratios) for _ in range(depth)))
+
+
+def build_arch(space: ViTSpace, choose: Callable[[str, tuple], Any]) -> ViTArch:
+    """The arch of `choose`'s decisions (`Family.build_arch`): "depth", "embed_dim", then per layer i "heads{i}" and
+    "mlp_ratio{i}"; a shallower arch never makes its deeper layers' decisions."""
+    depth = choose("depth", space.depths)
+    embed = choose("embed_dim", space.embed_dims)
+    layers = [(choose(f"heads{i}", space.num_heads), choose(f"mlp_ratio{i}", space.mlp_ratios)) for i in range(depth)]
+    return ViTArch(embed, depth, tuple(h for h, _ in layers), tuple(r for _, r in layers))
 
 
 def mutate(space: ViTSpace, a: ViTArch, rng: random.Random, s_prob: float, m_prob: float) -> ViTArch:

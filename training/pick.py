@@ -1,0 +1,81 @@
+"""A zoo's entries picked out of a uniformly trained supernet by search: OFA's and BigNAS's last step, for any
+family, and the way to a zoo for a family no zero-cost selector covers (MBConv).
+
+In every params bucket (the family's default buckets for its space, as the selectors use), one search of
+`training.search` runs over the bucket's archs, each scored by its top-1 on the images the run's training held out,
+through the supernet (a family with `calibrate_bn` gets each path's BatchNorm statistics recalibrated first, as
+its zoo will store them). The best `top_n` of each bucket are its preferred entries, written as a `preferred.json`
+like the selectors' whose "selector" says how they were picked; `evaluate --preferred` and `package --preferred`
+take it. Test images are touched only after the choice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from training.config import PickConfig, TrainConfig
+from training.evaluate import accuracy, calibration_batches, load_supernet, path_stats, tensor_batches, validation_split
+from training.preferred import Buckets, Candidate, pick_preferred, preferred_doc, write_preferred
+from training.search import SEARCHES, SearchConfig, check_reachable
+from zoo.family import Arch, Supernet, get_family
+
+
+def search_config(cfg: PickConfig, low: float, high: float) -> SearchConfig:
+    """One bucket's search, with evolution's ratios as `python -m training search` sets them."""
+    p = cfg.population
+    return SearchConfig(evaluations=cfg.evaluations, min_params=low, max_params=high, population=p,
+                        parents=min(10, p), mutants=p // 2, crossovers=p - p // 2, seed=cfg.seed)
+
+
+def validation_fitness(train_cfg: TrainConfig, supernet: Supernet, val_images: int) -> tuple[Callable[[Arch], float],
+                                                                                             str]:
+    """Top-1 on the run's held-out images as a function of the arch, and what it is in words. A path whose family
+    needs BatchNorm statistics of its own is recalibrated on the run's calibration images before it is scored."""
+    space = supernet.space
+    data, _ = validation_split(asdict(train_cfg), space)
+    batches = tensor_batches(data, 500, limit=val_images or None)
+    calibration = calibration_batches(train_cfg, space)
+
+    def fitness(arch: Arch) -> float:
+        stats = path_stats(supernet, [arch], calibration)
+        return accuracy(supernet, arch, batches, stats=None if stats is None else stats[arch.id]).top1
+
+    n = sum(len(y) for _, y in batches)
+    which = f"all {n}" if n == len(data) else f"the first {n} of the {len(data)}"
+    words = f"val top-1 (%) on {which} images held out of training, through the supernet" + \
+        (" with each path's BatchNorm recalibrated" if calibration is not None else "")
+    return fitness, words
+
+
+def pick(run: str | Path, cfg: PickConfig, out: str | Path, progress: bool = True) -> Path:
+    """Search every bucket of the run's space and write `out/preferred.json`; returns its path."""
+    run = Path(run)
+    train_cfg = TrainConfig.load(run / "config.json")
+    supernet = load_supernet(run / "supernet.safetensors")
+    space = supernet.space
+    family = get_family(space.family)
+    buckets = Buckets.default(space, "params")
+    fitness, words = validation_fitness(train_cfg, supernet, cfg.val_images)
+    start, candidates = time.perf_counter(), []
+    for low, high in buckets.edges():
+        bucket = search_config(cfg, low, high)
+        try:
+            check_reachable(space, bucket)
+        except ValueError:  # a bucket past the space's cost range stays empty
+            continue
+        result = SEARCHES[cfg.algorithm](space, fitness, bucket, progress=progress)
+        candidates += [Candidate(a, family.params(space, a), family.flops(space, a), score)
+                       for a, score in result.scores.items()]
+        if progress:
+            print(f"[{low:,.0f}, {high:,.0f}) params: {result.best.id} val top-1 {result.best_score:.2f}% "
+                  f"({result.evaluations} archs, {result.seconds:.0f} s)", flush=True)
+    selector = {"method": "search", "algorithm": cfg.algorithm, "fitness": words, "run": str(run),
+                "supernet_training": {"sampler": train_cfg.sampler, "sandwich": train_cfg.sandwich},
+                **{k: v for k, v in asdict(cfg).items() if k != "algorithm"}}
+    stats = {"archs_scored": len(candidates), "seconds": round(time.perf_counter() - start, 1)}
+    doc = preferred_doc(space, selector, stats, buckets, pick_preferred(candidates, buckets, "params", cfg.top_n),
+                        family=family.name)
+    return write_preferred(doc, out)
