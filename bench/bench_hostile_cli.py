@@ -306,7 +306,8 @@ TRAIN_NUMERIC = {"--sandwich": ("-2", "65"), "--img-size": ("0", "-1", "4097"), 
                  "--lr": ("0", "-1", "11"), "--min-lr": ("-1",), "--warmup-epochs": ("-1",),
                  "--weight-decay": ("-1", "11"), "--label-smoothing": ("-1", "1", "2"), "--mixup": ("-1",),
                  "--cutmix": ("-1",), "--drop-path": ("-1", "1"), "--clip-grad": ("-1",), "--seed": ("-1",),
-                 "--ckpt-every": ("0", "-1"), "--log-every": ("0", "-1"), "--workers": ("-1", "257")}
+                 "--ckpt-every": ("0", "-1"), "--log-every": ("0", "-1"), "--workers": ("-1", "257"),
+                 "--crop-padding": ("-1", "65"), "--random-erasing": ("-1", "1"), "--ema": ("-1", "1")}
 
 
 def train_cases(fx: Fixtures) -> list[Case]:
@@ -315,9 +316,11 @@ def train_cases(fx: Fixtures) -> list[Case]:
             out, "--no-progress")
     cases = flag_cases("train", base, TRAIN_NUMERIC, {"--sampler": "magic"},
                        ("--space", "--data", "--preferred", "--auto-augment", "--out"),
-                       ("--augment", "--amp", "--compile", "--progress", "--allow-changed-settings"))
+                       ("--augment", "--amp", "--compile", "--progress", "--allow-changed-settings", "--distill"))
     cases += out_cases("train", base, fx)
     cases += [Case("train", "flag", ("train", "--space", "mini", "--out", out), "needs --preferred"),
+              Case("train", "flag", (*base, "--distill"), "needs the sandwich rule"),
+              Case("train", "file", setting(base, "--crop-padding", "2"), "random_crop_padding needs augment"),
               Case("train", "flag", setting(base, "--lr", "nan"), "--lr", subprocess=True),
               Case("train", "file", setting(base, "--space", "nowhere"), "unknown search space"),
               Case("train", "file", setting(base, "--data", "nowhere:x"), "unknown data source"),
@@ -382,7 +385,9 @@ def search_cases(fx: Fixtures) -> list[Case]:
     cases = flag_cases("search", base, {"--evaluations": ("0", "-1", "10000001"), "--min-params": budget,
                                         "--max-params": budget, "--min-flops": budget, "--max-flops": budget,
                                         "--population": ("0", "-1", "100001"), "--generations": ("0", "-1"),
-                                        "--sample": ("0", "-1"), "--val-images": ("-1",), "--seed": ("-1",)},
+                                        "--sample": ("0", "-1"), "--val-images": ("-1",), "--seed": ("-1",),
+                                        "--controller-lr": ("0", "-1", "11"), "--baseline-decay": ("-1", "1"),
+                                        "--entropy-weight": ("-1", "1001")},
                        {"--algorithm": "simulated-annealing"}, ("--run", "--out"))
     cases += out_cases("search", base, fx)
     cases += [Case("search", "flag", ("search", "--max-params", "0.3M"), "--run"),
@@ -392,6 +397,45 @@ def search_cases(fx: Fixtures) -> list[Case]:
               Case("search", "file", setting(base, "--max-params", "1K"), "no architecture of mini fits",
                    subprocess=True),
               Case("search", "file", setting(base, "--run", str(fx.files["config.json a list"])), "JSON object")]
+    return cases
+
+
+def pick_cases(fx: Fixtures) -> list[Case]:
+    out, run = fx.out("pick"), str(fx.run)
+    base = ("pick", "--run", run, "--out", out, "--evaluations", "2", "--population", "2")
+    cases = flag_cases("pick", base, {"--evaluations": ("0", "-1", "10000001"), "--population": ("0", "-1", "100001"),
+                                      "--top-n": ("0", "-1", "100001"), "--val-images": ("-1",), "--seed": ("-1",)},
+                       {"--algorithm": "darts"}, ("--run", "--out"))
+    cases += out_cases("pick", base, fx)
+    cases += [Case("pick", "flag", ("pick", "--out", out), "--run"),
+              Case("pick", "file", base, "holds no validation images", watch=run),
+              Case("pick", "file", base, "holds no validation images", subprocess=True, watch=run),
+              Case("pick", "file", setting(base, "--run", str(fx.tmp / "absent")), "config.json is missing"),
+              Case("pick", "file", setting(base, "--run", str(fx.files["config.json a list"])), "JSON object")]
+    return cases
+
+
+DARTS_NUMERIC = {"--nas-train": ("0", "-1"), "--nas-val": ("0", "-1"), "--batch-size": ("0", "-1", "65537"),
+                 "--warmup-steps": ("-1",), "--steps": ("0", "-1"), "--weight-lr": ("0", "-1", "11"),
+                 "--weight-decay": ("-1", "11"), "--arch-lr": ("0", "-1"), "--arch-weight-decay": ("-1",),
+                 "--cost-weight": ("-1",), "--tau-start": ("0", "-1", "101"), "--tau-end": ("0", "-1"),
+                 "--collapse-share": ("0", "-1", "1.5"), "--eval-every": ("0", "-1"), "--eval-images": ("0", "-1"),
+                 "--top-n": ("0", "-1", "1001"), "--seed": ("-1",), "--threads": ("0", "-1", "1025"),
+                 "--low": ("0", "-1", "5", "999"), "--high": ("0", "-1", "5"), "--width": ("0", "-1", "5")}
+
+
+def darts_cases(fx: Fixtures) -> list[Case]:
+    out = fx.out("darts")
+    base = ("darts", "--space", "mbconv-tiny", "--data", "synthetic:64", "--out", out, "--nas-train", "32",
+            "--nas-val", "16", "--batch-size", "8", "--warmup-steps", "1", "--steps", "1", "--eval-images", "8")
+    cases = flag_cases("darts", base, DARTS_NUMERIC, {}, ("--space", "--data", "--out"))
+    cases += out_cases("darts", base, fx)
+    cases += [Case("darts", "file", setting(base, "--space", "mini"), "searches MBConv spaces only"),
+              Case("darts", "file", setting(base, "--space", "nowhere"), "unknown search space"),
+              Case("darts", "file", setting(base, "--data", "nowhere:x"), "unknown data source"),
+              Case("darts", "file", setting(base, "--nas-train", "100"), "exceed the 64 images"),
+              Case("darts", "file", setting(base, "--low", "2M"), "must be below --high"),
+              Case("darts", "file", setting(base, "--nas-train", "100"), "exceed the 64 images", subprocess=True)]
     return cases
 
 
@@ -445,7 +489,7 @@ def finetune_cases(fx: Fixtures) -> list[Case]:
 
 def cases(fx: Fixtures) -> list[Case]:
     return [*select_cases(fx), *bossnas_cases(fx), *train_cases(fx), *evaluate_cases(fx), *search_cases(fx),
-            *package_cases(fx), *finetune_cases(fx),
+            *pick_cases(fx), *darts_cases(fx), *package_cases(fx), *finetune_cases(fx),
             Case("(none)", "flag", (), "required"), Case("(none)", "flag", ("nope",), "invalid choice"),
             Case("(none)", "flag", ("",), "invalid choice")]
 

@@ -11,12 +11,14 @@ whole zoo (index + supernet + a card with every entry and a Pareto plot), to the
     python -m export profile [--zoo DIR] [--provider cpu|cuda] [--threads 2] [--batch 1]
     python -m export push --zoo DIR --max-params 0.3M --repo-id user/name [--zoo-repo-id user/zoo-name] [--private]
     python -m export push --zoo DIR --whole-zoo --repo-id user/zoo-name
-    python -m export triton --zoo DIR --out REPO [--id ID ...] [--precision fp32|fp16|int8] [--tensorrt]
+    python -m export triton [--zoo DIR ...] --out REPO [--id ID ...] [--precision fp32|fp16|int8] [--tensorrt]
 
 FLOPs are multiply-accumulates (MACs) per image. --zoo is a folder, a shipped zoo's name (ladder-fmnist, the default;
-hytra-fmnist) or a Hub repo id. Exports go to --cache, or to a temporary cache gone after the command. A pushed
-model's card names the zoo's Hub repo as its base model: --zoo-repo-id (checked to hold the same zoo), or --zoo when
-it is a Hub repo id. The token comes from HF_TOKEN or the standard login cache (`hf auth login`); it is never printed.
+hytra-fmnist) or a Hub repo id; `triton` takes several (default: every shipped zoo, as `python -m server` serves
+them), their entries one set, as the server's catalog: ids across all, a budget picks among all. Exports go to
+--cache, or to a temporary cache gone after the command. A pushed model's card names the zoo's Hub repo as its base
+model: --zoo-repo-id (checked to hold the same zoo), or --zoo when it is a Hub repo id. The token comes from HF_TOKEN
+or the standard login cache (`hf auth login`); it is never printed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from zoo.pull import HubError
 
 if TYPE_CHECKING:
     from export.cache import ExportCache
+    from zoo.catalog import Catalog
     from zoo.store import Zoo, ZooEntry
 
 # torch and ONNX load inside the command: `--help` answers at once
@@ -120,22 +123,23 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def cmd_triton(args: argparse.Namespace) -> int:
     from export.triton import DEFAULT_MAX_BATCH_SIZE, write_repository
-    from zoo.store import DEFAULT_ZOO, Zoo
+    from zoo.catalog import Catalog, named
+    from zoo.store import Zoo, shipped_zoos
 
-    zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
+    zoo = Catalog([Zoo.load(source) for source in args.zoo or shipped_zoos().values()])
     entries = selected_entries(zoo, args.id or [], (args.max_params, args.max_flops, args.max_latency))
     max_batch_size = DEFAULT_MAX_BATCH_SIZE if args.max_batch_size is None else args.max_batch_size
     with export_cache(args) as cache:
         out = write_repository(cache, zoo, entries, args.out, precision=args.precision,
                                max_batch_size=max_batch_size, tensorrt=args.tensorrt)
-    print(f"wrote {len(entries)} {args.precision} model(s) of zoo {zoo.name} to {out}: "
+    print(f"wrote {len(entries)} {args.precision} model(s) of {named(zoo.zoos)} to {out}: "
           f"{', '.join(e.id for e in entries)}")
     print(f"next: tritonserver --model-repository={out.resolve()}  (README: Triton and KServe)")
     return 0
 
 
-def selected_entries(zoo: Zoo, ids: list[str], budget: tuple[str | None, ...]) -> list[ZooEntry]:
-    """The entries named by id, else the one the budget picks (Zoo.query), else every entry."""
+def selected_entries(zoo: Zoo | Catalog, ids: list[str], budget: tuple[str | None, ...]) -> list[ZooEntry]:
+    """The entries named by id, else the one the budget picks (`query`), else every entry."""
     if ids and any(v is not None for v in budget):
         raise ValueError("choose entries by --id or by a budget, not both")
     if any(v is not None for v in budget):
@@ -155,10 +159,15 @@ def export_cache(args: argparse.Namespace) -> Iterator[ExportCache]:
         yield ExportCache(Path(args.cache) if args.cache else Path(tmp))
 
 
-def add_zoo_options(p: argparse.ArgumentParser, budget: bool = True) -> None:
-    """The options every command takes: the zoo, the export cache; and a budget, but for `profile`."""
-    p.add_argument("--zoo", type=zoo_source, help="zoo directory, shipped zoo name (hytra-fmnist) or Hub repo id "
-                                                  "(default: the built-in zoo, ladder-fmnist)")
+def add_zoo_options(p: argparse.ArgumentParser, budget: bool = True, several: bool = False) -> None:
+    """The options every command takes: the zoo (`several`: repeatable), the export cache; and a budget, but for
+    `profile`."""
+    if several:
+        p.add_argument("--zoo", type=zoo_source, action="append", help="zoo directory, shipped zoo name (hytra-fmnist) "
+                       "or Hub repo id; repeatable: their entries as one set (default: every shipped zoo)")
+    else:
+        p.add_argument("--zoo", type=zoo_source, help="zoo directory, shipped zoo name (hytra-fmnist) or Hub repo id "
+                                                      "(default: the built-in zoo, ladder-fmnist)")
     p.add_argument("--cache", help="export cache directory (default: a temporary one)")
     if budget:
         p.add_argument("--max-params", help="e.g. 0.3M")
@@ -198,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--private", action="store_true")
     p.set_defaults(run=cmd_push)
     t = sub.add_parser("triton", help="write a Triton model repository (ONNX Runtime backend) of zoo entries")
-    add_zoo_options(t)
+    add_zoo_options(t, several=True)
     t.add_argument("--out", required=True, type=Path, help="the repository folder (created, or one this command "
                    "wrote replaced as a whole; a symlink is written through)")
     t.add_argument("--id", action="append", help="an entry id (repeatable; default: every entry, or the one the "

@@ -23,6 +23,7 @@ from google.protobuf import text_format
 
 from export.cache import FILES, ExportCache
 from export.repo import link_or_copy
+from zoo.catalog import Catalog
 from zoo.io import (
     atomic_write_text,
     clip,
@@ -126,9 +127,11 @@ def remove_killed_runs(out: Path) -> list[Path]:
                                     lambda tmp: (tmp / MARKER).is_file() and not folder_in_use(tmp))
 
 
-def write_repository(cache: ExportCache, zoo: Zoo, entries: list[ZooEntry], out: str | Path, *, precision: str,
-                     max_batch_size: int, tensorrt: bool = False) -> Path:
-    """Write the model repository of `entries` at `out` (replacing an earlier one as a unit); the folder written."""
+def write_repository(cache: ExportCache, zoo: Zoo | Catalog, entries: list[ZooEntry], out: str | Path, *,
+                     precision: str, max_batch_size: int, tensorrt: bool = False) -> Path:
+    """Write the model repository of `entries` (of one zoo, or of several as a catalog: each exported from its own)
+    at `out`, replacing an earlier one as a unit; the folder written."""
+    zoo = Catalog.of(zoo)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
     if max_batch_size < 1:
@@ -142,7 +145,7 @@ def write_repository(cache: ExportCache, zoo: Zoo, entries: list[ZooEntry], out:
         fmt = PRECISIONS[precision]
         for entry in entries:
             model = tmp / entry.id / VERSION / MODEL
-            with cache.reading(zoo, entry, fmt) as folder:
+            with cache.reading(zoo.zoo_of(entry), entry, fmt) as folder:
                 link_or_copy(folder / FILES[fmt][0], model)
             config = model_config(entry.id, model, max_batch_size, precision, tensorrt)
             atomic_write_text(tmp / entry.id / CONFIG, text_format.MessageToString(config))

@@ -24,6 +24,7 @@ COMMANDS = {
     "triton": ("export", "triton", "write a Triton model repository of zoo entries"),
     "select": ("training", "select", "zero-cost selection of preferred architectures"),
     "bossnas": ("training", "bossnas", "BossNAS: label-free selection of preferred HyTra paths"),
+    "darts": ("training", "darts", "DARTS-style differentiable selection of preferred MBConv paths"),
     "train": ("training", "train", "one-shot supernet training"),
     "evaluate": ("training", "evaluate", "accuracy of every preferred arch of a trained supernet"),
     "search": ("training", "search", "baseline search in a budget (evolution, aging, random, enas)"),

@@ -52,7 +52,8 @@ def zoo_dir(tmp_path_factory) -> Path:
 
 COMMANDS = [("zoo",), ("training",), ("export",), ("server",), ("prezoo",),
             *[("zoo", c) for c in ("spaces", "list", "import-official")],
-            *[("training", c) for c in ("select", "train", "evaluate", "search", "pick", "package", "finetune")],
+            *[("training", c) for c in ("select", "darts", "train", "evaluate", "search", "pick", "package",
+                                        "finetune")],
             *[("export", c) for c in ("get", "profile", "push", "triton")],
             *[("prezoo", c) for c in ("serve", "list", "get", "train")]]  # one per package: every one, in-process below
 
@@ -230,7 +231,7 @@ def test_evaluate_search_and_package_print_macs_and_say_what_they_do(tmp_path):
     assert doc["kind"] == "prezoo.search" and doc["settings"]["max_params"] == 3e5 and len(doc["history"]) == 1
     assert best == evaluated_archs[0] and [a["score"] for a in evaluated_archs] == sorted(
         (a["score"] for a in evaluated_archs), reverse=True)
-    assert all(a["params"] <= 3e5 for a in evaluated_archs) and "500 val images" in doc["fitness"]
+    assert all(a["params"] <= 3e5 for a in evaluated_archs) and "first 500 of the 5000 images" in doc["fitness"]
     assert f"best under the budget: {best['id']}" in searched.stdout
     assert f"params {human(best['params'])}  {FLOPS_LABEL} {human(best['flops'])}" in searched.stdout
     with Image.open(run / "search" / "search.png") as plot:

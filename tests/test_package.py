@@ -218,6 +218,7 @@ def test_wheel_installs_into_a_fresh_venv_and_works_outside_the_checkout(wheel, 
     from export.cache import ExportCache
     from export.hub import push_folder
     from zoo import Zoo
+    from zoo.catalog import Catalog
     from zoo.store import CHECKOUT_ZOOS, DEFAULT_ZOO
 
     names = zipfile.ZipFile(wheel).namelist()
@@ -276,7 +277,8 @@ def test_wheel_installs_into_a_fresh_venv_and_works_outside_the_checkout(wheel, 
     port = free_port()
     health = served_health([prezoo, "serve", "--port", str(port), "--cache", str(shadowed / "cache")], shadowed, env,
                            port)
-    assert (health["ready"], health["zoo"], health["checksum"]) == (True, shipped.name, shipped.checksum)
+    every = Catalog([Zoo.load(CHECKOUT_ZOOS / name) for name in SHIPPED_ZOOS])  # the wheel's copies, served by default
+    assert (health["ready"], health["zoos"], health["checksum"]) == (True, list(SHIPPED_ZOOS), every.checksum)
 
 
 @pytest.mark.slow
@@ -310,7 +312,7 @@ def test_the_readme_wheel_section_runs_as_written_with_only_the_wheel(wheel, tmp
     assert {p.name for p in (work / "model").iterdir()} >= {"config.json", "model.safetensors", "README.md",
                                                             "model.int8.onnx"}
     assert list((work / "triton-models").glob("*/config.pbtxt")) and list((work / "triton-models").glob("*/1/*.onnx"))
-    assert health is not None and (health["ready"], health["zoo"]) == (True, "ladder-fmnist")
+    assert health is not None and (health["ready"], health["zoos"]) == (True, list(SHIPPED_ZOOS))
     absent = subprocess.run([python, "-c", "import importlib.util as u; print([m for m in ('playwright', "
                              "'schemathesis', 'pytest', 'ray') if u.find_spec(m)])"], env=env, capture_output=True,
                             text=True, timeout=60)

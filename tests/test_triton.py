@@ -23,7 +23,9 @@ from export.onnx import run, session
 from export.triton import CONFIG, MARKER, MODEL, PRECISIONS, TEMP, VERSION, model_config, remove_killed_runs
 from server.images import ImageLimits
 from tests.test_project import ROOT
+from zoo.catalog import Catalog
 from zoo.io import held_folder
+from zoo.store import Zoo, shipped_zoos
 
 ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16"}
 
@@ -111,6 +113,29 @@ def test_budget_picks_the_entry_zoo_query_picks(zoo_dir, zoo, cache_dir, tmp_pat
     out = tmp_path / "repo"
     assert export(zoo_dir, cache_dir, out, "--max-params", str(zoo.entries[1].params)) == 0
     assert models(out) == [zoo.query(max_params=zoo.entries[1].params).id]
+
+
+def test_several_zoos_are_one_repository_each_entry_exported_from_its_own(cache_dir, tmp_path, capsys):
+    """The shipped ViT and HyTra zoos as the server serves them: ids looked up across both, a budget chosen among
+    both (`Catalog.query`), each model its own zoo's; the same zoo twice is refused (an id names one entry)."""
+    zoos = Catalog([Zoo.load(folder) for folder in shipped_zoos().values()])
+    vit, hytra = (next(e for z in zoos.zoos if z.family.name == f for e in z.entries) for f in ("vit", "hytra"))
+    out = tmp_path / "repo"
+    assert main(["triton", "--cache", str(cache_dir), "--out", str(out), "--id", vit.id, "--id", hytra.id]) == 0
+    assert models(out) == sorted([vit.id, hytra.id])
+    assert "of zoos hytra-fmnist, ladder-fmnist" in capsys.readouterr().out
+    for entry in (vit, hytra):
+        x, logits = logits_at_max_batch(out / entry.id, check_model_folder(out / entry.id, ImageLimits().max_files))
+        with torch.inference_mode():
+            expected = zoos.zoo_of(entry).subnet(entry)(torch.from_numpy(x)).numpy()
+        assert np.abs(logits - expected).max() < 1e-4
+    budget = "120K"
+    assert main(["triton", "--cache", str(cache_dir), "--out", str(out), "--max-params", budget]) == 0
+    assert models(out) == [zoos.query(max_params=budget).id]
+    assert zoos.zoo_of(zoos.query(max_params=budget)).family.name == "hytra"  # a ViT entry fits too, less accurate
+    ladder = str(shipped_zoos()["ladder-fmnist"])
+    assert main(["triton", "--zoo", ladder, "--zoo", ladder, "--out", str(tmp_path / "twice")]) == 2
+    assert "an id must name one entry" in capsys.readouterr().err and not (tmp_path / "twice").exists()
 
 
 def test_an_earlier_repository_is_replaced_as_a_whole(zoo_dir, zoo, cache_dir, tmp_path):

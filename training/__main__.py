@@ -142,6 +142,50 @@ def run_bossnas(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_darts_args(p: argparse.ArgumentParser) -> None:
+    from training.darts import DARTS_RANGES as R
+    from training.darts import DartsConfig as D
+
+    p.add_argument("--space", type=nonempty, default=D.space, help=f"an MBConv space; default: {D.space}")
+    p.add_argument("--data", type=nonempty, default=D.data, help="dataset source, e.g. fashion-mnist")
+    p.add_argument("--out", type=out_dir, default="runs/darts",
+                   help="folder for preferred.json, logits.json and darts.png")
+    p.add_argument("--low", type=_number, help="lowest params bucket edge (default: per space)")
+    p.add_argument("--high", type=_number, help="highest params bucket edge")
+    p.add_argument("--width", type=_number, help="params bucket width")
+    p.set_defaults(bucket_by="params")
+    for name, help_ in (("nas_train", "train-split images the weights learn from"),
+                        ("nas_val", "other train-split images the architecture logits learn from"),
+                        ("batch_size", ""), ("warmup_steps", "weight steps on uniform paths before the searches"),
+                        ("steps", "per bucket: each one weight and one architecture step"),
+                        ("weight_lr", "AdamW's"), ("weight_decay", "AdamW's"), ("arch_lr", "Adam's, on the logits"),
+                        ("arch_weight_decay", ""), ("cost_weight", "λ of λ·log(E[params]/target)²"),
+                        ("tau_start", "Gumbel-softmax temperature, annealed geometrically"), ("tau_end", ""),
+                        ("collapse_share", "early stop past this share of skipped block slots"),
+                        ("eval_every", "steps between checks (candidates, logs)"),
+                        ("eval_images", "NAS-val images each candidate is scored on"),
+                        ("top_n", "preferred archs kept per bucket"), ("seed", "")):
+        default = getattr(D, name)
+        p.add_argument("--" + name.replace("_", "-"), type=R[name], default=default,
+                       help=f"{help_ + '; ' if help_ else ''}{R[name]}; default: {default}")
+    p.add_argument("--threads", type=Range(int, 1, 1024), help="torch CPU threads (default: torch's choice)")
+
+
+def run_darts(args: argparse.Namespace) -> int:
+    import torch
+
+    from training.darts import DARTS_RANGES, DartsConfig, darts, mbconv_space
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cfg = DartsConfig(space=args.space, data=args.data, buckets=select_buckets(args, mbconv_space(args.space)),
+                      **{k: getattr(args, k) for k in DARTS_RANGES})
+    path = darts(cfg, args.out)
+    print(f"wrote {path}, {Path(args.out) / 'logits.json'}, {Path(args.out) / 'darts.png'}")
+    print(f"next: python -m training train --preferred {path}")
+    return 0
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
@@ -426,6 +470,8 @@ def run_finetune(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "select": ("zero-cost selection of preferred architectures", add_select_args, run_select),
     "bossnas": ("BossNAS: label-free block-wise selection of preferred HyTra paths", add_bossnas_args, run_bossnas),
+    "darts": ("DARTS-style differentiable selection of preferred MBConv paths under params budgets", add_darts_args,
+              run_darts),
     "train": ("one-shot supernet training (preferred or uniform sampling)", add_train_args, run_train),
     "evaluate": ("accuracy of every preferred arch of a trained supernet", add_evaluate_args, run_evaluate),
     "search": ("baseline search in a budget: AutoFormer or aging evolution, random, or an ENAS controller",

@@ -135,7 +135,7 @@ class FinetuneConfig:
 
 PICK_RANGES = {"evaluations": SEARCH_RANGES["evaluations"], "population": SEARCH_RANGES["population"],
                "seed": SEARCH_RANGES["seed"], "top_n": SEARCH_RANGES["population"],
-               "val_images": SEARCH_RANGES["evaluations"]}
+               "val_images": IMAGES}  # 0: every held-out image
 
 
 @dataclass

@@ -14,7 +14,7 @@ EfficientNet, made an MBConv-heavy path's training step 8% slower).
 # TorchScript cannot read them as strings (timm's test_model_forward_fx_torchscript).
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -45,10 +45,15 @@ def block_body(p: Placed, run: Run, x: Tensor) -> Tensor:
     return run("bn2", run("conv2", act(run("bn1", run("conv1", x)))))
 
 
-def run_block(p: Placed, run: Run, x: Tensor, rate: float = 0.0, training: bool = False) -> Tensor:
+def run_block(p: Placed, run: Run, x: Tensor, rate: float = 0.0, training: bool = False,
+              gate: Tensor | None = None) -> Tensor:
     """One block: its branch, plus its input when the shapes match (the branch dropped per sample at `rate` in
-    training); a residual block ends with an activation after the sum, as ResNet's, the inverted ones without."""
+    training); a residual block ends with an activation after the sum, as ResNet's, the inverted ones without.
+    `gate` (a differentiable search's one-hot value, 1 forward) scales the branch: the block's output where it has
+    no shortcut."""
     h = block_body(p, run, x)
+    if gate is not None:
+        h = h * gate
     if p.residual:
         h = x + drop_path(h, rate, training)
     return act(h) if p.block.op == RESIDUAL else h
@@ -200,6 +205,24 @@ def sliced(block: MBBlock, p: Placed, training: bool) -> Run:
     return run
 
 
+Gates = Mapping[str, Tensor]  # decision name (`sampling.build_arch`'s) -> its selected one-hot value, a 0-dim tensor
+
+
+def gate_product(gates: Gates, names: Sequence[str]) -> Tensor | None:
+    """The product of the gates of `names` that `gates` holds (a decision with one option has none); None if none."""
+    out = None
+    for name in names:
+        if name in gates:
+            out = gates[name] if out is None else out * gates[name]
+    return out
+
+
+def block_gate(gates: Gates, p: Placed) -> Tensor | None:
+    """A block's gate: its op's and that op's kernel, expansion and squeeze-excite decisions'."""
+    where = f"stage{p.stage}.block{p.index}"
+    return gate_product(gates, [f"{where}.op", *(f"{where}.{p.block.op}.{k}" for k in ("kernel", "expansion", "se"))])
+
+
 class MBConvSupernet(nn.Module):
     """Every slot of `space` once, one block per op at its largest shape; `supernet(x, arch)` runs exactly `arch`'s
     slices. No active-path state: the architecture is an argument. The stem and head are shared by all paths (the
@@ -222,11 +245,14 @@ class MBConvSupernet(nn.Module):
     def slot(self, p: Placed) -> MBBlock:
         return self.stages[p.stage][p.index][p.block.op]
 
-    def forward(self, x: Tensor, arch: MBConvArch) -> Tensor:
+    def forward(self, x: Tensor, arch: MBConvArch, gates: Gates | None = None) -> Tensor:
         x = channels_last(self.stem(x))
         for p in path_blocks(self.space, arch):
             x = run_block(p, sliced(self.slot(p), p, self.training), x, self.drop_rates[p.stage, p.index],
-                          self.training)
+                          self.training, None if gates is None else block_gate(gates, p))
+            if gates is not None and p.index == len(arch.stages[p.stage].blocks) - 1:
+                stage_gate = gate_product(gates, [f"stage{p.stage}.depth", f"stage{p.stage}.width"])
+                x = x if stage_gate is None else x * stage_gate
         width = arch.stages[-1].width
         return F.linear(pool(x), self.head.weight[:, :width], self.head.bias)
 

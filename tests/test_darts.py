@@ -1,0 +1,193 @@
+"""The differentiable selector (training.darts) on mbconv-tiny with synthetic images: the supernet's gates, the
+exact expected cost, the logits' movement under the cost term, the early stop on the skip share, preferred.json and
+the command line's refusals."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from training.__main__ import main as training_main
+from training.darts import (
+    DartsConfig,
+    ExpectedParams,
+    batches,
+    decisions,
+    nas_data,
+    sample_path,
+    search_bucket,
+    skip_share,
+    warm_up,
+)
+from training.preferred import load_preferred
+from zoo.families.mbconv import MBConvSupernet
+from zoo.families.mbconv.layers import params
+from zoo.families.mbconv.sampling import build_arch, cost_range, random_arch
+from zoo.families.mbconv.space import MBCONV_TINY as TINY
+
+SMALL = dict(space="mbconv-tiny", data="synthetic:384", nas_train=192, nas_val=192, batch_size=32, warmup_steps=5,
+             eval_every=10, eval_images=64)
+NAMES = decisions(TINY)
+
+
+def _images(n: int) -> torch.Tensor:
+    return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+
+def _supernet() -> MBConvSupernet:
+    """A supernet whose later blocks' branches are not zero (they start at 0, and so do their gates' gradients)."""
+    torch.manual_seed(0)
+    net = MBConvSupernet(TINY)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(m.weight)
+    return net
+
+
+def _drawn(rng: random.Random) -> tuple:
+    """A random arch and the decisions it asked that have options, by name."""
+    asked = {}
+
+    def choose(name, options):
+        asked[name] = rng.randrange(len(options))
+        return options[asked[name]]
+
+    a = build_arch(TINY, choose)
+    return a, {n: k for n, k in asked.items() if n in NAMES}
+
+
+def test_decisions_are_every_option_build_arch_asks():
+    rng, seen = random.Random(0), set()
+    for _ in range(300):
+        seen |= set(_drawn(rng)[1])
+    assert seen == set(NAMES)  # none missing, none that no arch asks
+    assert all(len(options) > 1 for options in NAMES.values())
+
+
+def test_gates_of_one_leave_the_forward_and_carry_gradients_to_every_gate_of_the_path():
+    net, x, rng = _supernet().eval(), _images(4), random.Random(1)
+    for _ in range(6):
+        a, asked = _drawn(rng)
+        gates = {n: torch.ones((), requires_grad=True) for n in asked}
+        plain, gated = net(x, a), net(x, a, gates)
+        assert torch.equal(plain, net(x, a, None)) and torch.equal(plain, gated)
+        grads = torch.autograd.grad(gated.square().sum(), list(gates.values()))  # raises if a gate is unused
+        assert all(g.abs() > 0 for g in grads), dict(zip(gates, grads, strict=True))
+
+
+def test_gumbel_gates_are_one_hot_values_of_the_drawn_decisions():
+    logits = {n: torch.randn(len(o), requires_grad=True) for n, o in NAMES.items()}
+    a, gates, logp = sample_path(TINY, logits, tau=1.0)
+    assert all(torch.equal(g.detach(), torch.tensor(1.0)) for g in gates.values()) and logp < 0
+    out = _supernet().train()(_images(4), a, gates)
+    out.square().mean().backward()
+    assert {n for n, v in logits.items() if v.grad is not None and v.grad.abs().sum() > 0} == set(gates)
+
+
+def test_expected_params_is_exact_for_one_arch_and_the_mean_under_uniform_choices():
+    cost, rng = ExpectedParams(TINY), random.Random(2)
+    uniform = {n: torch.ones(len(o)) / len(o) for n, o in NAMES.items()}
+    for _ in range(40):
+        a, asked = _drawn(rng)
+        one_hot = {**uniform, **{n: torch.nn.functional.one_hot(torch.tensor(k), len(NAMES[n])).float()
+                                 for n, k in asked.items()}}
+        assert float(cost(one_hot)) == params(TINY, a)
+    draws = [params(TINY, random_arch(TINY, rng)) for _ in range(4000)]  # random_arch: uniform per decision
+    assert float(cost(uniform)) == pytest.approx(sum(draws) / len(draws), rel=0.03)
+
+
+@pytest.fixture(scope="module")
+def warmed():
+    cfg = DartsConfig(**SMALL, steps=30, arch_lr=0.05)
+    data = nas_data(cfg, TINY)
+    return cfg, data, warm_up(cfg, TINY, data)
+
+
+def _search(warmed, cost_weight: float, **kw):
+    cfg, data, net = warmed
+    cfg = DartsConfig(**{**SMALL, "steps": 30, "arch_lr": 0.05, "cost_weight": cost_weight, **kw})
+    (lo, _), _ = cost_range(TINY)
+    torch.manual_seed(0)
+    return search_bucket(cfg, TINY, net, data, ExpectedParams(TINY), NAMES, lo, lo * 1.5, progress=False)
+
+
+def test_a_large_cost_weight_drives_the_expected_params_down_and_picks_smaller_archs(warmed):
+    free, costly = _search(warmed, 0.0), _search(warmed, 100.0)
+    moved = lambda s: max(abs(v) for vs in s.logits[-1]["logits"].values() for v in vs)
+    assert moved(free) > 0.05 and moved(costly) > 0.5  # the logits learn, from CE alone too
+    start = float(ExpectedParams(TINY)({n: torch.ones(len(o)) / len(o) for n, o in NAMES.items()}))
+    assert costly.history[-1]["expected_params"] < 0.7 * start < free.history[-1]["expected_params"]
+    assert costly.history[-1]["argmax_params"] < free.history[-1]["argmax_params"]
+    assert costly.history[-1]["skip_share"] > free.history[-1]["skip_share"]  # fewer blocks is cheaper
+    assert [h["step"] for h in costly.history] == [10, 20, 30]
+    assert all(c.params == params(TINY, c.arch) for c in costly.candidates)
+
+
+def test_the_skip_share_stops_a_search_past_the_threshold(warmed):
+    (_, hi), _ = cost_range(TINY)
+    cfg, data, net = warmed
+    cfg = DartsConfig(**{**SMALL, "steps": 30, "collapse_share": 0.01})
+    s = search_bucket(cfg, TINY, net, data, ExpectedParams(TINY), NAMES, hi, 2 * hi, progress=False)
+    assert s.stopped_at == 10 and len(s.history) == 1 and s.history[0]["skip_share"] > 0.01
+    never = DartsConfig(**{**SMALL, "steps": 20, "collapse_share": 1.0})
+    assert search_bucket(never, TINY, net, data, ExpectedParams(TINY), NAMES, hi, 2 * hi, False).stopped_at is None
+
+
+def test_skip_share_counts_skippable_slots_only():
+    depth = lambda *p: torch.tensor(p)
+    # mbconv-tiny: stage 0 has one slot; stages 1 and 2 each one skippable slot (index 1), skipped at depth 1
+    assert skip_share(TINY, {"stage1.depth": depth(1.0, 0.0), "stage2.depth": depth(0.5, 0.5)}) == 0.75
+
+
+def test_darts_writes_preferred_archs_in_their_buckets_and_its_history(tmp_path):
+    (lo, hi), _ = cost_range(TINY)
+    out = tmp_path / "darts"
+    code = training_main(["darts", "--space", "mbconv-tiny", "--data", "synthetic:384", "--nas-train", "192",
+                          "--nas-val", "192", "--batch-size", "32", "--warmup-steps", "5", "--steps", "20",
+                          "--eval-every", "10", "--eval-images", "64", "--arch-lr", "0.05", "--low", str(lo),
+                          "--width", str(int((hi - lo) / 2) + 1), "--high", str(lo + 2 * (int((hi - lo) / 2) + 1)),
+                          "--out", str(out), "--threads", "1"])
+    assert code == 0
+    space, entries = load_preferred(out / "preferred.json")
+    doc = json.loads((out / "preferred.json").read_text())
+    assert space == TINY and doc["family"] == "mbconv" and entries
+    for b in doc["buckets"]:
+        assert all(b["low"] <= e["params"] < b["high"] for e in b["entries"])
+    selector = doc["selector"]
+    assert selector["method"] == "darts" and len(selector["searches"]) == 2
+    assert all([step for step, _ in s["skip_share"]] == [10, 20] for s in selector["searches"])
+    logits = json.loads((out / "logits.json").read_text())
+    assert set(logits["searches"][0]["logits"][-1]["logits"]) == set(NAMES)
+    assert (out / "darts.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(steps=0), "steps must be an int in"),
+    (dict(collapse_share=0.0), "collapse_share must be"),
+    (dict(batch_size=500), "exceeds nas_train"),
+    (dict(eval_images=1000), "eval_images 1000 exceeds nas_val"),
+    (dict(cost_weight=float("nan")), "cost_weight must be"),
+    (dict(space=3), "space must be a str"),
+])
+def test_bad_settings_are_refused(kw, message):
+    with pytest.raises(ValueError, match=message):
+        DartsConfig(**{**SMALL, **kw})
+
+
+def test_the_command_refuses_other_families_and_too_few_images(capsys):
+    assert training_main(["darts", "--space", "micro-hytra"]) == 2
+    assert "searches MBConv spaces only" in capsys.readouterr().err
+    assert training_main(["darts", "--space", "mbconv-tiny", "--data", "synthetic:100", "--nas-train", "64",
+                          "--nas-val", "64", "--batch-size", "32", "--eval-images", "32"]) == 2
+    assert "exceed the 100 images" in capsys.readouterr().err
+
+
+def test_batches_are_full_and_cover_each_epoch():
+    x, y = torch.arange(10).float(), torch.arange(10)
+    it = batches(x, y, 4, seed=0)
+    first = [next(it) for _ in range(2)]
+    assert all(len(b[0]) == 4 for b in first)
+    assert len({int(v) for b in first for v in b[1]}) == 8  # one epoch: no repeats
