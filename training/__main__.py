@@ -351,11 +351,11 @@ def run_search(args: argparse.Namespace) -> int:
 
     if all(v is None for v in (args.min_params, args.max_params, args.min_flops, args.max_flops)):
         raise ValueError("give a budget: --max-params and/or --max-flops (and --min-params/--min-flops for a bucket)")
-    search_cfg = SearchConfig(
+    search_cfg = SearchConfig.of_population(
+        args.population,
         evaluations=args.population * args.generations if args.evaluations is None else args.evaluations,
         min_params=args.min_params, max_params=args.max_params, min_flops=args.min_flops, max_flops=args.max_flops,
-        population=args.population, parents=min(10, args.population), mutants=args.population // 2,
-        crossovers=args.population - args.population // 2, sample=args.sample, seed=args.seed,
+        sample=args.sample, seed=args.seed,
         controller_lr=args.controller_lr, baseline_decay=args.baseline_decay, entropy_weight=args.entropy_weight)
     cfg, supernet = load_run(Path(args.run))
     space = supernet.space

@@ -23,13 +23,6 @@ from training.search import SEARCHES, SearchConfig, check_reachable
 from zoo.family import Arch, Supernet, get_family
 
 
-def search_config(cfg: PickConfig, low: float, high: float) -> SearchConfig:
-    """One bucket's search, with evolution's ratios as `python -m training search` sets them."""
-    p = cfg.population
-    return SearchConfig(evaluations=cfg.evaluations, min_params=low, max_params=high, population=p,
-                        parents=min(10, p), mutants=p // 2, crossovers=p - p // 2, seed=cfg.seed)
-
-
 def validation_fitness(train_cfg: TrainConfig, supernet: Supernet, val_images: int) -> tuple[Callable[[Arch], float],
                                                                                              str]:
     """Top-1 on the run's held-out images as a function of the arch, and what it is in words. A path whose family
@@ -61,7 +54,8 @@ def pick(run: str | Path, cfg: PickConfig, out: str | Path, progress: bool = Tru
     fitness, words = validation_fitness(train_cfg, supernet, cfg.val_images)
     start, candidates = time.perf_counter(), []
     for low, high in buckets.edges():
-        bucket = search_config(cfg, low, high)
+        bucket = SearchConfig.of_population(cfg.population, evaluations=cfg.evaluations, min_params=low,
+                                            max_params=high, seed=cfg.seed)
         try:
             check_reachable(space, bucket)
         except ValueError:  # a bucket past the space's cost range stays empty

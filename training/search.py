@@ -61,6 +61,13 @@ class SearchConfig:
     baseline_decay: float = 0.95  # enas: the reward baseline's exponential moving average
     entropy_weight: float = 0.1  # enas: weight of the policy's entropy beside the advantage (in reward deviations)
 
+    @classmethod
+    def of_population(cls, population: int, **settings) -> SearchConfig:
+        """Evolution's split of a population as the commands set it: its best 10 (at most) are the parents, half
+        of each generation mutants, the rest crossovers."""
+        return cls(population=population, parents=min(10, population), mutants=population // 2,
+                   crossovers=population - population // 2, **settings)
+
     def __post_init__(self) -> None:
         check_all(self, SEARCH_RANGES)
         for what in ("params", "flops"):
