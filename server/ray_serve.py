@@ -1,9 +1,11 @@
 """The zoo as a Ray Serve application, for more than one machine: the /api routes and the Open Inference Protocol v2
-routes in an ingress deployment, inference in a model deployment that multiplexes the zoo's entries.
+routes in an ingress deployment, inference in a model deployment that multiplexes the entries of the served zoos.
 
-    serve run --app-dir . server.ray_serve:app_builder zoo=DIR|org/name max_models_per_replica=4 max_replicas=4
+    serve run --app-dir . server.ray_serve:app_builder zoo=DIR|org/name[,DIR|org/name...] max_models_per_replica=4
 
-The model id is the entry id: Serve routes a request to a replica that already holds its entry when it can; a replica
+`zoo` names the zoos to serve as one catalog, comma-separated, as `python -m server --zoo A --zoo B` serves them
+(zoo.catalog: one front, an entry id looked up in whichever zoo holds it); without it, every shipped zoo. The model id
+is the entry id: Serve routes a request to a replica that already holds its entry when it can; a replica
 keeps at most `max_models_per_replica` ONNX Runtime sessions (the least recently used is unloaded first) and
 micro-batches concurrent requests for one entry (Serve's batches are split by model id). The model deployment
 autoscales between `min_replicas` and `max_replicas` on ongoing requests per replica. The ingress runs the same route
@@ -31,7 +33,7 @@ import grpc
 import numpy as np
 from fastapi import FastAPI
 from google.protobuf.message import DecodeError, Message
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
@@ -43,10 +45,10 @@ from server.api import add_api_routes, install_error_handlers
 from server.grpc_v2 import InferenceService, answer, empty_response, request_message
 from server.inference import Engine, InferenceConfig
 from server.limits import JSON_BODY_LIMIT, BodyLimit, api_body_limits
-from server.startup import CACHE, load_zoo, writable_cache
+from server.startup import CACHE, served_zoos, writable_cache
 from server.state import PreZooServer, ServerConfig
 from server.v2 import add_v2_routes
-from zoo.store import DEFAULT_ZOO, ZooEntry
+from zoo.store import ZooEntry
 
 DEFAULTS = InferenceConfig()  # the single-process server's batching settings
 REMOTE = ([], "inference runs on the replicas of the Ray Serve deployment ZooModels")  # the ingress's providers
@@ -57,7 +59,8 @@ class RayOptions(BaseModel):
     """The application's settings: `serve run ... key=value` arguments (strings there, validated here)."""
 
     model_config = ConfigDict(extra="forbid")
-    zoo: str = Field(str(DEFAULT_ZOO), description="zoo directory or Hub repo id, reachable from every node")
+    zoo: list[str] = Field([], description="zoo directories or Hub repo ids, reachable from every node, comma-"
+                           "separated; none: every shipped zoo")
     cache: str = Field(str(CACHE), description="exports, per node (shared by the replicas of one node)")
     max_models_per_replica: int = Field(4, ge=1, description="ONNX Runtime sessions a model replica keeps (LRU)")
     min_replicas: int = Field(1, ge=1)
@@ -67,20 +70,32 @@ class RayOptions(BaseModel):
     cpus_per_replica: float = Field(1.0, ge=0, description="Ray CPUs each model replica reserves")
     ort_threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads per session")
 
+    @field_validator("zoo", mode="before")
+    @classmethod
+    def comma_separated(cls, value: Any) -> Any:
+        """`serve run` passes `zoo=A,B` as one string: its zoos, none of them empty."""
+        if not isinstance(value, str):
+            return value
+        sources = [source.strip() for source in value.split(",")]
+        if not all(sources):
+            raise ValueError(f"an empty zoo name in {value!r}: name zoos as zoo=DIR|org/name[,DIR|org/name...]")
+        return sources
+
 
 @serve.deployment
 class ZooModels:
     """Logits of any entry of the zoo; the request's multiplexed model id names the entry."""
 
-    def __init__(self, zoo_source: str, cache: str, max_models: int, ort_threads: int | None) -> None:
-        self.zoo = load_zoo(zoo_source)
+    def __init__(self, zoo_sources: list[str], cache: str, max_models: int, ort_threads: int | None) -> None:
+        self.zoos = served_zoos(zoo_sources)
         self.exports = ExportCache(writable_cache(cache) / "exports")
         self.threads = ort_threads
         self.providers, _ = choose_providers()
         self.loads = 0
 
         async def load(entry_id: str) -> Any:
-            session = await asyncio.to_thread(serving_session, self.exports, self.zoo, self.zoo.entry(entry_id),
+            entry = self.zoos.entry(entry_id)
+            session = await asyncio.to_thread(serving_session, self.exports, self.zoos.zoo_of(entry), entry,
                                               self.providers, self.threads)
             self.loads += 1
             return session
@@ -141,8 +156,8 @@ class PreZooIngress(GrpcMethods):
     """/api and /v2 as `python -m server` answers them, and the v2 gRPC service where Serve's gRPC proxy is on, with
     inference on ZooModels."""
 
-    def __init__(self, models: DeploymentHandle, zoo_source: str, cache: str) -> None:
-        self.server = PreZooServer(load_zoo(zoo_source), writable_cache(cache), ServerConfig(providers=REMOTE))
+    def __init__(self, models: DeploymentHandle, zoo_sources: list[str], cache: str) -> None:
+        self.server = PreZooServer(served_zoos(zoo_sources), writable_cache(cache), ServerConfig(providers=REMOTE))
         self.server.engine = RemoteEngine(self.server, models)
         self.grpc = InferenceService(self.server)
 
@@ -157,9 +172,10 @@ class PreZooIngress(GrpcMethods):
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
     """The application for `serve run server.ray_serve:app_builder key=value ...` (or `serve.run(app_builder({...}))`):
-    RayOptions' fields as keys. The zoo is loaded here once, so a bad one fails the start, not every replica."""
+    RayOptions' fields as keys. The zoos are loaded here once, so a bad one (or two that cannot be served together)
+    fails the start, not every replica."""
     options = RayOptions.model_validate(args)
-    load_zoo(options.zoo)
+    served_zoos(options.zoo)
     autoscaling = {"min_replicas": options.min_replicas, "max_replicas": options.max_replicas,
                    "target_ongoing_requests": options.target_ongoing_requests}
     models = ZooModels.options(autoscaling_config=autoscaling, max_ongoing_requests=options.max_ongoing_requests,

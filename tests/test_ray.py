@@ -1,6 +1,7 @@
 """The Ray Serve application (server/ray_serve.py) on a local one-node Ray cluster on free loopback ports, against the
-single-process server (`python -m server`) on the same zoo: v2 inference for more entries than a replica holds (its
-LRU unloads and reloads them) and /api/specialize answer alike; the cluster's processes are killed by PID at the end.
+single-process server (`python -m server`) on the same two zoos (a ViT test zoo and the shipped HyTra zoo, one
+catalog): v2 inference for more entries than a replica holds, across both zoos (its LRU unloads and reloads them), and
+/api/specialize answer alike; the cluster's processes are killed by PID at the end.
 
 Needs the `ray` extra (requirements-dev.txt pins it); skipped where ray is not installed.
 """
@@ -22,29 +23,33 @@ from PIL import Image
 
 from bench.bench_ray import APP, LOCAL_RAY_ENV, live_pids, local_ray, ray_app
 from bench.bench_server import running_server
+from zoo.store import shipped_zoos
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra (ray[serve])")
 os.environ.update(LOCAL_RAY_ENV)  # before anything imports ray (bench_ray.ray_app)
 
-MAX_MODELS = 2  # per replica: the test zoo's 4 entries do not fit
+MAX_MODELS = 2  # per replica: the 4 entries the tests cycle over do not fit
 
 
 @dataclass(frozen=True)
 class Servers:
     single: str  # python -m server
     ray: str  # the Ray Serve application's HTTP proxy
-    entries: list[str]
+    entries: list[str]  # two of each zoo's, the test zoo's first
 
 
 @pytest.fixture(scope="module")
 def servers(zoo_dir, tmp_path_factory) -> Iterator[Servers]:
-    """Both servers on one zoo and one export cache; Ray with one model replica of MAX_MODELS sessions. On exit,
-    no process of the cluster is left."""
+    """Both servers on the same two zoos and one export cache; Ray with one model replica of MAX_MODELS sessions. On
+    exit, no process of the cluster is left."""
     cache = tmp_path_factory.mktemp("cache")
-    options = {"zoo": str(zoo_dir), "cache": str(cache), "max_models_per_replica": MAX_MODELS, "ort_threads": 1}
-    with running_server(str(zoo_dir), cache) as single, local_ray(cpus=2) as cluster:
+    zoos = [str(zoo_dir), str(shipped_zoos()["hytra-fmnist"])]
+    options = {"zoo": ",".join(zoos), "cache": str(cache), "max_models_per_replica": MAX_MODELS, "ort_threads": 1}
+    with running_server(zoos[0], cache, "--zoo", zoos[1]) as single, local_ray(cpus=2) as cluster:
         with ray_app(cluster, options) as url:
-            entries = [e["id"] for e in httpx.get(f"{single.url}/api/zoo", timeout=30).json()["entries"]]
+            listed = httpx.get(f"{single.url}/api/zoo", timeout=30).json()["entries"]
+            entries = [e["id"] for e in listed if e["zoo"] == "test-zoo"][:2] + [
+                e["id"] for e in listed if e["zoo"] == "hytra-fmnist"][:2]
             yield Servers(single.url, url, entries)
         assert live_pids(cluster.session), "the cluster runs until local_ray exits"
     assert live_pids(cluster.session) == [], "every process the cluster started is gone"
@@ -180,3 +185,16 @@ def test_the_builder_refuses_bad_options_before_anything_is_deployed(zoo_dir):
         app_builder({"zoo": str(zoo_dir), "replicas": "2"})
     with pytest.raises(StartError, match="cannot use zoo"):
         app_builder({"zoo": str(zoo_dir / "missing")})
+    with pytest.raises(StartError, match="cannot serve these zoos together"):
+        app_builder({"zoo": f"{zoo_dir},{zoo_dir}"})  # every entry id twice
+    with pytest.raises(ValidationError, match="an empty zoo name"):
+        app_builder({"zoo": f"{zoo_dir},"})
+
+
+def test_without_a_zoo_the_application_serves_every_shipped_zoo():
+    from server.ray_serve import RayOptions
+    from server.startup import served_zoos
+
+    options = RayOptions.model_validate({})
+    assert [z.root for z in served_zoos(options.zoo).zoos] == list(shipped_zoos().values())
+    assert RayOptions.model_validate({"zoo": " a , org/b"}).zoo == ["a", "org/b"]
