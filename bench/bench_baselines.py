@@ -70,6 +70,7 @@ from training.train import param_groups
 from zoo.families.vit.arch import ViTArch
 from zoo.families.vit.model import ViT
 from zoo.families.vit.space import BUILTIN_SPACES
+from zoo.family import space_by_name
 from zoo.io import atomic_write_bytes, atomic_write_text, held_folder, remove_stale_temporaries
 
 IMG_SIZE, IN_CHANS, NUM_CLASSES = 28, 1, 10
@@ -176,7 +177,7 @@ LADDERS: dict[str, tuple[Rung, ...]] = {
             _vit(192, 6, 6, 4.0)),
 }
 FAMILIES = tuple(LADDERS)
-CHANNELS_LAST = frozenset({"cnn", "resnet", "mobilenet"})
+CHANNELS_LAST = frozenset({"cnn", "resnet", "mobilenet", "mbconv", "hytra"})
 
 
 def rung_of(family: str, name: str) -> Rung:
@@ -184,6 +185,14 @@ def rung_of(family: str, name: str) -> Rung:
         if rung.name == name:
             return rung
     raise ValueError(f"{family} has no rung {name!r}; its rungs: {[r.name for r in LADDERS[family]]}")
+
+
+def standalone(arch_json: str) -> nn.Module:
+    """A PreZoo arch ({"space": NAME, "arch": {...}}) as its family's standalone model (the Hub class), freshly
+    initialised: what training it from scratch starts from."""
+    doc = json.loads(arch_json)
+    family, space = space_by_name(doc["space"])
+    return family.pretrained(space=space.to_dict(), arch=doc["arch"])
 
 
 def params_of(model: nn.Module) -> int:
@@ -218,13 +227,19 @@ class Job:
     folder: Path
     stop_after: int | None = None  # epochs to train in this invocation (a rerun resumes)
     log_every: int = 100
+    arch: str | None = None  # a PreZoo space's arch instead of a ladder's rung: {"space": NAME, "arch": {...}} as JSON
 
     @property
     def label(self) -> str:
         return f"{self.family} {self.rung} s{self.seed}" + (f" lr {self.lr:g}" if self.lr_source == "sweep" else "")
 
+    def build(self) -> nn.Module:
+        """The untrained model: the ladder's rung, or the arch as its family's standalone model."""
+        return standalone(self.arch) if self.arch else rung_of(self.family, self.rung).build()
+
     def identity(self) -> dict:
-        return {"family": self.family, "rung": self.rung, "seed": self.seed, "epochs": self.epochs, "lr": self.lr,
+        return {**({"arch": json.loads(self.arch)} if self.arch else {}),
+                "family": self.family, "rung": self.rung, "seed": self.seed, "epochs": self.epochs, "lr": self.lr,
                 "lr_source": self.lr_source, "data": self.data, "val_size": self.val_size, "split_seed": SPLIT_SEED,
                 "batch": BATCH, "weight_decay": WEIGHT_DECAY, "label_smoothing": LABEL_SMOOTHING,
                 "augment": augments(self.data), "crop_padding": CROP_PADDING if augments(self.data) else 0,
@@ -268,9 +283,9 @@ def save_checkpoint(job: Job, epoch: int, model, opt, sched, history: list[dict]
     atomic_write_bytes(job.folder / "checkpoint.pt", buf.getvalue())
 
 
-def load_model(family: str, rung: str, folder: Path) -> nn.Module:
-    """The trained model in `folder` (its last checkpoint), in eval mode."""
-    model = rung_of(family, rung).build()
+def load_model(build: Callable[[], nn.Module], folder: Path) -> nn.Module:
+    """The trained model in `folder` (its last checkpoint) of the architecture `build` makes, in eval mode."""
+    model = build()
     model.load_state_dict(torch.load(folder / "checkpoint.pt", weights_only=True)["model"])
     return model.eval()
 
@@ -319,7 +334,7 @@ def _train(job: Job) -> dict | None:
     val_batches = tensor_batches(load_data(job.data, "val", **split)[0], EVAL_BATCH)
     memory = layout(job)
     torch.manual_seed(job.seed)
-    model = rung_of(job.family, job.rung).build().to(memory_format=memory)
+    model = job.build().to(memory_format=memory)
     params, macs = params_of(model), macs_of(model)
     opt = torch.optim.AdamW(param_groups(model, WEIGHT_DECAY), lr=job.lr)
     steps = math.ceil(len(train) / BATCH)
@@ -363,7 +378,7 @@ def _train(job: Job) -> dict | None:
 # -- ONNX Runtime latency ----------------------------------------------------------------------------------------------
 
 
-def measure_latency(family: str, rung: str, folder: Path, runs: int) -> dict:
+def measure_latency(build: Callable[[], nn.Module], folder: Path, runs: int) -> dict:
     """Export the trained model (torch.onnx, opset 17, TorchScript exporter, as export/onnx.py) and time ONNX Runtime
     at batch 1 on `LATENCY_THREADS` threads; the export's largest logit difference from torch rides along."""
     import onnxruntime as ort
@@ -371,7 +386,7 @@ def measure_latency(family: str, rung: str, folder: Path, runs: int) -> dict:
     from export.onnx import INPUT, OUTPUT, parity, session
     from export.onnx import measure_latency as ort_latency
 
-    model = load_model(family, rung, folder)
+    model = load_model(build, folder)
     x = torch.randn(1, IN_CHANS, IMG_SIZE, IMG_SIZE, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter
@@ -410,8 +425,10 @@ def tuning_of(out: Path, family: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def write_raw(raw_dir: Path, out: Path, family: str, command: str) -> Path:
-    """bench/data/baselines/FAMILY.json from every finished model of the family under `out`."""
+def write_raw(raw_dir: Path, out: Path, family: str, command: str, name: str | None = None, kind: str = "baselines",
+              **about) -> Path:
+    """bench/data/baselines/FAMILY.json (or `name`.json) from every finished model of the family under `out`;
+    `about` adds top-level fields."""
     models = []
     for path in sorted((out / family).glob("*/result.json")):
         model = json.loads(path.read_text())
@@ -419,9 +436,9 @@ def write_raw(raw_dir: Path, out: Path, family: str, command: str) -> Path:
             model["latency"] = json.loads((path.parent / "latency.json").read_text())
         models.append(model)
     models.sort(key=lambda m: (m["params"], m["seed"]))
-    doc = {"kind": "baselines", "family": family, "machine": machine(), "command": command,
+    doc = {"kind": kind, "family": family, **about, "machine": machine(), "command": command,
            "tuning": tuning_of(out, family), "models": models}
-    path = raw_dir / f"{family}.json"
+    path = raw_dir / f"{name or family}.json"
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
 
@@ -529,7 +546,7 @@ def latency_pass(args: argparse.Namespace, command: str) -> int:
                 if not (folder / "result.json").exists():
                     print(f"[{family} {rung.name} s{seed}] not trained yet: no latency", flush=True)
                     continue
-                latency = measure_latency(family, rung.name, folder, args.latency_runs)
+                latency = measure_latency(rung.build, folder, args.latency_runs)
                 print(f"[{family} {rung.name} s{seed}] ORT batch 1, {LATENCY_THREADS} threads: "
                       f"{latency['ort_median_ms']:.3f} ms", flush=True)
         write_raw(args.raw_dir, args.out, family, command)

@@ -25,6 +25,7 @@ from zoo.stats import Z95, wilson_interval
 
 HERE = Path(__file__).parent
 RESULTS, DATA = HERE / "RESULTS.md", HERE / "data"
+VERSUS, VERSUS_PLOT = "versus/fashion-mnist", HERE / "zoos-vs-baselines.png"  # the zoos against the baselines
 BLOCK = re.compile(r"(<!-- report:(?P<key>[a-z0-9-]+/[A-Za-z0-9._-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=key) -->)",
                    re.DOTALL)
 
@@ -192,8 +193,128 @@ def recipe(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def best_fitting(entries: list[dict], max_params: int) -> dict | None:
+    """What a budget of `max_params` gets from the zoos: the highest validation top-1 (test where an entry has no
+    validation record) among the entries that fit, ties to the cheaper; None when nothing fits."""
+    fitting = [e for e in entries if e["params"] <= max_params]
+    return max(fitting, key=lambda e: (e["chosen"], -e["params"]), default=None)
+
+
+def zoo_points(zoo: dict) -> list[dict]:
+    """A zoo-front raw file's entries with their zoo, test correctness and the accuracy budgets choose by."""
+    n_test, n_val = zoo["test_images"], zoo.get("val_images")
+    points = []
+    for e in zoo["entries"]:
+        test = unpack_bits(e["test_right"], n_test)
+        chosen = unpack_bits(e["val_right"], n_val) if n_val else test
+        points.append({"zoo": zoo["zoo"], "id": e["id"], "params": int(e["params"]), "test": test,
+                       "chosen": 100 * float(chosen.mean())})
+    return points
+
+
+def versus(raw: dict) -> str:
+    """Every trained baseline against what the served zoos give a budget of its size (`best_fitting`, chosen on
+    validation), paired on the same test images: Δ (entry − baseline) with its 95% interval, McNemar p alone and
+    Holm-corrected over all the baselines, and the verdict counts. The raw file names its zoo-front and baselines
+    `inputs`."""
+    zoos = [doc for key, doc in raw["inputs"].items() if key.startswith("zoo-front/")]
+    entries = [p for zoo in zoos for p in zoo_points(zoo)]
+    rows = []
+    for doc in (doc for key, doc in raw["inputs"].items() if key.startswith("baselines/")):
+        family = doc["family"]
+        for m in sorted(doc["models"], key=lambda m: (m["params"], m["seed"])):
+            right = unpack_bits(m["test_right"], m["test_images"])
+            rows.append((family, m, right, best_fitting(entries, m["params"])))
+    tested = [(row, paired_difference(row[3]["test"], row[2])) for row in rows if row[3] is not None]
+    adjusted = holm([diff[3] for _, diff in tested])
+    verdicts: dict[str, int] = {"better": 0, "no significant difference": 0, "worse": 0}
+    by_model = {}
+    for ((family, m, _, entry), (d, lo, hi, p)), p_holm in zip(tested, adjusted, strict=True):
+        verdict = "no significant difference" if p_holm >= 0.05 else "better" if d > 0 else "worse"
+        verdicts[verdict] += 1
+        by_model[family, m["rung"], m["seed"]] = f"{entry['id']} ({entry['zoo']}) | {entry['params']:,} | " \
+            f"{100 * float(entry['test'].mean()):.2f} | {d:+.2f} ({lo:+.2f}, {hi:+.2f}) | {p:.2g} | {p_holm:.2g} | " \
+            f"{verdict} |"
+    lines = ["| baseline | rung, seed | params | MACs | test top-1 (95% interval) | the zoos' answer at ≤ its params "
+             "(chosen on validation) | its params | its test top-1 | Δ entry − baseline, pp (95%) | McNemar p | "
+             "Holm p | zoo entry is |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for family, m, right, _ in rows:
+        top1 = 100 * float(right.mean())
+        lo, hi = wilson_interval(top1, len(right))
+        answer = by_model.get((family, m["rung"], m["seed"]), "nothing fits | | | | | | |")
+        lines.append(f"| {family} | {m['rung']}, {m['seed']} | {m['params']:,} | {m['macs'] / 1e6:.2f}M | "
+                     f"{top1:.2f} ({lo:.2f}–{hi:.2f}) | {answer}")
+    lines += [""] + [f"Public reference (not trained here): {r['name']}, {r['top1']:.1f}%"
+                     + (f" at {r['params']:,} params" if r.get("params") else "") + f"; {r['note']}"
+                     for r in raw.get("references", [])]
+    lines += ["", f"Zoos: {', '.join(z['zoo'] for z in zoos)}; {len(rows)} baseline models, {len(tested)} with a "
+              f"zoo entry at ≤ their params. After Holm's correction over those {len(tested)} tests, the zoo entry "
+              f"is significantly better at {verdicts['better']}, not significantly different at "
+              f"{verdicts['no significant difference']}, significantly worse at {verdicts['worse']}."]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentration": concentration,
-                                               "recipe": recipe}
+                                               "recipe": recipe, "versus": versus}
+
+
+def plot_versus(raw: dict, path: Path) -> Path:
+    """Test top-1 (Wilson 95% bars) against params and MACs: each zoo's entries with its validation-chosen front as
+    a line, each baseline ladder as a line, and the public references (a marker where their params are known, else
+    a dotted level)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zoo.io import atomic_write_figure
+
+    def bars(ax, xs, tops, n, **style):
+        spans = [wilson_interval(t, n) for t in tops]
+        ax.errorbar(xs, tops, yerr=[[t - lo for t, (lo, _) in zip(tops, spans, strict=True)],
+                                    [hi - t for t, (_, hi) in zip(tops, spans, strict=True)]], capsize=2, **style)
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    for ax, cost, label in ((axes[0], "params", "parameters"), (axes[1], "macs", "MACs per image")):
+        for key, doc in raw["inputs"].items():
+            if key.startswith("zoo-front/"):
+                points = sorted(zoo_points(doc), key=lambda e: e["params"])
+                keep = front([(e["params"], e["chosen"]) for e in points])
+                costs = {e["id"]: int(e["flops"]) for e in doc["entries"]}
+                xs = [p["params"] if cost == "params" else costs[p["id"]] for p in points]
+                tops = [100 * float(p["test"].mean()) for p in points]
+                keep = sorted(keep, key=xs.__getitem__)
+                bars(ax, [xs[i] for i in keep], [tops[i] for i in keep], doc["test_images"], marker="o", lw=2,
+                     label=f"zoo {doc['zoo']} (front by validation)")
+            else:
+                models = sorted((m for m in doc["models"] if m["seed"] == 0), key=lambda m: m["params"])
+                bars(ax, [m[cost] for m in models], [m["test_top1"] for m in models], models[0]["test_images"]
+                     if models else 1, marker="s", ls="--", label=f"baseline {doc['family']} (trained here)")
+        if cost == "params":
+            for r in raw.get("references", []):
+                if r.get("params"):
+                    ax.scatter([r["params"]], [r["top1"]], marker="*", s=80, label=f"{r['name']} (reported)")
+                else:
+                    ax.axhline(r["top1"], ls=":", lw=0.8, color="grey")
+                    ax.annotate(f"{r['name']} (reported)", (0.01, r["top1"]), xycoords=("axes fraction", "data"),
+                                fontsize=7, color="grey", va="bottom")
+        ax.set(xscale="log", xlabel=label, title=f"Fashion-MNIST test top-1 vs {label}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test top-1 (%), 95% Wilson bars")
+    axes[0].legend(fontsize=7, loc="lower right")
+    try:
+        return atomic_write_figure(path, fig)
+    finally:
+        plt.close(fig)
+
+
+def read_raw(data: Path, key: str) -> dict:
+    """A raw results file, with the raw files its `inputs` name (STUDY/NAME keys) read in: a study that compares
+    others' results reads theirs rather than copying them."""
+    raw = json.loads((data / f"{key}.json").read_text())
+    if "inputs" in raw:
+        raw["inputs"] = {k: json.loads((data / f"{k}.json").read_text()) for k in raw["inputs"]}
+    return raw
 
 
 def render(text: str, data: Path = DATA) -> tuple[str, list[str]]:
@@ -206,7 +327,7 @@ def render(text: str, data: Path = DATA) -> tuple[str, list[str]]:
             raise SystemExit(f"RESULTS.md: block report:{m['key']} names no study (known: {', '.join(RENDERERS)})")
         raw_file = data / study / f"{name}.json"
         try:
-            body = RENDERERS[study](json.loads(raw_file.read_text()))
+            body = RENDERERS[study](read_raw(data, m["key"]))
         except (OSError, ValueError, KeyError) as e:
             raise SystemExit(f"report:{m['key']}: {raw_file} cannot be read as its study's raw results: {e}") from None
         if body != m["body"]:
@@ -222,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from its data")
     ap.add_argument("--results", type=Path, default=RESULTS, help="the markdown file whose blocks are rebuilt")
     ap.add_argument("--data", type=Path, default=DATA, help="the raw results folder")
+    ap.add_argument("--plot", action="store_true", help=f"also redraw {VERSUS_PLOT.name} from {VERSUS}.json")
     args = ap.parse_args(argv)
+    if args.plot:
+        print(f"drew {plot_versus(read_raw(args.data, VERSUS), VERSUS_PLOT)}")
     text = args.results.read_text()
     new, changed = render(text, args.data)
     blocks = len(BLOCK.findall(text))

@@ -147,3 +147,26 @@ def test_tuning_sweeps_the_middle_rung_and_trains_at_the_chosen_lr(tmp_path):
     (model,) = raw["models"]
     assert model["lr"] == float(chosen) and model["lr_source"] == "tuned"
     assert np.isfinite(model["test_top1"])
+
+
+def test_ground_truth_trains_a_spaces_archs_from_scratch_across_its_params_strata(tmp_path, capsys):
+    """bench_ground_truth: one arch from each of two params strata of mbconv-tiny, trained standalone by the baselines'
+    machinery; the raw file holds each arch with the closed-form params of its family, and a rerun trains nothing."""
+    from bench.bench_ground_truth import main as ground_truth
+    from zoo.family import space_by_name
+
+    family, space = space_by_name("mbconv-tiny")
+    args = [*SMOKE, "--space", "mbconv-tiny", "--archs", "2", "--strata", "2", "--epochs", "1",
+            "--out", str(tmp_path / "gt"), "--raw-dir", str(tmp_path / "raw")]
+    assert ground_truth(args) == 0
+    raw = json.loads((tmp_path / "raw" / "mbconv-tiny.json").read_text())
+    assert raw["kind"] == "ground-truth" and raw["space"] == space.to_dict()
+    archs = [family.arch_from_dict(m["arch"]["arch"]) for m in raw["models"]]
+    assert [m["params"] for m in raw["models"]] == [family.params(space, a) for a in archs]
+    assert len(archs) == 2 and archs[0].id != archs[1].id and archs[0].id == raw["models"][0]["rung"]
+    assert all(m["test_images"] == 256 and m["val_images"] == 64 for m in raw["models"])
+    capsys.readouterr()
+    assert ground_truth(args) == 0
+    assert "resuming" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        ground_truth([*args[:-4], "--archs", "1", "--strata", "2"])  # no arch left for a stratum

@@ -87,3 +87,27 @@ def test_the_recipe_table_pairs_each_condition_with_all_by_seed():
     # base - all per seed: -2.0, -1.5, -2.0: mean -1.833, sd 0.289, t(2) 4.3027 -> half-width 0.717
     assert "78.00, 80.50, 79.00" in base and "-1.833 ± 0.717" in base
     assert next(line for line in table.splitlines() if line.startswith("| all |")).endswith("| - |")
+
+
+def test_versus_answers_each_baseline_with_the_entry_a_budget_of_its_size_gets():
+    """Two zoo entries and two baselines, worked out by hand: the 20K baseline gets the 15K entry (the 25K one does
+    not fit), chosen on validation although the other has the better test top-1; the 5K one gets nothing."""
+    from bench.report import versus
+
+    n = 200
+    base = np.zeros(n, dtype=bool)
+    base[:150] = True  # 75.0%
+    entry = base.copy()
+    entry[150:190] = True  # right on 40 more: 95.0%, b = 0, c = 40
+    big = np.ones(n, dtype=bool)
+    zoo = {"zoo": "z", "test_images": n, "val_images": n, "entries": [
+        {"id": "small", "params": 15_000, "test_right": pack_bits(entry), "val_right": pack_bits(big)},
+        {"id": "large", "params": 25_000, "test_right": pack_bits(big), "val_right": pack_bits(base)}]}
+    models = [{"rung": r, "seed": 0, "params": p, "macs": 1e6, "test_images": n, "test_right": pack_bits(base)}
+              for r, p in (("tiny", 5_000), ("mid", 20_000))]
+    table = versus({"inputs": {"zoo-front/z": zoo, "baselines/cnn": {"family": "cnn", "models": models}}})
+    tiny, mid = (line for line in table.splitlines() if line.startswith("| cnn |"))
+    assert "nothing fits" in tiny
+    # Δ = 40/200 = +20 pp; McNemar exact p = 2 · 0.5^40; se = sqrt(40 - 40²/200)/200 = 0.02828 -> ±5.54 pp
+    assert "| small (z) | 15,000 | 95.00 | +20.00 (+14.46, +25.54) | 1.8e-12 | 1.8e-12 | better |" in mid
+    assert "2 baseline models, 1 with a zoo entry" in table and "significantly better at 1," in table
