@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import machine, mean_interval
+from bench.common import bootstrap, correlations, kendall, machine, mean_interval
 from training.data import load_data, make_loader
 from training.evaluate import accuracy_of, tensor_batches
 from zoo.families.hytra import MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSpace, enumerate_archs, params
@@ -128,39 +128,6 @@ def read_results(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
-# -- correlations (no scipy here: small n, exact formulas) -------------------------------------------------------------
-def pearson(x, y) -> float:
-    return float(np.corrcoef(np.asarray(x, float), np.asarray(y, float))[0, 1])
-
-
-def ranks(x) -> np.ndarray:
-    """Average ranks (ties share the mean of their positions)."""
-    x = np.asarray(x, float)
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x))
-    r[order] = np.arange(len(x))
-    for v in np.unique(x):
-        r[x == v] = r[x == v].mean()
-    return r
-
-
-def spearman(x, y) -> float:
-    return pearson(ranks(x), ranks(y))
-
-
-def kendall(x, y) -> float:
-    """Kendall's tau-b: concordant minus discordant pairs, normalised for ties."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    dx = np.sign(x[:, None] - x[None, :])[np.triu_indices(len(x), 1)]
-    dy = np.sign(y[:, None] - y[None, :])[np.triu_indices(len(y), 1)]
-    denom = math.sqrt(np.count_nonzero(dx) * np.count_nonzero(dy))
-    return float((dx * dy).sum() / denom) if denom else float("nan")
-
-
-def correlations(score, acc) -> dict[str, float]:
-    return {"tau": kendall(score, acc), "rho": spearman(score, acc), "R": pearson(score, acc)}
-
-
 # -- commands ---------------------------------------------------------------------------------------------------------
 def cmd_ground_truth(args) -> None:
     archs = stratified_archs(SPACE, args.per_stratum, args.seed)
@@ -192,8 +159,9 @@ def cmd_picks(args) -> None:
 
 def noise_ceiling(rows: list[dict], truth: dict[str, float], draws: int = 2000, seed: int = 0) -> dict:
     """What a perfect rating could reach against this ground truth: the pooled seed-to-seed standard deviation of the
-    paths trained under several seeds, then the mean tau/rho/R between two simulated re-runs of the whole ground
-    truth (each path's seed-0 top-1 plus that much Gaussian noise)."""
+    paths trained under several seeds, then the mean tau/rho/R of the true accuracies (each path's seed-0 top-1
+    stands for them) against one simulated re-run of the whole ground truth (that much Gaussian noise added): the
+    ceiling (`perfect`); and between two simulated re-runs, which understates it (both sides noisy)."""
     by_arch: dict[str, list[float]] = {}
     for r in rows:
         by_arch.setdefault(r["id"], []).append(r["top1"])
@@ -203,16 +171,10 @@ def noise_ceiling(rows: list[dict], truth: dict[str, float], draws: int = 2000, 
     rng = np.random.default_rng(seed)
     acc = np.asarray(list(truth.values()))
     sims = [correlations(acc + rng.normal(0, sd, len(acc)), acc + rng.normal(0, sd, len(acc))) for _ in range(draws)]
+    perfect = [correlations(acc, acc + rng.normal(0, sd, len(acc))) for _ in range(draws)]
     return {"seed_sd_pp": sd, "paths": len(groups), "dof": dof,
-            **{k: float(np.mean([s[k] for s in sims])) for k in ("tau", "rho", "R")}}
-
-
-def bootstrap(score: list[float], acc: list[float], draws: int = 2000, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """95% percentile intervals of tau/rho/R over resampled paths (one selector run: paths are the replicates)."""
-    rng = np.random.default_rng(seed)
-    s, a = np.asarray(score), np.asarray(acc)
-    sims = [correlations(s[i], a[i]) for i in (rng.integers(0, len(s), len(s)) for _ in range(draws))]
-    return {k: tuple(np.nanpercentile([x[k] for x in sims], [2.5, 97.5])) for k in ("tau", "rho", "R")}
+            **{k: float(np.mean([s[k] for s in sims])) for k in ("tau", "rho", "R")},
+            "perfect": {k: float(np.mean([s[k] for s in perfect])) for k in ("tau", "rho", "R")}}
 
 
 def _fmt(c: dict, ci: dict | None = None) -> str:
@@ -247,8 +209,8 @@ def cmd_report(args) -> None:
           f"images, {min(acc):.2f}-{max(acc):.2f}%.\n")
     ceiling = noise_ceiling(rows, truth)
     print(f"Noise ceiling: seed-to-seed sd {ceiling['seed_sd_pp']:.2f} pp ({ceiling['paths']} paths, "
-          f"{ceiling['dof']} degrees of freedom); two re-runs of the ground truth agree to {_fmt(ceiling)} "
-          f"(tau | rho | R)\n")
+          f"{ceiling['dof']} degrees of freedom); a perfect rating against one re-run of the ground truth reaches "
+          f"{_fmt(ceiling['perfect'])}, two re-runs agree to {_fmt(ceiling)} (tau | rho | R)\n")
     print("| rating | tau [95%] | rho [95%] | R [95%] |\n|---|---|---|---|")
     sizes = [params(SPACE, archs[i]) for i in ids]
     print(f"| params alone (no search) | {_fmt(correlations(sizes, acc), bootstrap(sizes, acc))} |")

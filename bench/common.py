@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -75,3 +77,45 @@ def t_half(values: list[float]) -> float:
 def mean_interval(values: list[float]) -> str:
     m = statistics.mean(values)
     return f"{m:.3f}" if len(values) < 2 else f"{m:.3f} ± {t_half(values):.3f}"
+
+
+# -- rank correlations (no scipy here: small n, exact formulas) ----------------------------------------------------
+def pearson(x, y) -> float:
+    return float(np.corrcoef(np.asarray(x, float), np.asarray(y, float))[0, 1])
+
+
+def ranks(x) -> np.ndarray:
+    """Average ranks (ties share the mean of their positions)."""
+    x = np.asarray(x, float)
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x))
+    r[order] = np.arange(len(x))
+    for v in np.unique(x):
+        r[x == v] = r[x == v].mean()
+    return r
+
+
+def spearman(x, y) -> float:
+    return pearson(ranks(x), ranks(y))
+
+
+def kendall(x, y) -> float:
+    """Kendall's tau-b: concordant minus discordant pairs, normalised for ties."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    dx = np.sign(x[:, None] - x[None, :])[np.triu_indices(len(x), 1)]
+    dy = np.sign(y[:, None] - y[None, :])[np.triu_indices(len(y), 1)]
+    denom = math.sqrt(np.count_nonzero(dx) * np.count_nonzero(dy))
+    return float((dx * dy).sum() / denom) if denom else float("nan")
+
+
+def correlations(score, acc) -> dict[str, float]:
+    return {"tau": kendall(score, acc), "rho": spearman(score, acc), "R": pearson(score, acc)}
+
+
+def bootstrap(score: list[float], acc: list[float], draws: int = 2000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of tau/rho/R over resampled paths (one selector run: paths are the replicates)."""
+    rng = np.random.default_rng(seed)
+    s, a = np.asarray(score), np.asarray(acc)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample of tied values has no correlation: NaN, skipped
+        sims = [correlations(s[i], a[i]) for i in (rng.integers(0, len(s), len(s)) for _ in range(draws))]
+    return {k: tuple(np.nanpercentile([x[k] for x in sims], [2.5, 97.5])) for k in ("tau", "rho", "R")}

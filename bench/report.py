@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import mean_interval, t_half
+from bench.common import bootstrap, correlations, mean_interval, t_half
 from zoo.io import atomic_write_text
 from zoo.stats import Z95, wilson_interval
 
@@ -254,8 +254,26 @@ def versus(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rating(raw: dict) -> str:
+    """bench_rating: each rating's tau/rho/R against the ground truth's test top-1, 95% bootstrap intervals over the
+    archs (the replicates of one rating run), and its seconds for all of them."""
+    archs = raw["archs"]
+    truth = [a["test_top1"] for a in archs]
+    gt = raw["ground_truth"]
+    lines = [f"`{raw['space']}`: {len(archs)} archs trained from scratch ({gt['epochs']} epochs, lr {gt['lr']:g}, "
+             f"{gt['schedule']}), test top-1 on {gt['test_images']:,} images: {min(truth):.2f}–{max(truth):.2f}%.", "",
+             "| rating | Kendall τ [95%] | Spearman ρ [95%] | Pearson R [95%] | seconds for all |",
+             "|---|---|---|---|---|"]
+    for name, seconds in raw["seconds"].items():
+        score = [a["scores"][name] for a in archs]
+        c, ci = correlations(score, truth), bootstrap(score, truth)
+        lines.append(f"| {name} | " + " | ".join(f"{c[k]:+.2f} [{ci[k][0]:+.2f}, {ci[k][1]:+.2f}]"
+                                                 for k in ("tau", "rho", "R")) + f" | {seconds:g} |")
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentration": concentration,
-                                               "recipe": recipe, "versus": versus}
+                                               "recipe": recipe, "versus": versus, "rating": rating}
 
 
 def plot_versus(raw: dict, path: Path) -> Path:

@@ -1,0 +1,122 @@
+"""How well each rating ranks a space's architectures: its score for every arch of a ground truth
+(bench_ground_truth: archs trained from scratch, alone) against their test top-1, as Kendall tau, Spearman rho and
+Pearson R with 95% bootstrap intervals over the archs (`python -m bench report`, renderer `rating`).
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_rating --ground-truth bench/data/ground-truth/mbconv-small.json \
+        --supernet runs/mbconv-small [--val-images 0] [--out bench/data/rating/mbconv-small.json]
+
+Ratings, each timed on this machine:
+- `params`, `MACs`: no search at all, the floor any selector has to clear;
+- `one-shot`: top-1 on the supernet run's held-out images through the uniformly trained supernet, each path's
+  BatchNorm recalibrated (`training.pick.validation_fitness`: what `python -m training pick` searches on, and the
+  reward of the ENAS-style controller);
+- `snip`: SNIP at initialisation (Lee et al. 2019; the saliency PreNAS's zero-cost selector sums): the sum of
+  |theta * dL/dtheta| over the arch's standalone model, freshly initialised (seed 0), on one batch of 128 training
+  images. Family-agnostic, unlike PreNAS's ViT-specific selection tables.
+The ground truth must come from the split the supernet held out (same data, size and seed): refused otherwise, so
+that no rating is scored on images its supernet trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.bench_baselines import standalone
+from bench.common import machine
+from bench.report import DATA
+from training.config import TrainConfig
+from training.data import SMALL_DATASET_VAL_SIZE, load_data
+from training.evaluate import load_supernet
+from training.pick import validation_fitness
+from zoo.family import get_family
+from zoo.io import atomic_write_text
+
+SNIP_BATCH = 128
+
+
+def snip_scorer(train_cfg: TrainConfig, space) -> Callable[[str], float]:
+    """SNIP of an arch ({"space", "arch"} JSON) at initialisation on the run's first SNIP_BATCH training images."""
+    data, _ = load_data(train_cfg.data, "train", img_size=space.img_size, in_chans=space.in_chans,
+                        val_size=train_cfg.val_size, seed=train_cfg.seed)
+    x = torch.stack([data[i][0] for i in range(SNIP_BATCH)])
+    y = torch.tensor([int(data[i][1]) for i in range(SNIP_BATCH)])
+
+    def score(arch_json: str) -> float:
+        torch.manual_seed(0)
+        model = standalone(arch_json).train()
+        F.cross_entropy(model(x), y).backward()
+        with torch.no_grad():
+            return float(sum((p * p.grad).abs().sum() for p in model.parameters() if p.grad is not None))
+
+    return score
+
+
+def check_split(ground_truth: dict, train_cfg: TrainConfig) -> None:
+    """The ground truth's validation split must be the one the supernet held out."""
+    model = ground_truth["models"][0]
+    theirs = (model["data"], model["val_size"], model["split_seed"])
+    ours = (train_cfg.data, SMALL_DATASET_VAL_SIZE if train_cfg.val_size is None else train_cfg.val_size,
+            train_cfg.seed)
+    if theirs != ours:
+        raise SystemExit(f"the ground truth validated on (data, val_size, seed) {theirs}, the supernet held out {ours}:"
+                         " its one-shot scores would use images it was trained on; train the ground truth on its split")
+
+
+def rate(ground_truth: dict, run: Path, val_images: int) -> dict:
+    """Every rating's score for every ground-truth arch, with each rating's seconds."""
+    train_cfg = TrainConfig.load(run / "config.json")
+    check_split(ground_truth, train_cfg)
+    supernet = load_supernet(run / "supernet.safetensors")
+    space, family = supernet.space, get_family(supernet.space.family)
+    if ground_truth["space"] != space.to_dict():
+        raise SystemExit(f"the ground truth is of another space than the supernet's ({space.name})")
+    one_shot, words = validation_fitness(train_cfg, supernet, val_images)
+    snip = snip_scorer(train_cfg, space)
+    archs = [(m, json.dumps(m["arch"]), family.arch_from_dict(m["arch"]["arch"])) for m in ground_truth["models"]]
+    ratings: dict[str, Callable] = {
+        "params": lambda _j, a: family.params(space, a), "MACs": lambda _j, a: family.flops(space, a),
+        "one-shot": lambda _j, a: one_shot(a), "snip": lambda j, _a: snip(j)}
+    scores, seconds = {name: [] for name in ratings}, {}
+    for name, fn in ratings.items():
+        t0 = time.perf_counter()
+        scores[name] = [fn(arch_json, a) for _, arch_json, a in archs]
+        seconds[name] = round(time.perf_counter() - t0, 2)
+        print(f"{name}: {len(archs)} archs in {seconds[name]:.1f} s", flush=True)
+    return {"kind": "rating", "space": space.name, "machine": machine(),
+            "ground_truth": {k: archs[0][0][k] for k in ("epochs", "lr", "schedule", "test_images")},
+            "supernet": {"run": asdict(train_cfg), "one_shot": words},
+            "seconds": seconds,
+            "archs": [{"id": a.id, "params": m["params"], "test_top1": m["test_top1"], "val_top1": m["val_top1"],
+                       "scores": {name: scores[name][k] for name in ratings}}
+                      for k, (m, _, a) in enumerate(archs)]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ground-truth", type=Path, required=True, help="a bench_ground_truth raw file")
+    ap.add_argument("--supernet", type=Path, required=True, help="a uniformly trained supernet's run folder")
+    ap.add_argument("--val-images", type=int, default=0, help="held-out images per one-shot score (0: all)")
+    ap.add_argument("--out", type=Path, default=None, help="default: bench/data/rating/SPACE.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    ground_truth = json.loads(args.ground_truth.read_text())
+    doc = rate(ground_truth, args.supernet, args.val_images)
+    doc["command"] = "python -m bench.bench_rating " + " ".join(sys.argv[1:] if argv is None else argv)
+    out = args.out or DATA / "rating" / f"{doc['space']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""bench_rating: every rating's score for every ground-truth arch is what that rating says (params, MACs, the
+supernet's one-shot top-1 with BatchNorm recalibrated, SNIP at initialisation), a ground truth from another split
+than the supernet held out is refused, and the report's table correlates the scores with the ground truth."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.bench_baselines import SCHEDULE
+from bench.bench_rating import rate
+from bench.common import kendall
+from bench.report import rating
+from training.config import TrainConfig
+from training.evaluate import load_supernet
+from training.pick import validation_fitness
+from zoo.family import space_by_name
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A briefly trained uniform mbconv-tiny supernet (real Fashion-MNIST, held-out split of seed 0)."""
+    out = tmp_path_factory.mktemp("rating") / "run"
+    done = subprocess.run([sys.executable, "-m", "training", "train", "--out", str(out), "--space", "mbconv-tiny",
+                           "--sampler", "uniform", "--sandwich", "1", "--epochs", "0.02", "--batch-size", "64",
+                           "--warmup-epochs", "0.005", "--no-progress"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def ground_truth(split_seed: int = 0) -> dict:
+    """Three random mbconv-tiny archs as bench_ground_truth records them, with made-up accuracies (the rater reads
+    only the archs and the split; the accuracies are what the table correlates with)."""
+    family, space = space_by_name("mbconv-tiny")
+    rng = random.Random(1)
+    archs = list({a.id: a for a in (family.random_arch(space, rng) for _ in range(20))}.values())[:3]
+    models = [{"arch": {"space": "mbconv-tiny", "arch": a.to_dict()}, "data": "fashion-mnist", "val_size": 5000,
+               "split_seed": split_seed, "epochs": 1, "lr": 0.01, "schedule": SCHEDULE, "test_images": 10000,
+               "params": family.params(space, a), "test_top1": 80.0 + k, "val_top1": 79.0 + k}
+              for k, a in enumerate(archs)]
+    return {"space": space.to_dict(), "models": models}
+
+
+def test_each_rating_scores_each_arch_as_it_says(run):
+    gt = ground_truth()
+    doc = rate(gt, run, val_images=300)
+    family, space = space_by_name("mbconv-tiny")
+    archs = [family.arch_from_dict(m["arch"]["arch"]) for m in gt["models"]]
+    fitness, _ = validation_fitness(TrainConfig.load(run / "config.json"), load_supernet(run / "supernet.safetensors"),
+                                    300)
+    scores = [a["scores"] for a in doc["archs"]]
+    assert [s["params"] for s in scores] == [family.params(space, a) for a in archs]
+    assert [s["MACs"] for s in scores] == [family.flops(space, a) for a in archs]
+    assert [s["one-shot"] for s in scores] == pytest.approx([fitness(a) for a in archs], abs=1e-9)
+    assert all(s["snip"] > 0 for s in scores) and len({s["snip"] for s in scores}) == 3
+    assert rate(gt, run, val_images=300)["archs"][0]["scores"]["snip"] == scores[0]["snip"]  # seeded init, one batch
+    assert set(doc["seconds"]) == {"params", "MACs", "one-shot", "snip"}
+
+    table = rating(doc)
+    params_row = next(line for line in table.splitlines() if line.startswith("| params |"))
+    truth = [m["test_top1"] for m in gt["models"]]
+    assert params_row.startswith(f"| params | {kendall([s['params'] for s in scores], truth):+.2f} [")
+    assert "3 archs trained from scratch (1 epochs" in table
+
+
+def test_a_ground_truth_from_another_split_is_refused(run):
+    with pytest.raises(SystemExit, match="images it was trained on"):
+        rate(ground_truth(split_seed=1), run, val_images=300)
