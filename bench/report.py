@@ -244,6 +244,10 @@ def versus(raw: dict) -> str:
         answer = by_model.get((family, m["rung"], m["seed"]), "nothing fits | | | | | | |")
         lines.append(f"| {family} | {m['rung']}, {m['seed']} | {m['params']:,} | {m['macs'] / 1e6:.2f}M | "
                      f"{top1:.2f} ({lo:.2f}–{hi:.2f}) | {answer}")
+    lines += [""] + [f"{doc['family']}: lr {doc['tuning']['chosen_lr']:g} chosen on validation by a sweep at rung "
+                     f"{doc['tuning']['rung']}, {doc['tuning']['epochs']} epochs (val top-1 by lr: "
+                     + ", ".join(f"{lr}: {v:.2f}" for lr, v in doc["tuning"]["val_top1"].items()) + ")"
+                     for key, doc in raw["inputs"].items() if key.startswith("baselines/") and doc.get("tuning")]
     lines += [""] + [f"Public reference (not trained here): {r['name']}, {r['top1']:.1f}%"
                      + (f" at {r['params']:,} params" if r.get("params") else "") + f"; {r['note']}"
                      for r in raw.get("references", [])]
