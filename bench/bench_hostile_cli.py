@@ -439,6 +439,28 @@ def darts_cases(fx: Fixtures) -> list[Case]:
     return cases
 
 
+EDMIPS_NUMERIC = {"--steps": ("0", "-1", "100001"), "--batch-size": ("0", "-1", "65537"),
+                  "--arch-lr": ("0", "-1", "11"), "--weight-lr": ("-1", "11"), "--cost-weight": ("-1", "1e7"),
+                  "--arch-images": ("0", "-1"), "--seed": ("-1",), "--threads": ("0", "-1", "1025"),
+                  "--budgets": ("0", "-1", "5", "999", "1e14")}
+
+
+def edmips_cases(fx: Fixtures) -> list[Case]:
+    out = fx.out("edmips")
+    base = ("edmips", "--zoo", "ladder-fmnist", "--entry", "e32-d1-b8d459ce", "--out", out, "--steps", "1",
+            "--budgets", "20K")
+    cases = flag_cases("edmips", base, EDMIPS_NUMERIC, {}, ("--zoo", "--entry", "--out"))
+    cases += out_cases("edmips", base, fx)
+    cases += [Case("edmips", "flag", ("edmips", "--zoo", "ladder-fmnist"), "--entry"),
+              Case("edmips", "file", setting(base, "--entry", "nope"), "no entry 'nope'"),
+              Case("edmips", "file", setting(base, "--budgets", "1K"), "under the smallest this model makes"),
+              Case("edmips", "file", setting(base, "--budgets", "1K"), "under the smallest", subprocess=True),
+              Case("edmips", "file", setting(base, "--arch-images", "5000"), "leaves none of the 5000"),
+              Case("edmips", "file", setting(base, "--zoo", str(fx.tmp / "absent")), "absent"),
+              Case("edmips", "file", setting(setting(base, "--zoo", str(fx.zoo)), "--entry", "nope"), "no entry")]
+    return cases
+
+
 def package_cases(fx: Fixtures) -> list[Case]:
     out = fx.out("package")
     base = ("package", "--run", str(fx.run), "--out", out, "--name", "z")
@@ -489,7 +511,7 @@ def finetune_cases(fx: Fixtures) -> list[Case]:
 
 def cases(fx: Fixtures) -> list[Case]:
     return [*select_cases(fx), *bossnas_cases(fx), *train_cases(fx), *evaluate_cases(fx), *search_cases(fx),
-            *pick_cases(fx), *darts_cases(fx), *package_cases(fx), *finetune_cases(fx),
+            *pick_cases(fx), *darts_cases(fx), *edmips_cases(fx), *package_cases(fx), *finetune_cases(fx),
             Case("(none)", "flag", (), "required"), Case("(none)", "flag", ("nope",), "invalid choice"),
             Case("(none)", "flag", ("",), "invalid choice")]
 

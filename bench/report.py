@@ -276,8 +276,26 @@ def rating(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def edmips(raw: dict) -> str:
+    """bench_edmips: one entry's files, each with its bytes, test top-1 (Wilson 95%), held-out val top-1, batch-1
+    latency and, for an EdMIPS pick, how many layers got each width."""
+    lines = [f"`{raw['zoo']}` / `{raw['entry']}` ({raw['params']:,} params; EdMIPS {raw['steps']} steps per budget, "
+             f"{raw['search_seconds_frozen']:g} s for its {sum(1 for n in raw['rows'] if n.startswith('edmips@'))} "
+             "frozen searches)", "",
+             "| file | bytes | test top-1 (95% interval) | val top-1 (2,500 held out) | batch-1 median ms | "
+             "EdMIPS layers int4 / int8 / fp16 / fp32 |", "|---|---|---|---|---|---|"]
+    for name, r in raw["rows"].items():
+        lo, hi = r["test"]["interval"]
+        bits = list(r["search"]["layers"].values()) if "search" in r else []
+        widths = " / ".join(str(bits.count(b)) for b in (4, 8, 16, 32)) if bits else ""
+        lines.append(f"| {name} | {r['file_bytes']:,} | {r['test']['top1']:.2f} ({lo:.2f}–{hi:.2f}) | "
+                     f"{r['val_holdout']['top1']:.2f} | {r['latency_b1']['median_ms']:.3f} | {widths} |")
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentration": concentration,
-                                               "recipe": recipe, "versus": versus, "rating": rating}
+                                               "recipe": recipe, "versus": versus, "rating": rating,
+                                               "edmips": edmips}
 
 
 def plot_versus(raw: dict, path: Path) -> Path:

@@ -25,6 +25,7 @@ COMMANDS = {
     "select": ("training", "select", "zero-cost selection of preferred architectures"),
     "bossnas": ("training", "bossnas", "BossNAS: label-free selection of preferred HyTra paths"),
     "darts": ("training", "darts", "DARTS-style differentiable selection of preferred MBConv paths"),
+    "edmips": ("training", "edmips", "EdMIPS: per-layer weight bits of a zoo entry under file-bytes budgets"),
     "train": ("training", "train", "one-shot supernet training"),
     "evaluate": ("training", "evaluate", "accuracy of every preferred arch of a trained supernet"),
     "search": ("training", "search", "baseline search in a budget (evolution, aging, random, enas)"),

@@ -52,7 +52,7 @@ def zoo_dir(tmp_path_factory) -> Path:
 
 COMMANDS = [("zoo",), ("training",), ("export",), ("server",), ("prezoo",),
             *[("zoo", c) for c in ("spaces", "list", "import-official")],
-            *[("training", c) for c in ("select", "darts", "train", "evaluate", "search", "pick", "package",
+            *[("training", c) for c in ("select", "darts", "edmips", "train", "evaluate", "search", "pick", "package",
                                         "finetune")],
             *[("export", c) for c in ("get", "profile", "push", "triton")],
             *[("prezoo", c) for c in ("serve", "list", "get", "train")]]  # one per package: every one, in-process below

@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from training.checks import BATCH, IMAGES, Range, nonempty, out_dir
 from zoo.budget import FLOPS_LABEL, human, parse_count
@@ -142,6 +143,16 @@ def run_bossnas(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_ranged_settings(p: argparse.ArgumentParser, defaults: Any, ranges: dict, settings: tuple) -> None:
+    """One flag per (name, help) of `settings`: typed and bounded by `ranges[name]`, defaulting to the config class's
+    value; then --threads. The selectors' many numeric settings, each saying its range and default."""
+    for name, help_ in settings:
+        default = getattr(defaults, name)
+        p.add_argument("--" + name.replace("_", "-"), type=ranges[name], default=default,
+                       help=f"{help_ + '; ' if help_ else ''}{ranges[name]}; default: {default}")
+    p.add_argument("--threads", type=Range(int, 1, 1024), help="torch CPU threads (default: torch's choice)")
+
+
 def add_darts_args(p: argparse.ArgumentParser) -> None:
     from training.darts import DARTS_RANGES as R
     from training.darts import DartsConfig as D
@@ -154,21 +165,19 @@ def add_darts_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--high", type=_number, help="highest params bucket edge")
     p.add_argument("--width", type=_number, help="params bucket width")
     p.set_defaults(bucket_by="params")
-    for name, help_ in (("nas_train", "train-split images the weights learn from"),
-                        ("nas_val", "other train-split images the architecture logits learn from"),
-                        ("batch_size", ""), ("warmup_steps", "weight steps on uniform paths before the searches"),
-                        ("steps", "per bucket: each one weight and one architecture step"),
-                        ("weight_lr", "AdamW's"), ("weight_decay", "AdamW's"), ("arch_lr", "Adam's, on the logits"),
-                        ("arch_weight_decay", ""), ("cost_weight", "λ of λ·log(E[params]/target)²"),
-                        ("tau_start", "Gumbel-softmax temperature, annealed geometrically"), ("tau_end", ""),
-                        ("collapse_share", "early stop past this share of skipped block slots"),
-                        ("eval_every", "steps between checks (candidates, logs)"),
-                        ("eval_images", "NAS-val images each candidate is scored on"),
-                        ("top_n", "preferred archs kept per bucket"), ("seed", "")):
-        default = getattr(D, name)
-        p.add_argument("--" + name.replace("_", "-"), type=R[name], default=default,
-                       help=f"{help_ + '; ' if help_ else ''}{R[name]}; default: {default}")
-    p.add_argument("--threads", type=Range(int, 1, 1024), help="torch CPU threads (default: torch's choice)")
+    add_ranged_settings(p, D, R, (("nas_train", "train-split images the weights learn from"),
+                                 ("nas_val", "other train-split images the architecture logits learn from"),
+                                 ("batch_size", ""),
+                                 ("warmup_steps", "weight steps on uniform paths before the searches"),
+                                 ("steps", "per bucket: each one weight and one architecture step"),
+                                 ("weight_lr", "AdamW's"), ("weight_decay", "AdamW's"),
+                                 ("arch_lr", "Adam's, on the logits"),
+                                 ("arch_weight_decay", ""), ("cost_weight", "λ of λ·log(E[params]/target)²"),
+                                 ("tau_start", "Gumbel-softmax temperature, annealed geometrically"), ("tau_end", ""),
+                                 ("collapse_share", "early stop past this share of skipped block slots"),
+                                 ("eval_every", "steps between checks (candidates, logs)"),
+                                 ("eval_images", "NAS-val images each candidate is scored on"),
+                                 ("top_n", "preferred archs kept per bucket"), ("seed", "")))
 
 
 def run_darts(args: argparse.Namespace) -> int:
@@ -183,6 +192,46 @@ def run_darts(args: argparse.Namespace) -> int:
     path = darts(cfg, args.out)
     print(f"wrote {path}, {Path(args.out) / 'logits.json'}, {Path(args.out) / 'darts.png'}")
     print(f"next: python -m training train --preferred {path}")
+    return 0
+
+
+def add_edmips_args(p: argparse.ArgumentParser) -> None:
+    from training.edmips import EDMIPS_RANGES as R
+    from training.edmips import EdmipsConfig as E
+
+    p.add_argument("--zoo", type=nonempty, required=True, help="zoo folder, Hub repo id or shipped zoo name")
+    p.add_argument("--entry", type=nonempty, required=True, help="the entry id whose precision is searched")
+    p.add_argument("--out", type=out_dir, default="runs/edmips", help="folder for ENTRY/BYTES.json precision maps")
+    p.add_argument("--budgets", type=_number, nargs="+",
+                   help="file bytes, e.g. 60K 80K (default: 3 between every layer at int4 and at fp16)")
+    add_ranged_settings(p, E, R, (("steps", "per budget: an architecture step each (and a weight step with "
+                                           "--weight-lr)"),
+                                 ("batch_size", ""), ("arch_lr", "Adam's, on the logits"),
+                                 ("weight_lr", "Adam's, fine-tuning the weights on the training split; 0: frozen"),
+                                 ("cost_weight", "λ of λ·log(E[bytes]/budget)²"),
+                                 ("arch_images", "head of the validation split the logits learn on (the rest scores)"),
+                                 ("seed", "")))
+
+
+def run_edmips(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from training.edmips import EDMIPS_RANGES, EdmipsConfig, edmips
+    from zoo.store import Zoo
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cfg = EdmipsConfig(budgets=args.budgets, **{k: getattr(args, k) for k in EDMIPS_RANGES})
+    zoo = Zoo.load(args.zoo)
+    paths = edmips(zoo, args.entry, cfg, args.out)
+    print(f"{'budget':>9} {'bytes':>9} {'stepped':>7} {'val top1':>8}  bits (int4/int8/fp16/fp32 layers)")
+    for path in paths:
+        doc = json.loads(path.read_text())
+        counts = "/".join(str(list(doc["layers"].values()).count(b)) for b in (4, 8, 16, 32))
+        print(f"{doc['budget']:>9,} {doc['bytes']:>9,} {doc['stepped_down']:>7} {doc['val_top1']:>8.2f}  {counts}")
+        print(f"  wrote {path}")
     return 0
 
 
@@ -472,6 +521,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "bossnas": ("BossNAS: label-free block-wise selection of preferred HyTra paths", add_bossnas_args, run_bossnas),
     "darts": ("DARTS-style differentiable selection of preferred MBConv paths under params budgets", add_darts_args,
               run_darts),
+    "edmips": ("EdMIPS: per-layer weight bits of a zoo entry under file-bytes budgets", add_edmips_args,
+               run_edmips),
     "train": ("one-shot supernet training (preferred or uniform sampling)", add_train_args, run_train),
     "evaluate": ("accuracy of every preferred arch of a trained supernet", add_evaluate_args, run_evaluate),
     "search": ("baseline search in a budget: AutoFormer or aging evolution, random, or an ENAS controller",
