@@ -52,6 +52,10 @@ def test_each_bucket_holds_its_best_scored_arch_and_the_scores_are_val_top1(pick
         arch = family.arch_from_dict(entry["arch"])
         assert b["low"] <= family.params(space, arch) < b["high"]
         assert fitness(arch) == pytest.approx(entry["score"], abs=1e-9)
+    for extreme in family.extreme_archs(space):  # scored beside the searches: its bucket's entry is at least as good
+        k = buckets.index(family.params(space, extreme))
+        if k is not None:
+            assert doc["buckets"][k]["entries"][0]["score"] >= fitness(extreme) - 1e-9
 
 
 @pytest.mark.slow  # evaluates on the 10k test images, packages

@@ -4,7 +4,9 @@ family, and the way to a zoo for a family no zero-cost selector covers (MBConv).
 In every params bucket (the family's default buckets for its space, as the selectors use), one search of
 `training.search` runs over the bucket's archs, each scored by its top-1 on the images the run's training held out,
 through the supernet (a family with `calibrate_bn` gets each path's BatchNorm statistics recalibrated first, as
-its zoo will store them). The best `top_n` of each bucket are its preferred entries, written as a `preferred.json`
+its zoo will store them). The space's smallest and largest archs, which a sandwich-trained supernet trains at every
+step (BigNAS), are scored too and compete in their buckets beside what the search found: a search of a few dozen
+archs can miss them. The best `top_n` of each bucket are its preferred entries, written as a `preferred.json`
 like the selectors' whose "selector" says how they were picked; `evaluate --preferred` and `package --preferred`
 take it. Test images are touched only after the choice.
 """
@@ -52,7 +54,9 @@ def pick(run: str | Path, cfg: PickConfig, out: str | Path, progress: bool = Tru
     family = get_family(space.family)
     buckets = Buckets.default(space, "params")
     fitness, words = validation_fitness(train_cfg, supernet, cfg.val_images)
-    start, candidates = time.perf_counter(), []
+    start = time.perf_counter()
+    candidates = [Candidate(a, family.params(space, a), family.flops(space, a), fitness(a))
+                  for a in family.extreme_archs(space)]
     for low, high in buckets.edges():
         bucket = SearchConfig.of_population(cfg.population, evaluations=cfg.evaluations, min_params=low,
                                             max_params=high, seed=cfg.seed)
@@ -69,6 +73,7 @@ def pick(run: str | Path, cfg: PickConfig, out: str | Path, progress: bool = Tru
     selector = {"method": "search", "algorithm": cfg.algorithm, "fitness": words, "run": str(run),
                 "supernet_training": {"sampler": train_cfg.sampler, "sandwich": train_cfg.sandwich},
                 **{k: v for k, v in asdict(cfg).items() if k != "algorithm"}}
+    candidates = list({c.arch.id: c for c in candidates}.values())  # a search may have met an extreme arch too
     stats = {"archs_scored": len(candidates), "seconds": round(time.perf_counter() - start, 1)}
     doc = preferred_doc(space, selector, stats, buckets, pick_preferred(candidates, buckets, "params", cfg.top_n),
                         family=family.name)
