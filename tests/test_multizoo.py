@@ -219,8 +219,8 @@ def test_an_id_in_two_served_zoos_stops_the_start_with_one_line():
     assert out.stderr.startswith("python -m server: cannot serve these zoos together: entry id hytra-L8-")
 
 
-def test_python_m_server_without_zoo_serves_both_shipped_zoos(tmp_path):
+def test_python_m_server_without_zoo_serves_every_shipped_zoo(tmp_path):
     with python_m_server(tmp_path, "--no-profile") as url:
         z = httpx.get(f"{url}/api/zoo", timeout=60).json()
     assert [b["name"] for b in z["zoos"]] == list(shipped_zoos())
-    assert {e["family"] for e in z["entries"]} == {"vit", "hytra"}
+    assert {e["family"] for e in z["entries"]} == {"vit", "hytra", "mbconv"}

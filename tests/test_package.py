@@ -34,7 +34,7 @@ from tests.test_project import ROOT, pins
 PINNED_AS = {"requirements.txt": ("", "cpu", "serve", "train", "triton"), "requirements-gpu.txt": ("gpu",),
              "requirements-dev.txt": ("dev", "ray")}
 PACKAGES = ("zoo", "training", "export", "server", "prezoo")
-SHIPPED_ZOOS = ("hytra-fmnist", "ladder-fmnist")
+SHIPPED_ZOOS = ("hytra-fmnist", "ladder-fmnist", "mbconv-fmnist")
 SHADOWS = ("export", "server", "zoo")  # a user's own modules of these names, in the folder `prezoo` runs from
 WHEEL_SECTION = "Use a PreZoo model without PreZoo's repo"
 # Installed first and shared with the README's fresh environment, as setup.sh installs them first: torch's CUDA

@@ -116,14 +116,14 @@ def test_budget_picks_the_entry_zoo_query_picks(zoo_dir, zoo, cache_dir, tmp_pat
 
 
 def test_several_zoos_are_one_repository_each_entry_exported_from_its_own(cache_dir, tmp_path, capsys):
-    """The shipped ViT and HyTra zoos as the server serves them: ids looked up across both, a budget chosen among
+    """The shipped zoos (ViT, HyTra, MBConv) as the server serves them: ids looked up across both, a budget chosen among
     both (`Catalog.query`), each model its own zoo's; the same zoo twice is refused (an id names one entry)."""
     zoos = Catalog([Zoo.load(folder) for folder in shipped_zoos().values()])
     vit, hytra = (next(e for z in zoos.zoos if z.family.name == f for e in z.entries) for f in ("vit", "hytra"))
     out = tmp_path / "repo"
     assert main(["triton", "--cache", str(cache_dir), "--out", str(out), "--id", vit.id, "--id", hytra.id]) == 0
     assert models(out) == sorted([vit.id, hytra.id])
-    assert "of zoos hytra-fmnist, ladder-fmnist" in capsys.readouterr().out
+    assert "of zoos hytra-fmnist, ladder-fmnist, mbconv-fmnist" in capsys.readouterr().out
     for entry in (vit, hytra):
         x, logits = logits_at_max_batch(out / entry.id, check_model_folder(out / entry.id, ImageLimits().max_files))
         with torch.inference_mode():

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from zoo.families.mbconv.model import MBConvNet
-from zoo.families.mbconv.space import MBCONV_FMNIST, MBConvArch, MBConvSpace, arch
+from zoo.families.mbconv.space import MBCONV_SMALL, MBConvArch, MBConvSpace, arch
 from zoo.pretrained import PreZooHub
 from zoo.usage import LIBRARY
 
@@ -26,10 +26,11 @@ class PreZooMBConv(MBConvNet, PreZooHub, library_name=LIBRARY, tags=[*MBCONV_TAG
     hub_tags = MBCONV_TAGS
     weights_layout = "`zoo.families.mbconv.MBConvNet`'s parameter names"
     space_from_dict, arch_from_dict = MBConvSpace.from_dict, MBConvArch.from_dict
-    # `timm.create_model("prezoo_mbconv")`: a mid-sized path of mbconv-fmnist (no shipped zoo yet)
-    timm_default = (MBCONV_FMNIST, arch((16, [["fused", 3, 1, False]]),
-                                        (32, [["mbconv", 3, 3, False], ["mbconv", 5, 3, True]]),
-                                        (64, [["mbconv", 5, 6, True], ["residual", 3, 1, False]])))
+    # `timm.create_model("prezoo_mbconv")`: the shipped zoo mbconv-fmnist's most accurate entry
+    timm_default = (MBCONV_SMALL, arch((16, [["fused", 3, 2, False]]),
+                                        (40, [["residual", 3, 1, False], ["mbconv", 7, 6, True]]),
+                                        (96, [["residual", 3, 1, False], ["fused", 3, 2, False],
+                                              ["fused", 3, 2, False]])))
 
     def __init__(self, space: dict, arch: dict, labels: list[str] | None = None,
                  preprocessing: dict | None = None, num_classes: int | None = None, in_chans: int | None = None,
