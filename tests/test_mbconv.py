@@ -308,7 +308,9 @@ def test_timm_builds_the_default_its_features_and_maps():
     x = _images(space, 2)
     assert model(x).shape == (2, 10)
     features = timm.create_model("prezoo_mbconv", features_only=True).eval()
-    assert [f.shape[1:] for f in features(x)] == [(16, 28, 28), (32, 14, 14), (64, 7, 7)]
+    # one map per stage: its width at 28², 14², 7² (the default: mbconv-fmnist's best entry, 16 / 40 / 96 channels)
+    assert [f.shape[1:] for f in features(x)] == [(st.width, side, side) for st, side in zip(a.stages, (28, 14, 7),
+                                                                                             strict=True)]
     maps = timm.create_model("prezoo_mbconv", num_classes=0, global_pool="")
     assert maps(x).shape == (2, maps.num_features, *maps.pretrained_cfg["pool_size"])
     rgb = timm.create_model("prezoo_mbconv", in_chans=3)
