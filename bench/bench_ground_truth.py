@@ -34,12 +34,13 @@ def stratified(family: Family, space, archs: int, strata: int, seed: int) -> lis
     """`archs // strata` distinct random archs from each params stratum (cut at the quantiles of DRAWS draws)."""
     rng = random.Random(seed)
     draws = [family.random_arch(space, rng) for _ in range(DRAWS)]
-    sizes = sorted(family.params(space, a) for a in draws)
-    cuts = [sizes[len(sizes) * k // strata] for k in range(1, strata)]
+    sizes = [family.params(space, a) for a in draws]
+    ordered = sorted(sizes)
+    cuts = [ordered[len(ordered) * k // strata] for k in range(1, strata)]
+    stratum = [sum(size >= c for c in cuts) for size in sizes]
     chosen: dict[str, object] = {}
     for k in range(strata):
-        cell = [a for a in draws if sum(family.params(space, a) >= c for c in cuts) == k]
-        distinct = list({a.id: a for a in cell}.values())
+        distinct = list({a.id: a for a, at in zip(draws, stratum, strict=True) if at == k}.values())
         chosen.update({a.id: a for a in distinct[:archs // strata]})
     return list(chosen.values())
 

@@ -201,14 +201,14 @@ def best_fitting(entries: list[dict], max_params: int) -> dict | None:
 
 
 def zoo_points(zoo: dict) -> list[dict]:
-    """A zoo-front raw file's entries with their zoo, test correctness and the accuracy budgets choose by."""
+    """A zoo-front raw file's entries with their zoo, costs, test correctness and the accuracy budgets choose by."""
     n_test, n_val = zoo["test_images"], zoo.get("val_images")
     points = []
     for e in zoo["entries"]:
         test = unpack_bits(e["test_right"], n_test)
         chosen = unpack_bits(e["val_right"], n_val) if n_val else test
-        points.append({"zoo": zoo["zoo"], "id": e["id"], "params": int(e["params"]), "test": test,
-                       "chosen": 100 * float(chosen.mean())})
+        points.append({"zoo": zoo["zoo"], "id": e["id"], "params": int(e["params"]), "macs": int(e["flops"]),
+                       "test": test, "chosen": 100 * float(chosen.mean())})
     return points
 
 
@@ -320,8 +320,7 @@ def plot_versus(raw: dict, path: Path) -> Path:
             if key.startswith("zoo-front/"):
                 points = sorted(zoo_points(doc), key=lambda e: e["params"])
                 keep = front([(e["params"], e["chosen"]) for e in points])
-                costs = {e["id"]: int(e["flops"]) for e in doc["entries"]}
-                xs = [p["params"] if cost == "params" else costs[p["id"]] for p in points]
+                xs = [p[cost] for p in points]
                 tops = [100 * float(p["test"].mean()) for p in points]
                 keep = sorted(keep, key=xs.__getitem__)
                 bars(ax, [xs[i] for i in keep], [tops[i] for i in keep], doc["test_images"], marker="o", lw=2,

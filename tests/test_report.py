@@ -101,8 +101,10 @@ def test_versus_answers_each_baseline_with_the_entry_a_budget_of_its_size_gets()
     entry[150:190] = True  # right on 40 more: 95.0%, b = 0, c = 40
     big = np.ones(n, dtype=bool)
     zoo = {"zoo": "z", "test_images": n, "val_images": n, "entries": [
-        {"id": "small", "params": 15_000, "test_right": pack_bits(entry), "val_right": pack_bits(big)},
-        {"id": "large", "params": 25_000, "test_right": pack_bits(big), "val_right": pack_bits(base)}]}
+        {"id": "small", "params": 15_000, "flops": 2_000_000, "test_right": pack_bits(entry),
+         "val_right": pack_bits(big)},
+        {"id": "large", "params": 25_000, "flops": 3_000_000, "test_right": pack_bits(big),
+         "val_right": pack_bits(base)}]}
     models = [{"rung": r, "seed": 0, "params": p, "macs": 1e6, "test_images": n, "test_right": pack_bits(base)}
               for r, p in (("tiny", 5_000), ("mid", 20_000))]
     table = versus({"inputs": {"zoo-front/z": zoo, "baselines/cnn": {"family": "cnn", "models": models}}})
