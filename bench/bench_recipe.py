@@ -8,7 +8,9 @@ path per step; batch 128, AdamW lr 2e-3 with the trainer's warm-up and cosine, l
 path) for `--epochs`, and the conditions differ only in the four parts under test (`PARTS`): in-place distillation,
 2-pixel random crops, random erasing (probability 0.25), and a weight average (EMA; decay 0.99 here, a horizon of
 about a tenth of a 2-epoch run, since torch's average has no warm-up). `base` has none of them, `all` every one,
-`-X` all but X, `+X` base and X: equal steps everywhere. Each supernet is scored on the same archs, the space's
+`-X` all but X, `+X` base and X: equal steps everywhere; `C@KNOB` is condition C with one change of the recipe
+itself (`KNOBS`: `paths2` trains two random paths per step beside the extremes, as BigNAS does; `lr5e-3`, `lr1e-2`
+raise the peak learning rate). Each supernet is scored on the same archs, the space's
 smallest and largest and `--archs` random ones (drawn once, seed 1234), each path's BatchNorm recalibrated on the
 run's 2,048 calibration images: top-1 on the 5,000 images its training held out (the recipe is chosen on
 validation). Seeds are the replicates: per condition the mean over archs, one value per seed.
@@ -43,19 +45,26 @@ from zoo.io import atomic_write_text
 
 PARTS = {"distill": {"distill": True}, "crop": {"crop_padding": 2}, "erasing": {"random_erasing": 0.25},
          "ema": {"ema": 0.99}}
+# recipe changes tried on top of a condition: BigNAS's two random paths per step, higher peak learning rates
+KNOBS = {"paths2": {"sandwich": 2}, "lr5e-3": {"lr": 5e-3}, "lr1e-2": {"lr": 1e-2}}
 RECIPE = dict(sampler="uniform", sandwich=1, batch_size=128, lr=2e-3, drop_path=0.0, label_smoothing=0.1)
 ARCH_SEED = 1234
 
 
 def settings(condition: str) -> dict:
-    """The trainer settings of a condition: base, all, -PART or +PART."""
-    if condition in ("base", "all"):
-        parts = [] if condition == "base" else list(PARTS)
-    elif condition[:1] in "+-" and condition[1:] in PARTS:
-        parts = [condition[1:]] if condition[0] == "+" else [p for p in PARTS if p != condition[1:]]
+    """The trainer settings of a condition: base, all, -PART or +PART, optionally @KNOB (a change of the recipe
+    itself, e.g. `all@paths2`)."""
+    parts_of, _, knob = condition.partition("@")
+    if parts_of in ("base", "all"):
+        parts = [] if parts_of == "base" else list(PARTS)
+    elif parts_of[:1] in "+-" and parts_of[1:] in PARTS:
+        parts = [parts_of[1:]] if parts_of[0] == "+" else [p for p in PARTS if p != parts_of[1:]]
     else:
-        raise ValueError(f"condition {condition!r}: give base, all, -PART or +PART (parts: {', '.join(PARTS)})")
-    return {k: v for p in parts for k, v in PARTS[p].items()}
+        raise ValueError(f"condition {condition!r}: give base, all, -PART or +PART (parts: {', '.join(PARTS)}), "
+                         f"optionally @KNOB (knobs: {', '.join(KNOBS)})")
+    if knob and knob not in KNOBS:
+        raise ValueError(f"condition {condition!r}: no knob {knob!r} (knobs: {', '.join(KNOBS)})")
+    return {k: v for p in parts for k, v in PARTS[p].items()} | KNOBS.get(knob, {})
 
 
 def scored_archs(space_name: str, n: int) -> list:
@@ -84,7 +93,7 @@ def run(job: Job) -> dict:
     if done.is_file():
         return json.loads(done.read_text())
     cfg = TrainConfig(out=str(out), space=job.space, epochs=job.epochs, seed=job.seed, progress=False,
-                      **RECIPE, **settings(job.condition))
+                      **(RECIPE | settings(job.condition)))
     start = time.perf_counter()
     train(cfg)
     seconds = time.perf_counter() - start
@@ -102,7 +111,7 @@ def run(job: Job) -> dict:
 
 def write_raw(path: Path, results: list[dict], args: argparse.Namespace, command: str) -> None:
     doc = {"study": "recipe", "command": command, "machine": machine(),
-           "space": args.space, "epochs": args.epochs, "recipe": RECIPE, "parts": PARTS,
+           "space": args.space, "epochs": args.epochs, "recipe": RECIPE, "parts": PARTS, "knobs": KNOBS,
            "results": sorted(results, key=lambda r: (r["condition"], r["seed"]))}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
