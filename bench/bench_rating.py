@@ -13,6 +13,11 @@ Ratings, each timed on this machine:
 - `snip`: SNIP at initialisation (Lee et al. 2019; the saliency PreNAS's zero-cost selector sums): the sum of
   |theta * dL/dtheta| over the arch's standalone model, freshly initialised (seed 0), on one batch of 128 training
   images. Family-agnostic, unlike PreNAS's ViT-specific selection tables.
+- `DARTS α` (with `--darts RUN`, a `python -m training darts` folder): the arch's log-probability under the
+  architecture logits its search ended with, from the search of the bucket that holds the arch's params (else the
+  nearest target): how DARTS itself ranks paths, its weights read as a distribution over archs;
+- `ENAS policy` (with `--enas SEARCH.json ...`, `python -m training search --algorithm enas` outputs, one per
+  bucket): the same, under each search's last controller policy.
 The ground truth must come from the split the supernet held out (same data, size and seed): refused otherwise, so
 that no rating is scored on images its supernet trained on.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -34,9 +40,11 @@ from bench.bench_baselines import standalone
 from bench.common import machine
 from bench.report import DATA
 from training.config import TrainConfig
+from training.darts import policy_of, search_for
 from training.data import SMALL_DATASET_VAL_SIZE, load_data
 from training.evaluate import load_supernet
 from training.pick import validation_fitness
+from training.search import log_probability
 from zoo.family import get_family
 from zoo.io import atomic_write_text
 
@@ -71,7 +79,38 @@ def check_split(ground_truth: dict, train_cfg: TrainConfig) -> None:
                          " its one-shot scores would use images it was trained on; train the ground truth on its split")
 
 
-def rate(ground_truth: dict, run: Path, val_images: int) -> dict:
+def policy_scorer(space, searches: list[dict]) -> Callable:
+    """An arch's log-probability under the policy of the search whose bucket holds it (`training.darts.search_for`:
+    each search dict has low, high, target and its `policy`)."""
+    family = get_family(space.family)
+
+    def score(arch) -> float:
+        return log_probability(space, arch, search_for(searches, family.params(space, arch))["policy"])
+
+    return score
+
+
+def darts_searches(space, run: Path) -> list[dict]:
+    doc = json.loads((run / "logits.json").read_text())
+    if doc["space"] != space.name:
+        raise SystemExit(f"{run}: DARTS searched {doc['space']}, the ground truth is of {space.name}")
+    return [{**s, "policy": policy_of(space, s["logits"][-1]["logits"])} for s in doc["searches"]]
+
+
+def enas_searches(space, paths: list[Path]) -> list[dict]:
+    searches = []
+    for path in paths:
+        doc = json.loads(path.read_text())
+        if doc.get("algorithm") != "enas" or doc["space"] != space.name:
+            raise SystemExit(f"{path}: not an ENAS search of {space.name}")
+        low, high = doc["settings"]["min_params"] or 0, doc["settings"]["max_params"] or float("inf")
+        searches.append({"low": low, "high": high, "target": math.sqrt(max(low, 1) * min(high, 1e12)),
+                         "policy": doc["policy"]})
+    return searches
+
+
+def rate(ground_truth: dict, run: Path, val_images: int, darts: Path | None = None,
+         enas: list[Path] | None = None) -> dict:
     """Every rating's score for every ground-truth arch, with each rating's seconds."""
     train_cfg = TrainConfig.load(run / "config.json")
     check_split(ground_truth, train_cfg)
@@ -85,6 +124,12 @@ def rate(ground_truth: dict, run: Path, val_images: int) -> dict:
     ratings: dict[str, Callable] = {
         "params": lambda _j, a: family.params(space, a), "MACs": lambda _j, a: family.flops(space, a),
         "one-shot": lambda _j, a: one_shot(a), "snip": lambda j, _a: snip(j)}
+    if darts:
+        darts_score = policy_scorer(space, darts_searches(space, darts))
+        ratings["DARTS α"] = lambda _j, a: darts_score(a)
+    if enas:
+        enas_score = policy_scorer(space, enas_searches(space, enas))
+        ratings["ENAS policy"] = lambda _j, a: enas_score(a)
     scores, seconds = {name: [] for name in ratings}, {}
     for name, fn in ratings.items():
         t0 = time.perf_counter()
@@ -105,11 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ground-truth", type=Path, required=True, help="a bench_ground_truth raw file")
     ap.add_argument("--supernet", type=Path, required=True, help="a uniformly trained supernet's run folder")
     ap.add_argument("--val-images", type=int, default=0, help="held-out images per one-shot score (0: all)")
+    ap.add_argument("--darts", type=Path, help="a `python -m training darts` output folder (its logits.json)")
+    ap.add_argument("--enas", type=Path, nargs="+", help="`training search --algorithm enas` search.json files")
     ap.add_argument("--out", type=Path, default=None, help="default: bench/data/rating/SPACE.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     ground_truth = json.loads(args.ground_truth.read_text())
-    doc = rate(ground_truth, args.supernet, args.val_images)
+    doc = rate(ground_truth, args.supernet, args.val_images, args.darts, args.enas)
     doc["command"] = "python -m bench.bench_rating " + " ".join(sys.argv[1:] if argv is None else argv)
     out = args.out or DATA / "rating" / f"{doc['space']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

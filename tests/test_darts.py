@@ -5,6 +5,7 @@ the command line's refusals."""
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -23,6 +24,7 @@ from training.darts import (
     warm_up,
 )
 from training.preferred import load_preferred
+from zoo.families.mbconv import FAMILY as MBCONV
 from zoo.families.mbconv import MBConvSupernet
 from zoo.families.mbconv.layers import params
 from zoo.families.mbconv.sampling import build_arch, cost_range, random_arch
@@ -191,3 +193,41 @@ def test_batches_are_full_and_cover_each_epoch():
     first = [next(it) for _ in range(2)]
     assert all(len(b[0]) == 4 for b in first)
     assert len({int(v) for b in first for v in b[1]}) == 8  # one epoch: no repeats
+
+
+@pytest.mark.parametrize("space_name", ["mbconv-tiny", "mbconv-small"])
+def test_decisions_of_rebuilds_every_arch_and_names_only_what_build_arch_asks(space_name):
+    from zoo.family import space_by_name
+
+    family, space = space_by_name(space_name)
+    rng = random.Random(0)
+    for _ in range(50):
+        a = family.random_arch(space, rng)
+        taken, asked = family.decisions_of(space, a), []
+
+        def choose(name, options, taken=taken, asked=asked):
+            assert taken[name] in options
+            asked.append(name)
+            return taken[name]
+
+        assert family.build_arch(space, choose) == a and sorted(asked) == sorted(taken)
+
+
+def test_log_probability_sums_the_policy_over_the_decisions_that_build_the_arch():
+    from training.darts import policy_of, search_for
+    from training.search import log_probability
+
+    a, _ = _drawn(random.Random(3))
+    # uniform: minus the log of every asked decision's option count
+    counts = []
+    build_arch(TINY, lambda name, options: counts.append(len(options)) or MBCONV.decisions_of(TINY, a)[name])
+    assert log_probability(TINY, a, {}) == pytest.approx(-sum(math.log(n) for n in counts))
+    # DARTS's logits as a policy: each asked decision's log-softmax at the arch's choice
+    logits = {name: [0.5 * k - 1.0 for k in range(len(options))] for name, options in NAMES.items()}
+    taken = MBCONV.decisions_of(TINY, a)
+    expected = sum(float(torch.tensor(logits[n]).log_softmax(0)[NAMES[n].index(v)]) for n, v in taken.items()
+                   if n in NAMES)
+    assert log_probability(TINY, a, policy_of(TINY, logits)) == pytest.approx(expected, abs=1e-6)  # float32
+    searches = [{"low": 0, "high": 10, "target": 5}, {"low": 10, "high": 100, "target": 50}]
+    assert search_for(searches, 20) is searches[1] and search_for(searches, 1000) is searches[1]
+    assert search_for(searches, 3) is searches[0]

@@ -4,18 +4,21 @@ than the supernet held out is refused, and the report's table correlates the sco
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.bench_baselines import SCHEDULE
 from bench.bench_rating import rate
 from bench.common import kendall
 from bench.report import rating
 from training.config import TrainConfig
+from training.darts import decisions
 from training.evaluate import load_supernet
 from training.pick import validation_fitness
 from zoo.family import space_by_name
@@ -31,6 +34,20 @@ def run(tmp_path_factory) -> Path:
                            "--sampler", "uniform", "--sandwich", "1", "--epochs", "0.02", "--batch-size", "64",
                            "--warmup-epochs", "0.005", "--no-progress"], capture_output=True, text=True, cwd=ROOT,
                           timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def darts_run(tmp_path_factory) -> Path:
+    """A short DARTS search of mbconv-tiny over two buckets covering the space (synthetic images: only its logits
+    are read)."""
+    out = tmp_path_factory.mktemp("rating") / "darts"
+    done = subprocess.run([sys.executable, "-m", "training", "darts", "--space", "mbconv-tiny", "--data",
+                           "synthetic:384", "--nas-train", "192", "--nas-val", "192", "--batch-size", "32",
+                           "--warmup-steps", "5", "--steps", "20", "--eval-every", "10", "--eval-images", "64",
+                           "--arch-lr", "0.05", "--low", "1800", "--width", "15300", "--high", "32400", "--out",
+                           str(out), "--threads", "1"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -73,3 +90,19 @@ def test_each_rating_scores_each_arch_as_it_says(run):
 def test_a_ground_truth_from_another_split_is_refused(run):
     with pytest.raises(SystemExit, match="images it was trained on"):
         rate(ground_truth(split_seed=1), run, val_images=300)
+
+
+def test_darts_rates_each_arch_by_the_log_softmax_of_its_bucket_searchs_last_logits(run, darts_run):
+    gt = ground_truth()
+    doc = rate(gt, run, val_images=100, darts=darts_run)
+    family, space = space_by_name("mbconv-tiny")
+    names = decisions(space)
+    searches = json.loads((darts_run / "logits.json").read_text())["searches"]
+    for model, row in zip(gt["models"], doc["archs"], strict=True):
+        arch = family.arch_from_dict(model["arch"]["arch"])
+        search = next(s for s in searches if s["low"] <= row["params"] < s["high"])
+        last = search["logits"][-1]["logits"]
+        expected = sum(float(torch.tensor(last[n]).log_softmax(0)[names[n].index(v)])
+                       for n, v in family.decisions_of(space, arch).items() if n in names)
+        assert row["scores"]["DARTS α"] == pytest.approx(expected, abs=1e-5)
+    assert "DARTS α" in doc["seconds"] and "| DARTS α |" in rating(doc)

@@ -33,6 +33,7 @@ logits at every check) and `darts.png` (skip share and E[params] over the steps,
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -152,6 +153,24 @@ def sample_path(space: MBConvSpace, logits: dict[str, Tensor], tau: float) -> tu
         return options[k]
 
     return build_arch(space, choose), gates, logp[0]
+
+
+def policy_of(space: MBConvSpace, logits: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Logits as `logits.json` stores them, as a policy: per decision, each option's probability (the form of
+    ENAS's `Controller.probabilities`, which `training.search.log_probability` reads)."""
+    names = decisions(space)
+    policy = {}
+    for name, values in logits.items():
+        top = max(values)
+        weights = [math.exp(v - top) for v in values]
+        policy[name] = {str(o): w / sum(weights) for o, w in zip(names[name], weights, strict=True)}
+    return policy
+
+
+def search_for(searches: list[dict], params: int) -> dict:
+    """The `logits.json` search whose bucket holds `params`, else the one whose target is nearest (in ratio)."""
+    holding = [s for s in searches if s["low"] <= params < s["high"]]
+    return holding[0] if holding else min(searches, key=lambda s: abs(math.log(params / s["target"])))
 
 
 def most_probable(space: MBConvSpace, logits: dict[str, Tensor]) -> MBConvArch:

@@ -18,6 +18,7 @@ searched at random only, and one without `build_arch` (its choices as named deci
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import deque
@@ -295,6 +296,26 @@ class Controller:
         return {name: {str(o): p for o, p in zip(options, self.torch.softmax(self.logits[name], 0).tolist(),
                                                      strict=True)}
                 for name, options in self.options.items()}
+
+
+def log_probability(space: Space, arch: Arch, policy: dict[str, dict[str, float]]) -> float:
+    """The log-probability of `arch` under a factorized policy (per decision name, each option's probability, as
+    `Controller.probabilities` and DARTS's softmaxed logits give it): the sum over the decisions that build it.
+    A decision the policy never met counts as uniform over its options (the policy's own start)."""
+    family = get_family(space.family)
+    if family.decisions_of is None or family.build_arch is None:
+        raise ValueError(f"the {family.title} family cannot list an arch's decisions (Family.decisions_of)")
+    taken, total = family.decisions_of(space, arch), [0.0]
+
+    def choose(name: str, options: tuple):
+        choice = taken[name]
+        probs = policy.get(name) or {str(o): 1 / len(options) for o in options}
+        total[0] += math.log(probs[str(choice)])
+        return choice
+
+    if family.build_arch(space, choose) != arch:
+        raise ValueError(f"{family.title}'s decisions_of does not rebuild {arch.id}")
+    return total[0]
 
 
 def enas(space: Space, fitness: Fitness, cfg: SearchConfig, progress: bool = True) -> SearchResult:

@@ -135,7 +135,8 @@ class Family:
     a sequence of named categorical decisions, each `choose(name, options)` returning one of `options`, in order, so
     that later decisions may depend on earlier ones (a depth decides how many layers choose); a name always comes
     with the same options. It serves the ENAS-style controller (one learned categorical per name); a family without
-    it is not searched by it."""
+    it is not searched by it. `decisions_of` (space, arch) is its inverse, the choice made at every name that builds
+    `arch`: what a learned policy's (ENAS's, DARTS's) probability of an arch is read from."""
 
     name: str
     space_from_dict: Callable[[Any], Space]  # ValueError (or TypeError) naming the field
@@ -163,6 +164,7 @@ class Family:
     mutate: Callable[[Any, Any, random.Random, float, float], Any] | None = None
     crossover: Callable[[Any, Any, Any, random.Random], Any | None] | None = None
     build_arch: Callable[[Any, Chooser], Any] | None = None
+    decisions_of: Callable[[Any, Any], dict[str, Any]] | None = None
 
 
 class Registry(Mapping[str, Family]):

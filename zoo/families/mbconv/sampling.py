@@ -47,6 +47,20 @@ def build_arch(space: MBConvSpace, choose: Callable[[str, tuple], Any]) -> MBCon
     return MBConvArch(tuple(stages))
 
 
+def decisions_of(space: MBConvSpace, arch: MBConvArch) -> dict[str, Any]:
+    """The choice at every name `build_arch` asks while building `arch` (its inverse)."""
+    del space  # every choice is in the arch itself
+    taken: dict[str, Any] = {}
+    for s, stage in enumerate(arch.stages):
+        taken[f"stage{s}.width"], taken[f"stage{s}.depth"] = stage.width, len(stage.blocks)
+        for i, block in enumerate(stage.blocks):
+            where = f"stage{s}.block{i}.{block.op}"
+            taken[f"stage{s}.block{i}.op"] = block.op
+            taken[f"{where}.kernel"], taken[f"{where}.expansion"], taken[f"{where}.se"] = \
+                block.kernel, block.expansion, block.se
+    return taken
+
+
 def extreme_arch(space: MBConvSpace, measure: Callable[[tuple[int, int]], int], largest: bool) -> MBConvArch:
     """The path of least (or most) `measure` over (params, MACs): every cost grows with widths and depth, so it takes
     the narrowest (widest) width and one block (every block) per stage, then per slot the block that costs least
