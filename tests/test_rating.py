@@ -5,6 +5,7 @@ than the supernet held out is refused, and the report's table correlates the sco
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -106,3 +107,29 @@ def test_darts_rates_each_arch_by_the_log_softmax_of_its_bucket_searchs_last_log
                        for n, v in family.decisions_of(space, arch).items() if n in names)
         assert row["scores"]["DARTS α"] == pytest.approx(expected, abs=1e-5)
     assert "DARTS α" in doc["seconds"] and "| DARTS α |" in rating(doc)
+
+
+def test_enas_rates_each_arch_by_its_buckets_last_policy(run, tmp_path):
+    """Two ENAS searches of the tiny supernet, one per half of the space: each arch is scored by the policy of the
+    search whose bucket holds it, the log of its decisions' probabilities."""
+    family, space = space_by_name("mbconv-tiny")
+    paths = []
+    for k, (low, high) in enumerate([(1800, 17100), (17100, 32400)]):
+        out = tmp_path / f"enas{k}"
+        done = subprocess.run([sys.executable, "-m", "training", "search", "--run", str(run), "--algorithm", "enas",
+                               "--evaluations", "4", "--min-params", str(low), "--max-params", str(high),
+                               "--val-images", "50", "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr
+        paths.append(out / "search.json")
+    gt = ground_truth()
+    doc = rate(gt, run, val_images=50, enas=paths)
+    for model, row in zip(gt["models"], doc["archs"], strict=True):
+        policy = json.loads(paths[0 if row["params"] < 17100 else 1].read_text())["policy"]
+        arch = family.arch_from_dict(model["arch"]["arch"])
+        expected = sum(math.log(policy[n][str(v)]) if n in policy else 0.0
+                       for n, v in family.decisions_of(space, arch).items())
+        asked = [n for n in family.decisions_of(space, arch) if n not in policy]
+        assert not asked or row["scores"]["ENAS policy"] < expected  # unmet decisions count as uniform (< 0)
+        if not asked:
+            assert row["scores"]["ENAS policy"] == pytest.approx(expected, abs=1e-9)
