@@ -3,7 +3,6 @@
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_baselines [--families cnn,resnet,mobilenet,vit] [--rungs 0,2]
         [--seeds 0] [--epochs 10] [--tune | --lr 3e-3] [--jobs 2] [--out runs/baselines]
     .venv/bin/python -m bench.bench_baselines --list          # the ladders: params and MACs of every rung
-    .venv/bin/python -m bench.bench_baselines --latency       # ONNX Runtime batch-1 latency of the trained models
 
 Four families, each a ladder from about 10K to over 2M parameters, all for 28x28 gray images and 10 classes:
 - `cnn`: VGG-style, [conv3x3-BN-ReLU] x n per stage at 28 -> 14 -> 7 (max-pool between), global average pool,
@@ -31,8 +30,8 @@ atomically after every epoch, result.json at the end); a rerun skips finished mo
 from their last epoch, and refuses a folder trained with other settings. `--jobs N` trains N models side by side,
 each in its own process with one thread. Raw results, rebuilt after each model: bench/data/baselines/FAMILY.json
 (params, MACs, train seconds, lr, validation and test top-1, per-image test correctness as packed bits for paired
-McNemar tests against zoo entries, and the lr sweep); `--latency` adds ONNX Runtime's median batch-1 latency (two
-threads; measure on a quiet machine).
+McNemar tests against zoo entries, and the lr sweep). Latency: bench/bench_latency.py times these models and the
+zoos' entries side by side.
 """
 
 from __future__ import annotations
@@ -44,9 +43,7 @@ import math
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -85,8 +82,6 @@ EVAL_BATCH = 500
 MAX_EPOCHS = 1000
 MAX_JOBS = 64
 MAX_SEED = 2**31 - 1
-LATENCY_THREADS = 2
-LATENCY_WARMUP = 20
 
 
 # -- the ladders ----------------------------------------------------------------------------------------------------
@@ -375,34 +370,6 @@ def _train(job: Job) -> dict | None:
     return result
 
 
-# -- ONNX Runtime latency ----------------------------------------------------------------------------------------------
-
-
-def measure_latency(build: Callable[[], nn.Module], folder: Path, runs: int) -> dict:
-    """Export the trained model (torch.onnx, opset 17, TorchScript exporter, as export/onnx.py) and time ONNX Runtime
-    at batch 1 on `LATENCY_THREADS` threads; the export's largest logit difference from torch rides along."""
-    import onnxruntime as ort
-
-    from export.onnx import INPUT, OUTPUT, parity, session
-    from export.onnx import measure_latency as ort_latency
-
-    model = load_model(build, folder)
-    x = torch.randn(1, IN_CHANS, IMG_SIZE, IMG_SIZE, generator=torch.Generator().manual_seed(0))
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer chatter
-        path = Path(tmp) / "model.onnx"
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=[INPUT],
-                          output_names=[OUTPUT])
-        sess = session(path, threads=LATENCY_THREADS)
-        max_diff, _ = parity(model, sess, x)
-        timing = ort_latency(sess, tuple(x.shape), warmup=LATENCY_WARMUP, runs=runs)
-    latency = {"ort_median_ms": timing["median_ms"], "ort_p10_ms": timing["p10_ms"], "ort_p90_ms": timing["p90_ms"],
-               "batch": 1, "threads": LATENCY_THREADS, "runs": runs, "onnxruntime": ort.__version__,
-               "onnx_max_abs_diff": max_diff, "machine": machine()}
-    atomic_write_text(folder / "latency.json", json.dumps(latency, indent=1) + "\n")
-    return latency
-
-
 # -- the raw results --------------------------------------------------------------------------------------------------
 
 
@@ -432,8 +399,6 @@ def write_raw(raw_dir: Path, out: Path, family: str, command: str, name: str | N
     models = []
     for path in sorted((out / family).glob("*/result.json")):
         model = json.loads(path.read_text())
-        if (path.parent / "latency.json").exists():
-            model["latency"] = json.loads((path.parent / "latency.json").read_text())
         models.append(model)
     models.sort(key=lambda m: (m["params"], m["seed"]))
     doc = {"kind": kind, "family": family, **about, "machine": machine(), "command": command,
@@ -516,8 +481,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--stop-after", type=_bounded(int, 1, MAX_EPOCHS), default=None,
                     help="train each model at most this many epochs now (a rerun resumes): slices a long run")
     ap.add_argument("--log-every", type=_bounded(int, 1, 10**6), default=100, help="steps between progress lines")
-    ap.add_argument("--latency", action="store_true", help="only measure ORT latency of the finished models")
-    ap.add_argument("--latency-runs", type=_bounded(int, 10, 10**5), default=200)
     ap.add_argument("--list", action="store_true", help="print the ladders (params, MACs) and exit")
     args = ap.parse_args(argv)
     unknown = sorted(set(args.families) - set(FAMILIES))
@@ -535,22 +498,6 @@ def print_ladders(families: list[str], picks: list[str] | None) -> None:
         for rung in select_rungs(family, picks):
             model = rung.build()
             print(f"| {family} | {rung.name} | {params_of(model):,} | {macs_of(model) / 1e6:.2f}M |", flush=True)
-
-
-def latency_pass(args: argparse.Namespace, command: str) -> int:
-    """ORT latency of every finished model chosen by --families/--rungs/--seeds; then the raw files again."""
-    for family in args.families:
-        for rung in select_rungs(family, args.rungs):
-            for seed in args.seeds:
-                folder = args.out / family / f"{rung.name}-s{seed}"
-                if not (folder / "result.json").exists():
-                    print(f"[{family} {rung.name} s{seed}] not trained yet: no latency", flush=True)
-                    continue
-                latency = measure_latency(rung.build, folder, args.latency_runs)
-                print(f"[{family} {rung.name} s{seed}] ORT batch 1, {LATENCY_THREADS} threads: "
-                      f"{latency['ort_median_ms']:.3f} ms", flush=True)
-        write_raw(args.raw_dir, args.out, family, command)
-    return 0
 
 
 def choose_lrs(args: argparse.Namespace, common: dict) -> tuple[dict[str, float], list[str]]:
@@ -581,8 +528,6 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench.bench_baselines " + " ".join(sys.argv[1:] if argv is None else argv)
     args.raw_dir.mkdir(parents=True, exist_ok=True)
     common = dict(data=args.data, val_size=args.val_size, stop_after=args.stop_after, log_every=args.log_every)
-    if args.latency:
-        return latency_pass(args, command)
     lrs, failures = choose_lrs(args, common)
     jobs = [Job(f, r.name, s, args.epochs, lrs[f], "tuned" if args.tune else "fixed",
                 folder=args.out / f / f"{r.name}-s{s}", **common)

@@ -118,17 +118,6 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, capsys):
     assert "holds a run with other settings" in capsys.readouterr().err
 
 
-def test_latency_pass_measures_the_exported_models(tmp_path):
-    one = ["--families", "vit", "--rungs", "0", "--epochs", "1"]
-    assert run(tmp_path, "lat", *one) == 0
-    assert run(tmp_path, "lat", *one, "--latency", "--latency-runs", "20") == 0
-    (model,) = json.loads((tmp_path / "lat" / "raw" / "vit.json").read_text())["models"]
-    latency = model["latency"]
-    assert latency["batch"] == 1 and latency["threads"] == 2 and latency["runs"] == 20
-    assert 0 < latency["ort_p10_ms"] <= latency["ort_median_ms"] <= latency["ort_p90_ms"]
-    assert latency["onnx_max_abs_diff"] < 1e-4
-
-
 def test_tuning_sweeps_the_middle_rung_and_trains_at_the_chosen_lr(tmp_path):
     """Two processes side by side (--jobs 2); the lr with the best validation top-1 is the family's, in the raw file.
     The command runs in a process of its own: its worker pool's helper processes (multiprocessing's resource
