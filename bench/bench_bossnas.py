@@ -3,16 +3,26 @@
     .venv/bin/python -m bench.bench_bossnas ground-truth --out runs/bossnas-gt [--epochs 2] [--per-stratum 2]
     .venv/bin/python -m bench.bench_bossnas picks --preferred runs/bossnas/preferred.json --out runs/bossnas-picks
     .venv/bin/python -m bench.bench_bossnas report --gt runs/bossnas-gt --runs ensemble=runs/bossnas own=... \
-        [--picks runs/bossnas-picks] [--plot bench/bossnas-rating.png]
+        [--picks runs/bossnas-picks] [--pairs "ensemble vs own"] [--raw bench/data/bossnas/micro-hytra.json] \
+        [--plot bench/bossnas-rating.png]
+    .venv/bin/python -m bench.bench_bossnas report --from bench/data/bossnas/micro-hytra.json [--plot ...]
 
 `ground-truth` trains a stratified set of paths (params tertile x ResAtt count, plus the R50-, ViT- and BoT-like
 paths of spec 2.2) from scratch with one short recipe, and a few of them again under other seeds: their spread is
 the noise ceiling of the ground truth. `picks` trains each bucket's BossNAS pick and random paths of the same
-params (within 10%) with the same recipe. `report` correlates each selector run's score with the ground truth
-(Kendall tau, Spearman rho, Pearson R), compares the ResAtt share of the picks with the space's, measures how much
-of each score is the scale its blocks are entered from (and the rating without it), and prints the tables that
-bench/RESULTS.md holds (copied by hand). Results are JSON lines, appended as each path finishes, so
-an interrupted run continues where it stopped.
+params (within 10%) with the same recipe. Results are JSON lines, appended as each path finishes, so an interrupted
+run continues where it stopped.
+
+`report` gathers what the tables need into one raw file (bench/data/bossnas/SPACE.json, from which
+`python -m bench report` builds bench/RESULTS.md; renderer `bossnas`): every ground-truth row (each path's test top-1,
+the re-runs' per seed), each selector run's block-loss tables and picks, and the picks study's rows. A run is kept as
+its block-loss tables rather than as a score per path: the score of any of the space's 3,587 paths is the sum of one
+loss per block (`training.bossnas.arch_score`), so 294 losses per run (13 KB) give every path's score exactly, and
+the scale-centred rating is recomputed from them; a score per path rounded to 4 digits, with its params and input
+scale, would take 79 KB a run and could not be centred. The tables: each run's Kendall tau, Spearman rho and
+Pearson R against the ground truth with bootstrap intervals, the noise ceiling, each run's size preference and ResAtt
+share, how much of each score is the scale its blocks are entered from (and the rating without it), how far runs
+agree, and the picks against random paths of equal params.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import argparse
 import json
 import math
 import random
+import statistics
 import time
 from pathlib import Path
 
@@ -28,11 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import bootstrap, correlations, kendall, machine, mean_interval
+from bench.common import bootstrap, correlations, kendall, t_half
+from bench.report import DATA
+from training.checks import IMAGES, Range
 from training.data import load_data, make_loader
 from training.evaluate import accuracy_of, tensor_batches
 from zoo.families.hytra import MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSpace, enumerate_archs, params
-from zoo.io import atomic_write_figure
+from zoo.io import atomic_write_figure, atomic_write_text
 
 SPACE = MICRO_HYTRA
 HAND_PICKED = {  # spec 2.2's examples
@@ -40,6 +53,7 @@ HAND_PICKED = {  # spec 2.2's examples
     "ViT-like": [(1, "att")] * 8,
     "BoT-like": [(0, "conv")] * 2 + [(1, "conv")] * 3 + [(2, "att")] * 3,
 }
+EQUAL_PARAMS = 0.1  # the picks study's random paths, and the hand-picked paths shown beside a pick: within 10%
 
 
 def att_count(arch: HyTraArch) -> int:
@@ -48,7 +62,8 @@ def att_count(arch: HyTraArch) -> int:
 
 def stratified_archs(space: HyTraSpace, per_stratum: int, seed: int) -> list[tuple[str, HyTraArch]]:
     """`per_stratum` random paths from each (params tertile, ResAtt count 0 / 1-3 / 4+) cell, then the hand-picked
-    ones: the ground truth spans both axes the rating could be biased along."""
+    ones (in Micro-HyTra, whose layers they are written for): the ground truth spans both axes the rating could be
+    biased along."""
     archs = enumerate_archs(space)
     sizes = sorted(params(space, a) for a in archs)
     cuts = [sizes[len(sizes) // 3], sizes[2 * len(sizes) // 3]]
@@ -60,7 +75,8 @@ def stratified_archs(space: HyTraSpace, per_stratum: int, seed: int) -> list[tup
     rng = random.Random(seed)
     chosen = [(f"p{size}-a{mix}", a) for (size, mix), cell in sorted(cells.items())
               for a in rng.sample(cell, min(per_stratum, len(cell)))]
-    return chosen + [(name, space.validate(HyTraArch(layers))) for name, layers in HAND_PICKED.items()]
+    hand = HAND_PICKED if space == MICRO_HYTRA else {}
+    return chosen + [(name, space.validate(HyTraArch(layers))) for name, layers in hand.items()]
 
 
 def train_from_scratch(space: HyTraSpace, arch: HyTraArch, seed: int, epochs: float, train, test_batches,
@@ -98,9 +114,11 @@ def _done(path: Path) -> set[tuple[str, int]]:
     return {(r["id"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())}
 
 
-def train_all(jobs: list[tuple[str, HyTraArch, int]], out: Path, epochs: float, shard: str = "0/1") -> None:
-    """Train every (label, arch, seed) of this shard ("i/n": every n-th job from the i-th, so n processes share the
-    cores) not yet in out/results.jsonl, appending each result as it finishes (one write per line)."""
+def train_all(space: HyTraSpace, jobs: list[tuple[str, HyTraArch, int, dict]], out: Path, epochs: float,
+              shard: str = "0/1", test_images: int | None = None) -> None:
+    """Train every (label, arch, seed, extra fields) of this shard ("i/n": every n-th job from the i-th, so n
+    processes share the cores) not yet in out/results.jsonl, appending each result as it finishes (one write per
+    line). `test_images`: score on the first that many test images only (smoke runs; default all)."""
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     done = _done(results)
@@ -113,11 +131,13 @@ def train_all(jobs: list[tuple[str, HyTraArch, int]], out: Path, epochs: float, 
         return
     train, _ = load_data("fashion-mnist", "train", augment=True, val_size=5000, seed=0)
     test, _ = load_data("fashion-mnist", "test")
+    if test_images is not None:
+        test = torch.utils.data.Subset(test, range(min(test_images, len(test))))
     test_batches = tensor_batches(test)
-    for k, (label, arch, seed) in enumerate(todo, 1):
-        r = train_from_scratch(SPACE, arch, seed, epochs, train, test_batches)
-        row = {"label": label, "id": arch.id, "arch": arch.to_dict(), "seed": seed, "params": params(SPACE, arch),
-               "att": att_count(arch), "epochs": epochs, **r}
+    for k, (label, arch, seed, extra) in enumerate(todo, 1):
+        r = train_from_scratch(space, arch, seed, epochs, train, test_batches)
+        row = {"label": label, "id": arch.id, "arch": arch.to_dict(), "seed": seed, "params": params(space, arch),
+               "att": att_count(arch), "epochs": epochs, "test_images": len(test), **extra, **r}
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"[{k}/{len(todo)}] {label:9s} {arch.describe()}  {row['params'] / 1e3:.0f}K  top-1 {r['top1']:.2f}  "
@@ -129,12 +149,19 @@ def read_results(out: Path) -> list[dict]:
 
 
 # -- commands ---------------------------------------------------------------------------------------------------------
+def ground_truth_jobs(space: HyTraSpace, per_stratum: int, seed: int, noise_archs: int, noise_seeds: int
+                      ) -> list[tuple[str, HyTraArch, int, dict]]:
+    """The stratified paths under seed 0, then `noise_archs` of them spread over that list again under seeds 1 ..
+    `noise_seeds` - 1."""
+    archs = stratified_archs(space, per_stratum, seed)
+    noisy = [archs[i] for i in np.linspace(0, len(archs) - 1, noise_archs).round().astype(int)]
+    return ([(label, a, 0, {}) for label, a in archs]
+            + [(label, a, s, {}) for label, a in noisy for s in range(1, noise_seeds)])
+
+
 def cmd_ground_truth(args) -> None:
-    archs = stratified_archs(SPACE, args.per_stratum, args.seed)
-    jobs = [(label, a, 0) for label, a in archs]
-    noisy = [archs[i] for i in np.linspace(0, len(archs) - 1, args.noise_archs).round().astype(int)]
-    jobs += [(label, a, s) for label, a in noisy for s in range(1, args.noise_seeds)]
-    train_all(jobs, Path(args.out), args.epochs, args.shard)
+    jobs = ground_truth_jobs(SPACE, args.per_stratum, args.seed, args.noise_archs, args.noise_seeds)
+    train_all(SPACE, jobs, Path(args.out), args.epochs, args.shard, args.test_images)
 
 
 def equal_params_archs(space: HyTraSpace, pick: HyTraArch, n: int, tolerance: float, seed: int) -> list[HyTraArch]:
@@ -144,29 +171,83 @@ def equal_params_archs(space: HyTraSpace, pick: HyTraArch, n: int, tolerance: fl
     return random.Random(seed).sample(near, min(n, len(near)))
 
 
-def cmd_picks(args) -> None:
+def preferred_picks(path: str | Path) -> tuple[HyTraSpace, list[dict]]:
+    """A BossNAS preferred.json's space and its picks in bucket order, each with its bucket's bounds."""
     from training.preferred import load_preferred
 
-    space, entries = load_preferred(args.preferred)
-    picks = [HyTraArch.from_dict(e["arch"]) for e in entries]
+    space, _ = load_preferred(path)  # checked: the space, its hash and every arch
+    doc = json.loads(Path(path).read_text())
+    return space, [{"bucket": [b["low"], b["high"]], "id": e["id"], "layers": e["arch"]["layers"]}
+                   for b in doc["buckets"] for e in b["entries"]]
+
+
+def cmd_picks(args) -> None:
+    space, picks = preferred_picks(args.preferred)
     chosen = picks if args.buckets is None else [picks[int(k)] for k in args.buckets.split(",")]
     jobs = []
     for k, pick in enumerate(chosen):
-        jobs.append((f"pick{k}", pick, 0))
-        jobs += [(f"random{k}", a, 0) for a in equal_params_archs(space, pick, args.random, 0.1, args.seed + k)]
-    train_all(jobs, Path(args.out), args.epochs, args.shard)
+        arch, bucket = HyTraArch(pick["layers"]), {"bucket": pick["bucket"]}
+        jobs.append((f"pick{k}", arch, 0, bucket))
+        jobs += [(f"random{k}", a, 0, bucket)
+                 for a in equal_params_archs(space, arch, args.random, EQUAL_PARAMS, args.seed + k)]
+    train_all(space, jobs, Path(args.out), args.epochs, args.shard, args.test_images)
 
 
-def noise_ceiling(rows: list[dict], truth: dict[str, float], draws: int = 2000, seed: int = 0) -> dict:
+# -- the raw file and its tables ----------------------------------------------------------------------------------
+def load_run(run: str | Path) -> dict:
+    """A selector run as the raw file keeps it: its selector settings, its block-loss tables (every path's score
+    follows from them) and its picks with their buckets."""
+    scores = json.loads((Path(run) / "scores.json").read_text())
+    space, picks = preferred_picks(Path(run) / "preferred.json")
+    if scores["space_hash"] != space.hash:
+        raise ValueError(f"{run}: scores.json and preferred.json are of different spaces")
+    selector = json.loads((Path(run) / "preferred.json").read_text())["selector"]
+    return {"source": str(run), "space_hash": space.hash, "selector": selector,
+            "blocks": [{"losses": b["losses"]} for b in scores["blocks"]], "picks": picks}
+
+
+def raw_doc(space: HyTraSpace, gt_rows: list[dict], runs: dict[str, dict], pairs: list[tuple[str, str]],
+            picks_rows: list[dict]) -> dict:
+    """The raw results of one report: every ground-truth row (seed 0 and the re-runs), each selector run, the run
+    pairs to compare, the picks study's rows. Refused when the runs or the paths are of another space."""
+    for name, run in runs.items():
+        if run["space_hash"] != space.hash:
+            raise ValueError(f"run {name} ({run['source']}) is not of space {space.name}")
+    for r in gt_rows + picks_rows:
+        space.validate(HyTraArch.from_dict(r["arch"]))
+    for a, b in pairs:
+        if a not in runs or b not in runs:
+            raise ValueError(f"pair {a!r} vs {b!r} names a run not given (runs: {', '.join(runs)})")
+    return {"kind": "prezoo.bench-bossnas", "space": space.to_dict(), "ground_truth": gt_rows, "runs": runs,
+            "pairs": [list(p) for p in pairs], "picks": picks_rows}
+
+
+def scores_of(space: HyTraSpace, run: dict) -> dict:
+    """A raw run's block-loss tables as the scores.json document `arch_score` reads."""
+    return {"space": space.to_dict(), "blocks": run["blocks"]}
+
+
+def rating(space: HyTraSpace, run: dict, archs: list[HyTraArch]) -> list[float]:
+    """The run's rating of each arch: minus the sum of its block losses (higher is better)."""
+    from training.bossnas import arch_score
+
+    doc = scores_of(space, run)
+    return [-arch_score(doc, a) for a in archs]
+
+
+def noise_ceiling(rows: list[dict], truth: dict[str, float], draws: int = 2000, seed: int = 0) -> dict | None:
     """What a perfect rating could reach against this ground truth: the pooled seed-to-seed standard deviation of the
     paths trained under several seeds, then the mean tau/rho/R of the true accuracies (each path's seed-0 top-1
     stands for them) against one simulated re-run of the whole ground truth (that much Gaussian noise added): the
-    ceiling (`perfect`); and between two simulated re-runs, which understates it (both sides noisy)."""
+    ceiling (`perfect`); and between two simulated re-runs, which understates it (both sides noisy). None without
+    re-runs."""
     by_arch: dict[str, list[float]] = {}
     for r in rows:
         by_arch.setdefault(r["id"], []).append(r["top1"])
     groups = [v for v in by_arch.values() if len(v) > 1]
     dof = sum(len(v) - 1 for v in groups)
+    if not dof:
+        return None
     sd = math.sqrt(sum(((np.asarray(v) - np.mean(v)) ** 2).sum() for v in groups) / dof)
     rng = np.random.default_rng(seed)
     acc = np.asarray(list(truth.values()))
@@ -183,76 +264,69 @@ def _fmt(c: dict, ci: dict | None = None) -> str:
     return " | ".join(f"{c[k]:+.2f} [{ci[k][0]:+.2f}, {ci[k][1]:+.2f}]" for k in ("tau", "rho", "R"))
 
 
-def att_share(archs: list[HyTraArch]) -> float:
-    return sum(att_count(a) for a in archs) / (len(archs) * SPACE.num_layers)
+def att_share(space: HyTraSpace, archs: list[HyTraArch]) -> float:
+    return sum(att_count(a) for a in archs) / (len(archs) * space.num_layers)
 
 
-def load_run(run: str) -> tuple[dict, list[HyTraArch]]:
-    """A selector run's scores.json document and its picks, one per bucket."""
-    from training.preferred import load_preferred
-
-    picks = [HyTraArch.from_dict(e["arch"]) for e in load_preferred(Path(run) / "preferred.json")[1]]
-    return json.loads((Path(run) / "scores.json").read_text()), picks
-
-
-def cmd_report(args) -> None:
-    from training.bossnas import arch_score
-
-    runs = {name: load_run(run) for name, run in (r.split("=", 1) for r in args.runs)}
-    rows = read_results(Path(args.gt))
+def tables(raw: dict) -> str:
+    """Every table of the BossNAS rating study from its raw file (renderer `bossnas` of `python -m bench report`)."""
+    space = HyTraSpace.from_dict(raw["space"])
+    rows, runs = raw["ground_truth"], raw["runs"]
     truth = {r["id"]: r["top1"] for r in rows if r["seed"] == 0}
     archs = {r["id"]: HyTraArch.from_dict(r["arch"]) for r in rows}
     ids = sorted(truth)
-    acc = [truth[i] for i in ids]
-    print(f"# BossNAS rating on {SPACE.name} ({machine()})\n")
-    print(f"Ground truth: {len(ids)} paths, {rows[0]['epochs']} epoch(s) from scratch each, top-1 on the 10k test "
-          f"images, {min(acc):.2f}-{max(acc):.2f}%.\n")
-    ceiling = noise_ceiling(rows, truth)
-    print(f"Noise ceiling: seed-to-seed sd {ceiling['seed_sd_pp']:.2f} pp ({ceiling['paths']} paths, "
-          f"{ceiling['dof']} degrees of freedom); a perfect rating against one re-run of the ground truth reaches "
-          f"{_fmt(ceiling['perfect'])}, two re-runs agree to {_fmt(ceiling)} (tau | rho | R)\n")
-    print("| rating | tau [95%] | rho [95%] | R [95%] |\n|---|---|---|---|")
-    sizes = [params(SPACE, archs[i]) for i in ids]
-    print(f"| params alone (no search) | {_fmt(correlations(sizes, acc), bootstrap(sizes, acc))} |")
-    scored = {}
-    for name, (scores, _) in runs.items():
-        score = [-arch_score(scores, archs[i]) for i in ids]
-        scored[name] = score
-        print(f"| {name} | {_fmt(correlations(score, acc), bootstrap(score, acc))} |")
-    space_archs = enumerate_archs(SPACE)
-    print(f"\nResAtt share of the layers: space {att_share(space_archs):.2f}; ground truth "
-          f"{att_share([archs[i] for i in ids]):.2f}")
-    for name, (_, picks) in runs.items():
-        print(f"- {name}: picks {att_share(picks):.2f} ({', '.join(a.describe() for a in picks)})")
-    report_agreement(runs, space_archs)
-    report_input_scales(runs, [archs[i] for i in ids], acc, space_archs)
-    if args.picks:
-        report_picks(read_results(Path(args.picks)))
-    if args.plot:
-        plot_rating(scored, acc, [input_scales(SPACE, archs[i]) for i in ids], args.plot)
+    acc, gt_archs, space_archs = [truth[i] for i in ids], [archs[i] for i in ids], enumerate_archs(space)
+    epochs = {r["epochs"] for r in rows}
+    lines = [f"`{space.name}`: {len(ids)} paths trained from scratch ({', '.join(f'{e:g}' for e in sorted(epochs))} "
+             f"epoch(s), seed 0), top-1 on {rows[0]['test_images']:,} test images: {min(acc):.2f}–{max(acc):.2f}%.",
+             "", noise_line(noise_ceiling(rows, truth)), "",
+             "| rating | Kendall τ [95%] | Spearman ρ [95%] | Pearson R [95%] |", "|---|---|---|---|"]
+    sizes = [params(space, a) for a in gt_archs]
+    lines.append(f"| params alone (no search at all) | {_fmt(correlations(sizes, acc), bootstrap(sizes, acc))} |")
+    for name, run in runs.items():
+        score = rating(space, run, gt_archs)
+        lines.append(f"| {name} | {_fmt(correlations(score, acc), bootstrap(score, acc))} |")
+    lines += ["", f"ResAtt share of the layers: the space {att_share(space, space_archs):.2f}, the ground truth "
+              f"{att_share(space, gt_archs):.2f}.", ""]
+    lines += report_agreement(space, runs, space_archs, [tuple(p) for p in raw["pairs"]])
+    lines += [""] + report_input_scales(space, runs, gt_archs, acc, space_archs)
+    if raw["picks"]:
+        lines += [""] + report_picks(raw["picks"], rows)
+    return "\n".join(lines) + "\n"
 
 
-def report_agreement(runs: dict[str, tuple[dict, list[HyTraArch]]], space_archs: list[HyTraArch]) -> None:
+def noise_line(ceiling: dict | None) -> str:
+    if ceiling is None:
+        return "Noise ceiling: no path was trained again under another seed, so none is given."
+    p = ceiling["perfect"]
+    return (f"Noise ceiling: {ceiling['paths']} paths trained again under other seeds, pooled seed-to-seed sd "
+            f"{ceiling['seed_sd_pp']:.2f} pp ({ceiling['dof']} degrees of freedom). A perfect rating (the seed-0 "
+            f"accuracies) against one simulated noisy re-run of the ground truth reaches τ {p['tau']:.2f}, ρ "
+            f"{p['rho']:.2f}, R {p['R']:.2f}; two simulated re-runs agree to τ {ceiling['tau']:.2f}, ρ "
+            f"{ceiling['rho']:.2f}, R {ceiling['R']:.2f} (both sides noisy: an understatement of the ceiling).")
+
+
+def report_agreement(space: HyTraSpace, runs: dict[str, dict], space_archs: list[HyTraArch],
+                     pairs: list[tuple[str, str]]) -> list[str]:
     """Each run's size preference (tau between its score and params over every path of the space: the ground truth
-    rewards size, so a rating that prefers small paths cannot rank it), then how far runs agree with each other,
-    ground truth aside: tau between their scores over the space, and how many buckets got the same pick (two seeds of
-    one method: the selector's own noise)."""
-    from training.bossnas import arch_score
-
-    rated = {name: [-arch_score(doc, a) for a in space_archs] for name, (doc, _) in runs.items()}
-    space = HyTraSpace.from_dict(next(iter(runs.values()))[0]["space"])
+    rewards size, so a rating that prefers small paths cannot rank it) and its picks' ResAtt share, then how far the
+    `pairs` of runs agree, ground truth aside: tau between their scores over the space, and how many buckets got the
+    same pick (two seeds of one method: the selector's own noise)."""
+    rated = {name: rating(space, run, space_archs) for name, run in runs.items()}
     sizes = [params(space, a) for a in space_archs]
-    print(f"\n| run | tau(score, params) over the space's {len(space_archs):,} paths |\n|---|---|")
-    for name, score in rated.items():
-        print(f"| {name} | {kendall(score, sizes):+.2f} |")
-    picks = {name: run_picks for name, (_, run_picks) in runs.items()}
-    names = list(runs)
-    if len(names) > 1:
-        print(f"\n| runs | tau over the space's {len(space_archs):,} paths | same pick |\n|---|---|---|")
-    for k, a in enumerate(names):
-        for b in names[k + 1:]:
-            same = sum(x == y for x, y in zip(picks[a], picks[b], strict=True))
-            print(f"| {a} vs {b} | {kendall(rated[a], rated[b]):+.2f} | {same} of {len(picks[a])} buckets |")
+    n = f"{len(space_archs):,}"
+    lines = [f"| run | τ(score, params) over the {n} paths | ResAtt share of its picks |", "|---|---|---|"]
+    for name, run in runs.items():
+        picks = [HyTraArch(p["layers"]) for p in run["picks"]]
+        lines.append(f"| {name} | {kendall(rated[name], sizes):+.2f} | {att_share(space, picks):.2f} |")
+    if pairs:
+        lines += ["", f"| runs compared (no ground truth involved) | τ between their scores over the {n} paths | "
+                  "same pick |", "|---|---|---|"]
+    for a, b in pairs:
+        same = sum(x["layers"] == y["layers"] for x, y in zip(runs[a]["picks"], runs[b]["picks"], strict=True))
+        lines.append(f"| {a} vs {b} | {kendall(rated[a], rated[b]):+.2f} | {same} of {len(runs[a]['picks'])} "
+                     "buckets |")
+    return lines
 
 
 def input_scales(space: HyTraSpace, arch: HyTraArch) -> tuple[int, ...]:
@@ -284,42 +358,91 @@ def scale_centred(doc: dict) -> dict:
     return {**doc, "blocks": blocks}
 
 
-def report_input_scales(runs: dict[str, tuple[dict, list[HyTraArch]]], gt_archs: list[HyTraArch], acc: list[float],
-                        space_archs: list[HyTraArch]) -> None:
+def report_input_scales(space: HyTraSpace, runs: dict[str, dict], gt_archs: list[HyTraArch], acc: list[float],
+                        space_archs: list[HyTraArch]) -> list[str]:
     """How much of each run's score is the scale its blocks are entered from, and the rating with that part removed
     (scale_centred): tau against the ground truth and the size preference over the space."""
-    from training.bossnas import arch_score
-
-    print("\n| run | score variance from the input scales | centred: tau [95%] | centred: tau(score, params) |")
-    print("|---|---|---|---|")
-    for name, (doc, _) in runs.items():
-        centred = scale_centred(doc)
-        space = HyTraSpace.from_dict(doc["space"])
-        score = [-arch_score(centred, a) for a in gt_archs]
+    which = "the block-1 input scale" if space.num_blocks == 2 else "the input scales of the blocks after the first"
+    sizes = [params(space, a) for a in space_archs]
+    lines = [f"| run | score variance explained by {which} (η², over the space) | scale-centred: τ [95%] | "
+             "scale-centred: τ(score, params) |", "|---|---|---|---|"]
+    for name, run in runs.items():
+        centred = scale_centred(scores_of(space, run))
+        score = rating(space, centred, gt_archs)
         tau, (lo, hi) = kendall(score, acc), bootstrap(score, acc)["tau"]
-        size = kendall([-arch_score(centred, a) for a in space_archs], [params(space, a) for a in space_archs])
-        print(f"| {name} | {scale_share(doc, space_archs):.2f} | {tau:+.2f} [{lo:+.2f}, {hi:+.2f}] | {size:+.2f} |")
+        size = kendall(rating(space, centred, space_archs), sizes)
+        lines.append(f"| {name} | {scale_share(scores_of(space, run), space_archs):.2f} | {tau:+.2f} [{lo:+.2f}, "
+                     f"{hi:+.2f}] | {size:+.2f} |")
+    return lines
 
 
-def report_picks(rows: list[dict]) -> None:
-    """Per bucket: the pick's top-1 against the random paths of equal params, same recipe."""
-    print("\n| pick (--buckets order) | layers | params | pick top-1 | random (n) mean [95%] | pick's rank |")
-    print("|---|---|---|---|---|---|")
+def _hand_picked_near(rows: list[dict], p: int) -> str:
+    """The hand-picked ground-truth paths within EQUAL_PARAMS of `p` params: seed-0 top-1, and the re-runs' range."""
+    cells = []
+    for label in HAND_PICKED:
+        mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["seed"])
+        if mine and abs(mine[0]["params"] - p) <= EQUAL_PARAMS * p:
+            tops = [r["top1"] for r in mine]
+            spread = (f" (seeds {mine[0]['seed']}–{mine[-1]['seed']}: {min(tops):.2f}–{max(tops):.2f})"
+                      if len(mine) > 1 else "")
+            cells.append(f"{label} ({mine[0]['params'] / 1e3:.0f}K): {tops[0]:.2f}{spread}")
+    return "; ".join(cells) or "-"
+
+
+def report_picks(rows: list[dict], gt_rows: list[dict]) -> list[str]:
+    """Per pick: its top-1 against the random paths of equal params, same recipe, and the hand-picked ground-truth
+    paths of equal params."""
+    lines = [f"Picks vs random paths of equal params (±{EQUAL_PARAMS:.0%}), same recipe ({rows[0]['epochs']:g} "
+             f"epoch(s), seed 0), top-1 on {rows[0]['test_images']:,} test images:", "",
+             "| bucket | pick | params | pick top-1 | random paths of equal params: mean ± 95% t-interval (n) | "
+             "pick's rank | hand-picked at equal params |", "|---|---|---|---|---|---|---|"]
     for k in sorted({int(r["label"][4:]) for r in rows if r["label"].startswith("pick")}):
         pick = next(r for r in rows if r["label"] == f"pick{k}")
         others = [r["top1"] for r in rows if r["label"] == f"random{k}"]
-        rank = 1 + sum(o > pick["top1"] for o in others)
-        print(f"| {k} | {HyTraArch.from_dict(pick['arch']).describe()} | {pick['params'] / 1e3:.0f}K | "
-              f"{pick['top1']:.2f} | {mean_interval(others)} ({len(others)}) | {rank} of {len(others) + 1} |")
+        spread = f" ± {t_half(others):.2f}" if len(others) > 1 else ""
+        random_cell = f"{statistics.mean(others):.2f}{spread} ({len(others)})" if others else "- (0)"
+        lo, hi = pick["bucket"]
+        lines.append(f"| [{lo / 1e3:.0f}K, {hi / 1e3:.0f}K) | {HyTraArch.from_dict(pick['arch']).describe()} | "
+                     f"{pick['params'] / 1e3:.0f}K | {pick['top1']:.2f} | {random_cell} | "
+                     f"{1 + sum(o > pick['top1'] for o in others)} of {len(others) + 1} | "
+                     f"{_hand_picked_near(gt_rows, pick['params'])} |")
+    return lines
 
 
-def plot_rating(scored: dict[str, list[float]], acc: list[float], entries: list[tuple[int, ...]], path: str) -> None:
-    """Score against top-1 per run, each path coloured by the scales it enters its blocks at."""
+def cmd_report(args) -> None:
+    if args.from_raw:
+        raw = json.loads(Path(args.from_raw).read_text())
+    else:
+        runs = {name: load_run(run) for name, run in (r.split("=", 1) for r in args.runs)}
+        space = HyTraSpace.from_dict(json.loads((Path(args.runs[0].split("=", 1)[1]) / "scores.json").read_text())
+                                     ["space"])
+        names = list(runs)
+        pairs = ([tuple(p.split(" vs ", 1)) for p in args.pairs] if args.pairs is not None
+                 else [(a, b) for k, a in enumerate(names) for b in names[k + 1:]])
+        if bad := [" vs ".join(p) for p in pairs if len(p) != 2]:
+            raise SystemExit(f"--pairs takes \"NAME vs NAME\", got {', '.join(map(repr, bad))}")
+        raw = raw_doc(space, read_results(Path(args.gt)), runs, pairs,
+                      read_results(Path(args.picks)) if args.picks else [])
+        out = args.raw or DATA / "bossnas" / f"{space.name}.json"
+        atomic_write_text(out, json.dumps(raw) + "\n")
+        print(f"wrote {out}; its tables in bench/RESULTS.md: python -m bench report\n")
+    print(tables(raw))
+    if args.plot:
+        print(f"plot: {plot_rating(raw, args.plot)}")
+
+
+def plot_rating(raw: dict, path: str | Path) -> Path:
+    """Score against top-1 per run, each ground-truth path coloured by the scales it enters its blocks at."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    space = HyTraSpace.from_dict(raw["space"])
+    gt = sorted((r for r in raw["ground_truth"] if r["seed"] == 0), key=lambda r: r["id"])
+    gt_archs, acc = [HyTraArch.from_dict(r["arch"]) for r in gt], [r["top1"] for r in gt]
+    entries = [input_scales(space, a) for a in gt_archs]
+    scored = {name: rating(space, run, gt_archs) for name, run in raw["runs"].items()}
     cols = min(3, len(scored))
     rows = math.ceil(len(scored) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
@@ -335,9 +458,10 @@ def plot_rating(scored: dict[str, list[float]], acc: list[float], entries: list[
         ax.set_xlabel("BossNAS score (-sum of block losses)")
         ax.set_ylabel("top-1 from scratch (%)")
     fig.tight_layout()
-    atomic_write_figure(path, fig)
-    plt.close(fig)
-    print(f"\nplot: {path}")
+    try:
+        return atomic_write_figure(path, fig)
+    finally:
+        plt.close(fig)
 
 
 def cmd_pareto(args) -> None:
@@ -380,7 +504,7 @@ def cmd_pareto(args) -> None:
     print(f"\nplot: {args.plot}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     gt = sub.add_parser("ground-truth", help="train the stratified paths from scratch")
@@ -397,10 +521,13 @@ def main() -> None:
     pk.add_argument("--random", type=int, default=5, help="random paths per pick, params within 10%%")
     pk.add_argument("--epochs", type=float, default=2.0)
     pk.add_argument("--seed", type=int, default=0)
-    rp = sub.add_parser("report", help="correlate the selector runs' scores with the ground truth")
+    rp = sub.add_parser("report", help="gather the raw results into one file and print the tables it gives")
     rp.add_argument("--gt", default="runs/bossnas-gt")
-    rp.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_DIR (holding scores.json, preferred.json)")
+    rp.add_argument("--runs", nargs="+", help="NAME=RUN_DIR (holding scores.json, preferred.json)")
     rp.add_argument("--picks", help="a `picks` output folder")
+    rp.add_argument("--pairs", nargs="*", help='runs to compare, "NAME vs NAME" (default: every pair)')
+    rp.add_argument("--raw", type=Path, help="raw results file (default: bench/data/bossnas/SPACE.json)")
+    rp.add_argument("--from", dest="from_raw", type=Path, help="print the tables (and --plot) of this raw file")
     rp.add_argument("--plot", help="scatter of score vs ground truth, e.g. bench/bossnas-rating.png")
     pa = sub.add_parser("pareto", help="several zoos on one Pareto plot (params and latency)")
     pa.add_argument("--zoos", nargs="+", required=True)
@@ -408,7 +535,11 @@ def main() -> None:
     for p in (gt, pk):
         p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
         p.add_argument("--shard", default="0/1", help="i/n: train every n-th path from the i-th (parallel runs)")
-    args = ap.parse_args()
+        p.add_argument("--test-images", type=Range(int, 1, IMAGES.high),
+                       help="score on the first N test images only (smoke runs; default: all)")
+    args = ap.parse_args(argv)
+    if args.cmd == "report" and (args.from_raw is None) == (args.runs is None):
+        ap.error("report takes either --runs (and --gt) or --from RAW_FILE")
     if args.cmd in ("ground-truth", "picks"):
         torch.set_num_threads(args.threads)
     {"ground-truth": cmd_ground_truth, "picks": cmd_picks, "report": cmd_report, "pareto": cmd_pareto}[args.cmd](args)

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.bench_search --uniform runs/uniform70/train/supernet.safetensors \
         [--zoo zoos/ladder-fmnist] [--buckets 2,5,8] [--evaluations 50] [--population 10] [--seeds 2] \
-        [--out runs/search] [--plot bench/search-vs-selection.png]
+        [--raw bench/data/search/ladder.json] [--plot bench/search-vs-selection.png]
+    .venv/bin/python -m bench.bench_search --from bench/data/search/ladder.json
 
 Per chosen bucket of the zoo's grid and per seed, AutoFormer's evolution, aging (regularized) evolution, random
 search and the ENAS-style controller each evaluate the same number of distinct archs of the bucket (both bounds hold)
@@ -14,6 +15,11 @@ training, the PreNAS pipeline).
 Cost: a search is charged the seconds its archs' evaluations took (an arch evaluated once is shared between
 searches, so the run is cheaper than what it reports); selection is charged its one gradient pass and scoring, timed
 here for all buckets at once.
+
+The raw results go to bench/data/search/SPACE.json (per bucket selection's entry and each search's best arch per
+seed with its evaluations and their seconds; every reported arch's params, validation and test top-1; the
+validation split's source, seed and size), from which `python -m bench report` builds the tables in
+bench/RESULTS.md (renderer `search`) and `--from RAW` prints them and redraws the plot.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import time
 from pathlib import Path
 
 from bench.common import machine, supernet_validation_split
+from bench.report import DATA
+from training.checks import Range
 from training.data import load_data
 from training.evaluate import accuracy, load_supernet, tensor_batches
 from training.preferred import Buckets
@@ -62,23 +70,36 @@ def search_bucket(space, fitness: TimedFitness, lo: float, hi: float, args) -> l
                                seed=seed)
             found = search(space, fitness, cfg, progress=False)
             assert all(lo <= params(space, a) < hi for a in found.scores)
-            rows.append({"algorithm": name, "seed": seed, "arch": found.best.id, "params": params(space, found.best),
-                         "val": found.best_score, "evaluations": found.evaluations,
-                         "seconds": fitness.seconds(found.scores), "_arch": found.best})
+            rows.append({"algorithm": name, "seed": seed, "best": found.best, "evaluations": found.evaluations,
+                         "seconds": fitness.seconds(found.scores)})
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--uniform", required=True, help="a uniformly trained supernet of the zoo's space")
+    ap.add_argument("--uniform", help="a uniformly trained supernet of the zoo's space (its config.json beside it)")
+    ap.add_argument("--from", dest="from_raw", type=Path, help="print the tables and redraw the plot of this raw file")
     ap.add_argument("--zoo", default="zoos/ladder-fmnist")
     ap.add_argument("--buckets", default="2,5,8", help="bucket indices of the zoo's grid")
-    ap.add_argument("--evaluations", type=int, default=50)
-    ap.add_argument("--population", type=int, default=10)
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("runs/search"))
+    ap.add_argument("--evaluations", type=Range(int, 1, 100_000), default=50)
+    ap.add_argument("--population", type=Range(int, 2, 10_000), default=10)
+    ap.add_argument("--seeds", type=Range(int, 1, 1000), default=2)
+    ap.add_argument("--raw", type=Path, help="raw results file (default: bench/data/search/SPACE.json)")
     ap.add_argument("--plot", type=Path, default=Path("bench/search-vs-selection.png"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if (args.uniform is None) == (args.from_raw is None):
+        ap.error("give either --uniform or --from RAW_FILE")
+    raw = json.loads(args.from_raw.read_text()) if args.from_raw else measure(args)
+    if not args.from_raw:
+        out = args.raw or DATA / "search" / f"{raw['space']}.json"
+        atomic_write_text(out, json.dumps(raw) + "\n")
+        print(f"wrote {out}; its tables in bench/RESULTS.md: python -m bench report\n")
+    print(tables(raw))
+    print(f"\nwrote {plot(raw, args.plot)}")
+
+
+def measure(args) -> dict:
+    """Selection's entry and every search per chosen bucket, scored on validation and test: the raw results."""
     zoo = Zoo.load(args.zoo)
     supernet = load_supernet(args.uniform)
     space = supernet.space
@@ -93,80 +114,94 @@ def main() -> None:
     val, run_cfg = supernet_validation_split(args.uniform, space)
     test, _ = load_data(run_cfg.data, "test", img_size=space.img_size, in_chans=space.in_chans)
     fitness, test_batches = TimedFitness(supernet, tensor_batches(val, 1000)), tensor_batches(test, 1000)
-    test_top1 = lambda arch: accuracy(supernet, arch, test_batches).top1
+    archs: dict[str, dict] = {}
+
+    def scored(arch: Arch) -> str:
+        """The arch's id, its params, validation and test top-1 recorded once."""
+        if arch.id not in archs:
+            archs[arch.id] = {"params": params(space, arch), "val_top1": fitness(arch),
+                              "test_top1": accuracy(supernet, arch, test_batches).top1}
+        return arch.id
+
     edges = sel_cfg.buckets.edges()
-    results = []
+    buckets = []
     for k in (int(i) for i in args.buckets.split(",")):
         lo, hi = edges[k]
         entry = next(e for e in zoo.entries if lo <= e.params < hi)
         if entry.id not in picks:
             raise SystemExit(f"the zoo's entry {entry.id} is not what the selector picks today: rebuild the zoo")
         rows = search_bucket(space, fitness, lo, hi, args)
-        for r in rows:
-            r["test"] = test_top1(r.pop("_arch"))
-        results.append({"bucket": [lo, hi], "selection": {
-            "arch": entry.id, "params": entry.params, "val": fitness(entry.arch), "test_uniform": test_top1(entry.arch),
-            "test_zoo": entry.top1}, "search": rows})
+        buckets.append({"bucket": [lo, hi], "selection": {"arch": scored(entry.arch), "test_zoo": entry.top1},
+                        "searches": [{**r, "best": scored(r["best"])} for r in rows]})
         print(f"bucket {k} [{lo / 1e3:.0f}K, {hi / 1e3:.0f}K) done", flush=True)
-    doc = {"machine": machine(), "select_s": select_s, "settings": vars(args) | {"out": str(args.out),
-                                                                                   "plot": str(args.plot)},
-           "results": results}
-    atomic_write_text(args.out / "search.json", json.dumps(doc, indent=1) + "\n")
-    print(report(doc))
-    print(f"\nwrote {plot(results, args.plot)}")
+    return {"kind": "prezoo.bench-search", "space": space.name, "zoo": str(args.zoo), "uniform": str(args.uniform),
+            "machine": machine(), "select_s": select_s, "grid_buckets": len(edges),
+            "settings": {k: getattr(args, k) for k in ("buckets", "evaluations", "population", "seeds")},
+            "validation": {"source": run_cfg.data, "seed": run_cfg.seed, "images": len(val)},
+            "test_images": len(test), "buckets": buckets, "archs": archs}
 
 
 def _spread(values: list[float], fmt: str = ".2f") -> str:
     return f"{statistics.mean(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
-def report(doc: dict) -> str:
-    s = doc["settings"]
-    lines = [f"{machine()}; {s['evaluations']} distinct archs per search (population {s['population']}), "
-             f"{s['seeds']} seeds each; fitness: validation top-1 (5k images) in the uniform supernet; test: 10k "
-             f"images. Cells: mean over seeds (min-max).\n",
+def algorithms(raw: dict) -> list[str]:
+    return list(dict.fromkeys(r["algorithm"] for b in raw["buckets"] for r in b["searches"]))
+
+
+def tables(raw: dict) -> str:
+    """The study's tables from its raw file (renderer `search` of `python -m bench report`): per bucket selection's
+    entry (test top-1 in the uniform supernet and as shipped) and each search's best arch (validation / test top-1,
+    params: mean over seeds, min-max), then what each method evaluated and the seconds it took."""
+    s, v, archs = raw["settings"], raw["validation"], raw["archs"]
+    names = algorithms(raw)
+    lines = [f"`{raw['space']}`, uniformly trained supernet `{raw['uniform']}`, zoo `{raw['zoo']}`; {s['evaluations']} "
+             f"distinct archs per search (population {s['population']}), {s['seeds']} seeds each; fitness: validation "
+             f"top-1 on {v['images']:,} images held out of the supernet's training ({v['source']}, seed {v['seed']}); "
+             f"test: {raw['test_images']:,} images. Cells: mean over seeds (min-max). {raw['machine']}.", "",
              "| bucket | selection: pick, test top-1 in the uniform supernet / as shipped (preferred training) | "
-             + " | ".join(f"{a}: val / test top-1, params" for a in SEARCHES) + " |",
-             "|---|---|" + "---|" * len(SEARCHES)]
-    for res in doc["results"]:
-        lo, hi = res["bucket"]
-        sel = res["selection"]
+             + " | ".join(f"{a}: val / test top-1, params" for a in names) + " |", "|---|---|" + "---|" * len(names)]
+    for b in raw["buckets"]:
+        lo, hi = b["bucket"]
+        sel = b["selection"]
         cells = []
-        for a in SEARCHES:
-            rows = [r for r in res["search"] if r["algorithm"] == a]
-            cells.append(f"{_spread([r['val'] for r in rows])} / {_spread([r['test'] for r in rows])}, "
-                         f"{_spread([r['params'] / 1e3 for r in rows], '.0f')}K")
-        lines.append(f"| [{lo / 1e3:.0f}K, {hi / 1e3:.0f}K) | {sel['arch']} ({sel['params'] / 1e3:.0f}K): "
-                     f"{sel['test_uniform']:.2f} / **{sel['test_zoo']:.2f}** | " + " | ".join(cells) + " |")
+        for a in names:
+            best = [archs[r["best"]] for r in b["searches"] if r["algorithm"] == a]
+            cells.append(f"{_spread([x['val_top1'] for x in best])} / {_spread([x['test_top1'] for x in best])}, "
+                         f"{_spread([x['params'] / 1e3 for x in best], '.0f')}K")
+        pick = archs[sel["arch"]]
+        lines.append(f"| [{lo / 1e3:.0f}K, {hi / 1e3:.0f}K) | {sel['arch']} ({pick['params'] / 1e3:.0f}K): "
+                     f"{pick['test_top1']:.2f} / **{sel['test_zoo']:.2f}** | " + " | ".join(cells) + " |")
     lines += ["", "| method | archs evaluated per bucket | seconds per bucket (mean over seeds and buckets) |",
               "|---|---|---|",
-              f"| selection (all {len(doc['results'])} buckets and the rest of the grid at once) | 0 | "
-              f"{doc['select_s']:.1f} for the whole grid |"]
-    for a in SEARCHES:
-        rows = [r for res in doc["results"] for r in res["search"] if r["algorithm"] == a]
+              f"| selection (all {len(raw['buckets'])} buckets and the rest of the grid at once) | 0 | "
+              f"{raw['select_s']:.1f} for the whole grid |"]
+    for a in names:
+        rows = [r for b in raw["buckets"] for r in b["searches"] if r["algorithm"] == a]
         lines.append(f"| {a} | {statistics.mean(r['evaluations'] for r in rows):.0f} | "
                      f"{statistics.mean(r['seconds'] for r in rows):.0f} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
-def plot(results: list[dict], path: Path) -> Path:
+def plot(raw: dict, path: Path) -> Path:
     """Test top-1 against params: every search pick (per seed), selection's pick in the uniform supernet and as
     shipped."""
     from matplotlib.figure import Figure
 
+    archs = raw["archs"]
     fig = Figure(figsize=(7.5, 4.4), dpi=100, layout="tight")
     ax = fig.add_subplot()
-    for (a, marker) in zip(SEARCHES, "os^D", strict=True):
-        rows = [r for res in results for r in res["search"] if r["algorithm"] == a]
-        ax.scatter([r["params"] for r in rows], [r["test"] for r in rows], marker=marker, s=22, alpha=0.7,
+    for a, marker in zip(algorithms(raw), "os^Dv<>", strict=False):
+        best = [archs[r["best"]] for b in raw["buckets"] for r in b["searches"] if r["algorithm"] == a]
+        ax.scatter([x["params"] for x in best], [x["test_top1"] for x in best], marker=marker, s=22, alpha=0.7,
                    label=f"{a} search (uniform supernet)")
-    sel = [res["selection"] for res in results]
-    ax.scatter([s["params"] for s in sel], [s["test_uniform"] for s in sel], marker="x", s=60, c="k",
+    sel = [(archs[b["selection"]["arch"]], b["selection"]["test_zoo"]) for b in raw["buckets"]]
+    ax.scatter([x["params"] for x, _ in sel], [x["test_top1"] for x, _ in sel], marker="x", s=60, c="k",
                label="selection's pick, uniform supernet")
-    ax.scatter([s["params"] for s in sel], [s["test_zoo"] for s in sel], marker="*", s=110, c="#2563eb",
+    ax.scatter([x["params"] for x, _ in sel], [z for _, z in sel], marker="*", s=110, c="#2563eb",
                label="selection's pick, preferred training (the zoo)")
-    for res in results:
-        for edge in res["bucket"]:
+    for b in raw["buckets"]:
+        for edge in b["bucket"]:
             ax.axvline(edge, color="#d1d5db", linewidth=0.8, linestyle="--")
     ax.set_xscale("log")
     ax.set_xlabel("parameters")

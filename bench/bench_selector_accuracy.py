@@ -1,9 +1,11 @@
 """The zero-cost selector checked against accuracy (PreNAS Appendix A at our scale).
 
     .venv/bin/python -m bench.bench_selector_accuracy --supernet runs/uniform/train/supernet.safetensors \
-        [--seeds 5] [--random 30] [--plot bench/selector-vs-accuracy.png]
+        [--seeds 5] [--random 30] [--raw bench/data/selector-accuracy/ladder-buckets.json] \
+        [--plot bench/selector-vs-accuracy.png]
     .venv/bin/python -m bench.bench_selector_accuracy --supernet runs/isomer/train/supernet.safetensors \
         --isomers 6 --plot bench/selector-isomers.png
+    .venv/bin/python -m bench.bench_selector_accuracy --from bench/data/selector-accuracy/ladder-buckets.json
 
 `--supernet` is a *uniformly* trained supernet (AutoFormer-style: `python -m training train --sampler uniform`), used
 as the accuracy oracle: every arch is scored with inherited weights on the validation split (held out of training;
@@ -14,25 +16,35 @@ selector seed; the seeds are the replicates of the interval. With `--isomers N` 
 one depth) the groups are the N largest isomer groups instead (same embed, depth, total heads and total MLP ratio, so
 the same params): each proxy's representative against random allocations of the same totals, as in the paper's
 Appendix A, with each pick's bottom share to show whether a proxy prefers wide-low isomers.
+
+The raw results go to bench/data/selector-accuracy/SPACE-STUDY.json (every scored arch with its params and
+validation top-1, per group its random archs and each proxy's pick per seed, the validation split's source, seed and
+size), from which `python -m bench report` builds the tables in bench/RESULTS.md (renderer `selector_accuracy`) and
+`--from RAW` prints them and redraws the plot.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import random
 import statistics
 from pathlib import Path
 
 from bench.bench_select import bottom_share
 from bench.common import machine, mean_interval, supernet_validation_split
+from bench.report import DATA
+from training.checks import Range
 from training.evaluate import accuracy, load_supernet, tensor_batches
 from training.sampler import UniformSampler
 from training.select import SelectConfig, select
 from zoo import Arch, params
-from zoo.io import atomic_write_figure
+from zoo.families.vit.space import ViTSpace
+from zoo.io import atomic_write_figure, atomic_write_text
 
 PROXIES = ("snip-normalised", "snip")
+TITLES = {"snip-normalised": "normalised SNIP", "snip": "plain SNIP"}
 
 
 def random_archs(space, lo: float, hi: float, n: int, seed: int, tries: int = 200_000) -> list[Arch]:
@@ -85,106 +97,147 @@ def low_share(space, arch: Arch) -> float | None:
     return statistics.mean(shares) if shares else None
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--supernet", required=True)
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--random", type=int, default=30)
-    ap.add_argument("--isomers", type=int, default=0, metavar="N",
+    ap.add_argument("--supernet", help="a uniformly trained supernet (its run's config.json beside it)")
+    ap.add_argument("--from", dest="from_raw", type=Path, help="print the tables and redraw the plot of this raw file")
+    ap.add_argument("--seeds", type=Range(int, 1, 1000), default=5, help="selector seeds (the replicates)")
+    ap.add_argument("--random", type=Range(int, 2, 100_000), default=30, help="random archs per group")
+    ap.add_argument("--isomers", type=Range(int, 0, 100_000), default=0, metavar="N",
                     help="rank within the N largest isomer groups instead of within the buckets")
+    ap.add_argument("--raw", type=Path, help="default: bench/data/selector-accuracy/SPACE-STUDY.json")
     ap.add_argument("--plot", default="bench/selector-vs-accuracy.png")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if (args.supernet is None) == (args.from_raw is None):
+        ap.error("give either --supernet or --from RAW_FILE")
+    raw = json.loads(args.from_raw.read_text()) if args.from_raw else measure(args)
+    if not args.from_raw:
+        out = args.raw or DATA / "selector-accuracy" / f"{raw['space']['name']}-{raw['study']}.json"
+        atomic_write_text(out, json.dumps(raw) + "\n")
+        print(f"wrote {out}; its tables in bench/RESULTS.md: python -m bench report\n")
+    print(tables(raw))
+    print(f"\nwrote {plot(points(raw), args.plot, 'isomer group' if raw['study'] == 'isomers' else None)}")
+
+
+def measure(args) -> dict:
+    """Score the picks and the random archs of every group: the raw results."""
     supernet = load_supernet(args.supernet)
     space = supernet.space
-    val, _ = supernet_validation_split(args.supernet, space)
+    val, run = supernet_validation_split(args.supernet, space)
     batches = tensor_batches(val, 1000)
-    cache: dict[str, float] = {}
+    scored: dict[str, dict] = {}
 
-    def acc(arch: Arch) -> float:
-        if arch.id not in cache:
-            cache[arch.id] = accuracy(supernet, arch, batches).top1
-        return cache[arch.id]
+    def acc(arch: Arch) -> str:
+        if arch.id not in scored:
+            scored[arch.id] = {"params": params(space, arch), "val_top1": accuracy(supernet, arch, batches).top1,
+                               "arch": arch.to_dict()}
+        return arch.id
 
     picks = {(p, s): select(SelectConfig(space, proxy=p, seed=s, progress=False)) for p in PROXIES
              for s in range(args.seeds)}
     study = isomer_study if args.isomers else bucket_study
-    print(f"machine: {machine()}; supernet {args.supernet}; {len(val)} validation images; {args.seeds} selector "
-          f"seeds; {args.random} random archs per group\n")
-    ranks, points = study(args, space, picks, acc)
-    print("\n| selector | mBR (mean over seeds ± 95% t-interval; 0 = the best of the random archs) "
-          "| per seed |\n|---|---|---|")
-    for p in PROXIES:
-        per_seed = [statistics.mean(ranks[p, s]) for s in range(args.seeds)]
-        print(f"| {p} | {mean_interval(per_seed)} | {', '.join(f'{m:.3f}' for m in per_seed)} |")
-    print(f"\nwrote {plot(points, args.plot, 'isomer group' if args.isomers else None)}")
+    groups = study(args, space, picks, acc)
+    return {"kind": "prezoo.bench-selector-accuracy", "study": "isomers" if args.isomers else "buckets",
+            "space": space.to_dict(), "supernet": str(args.supernet), "machine": machine(), "seeds": args.seeds,
+            "random": args.random, "validation": {"source": run.data, "seed": run.seed, "images": len(val)},
+            "groups": groups, "archs": scored}
 
 
-def bucket_study(args, space, picks, acc):
-    """Each proxy's pick per bucket of the default grid against random archs of the bucket."""
-    edges = picks[PROXIES[0], 0].config.buckets.edges()
-    print("| bucket | random archs: median / best val top-1 | normalised SNIP: top-1 (best-rank) per seed "
-          "| plain SNIP: top-1 (best-rank) per seed |")
-    print("|---|---|---|---|")
-    ranks = {(p, s): [] for p in PROXIES for s in range(args.seeds)}
-    points = []
-    for k, (lo, hi) in enumerate(edges):
+def bucket_study(args, space, picks, acc) -> list[dict]:
+    """Each proxy's pick per bucket of the default grid against random archs of the bucket (buckets with fewer than
+    two random archs are left out)."""
+    groups = []
+    for k, (lo, hi) in enumerate(picks[PROXIES[0], 0].config.buckets.edges()):
         randoms = [acc(a) for a in random_archs(space, lo, hi, args.random, seed=k)]
         if len(randoms) < 2:
             continue
-        cells = []
-        for p in PROXIES:
-            cell = []
-            for s in range(args.seeds):
-                best = picks[p, s].preferred[k]
-                if not best:
-                    continue
-                a = acc(best[0].arch)
-                ranks[p, s].append(best_rank(a, randoms))
-                cell.append(f"{a:.2f} ({ranks[p, s][-1]:.2f})")
-                points.append((p, best[0].params, a))
-            cells.append(", ".join(cell))
-        points += [("random", (lo * hi) ** 0.5, r) for r in randoms]
-        print(f"| [{lo / 1e3:.1f}K, {hi / 1e3:.1f}K) | {statistics.median(randoms):.2f} / {max(randoms):.2f} "
-              f"(n={len(randoms)}) | {cells[0]} | {cells[1]} |")
-    return ranks, points
+        chosen = {p: [acc(picks[p, s].preferred[k][0].arch) if picks[p, s].preferred[k] else None
+                      for s in range(args.seeds)] for p in PROXIES}
+        groups.append({"bucket": [lo, hi], "random": randoms, "picks": chosen})
+    return groups
+
+
+def isomer_study(args, space, picks, acc) -> list[dict]:
+    """PreNAS Appendix A: each proxy's representative of an isomer group against random isomers of that group.
+    Groups are the `--isomers` (total heads, total ratio) pairs with the most isomers (the paper's Case 1)."""
+    reps = {(p, s): {totals_key(c.arch): c.arch for c in picks[p, s].candidates} for p, s in picks}
+    size = {k: len(isomers(space, a)) for k, a in reps[PROXIES[0], 0].items()}
+    groups = []
+    for g, key in enumerate(sorted(size, key=lambda k: (-size[k], k))[:args.isomers]):
+        rep = reps[PROXIES[0], 0][key]
+        groups.append({"totals": [key[2], key[3]], "isomers": size[key], "params": params(space, rep),
+                       "random": [acc(a) for a in random_isomers(space, rep, args.random, seed=g)],
+                       "picks": {p: [acc(reps[p, s][key]) for s in range(args.seeds)] for p in PROXIES}})
+    return groups
 
 
 def _fmt(share: float | None) -> str:
     return "-" if share is None else f"{share:.2f}"
 
 
-def isomer_study(args, space, picks, acc):
-    """PreNAS Appendix A: each proxy's representative of an isomer group against random isomers of that group.
-    Groups are the `--isomers` (total heads, total ratio) pairs with the most isomers (the paper's Case 1)."""
-    reps = {(p, s): {totals_key(c.arch): c.arch for c in picks[p, s].candidates} for p, s in picks}
-    size = {k: len(isomers(space, a)) for k, a in reps[PROXIES[0], 0].items()}
-    groups = sorted(size, key=lambda k: (-size[k], k))[:args.isomers]
-    print("| group: total heads, total MLP ratio (isomers) | params | random isomers: median / best | normalised SNIP: "
-          "top-1 (best-rank; low share) per seed | plain SNIP: top-1 (best-rank; low share) per seed |")
-    print("|---|---|---|---|---|")
-    ranks = {(p, s): [] for p in PROXIES for s in range(args.seeds)}
-    points, lows = [], {p: [] for p in PROXIES}
-    for g, key in enumerate(groups):
-        rep = reps[PROXIES[0], 0][key]
-        randoms = [acc(a) for a in random_isomers(space, rep, args.random, seed=g)]
+def tables(raw: dict) -> str:
+    """The study's tables from its raw file (renderer `selector_accuracy` of `python -m bench report`): per group the
+    random archs' median and best and each proxy's pick per seed with its best-rank (and, for isomers, its bottom
+    share), then mBR per proxy over the seeds."""
+    space, archs, isomer = ViTSpace.from_dict(raw["space"]), raw["archs"], raw["study"] == "isomers"
+    top1 = lambda arch_id: archs[arch_id]["val_top1"]
+    v = raw["validation"]
+    lines = [f"`{space.name}`, uniformly trained supernet `{raw['supernet']}`; validation top-1 on {v['images']:,} "
+             f"images held out of its training ({v['source']}, seed {v['seed']}); {raw['seeds']} selector seeds; "
+             f"{raw['random']} random archs per {'isomer group' if isomer else 'bucket'}.", ""]
+    extra = "; low share" if isomer else ""
+    lines += [("| group: total heads, total MLP ratio (isomers) | params | random isomers: median / best | " if isomer
+               else "| bucket | random archs: median / best val top-1 | ")
+              + " | ".join(f"{TITLES[p]}: top-1 (best-rank{extra}) per seed" for p in PROXIES) + " |",
+              "|---|" + "---|" * (len(PROXIES) + (2 if isomer else 1))]
+    ranks = {(p, s): [] for p in PROXIES for s in range(raw["seeds"])}
+    lows: dict[str, list[float | None]] = {p: [] for p in PROXIES}
+    for g in raw["groups"]:
+        randoms = [top1(a) for a in g["random"]]
         cells = []
         for p in PROXIES:
             cell = []
-            for s in range(args.seeds):
-                arch = reps[p, s][key]
-                a = acc(arch)
-                ranks[p, s].append(best_rank(a, randoms))
-                lows[p].append(low_share(space, arch))
-                cell.append(f"{a:.2f} ({ranks[p, s][-1]:.2f}; {_fmt(lows[p][-1])})")
-                points.append((p, g, a))
+            for s, pick in enumerate(g["picks"][p]):
+                if pick is None:
+                    continue
+                ranks[p, s].append(best_rank(top1(pick), randoms))
+                low = ""
+                if isomer:
+                    lows[p].append(low_share(space, Arch.from_dict(archs[pick]["arch"])))
+                    low = f"; {_fmt(lows[p][-1])}"
+                cell.append(f"{top1(pick):.2f} ({ranks[p, s][-1]:.2f}{low})")
             cells.append(", ".join(cell))
-        points += [("random", g, r) for r in randoms]
-        print(f"| {key[2]}, {key[3]:g} ({size[key]:,}) | {params(space, rep) / 1e3:.0f}K | "
-              f"{statistics.median(randoms):.2f} / {max(randoms):.2f} (n={len(randoms)}) | {cells[0]} | {cells[1]} |")
-    print("\nMean bottom share of the picks (share of the added heads and MLP units in the lower half of the layers; "
-          "0.5 = even, above = wide-low): "
-          + ", ".join(f"{p} {statistics.mean(x for x in v if x is not None):.3f}" for p, v in lows.items()))
-    return ranks, points
+        spread = f"{statistics.median(randoms):.2f} / {max(randoms):.2f} (n={len(randoms)})"
+        if isomer:
+            heads, ratio = g["totals"]
+            lines.append(f"| {heads}, {ratio:g} ({g['isomers']:,}) | {g['params'] / 1e3:.0f}K | {spread} | "
+                         + " | ".join(cells) + " |")
+        else:
+            lo, hi = g["bucket"]
+            lines.append(f"| [{lo / 1e3:.1f}K, {hi / 1e3:.1f}K) | {spread} | " + " | ".join(cells) + " |")
+    if isomer:
+        lines += ["", "Mean bottom share of the picks (share of the added heads and MLP units in the lower half of "
+                  "the layers; 0.5 = even, above = wide-low): "
+                  + ", ".join(f"{p} {statistics.mean(x for x in v if x is not None):.3f}" for p, v in lows.items())]
+    lines += ["", "| selector | mBR (mean over seeds ± 95% t-interval; 0 = the best of the random archs) | per seed |",
+              "|---|---|---|"]
+    for p in PROXIES:
+        per_seed = [statistics.mean(ranks[p, s]) for s in range(raw["seeds"])]
+        lines.append(f"| {p} | {mean_interval(per_seed)} | {', '.join(f'{m:.3f}' for m in per_seed)} |")
+    return "\n".join(lines) + "\n"
+
+
+def points(raw: dict) -> list[tuple[str, float, float]]:
+    """The plot's points: each pick at its params (buckets) or its group's index (isomers), each random arch at its
+    bucket's geometric centre or its group's index."""
+    archs, out = raw["archs"], []
+    for g, group in enumerate(raw["groups"]):
+        for p in PROXIES:
+            out += [(p, g if "totals" in group else archs[a]["params"], archs[a]["val_top1"])
+                    for a in group["picks"][p] if a is not None]
+        x = g if "totals" in group else (group["bucket"][0] * group["bucket"][1]) ** 0.5
+        out += [("random", x, archs[a]["val_top1"]) for a in group["random"]]
+    return out
 
 
 def plot(points: list[tuple[str, float, float]], path: str, x_label: str | None = None) -> Path:

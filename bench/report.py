@@ -26,6 +26,9 @@ from zoo.stats import Z95, wilson_interval
 HERE = Path(__file__).parent
 RESULTS, DATA = HERE / "RESULTS.md", HERE / "data"
 VERSUS, VERSUS_PLOT = "versus/fashion-mnist", HERE / "zoos-vs-baselines.png"  # the zoos against the baselines
+# The versus table's and plot's latency: one ORT thread, the setting other work on the machine disturbs least (the
+# latency raw file has every thread count it measured; its own block shows them all)
+VERSUS_THREADS = "1"
 BLOCK = re.compile(r"(<!-- report:(?P<key>[a-z0-9-]+/[A-Za-z0-9._-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=key) -->)",
                    re.DOTALL)
 
@@ -212,12 +215,33 @@ def zoo_points(zoo: dict) -> list[dict]:
     return points
 
 
+def latency_key(model: dict) -> tuple:
+    """A latency raw file's name for a model: ("baseline", family, rung, seed) or ("zoo", zoo, entry id)."""
+    if model["kind"] == "baseline":
+        return "baseline", model["family"], model["rung"], model["seed"]
+    return "zoo", model["zoo"], model["id"]
+
+
+def medians(raw: dict, threads: str = VERSUS_THREADS) -> tuple[dict[tuple, float], dict | None]:
+    """The median batch-1 ms at `threads` of every model the `latency/` input measured (by `latency_key`), and that
+    input (None, and no medians, without one)."""
+    doc = next((doc for key, doc in raw["inputs"].items() if key.startswith("latency/")), None)
+    if doc is None:
+        return {}, None
+    return {latency_key(m): m["latency"][threads]["median_ms"] for m in doc["models"] if threads in m["latency"]}, doc
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def versus(raw: dict) -> str:
     """Every trained baseline against what the served zoos give a budget of its size (`best_fitting`, chosen on
     validation), paired on the same test images: Δ (entry − baseline) with its 95% interval, McNemar p alone and
-    Holm-corrected over all the baselines, and the verdict counts. The raw file names its zoo-front and baselines
-    `inputs`."""
+    Holm-corrected over all the baselines, and the verdict counts; and both models' measured batch-1 latency where a
+    `latency/` input has them ("-" where not). The raw file names its zoo-front, baselines and latency `inputs`."""
     zoos = [doc for key, doc in raw["inputs"].items() if key.startswith("zoo-front/")]
+    ms, timing = medians(raw)
     entries = [p for zoo in zoos for p in zoo_points(zoo)]
     rows = []
     for doc in (doc for key, doc in raw["inputs"].items() if key.startswith("baselines/")):
@@ -228,22 +252,27 @@ def versus(raw: dict) -> str:
     tested = [(row, paired_difference(row[3]["test"], row[2])) for row in rows if row[3] is not None]
     adjusted = holm([diff[3] for _, diff in tested])
     verdicts: dict[str, int] = {"better": 0, "no significant difference": 0, "worse": 0}
-    by_model = {}
+    by_model, speed = {}, {"faster": 0, "slower": 0, "as fast": 0}
     for ((family, m, _, entry), (d, lo, hi, p)), p_holm in zip(tested, adjusted, strict=True):
         verdict = "no significant difference" if p_holm >= 0.05 else "better" if d > 0 else "worse"
         verdicts[verdict] += 1
+        base_ms = ms.get(("baseline", family, m["rung"], m["seed"]))
+        entry_ms = ms.get(("zoo", entry["zoo"], entry["id"]))
+        if base_ms is not None and entry_ms is not None:
+            speed["faster" if entry_ms < base_ms else "slower" if entry_ms > base_ms else "as fast"] += 1
         by_model[family, m["rung"], m["seed"]] = f"{entry['id']} ({entry['zoo']}) | {entry['params']:,} | " \
-            f"{100 * float(entry['test'].mean()):.2f} | {d:+.2f} ({lo:+.2f}, {hi:+.2f}) | {p:.2g} | {p_holm:.2g} | " \
-            f"{verdict} |"
-    lines = ["| baseline | rung, seed | params | MACs | test top-1 (95% interval) | the zoos' answer at ≤ its params "
-             "(chosen on validation) | its params | its test top-1 | Δ entry − baseline, pp (95%) | McNemar p | "
-             "Holm p | zoo entry is |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            f"{_ms(entry_ms)} | {100 * float(entry['test'].mean()):.2f} | {d:+.2f} ({lo:+.2f}, {hi:+.2f}) | " \
+            f"{p:.2g} | {p_holm:.2g} | {verdict} |"
+    lines = ["| baseline | rung, seed | params | MACs | median ms | test top-1 (95% interval) | the zoos' answer at ≤ "
+             "its params (chosen on validation) | its params | its median ms | its test top-1 | Δ entry − baseline, "
+             "pp (95%) | McNemar p | Holm p | zoo entry is |", "|---" * 14 + "|"]
     for family, m, right, _ in rows:
         top1 = 100 * float(right.mean())
         lo, hi = wilson_interval(top1, len(right))
-        answer = by_model.get((family, m["rung"], m["seed"]), "nothing fits | | | | | | |")
+        answer = by_model.get((family, m["rung"], m["seed"]), "nothing fits | | | | | | | |")
         lines.append(f"| {family} | {m['rung']}, {m['seed']} | {m['params']:,} | {m['macs'] / 1e6:.2f}M | "
-                     f"{top1:.2f} ({lo:.2f}–{hi:.2f}) | {answer}")
+                     f"{_ms(ms.get(('baseline', family, m['rung'], m['seed'])))} | {top1:.2f} ({lo:.2f}–{hi:.2f}) | "
+                     f"{answer}")
     lines += [""] + [f"{doc['family']}: lr {doc['tuning']['chosen_lr']:g} chosen on validation by a sweep at rung "
                      f"{doc['tuning']['rung']}, {doc['tuning']['epochs']} epochs (val top-1 by lr: "
                      + ", ".join(f"{lr}: {v:.2f}" for lr, v in doc["tuning"]["val_top1"].items()) + ")"
@@ -255,6 +284,38 @@ def versus(raw: dict) -> str:
               f"zoo entry at ≤ their params. After Holm's correction over those {len(tested)} tests, the zoo entry "
               f"is significantly better at {verdicts['better']}, not significantly different at "
               f"{verdicts['no significant difference']}, significantly worse at {verdicts['worse']}."]
+    if timing is not None:
+        protocol = timing["protocol"]
+        lines += ["", f"Latency (median ms): ONNX Runtime on CPU, fp32, batch {protocol['batch']}, {VERSUS_THREADS} "
+                  f"intra-op thread, both sides measured in the same {protocol['rounds']} interleaved rounds (the "
+                  "latency table has every thread count measured and what else ran). Of the "
+                  f"{sum(speed.values())} baselines with a zoo entry and both timed, the zoo entry is faster at "
+                  f"{speed['faster']} and slower at {speed['slower']}"
+                  + (f", as fast (same median) at {speed['as fast']}." if speed["as fast"] else ".")]
+    return "\n".join(lines) + "\n"
+
+
+def latency(raw: dict) -> str:
+    """bench_latency: every model's batch-1 median ms (p10–p90 over rounds) at each thread count measured, the
+    baselines first, then each zoo's entries, smallest first."""
+    protocol, threads = raw["protocol"], [str(t) for t in raw["protocol"]["threads"]]
+    models = sorted(raw["models"], key=lambda m: (m["kind"], m.get("family") or m["zoo"], m["params"]))
+    lines = [f"ONNX Runtime ({protocol['engine']}), batch {protocol['batch']}, {protocol['session']}; "
+             f"{protocol['export']}. {protocol['warmup']} warm-up calls per session, then {protocol['rounds']} rounds "
+             f"of {protocol['reps']} calls per session, every model and thread count in each round; "
+             f"{protocol['statistic']}. Machine: {raw['machine']}; {raw['conditions']}"
+             + (f"; 1-minute load average {load['before']:g} before the rounds, {load['after']:g} after."
+                if (load := raw.get("load_average_1min")) else "."), "",
+             "| model | kind | params | MACs | " + " | ".join(f"{t} thread{'s' * (t != '1')}: median ms (p10–p90)"
+                                                         for t in threads) + " |",
+             "|---|---|---|---|" + "---|" * len(threads)]
+    for m in models:
+        name = f"{m['rung']}, seed {m['seed']}" if m["kind"] == "baseline" else m["id"]
+        times = [m["latency"].get(t) for t in threads]
+        lines.append(f"| {name} | {m.get('family') or m['zoo']} ({m['kind']}) | {m['params']:,} | "
+                     f"{m['macs'] / 1e6:.2f}M | " + " | ".join(
+                         "-" if v is None else f"{v['median_ms']:.3f} ({v['p10_ms']:.3f}–{v['p90_ms']:.3f})"
+                         for v in times) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -293,15 +354,41 @@ def edmips(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- studies whose tables their benchmark builds (it holds the family's measures; imported only when a block needs it)
+def bossnas(raw: dict) -> str:
+    """bench_bossnas: the BossNAS rating against paths trained from scratch (tau/rho/R with bootstrap intervals, the
+    noise ceiling, size preference, input-scale share, run agreement, picks vs random paths)."""
+    from bench.bench_bossnas import tables
+
+    return tables(raw)
+
+
+def selector_accuracy(raw: dict) -> str:
+    """bench_selector_accuracy: each proxy's pick per bucket or isomer group against random archs, and mBR over the
+    selector seeds."""
+    from bench.bench_selector_accuracy import tables
+
+    return tables(raw)
+
+
+def search(raw: dict) -> str:
+    """bench_search: the search baselines' best archs against selection's entry per bucket, and their costs."""
+    from bench.bench_search import tables
+
+    return tables(raw)
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentration": concentration,
                                                "recipe": recipe, "versus": versus, "rating": rating,
-                                               "edmips": edmips}
+                                               "edmips": edmips, "latency": latency, "bossnas": bossnas,
+                                               "selector-accuracy": selector_accuracy, "search": search}
 
 
 def plot_versus(raw: dict, path: Path) -> Path:
-    """Test top-1 (Wilson 95% bars) against params and MACs: each zoo's entries with its validation-chosen front as
-    a line, each baseline ladder as a line, and the public references (a marker where their params are known, else
-    a dotted level)."""
+    """Test top-1 (Wilson 95% bars) against params, MACs and, where a `latency/` input has them, measured batch-1
+    median ms (`VERSUS_THREADS` threads): each zoo's validation-chosen front by params (the entries a params budget
+    gets; the same entries in every panel) as a line, each baseline ladder as a line, and the public references on
+    the params panel (a marker where their params are known, else a dotted level)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -314,21 +401,30 @@ def plot_versus(raw: dict, path: Path) -> Path:
         ax.errorbar(xs, tops, yerr=[[t - lo for t, (lo, _) in zip(tops, spans, strict=True)],
                                     [hi - t for t, (_, hi) in zip(tops, spans, strict=True)]], capsize=2, **style)
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
-    for ax, cost, label in ((axes[0], "params", "parameters"), (axes[1], "macs", "MACs per image")):
+    def line(ax, points, cost, n, **style):
+        """The points that have the cost, ordered by it (a model without a latency is left out of that panel)."""
+        points = sorted((p for p in points if p.get(cost) is not None), key=lambda p: p[cost])
+        bars(ax, [p[cost] for p in points], [p["top1"] for p in points], n, **style)
+
+    ms, _ = medians(raw)
+    panels = [("params", "parameters"), ("macs", "MACs per image")]
+    if ms:
+        panels.append(("ms", f"ONNX Runtime batch-1 median ms, CPU, {VERSUS_THREADS} thread"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), sharey=True)
+    for ax, (cost, label) in zip(axes, panels, strict=True):
         for key, doc in raw["inputs"].items():
             if key.startswith("zoo-front/"):
-                points = sorted(zoo_points(doc), key=lambda e: e["params"])
-                keep = front([(e["params"], e["chosen"]) for e in points])
-                xs = [p[cost] for p in points]
-                tops = [100 * float(p["test"].mean()) for p in points]
-                keep = sorted(keep, key=xs.__getitem__)
-                bars(ax, [xs[i] for i in keep], [tops[i] for i in keep], doc["test_images"], marker="o", lw=2,
+                points = zoo_points(doc)
+                on_front = [{**points[i], "top1": 100 * float(points[i]["test"].mean()),
+                             "ms": ms.get(("zoo", doc["zoo"], points[i]["id"]))}
+                            for i in front([(e["params"], e["chosen"]) for e in points])]
+                line(ax, on_front, cost, doc["test_images"], marker="o", lw=2,
                      label=f"zoo {doc['zoo']} (front by validation)")
-            else:
-                models = sorted((m for m in doc["models"] if m["seed"] == 0), key=lambda m: m["params"])
-                bars(ax, [m[cost] for m in models], [m["test_top1"] for m in models], models[0]["test_images"]
-                     if models else 1, marker="s", ls="--", label=f"baseline {doc['family']} (trained here)")
+            elif key.startswith("baselines/"):
+                models = [{**m, "top1": m["test_top1"], "ms": ms.get(("baseline", doc["family"], m["rung"], m["seed"]))}
+                          for m in doc["models"] if m["seed"] == 0]
+                line(ax, models, cost, models[0]["test_images"] if models else 1, marker="s", ls="--",
+                     label=f"baseline {doc['family']} (trained here)")
         if cost == "params":
             for r in raw.get("references", []):
                 if r.get("params"):
@@ -337,7 +433,11 @@ def plot_versus(raw: dict, path: Path) -> Path:
                     ax.axhline(r["top1"], ls=":", lw=0.8, color="grey")
                     ax.annotate(f"{r['name']} (reported)", (0.01, r["top1"]), xycoords=("axes fraction", "data"),
                                 fontsize=7, color="grey", va="bottom")
-        ax.set(xscale="log", xlabel=label, title=f"Fashion-MNIST test top-1 vs {label}")
+        ax.set(xscale="log", xlabel=label, title=f"Fashion-MNIST test top-1 vs {label.split(',')[0]}")
+        if cost == "ms":  # tenths of a ms: 0.1, 0.2, 0.5 read better than powers of ten
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test top-1 (%), 95% Wilson bars")
     axes[0].legend(fontsize=7, loc="lower right")
@@ -398,3 +498,4 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.results, new)
     print(f"rebuilt {len(changed)} of {blocks} generated blocks" + (f": {', '.join(changed)}" if changed else ""))
     return 0
+

@@ -114,5 +114,72 @@ def test_versus_answers_each_baseline_with_the_entry_a_budget_of_its_size_gets()
     tiny, mid = (line for line in table.splitlines() if line.startswith("| cnn |"))
     assert "nothing fits" in tiny
     # Δ = 40/200 = +20 pp; McNemar exact p = 2 · 0.5^40; se = sqrt(40 - 40²/200)/200 = 0.02828 -> ±5.54 pp
-    assert "| small (z) | 15,000 | 95.00 | +20.00 (+14.46, +25.54) | 1.8e-12 | 1.8e-12 | better |" in mid
+    assert "| small (z) | 15,000 | - | 95.00 | +20.00 (+14.46, +25.54) | 1.8e-12 | 1.8e-12 | better |" in mid
     assert "2 baseline models, 1 with a zoo entry" in table and "significantly better at 1," in table
+    assert "Latency" not in table  # no latency input: the columns show "-" and no note is made
+
+
+def _versus_inputs(n: int = 200) -> dict:
+    """A zoo of two entries, the larger better on validation, and a ladder of three baselines: a budget of 12K gets
+    the 10K entry, of 35K and 40K the 30K one."""
+    right = np.zeros(n, dtype=bool)
+    right[:180] = True
+    zoo = {"zoo": "z", "test_images": n, "val_images": n, "entries": [
+        {"id": f"e{k}", "params": p, "flops": 1_000_000, "test_right": pack_bits(right), "val_right": pack_bits(val)}
+        for k, p, val in ((1, 10_000, right), (2, 30_000, np.ones(n, dtype=bool)))]}
+    models = [{"rung": r, "seed": 0, "params": p, "macs": 2e6, "test_images": n, "test_right": pack_bits(right),
+               "test_top1": 90.0} for r, p in (("a", 12_000), ("b", 35_000), ("c", 40_000))]
+    return {"zoo-front/z": zoo, "baselines/cnn": {"family": "cnn", "models": models}}
+
+
+def _timing(kind: dict, one: float, two: float | None = None) -> dict:
+    latency = {"1": {"median_ms": one, "p10_ms": one - 0.01, "p90_ms": one + 0.02}}
+    if two is not None:
+        latency["2"] = {"median_ms": two, "p10_ms": two - 0.01, "p90_ms": two + 0.02}
+    return {**kind, "params": 1, "macs": 1_500_000, "latency": latency}
+
+
+LATENCY_RAW = {"kind": "latency", "machine": "m", "conditions": "other jobs paused", "models": [
+    _timing({"kind": "baseline", "family": "cnn", "rung": "a", "seed": 0}, 0.250, 0.3),
+    _timing({"kind": "baseline", "family": "cnn", "rung": "b", "seed": 0}, 0.100, 0.2),
+    _timing({"kind": "zoo", "zoo": "z", "id": "e1"}, 0.125),  # measured at one thread only
+    _timing({"kind": "zoo", "zoo": "z", "id": "e2"}, 0.4, 0.5)],  # baseline c was not timed
+    "protocol": {"engine": "ort", "batch": 1, "threads": [1, 2], "session": "s", "export": "x", "warmup": 3,
+                 "rounds": 7, "reps": 2, "statistic": "median"}}
+
+
+def test_versus_gives_both_sides_measured_latency_and_counts_the_faster():
+    """Baseline a (0.250 ms) gets entry e1 (0.125 ms): faster; b (0.100 ms) and c (not timed) get e2 (0.400 ms):
+    slower at b, nothing to compare at c, so 1 faster and 1 slower of 2 with both timed."""
+    from bench.report import versus
+
+    table = versus({"inputs": {**_versus_inputs(), "latency/fashion-mnist": LATENCY_RAW}})
+    a, b, c = (line for line in table.splitlines() if line.startswith("| cnn |"))
+    assert a.startswith("| cnn | a, 0 | 12,000 | 2.00M | 0.250 | 90.00 (")
+    assert "| e1 (z) | 10,000 | 0.125 | 90.00 |" in a
+    assert "| 2.00M | 0.100 | " in b and "| e2 (z) | 30,000 | 0.400 | 90.00 |" in b
+    assert "| 2.00M | - | " in c and "| e2 (z) | 30,000 | 0.400 | " in c
+    assert "batch 1, 1 intra-op thread, both sides measured in the same 7 interleaved rounds" in table
+    assert "Of the 2 baselines with a zoo entry and both timed, the zoo entry is faster at 1 and slower at 1." in table
+
+
+def test_latency_table_shows_every_thread_count_and_dash_where_unmeasured():
+    from bench.report import latency
+
+    table = latency(LATENCY_RAW)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "(" in line.split("|")[2]]
+    assert [r.split(" | ")[0] for r in rows] == ["| a, seed 0", "| b, seed 0", "| e1", "| e2"]  # baselines first
+    assert rows[0].endswith("| 0.250 (0.240–0.270) | 0.300 (0.290–0.320) |")
+    assert rows[2].endswith("| 0.125 (0.115–0.145) | - |")
+    assert "3 warm-up calls per session, then 7 rounds of 2 calls" in table and "other jobs paused" in table
+
+
+def test_the_versus_plot_gains_a_latency_panel_only_with_a_latency_input(tmp_path):
+    import matplotlib.image
+
+    from bench.report import plot_versus
+
+    with_ms = plot_versus({"inputs": {**_versus_inputs(), "latency/x": LATENCY_RAW}}, tmp_path / "three.png")
+    without = plot_versus({"inputs": _versus_inputs()}, tmp_path / "two.png")
+    three, two = (matplotlib.image.imread(path).shape[1] for path in (with_ms, without))
+    assert three == pytest.approx(two * 3 / 2, rel=0.02)  # a third panel of the same width
