@@ -461,6 +461,24 @@ def edmips_cases(fx: Fixtures) -> list[Case]:
     return cases
 
 
+def variants_cases(fx: Fixtures) -> list[Case]:
+    """`variants` rewrites a zoo's index: every refused case leaves the fixture zoo as it was (`watch`)."""
+    zoo = str(fx.zoo)
+    base = ("variants", "--zoo", zoo, "--bits", "8")
+    cases = [Case("variants", "flag", setting(base, "--bits", v), "--bits", watch=zoo)
+             for v in ("", " ", "3", "32", "8,8", "8,", "abc", "nan", "-8", "1e400", "16;8", "9" * 400)]
+    cases += [Case(c.command, c.kind, c.argv, c.names, watch=zoo)
+              for c in flag_cases("variants", base, {"--batch-size": ("0", "-1", "65537"),
+                                                     "--threads": ("0", "-1", "1025")}, {}, ("--zoo", "--edmips"))]
+    cases += [Case("variants", "flag", ("variants", "--bits", "8"), "--zoo"),
+              Case("variants", "file", base, "records no validation accuracy", watch=zoo),
+              Case("variants", "file", base, "records no validation accuracy", subprocess=True, watch=zoo),
+              Case("variants", "file", (*base, "--edmips", str(fx.tmp / "absent")), "no such folder", watch=zoo),
+              Case("variants", "file", (*base, "--edmips", str(fx.a_file)), "no such folder", watch=zoo),
+              Case("variants", "file", setting(base, "--zoo", str(fx.tmp / "absent")), "absent")]
+    return cases
+
+
 def package_cases(fx: Fixtures) -> list[Case]:
     out = fx.out("package")
     base = ("package", "--run", str(fx.run), "--out", out, "--name", "z")
@@ -511,7 +529,8 @@ def finetune_cases(fx: Fixtures) -> list[Case]:
 
 def cases(fx: Fixtures) -> list[Case]:
     return [*select_cases(fx), *bossnas_cases(fx), *train_cases(fx), *evaluate_cases(fx), *search_cases(fx),
-            *pick_cases(fx), *darts_cases(fx), *edmips_cases(fx), *package_cases(fx), *finetune_cases(fx),
+            *pick_cases(fx), *darts_cases(fx), *edmips_cases(fx), *variants_cases(fx),
+            *package_cases(fx), *finetune_cases(fx),
             Case("(none)", "flag", (), "required"), Case("(none)", "flag", ("nope",), "invalid choice"),
             Case("(none)", "flag", ("",), "invalid choice")]
 

@@ -2,13 +2,19 @@
 model.safetensors and a card: what `from_pretrained` and timm's `local-dir:` read), the weights alone, or ONNX
 fp32/INT8/fp16.
 `python -m export profile`: every entry's latency measured on this host as the server runs it, into the zoo's index.
+`python -m export sizes`: the bytes of every file an entry is served as (its fp32 ONNX and each variant's, which a
+bytes budget compares), measured on the files the export cache builds, into the zoo's index; with --latency each
+variant's latency too. A command of its own, not part of `profile`: bytes are the same on every host and cheap,
+latency is not, and recording bytes leaves the zoo's recorded latencies as they are.
 `python -m export push`: push one budgeted model (safetensors + ONNX fp32/INT8/fp16 + a card for the repo), or the
 whole zoo (index + supernet + a card with every entry and a Pareto plot), to the Hugging Face Hub.
 `python -m export triton`: write a Triton model repository of zoo entries (all, by id, or the one a budget picks).
 
     python -m export get --max-params 0.3M [--max-flops 20M] [--max-latency 2ms] --format onnx --out DIR
     python -m export get --id e96-d4-a0fba311 --format hf --out DIR
+    python -m export get --max-bytes 120K [--max-params 0.3M ...] --out DIR   (the most accurate ONNX file that fits)
     python -m export profile [--zoo DIR] [--provider cpu|cuda] [--threads 2] [--batch 1]
+    python -m export sizes [--zoo DIR] [--latency [--threads 2 ...]]
     python -m export push --zoo DIR --max-params 0.3M --repo-id user/name [--zoo-repo-id user/zoo-name] [--private]
     python -m export push --zoo DIR --whole-zoo --repo-id user/zoo-name
     python -m export triton [--zoo DIR ...] --out REPO [--id ID ...] [--precision fp32|fp16|int8] [--tensorrt]
@@ -52,10 +58,12 @@ def cmd_get(args: argparse.Namespace) -> int:
     from export.download import DOWNLOADS
     from zoo.store import DEFAULT_ZOO, Zoo
 
+    if args.max_bytes is not None:
+        return get_file(args)
     zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
     budget = (args.max_params, args.max_flops, args.max_latency)
     entry = selected_entries(zoo, [args.id], budget)[0] if args.id is not None else zoo.query(*budget)
-    out, download = Path(args.out), DOWNLOADS[GET_FORMATS[args.format]]
+    out, download = Path(args.out), DOWNLOADS[GET_FORMATS[args.format or "hf"]]
     with export_cache(args) as cache:
         folder = cache.get(zoo, entry, download.fmt)
         out.mkdir(parents=True, exist_ok=True)
@@ -67,6 +75,52 @@ def cmd_get(args: argparse.Namespace) -> int:
     print(f"chose {entry.id}: {human(entry.params)} params, {human(entry.flops)} {FLOPS_LABEL}, top-1 {top1} — {why}")
     for name in download.files:
         print(f"wrote {out / name}")
+    return 0
+
+
+def get_file(args: argparse.Namespace) -> int:
+    """`get --max-bytes`: the most accurate ONNX file (an entry's fp32 file or one of its variants) within the
+    budget, written to --out as prezoo-ID.VARIANT.onnx."""
+    from export.profile import variant_file
+    from zoo.store import DEFAULT_ZOO, Zoo
+
+    if args.id is not None or args.format not in (None, "onnx"):
+        raise ValueError("--max-bytes picks an ONNX file of any entry: drop --id, and --format (it is onnx)")
+    zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
+    entry, variant = zoo.query_variant(args.max_bytes, args.max_params, args.max_flops, args.max_latency)
+    out = Path(args.out) / f"prezoo-{entry.id}.{variant.name}.onnx"
+    with export_cache(args) as cache:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(variant_file(cache, zoo, entry, variant), out)
+    split, images = zoo.choice_split
+    print(f"chose {entry.id} {variant.name}: {variant.file_bytes:,} bytes, {human(entry.params)} params, "
+          f"{split} top-1 {zoo.choice_variant_top1(variant):.2f}% ({images:,} images), test top-1 "
+          f"{variant.top1:.2f}% — the most accurate file of {len(zoo.entries)} entries within the budget")
+    if out.stat().st_size != variant.file_bytes:
+        print(f"warning: the file built here has {out.stat().st_size:,} bytes, not the {variant.file_bytes:,} the "
+              f"zoo records (another torch or onnx than `export sizes` ran with)", file=sys.stderr)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_sizes(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from export.profile import profiling_providers, size_zoo, sizes_protocol, time_variants
+    from zoo.store import DEFAULT_ZOO, Zoo
+
+    providers = profiling_providers(args.provider)[0] if args.latency else None
+    zoo = Zoo.load(args.zoo or DEFAULT_ZOO)
+    with export_cache(args) as cache:
+        sizes = size_zoo(zoo, cache, progress=lambda entries: tqdm(entries, desc="sizes", unit="entry"))
+        timed, protocol = (time_variants(zoo, cache, providers, args.threads, args.batch, args.warmup, args.runs,
+                                         progress=lambda entries: tqdm(entries, desc="latency", unit="entry"))
+                           if args.latency else (None, None))
+    zoo.with_sizes(sizes, {**sizes_protocol(), **({"latency_protocol": protocol} if protocol else {})}, timed)
+    for entry_id, files in sizes.items():
+        print(f"{entry_id:<20} " + "  ".join(f"{name} {size:,}" for name, size in files.items()))
+    print(f"\nupdated {zoo.root / 'zoo.json'} with the bytes of {sum(map(len, sizes.values()))} files"
+          + (" and each variant's latency" if timed else ""))
     return 0
 
 
@@ -181,10 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("get", help="budget -> exported model")
     add_zoo_options(g)
+    g.add_argument("--max-bytes", help="the ONNX file's bytes, e.g. 120K or 0.5M (K: 1,000 bytes): picks an entry's "
+                                       "fp32 file or one of its variants (needs `export sizes`)")
     g.add_argument("--id", help="an entry id from `python -m zoo list`, instead of a budget")
-    g.add_argument("--format", default="hf", choices=GET_FORMATS, help="hf: the HF folder (config.json, "
+    g.add_argument("--format", choices=GET_FORMATS, help="hf: the HF folder (config.json, "
                    "model.safetensors, README.md); safetensors: the weights alone; onnx, onnx-int8, onnx-fp16: one "
-                   ".onnx file (default: %(default)s)")
+                   ".onnx file (default: hf; with --max-bytes: onnx, the chosen file)")
     g.add_argument("--out", required=True)
     g.set_defaults(run=cmd_get)
     pr = sub.add_parser("profile", help="measure latency of every entry here and update the zoo's index")
@@ -196,6 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--warmup", type=Range(int, 0, 10_000), default=10)
     pr.add_argument("--runs", type=Range(int, 1, 100_000), default=100)
     pr.set_defaults(run=cmd_profile)
+    sz = sub.add_parser("sizes", help="measure the bytes of every entry's ONNX files (fp32 and variants) into the "
+                                      "zoo's index")
+    add_zoo_options(sz, budget=False)
+    sz.add_argument("--latency", action="store_true", help="also time each variant's file, with the options below "
+                                                           "(as `profile` times the entries)")
+    sz.add_argument("--provider", help="with --latency: cpu or cuda (default: the best this host runs)")
+    sz.add_argument("--threads", type=Range(int, 1, 256), default=2)
+    sz.add_argument("--batch", type=Range(int, 1, 1024), default=1)
+    sz.add_argument("--warmup", type=Range(int, 0, 10_000), default=10)
+    sz.add_argument("--runs", type=Range(int, 1, 100_000), default=100)
+    sz.set_defaults(run=cmd_sizes)
     p = sub.add_parser("push", help="push a model (by budget) or the whole zoo to the Hub")
     add_zoo_options(p)
     p.add_argument("--repo-id", required=True, help="org/name on the Hub")

@@ -1,5 +1,7 @@
 """Export cache keyed by (zoo checksum, arch id, format): each export is built once, even when many
-threads or processes ask for it at the same time, and appears atomically (temp folder + rename).
+threads or processes ask for it at the same time, and appears atomically (temp folder + rename). An entry's variant
+(its weights at a precision map's widths, `zoo.store.Variant`) is the format `variant-NAME-DIGEST`: the key names the
+variant and its map, so a changed map is another export.
 
 Bounded: after each build (and on a server's start) least-recently-used exports are evicted until the cache holds
 at most `max_bytes`, other zoos' exports first. "Used" is a marker file we touch on each `get` (not the file
@@ -19,6 +21,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -31,15 +34,32 @@ from pathlib import Path
 from export.hf import write_hf_folder
 from export.onnx import FORMATS, convert_fp16, export_onnx, model_metadata, provenance, quantize_int8
 from zoo.io import atomic_write_text, folder_in_use, remove_stale_temporaries, sha256_file, staged_folder
-from zoo.store import Zoo, ZooEntry
+from zoo.store import Variant, Zoo, ZooEntry
 
 log = logging.getLogger("server")
 ALL_FORMATS = ("safetensors", *FORMATS)
 FILES = {"safetensors": ("model.safetensors", "config.json", "README.md"), "onnx": ("model.onnx",),
          "onnx-int8": ("model.int8.onnx",), "onnx-fp16": ("model.fp16.onnx",)}
+VARIANT = "variant-"  # + name + "-" + digest: an entry's variant (`variant_format`)
+VARIANT_FORMAT = re.compile(r"variant-([A-Za-z0-9][A-Za-z0-9_-]{0,47})-([0-9a-f]{12})")
+VARIANT_FILES = ("model.onnx",)
 DEFAULT_MAX_BYTES = 2 * 1024**3
 LAST_USED = ".last-used"  # its mtime: when the export was last asked for
 STAGING = ".push-"  # the prefix of Hub push staging folders in the cache's folder (export.repo)
+
+
+def variant_format(variant: Variant) -> str:
+    """The cache format of an entry's stored variant: its name and its map's digest."""
+    return f"{VARIANT}{variant.name}-{variant.digest}"
+
+
+def known_format(fmt: str) -> bool:
+    return fmt in ALL_FORMATS or VARIANT_FORMAT.fullmatch(fmt) is not None
+
+
+def files_of(fmt: str) -> tuple[str, ...]:
+    """The files an export of `fmt` holds."""
+    return FILES[fmt] if fmt in FILES else VARIANT_FILES
 
 
 class CacheError(Exception):
@@ -71,8 +91,8 @@ class ExportCache:
 
     def get(self, zoo: Zoo, entry: ZooEntry, fmt: str) -> Path:
         """The folder holding the export's files (`FILES[fmt]`), building it if needed (CacheError if it cannot)."""
-        if fmt not in ALL_FORMATS:
-            raise ValueError(f"unknown export format '{fmt}'; choose one of {', '.join(ALL_FORMATS)}")
+        if not known_format(fmt):
+            raise ValueError(f"unknown export format '{fmt}'; choose one of {', '.join(ALL_FORMATS)}, or a variant's")
         key = f"{_prefix(zoo)}/{entry.id}/{fmt}"
         folder = self.root / key
         with self._guard:
@@ -90,9 +110,9 @@ class ExportCache:
 
     def file(self, zoo: Zoo, entry: ZooEntry, fmt: str, name: str | None = None) -> Path:
         """One file of an export (the main one by default)."""
-        name = name or FILES[fmt][0]
-        if name not in FILES[fmt]:
-            raise ValueError(f"format '{fmt}' has files {FILES[fmt]}, not '{name}'")
+        name = name or files_of(fmt)[0]
+        if name not in files_of(fmt):
+            raise ValueError(f"format '{fmt}' has files {files_of(fmt)}, not '{name}'")
         return self.get(zoo, entry, fmt) / name
 
     @contextmanager
@@ -119,7 +139,7 @@ class ExportCache:
     def _build_gone(self, tmp: Path) -> bool:
         """Whether `tmp` is a build temp folder (`_build`) and no build of its export runs: its lock is free."""
         fmt = tmp.name[1:].split(".")[0]
-        if fmt not in ALL_FORMATS or not tmp.is_dir() or tmp.is_symlink():
+        if not known_format(fmt) or not tmp.is_dir() or tmp.is_symlink():
             return False
         try:
             with _locked(tmp.parent / fmt, fcntl.LOCK_EX | fcntl.LOCK_NB):
@@ -132,7 +152,7 @@ class ExportCache:
         """Every finished export in the cache (any zoo), with its size and when it was last used."""
         found = []
         for folder in self.root.glob("*/*/*"):
-            if folder.name in ALL_FORMATS:
+            if known_format(folder.name):
                 try:
                     found.append(CachedExport(folder, _size(folder), _last_used(folder)))
                 except FileNotFoundError:  # evicted meanwhile
@@ -191,11 +211,13 @@ class ExportCache:
                 model = zoo.subnet(entry)
                 export_onnx(model, tmp / "model.onnx", model_metadata(model, zoo.classes, zoo.preprocessing),
                             about=provenance(zoo, entry))
+            elif fmt.startswith(VARIANT):
+                write_variant(zoo, entry, fmt, tmp / VARIANT_FILES[0])
             else:
                 convert = quantize_int8 if fmt == "onnx-int8" else convert_fp16
                 with self.reading(zoo, entry, "onnx") as onnx_folder:
                     convert(onnx_folder / FILES["onnx"][0], tmp / FILES[fmt][0])
-            atomic_write_text(tmp / "sha256.json", json.dumps({n: sha256_file(tmp / n) for n in FILES[fmt]}))
+            atomic_write_text(tmp / "sha256.json", json.dumps({n: sha256_file(tmp / n) for n in files_of(fmt)}))
             (tmp / LAST_USED).touch()
 
     @contextmanager
@@ -219,12 +241,26 @@ class ExportCache:
             return True
         try:
             sums = json.loads((folder / "sha256.json").read_text())
-            ok = all(sha256_file(folder / name) == sums.get(name) for name in FILES[fmt])
+            ok = all(sha256_file(folder / name) == sums.get(name) for name in files_of(fmt))
         except (OSError, ValueError):
             ok = False
         if ok:
             self._verified[folder] = identity
         return ok
+
+
+def write_variant(zoo: Zoo, entry: ZooEntry, fmt: str, path: Path) -> Path:
+    """The ONNX file of the entry's variant that `fmt` names (`export.mixed`: its weights at its map's widths, the
+    variant named in the metadata); ValueError when the entry's variant of that name has another map now."""
+    from export.mixed import export_mixed
+
+    name, digest = VARIANT_FORMAT.fullmatch(fmt).groups()
+    variant = entry.variant(name) if name in entry.variants else None
+    if variant is None or variant.digest != digest:
+        raise ValueError(f"entry {entry.id} of zoo {zoo.name} has no variant {name} with map {digest}")
+    model = zoo.subnet(entry)
+    metadata = {**model_metadata(model, zoo.classes, zoo.preprocessing), "prezoo.variant": name}
+    return export_mixed(model, dict(variant.bits), path, metadata, about=provenance(zoo, entry)).path
 
 
 def _prefix(zoo: Zoo) -> str:

@@ -26,6 +26,8 @@ COMMANDS = {
     "bossnas": ("training", "bossnas", "BossNAS: label-free selection of preferred HyTra paths"),
     "darts": ("training", "darts", "DARTS-style differentiable selection of preferred MBConv paths"),
     "edmips": ("training", "edmips", "EdMIPS: per-layer weight bits of a zoo entry under file-bytes budgets"),
+    "variants": ("training", "variants", "an entry's weights at fewer bytes (w16/w8/w4, EdMIPS): accuracy into the "
+                                         "zoo's index"),
     "train": ("training", "train", "one-shot supernet training"),
     "evaluate": ("training", "evaluate", "accuracy of every preferred arch of a trained supernet"),
     "search": ("training", "search", "baseline search in a budget (evolution, aging, random, enas)"),

@@ -26,7 +26,9 @@ from server.state import PreZooServer
 from zoo import io as zoo_io
 from zoo.catalog import Catalog
 from zoo.pull import HubError, check_repo_id
-from zoo.store import BudgetError, Zoo, ZooEntry
+from zoo.schema import FP32, VARIANT_NAME
+from zoo.stats import wilson_interval
+from zoo.store import BudgetError, SizesUnknownError, Variant, VariantBudgetError, Zoo, ZooEntry
 
 ENTRY_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"  # no slashes, no leading dot: never a path
 ENTRY_ID_CHARS = 96  # the longest id ENTRY_ID allows: a longer `model` is refused before a 404 could echo it
@@ -34,6 +36,8 @@ ECHO_CHARS = 64  # how much of a client's value an error message repeats
 MAX_PROBLEMS = 10  # validation problems listed in one answer
 Kind = Literal[tuple(DOWNLOADS)]  # the kinds export.download.DOWNLOADS knows
 EntryId = Annotated[str, Path(pattern=ENTRY_ID, description="an entry id from GET /api/zoo, e.g. e96-d6-529fda2c")]
+VariantName = Annotated[str, Path(pattern=VARIANT_NAME, description="a variant of the entry (GET /api/zoo's "
+                                                                    "`variants`): fp32, w16, w8, w4, edmips-BYTES")]
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -78,6 +82,10 @@ class Budget(BaseModel):
     max_latency_ms: BudgetValue = Field(None, description="median latency in ms, e.g. 2 or '2ms': this server's "
                                                           "own measurement where it has one, the zoo's otherwise",
                                         examples=["2ms"])
+    max_bytes: BudgetValue = Field(None, description="bytes of the ONNX file served, e.g. 120000 or '120K' (K: 1,000 "
+                                                     "bytes): picks an entry's fp32 file or one of its variants (its "
+                                                     "weights at fewer bytes), the answer's `variant`",
+                                   examples=["120K"])
 
 
 class PushRequest(Budget):
@@ -160,7 +168,9 @@ def entry_json(zoo: Zoo, entry: ZooEntry, pareto: set[str], measured: MeasuredLa
             "top1_interval": interval and [round(x, 3) for x in interval],
             "latency": measured and measured.numbers, "latency_ms": measured and measured.median_ms,
             "latency_source": measured and measured.origin(), "pareto": entry.id in pareto,
-            "describe": entry.arch.describe()}
+            "describe": entry.arch.describe(), "file_bytes": entry.file_bytes,
+            "variants": {v.name: {"file_bytes": v.file_bytes, "top1": v.top1, "val_top1": v.val_top1,
+                                  "latency_ms": v.latency_ms} for v in entry.variants.values()}}
 
 
 def served_entry_json(server: PreZooServer, entry: ZooEntry, pareto: set[str]) -> dict[str, Any]:
@@ -225,6 +235,55 @@ def choose(server: PreZooServer, budget: Budget) -> ZooEntry:
         raise ApiError(422, str(e), nearest=[served_entry_json(server, n, pareto) for n in e.nearest]) from None
     except ValueError as e:
         raise ApiError(422, str(e)) from None
+
+
+def choose_file(server: PreZooServer, budget: Budget) -> tuple[ZooEntry, Variant | None]:
+    """The budget's (entry, variant): with `max_bytes` the most accurate file that fits (`Catalog.query_variant`),
+    else `choose`'s entry and no variant. An ApiError 422 for an impossible budget (with the nearest files) or for
+    zoos that record no file bytes (naming the commands that do), 409 while latencies are being measured."""
+    if budget.max_bytes is None:
+        return choose(server, budget), None
+    try:
+        return server.profiler.query_variant(budget.max_bytes, budget.max_params, budget.max_flops,
+                                             budget.max_latency_ms)
+    except ProfilingInProgress as e:
+        raise ApiError(409, str(e), profiling=e.progress) from None
+    except SizesUnknownError as e:
+        raise ApiError(422, str(e), unsized=e.missing[:MAX_PROBLEMS], nearest=[]) from None
+    except VariantBudgetError as e:
+        pareto = set(server.pareto_ids())
+        raise ApiError(422, str(e), nearest=[{**served_entry_json(server, n, pareto),
+                                              "variant": variant_json(server, n, v)}
+                                             for n, v in e.nearest_variants]) from None
+    except BudgetError as e:  # a latency limit no file has a latency for
+        raise ApiError(422, str(e), nearest=[]) from None
+    except ValueError as e:
+        raise ApiError(422, str(e)) from None
+
+
+def variant_json(server: PreZooServer, entry: ZooEntry, variant: Variant) -> dict[str, Any]:
+    """One file of an entry, as a bytes budget answers it: its name and storage, its measured bytes, its validation
+    top-1 (what chose it) and test top-1 (what is reported), each with its 95% Wilson interval, its latency where
+    measured (the fp32 file's: the entry's, as this server reads it) and where to download it."""
+    zoo = server.zoos.zoo_of(entry)
+    measured = server.profiler.latency(entry) if variant.name == FP32 else None
+    latency = measured.median_ms if measured else variant.latency_ms
+    images = {"top1": zoo.eval_images, "val_top1": zoo.validation and zoo.validation["images"]}
+    return {"name": variant.name, "file_bytes": variant.file_bytes, "origin": variant.origin,
+            "storage": storage(variant), "top1": variant.top1, "top5": variant.top5, "val_top1": variant.val_top1,
+            "val_top5": variant.val_top5, **{f"{k}_interval": _interval(getattr(variant, k), n)
+                                              for k, n in images.items()},
+            "latency_ms": latency, "download": f"/api/models/{entry.id}/variants/{variant.name}"}
+
+
+def storage(variant: Variant) -> dict[str, int]:
+    """How many layers store their weights at each width (fp32: none quantized)."""
+    widths = list((variant.bits or {}).values())
+    return {f"w{b}": widths.count(b) for b in sorted(set(widths), reverse=True)}
+
+
+def _interval(top1: float | None, images: int | None) -> list[float] | None:
+    return None if top1 is None or not images else [round(x, 3) for x in wilson_interval(top1, images)]
 
 
 def specialized_json(server: PreZooServer, entry: ZooEntry) -> dict[str, Any]:
@@ -300,10 +359,11 @@ def specialize(budget: Budget, request: Request, server: Server) -> dict[str, An
     """The most accurate entry of any served zoo (point estimate of the top-1 that chooses: validation where every
     zoo records it, else test; GET /api/zoo's `chosen_by`) within every given limit, with links to download it, and
     the cheaper entries (by parameters) whose choosing top-1 lies within its 95% interval, with a one-line `note`
-    (null when there are none)."""
-    entry = choose(server, budget)
+    (null when there are none). With `max_bytes`: the most accurate ONNX file (an entry's fp32 file or one of its
+    variants) whose bytes fit, ties to the fewer bytes, as `variant` (null without `max_bytes`), with its download."""
+    entry, variant = choose_file(server, budget)
     return {**specialized_json(server, entry), "budget": budget.model_dump(),
-            "downloads": download_links(request, entry)}
+            "variant": variant and variant_json(server, entry, variant), "downloads": download_links(request, entry)}
 
 
 @router.get("/models/{entry_id}/download/{kind}", name="download", tags=["zoo"],
@@ -318,6 +378,24 @@ def download(entry_id: EntryId, kind: Kind, server: Server,
         return Response(status_code=304, headers={"ETag": etag})
     d = DOWNLOADS[kind]
     return FileResponse(path, media_type=d.media_type, filename=d.filename(entry),
+                        headers={"ETag": etag, "Cache-Control": "public, max-age=0, must-revalidate"})
+
+
+@router.get("/models/{entry_id}/variants/{variant}", name="variant_download", tags=["zoo"],
+            responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "not modified"}})
+def variant_download(entry_id: EntryId, variant: VariantName, server: Server,
+                     if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """One ONNX file of an entry: `fp32` (the `onnx` download) or a variant, its weights stored at fewer bytes
+    (built on the first request). Strong ETag = sha256 of the file."""
+    entry = known_entry(server, entry_id)
+    try:
+        path = server.variant_download(entry, variant)
+    except KeyError as e:
+        raise ApiError(404, e.args[0]) from None
+    etag = server.etag(path)
+    if if_none_match and (if_none_match.strip() == "*" or etag in _etags(if_none_match)):
+        return Response(status_code=304, headers={"ETag": etag})
+    return FileResponse(path, media_type=DOWNLOADS["onnx"].media_type, filename=f"prezoo-{entry.id}.{variant}.onnx",
                         headers={"ETag": etag, "Cache-Control": "public, max-age=0, must-revalidate"})
 
 
@@ -377,6 +455,9 @@ def require_admin(server: Server, authorization: Annotated[str | None, Header()]
 async def push(request: Request, server: Server) -> dict[str, Any]:
     """Push one entry (HF folder: safetensors, config, card) or a whole served zoo to the Hub."""
     body = json_body(PushRequest, await request.body())
+    if body.max_bytes is not None:
+        raise ApiError(422, "max_bytes picks an ONNX file, which a push does not send (it pushes an entry's HF "
+                            "folder): budget the push by max_params, max_flops or max_latency_ms")
     what = pushed_zoo(server, body.zoo) if body.whole_zoo else (known_entry(server, body.model) if body.model
                                                                  else choose(server, body))
     try:

@@ -15,7 +15,8 @@ from export.onnx import measure_latency
 from export.profile import input_shape, latency_protocol
 from server.inference import Engine
 from zoo.catalog import Catalog
-from zoo.store import LatencyUnknownError, Zoo, ZooEntry, protocol_text
+from zoo.schema import FP32
+from zoo.store import LatencyUnknownError, Variant, Zoo, ZooEntry, protocol_text
 
 log = logging.getLogger("server")
 SERVED_WARMUP, SERVED_RUNS = 5, 30  # the server's background profile: short rounds, redone when a request interrupts
@@ -120,6 +121,22 @@ class LatencyProfiler:
             raise ProfilingInProgress(f"latency budgets need every entry's latency; this server is measuring them "
                                       f"now ({progress['profiled']} of {progress['entries']} entries done): retry in "
                                       f"a moment (GET /api/health shows the progress)", e.missing, progress) from None
+
+    def query_variant(self, max_bytes: str | float, max_params: str | float | None = None,
+                      max_flops: str | float | None = None, max_latency_ms: str | float | None = None
+                      ) -> tuple[ZooEntry, Variant]:
+        """Catalog.query_variant reading the fp32 files' latencies through `latency_ms` (`query`)."""
+        try:
+            return self.zoos.query_variant(max_bytes, max_params, max_flops, max_latency_ms,
+                                           latency_of=self.latency_ms)
+        except LatencyUnknownError as e:
+            if self.progress()["state"] != "running" or not any(i.endswith(f"/{FP32}") for i in e.missing):
+                raise  # the variants' latencies are the zoo's (`export sizes --latency`): no wait makes them
+            progress = self.progress()
+            raise ProfilingInProgress(f"latency budgets need every file's latency; this server is measuring the "
+                                      f"entries' now ({progress['profiled']} of {progress['entries']} done): retry "
+                                      f"in a moment (GET /api/health shows the progress)", e.missing,
+                                      progress) from None
 
     # -- the background thread -----------------------------------------------------------------
     def start(self) -> None:

@@ -131,6 +131,13 @@ class PreZooServer:
             return self.zipped(entry, d)
         return self.exports.file(self.zoos.zoo_of(entry), entry, d.fmt, d.file)
 
+    def variant_download(self, entry: ZooEntry, name: str) -> Path:
+        """The ONNX file of the entry's variant `name` (FP32: its `onnx` download), exported on first request;
+        KeyError naming the entry's variants."""
+        from export.profile import variant_file
+
+        return variant_file(self.exports, self.zoos.zoo_of(entry), entry, entry.variant(name))
+
     def zipped(self, entry: ZooEntry, d: Download) -> Path:
         """The export's files in one zip (inside a folder named like the download), written atomically beside the
         export cache and named by the files' sha256: a rebuilt export gets a new zip, the entry's old one goes."""
@@ -150,8 +157,14 @@ class PreZooServer:
     def named_download(self, entry: ZooEntry, kind: str) -> Path:
         """The same file under the name users should get (a hard link), for UIs that name downloads by file.
         CacheError when it cannot be written."""
-        src = self.download(entry, kind)
-        dst = self.ui_dir / "downloads" / entry.id / DOWNLOADS[kind].filename(entry)
+        return self._named(entry, self.download(entry, kind), DOWNLOADS[kind].filename(entry))
+
+    def named_variant_download(self, entry: ZooEntry, name: str) -> Path:
+        """`variant_download` as `named_download` hands it out: prezoo-ID.VARIANT.onnx."""
+        return self._named(entry, self.variant_download(entry, name), f"prezoo-{entry.id}.{name}.onnx")
+
+    def _named(self, entry: ZooEntry, src: Path, filename: str) -> Path:
+        dst = self.ui_dir / "downloads" / entry.id / filename
         if not dst.exists() or dst.stat().st_ino != src.stat().st_ino:
             with self.exports.writing(dst.parent):
                 link_or_copy(src, dst)

@@ -30,7 +30,16 @@ from pydantic import ValidationError
 from export.cache import CacheError
 from export.download import DOWNLOADS
 from export.hf import model_card, scale_cost_axis
-from server.api import ENTRY_ID_CHARS, ApiError, Budget, choose, clip, describe_problems, specialized_json
+from server.api import (
+    ENTRY_ID_CHARS,
+    ApiError,
+    Budget,
+    choose_file,
+    clip,
+    describe_problems,
+    specialized_json,
+    variant_json,
+)
 from server.images import FORMATS, ImageError, decode_image, model_view, to_input
 from server.profile import zoo_latency
 from server.state import PreZooServer
@@ -252,7 +261,24 @@ def built_latency(zoo: Zoo) -> str:
             f"{how}; measured when the zoo was built, not on this server")
 
 
-def summary_markdown(server: PreZooServer, entry: ZooEntry, why: str) -> str:
+def variant_markdown(variant: dict | None) -> str:
+    """The file a bytes budget chose (REST's `variant`), in one paragraph: name, storage, bytes, accuracies with
+    their intervals, latency, and which button downloads it."""
+    if variant is None:
+        return ""
+
+    def top1(key: str) -> str:
+        interval = variant[f"{key}_interval"]
+        return f"{variant[key]:.2f}%" + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else "")
+
+    stored = ", ".join(f"{n} layers {w}" for w, n in variant["storage"].items()) or "fp32 weights"
+    latency = f"; latency {variant['latency_ms']:.3f} ms" if variant["latency_ms"] is not None else ""
+    return (f"**File within the bytes budget:** `{variant['name']}` ({stored}), **{variant['file_bytes']:,} bytes**; "
+            f"validation top-1 {top1('val_top1')} (what chose it), test top-1 {top1('top1')}{latency}. "
+            f"*Download the chosen file* gives it.\n\n")
+
+
+def summary_markdown(server: PreZooServer, entry: ZooEntry, why: str, variant: dict | None = None) -> str:
     zoo = server.zoos.zoo_of(entry)
     top1 = f"{entry.top1:.2f}% ({interval_text(zoo, entry)})" if entry.top1 is not None else "–"
     top5 = f"{entry.top5:.2f}%" if entry.top5 is not None else "–"
@@ -262,7 +288,8 @@ def summary_markdown(server: PreZooServer, entry: ZooEntry, why: str) -> str:
     return (f"### Chosen: `{entry.id}`\n{why} {zoo.family.describe_arch(zoo.space, entry.arch)} (zoo {zoo.name})\n\n"
             f"| parameters | FLOPs (MACs) | test top-1 (95% interval) | top-5 | latency |\n|---|---|---|---|---|\n"
             f"| {entry.params:,} ({human(entry.params)}) | {human(entry.flops)} | {top1} | {top5} | {latency} |\n\n"
-            + (f"**Cheaper and as accurate:** {note}\n\n" if note else "") + latency_note(server))
+            + variant_markdown(variant) + (f"**Cheaper and as accurate:** {note}\n\n" if note else "")
+            + latency_note(server))
 
 
 def entry_rows(server: PreZooServer) -> list[list]:
@@ -360,6 +387,8 @@ class SpecializeTab:
     sources: gr.Markdown  # who measured the table's latencies
     outputs: list[gr.components.Component]
     buttons: list[gr.DownloadButton]
+    max_bytes: gr.Textbox
+    file: gr.DownloadButton  # the file a bytes budget chose
 
 
 class PreZooUI:
@@ -375,15 +404,16 @@ class PreZooUI:
 
     # -- the API (gradio_client) -----------------------------------------------------------------
     def specialize(self, max_params: str | None = None, max_flops: str | None = None,
-                   max_latency_ms: str | None = None) -> tuple[str | None, str, dict]:
+                   max_latency_ms: str | None = None, max_bytes: str | None = None) -> tuple[str | None, str, dict]:
         """The most accurate entry within a budget written as POST /api/specialize takes it ('0.3M', '300K', '20M',
-        '12ms'; empty: no limit): its id, the summary the page shows, and REST's answer (the entry, the cheaper
-        entries as accurate, the note). When nothing fits: no id, and REST's error with the nearest entries."""
+        '12ms', and file bytes '120K'; empty: no limit): its id, the summary the page shows, and REST's answer (the
+        entry, the file a bytes budget chose, the cheaper entries as accurate, the note). When nothing fits: no id,
+        and REST's error with the nearest entries."""
         entry, answer = self.choose({"max_params": max_params, "max_flops": max_flops,
-                                     "max_latency_ms": max_latency_ms})
+                                     "max_latency_ms": max_latency_ms, "max_bytes": max_bytes})
         if entry is None:
             return None, failure_markdown(answer), answer
-        return entry.id, summary_markdown(self.server, entry, self.within_budget()), answer
+        return entry.id, summary_markdown(self.server, entry, self.within_budget(), answer["variant"]), answer
 
     def download(self, model: str, kind: str) -> str:
         """The entry's file of one kind that GET /api/models/{id}/download/{kind} serves (exported on the first
@@ -416,29 +446,39 @@ class PreZooUI:
         try:
             body = Budget.model_validate({k: (v.strip() or None) if isinstance(v, str) else v  # empty: no limit
                                           for k, v in budget.items()})
-            entry = choose(self.server, body)
+            entry, variant = choose_file(self.server, body)
         except ValidationError as e:
             problems, message = describe_problems(e.errors())
             return None, {"error": f"invalid request: {message}", "problems": problems}  # REST's 422
         except ApiError as e:
             return None, {"error": e.message, **e.extra}
-        return entry, {**specialized_json(self.server, entry), "budget": body.model_dump()}
+        return entry, {**specialized_json(self.server, entry), "budget": body.model_dump(),
+                       "variant": variant and variant_json(self.server, entry, variant)}
 
     def within_budget(self) -> str:
         return f"The most accurate (point estimate) of the {len(self.zoos.entries)} entries within the budget."
 
     # -- the page's handlers -----------------------------------------------------------------------
     def apply_budget(self, max_params: float | None, max_flops: float | None, max_latency: float | None, axis: str,
-                     request: gr.Request):
-        """Budget (slider units) -> summary, plot, per-layer table, card, chosen id, try-it model, downloads."""
+                     max_bytes: str | None, request: gr.Request):
+        """Budget (slider units; file bytes as written, '120K') -> summary, plot, per-layer table, card, chosen id,
+        try-it model, downloads, the chosen file's variant (a bytes budget's) and its download."""
         entry, answer = self.choose({"max_params": scaled(max_params, self.params),
                                      "max_flops": scaled(max_flops, self.flops),
-                                     "max_latency_ms": max_latency if self.latency else None})
+                                     "max_latency_ms": self.latency_limit(max_latency), "max_bytes": max_bytes})
         if entry is None:
             self.latest.set(request.session_hash, None)
             return (failure_markdown(answer), self.plot(None, axis), [], "", None, gr.skip(),
-                    *[gr.DownloadButton(interactive=False) for _ in DOWNLOAD_BUTTONS])
-        return self.show(entry, axis, self.within_budget(), request)
+                    *[gr.DownloadButton(interactive=False) for _ in DOWNLOAD_BUTTONS], None,
+                    gr.DownloadButton(interactive=False))
+        return self.show(entry, axis, self.within_budget(), request, answer["variant"])
+
+    def latency_limit(self, value: float | None) -> float | None:
+        """The latency slider as a limit: none at its maximum (every entry's zoo latency is under it), so that a
+        bytes budget there is not refused for the variants no one timed (`export sizes --latency` times them)."""
+        if self.latency is None or value is None or value >= self.latency.maximum:
+            return None
+        return value
 
     def pick_row(self, axis: str, event: gr.SelectData, request: gr.Request):
         """A click on a row of the entries table chooses that entry (the budget is not applied)."""
@@ -455,13 +495,15 @@ class PreZooUI:
             raise client_error(e.args[0]) from None
         return self.show(entry, axis, f"Picked in the {where} (the budget above is not applied).", request)
 
-    def show(self, entry: ZooEntry, axis: str, why: str, request: gr.Request):
-        """The outputs for a chosen entry; the download buttons stay disarmed until prepare_downloads."""
+    def show(self, entry: ZooEntry, axis: str, why: str, request: gr.Request, variant: dict | None = None):
+        """The outputs for a chosen entry (and the file a bytes budget chose); the download buttons stay disarmed
+        until prepare_downloads and prepare_file."""
         self.latest.set(request.session_hash, entry.id)
         zoo = self.zoos.zoo_of(entry)
-        return (summary_markdown(self.server, entry, why), self.plot(entry.id, axis), layer_table(zoo, entry),
+        return (summary_markdown(self.server, entry, why, variant), self.plot(entry.id, axis), layer_table(zoo, entry),
                 card_markdown(zoo, entry), entry.id, entry.id,
-                *[gr.DownloadButton(interactive=False) for _ in DOWNLOAD_BUTTONS])
+                *[gr.DownloadButton(interactive=False) for _ in DOWNLOAD_BUTTONS], variant and variant["name"],
+                gr.DownloadButton(interactive=False))
 
     def latency_info(self) -> str:
         """Whose numbers set the latency slider's range (the zoos'), and whose a budget reads."""
@@ -492,6 +534,19 @@ class PreZooUI:
         if not self.latest.is_current(request.session_hash, entry_id):
             return [gr.skip() for _ in DOWNLOAD_BUTTONS]
         return [gr.DownloadButton(value=f, interactive=True) for f in files]
+
+    def prepare_file(self, entry_id: str | None, variant: str | None, request: gr.Request):
+        """Export the file a bytes budget chose (cached after the first time) and arm its button; disarmed when the
+        choice was not a bytes budget's."""
+        if entry_id is None or variant is None:
+            return gr.DownloadButton(value=None, interactive=False)
+        try:
+            path = self.server.named_variant_download(self.zoos.entry(entry_id), variant)
+        except CacheError as e:
+            raise gr.Error(str(e)) from None
+        if not self.latest.is_current(request.session_hash, entry_id):
+            return gr.skip()
+        return gr.DownloadButton(value=str(path), interactive=True)
 
     async def classify(self, image: str | None, model: str):
         """An image file -> its top classes by the model (an entry id), the model's view of it, and the path (to
@@ -537,6 +592,7 @@ class PreZooUI:
         with gr.Blocks(title=f"PreZoo · {zoos.name}", delete_cache=(3600, 3600)) as ui:  # Gradio's file copies: 1 h
             self.api_endpoints()
             chosen = gr.State(self.server.default_entry.id)
+            chosen_file = gr.State(None)  # the variant a bytes budget chose
             sliced = " and ".join(f"{len(z.entries)} {z.family.noun}s sliced from one supernet (search space "
                                   f"`{z.space.name}`)" for z in zoos.zoos)
             gr.Markdown(f"# PreZoo · {zoos.name}\n{sliced}. Set a budget: you get the most accurate model that fits. "
@@ -550,15 +606,17 @@ class PreZooUI:
                 with gr.Tab("Push to the Hub"):
                     self.push_tab(chosen)
 
-            outputs = [*tab.outputs, chosen, model, *tab.buttons]
+            outputs = [*tab.outputs, chosen, model, *tab.buttons, chosen_file, tab.file]
 
             def wire(trigger, handler, inputs) -> None:
                 """A page event that chooses an entry, then arms the download buttons: both the page's own."""
                 trigger(handler, inputs, outputs, api_visibility="private"
-                        ).then(self.prepare_downloads, chosen, tab.buttons, api_visibility="private")
+                        ).then(self.prepare_downloads, chosen, tab.buttons, api_visibility="private"
+                               ).then(self.prepare_file, [chosen, chosen_file], tab.file, api_visibility="private")
 
-            budget = [*tab.budget, tab.axis]
+            budget = [*tab.budget, tab.axis, tab.max_bytes]
             wire(tab.go.click, self.apply_budget, budget)
+            wire(tab.max_bytes.submit, self.apply_budget, budget)
             for slider in tab.budget:  # on release: the end of a drag, or leaving (or Enter in) the number box
                 if isinstance(slider, gr.Slider):
                     wire(slider.release, self.apply_budget, budget)
@@ -581,7 +639,8 @@ class PreZooUI:
         with gr.Column(visible=False):
             budget = [gr.Textbox(label=name, info=f"{how}; empty: no limit") for name, how in (
                 ("max_params", "parameters, e.g. 0.3M or 300K"), ("max_flops", "FLOPs (MACs), e.g. 20M or 1.4G"),
-                ("max_latency_ms", "median latency, e.g. 12ms or 0.5s"))]
+                ("max_latency_ms", "median latency, e.g. 12ms or 0.5s"),
+                ("max_bytes", "ONNX file bytes, e.g. 120K (K: 1,000 bytes)"))]
             chosen = [gr.Textbox(label="model"), gr.Markdown(label="summary"), gr.JSON(label="answer")]
             wanted = [model(), gr.Dropdown(list(DOWNLOADS), value="onnx", label="kind", allow_custom_value=True)]
             file = gr.File(label="file")
@@ -597,6 +656,9 @@ class PreZooUI:
                 budget = [self.params.slider(elem_id="max-params"), self.flops.slider(elem_id="max-flops"),
                           self.latency.slider(elem_id="max-latency", info=self.latency_info()) if self.latency else
                           gr.Number(None, label="Max latency (ms): not measured for this zoo", visible=False)]
+                max_bytes = gr.Textbox(label="Max ONNX file bytes", placeholder="e.g. 120K; empty: no limit",
+                                       info="picks the most accurate file: an entry's fp32 one, or its weights "
+                                            "stored at 16, 8 or 4 bits", elem_id="max-bytes")
                 axis = gr.Radio(["params", "flops"], value="params", label="Pareto plot x-axis")
                 go = gr.Button("Specialize", variant="primary")
             with gr.Column(scale=3):
@@ -607,6 +669,7 @@ class PreZooUI:
         with gr.Row():
             buttons = [gr.DownloadButton(f"Download {label}", interactive=False, elem_id=f"download-{kind}")
                        for kind, label in DOWNLOAD_BUTTONS.items()]
+            file = gr.DownloadButton("Download the chosen file", interactive=False, elem_id="download-file")
         entries = gr.Dataframe(entries_table(self.server), elem_id="entries", headers=ENTRY_HEADERS,
                                datatype=ENTRY_TYPES, label="All entries (click a row to choose it)", interactive=False,
                                max_height=760)  # 20 rows before it scrolls
@@ -616,7 +679,8 @@ class PreZooUI:
                               interactive=False)
         with gr.Accordion("Model card", open=False):
             card = gr.Markdown()
-        return SpecializeTab(budget, axis, go, plot, entries, sources, [summary, plot, layers, card], buttons)
+        return SpecializeTab(budget, axis, go, plot, entries, sources, [summary, plot, layers, card], buttons,
+                             max_bytes, file)
 
     def try_it_tab(self) -> gr.Dropdown:
         """Upload or pick a sample -> predictions; returns the model dropdown (specialize sets it)."""

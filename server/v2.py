@@ -44,7 +44,7 @@ from server.api import ApiError, Server, clip, describe_problems, known_entry
 from server.inference import Duration, EntryStats
 from server.state import PreZooServer
 from zoo import __version__
-from zoo.store import ZooEntry
+from zoo.store import Variant, ZooEntry
 
 PREFIX = "/v2"
 MODEL_PATHS = ("/models/{model}", "/models/{model}/versions/{version}")  # every model route answers under both
@@ -424,8 +424,15 @@ async def index(request: Request, server: Server) -> list[dict[str, Any]]:
 
 @model_route("GET", "")
 def metadata(entry: Entry, server: Server) -> dict[str, Any]:
-    """The entry's input (preprocessed images) and output (logits)."""
-    return model_metadata(server, entry)
+    """The entry's input (preprocessed images) and output (logits), and (beyond the protocol's fields, over HTTP
+    only: gRPC's message has no place for them) `variants`, every ONNX file the entry is served as (its fp32 file and
+    its weights at fewer bytes) with its measured bytes, top-1 and download path (REST's `/api/models/...`)."""
+    return {**model_metadata(server, entry), "variants": [served_variant(entry, v) for v in entry.all_variants()]}
+
+
+def served_variant(entry: ZooEntry, variant: Variant) -> dict[str, Any]:
+    return {"name": variant.name, "file_bytes": variant.file_bytes, "top1": variant.top1,
+            "val_top1": variant.val_top1, "download": f"/api/models/{entry.id}/variants/{variant.name}"}
 
 
 @model_route("GET", "/ready")

@@ -102,7 +102,7 @@ def test_the_plot_draws_every_compared_entry_with_a_legend_on_both_axes(url, com
         ("latency", [e.latency_ms for e in served], "ms"))]
     with httpx.Client(base_url=url, timeout=300) as client:
         for axis in ("params", "flops"):
-            svg = gradio_call(client, "apply_budget", [*no_limit, axis])[1]
+            svg = gradio_call(client, "apply_budget", [*no_limit, axis, ""])[1]
             assert svg.count(f'id="{COMPARE}') == entries and svg.count(f'id="{POINT}') == len(served), axis
             assert all(legend in svg for legend in LEGENDS), axis
             assert "Pareto front, ladder-fmnist (ViT)" in svg
@@ -164,7 +164,7 @@ def test_without_compared_zoos_nothing_is_compared(zoo, zoo_dir, tmp_path):
         assert client.get("/api/zoo").json()["compare"] == []
         no_limit = [SliderScale.of(what, values).maximum for what, values in (
             ("parameters", [e.params for e in zoo.entries]), ("FLOPs", [e.flops for e in zoo.entries]))]
-        svg = gradio_call(client, "apply_budget", [*no_limit, None, "params"])[1]
+        svg = gradio_call(client, "apply_budget", [*no_limit, None, "params", ""])[1]
         assert COMPARE not in svg and "compared" not in svg and svg.count(f'id="{POINT}') == 4
         assert "comparison" not in client.get("/config").text
     with pytest.raises(ValueError, match="evaluated on cifar10"):

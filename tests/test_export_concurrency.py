@@ -108,14 +108,15 @@ def ui_specialize_and_prepare(url: str, budget: list) -> tuple[str, dict]:
 
 
 def ui_budgets(zoo: Zoo) -> dict[str, list]:
-    """Slider values (parameters, FLOPs, latency, plot axis) that choose each entry of the params Pareto front."""
+    """Slider values (parameters, FLOPs, latency, plot axis) and no bytes limit that choose each entry of the params
+    Pareto front."""
     params = SliderScale.of("parameters", [e.params for e in zoo.entries])
     flops = SliderScale.of("FLOPs", [e.flops for e in zoo.entries])
     budgets = {}
     for entry in zoo.pareto("params"):
         max_params = round(math.ceil(entry.params / params.factor / params.step) * params.step, 6)
         assert zoo.query(max_params * params.factor, flops.maximum * flops.factor) == entry
-        budgets[entry.id] = [max_params, flops.maximum, None, "params"]
+        budgets[entry.id] = [max_params, flops.maximum, None, "params", ""]
     return budgets
 
 

@@ -191,7 +191,7 @@ def test_the_ui_shows_the_hytra_entrys_layers(live, hytra_zoo):
     highest = [p["maximum"] for what in ("parameters", "FLOPs") for p in props
                if str(p.get("label")).startswith(f"Max {what} (")]  # every entry fits
     with httpx.Client(base_url=live.url, timeout=300) as client:  # the page's own budget event, as the page sends it
-        answer = gradio_call(client, "apply_budget", [*highest, None, "params"])
+        answer = gradio_call(client, "apply_budget", [*highest, None, "params", ""])
     summary, _plot, layers, card, _chosen, model = answer[:6]  # _chosen: the page's gr.State (not sent: None)
     entry = hytra_zoo.entry(model)
     assert entry.arch == ARCHS[1] and HYTRA.describe_arch(hytra_zoo.space, entry.arch) in summary

@@ -19,7 +19,8 @@ from safetensors.numpy import load_file
 from tests.test_server_browser import IDS, MID, SMALL, python_m_server, ui_zoo
 from tests.zoo_fixtures import FMNIST_CLASSES
 
-ENDPOINTS = {"/specialize": (["max_params", "max_flops", "max_latency_ms"], ["model", "summary", "answer"]),
+ENDPOINTS = {"/specialize": (["max_params", "max_flops", "max_latency_ms", "max_bytes"],
+                             ["model", "summary", "answer"]),
              "/download": (["model", "kind"], ["file"]),
              "/classify": (["image", "model"], ["predictions", "model_view"])}
 HEARTBEAT_S = "1"  # Gradio's session heartbeat: a closed client's stream ends within it, before the server stops

@@ -194,13 +194,13 @@ def test_the_ui_draws_one_front_coloured_by_family(live, both):
         ("parameters", [e.params for e in both.entries], None), ("FLOPs", [e.flops for e in both.entries], None),
         ("latency", [e.latency_ms for e in both.entries], "ms"))]
     with httpx.Client(base_url=live.url, timeout=300) as client:
-        summary, svg, layers = gradio_call(client, "apply_budget", [*no_limit, "params"])[:3]
+        summary, svg, layers = gradio_call(client, "apply_budget", [*no_limit, "params", ""])[:3]
         chosen = both.query()
         assert f"Chosen: `{chosen.id}`" in summary
         assert layers["headers"] == list(both.zoo_of(chosen).family.layer_headers)
         assert svg.count(f'id="{POINT}') == len(both.entries)
         assert "ViT (ladder-fmnist)" in svg and "HyTra (hytra-fmnist)" in svg and "Pareto front" in svg
-        vit = gradio_call(client, "specialize", ["15K", "", ""])
+        vit = gradio_call(client, "specialize", ["15K", "", "", ""])
         assert vit[0] == both.query(max_params="15K").id and "(zoo ladder-fmnist)" in vit[1]
 
 

@@ -312,7 +312,7 @@ def test_public_ui_endpoints_answer_no_server_paths(server):
     with httpx.Client(base_url=url, timeout=300) as client:
         uploaded = client.post("/gradio_api/upload", files=[("files", (sample.name, sample.read_bytes()))]).json()[0]
         classified = gradio_call(client, "classify", [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, MID])
-        specialized = gradio_call(client, "specialize", ["250K", "", ""])
+        specialized = gradio_call(client, "specialize", ["250K", "", "", ""])
         [downloaded] = gradio_call(client, "download", [MID, "onnx"])
         served = client.get(downloaded["url"]).content
         assert served == client.get(f"/api/models/{MID}/download/onnx").content

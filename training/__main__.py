@@ -235,6 +235,58 @@ def run_edmips(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bit_widths(text: str) -> tuple[int, ...]:
+    """'16,8,4' -> (16, 8, 4): weight widths a file stores below fp32, each once, for argparse."""
+    from training.variants import UNIFORM_BITS
+
+    try:
+        widths = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or any(b not in UNIFORM_BITS for b in widths) or len(set(widths)) < len(widths):
+        raise argparse.ArgumentTypeError(f"{text[:64]!r} is not a comma-separated list of distinct widths among "
+                                         f"{','.join(map(str, UNIFORM_BITS))}")
+    return widths
+
+
+def add_variants_args(p: argparse.ArgumentParser) -> None:
+    from training.variants import UNIFORM_BITS
+
+    p.add_argument("--zoo", type=nonempty, required=True, help="zoo folder or shipped zoo name (its index is "
+                                                               "rewritten: a folder you can write)")
+    p.add_argument("--bits", type=_bit_widths, default=UNIFORM_BITS,
+                   help=f"uniform weight widths, one variant each (w16, w8, w4); default: "
+                        f"{','.join(map(str, UNIFORM_BITS))}")
+    p.add_argument("--edmips", type=nonempty, help="`training edmips` output folder (OUT/ENTRY/BYTES.json): each "
+                                                  "map of an entry of this zoo becomes its variant edmips-BYTES")
+    p.add_argument("--batch-size", type=BATCH, default=500)
+    p.add_argument("--threads", type=Range(int, 1, 1024), help="torch CPU threads (default: torch's choice)")
+
+
+def run_variants(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from training.variants import record_variants
+    from zoo.store import Zoo
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    edmips = None if args.edmips is None else Path(args.edmips)
+    if edmips is not None and not edmips.is_dir():
+        raise ValueError(f"--edmips {edmips}: no such folder")
+    zoo = Zoo.load(args.zoo)
+    found = record_variants(zoo, args.bits, edmips, args.batch_size,
+                            progress=lambda entries: tqdm(entries, desc="variants", unit="entry"))
+    print(f"{'id':<20} {'variant':<14} {'val top1':>8} {'top1':>7}")
+    for entry in zoo.entries:
+        for v in [entry.fp32, *found[entry.id].values()]:
+            print(f"{entry.id:<20} {v.name:<14} {v.val_top1:>8.2f} {v.top1:>7.2f}")
+    print(f"wrote {sum(map(len, found.values()))} variants into {zoo.root / 'zoo.json'}")
+    print(f"next: python -m export sizes --zoo {zoo.root}   (each file's bytes, which a bytes budget reads)")
+    return 0
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
@@ -523,6 +575,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
               run_darts),
     "edmips": ("EdMIPS: per-layer weight bits of a zoo entry under file-bytes budgets", add_edmips_args,
                run_edmips),
+    "variants": ("an entry's weights at fewer bytes (w16, w8, w4, EdMIPS maps): accuracy into the zoo's index",
+                 add_variants_args, run_variants),
     "train": ("one-shot supernet training (preferred or uniform sampling)", add_train_args, run_train),
     "evaluate": ("accuracy of every preferred arch of a trained supernet", add_evaluate_args, run_evaluate),
     "search": ("baseline search in a budget: AutoFormer or aging evolution, random, or an ENAS controller",

@@ -32,6 +32,18 @@ def parse_count(value: str | float | int | None, what: str = "budget") -> float 
     return number
 
 
+MAX_BYTES = 1e12  # a file budget: far above any model file a zoo serves, far below where a float's rounding shows
+
+
+def parse_bytes(value: str | float | int | None, what: str = "max_bytes") -> float | None:
+    """A file size budget, as `parse_count` reads it ('120K' -> 120000.0: K is 1,000 bytes), at most MAX_BYTES;
+    None stays None."""
+    number = parse_count(value, what)
+    if number is not None and number > MAX_BYTES:
+        raise ValueError(f"{what} {value!r} is over {human(MAX_BYTES)} bytes: no model file is that big")
+    return number
+
+
 def parse_latency_ms(value: str | float | int | None) -> float | None:
     """'12ms' -> 12.0, '0.5s' -> 500.0, 12 -> 12.0 (milliseconds); None stays None."""
     if value is None:

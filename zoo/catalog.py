@@ -15,7 +15,18 @@ import hashlib
 from collections.abc import Sequence
 
 from zoo.stats import wilson_interval
-from zoo.store import LatencyOf, Limits, Zoo, ZooEntry, best_within, cheaper_within, pareto_front
+from zoo.store import (
+    SIZES_COMMANDS,
+    LatencyOf,
+    Limits,
+    Variant,
+    Zoo,
+    ZooEntry,
+    best_variant_within,
+    best_within,
+    cheaper_within,
+    pareto_front,
+)
 
 
 def dataset_problem(first: Zoo, other: Zoo) -> str | None:
@@ -164,3 +175,22 @@ class Catalog:
 
         return best_within(self.entries, self.choice_top1, Limits(max_params, max_flops, max_latency_ms, latency_of),
                            named(self.zoos), profile)
+
+    def choice_variant_top1(self, variant: Variant) -> float | None:
+        """`choice_top1` of a variant's file (the split every zoo shares)."""
+        return variant.val_top1 if self.by_validation else variant.top1
+
+    def query_variant(self, max_bytes: str | float, max_params: str | float | None = None,
+                      max_flops: str | float | None = None, max_latency_ms: str | float | None = None,
+                      latency_of: LatencyOf | None = None) -> tuple[ZooEntry, Variant]:
+        """The most accurate (entry, variant) of any zoo whose served file fits `max_bytes` (`Zoo.query_variant`)."""
+        def lacking(ids: list[str]) -> list[Zoo]:
+            """The zoos of these entries ('ID' or 'ID/VARIANT')."""
+            owners = {self._owner[i.split("/")[0]].root for i in ids}
+            return [z for z in self.zoos if z.root in owners]
+
+        return best_variant_within(
+            self.entries, self.choice_variant_top1, Limits(max_params, max_flops, max_latency_ms, latency_of,
+                                                           max_bytes), named(self.zoos),
+            lambda ids: " and ".join(SIZES_COMMANDS.format(zoo=z.root) for z in lacking(ids)),
+            lambda ids: " and ".join(f"`python -m export sizes --zoo {z.root} --latency`" for z in lacking(ids)))

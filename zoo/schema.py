@@ -22,6 +22,13 @@ has one, or none has), and the block must be the split that the index's `trainin
 and val_size, `held_out_split`): a split the settings cannot tell, or one they did not hold out and so may overlap
 the images the supernet was trained on, is refused. Budgets, the Pareto front and the equivalence of entries choose on
 validation where a zoo records it, else on test (`zoo.store.Zoo.choice_top1`); test is what is reported.
+
+Variants (a bytes budget's choices, optional): an entry's `variants` are ONNX files storing its weights at fewer
+bytes, by name (`w16`, `w8`, `w4`, `edmips-<budget>`; "fp32" is the entry itself), each with its precision map
+(`bits`: layer -> 4, 8, 16 or 32), its top-1/top-5 on the test split and on the `validation` split (so a zoo with
+variants records validation), written by `python -m training variants`; `file_bytes` (the entry's own fp32 file and
+each variant's, as served) and an optional variant `latency` are written by `python -m export sizes`. The top-level
+`variants` block says how all of them were measured.
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ SCHEMA_VERSION = 1
 KIND = "prezoo.zoo"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 MESSAGE_CHARS = 300  # longest problem quoted; messages of spaces and archs may quote whole lists
+FP32 = "fp32"  # the variant an entry is itself: its fp32 ONNX file; never a stored variant's name
+VARIANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$"  # a path segment of the export cache: no dots, no slashes
+MAX_VARIANTS = 64
+MAX_LAYERS = 10_000  # zoo.precision.MAX_LAYERS
 
 
 class ZooError(ValueError):
@@ -236,6 +247,32 @@ class Latency(Strict):
     p90_ms: Milliseconds
 
 
+def _not_fp32(variants: dict[str, Variant]) -> dict[str, Variant]:
+    if FP32 in variants:
+        raise ValueError(f"{quote(FP32)} is the entry's own file, not a stored variant")
+    return variants
+
+
+LayerName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Variant(Strict):
+    """An entry's weights stored at fewer bytes (see the module's docstring)."""
+
+    bits: Annotated[dict[LayerName, Literal[4, 8, 16, 32]], Field(min_length=1, max_length=MAX_LAYERS)]
+    origin: Label  # how the map was made: "uniform", or the EdMIPS map file it was read from
+    top1: Percent
+    top5: Percent
+    val_top1: Percent
+    val_top5: Percent
+    file_bytes: Count | None = None
+    latency: Latency | None = None
+
+
+Variants = Annotated[dict[Annotated[str, Field(pattern=VARIANT_NAME)], Variant], Field(max_length=MAX_VARIANTS),
+                     AfterValidator(_not_fp32)]
+
+
 class Entry(Strict):
     id: str
     arch: Annotated[Any, PlainValidator(_arch)]  # an `Arch` of the index's family
@@ -247,6 +284,8 @@ class Entry(Strict):
     val_top5: Percent | None = None
     loss: Annotated[float, Field(ge=0)] | None = None
     latency: Latency | None = None
+    file_bytes: Count | None = None  # the entry's fp32 ONNX file as served (`python -m export sizes`)
+    variants: Variants | None = None
 
     @model_validator(mode="after")
     def _agrees_with_its_arch(self, info: ValidationInfo) -> Entry:
@@ -305,6 +344,7 @@ class ZooIndex(Strict):
     training: Metadata | None = None
     fp16_check: Metadata | None = None
     latency_protocol: Metadata | None = None
+    variants: Metadata | None = None  # how the entries' variants were measured (`training variants`, `export sizes`)
     weights: Weights
     entries: Annotated[list[Entry], Field(min_length=1), AfterValidator(_unique_ids)]
 
@@ -312,6 +352,9 @@ class ZooIndex(Strict):
     def _validation_is_whole_and_held_out(self) -> ZooIndex:
         """Validation accuracy for every entry or none, on the split the training held out."""
         measured = [e.val_top1 is not None or e.val_top5 is not None for e in self.entries]
+        if self.validation is None and (varied := [i for i, e in enumerate(self.entries) if e.variants]):
+            raise ValueError(f"entries[{varied[0]}] has variants, whose validation top-1 chooses them, but the index "
+                             f"names no validation split")
         if self.validation is None:
             if any(measured):
                 raise ValueError(f"entries[{measured.index(True)}] records validation accuracy but the index names "

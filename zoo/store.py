@@ -5,7 +5,8 @@ A zoo is a directory (or a Hub model repo) holding the supernet of one model fam
   (img_size, in_chans, crop_pct, interpolation, mean, std), the FLOPs rule, the evaluation and latency protocols, the
   selector and training settings, the weight files with their sha256, and one entry per preferred
   arch: id, arch, params, flops, top1, top5 (and loss) on the test split, val_top1/val_top5 on the validation split
-  where the zoo records one (`validation`: images its training held out), latency (median/p10/p90 ms, or null).
+  where the zoo records one (`validation`: images its training held out), latency (median/p10/p90 ms, or null);
+  optionally the bytes of its fp32 ONNX file and its `variants`, the same weights stored at fewer bytes (`Variant`).
 - the supernet weights as safetensors (fp16 or fp32; always computed in fp32). A family whose paths need their own
   BatchNorm statistics (`Family.calibrate_bn`: HyTra) stores each entry's in the same file, as
   `paths.<entry id>.<key in the extracted module's state_dict>`: one file, one sha256, one unit with the weights.
@@ -21,10 +22,11 @@ range). A Hub zoo is pulled index first, then only the weight file the index nam
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
-from zoo.budget import human, parse_count, parse_latency_ms
+from zoo.budget import human, parse_bytes, parse_count, parse_latency_ms
 from zoo.family import DEFAULT_FAMILY, Arch, Family, Space, Supernet, get_family
 from zoo.io import (
     atomic_write_bytes,
@@ -47,6 +49,7 @@ from zoo.io import (
 )
 from zoo.layers import bn_statistic_problem, bn_statistics, load_bn_statistics
 from zoo.schema import (
+    FP32,
     KIND,
     SCHEMA_VERSION,
     ZooError,
@@ -127,8 +130,57 @@ class LatencyUnknownError(BudgetError):
         self.missing = missing
 
 
+class SizesUnknownError(BudgetError):
+    """A bytes budget, but `missing` entries have no measured file bytes to compare with it."""
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message, [])
+        self.missing = missing
+
+
+class VariantBudgetError(BudgetError):
+    """No (entry, variant) fits a bytes budget; `nearest_variants` holds the pairs closest to fitting."""
+
+    def __init__(self, message: str, nearest: list[tuple[ZooEntry, Variant]]) -> None:
+        super().__init__(message, list({e.id: e for e, _ in nearest}.values()))
+        self.nearest_variants = nearest
+
+
 LatencyOf = Callable[["ZooEntry"], float | None]  # an entry's median latency (ms) as a budget reads it
 CHOSEN_ON_TEST = "test (this zoo records no validation accuracy)"
+SIZES_COMMANDS = "`python -m training variants --zoo {zoo}` (the variants' accuracy), then `python -m export sizes " \
+                 "--zoo {zoo}` (every file's bytes)"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An ONNX file of an entry: its own fp32 one (`FP32`, `bits` None: the entry's numbers) or its weights stored at
+    the widths of a precision map (`zoo.precision`), with that file's accuracy, measured bytes and latency."""
+
+    name: str
+    bits: Mapping[str, int] | None
+    origin: str
+    top1: float | None
+    top5: float | None
+    val_top1: float | None
+    val_top5: float | None
+    file_bytes: int | None = None
+    latency: dict[str, float] | None = None
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.latency is None else self.latency["median_ms"]
+
+    @property
+    def digest(self) -> str:
+        """What the file holds besides the entry: its map (12 hex digits of its sha256; the export cache's key)."""
+        return hashlib.sha256(json.dumps(self.bits, sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The index's variant (never the fp32 one: that is the entry)."""
+        measured = {k: v for k, v in (("file_bytes", self.file_bytes), ("latency", self.latency)) if v is not None}
+        return {"bits": dict(self.bits or {}), "origin": self.origin, "top1": self.top1, "top5": self.top5,
+                "val_top1": self.val_top1, "val_top5": self.val_top5, **measured}
 
 
 @dataclass(frozen=True)
@@ -142,10 +194,29 @@ class ZooEntry:
     latency: dict[str, float] | None = None  # {"median_ms", "p10_ms", "p90_ms"}
     val_top1: float | None = None  # on the zoo's validation split, where it records one
     val_top5: float | None = None
+    file_bytes: int | None = None  # its fp32 ONNX file's, as served (`python -m export sizes`)
+    variants: Mapping[str, Variant] = field(default_factory=dict)  # by name; never FP32
 
     @property
     def id(self) -> str:
         return self.arch.id
+
+    @property
+    def fp32(self) -> Variant:
+        """The entry's own fp32 ONNX file as a variant: its numbers are the entry's."""
+        return Variant(FP32, None, "the entry's fp32 ONNX file", self.top1, self.top5, self.val_top1, self.val_top5,
+                       self.file_bytes, self.latency)
+
+    def all_variants(self) -> list[Variant]:
+        """Its fp32 file, then its stored variants."""
+        return [self.fp32, *self.variants.values()]
+
+    def variant(self, name: str) -> Variant:
+        """The variant of this name (FP32: the entry's own file); KeyError naming the entry's."""
+        found = {v.name: v for v in self.all_variants()}
+        if name not in found:
+            raise KeyError(f"entry {self.id} has no variant {quote(name)}; its variants: {', '.join(found)}")
+        return found[name]
 
     @property
     def latency_ms(self) -> float | None:
@@ -154,8 +225,11 @@ class ZooEntry:
     def to_dict(self) -> dict[str, Any]:
         """The index's entry; validation accuracy only where measured, so a zoo without it reads as it always did."""
         val = {k: v for k, v in (("val_top1", self.val_top1), ("val_top5", self.val_top5)) if v is not None}
+        sized = {"file_bytes": self.file_bytes} if self.file_bytes is not None else {}
+        varied = {"variants": {n: v.to_dict() for n, v in self.variants.items()}} if self.variants else {}
         return {"id": self.id, "arch": self.arch.to_dict(), "params": self.params, "flops": self.flops,
-                "top1": self.top1, "top5": self.top5, **val, "loss": self.loss, "latency": self.latency}
+                "top1": self.top1, "top5": self.top5, **val, "loss": self.loss, "latency": self.latency, **sized,
+                **varied}
 
 
 def write_zoo(out: str | Path, *, name: str, space: Space, state: dict[str, torch.Tensor],
@@ -235,7 +309,7 @@ class Zoo:
             raise ZooError(f"{weights} does not match {index}: sha256 {digest[:16]}… but the index records "
                            f"{checked.weights.sha256[:16]}… (truncated, corrupt or replaced)")
         entries = [ZooEntry(e.arch, e.params, e.flops, e.top1, e.top5, e.loss, e.latency and e.latency.model_dump(),
-                            e.val_top1, e.val_top5) for e in checked.entries]
+                            e.val_top1, e.val_top5, e.file_bytes, _variants(e.variants)) for e in checked.entries]
         return cls(path, doc, family, space, entries, *load_weights(weights, checked.weights.dtype, family, space,
                                                                     entries))
 
@@ -334,6 +408,20 @@ class Zoo:
         return best_within(self.entries, self.choice_top1, Limits(max_params, max_flops, max_latency_ms, latency_of),
                            f"zoo {self.name}", lambda _: f"`prezoo profile --zoo {self.root}`")
 
+    def choice_variant_top1(self, variant: Variant) -> float | None:
+        """`choice_top1` of a variant's file."""
+        return variant.val_top1 if self.validation else variant.top1
+
+    def query_variant(self, max_bytes: str | float, max_params: str | float | None = None,
+                      max_flops: str | float | None = None, max_latency_ms: str | float | None = None,
+                      latency_of: LatencyOf | None = None) -> tuple[ZooEntry, Variant]:
+        """The most accurate (entry, variant) whose served file fits `max_bytes` and whose entry fits the other
+        limits (ties: the fewer bytes): `best_variant_within`."""
+        return best_variant_within(self.entries, self.choice_variant_top1,
+                                   Limits(max_params, max_flops, max_latency_ms, latency_of, max_bytes),
+                                   f"zoo {self.name}", lambda _: SIZES_COMMANDS.format(zoo=self.root),
+                                   lambda _: f"`python -m export sizes --zoo {self.root} --latency`")
+
     def subnet(self, entry_or_arch: ZooEntry | Arch | str) -> torch.nn.Module:
         """The standalone model (exact weights, eval mode) of an entry, an entry id, or any arch.
 
@@ -370,6 +458,30 @@ class Zoo:
         self._rewrite([replace(e, val_top1=accuracy[e.id][0], val_top5=accuracy[e.id][1]) for e in self.entries],
                       validation=validation)
 
+    def with_variants(self, variants: Mapping[str, Mapping[str, Variant]], protocol: dict[str, Any]) -> None:
+        """Record each entry's variants (by entry id; an entry not named keeps its own), rewriting `zoo.json`
+        atomically; a variant whose map is unchanged keeps its measured bytes and latency, any other needs
+        `python -m export sizes` again. `protocol`: how their accuracy was measured (the `variants` block)."""
+        if not self.validation:
+            raise ValueError(f"zoo {self.name} records no validation accuracy, which chooses among variants: run "
+                             f"`python -m training evaluate --zoo {self.root} --split val --write` first")
+        entries = [replace(e, variants={n: _kept(e.variants.get(n), v) for n, v in variants[e.id].items()})
+                   if e.id in variants else e for e in self.entries]
+        self._rewrite(entries, variants={**(self.doc.get("variants") or {}), "accuracy": protocol})
+
+    def with_sizes(self, sizes: Mapping[str, Mapping[str, int]], protocol: dict[str, Any],
+                   latencies: Mapping[str, Mapping[str, dict[str, float]]] | None = None) -> None:
+        """Record file bytes (entry id -> variant name (FP32: the entry's own file) -> bytes) and, where given, the
+        variants' latencies, rewriting `zoo.json` atomically. `protocol`: how (the `variants` block's `sizes`)."""
+        def sized(e: ZooEntry) -> ZooEntry:
+            got, timed = sizes.get(e.id, {}), (latencies or {}).get(e.id, {})
+            variants = {n: replace(v, file_bytes=got.get(n, v.file_bytes), latency=timed.get(n, v.latency))
+                        for n, v in e.variants.items()}
+            return replace(e, file_bytes=got.get(FP32, e.file_bytes), variants=variants)
+
+        self._rewrite([sized(e) for e in self.entries], variants={**(self.doc.get("variants") or {}),
+                                                                  "sizes": protocol})
+
     def _rewrite(self, entries: list[ZooEntry], **fields: Any) -> None:
         """`zoo.json` with these entries and top-level fields, checked as a load checks it, then written atomically
         (a ZooError leaves the zoo as it was)."""
@@ -377,6 +489,19 @@ class Zoo:
         check_index(doc, self.root / INDEX)  # never write an index that would not load
         atomic_write_text(self.root / INDEX, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
         self.doc, self.entries = doc, entries
+
+
+def _variants(checked: Mapping[str, Any] | None) -> dict[str, Variant]:
+    """The index's checked variants (zoo.schema.Variant) as `Variant`s."""
+    return {name: Variant(name, dict(v.bits), v.origin, v.top1, v.top5, v.val_top1, v.val_top5, v.file_bytes,
+                          v.latency and v.latency.model_dump()) for name, v in (checked or {}).items()}
+
+
+def _kept(old: Variant | None, new: Variant) -> Variant:
+    """`new`, with `old`'s measured bytes and latency where its file is the same (the same map)."""
+    if old is None or old.digest != new.digest:
+        return new
+    return replace(new, file_bytes=old.file_bytes, latency=old.latency)
 
 
 Top1Of = Callable[[ZooEntry], float | None]  # the accuracy that ranks entries (`Zoo.choice_top1`)
@@ -391,6 +516,7 @@ class Limits:
     max_flops: str | float | None = None
     max_latency_ms: str | float | None = None
     latency_of: LatencyOf | None = None
+    max_bytes: str | float | None = None  # the served ONNX file's bytes: chooses an (entry, variant) pair
 
 
 def pareto_front(entries: list[ZooEntry], top1: Top1Of, by: str = "params") -> list[ZooEntry]:
@@ -443,6 +569,47 @@ def best_within(entries: list[ZooEntry], top1: Top1Of, asked: Limits, where: str
                         + (f", {costs['latency'](e):.2f} ms" if costs["latency"](e) is not None else "") + ")"
                         for e in nearest)
     raise BudgetError(f"no entry of {where} fits {asked}; nearest: {options}", nearest)
+
+
+VariantTop1Of = Callable[[Variant], float | None]  # the accuracy that ranks variants (validation where recorded)
+
+
+def best_variant_within(entries: list[ZooEntry], top1: VariantTop1Of, asked: Limits, where: str,
+                        sizes: Callable[[list[str]], str], profile: Callable[[list[str]], str]
+                        ) -> tuple[ZooEntry, Variant]:
+    """The most accurate (entry, variant) pair by `top1` whose recorded file bytes fit `asked.max_bytes` and whose
+    entry fits every other limit (latency: the variant's own; the fp32 file's is the entry's, `latency_of`), ties to
+    the fewer bytes; else VariantBudgetError with the nearest pairs. SizesUnknownError while an entry has no measured
+    file bytes (`sizes` names the commands that measure them, by entry id); LatencyUnknownError for a latency limit
+    while a pair has no latency (`profile`)."""
+    limits = {"params": parse_count(asked.max_params, "max_params"),
+              "flops": parse_count(asked.max_flops, "max_flops"), "latency": parse_latency_ms(asked.max_latency_ms),
+              "bytes": parse_bytes(asked.max_bytes)}
+    if unsized := [e.id for e in entries if e.file_bytes is None]:
+        raise SizesUnknownError(f"{where}: {len(unsized)} of {len(entries)} entries have no measured file bytes, "
+                                f"which a bytes budget compares; run {sizes(unsized)}", unsized)
+    entry_latency = asked.latency_of or _cost_fn("latency")
+    costs = {"params": lambda e, v: e.params, "flops": lambda e, v: e.flops,
+             "latency": lambda e, v: entry_latency(e) if v.name == FP32 else v.latency_ms,
+             "bytes": lambda e, v: v.file_bytes}
+    pairs = [(e, v) for e in entries for v in e.all_variants() if v.file_bytes is not None]
+    if limits["latency"] is not None and (untimed := [f"{e.id}/{v.name}" for e, v in pairs
+                                                       if costs["latency"](e, v) is None]):
+        raise LatencyUnknownError(f"{where} has no measured latency for {len(untimed)} of its {len(pairs)} files "
+                                  f"(e.g. {untimed[0]}); run {profile(untimed)} first", untimed)
+
+    def excess(pair: tuple[ZooEntry, Variant]) -> float:
+        """How far over the limits (relative, summed): 0 when it fits."""
+        return sum(max(0.0, costs[k](*pair) / v - 1) for k, v in limits.items() if v is not None)
+
+    if fits := [p for p in pairs if excess(p) == 0]:
+        return max(fits, key=lambda p: (-1 if top1(p[1]) is None else top1(p[1]), -p[1].file_bytes))
+    nearest = sorted(pairs, key=excess)[:3]
+    asked_text = ", ".join(f"max_{k}={f'{v:g}ms' if k == 'latency' else human(v)}"
+                           for k, v in limits.items() if v is not None)
+    options = "; ".join(f"{e.id} {v.name} ({human(v.file_bytes)} bytes, {human(e.params)} params)"
+                        for e, v in nearest)
+    raise VariantBudgetError(f"no file of {where} fits {asked_text}; nearest: {options}", nearest)
 
 
 def protocol_text(p: dict[str, Any]) -> str:
