@@ -354,6 +354,55 @@ def edmips(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def file_points(raw: dict) -> list[dict]:
+    """Every served ONNX file of the raw file's zoos (each entry's fp32 file and its variants) with its measured
+    bytes, read from the committed zoo.json files: the choices a bytes budget has."""
+    points = []
+    for root in raw["zoos"]:
+        zoo = json.loads((HERE.parent / root / "zoo.json").read_text())
+        for e in zoo["entries"]:
+            files = {"fp32": e, **e.get("variants", {})}
+            points += [{"zoo": zoo["name"], "id": e["id"], "params": e["params"], "file": name,
+                        "bytes": f["file_bytes"], "val": f["val_top1"], "test": f["top1"]}
+                       for name, f in files.items() if f.get("file_bytes") is not None]
+    return points
+
+
+def bytes_front(raw: dict) -> str:
+    """The bytes front over the zoos' files (chosen on validation, test reported with Wilson intervals), what each
+    of `budgets` gets, and each variant's validation top-1 against its entry's fp32 file."""
+    n_val, n_test = raw["val_images"], raw["test_images"]
+    points = file_points(raw)
+    on_front = front([(p["bytes"], p["val"]) for p in points])
+
+    def cells(p: dict) -> str:
+        val_lo, val_hi = wilson_interval(p["val"], n_val)
+        lo, hi = wilson_interval(p["test"], n_test)
+        return (f"{p['zoo']} | {p['id']} | {p['params']:,} | {p['file']} | {p['bytes']:,} | "
+                f"{p['val']:.2f} ({val_lo:.2f}–{val_hi:.2f}) | {p['test']:.2f} ({lo:.2f}–{hi:.2f}) |")
+
+    lines = [f"{len(points)} files of {len({(p['zoo'], p['id']) for p in points})} entries; the front by bytes, "
+             "chosen on validation:", "",
+             "| zoo | entry | params | file | bytes | val top-1 (95%) | test top-1 (95%) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {cells(points[i])}" for i in on_front]
+    lines += ["", "| max_bytes | gets | params | file | bytes | val top-1 (95%) | test top-1 (95%) |",
+              "|---|---|---|---|---|---|---|"]
+    for budget in raw["budgets"]:
+        fits = [p for p in points if p["bytes"] <= budget]
+        best = max(fits, key=lambda p: (p["val"], -p["bytes"]), default=None)
+        lines.append(f"| {budget:,} | " + (cells(best).split(" | ", 1)[1] if best else "nothing fits | | | | | |"))
+    fp32 = {(p["zoo"], p["id"]): p for p in points if p["file"] == "fp32"}
+    lines.append("")
+    for name in sorted({p["file"] for p in points} - {"fp32"}):
+        pairs = [(p, fp32[p["zoo"], p["id"]]) for p in points if p["file"] == name and (p["zoo"], p["id"]) in fp32]
+        delta = [p["val"] - f["val"] for p, f in pairs]
+        share = [p["bytes"] / f["bytes"] for p, f in pairs]
+        lines.append(f"{name}: val top-1 minus its fp32 file's {min(delta):+.2f} to {max(delta):+.2f} pp over "
+                     f"{len(pairs)} entries, at {min(share):.0%}–{max(share):.0%} of its bytes.")
+    return "\n".join(lines) + "\n"
+
+
 # -- studies whose tables their benchmark builds (it holds the family's measures; imported only when a block needs it)
 def bossnas(raw: dict) -> str:
     """bench_bossnas: the BossNAS rating against paths trained from scratch (tau/rho/R with bootstrap intervals, the
@@ -381,7 +430,8 @@ def search(raw: dict) -> str:
 RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentration": concentration,
                                                "recipe": recipe, "versus": versus, "rating": rating,
                                                "edmips": edmips, "latency": latency, "bossnas": bossnas,
-                                               "selector-accuracy": selector_accuracy, "search": search}
+                                               "selector-accuracy": selector_accuracy, "search": search,
+                                               "bytes": bytes_front}
 
 
 def plot_versus(raw: dict, path: Path) -> Path:

@@ -3,6 +3,7 @@ number is caught."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -183,3 +184,29 @@ def test_the_versus_plot_gains_a_latency_panel_only_with_a_latency_input(tmp_pat
     without = plot_versus({"inputs": _versus_inputs()}, tmp_path / "two.png")
     three, two = (matplotlib.image.imread(path).shape[1] for path in (with_ms, without))
     assert three == pytest.approx(two * 3 / 2, rel=0.02)  # a third panel of the same width
+
+
+def test_the_bytes_front_chooses_files_on_validation_and_answers_each_budget(tmp_path):
+    """Two entries of two zoos, worked out by hand: the w8 file of `a` (900 B, val 80) beats its fp32 file (2,000 B,
+    val 79.9) and `b`'s fp32 (1,500 B, val 79); `b`'s w8 (700 B, val 78.5) leads the front; a 800 B budget gets it,
+    1,000 B gets `a`'s w8 although `b`'s fp32 would be better on test; 500 B gets nothing."""
+    from bench.report import bytes_front
+
+    def zoo(name: str, entry: dict) -> str:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "zoo.json").write_text(json.dumps({"name": name, "entries": [entry]}))
+        return str(tmp_path / name)
+
+    a = {"id": "a", "params": 500, "file_bytes": 2000, "val_top1": 79.9, "top1": 79.0,
+         "variants": {"w8": {"file_bytes": 900, "val_top1": 80.0, "top1": 79.5}}}
+    b = {"id": "b", "params": 400, "file_bytes": 1500, "val_top1": 79.0, "top1": 81.0,
+         "variants": {"w8": {"file_bytes": 700, "val_top1": 78.5, "top1": 78.0},
+                      "w4": {"file_bytes": 600, "val_top1": 70.0, "top1": 69.0}}}
+    table = bytes_front({"zoos": [zoo("za", a), zoo("zb", b)], "val_images": 1000, "test_images": 1000,
+                         "budgets": [500, 800, 1000]})
+    rows = [line for line in table.splitlines() if line.startswith(("| za", "| zb"))]
+    assert [r.split(" | ")[1:4:2] for r in rows] == [["b", "w4"], ["b", "w8"], ["a", "w8"]]  # the front, by bytes
+    answers = {line.split(" | ")[0]: line for line in table.splitlines() if line[2:3].isdigit()}
+    assert "nothing fits" in answers["| 500"] and "| b | 400 | w8 | 700 |" in answers["| 800"]
+    assert "| a | 500 | w8 | 900 | 80.00" in answers["| 1,000"]
+    assert "w8: val top-1 minus its fp32 file's -0.50 to +0.10 pp over 2 entries, at 45%–47% of its bytes." in table
