@@ -46,7 +46,7 @@ from server.state import PreZooServer
 from zoo.budget import FLOPS_LABEL, human
 from zoo.catalog import Catalog
 from zoo.pull import HubError
-from zoo.store import Zoo, ZooEntry
+from zoo.store import Zoo, ZooEntry, protocol_text
 
 DOWNLOAD_BUTTONS = {"hf-zip": "HF folder (zip)", "safetensors": "safetensors", "onnx": "ONNX",
                     "onnx-fp16": "ONNX fp16", "onnx-int8": "ONNX INT8"}
@@ -244,7 +244,7 @@ def interval_text(zoo: Zoo | Catalog, entry: ZooEntry) -> str:
 def latency_note(server: PreZooServer) -> str:
     """Who measured the latencies shown: this server (host, provider, how) once it has, else each zoo's builder."""
     progress = server.profiler.progress()
-    built = "; ".join(dict.fromkeys(built_latency(z) for z in server.zoos.zoos))
+    built = built_latencies(server.zoos.zoos)
     if progress["state"] == "off":
         return f"Latency: {built}."
     here = f"on this server ({progress['provider']}): {progress['protocol']}"
@@ -254,11 +254,18 @@ def latency_note(server: PreZooServer) -> str:
             f"Budgets read this server's numbers where it has them.")
 
 
-def built_latency(zoo: Zoo) -> str:
-    """How a zoo's own latencies were measured, when it was built."""
-    how = zoo.latency_protocol_text()
-    return ("not measured for this zoo (`prezoo profile` measures it)" if how is None else
-            f"{how}; measured when the zoo was built, not on this server")
+def built_latencies(zoos: list[Zoo]) -> str:
+    """How the zoos' own latencies were measured when each was built: one phrase per protocol, the zoos measured
+    alike (on other days) named under it."""
+    groups: dict[str, list[str]] = {}
+    for zoo in zoos:
+        p = zoo.doc.get("latency_protocol")
+        how = "not measured (`prezoo profile` measures it)" if p is None else \
+            protocol_text({k: v for k, v in p.items() if k != "measured_at"})
+        when = f" on {p['measured_at'][:10]}" if p and p.get("measured_at") else ""
+        groups.setdefault(how, []).append(f"{zoo.name}{when}")
+    return "; ".join(f"{how} ({', '.join(names)})" for how, names in groups.items()) + \
+        ", measured when each zoo was built, not on this server"
 
 
 def variant_markdown(variant: dict | None) -> str:

@@ -224,3 +224,22 @@ def test_python_m_server_without_zoo_serves_every_shipped_zoo(tmp_path):
         z = httpx.get(f"{url}/api/zoo", timeout=60).json()
     assert [b["name"] for b in z["zoos"]] == list(shipped_zoos())
     assert {e["family"] for e in z["entries"]} == {"vit", "hytra", "mbconv"}
+
+
+def test_the_latency_note_says_each_protocol_once_and_names_its_zoos():
+    """Zoos measured alike on other days share one phrase (the screenshot's note repeated it per zoo); a zoo measured
+    otherwise, or not at all, gets its own."""
+    from types import SimpleNamespace
+
+    from server.ui import built_latencies
+
+    protocol = {"statistic": "median, p10, p90", "runs": 100, "warmup": 10, "batch": 1, "threads": 2,
+                "engine": "onnxruntime CPU, fp32", "host": "box"}
+    zoos = [SimpleNamespace(name="a", doc={"latency_protocol": {**protocol, "measured_at": "2026-11-29T19:29:43"}}),
+            SimpleNamespace(name="b", doc={"latency_protocol": {**protocol, "measured_at": "2026-12-06T01:58:39"}}),
+            SimpleNamespace(name="c", doc={"latency_protocol": {**protocol, "threads": 1}}),
+            SimpleNamespace(name="d", doc={})]
+    note = built_latencies(zoos)
+    assert note.count("median of 100 runs") == 2 and "(a on 2026-11-29, b on 2026-12-06)" in note
+    assert "1 threads, onnxruntime CPU, fp32 on box (c)" in note
+    assert "not measured (`prezoo profile` measures it) (d)" in note
