@@ -3,7 +3,10 @@ and each step along the Pareto front (drawn on validation accuracy) tested again
 test images (paired: McNemar's exact test and a 95% interval of the accuracy difference, alone and Holm-corrected),
 so that a rise is told apart from test-set noise.
 
-    .venv/bin/python -m bench.bench_tradeoff [--zoo zoos/ladder-fmnist] [--plot bench/default-zoo-pareto.png]
+    .venv/bin/python -m bench.bench_tradeoff [--zoo zoos/ladder-fmnist] [--plot PNG]
+
+The plot goes to `--plot`, by default bench/ZOO-pareto.png for a zoo other than the default one (whose plot is
+bench/default-zoo-pareto.png), so that measuring one zoo never overwrites another's figure.
 
 Writes the raw per-image correctness (test and validation) to bench/data/zoo-front/ZOO.json, from which
 `python -m bench report` builds the table in RESULTS.md.
@@ -51,7 +54,8 @@ def raw_results(zoo: Zoo) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", default=str(DEFAULT_ZOO))
-    ap.add_argument("--plot", default="bench/default-zoo-pareto.png")
+    ap.add_argument("--plot", default=None, help="default: bench/default-zoo-pareto.png for the default zoo, "
+                                                 "bench/ZOO_NAME-pareto.png for another")
     ap.add_argument("--raw", type=Path, default=None, help="default: bench/data/zoo-front/ZOO_NAME.json")
     args = ap.parse_args()
     zoo = Zoo.load(args.zoo)
@@ -61,7 +65,9 @@ def main() -> None:
     atomic_write_text(out, json.dumps(raw, indent=1) + "\n")
     print(f"zoo {zoo.name}: {len(zoo.entries)} entries; machine: {raw['machine']}; raw results: {out}\n")
     print(zoo_front(raw))
-    print(f"wrote {pareto_plot(zoo, args.plot)}")
+    plot = args.plot or ("bench/default-zoo-pareto.png" if Path(args.zoo).resolve() == DEFAULT_ZOO.resolve()
+                         else f"bench/{zoo.name}-pareto.png")
+    print(f"wrote {pareto_plot(zoo, plot)}")
 
 
 if __name__ == "__main__":
