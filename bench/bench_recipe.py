@@ -8,9 +8,9 @@ path per step; batch 128, AdamW lr 2e-3 with the trainer's warm-up and cosine, l
 path) for `--epochs`, and the conditions differ only in the four parts under test (`PARTS`): in-place distillation,
 2-pixel random crops, random erasing (probability 0.25), and a weight average (EMA; decay 0.99 here, a horizon of
 about a tenth of a 2-epoch run, since torch's average has no warm-up). `base` has none of them, `all` every one,
-`-X` all but X, `+X` base and X: equal steps everywhere; `C@KNOB` is condition C with one change of the recipe
-itself (`KNOBS`: `paths2` trains two random paths per step beside the extremes, as BigNAS does; `lr5e-3`, `lr1e-2`
-raise the peak learning rate). Each supernet is scored on the same archs, the space's
+`-X` all but X, `+X` base and X: equal steps everywhere; `C@KNOB` is condition C with a change of the recipe itself,
+`C@KNOB@KNOB` with two (`KNOBS`: `paths2` trains two random paths per step beside the extremes, as BigNAS does;
+`lr5e-3`, `lr1e-2`, `lr2e-2` raise the peak learning rate). Each supernet is scored on the same archs, the space's
 smallest and largest and `--archs` random ones (drawn once, seed 1234), each path's BatchNorm recalibrated on the
 run's 2,048 calibration images: top-1 on the 5,000 images its training held out (the recipe is chosen on
 validation). Seeds are the replicates: per condition the mean over archs, one value per seed.
@@ -46,15 +46,15 @@ from zoo.io import atomic_write_text
 PARTS = {"distill": {"distill": True}, "crop": {"crop_padding": 2}, "erasing": {"random_erasing": 0.25},
          "ema": {"ema": 0.99}}
 # recipe changes tried on top of a condition: BigNAS's two random paths per step, higher peak learning rates
-KNOBS = {"paths2": {"sandwich": 2}, "lr5e-3": {"lr": 5e-3}, "lr1e-2": {"lr": 1e-2}}
+KNOBS = {"paths2": {"sandwich": 2}, "lr5e-3": {"lr": 5e-3}, "lr1e-2": {"lr": 1e-2}, "lr2e-2": {"lr": 2e-2}}
 RECIPE = dict(sampler="uniform", sandwich=1, batch_size=128, lr=2e-3, drop_path=0.0, label_smoothing=0.1)
 ARCH_SEED = 1234
 
 
 def settings(condition: str) -> dict:
-    """The trainer settings of a condition: base, all, -PART or +PART, optionally @KNOB (a change of the recipe
-    itself, e.g. `all@paths2`)."""
-    parts_of, _, knob = condition.partition("@")
+    """The trainer settings of a condition: base, all, -PART or +PART, then any @KNOBs (changes of the recipe
+    itself, e.g. `all@paths2` or `all@lr1e-2@paths2`)."""
+    parts_of, *knobs = condition.split("@")
     if parts_of in ("base", "all"):
         parts = [] if parts_of == "base" else list(PARTS)
     elif parts_of[:1] in "+-" and parts_of[1:] in PARTS:
@@ -62,9 +62,10 @@ def settings(condition: str) -> dict:
     else:
         raise ValueError(f"condition {condition!r}: give base, all, -PART or +PART (parts: {', '.join(PARTS)}), "
                          f"optionally @KNOB (knobs: {', '.join(KNOBS)})")
-    if knob and knob not in KNOBS:
-        raise ValueError(f"condition {condition!r}: no knob {knob!r} (knobs: {', '.join(KNOBS)})")
-    return {k: v for p in parts for k, v in PARTS[p].items()} | KNOBS.get(knob, {})
+    for knob in knobs:
+        if knob not in KNOBS:
+            raise ValueError(f"condition {condition!r}: no knob {knob!r} (knobs: {', '.join(KNOBS)})")
+    return {k: v for p in parts for k, v in PARTS[p].items()} | {k: v for knob in knobs for k, v in KNOBS[knob].items()}
 
 
 def scored_archs(space_name: str, n: int) -> list:

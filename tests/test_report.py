@@ -80,6 +80,7 @@ def test_the_recipe_table_pairs_each_condition_with_all_by_seed():
     with pytest.raises(ValueError, match="give base, all, -PART or \\+PART"):
         settings("-dropout")
     assert settings("all@paths2") == {**settings("all"), "sandwich": 2}
+    assert settings("-ema@lr1e-2@paths2") == {**settings("-ema"), "lr": 1e-2, "sandwich": 2}
     with pytest.raises(ValueError, match="no knob 'lr1'"):
         settings("all@lr1")
     means = {("all", 0): 80.0, ("all", 1): 82.0, ("all", 2): 81.0, ("base", 0): 78.0, ("base", 1): 80.5,
