@@ -25,12 +25,11 @@ bench/RESULTS.md (renderer `search`) and `--from RAW` prints them and redraws th
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
-from bench.common import machine, supernet_validation_split
+from bench.common import machine, raw_results, supernet_validation_split
 from bench.report import DATA
 from training.checks import Range
 from training.data import load_data
@@ -39,7 +38,7 @@ from training.preferred import Buckets
 from training.search import SEARCHES, SearchConfig
 from training.select import SelectConfig, select
 from zoo import Arch, Zoo, params
-from zoo.io import atomic_write_figure, atomic_write_text
+from zoo.io import atomic_write_figure
 
 
 class TimedFitness:
@@ -89,11 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if (args.uniform is None) == (args.from_raw is None):
         ap.error("give either --uniform or --from RAW_FILE")
-    raw = json.loads(args.from_raw.read_text()) if args.from_raw else measure(args)
-    if not args.from_raw:
-        out = args.raw or DATA / "search" / f"{raw['space']}.json"
-        atomic_write_text(out, json.dumps(raw) + "\n")
-        print(f"wrote {out}; its tables in bench/RESULTS.md: python -m bench report\n")
+    raw = raw_results(args, measure, lambda raw: DATA / "search" / f"{raw['space']}.json")
     print(tables(raw))
     print(f"\nwrote {plot(raw, args.plot)}")
 

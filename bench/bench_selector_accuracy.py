@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import random
 import statistics
 from pathlib import Path
 
 from bench.bench_select import bottom_share
-from bench.common import machine, mean_interval, supernet_validation_split
+from bench.common import machine, mean_interval, raw_results, supernet_validation_split
 from bench.report import DATA
 from training.checks import Range
 from training.evaluate import accuracy, load_supernet, tensor_batches
@@ -41,7 +40,7 @@ from training.sampler import UniformSampler
 from training.select import SelectConfig, select
 from zoo import Arch, params
 from zoo.families.vit.space import ViTSpace
-from zoo.io import atomic_write_figure, atomic_write_text
+from zoo.io import atomic_write_figure
 
 PROXIES = ("snip-normalised", "snip")
 TITLES = {"snip-normalised": "normalised SNIP", "snip": "plain SNIP"}
@@ -110,11 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if (args.supernet is None) == (args.from_raw is None):
         ap.error("give either --supernet or --from RAW_FILE")
-    raw = json.loads(args.from_raw.read_text()) if args.from_raw else measure(args)
-    if not args.from_raw:
-        out = args.raw or DATA / "selector-accuracy" / f"{raw['space']['name']}-{raw['study']}.json"
-        atomic_write_text(out, json.dumps(raw) + "\n")
-        print(f"wrote {out}; its tables in bench/RESULTS.md: python -m bench report\n")
+    raw = raw_results(args, measure,
+                      lambda raw: DATA / "selector-accuracy" / f"{raw['space']['name']}-{raw['study']}.json")
     print(tables(raw))
     print(f"\nwrote {plot(points(raw), args.plot, 'isomer group' if raw['study'] == 'isomers' else None)}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import statistics
@@ -119,3 +120,17 @@ def bootstrap(score: list[float], acc: list[float], draws: int = 2000, seed: int
     with np.errstate(invalid="ignore", divide="ignore"):  # a resample of tied values has no correlation: NaN, skipped
         sims = [correlations(s[i], a[i]) for i in (rng.integers(0, len(s), len(s)) for _ in range(draws))]
     return {k: tuple(np.nanpercentile([x[k] for x in sims], [2.5, 97.5])) for k in ("tau", "rho", "R")}
+
+
+def raw_results(args, measure: Callable[[object], dict], default_out: Callable[[dict], Path]) -> dict:
+    """A study's raw results: read back from `--from` (args.from_raw), or measured now and written to `--raw`
+    (args.raw) or the study's own file under bench/data (`default_out(raw)`)."""
+    from zoo.io import atomic_write_text
+
+    if args.from_raw:
+        return json.loads(args.from_raw.read_text())
+    raw = measure(args)
+    out = args.raw or default_out(raw)
+    atomic_write_text(out, json.dumps(raw) + "\n")
+    print(f"wrote {out}; its tables in bench/RESULTS.md: python -m bench report\n")
+    return raw
