@@ -290,10 +290,17 @@ def bossnas_cases(fx: Fixtures) -> list[Case]:
     cases = flag_cases("bossnas", base, {"--epochs-per-block": ("0", "-1", "1001"), "--nas-train": ("0", "-1"),
                                          "--nas-val": ("0", "-1"), "--batch-size": ("0", "-1", "65537"),
                                          "--paths": ("0", "-1", "1025"), "--seed": ("-1",),
-                                         "--threads": ("0", "-1", "1025")},
-                       {"--target": "teacher"}, ("--data", "--out"))
+                                         "--threads": ("0", "-1", "1025"), "--centre-paths": ("0", "1", "4097"),
+                                         "--evaluations": ("0", "-1", "100001"), "--population": ("0", "-1")},
+                       {"--target": "teacher"}, ("--space", "--data", "--out"))
     cases += out_cases("bossnas", base, fx)
-    cases += [Case("bossnas", "file", setting(base, "--data", "nowhere:x"), "unknown data source"),
+    mbconv = (*base, "--space", "mbconv-tiny")
+    cases += [Case("bossnas", "file", setting(base, "--space", "nowhere"), "unknown search space"),
+              Case("bossnas", "flag", setting(base, "--space", "mini"), "does not serve"),
+              Case("bossnas", "flag", setting(base, "--centre-paths", "8"), "--centre-paths does not apply"),
+              Case("bossnas", "flag", setting(mbconv, "--paths", "1000"), "paths 1000 exceeds"),
+              Case("bossnas", "file", setting(mbconv, "--data", "synthetic:64"), "leaves no training data"),
+              Case("bossnas", "file", setting(base, "--data", "nowhere:x"), "unknown data source"),
               Case("bossnas", "file", setting(base, "--data", "synthetic:64"), "leaves no training data"),
               Case("bossnas", "file", (*base, "--nas-train", "100", "--batch-size", "200"), "no full batch"),
               Case("bossnas", "folder", setting(base, "--data", f"folder:{fx.good}"), "in_chans must be 3",

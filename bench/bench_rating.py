@@ -3,7 +3,8 @@
 Pearson R with 95% bootstrap intervals over the archs (`python -m bench report`, renderer `rating`).
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_rating --ground-truth bench/data/ground-truth/mbconv-small.json \
-        --supernet runs/mbconv-small [--val-images 0] [--out bench/data/rating/mbconv-small.json]
+        --supernet runs/mbconv-small [--val-images 0] [--bossnas runs/bossnas-mbconv-small] \
+        [--out bench/data/rating/mbconv-small.json]
 
 Ratings, each timed on this machine:
 - `params`, `MACs`: no search at all, the floor any selector has to clear;
@@ -17,7 +18,11 @@ Ratings, each timed on this machine:
   architecture logits its search ended with, from the search of the bucket that holds the arch's params (else the
   nearest target): how DARTS itself ranks paths, its weights read as a distribution over archs;
 - `ENAS policy` (with `--enas SEARCH.json ...`, `python -m training search --algorithm enas` outputs, one per
-  bucket): the same, under each search's last controller policy.
+  bucket): the same, under each search's last controller policy;
+- `BossNAS` (with `--bossnas RUN`, a `python -m training bossnas` folder of an MBConv space): −Σ_k L_k, the arch's
+  stage paths rated by the run's trained EB nets against its stage centres (`training.bossnas_mbconv.load_rater`;
+  every stage path rated anew, each once). The raw file also gets, per stage, Kendall tau between the run's own
+  ratings of its centre sample against the two centres it estimated (how far the ranking depends on the sample).
 The ground truth must come from the split the supernet held out (same data, size and seed): refused otherwise, so
 that no rating is scored on images its supernet trained on.
 """
@@ -37,8 +42,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.bench_baselines import standalone
-from bench.common import machine
+from bench.common import kendall, machine
 from bench.report import DATA
+from training.bossnas_mbconv import load_rater
 from training.config import TrainConfig
 from training.darts import policy_of, search_for
 from training.data import SMALL_DATASET_VAL_SIZE, load_data
@@ -109,8 +115,22 @@ def enas_searches(space, paths: list[Path]) -> list[dict]:
     return searches
 
 
+def bossnas_rater(space, run: Path):
+    """The rater of a BossNAS run of `space`, and what the raw file says of it: its folder, the seconds it took to
+    load (data, rating views), and per stage the tau of its centre check."""
+    t0 = time.perf_counter()
+    rater = load_rater(run)
+    if rater.cfg.space != space:
+        raise SystemExit(f"{run}: BossNAS searched {rater.cfg.space.name}, the ground truth is of {space.name}")
+    checks = [s["centre_check"]["rated"] for s in json.loads((run / "scores.json").read_text())["stages"]]
+    centre_tau = [kendall([r["loss"] for r in rows], [r["other_centre"] for r in rows])
+                  if rows and rows[0]["other_centre"] is not None else None for rows in checks]
+    return rater, {"run": str(run), "load_seconds": round(time.perf_counter() - t0, 2), "target": rater.cfg.target,
+                   "centre_paths": rater.cfg.centre_paths, "centre_tau": centre_tau}
+
+
 def rate(ground_truth: dict, run: Path, val_images: int, darts: Path | None = None,
-         enas: list[Path] | None = None) -> dict:
+         enas: list[Path] | None = None, bossnas: Path | None = None) -> dict:
     """Every rating's score for every ground-truth arch, with each rating's seconds."""
     train_cfg = TrainConfig.load(run / "config.json")
     check_split(ground_truth, train_cfg)
@@ -130,6 +150,10 @@ def rate(ground_truth: dict, run: Path, val_images: int, darts: Path | None = No
     if enas:
         enas_score = policy_scorer(space, enas_searches(space, enas))
         ratings["ENAS policy"] = lambda _j, a: enas_score(a)
+    extra = {}
+    if bossnas:
+        rater, extra["bossnas"] = bossnas_rater(space, bossnas)
+        ratings["BossNAS"] = lambda _j, a: -rater.score(a)
     scores, seconds = {name: [] for name in ratings}, {}
     for name, fn in ratings.items():
         t0 = time.perf_counter()
@@ -139,7 +163,7 @@ def rate(ground_truth: dict, run: Path, val_images: int, darts: Path | None = No
     return {"kind": "rating", "space": space.name, "machine": machine(),
             "ground_truth": {k: archs[0][0][k] for k in ("epochs", "lr", "schedule", "test_images")},
             "supernet": {"run": asdict(train_cfg), "one_shot": words},
-            "seconds": seconds,
+            "seconds": seconds, **extra,
             "archs": [{"id": a.id, "params": m["params"], "test_top1": m["test_top1"], "val_top1": m["val_top1"],
                        "scores": {name: scores[name][k] for name in ratings}}
                       for k, (m, _, a) in enumerate(archs)]}
@@ -152,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-images", type=int, default=0, help="held-out images per one-shot score (0: all)")
     ap.add_argument("--darts", type=Path, help="a `python -m training darts` output folder (its logits.json)")
     ap.add_argument("--enas", type=Path, nargs="+", help="`training search --algorithm enas` search.json files")
+    ap.add_argument("--bossnas", type=Path, help="a `python -m training bossnas` output folder of the same space")
     ap.add_argument("--out", type=Path, default=None, help="default: bench/data/rating/SPACE.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     ground_truth = json.loads(args.ground_truth.read_text())
-    doc = rate(ground_truth, args.supernet, args.val_images, args.darts, args.enas)
+    doc = rate(ground_truth, args.supernet, args.val_images, args.darts, args.enas, args.bossnas)
     doc["command"] = "python -m bench.bench_rating " + " ".join(sys.argv[1:] if argv is None else argv)
     out = args.out or DATA / "rating" / f"{doc['space']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

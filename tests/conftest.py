@@ -71,3 +71,23 @@ def tiny_space() -> SearchSpace:
     return SearchSpace(name="test-tiny", embed_dims=(16, 24), depths=(2, 3), num_heads=(1, 2),
                        mlp_ratios=(1.5, 2.0), head_dim=8, patch_size=4, img_size=16, in_chans=3,
                        num_classes=5, rel_pos=True, pool="avg")
+
+
+def eb_losses(online, ema, step, steps: int) -> list[float]:
+    """The losses of `steps` optimiser steps of a BossNAS net pair (SGD lr 0.1, momentum 0.9; zero gradients
+    dropped; the EMA target, if any, following at 0.99): `step(online, ema)` runs one and returns its loss."""
+    from training.bossnas import drop_zero_grads, ema_update
+
+    online.train()
+    if ema is not None:
+        ema.train()
+    opt = torch.optim.SGD(online.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        losses.append(step(online, ema))
+        drop_zero_grads(online)
+        opt.step()
+        if ema is not None:
+            ema_update(ema, online, 0.99)
+    return losses

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import eb_losses
 from training.__main__ import main
 from training.bossnas import (
     TARGETS,
@@ -139,21 +140,10 @@ def test_ensemble_target_is_the_mean_of_the_paths_normalised_projections(data):
 @pytest.mark.parametrize("target", TARGETS)
 def test_loss_decreases_over_a_few_steps(data, target):
     cfg = tiny_config(target)
-    online, ema = nets(target)
-    online.train()
-    if ema is not None:
-        ema.train()
-    opt = torch.optim.SGD(online.parameters(), lr=0.1, momentum=0.9)
     paths = block_paths(TINY, 0)[:cfg.paths]
-    losses = []
-    for _ in range(5):  # the same batch, views and paths every step
-        opt.zero_grad(set_to_none=True)
-        losses.append(train_step(online, ema, cfg, 0, (), paths, data.train_x[:32], data.train_y[:32], data.mean,
-                                 data.std, torch.Generator().manual_seed(0)))
-        drop_zero_grads(online)
-        opt.step()
-        if ema is not None:
-            ema_update(ema, online, 0.99)
+    losses = eb_losses(*nets(target), lambda online, ema: train_step(  # the same batch, views and paths every step
+        online, ema, cfg, 0, (), paths, data.train_x[:32], data.train_y[:32], data.mean, data.std,
+        torch.Generator().manual_seed(0)), steps=5)
     assert losses[-1] < 0.93 * losses[0], losses
 
 

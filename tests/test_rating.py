@@ -133,3 +133,44 @@ def test_enas_rates_each_arch_by_its_buckets_last_policy(run, tmp_path):
         assert not asked or row["scores"]["ENAS policy"] < expected  # unmet decisions count as uniform (< 0)
         if not asked:
             assert row["scores"]["ENAS policy"] == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def bossnas_run(tmp_path_factory) -> Path:
+    """A real BossNAS run of mbconv-tiny, a few steps per stage (synthetic images: only its nets and scores are
+    read)."""
+    out = tmp_path_factory.mktemp("rating") / "bossnas"
+    done = subprocess.run([sys.executable, "-m", "training", "bossnas", "--space", "mbconv-tiny", "--data",
+                           "synthetic:5400", "--nas-train", "256", "--nas-val", "64", "--batch-size", "64",
+                           "--epochs-per-block", "1", "--centre-paths", "8", "--evaluations", "4", "--population",
+                           "2", "--threads", "1", "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_bossnas_rates_each_arch_by_minus_the_sum_of_its_stage_losses(run, bossnas_run):
+    """The run's preferred archs, whose stage paths its search rated, rated anew from its saved nets and centres: minus
+    the sum of their stage losses in scores.json, each from the arch's input width, and their preferred.json score."""
+    from training.bossnas_mbconv import stage_key
+
+    family, space = space_by_name("mbconv-tiny")
+    gt = ground_truth()
+    picks = [e for b in json.loads((bossnas_run / "preferred.json").read_text())["buckets"] for e in b["entries"]][:3]
+    gt["models"] += [{**gt["models"][0], "arch": {"space": "mbconv-tiny", "arch": e["arch"]}, "params": e["params"]}
+                     for e in picks]
+    doc = rate(gt, run, val_images=50, bossnas=bossnas_run)
+    key = lambda k, width, stage: (k, width, json.dumps(stage, sort_keys=True))
+    stored = {key(k, r["in"], r["stage"]): r["loss"] for k, s in enumerate(json.loads(
+        (bossnas_run / "scores.json").read_text())["stages"]) for r in s["losses"]}
+    for e, row in zip(picks, doc["archs"][3:], strict=True):
+        arch = family.arch_from_dict(e["arch"])
+        widths = (space.stem_channels, *(st.width for st in arch.stages[:-1]))
+        expected = -sum(stored[key(k, w, stage_key(st))] for k, (w, st) in enumerate(zip(widths, arch.stages,
+                                                                                         strict=True)))
+        assert row["scores"]["BossNAS"] == pytest.approx(expected, abs=1e-6) == e["score"]
+    assert all(-12 < a["scores"]["BossNAS"] < 0 for a in doc["archs"])  # 3 stages of 2 losses in [0, 4] each
+    assert len({a["scores"]["BossNAS"] for a in doc["archs"]}) == len({a["id"] for a in doc["archs"]})
+    assert "BossNAS" in doc["seconds"] and "| BossNAS |" in rating(doc)
+    taus = doc["bossnas"]["centre_tau"]
+    assert len(taus) == 3 and all(-1 <= t <= 1 for t in taus)

@@ -99,13 +99,22 @@ def select_buckets(args: argparse.Namespace, space):
     return Buckets(low, high, **spacing)
 
 
+# BossNAS per family that lists it (`Family.selectors`): (module, config class); the module's `search(cfg, out)` runs it
+BOSSNAS = {"hytra": ("training.bossnas", "BossConfig"), "mbconv": ("training.bossnas_mbconv", "MBConvBossConfig")}
+
+
 def add_bossnas_args(p: argparse.ArgumentParser) -> None:
     from training.bossnas import BOSS_RANGES as R
     from training.bossnas import TARGETS
     from training.bossnas import BossConfig as B
+    from training.bossnas_mbconv import MBCONV_RANGES
+    from training.bossnas_mbconv import MBConvBossConfig as M
 
+    p.add_argument("--space", type=nonempty, default=B.space.name,
+                   help=f"a HyTra or MBConv space: built-in name or space file; default: {B.space.name}")
     p.add_argument("--out", type=out_dir, default="runs/bossnas",
-                   help="folder for preferred.json, scores.json and log.jsonl")
+                   help="folder for preferred.json, scores.json and log.jsonl (MBConv: also config.json and "
+                        "nets.safetensors, what rates any arch later)")
     p.add_argument("--target", default=B.target, choices=TARGETS,
                    help="ensemble: BossNAS; own: naive bootstrap (ablation); supervised: block-wise classification")
     p.add_argument("--epochs-per-block", type=R["epochs_per_block"], default=B.epochs_per_block)
@@ -117,29 +126,51 @@ def add_bossnas_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paths", type=R["paths"], default=B.paths, help="distinct paths sampled per step")
     p.add_argument("--seed", type=R["seed"], default=B.seed)
     p.add_argument("--data", type=nonempty, default=B.data, help="dataset source, e.g. fashion-mnist")
+    for name, help_ in (("centre_paths", "(input width, stage path) pairs that estimate each stage's centre"),
+                        ("evaluations", "distinct archs each params bucket's evolution scores"),
+                        ("population", "the evolution's population")):
+        p.add_argument("--" + name.replace("_", "-"), type=MBCONV_RANGES[name],
+                       help=f"MBConv spaces only: {help_}; {MBCONV_RANGES[name]}; default: {getattr(M, name)}")
     p.add_argument("--threads", type=Range(int, 1, 1024), help="torch CPU threads (default: torch's choice)")
 
 
+def bossnas_config(args: argparse.Namespace):
+    """The config of the space's family's BossNAS (`BOSSNAS`) from the flags; ValueError for a flag it has no setting
+    for."""
+    import importlib
+    from dataclasses import fields
+
+    from zoo.family import get_family
+
+    space = space_for(args.space, "bossnas")
+    module, name = BOSSNAS[space.family]
+    config = getattr(importlib.import_module(module), name)
+    settings = {f.name for f in fields(config)}
+    given = {k: v for k, v in vars(args).items() if k not in ("cmd", "space", "out", "threads") and v is not None}
+    for k in sorted(given.keys() - settings):
+        raise ValueError(f"--{k.replace('_', '-')} does not apply to BossNAS on {get_family(space.family).title} "
+                         f"spaces ({space.name})")
+    return config(space=space, **given)
+
+
 def run_bossnas(args: argparse.Namespace) -> int:
+    import importlib
+
     import torch
 
-    from training.bossnas import BossConfig, search
     from zoo.family import family_of
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    cfg = BossConfig(target=args.target, epochs_per_block=args.epochs_per_block, nas_train=args.nas_train,
-                     nas_val=args.nas_val, batch_size=args.batch_size, paths=args.paths, seed=args.seed,
-                     data=args.data)
-    _, preferred = search(cfg, args.out)
+    cfg = bossnas_config(args)
+    _, preferred = importlib.import_module(BOSSNAS[cfg.space.family][0]).search(cfg, args.out)
     family = family_of(preferred)
     print(f"{'params bucket':<20} {'id':<20} {'params':>8} {'score':>8}  layers")
     for b in preferred["buckets"]:
         for e in b["entries"]:
             print(f"{human(b['low']) + '-' + human(b['high']):<20} {e['id']:<20} {human(e['params']):>8} "
                   f"{e['score']:>8.3f}  {family.arch_from_dict(e['arch']).describe()}")
-    out = Path(args.out)
-    print(f"wrote {out / 'preferred.json'}, {out / 'scores.json'}, {out / 'log.jsonl'}")
+    print(f"wrote {', '.join(str(p) for p in sorted(Path(args.out).iterdir()))}")
     return 0
 
 
@@ -570,7 +601,8 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "select": ("zero-cost selection of preferred architectures", add_select_args, run_select),
-    "bossnas": ("BossNAS: label-free block-wise selection of preferred HyTra paths", add_bossnas_args, run_bossnas),
+    "bossnas": ("BossNAS: label-free block-wise selection of preferred HyTra or MBConv paths", add_bossnas_args,
+                run_bossnas),
     "darts": ("DARTS-style differentiable selection of preferred MBConv paths under params budgets", add_darts_args,
               run_darts),
     "edmips": ("EdMIPS: per-layer weight bits of a zoo entry under file-bytes budgets", add_edmips_args,

@@ -26,9 +26,10 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,7 @@ BOSS_RANGES = {"epochs_per_block": Range(int, 1, 1000), "nas_train": COUNT, "nas
 
 @dataclass
 class BossConfig:
+    space_type: ClassVar[type] = HyTraSpace  # what it searches (training.bossnas_mbconv's subclass: MBConv spaces)
     space: HyTraSpace = MICRO_HYTRA
     target: str = "ensemble"
     epochs_per_block: int = 2
@@ -89,8 +91,9 @@ class BossConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.space, HyTraSpace):
-            raise ValueError(f"BossNAS searches a HyTra space, got {type(self.space).__name__}")
+        if not isinstance(self.space, self.space_type):
+            raise ValueError(f"{type(self).__name__} searches a {self.space_type.__name__}, got "
+                             f"{type(self.space).__name__}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {list(TARGETS)}, got {self.target!r}")
         check_all(self, BOSS_RANGES)
@@ -187,22 +190,29 @@ def _init_linears(module: nn.Module, init) -> nn.Module:
 
 
 class ScaleHeads(nn.Module):
-    """What follows a block: global average pool, a per-scale module (paths of a block end at several scales), and a
-    module shared by every scale. `at(scale)` is that chain as one module."""
+    """What follows a block: global average pool, a module per kind of output (paths of a block end at several
+    scales, or widths), and a module shared by all of them. `at(key)` is that chain as one module."""
 
     def __init__(self, per_scale: dict[str, nn.Module], shared: nn.Module) -> None:
         super().__init__()
         self.per_scale, self.shared = nn.ModuleDict(per_scale), shared
 
-    def at(self, scale: int) -> nn.Sequential:
-        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), self.per_scale[f"s{scale}"], self.shared)
+    def at(self, key: str) -> nn.Sequential:
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), self.per_scale[key], self.shared)
 
 
-def projector(space: HyTraSpace) -> ScaleHeads:
-    """Scale adapters (Linear C_s -> 256 without bias, BN1d) into one space, then the MLP 256 -> 512 -> 128;
-    Kaiming fan-in init."""
-    adapters = {f"s{s}": nn.Sequential(nn.Linear(c, PROJ_IN, bias=False), nn.BatchNorm1d(PROJ_IN))
-                for s, c in enumerate(space.scale_channels)}
+HeadInputs = Mapping[str, int]  # a block's kinds of output (HyTra: "s<scale>"; MBConv: "w<width>") -> channels
+
+
+def scale_inputs(space: HyTraSpace) -> dict[str, int]:
+    return {f"s{s}": c for s, c in enumerate(space.scale_channels)}
+
+
+def projector(inputs: HeadInputs) -> ScaleHeads:
+    """Adapters (Linear C -> 256 without bias, BN1d) into one space, then the MLP 256 -> 512 -> 128; Kaiming fan-in
+    init."""
+    adapters = {key: nn.Sequential(nn.Linear(c, PROJ_IN, bias=False), nn.BatchNorm1d(PROJ_IN))
+                for key, c in inputs.items()}
     init = lambda w: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu")
     return _init_linears(ScaleHeads(adapters, _mlp(PROJ_IN, HIDDEN, PROJ_OUT)), init)
 
@@ -212,23 +222,32 @@ def predictor() -> nn.Sequential:
     return _init_linears(_mlp(PROJ_OUT, HIDDEN, PROJ_OUT), lambda w: nn.init.normal_(w, std=0.01))
 
 
-def classifier(space: HyTraSpace) -> ScaleHeads:
-    """The supervised baseline's head: one linear classifier per end scale."""
-    return ScaleHeads({f"s{s}": nn.Linear(c, space.num_classes) for s, c in enumerate(space.scale_channels)},
-                      nn.Identity())
+def classifier(inputs: HeadInputs, num_classes: int) -> ScaleHeads:
+    """The supervised baseline's head: one linear classifier per kind of output."""
+    return ScaleHeads({key: nn.Linear(c, num_classes) for key, c in inputs.items()}, nn.Identity())
+
+
+def siamese_nets(supernet: nn.Module, blocks: Sequence[HeadInputs], num_classes: int,
+                 target: str) -> tuple[nn.ModuleDict, nn.ModuleDict | None]:
+    """The online net (supernet, heads per block, predictors per block for the SSL targets) and its EMA copy without
+    predictors (None for "supervised"). Module names match, so the EMA pairs parameters by name."""
+    if target == "supervised":
+        return nn.ModuleDict({"supernet": supernet, "heads": nn.ModuleList(
+            classifier(inputs, num_classes) for inputs in blocks)}), None
+    heads = nn.ModuleList(projector(inputs) for inputs in blocks)
+    ema = nn.ModuleDict({"supernet": copy.deepcopy(supernet), "heads": copy.deepcopy(heads)}).requires_grad_(False)
+    predictors = nn.ModuleList(predictor() for _ in blocks)
+    return nn.ModuleDict({"supernet": supernet, "heads": heads, "predictors": predictors}), ema
 
 
 def build_nets(space: HyTraSpace, target: str) -> tuple[nn.ModuleDict, nn.ModuleDict | None]:
-    """The online net (supernet, heads per block, predictors per block for the SSL targets) and its EMA copy without
-    predictors (None for "supervised"). Module names match, so the EMA pairs parameters by name."""
-    supernet = HyTraSupernet(space)
-    if target == "supervised":
-        return nn.ModuleDict({"supernet": supernet, "heads": nn.ModuleList(
-            classifier(space) for _ in range(space.num_blocks))}), None
-    heads = nn.ModuleList(projector(space) for _ in range(space.num_blocks))
-    ema = nn.ModuleDict({"supernet": copy.deepcopy(supernet), "heads": copy.deepcopy(heads)}).requires_grad_(False)
-    predictors = nn.ModuleList(predictor() for _ in range(space.num_blocks))
-    return nn.ModuleDict({"supernet": supernet, "heads": heads, "predictors": predictors}), ema
+    return siamese_nets(HyTraSupernet(space), [scale_inputs(space)] * space.num_blocks, space.num_classes, target)
+
+
+def head(net: nn.ModuleDict, block: int, key: str) -> nn.Sequential:
+    """What follows a path of `block` ending in `key`: the prediction q(g(·)) of the online net, the projection g(·)
+    of the target, the logits of the supervised baseline."""
+    return nn.Sequential(net["heads"][block].at(key), *([net["predictors"][block]] if "predictors" in net else []))
 
 
 def momentum_at(step: int, total: int, base: float) -> float:
@@ -262,16 +281,30 @@ def prefix_module(net: nn.ModuleDict, prefix: Steps) -> nn.Sequential:
 
 
 def block_module(net: nn.ModuleDict, block: int, in_scale: int, steps: Steps) -> nn.Sequential:
-    """One path of `block` from an input at `in_scale`, then its head: the prediction q(g(·)) of the online net, the
-    projection g(·) of the target, the logits of the supervised baseline."""
+    """One path of `block` from an input at `in_scale`, then its `head`."""
     supernet, end = net["supernet"], steps[-1][0]
     layers = supernet.layers(layer_choices(supernet.space, block * supernet.space.block_size, in_scale, steps))
-    head = [net["heads"][block].at(end)] + ([net["predictors"][block]] if "predictors" in net else [])
-    return nn.Sequential(Layers(layers), *head)
+    return nn.Sequential(Layers(layers), head(net, block, f"s{end}"))
 
 
 def in_scale_of(prefix: Steps) -> int:
     return prefix[-1][0] if prefix else STEM_SCALE
+
+
+@dataclass(frozen=True)
+class BlockRun:
+    """How a block runs in a family's nets, given its input: `prefix(net)` maps images to the block's input (the stem
+    and the chosen earlier paths), `path(net, path)` one path of the block and its `head`. What the EB step needs of
+    a family; block 0 (`index`) trains the stem, later blocks run their prefix without gradients."""
+
+    index: int
+    prefix: Callable[[nn.ModuleDict], Callable[[Tensor], Tensor]]
+    path: Callable[[nn.ModuleDict, Any], Callable[[Tensor], Tensor]]
+
+
+def hytra_run(block: int, prefix: Steps) -> BlockRun:
+    return BlockRun(block, lambda net: prefix_module(net, prefix),
+                    lambda net, steps: block_module(net, block, in_scale_of(prefix), steps))
 
 
 # -- one training step (spec 3.2, 3.5) --------------------------------------------------------------------------------
@@ -281,12 +314,12 @@ def byol_loss(prediction: Tensor, target: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def bootstrap_targets(target: nn.ModuleDict, block: int, prefix: Steps, paths: Sequence[Steps],
-                      views: Sequence[tuple[Tensor, Tensor]], mode: str) -> list[tuple[Tensor, Tensor]]:
+def eb_targets(target: nn.ModuleDict, run: BlockRun, paths: Sequence, views: Sequence[tuple[Tensor, Tensor]],
+               mode: str) -> list[tuple[Tensor, Tensor]]:
     """Per path, what its predictions of view 1 and of view 2 are pulled towards: the *other* view's normalised
     target projection, the path's own EMA twin ("own") or the mean over the sampled paths ("ensemble", Eq. 3)."""
-    run_prefix = prefix_module(target, prefix)
-    own = [[F.normalize(block_module(target, block, in_scale_of(prefix), p)(run_prefix(v)), dim=1) for v in pair]
+    run_prefix = run.prefix(target)
+    own = [[F.normalize(run.path(target, p)(run_prefix(v)), dim=1) for v in pair]
            for p, pair in zip(paths, views, strict=True)]
     if mode == "own":
         return [(t2, t1) for t1, t2 in own]
@@ -294,19 +327,31 @@ def bootstrap_targets(target: nn.ModuleDict, block: int, prefix: Steps, paths: S
     return [(t2, t1)] * len(paths)
 
 
+def bootstrap_targets(target: nn.ModuleDict, block: int, prefix: Steps, paths: Sequence[Steps],
+                      views: Sequence[tuple[Tensor, Tensor]], mode: str) -> list[tuple[Tensor, Tensor]]:
+    """`eb_targets` of HyTra block `block` after `prefix`."""
+    return eb_targets(target, hytra_run(block, prefix), paths, views, mode)
+
+
 def train_step(online: nn.ModuleDict, target: nn.ModuleDict | None, cfg: BossConfig, block: int, prefix: Steps,
                paths: Sequence[Steps], x: Tensor, y: Tensor, mean, std, generator: torch.Generator) -> float:
+    """`eb_step` of HyTra block `block` after `prefix`."""
+    return eb_step(online, target, cfg, hytra_run(block, prefix), paths, x, y, mean, std, generator)
+
+
+def eb_step(online: nn.ModuleDict, target: nn.ModuleDict | None, cfg: BossConfig, run: BlockRun, paths: Sequence,
+            x: Tensor, y: Tensor, mean, std, generator: torch.Generator) -> float:
     """Accumulate one step's gradients, path by path (the loss is a sum over paths), and return the loss."""
-    run_prefix = prefix_module(online, prefix)
-    frozen = torch.no_grad() if block else torch.enable_grad()  # the stem trains with block 0 only
+    run_prefix = run.prefix(online)
+    frozen = torch.no_grad() if run.index else torch.enable_grad()  # the stem trains with block 0 only
     if cfg.ssl:
         views = [(VIEW_1(x, mean, std, generator), VIEW_2(x, mean, std, generator)) for _ in paths]
-        pulls = bootstrap_targets(target, block, prefix, paths, views, cfg.target)
+        pulls = eb_targets(target, run, paths, views, cfg.target)
     else:
         view = VIEW_1(x, mean, std, generator)
     total = 0.0
     for i, steps in enumerate(paths):
-        run_block = block_module(online, block, in_scale_of(prefix), steps)
+        run_block = run.path(online, steps)
         if cfg.ssl:
             with frozen:
                 inputs = [run_prefix(v) for v in views[i]]
@@ -350,9 +395,23 @@ class NasData:
 
 def train_block(online: nn.ModuleDict, target: nn.ModuleDict | None, cfg: BossConfig, block: int,
                 prefixes: dict[int, Prefix], data: NasData, generator: torch.Generator, log) -> None:
-    """`epochs_per_block` epochs over NAS-train. Each step draws an input scale uniformly over `prefixes` (one per
-    scale the previous block can end at), then `paths` distinct paths valid from it. SGD, the LR and the EMA
-    momentum restart here."""
+    """`eb_train` of HyTra block `block`: each step draws an input scale uniformly over `prefixes` (one per scale the
+    previous block can end at), then `paths` distinct paths valid from it."""
+    scales = sorted(prefixes)
+    candidates = {s: block_paths(cfg.space, s) for s in scales}
+
+    def draw() -> tuple[BlockRun, list[Steps]]:
+        scale = scales[int(torch.randint(len(scales), (), generator=generator))]
+        pick = torch.randperm(len(candidates[scale]), generator=generator)[:cfg.paths]
+        return hytra_run(block, prefixes[scale].steps), [candidates[scale][int(i)] for i in pick]
+
+    eb_train(online, target, cfg, block, draw, data, generator, log)
+
+
+def eb_train(online: nn.ModuleDict, target: nn.ModuleDict | None, cfg: BossConfig, block: int,
+             draw: Callable[[], tuple[BlockRun, Sequence]], data: NasData, generator: torch.Generator, log) -> None:
+    """`epochs_per_block` epochs over NAS-train, each step on the block input and paths `draw` gives. SGD, the LR and
+    the EMA momentum restart here."""
     online.train()
     if target is not None:
         target.train()
@@ -360,22 +419,18 @@ def train_block(online: nn.ModuleDict, target: nn.ModuleDict | None, cfg: BossCo
     total = cfg.epochs_per_block * per_epoch
     lr = cfg.lr * cfg.batch_size / 256
     opt = torch.optim.SGD(online.parameters(), lr=lr, momentum=SGD_MOMENTUM, weight_decay=cfg.weight_decay)
-    scales = sorted(prefixes)
-    candidates = {s: block_paths(cfg.space, s) for s in scales}
     bar = tqdm(range(total), desc=f"train block {block}", unit="step", disable=not cfg.progress)
     start, window = time.perf_counter(), []
     for t in bar:
         if t % per_epoch == 0:
             order = torch.randperm(len(data.train_x), generator=generator)
         idx = order[(t % per_epoch) * cfg.batch_size:(t % per_epoch + 1) * cfg.batch_size]
-        scale = scales[int(torch.randint(len(scales), (), generator=generator))]
-        pick = torch.randperm(len(candidates[scale]), generator=generator)[:cfg.paths]
-        paths = [candidates[scale][int(i)] for i in pick]
+        run, paths = draw()
         for group in opt.param_groups:
             group["lr"] = lr * (math.cos(math.pi * t / total) + 1) / 2
         opt.zero_grad(set_to_none=True)
-        loss = train_step(online, target, cfg, block, prefixes[scale].steps, paths, data.train_x[idx],
-                          data.train_y[idx], data.mean, data.std, generator)
+        loss = eb_step(online, target, cfg, run, paths, data.train_x[idx], data.train_y[idx], data.mean, data.std,
+                       generator)
         drop_zero_grads(online)
         opt.step()
         if target is not None:
@@ -409,7 +464,8 @@ def rating_inputs(cfg: BossConfig, data: NasData, generator: torch.Generator) ->
 
 
 @torch.no_grad()
-def _run(module: nn.Module, x: Tensor) -> Tensor:
+def run_chunks(module: nn.Module, x: Tensor) -> Tensor:
+    """`module(x)`, RATING_CHUNK images at a time."""
     return torch.cat([module(chunk) for chunk in x.split(RATING_CHUNK)])
 
 
@@ -422,15 +478,34 @@ class BlockInputs:
 
 
 def block_inputs(net: nn.ModuleDict, prefix: Steps, inputs: RatingInputs) -> BlockInputs:
-    run = recalibrate_bn(prefix_module(net, prefix), inputs.calibration)
-    return BlockInputs(tuple(_run(run, x) for x in inputs.calibration), tuple(_run(run, x) for x in inputs.val))
+    return feed(prefix_module(net, prefix), inputs)
+
+
+def feed(prefix: nn.Module, inputs: RatingInputs) -> BlockInputs:
+    """A block's inputs through `prefix` (the stem and earlier paths), its BN statistics recalibrated first."""
+    run = recalibrate_bn(prefix, inputs.calibration)
+    return BlockInputs(tuple(run_chunks(run, x) for x in inputs.calibration),
+                       tuple(run_chunks(run, x) for x in inputs.val))
 
 
 def path_outputs(net: nn.ModuleDict, block: int, in_scale: int, steps: Steps, fed: BlockInputs) -> list[Tensor]:
+    return outputs(block_module(net, block, in_scale, steps), fed)
+
+
+def outputs(path: nn.Module, fed: BlockInputs) -> list[Tensor]:
     """One path's head outputs on NAS-val, after recalibrating the BN statistics of the path and its heads on the
     calibration batch (spec 4.1; the momentum is restored afterwards, unlike the official code)."""
-    run = recalibrate_bn(block_module(net, block, in_scale, steps), fed.calibration)
-    return [_run(run, h) for h in fed.val]
+    run = recalibrate_bn(path, fed.calibration)
+    return [run_chunks(run, h) for h in fed.val]
+
+
+def rating_loss(outs: Sequence[Tensor], centres: tuple[Tensor, Tensor] | None, labels: Tensor) -> float:
+    """SSL (the implemented symmetric form): ℓ(q(g(S(α; x₁))), c̄₂) + ℓ(q(g(S(α; x₂))), c̄₁), batch means, given the
+    centres (c̄₁, c̄₂). Supervised (no centres): validation cross-entropy."""
+    if centres is None:
+        return float(F.cross_entropy(outs[0], labels))
+    c1, c2 = centres
+    return float(byol_loss(outs[0], c2) + byol_loss(outs[1], c1))
 
 
 Losses = dict[int, dict[Steps, float]]  # input scale -> path -> loss
@@ -444,19 +519,17 @@ def rate_block(online: nn.ModuleDict, target: nn.ModuleDict | None, cfg: BossCon
     pairs = [(s, steps) for s in sorted(prefixes) for steps in block_paths(cfg.space, s)]
     online_in = {s: block_inputs(online, prefixes[s].steps, inputs) for s in prefixes}
     bar = lambda what: tqdm(pairs, desc=f"{what} block {block}", unit="path", disable=not cfg.progress)
+    centres = None
     if cfg.ssl:
         target_in = {s: block_inputs(target, prefixes[s].steps, inputs) for s in prefixes}
         sums = [torch.zeros(len(inputs.val_y), PROJ_OUT) for _ in inputs.val]
         for s, steps in bar("centre"):
             for total, z in zip(sums, path_outputs(target, block, s, steps, target_in[s]), strict=True):
                 total += z
-        c1, c2 = (total / len(pairs) for total in sums)
-        loss = lambda p: float(byol_loss(p[0], c2) + byol_loss(p[1], c1))
-    else:
-        loss = lambda p: float(F.cross_entropy(p[0], inputs.val_y))
+        centres = tuple(total / len(pairs) for total in sums)
     losses: Losses = {s: {} for s in prefixes}
     for s, steps in bar("rate"):
-        losses[s][steps] = loss(path_outputs(online, block, s, steps, online_in[s]))
+        losses[s][steps] = rating_loss(path_outputs(online, block, s, steps, online_in[s]), centres, inputs.val_y)
     return losses
 
 
