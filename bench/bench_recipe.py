@@ -16,8 +16,9 @@ run's 2,048 calibration images: top-1 on the 5,000 images its training held out 
 validation). Seeds are the replicates: per condition the mean over archs, one value per seed.
 
 Resumable (each supernet is a training run under `--out`, checkpointed; a finished one keeps result.json); `--jobs N`
-trains N side by side, one thread each. Raw results: bench/data/recipe/SPACE.json (per condition and seed: each
-arch's val top-1, the training seconds); its table comes from `python -m bench report`.
+trains N side by side, one thread each; `--collect` writes the raw file from the finished ones without training.
+Raw results: bench/data/recipe/SPACE.json (per condition and seed: each arch's val top-1, the training seconds, which
+count from the last resume); its table comes from `python -m bench report`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("runs/recipe"))
     ap.add_argument("--raw", type=Path, help="raw results file (default: bench/data/recipe/SPACE.json)")
+    ap.add_argument("--collect", action="store_true",
+                    help="train nothing: write the raw file from the supernets already finished under --out")
     args = ap.parse_args(argv)
     command = "python -m bench.bench_recipe " + " ".join(sys.argv[1:] if argv is None else argv)
     conditions = args.conditions.split(",")
@@ -137,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [Job(args.space, c, int(s), args.epochs, args.archs, str(args.out / f"{c}-s{s}"))
             for s in args.seeds.split(",") for c in conditions]
     raw = args.raw or DATA / "recipe" / f"{args.space}.json"
+    if args.collect:
+        done = [Path(job.out) / "result.json" for job in jobs]
+        results = [json.loads(path.read_text()) for path in done if path.is_file()]
+        write_raw(raw, results, args, command)
+        print(f"wrote {raw}: {len(results)} of {len(jobs)} supernets finished")
+        return 0
     results = []
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         for result in pool.map(run, jobs):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -93,3 +94,21 @@ def test_the_full_recipe_resumes_after_sigkill_to_the_same_average(tmp_path):
     averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
     assert all(torch.equal(full[k], averaged[k]) for k in full), "the saved supernet is the weight average"
     assert any(not torch.equal(full[k], state["model"][k]) for k in full), "the average differs from the weights"
+
+
+def test_bench_recipe_collect_writes_the_finished_supernets_and_trains_nothing(tmp_path):
+    """`--collect` gathers result.json of the finished (condition, seed) runs only, in their order."""
+    from bench.bench_recipe import main as recipe_main
+
+    for name in ("all-s0", "all@paths2-s1"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        condition, seed = name.rsplit("-s", 1)
+        (tmp_path / "runs" / name / "result.json").write_text(json.dumps(
+            {"condition": condition, "seed": int(seed), "rows": [{"val_top1": 70.0}]}))
+    (tmp_path / "runs" / "all-s1").mkdir()  # unfinished: no result.json
+    raw = tmp_path / "raw.json"
+    assert recipe_main(["--conditions", "all,all@paths2", "--seeds", "0,1", "--out", str(tmp_path / "runs"),
+                        "--raw", str(raw), "--collect"]) == 0
+    doc = json.loads(raw.read_text())
+    assert [(r["condition"], r["seed"]) for r in doc["results"]] == [("all", 0), ("all@paths2", 1)]
+    assert doc["knobs"]["paths2"] == {"sandwich": 2} and not (tmp_path / "runs" / "all-s1" / "config.json").exists()
