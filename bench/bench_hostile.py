@@ -215,6 +215,10 @@ def cases(entry_id: str, sample: bytes) -> list[Case]:
     out += [Case("encoded v2 body", "POST", f"/v2/models/{entry_id}/infer", request) for request in encoded_bodies()]
     for k in HOSTILE_KINDS:
         out.append(Case("hostile download kind", "GET", f"/api/models/{entry_id}/download/{k}"))
+    out += [Case("hostile variant name", "GET", f"/api/models/{entry_id}/variants/{v}", expect=(404, 422))
+            for v in (*HOSTILE_KINDS, "w3", "W8", "w8%2f..%2ffp32", "edmips-", "edmips-1e400")]
+    out += [Case("hostile variant name", "GET", f"/api/models/{i}/variants/w8", expect=(404, 422))
+            for i in HOSTILE_IDS]
     raw_get = lambda p: {"raw": f"GET {p} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode()}
     out += [Case("odd path", "GET", p, raw_get(p), expect=(404,))  # raw: HTTP clients read // as a host name
             for p in ("//api/health", "//api//zoo", "///docs-assets/x")]
