@@ -541,34 +541,48 @@ def cheaper_within(entries: list[ZooEntry], top1: Top1Of, interval: tuple[float,
                    and cost(e) < cost(entry) and top1(e) >= interval[0]), key=cost)
 
 
+def parsed_limits(asked: Limits) -> dict[str, float | None]:
+    """Every limit `asked`, parsed (ValueError naming a bad one); None where it is not asked."""
+    return {"params": parse_count(asked.max_params, "max_params"),
+            "flops": parse_count(asked.max_flops, "max_flops"), "latency": parse_latency_ms(asked.max_latency_ms),
+            "bytes": parse_bytes(asked.max_bytes)}
+
+
+def excess_over(costs: Mapping[str, Callable[[Any], float]], limits: Mapping[str, float | None]
+                ) -> Callable[[Any], float]:
+    """How far an item is over the limits (relative, summed over the limits asked that `costs` prices): 0 when it
+    fits."""
+    return lambda item: sum(max(0.0, costs[k](item) / v - 1) for k, v in limits.items()
+                            if v is not None and k in costs)
+
+
+def asked_text(limits: Mapping[str, float | None]) -> str:
+    return ", ".join(f"max_{k}={human(v) if k != 'latency' else f'{v:g}ms'}"
+                     for k, v in limits.items() if v is not None) or "no limit"
+
+
 def best_within(entries: list[ZooEntry], top1: Top1Of, asked: Limits, where: str,
                 profile: Callable[[list[str]], str]) -> ZooEntry:
-    """The most accurate entry by `top1` within every limit `asked` (ties: the smaller one), else BudgetError
-    with the nearest entries; LatencyUnknownError for a latency budget while an entry has no latency. `where` names
-    the entries in messages ("zoo NAME"); `profile` says which command measures the missing latencies (by id)."""
-    limits = {"params": parse_count(asked.max_params, "max_params"),
-              "flops": parse_count(asked.max_flops, "max_flops"), "latency": parse_latency_ms(asked.max_latency_ms)}
+    """The most accurate entry by `top1` within every limit `asked` but bytes (ties: the smaller one), else
+    BudgetError with the nearest entries; LatencyUnknownError for a latency budget while an entry has no latency.
+    `where` names the entries in messages ("zoo NAME"); `profile` says which command measures the missing
+    latencies (by id)."""
+    limits = {k: v for k, v in parsed_limits(asked).items() if k != "bytes"}
     costs = {"params": _cost_fn("params"), "flops": _cost_fn("flops"),
              "latency": asked.latency_of or _cost_fn("latency")}
     missing = [e.id for e in entries if costs["latency"](e) is None]
     if limits["latency"] is not None and missing:
         raise LatencyUnknownError(f"{where} has no measured latency for every entry ({len(missing)} of "
                                   f"{len(entries)} lack one); run {profile(missing)} first", missing)
-
-    def excess(e: ZooEntry) -> float:
-        """How far over the limits (relative, summed): 0 when it fits."""
-        return sum(max(0.0, costs[k](e) / v - 1) for k, v in limits.items() if v is not None)
-
+    excess = excess_over(costs, limits)
     fits = [e for e in entries if excess(e) == 0]
     if fits:
         return max(fits, key=lambda e: (-1 if top1(e) is None else top1(e), -e.params))
     nearest = sorted(entries, key=excess)[:3]
-    asked = ", ".join(f"max_{k}={human(v) if k != 'latency' else f'{v:g}ms'}"
-                      for k, v in limits.items() if v is not None) or "no limit"
     options = "; ".join(f"{e.id} ({human(e.params)} params, {human(e.flops)} FLOPs"
                         + (f", {costs['latency'](e):.2f} ms" if costs["latency"](e) is not None else "") + ")"
                         for e in nearest)
-    raise BudgetError(f"no entry of {where} fits {asked}; nearest: {options}", nearest)
+    raise BudgetError(f"no entry of {where} fits {asked_text(limits)}; nearest: {options}", nearest)
 
 
 VariantTop1Of = Callable[[Variant], float | None]  # the accuracy that ranks variants (validation where recorded)
@@ -582,34 +596,26 @@ def best_variant_within(entries: list[ZooEntry], top1: VariantTop1Of, asked: Lim
     the fewer bytes; else VariantBudgetError with the nearest pairs. SizesUnknownError while an entry has no measured
     file bytes (`sizes` names the commands that measure them, by entry id); LatencyUnknownError for a latency limit
     while a pair has no latency (`profile`)."""
-    limits = {"params": parse_count(asked.max_params, "max_params"),
-              "flops": parse_count(asked.max_flops, "max_flops"), "latency": parse_latency_ms(asked.max_latency_ms),
-              "bytes": parse_bytes(asked.max_bytes)}
+    limits = parsed_limits(asked)
     if unsized := [e.id for e in entries if e.file_bytes is None]:
         raise SizesUnknownError(f"{where}: {len(unsized)} of {len(entries)} entries have no measured file bytes, "
                                 f"which a bytes budget compares; run {sizes(unsized)}", unsized)
     entry_latency = asked.latency_of or _cost_fn("latency")
-    costs = {"params": lambda e, v: e.params, "flops": lambda e, v: e.flops,
-             "latency": lambda e, v: entry_latency(e) if v.name == FP32 else v.latency_ms,
-             "bytes": lambda e, v: v.file_bytes}
+    costs = {"params": lambda p: p[0].params, "flops": lambda p: p[0].flops,
+             "latency": lambda p: entry_latency(p[0]) if p[1].name == FP32 else p[1].latency_ms,
+             "bytes": lambda p: p[1].file_bytes}
     pairs = [(e, v) for e in entries for v in e.all_variants() if v.file_bytes is not None]
     if limits["latency"] is not None and (untimed := [f"{e.id}/{v.name}" for e, v in pairs
-                                                       if costs["latency"](e, v) is None]):
+                                                       if costs["latency"]((e, v)) is None]):
         raise LatencyUnknownError(f"{where} has no measured latency for {len(untimed)} of its {len(pairs)} files "
                                   f"(e.g. {untimed[0]}); run {profile(untimed)} first", untimed)
-
-    def excess(pair: tuple[ZooEntry, Variant]) -> float:
-        """How far over the limits (relative, summed): 0 when it fits."""
-        return sum(max(0.0, costs[k](*pair) / v - 1) for k, v in limits.items() if v is not None)
-
+    excess = excess_over(costs, limits)
     if fits := [p for p in pairs if excess(p) == 0]:
         return max(fits, key=lambda p: (-1 if top1(p[1]) is None else top1(p[1]), -p[1].file_bytes))
     nearest = sorted(pairs, key=excess)[:3]
-    asked_text = ", ".join(f"max_{k}={f'{v:g}ms' if k == 'latency' else human(v)}"
-                           for k, v in limits.items() if v is not None)
     options = "; ".join(f"{e.id} {v.name} ({human(v.file_bytes)} bytes, {human(e.params)} params)"
                         for e, v in nearest)
-    raise VariantBudgetError(f"no file of {where} fits {asked_text}; nearest: {options}", nearest)
+    raise VariantBudgetError(f"no file of {where} fits {asked_text(limits)}; nearest: {options}", nearest)
 
 
 def protocol_text(p: dict[str, Any]) -> str:
