@@ -434,7 +434,7 @@ def run_jobs(jobs: list[Job], workers: int, done: Callable[[Job, dict | None], N
     return failures
 
 
-def _bounded(kind: Callable, lo: float, hi: float) -> Callable[[str], object]:
+def bounded(kind: Callable, lo: float, hi: float) -> Callable[[str], object]:
     def parse(text: str):
         value = kind(text)
         if not lo <= value <= hi:
@@ -467,20 +467,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", type=_listed(str), default=list(FAMILIES), help=f"of {', '.join(FAMILIES)}")
     ap.add_argument("--rungs", type=_listed(str), default=None, help="indices (0 = smallest) or rung names")
-    ap.add_argument("--seeds", type=_listed(_bounded(int, 0, MAX_SEED)), default=[0])
-    ap.add_argument("--epochs", type=_bounded(int, 1, MAX_EPOCHS), default=10)
-    ap.add_argument("--lr", type=_bounded(float, 1e-6, 1.0), default=3e-3, help="peak lr without --tune")
+    ap.add_argument("--seeds", type=_listed(bounded(int, 0, MAX_SEED)), default=[0])
+    ap.add_argument("--epochs", type=bounded(int, 1, MAX_EPOCHS), default=10)
+    ap.add_argument("--lr", type=bounded(float, 1e-6, 1.0), default=3e-3, help="peak lr without --tune")
     ap.add_argument("--tune", action="store_true", help="choose each family's lr by the sweep first")
-    ap.add_argument("--tune-lrs", type=_listed(_bounded(float, 1e-6, 1.0)), default=[1e-3, 3e-3, 1e-2])
-    ap.add_argument("--tune-epochs", type=_bounded(int, 1, MAX_EPOCHS), default=2)
-    ap.add_argument("--jobs", type=_bounded(int, 1, MAX_JOBS), default=1, help="models trained side by side")
+    ap.add_argument("--tune-lrs", type=_listed(bounded(float, 1e-6, 1.0)), default=[1e-3, 3e-3, 1e-2])
+    ap.add_argument("--tune-epochs", type=bounded(int, 1, MAX_EPOCHS), default=2)
+    ap.add_argument("--jobs", type=bounded(int, 1, MAX_JOBS), default=1, help="models trained side by side")
     ap.add_argument("--out", type=Path, default=Path("runs/baselines"))
     ap.add_argument("--raw-dir", type=Path, default=DATA / "baselines")
     ap.add_argument("--data", default="fashion-mnist", help="fashion-mnist, or synthetic:<n> for smoke tests")
-    ap.add_argument("--val-size", type=_bounded(int, 1, 10**7), default=5000)
-    ap.add_argument("--stop-after", type=_bounded(int, 1, MAX_EPOCHS), default=None,
+    ap.add_argument("--val-size", type=bounded(int, 1, 10**7), default=5000)
+    ap.add_argument("--stop-after", type=bounded(int, 1, MAX_EPOCHS), default=None,
                     help="train each model at most this many epochs now (a rerun resumes): slices a long run")
-    ap.add_argument("--log-every", type=_bounded(int, 1, 10**6), default=100, help="steps between progress lines")
+    ap.add_argument("--log-every", type=bounded(int, 1, 10**6), default=100, help="steps between progress lines")
     ap.add_argument("--list", action="store_true", help="print the ladders (params, MACs) and exit")
     args = ap.parse_args(argv)
     unknown = sorted(set(args.families) - set(FAMILIES))

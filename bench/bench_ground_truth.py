@@ -22,7 +22,7 @@ import random
 import sys
 from pathlib import Path
 
-from bench.bench_baselines import Job, _bounded, _listed, run_jobs, write_raw
+from bench.bench_baselines import Job, _listed, bounded, run_jobs, write_raw
 from bench.report import DATA
 from zoo.family import Family, space_by_name
 
@@ -48,21 +48,21 @@ def stratified(family: Family, space, archs: int, strata: int, seed: int) -> lis
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", required=True, help="a built-in space, e.g. mbconv-small")
-    ap.add_argument("--archs", type=_bounded(int, 1, MAX_ARCHS), default=20, help="random archs, over all strata")
-    ap.add_argument("--strata", type=_bounded(int, 1, MAX_ARCHS), default=5)
+    ap.add_argument("--archs", type=bounded(int, 1, MAX_ARCHS), default=20, help="random archs, over all strata")
+    ap.add_argument("--strata", type=bounded(int, 1, MAX_ARCHS), default=5)
     ap.add_argument("--zoo", type=Path, default=None, help="also train this zoo's entries from scratch")
-    ap.add_argument("--seeds", type=_listed(_bounded(int, 0, 2**31 - 1)), default=[0])
-    ap.add_argument("--epochs", type=_bounded(int, 1, 1000), default=2)
-    ap.add_argument("--lr", type=_bounded(float, 1e-6, 1.0), default=1e-2,
+    ap.add_argument("--seeds", type=_listed(bounded(int, 0, 2**31 - 1)), default=[0])
+    ap.add_argument("--epochs", type=bounded(int, 1, 1000), default=2)
+    ap.add_argument("--lr", type=bounded(float, 1e-6, 1.0), default=1e-2,
                     help="peak lr (default: what bench_baselines' sweep chose for the cnn, resnet and vit ladders)")
-    ap.add_argument("--jobs", type=_bounded(int, 1, 64), default=1, help="archs trained side by side")
+    ap.add_argument("--jobs", type=bounded(int, 1, 64), default=1, help="archs trained side by side")
     ap.add_argument("--out", type=Path, default=Path("runs/ground-truth"))
     ap.add_argument("--raw-dir", type=Path, default=DATA / "ground-truth")
     ap.add_argument("--data", default="fashion-mnist", help="fashion-mnist, or synthetic:<n> for smoke tests")
-    ap.add_argument("--val-size", type=_bounded(int, 1, 10**7), default=5000)
-    ap.add_argument("--stop-after", type=_bounded(int, 1, 1000), default=None,
+    ap.add_argument("--val-size", type=bounded(int, 1, 10**7), default=5000)
+    ap.add_argument("--stop-after", type=bounded(int, 1, 1000), default=None,
                     help="train each arch at most this many epochs now (a rerun resumes)")
-    ap.add_argument("--log-every", type=_bounded(int, 1, 10**6), default=100, help="steps between progress lines")
+    ap.add_argument("--log-every", type=bounded(int, 1, 10**6), default=100, help="steps between progress lines")
     args = ap.parse_args(argv)
     try:
         args.family, args.space = space_by_name(args.space)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.bench_baselines import IMG_SIZE, IN_CHANS, load_model, rung_of, standalone
+from bench.bench_baselines import IMG_SIZE, IN_CHANS, bounded, load_model, rung_of, standalone
 from bench.common import interleaved, machine
 from bench.report import DATA
 from zoo.io import atomic_write_text
@@ -121,17 +121,8 @@ def measure(models: list[tuple[dict, dict]], x: np.ndarray, rounds: int, reps: i
             for i, (record, sessions) in enumerate(models)]
 
 
-def _bounded_int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{text} lies outside [{lo}, {hi}]")
-        return value
-    return parse
-
-
 def _threads(text: str) -> list[int]:
-    values = [_bounded_int(1, 64)(t) for t in text.split(",") if t.strip()]
+    values = [bounded(int, 1, 64)(t) for t in text.split(",") if t.strip()]
     if not values or len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"{text!r}: give distinct thread counts, e.g. 1,2")
     return values
@@ -150,9 +141,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--zoo", action="append", help="a zoo folder or shipped zoo name, repeatable (default: every "
                                                    "shipped zoo)")
     ap.add_argument("--threads", type=_threads, default=[1, 2], help="ORT intra-op threads, each measured")
-    ap.add_argument("--rounds", type=_bounded_int(10, 100_000), default=200)
-    ap.add_argument("--reps", type=_bounded_int(1, 1000), default=10, help="calls per session in each round")
-    ap.add_argument("--warmup", type=_bounded_int(0, 10_000), default=20, help="calls per session before the rounds")
+    ap.add_argument("--rounds", type=bounded(int, 10, 100_000), default=200)
+    ap.add_argument("--reps", type=bounded(int, 1, 1000), default=10, help="calls per session in each round")
+    ap.add_argument("--warmup", type=bounded(int, 0, 10_000), default=20, help="calls per session before the rounds")
     ap.add_argument("--conditions", type=_conditions, default="not recorded",
                     help="what else ran on the machine (recorded in the raw file)")
     ap.add_argument("--out", type=Path, default=DATA / "latency" / "fashion-mnist.json")
