@@ -268,9 +268,15 @@ def select_cases(fx: Fixtures) -> list[Case]:
     budget = ("0", "-1", "5", "999", "0.5", "1e14")
     cases = flag_cases("select", base, {"--seed": ("-1", "4294967296", "1.5"), "--batch-size": ("0", "-1", "5000"),
                                         "--top-n": ("0", "-1", "1001"), "--low": budget, "--high": budget,
-                                        "--width": budget},
+                                        "--width": budget, "--evaluations": ("0", "-1", "1.5", "1e9"),
+                                        "--population": ("0", "-1", "100001")},
                        {"--proxy": "magic", "--bucket-by": "latency"}, ("--space", "--data", "--out"))
     cases += out_cases("select", base, fx)
+    mbconv = setting(base, "--space", "mbconv-tiny")
+    cases += [Case("select", "flag", setting(base, "--evaluations", "5"), "--evaluations does not apply"),
+              Case("select", "flag", setting(mbconv, "--proxy", "snip"), "--proxy does not apply"),
+              Case("select", "flag", setting(mbconv, "--bucket-by", "flops"), "--bucket-by does not apply"),
+              Case("select", "file", setting(mbconv, "--data", "nowhere:x"), "unknown data source")]
     cases += [Case("select", "flag", ("select", "--out", out), "--space"),
               Case("select", "flag", setting(base, "--low", "2M"), "--low 2M"),
               Case("select", "flag", setting(base, "--high", "5K"), "--high 5K"),

@@ -11,9 +11,9 @@ Ratings, each timed on this machine:
 - `one-shot`: top-1 on the supernet run's held-out images through the uniformly trained supernet, each path's
   BatchNorm recalibrated (`training.pick.validation_fitness`: what `python -m training pick` searches on, and the
   reward of the ENAS-style controller);
-- `snip`: SNIP at initialisation (Lee et al. 2019; the saliency PreNAS's zero-cost selector sums): the sum of
-  |theta * dL/dtheta| over the arch's standalone model, freshly initialised (seed 0), on one batch of 128 training
-  images. Family-agnostic, unlike PreNAS's ViT-specific selection tables.
+- `snip`: the zero-cost selector's score (`python -m training select` on an MBConv space, `training.zero_cost`):
+  SNIP at initialisation, the sum of |theta * dL/dtheta| over the arch's standalone model freshly initialised (seed
+  0) after one data-free batch of 64 Gaussian images, L the sum of the logits, as PreNAS's code scores;
 - `DARTS α` (with `--darts RUN`, a `python -m training darts` folder): the arch's log-probability under the
   architecture logits its search ended with, from the search of the bucket that holds the arch's params (else the
   nearest target): how DARTS itself ranks paths, its weights read as a distribution over archs;
@@ -39,39 +39,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from bench.bench_baselines import standalone
 from bench.common import kendall, machine
 from bench.report import DATA
 from training.bossnas_mbconv import load_rater
-from training.config import TrainConfig
+from training.config import TrainConfig, ZeroCostConfig
 from training.darts import policy_of, search_for
-from training.data import SMALL_DATASET_VAL_SIZE, load_data
+from training.data import SMALL_DATASET_VAL_SIZE
 from training.evaluate import load_supernet
 from training.pick import validation_fitness
 from training.search import log_probability
+from training.zero_cost import scorer
 from zoo.family import get_family
 from zoo.io import atomic_write_text
-
-SNIP_BATCH = 128
-
-
-def snip_scorer(train_cfg: TrainConfig, space) -> Callable[[str], float]:
-    """SNIP of an arch ({"space", "arch"} JSON) at initialisation on the run's first SNIP_BATCH training images."""
-    data, _ = load_data(train_cfg.data, "train", img_size=space.img_size, in_chans=space.in_chans,
-                        val_size=train_cfg.val_size, seed=train_cfg.seed)
-    x = torch.stack([data[i][0] for i in range(SNIP_BATCH)])
-    y = torch.tensor([int(data[i][1]) for i in range(SNIP_BATCH)])
-
-    def score(arch_json: str) -> float:
-        torch.manual_seed(0)
-        model = standalone(arch_json).train()
-        F.cross_entropy(model(x), y).backward()
-        with torch.no_grad():
-            return float(sum((p * p.grad).abs().sum() for p in model.parameters() if p.grad is not None))
-
-    return score
 
 
 def check_split(ground_truth: dict, train_cfg: TrainConfig) -> None:
@@ -139,11 +119,11 @@ def rate(ground_truth: dict, run: Path, val_images: int, darts: Path | None = No
     if ground_truth["space"] != space.to_dict():
         raise SystemExit(f"the ground truth is of another space than the supernet's ({space.name})")
     one_shot, words = validation_fitness(train_cfg, supernet, val_images)
-    snip = snip_scorer(train_cfg, space)
+    snip = scorer(ZeroCostConfig(space, progress=False))
     archs = [(m, json.dumps(m["arch"]), family.arch_from_dict(m["arch"]["arch"])) for m in ground_truth["models"]]
     ratings: dict[str, Callable] = {
         "params": lambda _j, a: family.params(space, a), "MACs": lambda _j, a: family.flops(space, a),
-        "one-shot": lambda _j, a: one_shot(a), "snip": lambda j, _a: snip(j)}
+        "one-shot": lambda _j, a: one_shot(a), "snip": lambda _j, a: snip(a)}
     if darts:
         darts_score = policy_scorer(space, darts_searches(space, darts))
         ratings["DARTS α"] = lambda _j, a: darts_score(a)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import eb_losses
-from training.__main__ import bossnas_config, main, parse_args
+from training.__main__ import BOSSNAS, main, parse_args, selector_config, space_for
 from training.bossnas import (
     PROJ_OUT,
     TARGETS,
@@ -259,6 +259,10 @@ def test_configs_keep_to_their_family():
         BossConfig(TINY)
 
 
+def bossnas_config(args):
+    return selector_config(args, space_for(args.space, "bossnas"), "bossnas", BOSSNAS)
+
+
 def test_the_command_dispatches_by_the_spaces_family():
     assert type(bossnas_config(parse_args(["bossnas", "--space", "mbconv-tiny", "--centre-paths", "9"]))) \
         is MBConvBossConfig
@@ -268,7 +272,8 @@ def test_the_command_dispatches_by_the_spaces_family():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--centre-paths", "8"], "error: --centre-paths does not apply to BossNAS on HyTra spaces (micro-hytra)"),
+    (["--centre-paths", "8"],
+     "error: --centre-paths does not apply to `python -m training bossnas` on HyTra spaces (micro-hytra)"),
     (["--space", "mbconv-tiny", "--paths", "30"], "error: paths 30 exceeds the 22 paths of stage 0"),
     (["--space", "mini"], "error: space mini is a ViT space, which `python -m training bossnas` does not serve"),
     (["--space", "mbconv-tiny", "--data", "synthetic:64"], "error: val_size 5000 leaves no training data"),

@@ -22,6 +22,8 @@ from training.config import TrainConfig
 from training.darts import decisions
 from training.evaluate import load_supernet
 from training.pick import validation_fitness
+from training.select import gaussian_batch
+from training.zero_cost import snip_at_init
 from zoo.family import space_by_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +80,9 @@ def test_each_rating_scores_each_arch_as_it_says(run):
     assert [s["MACs"] for s in scores] == [family.flops(space, a) for a in archs]
     assert [s["one-shot"] for s in scores] == pytest.approx([fitness(a) for a in archs], abs=1e-9)
     assert all(s["snip"] > 0 for s in scores) and len({s["snip"] for s in scores}) == 3
+    selectors_batch = gaussian_batch(space, 64, torch.Generator().manual_seed(0)), None  # the selector's defaults
+    assert [s["snip"] for s in scores] == pytest.approx([snip_at_init(space, a, selectors_batch, 0) for a in archs],
+                                                         rel=1e-6)
     assert rate(gt, run, val_images=300)["archs"][0]["scores"]["snip"] == scores[0]["snip"]  # seeded init, one batch
     assert set(doc["seconds"]) == {"params", "MACs", "one-shot", "snip"}
 

@@ -32,38 +32,61 @@ def _number(text: str) -> float:
 
 def add_select_args(p: argparse.ArgumentParser) -> None:
     from training.config import SELECT_RANGES as R
+    from training.config import ZERO_COST_RANGES
+    from training.config import ZeroCostConfig as Z
     from training.proxies import PROXIES
 
-    p.add_argument("--space", type=nonempty, required=True, help="built-in space name or a YAML/JSON space file")
-    p.add_argument("--proxy", default="snip-normalised", choices=sorted(PROXIES))
-    p.add_argument("--seed", type=R["seed"], default=0)
-    p.add_argument("--batch-size", type=R["batch_size"], default=64,
-                   help="images in the one gradient pass (official: 64)")
-    p.add_argument("--data", type=nonempty, default="gaussian",
-                   help="'gaussian' (data-free, official) or a dataset source, e.g. fashion-mnist")
-    p.add_argument("--bucket-by", default="params", choices=["params", "flops"])
+    p.add_argument("--space", type=nonempty, required=True,
+                   help="a ViT or MBConv space: built-in name or a YAML/JSON space file")
+    p.add_argument("--proxy", choices=sorted(PROXIES), help="ViT spaces only: step 1's proxy; default: snip-normalised")
+    p.add_argument("--seed", type=R["seed"], help="default: 0")
+    p.add_argument("--batch-size", type=R["batch_size"], help="images in the one gradient pass (official: 64)")
+    p.add_argument("--data", type=nonempty,
+                   help="'gaussian' (data-free, official; the default) or a dataset source, e.g. fashion-mnist")
+    p.add_argument("--bucket-by", choices=["params", "flops"], help="ViT spaces only; default: params")
     p.add_argument("--low", type=_number, help="lowest bucket edge (default: per space)")
     p.add_argument("--high", type=_number, help="highest bucket edge")
     p.add_argument("--width", type=_number, help="bucket width (margin ε)")
-    p.add_argument("--top-n", type=R["top_n"], default=1, help="preferred archs kept per bucket")
+    p.add_argument("--top-n", type=R["top_n"], help="preferred archs kept per bucket; default: 1")
+    for name, help_ in (("evaluations", "distinct archs each params bucket's evolution scores"),
+                        ("population", "the evolution's population")):
+        p.add_argument("--" + name, type=ZERO_COST_RANGES[name],
+                       help=f"MBConv spaces only: {help_}; {ZERO_COST_RANGES[name]}; default: {getattr(Z, name)}")
     p.add_argument("--out", type=out_dir, default="runs/select",
                    help="output directory for preferred.json and the plot")
     p.add_argument("--no-plot", action="store_true")
 
 
+# The selectors per family that lists them (`Family.selectors`): (module, config class)
+SELECT = {"vit": ("training.select", "SelectConfig"), "mbconv": ("training.zero_cost", "ZeroCostConfig")}
+BOSSNAS = {"hytra": ("training.bossnas", "BossConfig"), "mbconv": ("training.bossnas_mbconv", "MBConvBossConfig")}
+
+
+def selector_config(args: argparse.Namespace, space, selector: str, table: dict, cli_only: tuple = (), **settings):
+    """The config of `space`'s family's `selector` (`table`: family -> (module, config class)) from the flags given
+    (all but `cli_only`) and `settings`; ValueError for a flag it has no setting for."""
+    import importlib
+    from dataclasses import fields
+
+    from zoo.family import get_family
+
+    module, name = table[space.family]
+    config = getattr(importlib.import_module(module), name)
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("cmd", "space", "out", "threads", *cli_only) and v is not None}
+    for k in sorted(given.keys() - {f.name for f in fields(config)}):
+        raise ValueError(f"--{k.replace('_', '-')} does not apply to `python -m training {selector}` on "
+                         f"{get_family(space.family).title} spaces ({space.name})")
+    return config(space=space, **given, **settings)
+
+
 def run_select(args: argparse.Namespace) -> int:
-    from training.report import plot_selection, selection_table
-    from training.select import SelectConfig, select, write_selection
+    import importlib
 
     space = space_for(args.space, "select")
-    cfg = SelectConfig(space, proxy=args.proxy, seed=args.seed, batch_size=args.batch_size, data=args.data,
-                       bucket_by=args.bucket_by, buckets=select_buckets(args, space), top_n=args.top_n)
-    sel = select(cfg)
-    print(selection_table(sel))
-    path = write_selection(sel, args.out)
-    print(f"\nwrote {path}")
-    if not args.no_plot:
-        print(f"wrote {plot_selection(sel, Path(args.out) / 'preferred.png')}")
+    cfg = selector_config(args, space, "select", SELECT, ("no_plot", "low", "high", "width"),
+                          buckets=select_buckets(args, space))
+    path = importlib.import_module(SELECT[space.family][0]).run(cfg, args.out, plot=not args.no_plot)
     print(f"next: python -m training train --preferred {path}")
     return 0
 
@@ -90,17 +113,13 @@ def select_buckets(args: argparse.Namespace, space):
     given = {k: getattr(args, k) for k in ("low", "high", "width") if getattr(args, k) is not None}
     if not given:
         return None
-    default = Buckets.default(space, args.bucket_by)
+    default = Buckets.default(space, getattr(args, "bucket_by", None) or "params")
     low, high = given.get("low", default.low), given.get("high", default.high)
     if not low < high:
         tag = lambda k: "" if k in given else f" ({space.name}'s default)"
         raise ValueError(f"--low {human(low)}{tag('low')} must be below --high {human(high)}{tag('high')}")
     spacing = {"width": given["width"]} if "width" in given else {"width": default.width, "ratio": default.ratio}
     return Buckets(low, high, **spacing)
-
-
-# BossNAS per family that lists it (`Family.selectors`): (module, config class); the module's `search(cfg, out)` runs it
-BOSSNAS = {"hytra": ("training.bossnas", "BossConfig"), "mbconv": ("training.bossnas_mbconv", "MBConvBossConfig")}
 
 
 def add_bossnas_args(p: argparse.ArgumentParser) -> None:
@@ -134,42 +153,18 @@ def add_bossnas_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=Range(int, 1, 1024), help="torch CPU threads (default: torch's choice)")
 
 
-def bossnas_config(args: argparse.Namespace):
-    """The config of the space's family's BossNAS (`BOSSNAS`) from the flags; ValueError for a flag it has no setting
-    for."""
-    import importlib
-    from dataclasses import fields
-
-    from zoo.family import get_family
-
-    space = space_for(args.space, "bossnas")
-    module, name = BOSSNAS[space.family]
-    config = getattr(importlib.import_module(module), name)
-    settings = {f.name for f in fields(config)}
-    given = {k: v for k, v in vars(args).items() if k not in ("cmd", "space", "out", "threads") and v is not None}
-    for k in sorted(given.keys() - settings):
-        raise ValueError(f"--{k.replace('_', '-')} does not apply to BossNAS on {get_family(space.family).title} "
-                         f"spaces ({space.name})")
-    return config(space=space, **given)
-
-
 def run_bossnas(args: argparse.Namespace) -> int:
     import importlib
 
     import torch
 
-    from zoo.family import family_of
+    from training.preferred import preferred_table
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    cfg = bossnas_config(args)
+    cfg = selector_config(args, space_for(args.space, "bossnas"), "bossnas", BOSSNAS)
     _, preferred = importlib.import_module(BOSSNAS[cfg.space.family][0]).search(cfg, args.out)
-    family = family_of(preferred)
-    print(f"{'params bucket':<20} {'id':<20} {'params':>8} {'score':>8}  layers")
-    for b in preferred["buckets"]:
-        for e in b["entries"]:
-            print(f"{human(b['low']) + '-' + human(b['high']):<20} {e['id']:<20} {human(e['params']):>8} "
-                  f"{e['score']:>8.3f}  {family.arch_from_dict(e['arch']).describe()}")
+    print(preferred_table(preferred))
     print(f"wrote {', '.join(str(p) for p in sorted(Path(args.out).iterdir()))}")
     return 0
 

@@ -65,10 +65,16 @@ from training.bossnas import (
     siamese_nets,
 )
 from training.checks import Range, check_all, json_text, write_json
-from training.preferred import Buckets, Candidate, pick_preferred, preferred_doc, write_preferred
-from training.search import SearchConfig, check_reachable, evolution
+from training.preferred import (
+    Buckets,
+    Candidate,
+    evolution_per_bucket,
+    pick_preferred,
+    preferred_doc,
+    write_preferred,
+)
 from zoo.families.mbconv import MBConvArch, MBConvSpace, MBConvSupernet
-from zoo.families.mbconv.layers import flops, params, placed_blocks
+from zoo.families.mbconv.layers import placed_blocks
 from zoo.families.mbconv.model import channels_last, run_block, sliced
 from zoo.families.mbconv.sampling import random_stage
 from zoo.families.mbconv.space import MBCONV_SMALL, Stage
@@ -355,25 +361,11 @@ def load_rater(run: str | Path) -> Rater:
 
 
 def select(rater: Rater, log) -> tuple[list[Candidate], dict[str, float]]:
-    """Every reachable params bucket searched by evolution on −score: the archs the searches scored, and each
-    bucket's seconds."""
-    cfg, space = rater.cfg, rater.cfg.space
-    candidates: dict[str, Candidate] = {}
-    searched = {}
-    for low, high in cfg.buckets.edges():
-        bucket = SearchConfig.of_population(cfg.population, evaluations=cfg.evaluations, min_params=low,
-                                            max_params=high, seed=cfg.seed)
-        try:
-            check_reachable(space, bucket)
-            result = evolution(space, lambda a: -rater.score(a), bucket, progress=cfg.progress)
-        except ValueError as e:  # past the space's cost range, or no random draw lands inside: stays empty
-            log({"event": "bucket", "low": low, "high": high, "skipped": str(e)})
-            continue
-        candidates |= {a.id: Candidate(a, params(space, a), flops(space, a), s) for a, s in result.scores.items()}
-        searched[f"{low:g}-{high:g}"] = result.seconds
-        log({"event": "bucket", "low": low, "high": high, "archs": result.evaluations, "best": result.best_score,
-             "seconds": result.seconds, "rated_paths": len(rater.memo)})
-    return list(candidates.values()), searched
+    """Every reachable params bucket searched by evolution on −score (`evolution_per_bucket`), each bucket's log line
+    counting the stage paths rated so far."""
+    cfg = rater.cfg
+    return evolution_per_bucket(cfg.space, lambda a: -rater.score(a), cfg.buckets, cfg.population, cfg.evaluations,
+                                cfg.seed, cfg.progress, lambda record: log(record | {"rated_paths": len(rater.memo)}))
 
 
 def search(cfg: MBConvBossConfig, out: str | Path) -> tuple[dict, dict]:

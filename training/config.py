@@ -22,7 +22,9 @@ from training.checks import (
     check_all,
     check_kinds,
 )
+from training.preferred import Buckets
 from training.search import SEARCH_RANGES, SEARCHES
+from zoo.family import Space
 
 SAMPLERS = ("preferred", "preferred-plain", "uniform")
 STEPS = Range(int, 1, 10**9)
@@ -153,3 +155,27 @@ class PickConfig:
         if self.algorithm not in SEARCHES:
             raise ValueError(f"algorithm must be one of {', '.join(SEARCHES)}, got {self.algorithm!r}")
         check_all(self, PICK_RANGES)
+
+
+ZERO_COST_RANGES = {k: SELECT_RANGES[k] for k in ("seed", "batch_size", "top_n")} | \
+    {k: SEARCH_RANGES[k] for k in ("evaluations", "population")}
+
+
+@dataclass
+class ZeroCostConfig:
+    """PreNAS's zero-cost selector on a space without isomer tables (`training.zero_cost`)."""
+
+    space: Space
+    seed: int = 0  # the batch's draw and every arch's initialisation
+    batch_size: int = 64  # images in each arch's one backward pass (PreNAS: 64)
+    data: str = "gaussian"  # data-free (PreNAS), or a dataset source: a seeded labelled batch of its train split
+    buckets: Buckets | None = None  # params buckets; None: the space's default
+    top_n: int = 1  # archs kept per bucket
+    evaluations: int = 200  # distinct archs each bucket's evolution scores
+    population: int = 20
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_all(self, ZERO_COST_RANGES)
+        if self.buckets is None:
+            self.buckets = Buckets.default(self.space, "params")

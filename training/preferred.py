@@ -1,5 +1,7 @@
-"""Preferred sets, whichever selector picks them (`python -m training select`: PreNAS's zero-cost selector for the ViT;
-`python -m training bossnas`: BossNAS for HyTra): cost buckets, the best candidates per bucket, and `preferred.json`.
+"""Preferred sets, whichever selector picks them (`python -m training select`: PreNAS's zero-cost selector for the ViT,
+its step 2 for MBConv; `python -m training bossnas`: BossNAS for HyTra and MBConv; `python -m training darts`): cost
+buckets, the best candidates per bucket, the search per bucket of the selectors that score one arch at a time, and
+`preferred.json`.
 
 `preferred.json` (schema_version 1): {schema_version, kind: "prezoo.preferred", created, family (absent: "vit"),
 space: <the family's space dict>, space_hash, selector: {the selector's settings, bucket_by, buckets: {low, high,
@@ -12,12 +14,15 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from training.checks import write_json
+from training.search import SearchConfig, check_reachable, evolution
+from zoo.budget import human
 from zoo.family import Space, family_of, get_family
 from zoo.io import read_versioned_json
 
@@ -97,6 +102,31 @@ def pick_preferred(candidates: list[Candidate], buckets: Buckets, by: str, top_n
     return [sorted(b, key=lambda c: (-c.score, c.arch.id))[:top_n] for b in per_bucket]
 
 
+def evolution_per_bucket(space: Space, score: Callable[[Any], float], buckets: Buckets, population: int,
+                         evaluations: int, seed: int, progress: bool,
+                         log: Callable[[dict], None]) -> tuple[list[Candidate], dict[str, float]]:
+    """Every reachable params bucket searched by `training.search.evolution` on `score` (higher is better), for
+    selectors that score one arch at a time: the archs the searches scored and each bucket's seconds."""
+    family = get_family(space.family)
+    candidates: dict[str, Candidate] = {}
+    searched = {}
+    for low, high in buckets.edges():
+        bucket = SearchConfig.of_population(population, evaluations=evaluations, min_params=low, max_params=high,
+                                            seed=seed)
+        try:
+            check_reachable(space, bucket)
+            result = evolution(space, score, bucket, progress=progress)
+        except ValueError as e:  # past the space's cost range, or no random draw lands inside: stays empty
+            log({"event": "bucket", "low": low, "high": high, "skipped": str(e)})
+            continue
+        candidates |= {a.id: Candidate(a, family.params(space, a), family.flops(space, a), s)
+                       for a, s in result.scores.items()}
+        searched[f"{low:g}-{high:g}"] = result.seconds
+        log({"event": "bucket", "low": low, "high": high, "archs": result.evaluations, "best": result.best_score,
+             "seconds": result.seconds})
+    return list(candidates.values()), searched
+
+
 def preferred_doc(space: Space, selector: dict, stats: dict, buckets: Buckets, preferred: list[list[Candidate]],
                   **fields: Any) -> dict:
     """A `preferred.json` document (module docstring), whichever selector filled it; `fields` are added at the top
@@ -110,6 +140,17 @@ def preferred_doc(space: Space, selector: dict, stats: dict, buckets: Buckets, p
         "buckets": [{"low": lo, "high": hi, "entries": [entry(c) for c in best]}
                     for (lo, hi), best in zip(buckets.edges(), preferred, strict=True)],
     }
+
+
+def preferred_table(doc: dict) -> str:
+    """A `preferred.json`'s entries as a table: bucket, id, params, score and layout."""
+    family = family_of(doc)
+    rows = [f"{'params bucket':<20} {'id':<20} {'params':>8} {'score':>10}  layers"]
+    for b in doc["buckets"]:
+        for e in b["entries"]:
+            rows.append(f"{human(b['low']) + '-' + human(b['high']):<20} {e['id']:<20} {human(e['params']):>8} "
+                        f"{e['score']:>10.4g}  {family.arch_from_dict(e['arch']).describe()}")
+    return "\n".join(rows)
 
 
 def write_preferred(doc: dict, out_dir: str | Path) -> Path:

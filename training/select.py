@@ -38,6 +38,7 @@ from zoo.families.vit.arch import ViTArch
 from zoo.families.vit.cost import flops, params
 from zoo.families.vit.space import ViTSpace
 from zoo.families.vit.supernet import ViTSupernet, slice_tensor
+from zoo.family import Space
 
 # Step 2 leaves out tensors whose size does not depend on the choices being ranked within an
 # embed width (as the official code does): class token, position embedding, relative-position tables.
@@ -69,7 +70,7 @@ class SelectConfig:
 
 
 # -- 1. the gradient pass ------------------------------------------------------------------------
-def gaussian_batch(space: ViTSpace, n: int, generator: torch.Generator) -> Tensor:
+def gaussian_batch(space: Space, n: int, generator: torch.Generator) -> Tensor:
     """Data-free input (official recipe): channel c ~ N(mean_c, std_c), ImageNet stats for RGB."""
     mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if space.in_chans == 3 else \
         ((0.5,) * space.in_chans, (0.25,) * space.in_chans)
@@ -246,15 +247,16 @@ class Selection:
         return [c for best in self.preferred for c in best]
 
 
-def input_batch(cfg: SelectConfig) -> tuple[Tensor, Tensor | None]:
-    generator = torch.Generator().manual_seed(cfg.seed)
-    if cfg.data == "gaussian":
-        return gaussian_batch(cfg.space, cfg.batch_size, generator), None
+def input_batch(space: Space, data: str, batch_size: int, seed: int) -> tuple[Tensor, Tensor | None]:
+    """The selector's one batch: `data` "gaussian" (data-free, no labels) or a seeded draw from a dataset's train
+    split, with its labels."""
+    generator = torch.Generator().manual_seed(seed)
+    if data == "gaussian":
+        return gaussian_batch(space, batch_size, generator), None
     from training.data import load_data
 
-    s = cfg.space
-    dataset, _ = load_data(cfg.data, "train", img_size=s.img_size, in_chans=s.in_chans, seed=cfg.seed)
-    idx = torch.randperm(len(dataset), generator=generator)[:cfg.batch_size]
+    dataset, _ = load_data(data, "train", img_size=space.img_size, in_chans=space.in_chans, seed=seed)
+    idx = torch.randperm(len(dataset), generator=generator)[:batch_size]
     xs, ys = zip(*(dataset[int(i)] for i in idx), strict=True)
     return torch.stack(xs), torch.tensor(ys)
 
@@ -262,7 +264,8 @@ def input_batch(cfg: SelectConfig) -> tuple[Tensor, Tensor | None]:
 def select(cfg: SelectConfig) -> Selection:
     seconds = {}
     t0 = time.perf_counter()
-    theta, grad = gradient_pass(cfg.space, cfg.seed, input_batch(cfg), cfg.chunk, cfg.progress)
+    batch = input_batch(cfg.space, cfg.data, cfg.batch_size, cfg.seed)
+    theta, grad = gradient_pass(cfg.space, cfg.seed, batch, cfg.chunk, cfg.progress)
     seconds["gradient_pass"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     tables = build_tables(cfg.space, theta, grad, cfg.proxy)
@@ -278,3 +281,16 @@ def select(cfg: SelectConfig) -> Selection:
 
 def write_selection(sel: Selection, out_dir: str | Path) -> Path:
     return write_preferred(sel.to_dict(), out_dir)
+
+
+def run(cfg: SelectConfig, out: str | Path, plot: bool = True) -> Path:
+    """The command's work: select, print the table, write preferred.json (and the plot)."""
+    from training.report import plot_selection, selection_table
+
+    sel = select(cfg)
+    print(selection_table(sel))
+    path = write_selection(sel, out)
+    print(f"\nwrote {path}")
+    if plot:
+        print(f"wrote {plot_selection(sel, Path(out) / 'preferred.png')}")
+    return path

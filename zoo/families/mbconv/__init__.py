@@ -27,5 +27,5 @@ FAMILY = register_family(Family(
     describe_arch=describe.describe_arch, layer_headers=describe.LAYER_HEADERS, layer_rows=describe.layer_rows,
     describe_choices=describe.describe_choices, cost_range=sampling.cost_range, pretrained=PreZooMBConv,
     sampling_group=lambda a: (), random_arch=sampling.random_arch, extreme_archs=sampling.extreme_archs,
-    calibrate_bn=True, selectors=("bossnas",), default_buckets=DEFAULT_BUCKETS, mutate=sampling.mutate,
+    calibrate_bn=True, selectors=("select", "bossnas"), default_buckets=DEFAULT_BUCKETS, mutate=sampling.mutate,
     crossover=sampling.crossover, build_arch=sampling.build_arch, decisions_of=sampling.decisions_of))
