@@ -295,6 +295,36 @@ def versus(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fronts(raw: dict) -> str:
+    """Two zoos' fronts paired at every budget: for each entry's params in either zoo, what each zoo answers a
+    budget of that many params (`best_fitting`, chosen on validation), compared on the same test images (Δ second −
+    first with its 95% interval, McNemar p alone and Holm-corrected over the distinct pairs). The raw file names the
+    two zoo-front `inputs` (first: the reference) and says in `about` how they differ."""
+    (first, a), (second, b) = raw["inputs"].items()
+    points = {key: zoo_points(doc) for key, doc in ((first, a), (second, b))}
+    budgets = sorted({p["params"] for entries in points.values() for p in entries})
+    answers = [(budget, best_fitting(points[first], budget), best_fitting(points[second], budget))
+               for budget in budgets]
+    pairs = {(x["id"], y["id"]): paired_difference(y["test"], x["test"]) for _, x, y in answers if x and y}
+    adjusted = dict(zip(pairs, holm([d[3] for d in pairs.values()]), strict=True))
+    top1 = lambda e: f"{e['id']} | {e['params']:,} | {e['chosen']:.2f} | {100 * float(e['test'].mean()):.2f}" \
+        if e else "nothing fits | | |"
+    lines = [f"First: `{first}`; second: `{second}`. {raw['about']}", "",
+             "| budget (params) | first's answer | params | validation top-1 | test top-1 | second's answer | params | "
+             "validation top-1 | test top-1 | Δ second − first, pp (95%) | McNemar p | Holm p |", "|---" * 12 + "|"]
+    for budget, x, y in answers:
+        d, lo, hi, p_value = pairs.get((x["id"], y["id"]), (None,) * 4) if x and y else (None,) * 4
+        compared = f"{d:+.2f} ({lo:+.2f}, {hi:+.2f}) | {p_value:.2g} | {adjusted[x['id'], y['id']]:.2g}" \
+            if d is not None else "| |"
+        lines.append(f"| {budget:,} | {top1(x)} | {top1(y)} | {compared} |")
+    better = sum(1 for key, (d, *_) in pairs.items() if adjusted[key] < 0.05 and d > 0)
+    worse = sum(1 for key, (d, *_) in pairs.items() if adjusted[key] < 0.05 and d < 0)
+    lines += ["", f"{len(pairs)} distinct pairs of answers; after Holm's correction the second zoo's answer is "
+              f"significantly better at {better}, significantly worse at {worse}, not significantly different at "
+              f"{len(pairs) - better - worse}."]
+    return "\n".join(lines) + "\n"
+
+
 def latency(raw: dict) -> str:
     """bench_latency: every model's batch-1 median ms (p10–p90 over rounds) at each thread count measured, the
     baselines first, then each zoo's entries, smallest first."""
@@ -431,7 +461,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentr
                                                "recipe": recipe, "versus": versus, "rating": rating,
                                                "edmips": edmips, "latency": latency, "bossnas": bossnas,
                                                "selector-accuracy": selector_accuracy, "search": search,
-                                               "bytes": bytes_front}
+                                               "bytes": bytes_front, "fronts": fronts}
 
 
 def plot_versus(raw: dict, path: Path) -> Path:

@@ -121,6 +121,36 @@ def test_versus_answers_each_baseline_with_the_entry_a_budget_of_its_size_gets()
     assert "Latency" not in table  # no latency input: the columns show "-" and no note is made
 
 
+def test_fronts_pairs_what_each_zoo_answers_at_every_entrys_budget():
+    """First zoo: 10K (val 80) and 30K (val 90); second: 20K (val 85). Budgets 10K, 20K, 30K get (10K, nothing),
+    (10K, 20K) and (30K, 20K): two pairs, worked out by hand."""
+    from bench.report import fronts
+
+    n = 200
+    bits = lambda k: pack_bits(np.arange(n) < k)  # right on the first k images
+
+    def zoo(name, entries):
+        return {"zoo": name, "test_images": n, "val_images": n, "entries": [
+            {"id": i, "params": p, "flops": 1, "test_right": bits(t), "val_right": bits(v)} for i, p, v, t in entries]}
+
+    first = zoo("z", [("a10", 10_000, 160, 150), ("a30", 30_000, 180, 190)])
+    second = zoo("z", [("b20", 20_000, 170, 170)])
+    table = fronts({"inputs": {"zoo-front/old": first, "zoo-front/new": second}, "about": "Same zoo, new recipe."})
+    assert table.startswith("First: `zoo-front/old`; second: `zoo-front/new`. Same zoo, new recipe.")
+    rows = [line for line in table.splitlines() if line.startswith("| 10,000") or line.startswith("| 20,000")
+            or line.startswith("| 30,000")]
+    assert rows[0] == "| 10,000 | a10 | 10,000 | 80.00 | 75.00 | nothing fits | | | | | | |"  # 12 cells
+    # 20K: b20 right on 20 images a10 misses, never the reverse: +10 pp, se sqrt(20 - 400/200)/200, p = 2^-19
+    assert rows[1].startswith("| 20,000 | a10 | 10,000 | 80.00 | 75.00 | b20 | 20,000 | 85.00 | 85.00 | "
+                              "+10.00 (+5.84, +14.16) | 1.9e-06 | 3.8e-06 |")
+    # 30K: a30 right on 20 images b20 misses: -10 pp; Holm: the larger of 2·p and p for the second-smallest
+    assert rows[2].startswith("| 30,000 | a30 | 30,000 | 90.00 | 95.00 | b20 | 20,000 | 85.00 | 85.00 | "
+                              "-10.00 (-14.16, -5.84) | 1.9e-06 | 3.8e-06 |")
+    assert table.rstrip().endswith("2 distinct pairs of answers; after Holm's correction the second zoo's answer is "
+                                   "significantly better at 1, significantly worse at 1, not significantly different "
+                                   "at 0.")
+
+
 def _versus_inputs(n: int = 200) -> dict:
     """A zoo of two entries, the larger better on validation, and a ladder of three baselines: a budget of 12K gets
     the 10K entry, of 35K and 40K the 30K one."""
