@@ -293,15 +293,6 @@ def test_words_and_tables():
     assert rows[1] == [1, 0, "MBConv", 5, 3, "yes", "8 -> 16", 14, 2, "–"]
 
 
-def test_only_bossnas_claims_the_family(capsys):
-    """PreNAS's selector slices ViTs: it does not run on an MBConv space, and `python -m training select` says so
-    instead of failing inside; BossNAS rates an MBConv space's stage paths (training.bossnas_mbconv)."""
-    assert FAMILY.selectors == ("bossnas",)
-    assert training_main(["select", "--space", "mbconv-tiny"]) == 2
-    assert "is a MBConv space, which `python -m training select` does not serve: its preferred archs come from " \
-           "`python -m training bossnas`" in capsys.readouterr().err
-
-
 def test_timm_builds_the_default_its_features_and_maps():
     model = timm.create_model("prezoo_mbconv").eval()
     space, a = PreZooMBConv.timm_default
