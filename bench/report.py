@@ -364,6 +364,11 @@ def rating(raw: dict) -> str:
         c, ci = correlations(score, truth), bootstrap(score, truth)
         lines.append(f"| {name} | " + " | ".join(f"{c[k]:+.2f} [{ci[k][0]:+.2f}, {ci[k][1]:+.2f}]"
                                                  for k in ("tau", "rho", "R")) + f" | {seconds:g} |")
+    if boss := raw.get("bossnas"):
+        lines += ["", f"BossNAS ({boss['run']}, target {boss['target']}): each stage's centre is estimated from "
+                  f"{boss['centre_paths']} sampled paths; Kendall τ between its ratings of that sample against the "
+                  "centre and against a second, independently sampled one, by stage: "
+                  + ", ".join(f"{t:+.2f}" for t in boss["centre_tau"]) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -179,3 +179,5 @@ def test_bossnas_rates_each_arch_by_minus_the_sum_of_its_stage_losses(run, bossn
     assert "BossNAS" in doc["seconds"] and "| BossNAS |" in rating(doc)
     taus = doc["bossnas"]["centre_tau"]
     assert len(taus) == 3 and all(-1 <= t <= 1 for t in taus)
+    assert "against a second, independently sampled one, by stage: " + ", ".join(f"{t:+.2f}" for t in taus) + "." \
+        in rating(doc)
