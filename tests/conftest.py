@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.hub_server import LocalHub
@@ -28,6 +29,26 @@ from tests.zoo_fixtures import make_zoo
 from zoo import Arch, SearchSpace, Zoo
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch at `n` CPU threads for a while, then as before: on a busy 2-core box a tiny model's step at 2 threads
+    mostly waits (100x slower, measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """A module at one torch thread (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`), the rest of the
+    session at its own."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--data", "synthetic:256", "--val-size", "64", "--log-every", "1000"]
 
 
-@pytest.fixture(autouse=True)
-def torch_threads():
-    """One torch thread, as each baseline trains (main() pins it too); the rest of the session keeps its own."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_every_ladder_spans_10k_to_2m_params_and_grows():

@@ -56,13 +56,7 @@ def tiny_config(target: str = "ensemble", **kw) -> MBConvBossConfig:
     return MBConvBossConfig(TINY, target=target, **settings)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: a second thread only waits (on a busy machine, 100x slower per step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,12 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
 
 from bench.report import RENDERERS, bossnas, search, selector_accuracy
+from tests.conftest import torch_threads
 from training.bossnas import BossConfig, path_key
 from training.bossnas import search as boss_search
 from training.preferred import Buckets
@@ -32,14 +30,6 @@ TINY = HyTraSpace("tiny", scale_channels=(8, 16, 32), head_dim=4, stem_channels=
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the benchmarks' own setting; two threads on a busy box crawl
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def bench_report(results: Path, data: Path, *args: str) -> subprocess.CompletedProcess:
@@ -185,7 +175,7 @@ def bossnas_raw(tmp_path_factory, data) -> Path:
     from bench.bench_bossnas import ground_truth_jobs, main, train_all
 
     work = tmp_path_factory.mktemp("bossnas")
-    with one_thread():
+    with torch_threads(1):
         runs = []
         for seed in (0, 1):
             cfg = BossConfig(TINY, epochs_per_block=1, nas_train=256, nas_val=64, batch_size=64, calibration=64,
@@ -235,7 +225,7 @@ def selector_raw(uniform, data) -> Path:
     from bench.bench_selector_accuracy import main
 
     raw = data / "selector-accuracy" / "ladder-buckets.json"
-    with one_thread():
+    with torch_threads(1):
         main(["--supernet", str(uniform / "supernet.safetensors"), "--seeds", "2", "--random", "2", "--raw", str(raw),
               "--plot", str(uniform / "selector.png")])
     return raw
@@ -257,7 +247,7 @@ def search_raw(uniform, data) -> Path:
     from bench.bench_search import main
 
     raw = data / "search" / "ladder.json"
-    with one_thread():
+    with torch_threads(1):
         main(["--uniform", str(uniform / "supernet.safetensors"), "--zoo", str(ROOT / "zoos" / "ladder-fmnist"),
               "--buckets", "2", "--evaluations", "3", "--population", "2", "--seeds", "1", "--raw", str(raw),
               "--plot", str(uniform / "search.png")])

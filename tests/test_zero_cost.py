@@ -24,12 +24,7 @@ from zoo.family import get_family
 BUCKETS = Buckets(2_000, 34_000, width=8_000)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def archs(n: int) -> list[MBConvArch]:
