@@ -14,6 +14,8 @@ Ratings, each timed on this machine:
 - `snip`: the zero-cost selector's score (`python -m training select` on an MBConv space, `training.zero_cost`):
   SNIP at initialisation, the sum of |theta * dL/dtheta| over the arch's standalone model freshly initialised (seed
   0) after one data-free batch of 64 Gaussian images, L the sum of the logits, as PreNAS's code scores;
+- `snip (labels)`: the same after one batch of 64 of the run's training images, L their cross-entropy (the
+  selector's `--data DATASET`);
 - `DARTS α` (with `--darts RUN`, a `python -m training darts` folder): the arch's log-probability under the
   architecture logits its search ended with, from the search of the bucket that holds the arch's params (else the
   nearest target): how DARTS itself ranks paths, its weights read as a distribution over archs;
@@ -120,10 +122,12 @@ def rate(ground_truth: dict, run: Path, val_images: int, darts: Path | None = No
         raise SystemExit(f"the ground truth is of another space than the supernet's ({space.name})")
     one_shot, words = validation_fitness(train_cfg, supernet, val_images)
     snip = scorer(ZeroCostConfig(space, progress=False))
+    snip_labels = scorer(ZeroCostConfig(space, data=train_cfg.data, progress=False))
     archs = [(m, json.dumps(m["arch"]), family.arch_from_dict(m["arch"]["arch"])) for m in ground_truth["models"]]
     ratings: dict[str, Callable] = {
         "params": lambda _j, a: family.params(space, a), "MACs": lambda _j, a: family.flops(space, a),
-        "one-shot": lambda _j, a: one_shot(a), "snip": lambda _j, a: snip(a)}
+        "one-shot": lambda _j, a: one_shot(a), "snip": lambda _j, a: snip(a),
+        "snip (labels)": lambda _j, a: snip_labels(a)}
     if darts:
         darts_score = policy_scorer(space, darts_searches(space, darts))
         ratings["DARTS α"] = lambda _j, a: darts_score(a)

@@ -22,7 +22,7 @@ from training.config import TrainConfig
 from training.darts import decisions
 from training.evaluate import load_supernet
 from training.pick import validation_fitness
-from training.select import gaussian_batch
+from training.select import gaussian_batch, input_batch
 from training.zero_cost import snip_at_init
 from zoo.family import space_by_name
 
@@ -83,8 +83,11 @@ def test_each_rating_scores_each_arch_as_it_says(run):
     selectors_batch = gaussian_batch(space, 64, torch.Generator().manual_seed(0)), None  # the selector's defaults
     assert [s["snip"] for s in scores] == pytest.approx([snip_at_init(space, a, selectors_batch, 0) for a in archs],
                                                          rel=1e-6)
+    labelled = input_batch(space, "fashion-mnist", 64, 0)
+    assert labelled[1] is not None and [s["snip (labels)"] for s in scores] == pytest.approx(
+        [snip_at_init(space, a, labelled, 0) for a in archs], rel=1e-6)
     assert rate(gt, run, val_images=300)["archs"][0]["scores"]["snip"] == scores[0]["snip"]  # seeded init, one batch
-    assert set(doc["seconds"]) == {"params", "MACs", "one-shot", "snip"}
+    assert set(doc["seconds"]) == {"params", "MACs", "one-shot", "snip", "snip (labels)"}
 
     table = rating(doc)
     params_row = next(line for line in table.splitlines() if line.startswith("| params |"))
