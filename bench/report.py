@@ -325,6 +325,23 @@ def fronts(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def picks(raw: dict) -> str:
+    """A selector's `preferred.json` as committed: each bucket's pick with its params, where they sit in the bucket
+    (0: its lower edge, 1: its upper), its score and its layers; and the selector's settings."""
+    from zoo.family import family_of
+
+    family = family_of(raw)
+    lines = ["| params bucket | pick | params | place in bucket | score | layers |", "|---|---|---|---|---|---|"]
+    for b in raw["buckets"]:
+        for e in b["entries"]:
+            place = (e["params"] - b["low"]) / (b["high"] - b["low"])
+            layers = family.arch_from_dict(e["arch"]).describe().replace("|", "\\|")  # a cell of its own
+            lines.append(f"| {b['low']:,.0f}–{b['high']:,.0f} | {e['id']} | {e['params']:,} | {place:.2f} | "
+                         f"{e['score']:.4g} | {layers} |")
+    settings = ", ".join(f"{k} {v}" for k, v in raw["selector"].items() if k not in ("buckets", "bucket_by"))
+    return "\n".join([*lines, "", f"`{raw['space']['name']}`; selector: {settings}."]) + "\n"
+
+
 def latency(raw: dict) -> str:
     """bench_latency: every model's batch-1 median ms (p10–p90 over rounds) at each thread count measured, the
     baselines first, then each zoo's entries, smallest first."""
@@ -466,7 +483,8 @@ RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentr
                                                "recipe": recipe, "versus": versus, "rating": rating,
                                                "edmips": edmips, "latency": latency, "bossnas": bossnas,
                                                "selector-accuracy": selector_accuracy, "search": search,
-                                               "bytes": bytes_front, "fronts": fronts}
+                                               "bytes": bytes_front, "fronts": fronts,
+                                               "picks": picks}
 
 
 def plot_versus(raw: dict, path: Path) -> Path:

@@ -151,6 +151,24 @@ def test_fronts_pairs_what_each_zoo_answers_at_every_entrys_budget():
                                    "at 0.")
 
 
+def test_picks_places_each_pick_in_its_bucket_and_keeps_its_layers_in_one_cell():
+    from bench.report import picks
+    from training.preferred import Buckets, Candidate, preferred_doc
+    from zoo.families.mbconv.layers import params
+    from zoo.families.mbconv.space import MBCONV_TINY, arch
+
+    a = arch((8, [["residual", 3, 1, False]]), (8, [["fused", 3, 2, False]]), (16, [["mbconv", 5, 3, True]]))
+    n = params(MBCONV_TINY, a)
+    buckets = Buckets(n - 300, n + 100, width=400)
+    doc = preferred_doc(MBCONV_TINY, {"method": "zero-cost", "seed": 0, "buckets": {}, "bucket_by": "params"}, {},
+                        buckets, [[Candidate(a, n, 1, 12.5)]], family="mbconv")
+    table = picks(json.loads(json.dumps(doc)))
+    row = next(line for line in table.splitlines() if a.id in line)
+    assert row == (f"| {n - 300:,}–{n + 100:,} | {a.id} | {n:,} | 0.75 | 12.5 | "
+                   "8: R \\| 8: F3e2 \\| 16: M5e3s |")
+    assert table.rstrip().endswith("`mbconv-tiny`; selector: method zero-cost, seed 0.")
+
+
 def _versus_inputs(n: int = 200) -> dict:
     """A zoo of two entries, the larger better on validation, and a ladder of three baselines: a budget of 12K gets
     the 10K entry, of 35K and 40K the 30K one."""
