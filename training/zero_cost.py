@@ -19,8 +19,8 @@ Unnormalised SNIP grows with the weights summed over, so within a bucket it pref
 ViT selector's step 2 does (issue 24's confound); `bench.bench_rating` measures how well the score ranks archs
 trained from scratch.
 
-Writes `preferred.json` (what `python -m training train --preferred` reads), `scores.json` (every scored arch) and
-`log.jsonl` into its folder.
+Writes `preferred.json` (what `python -m training train --preferred` reads), `scores.json` (every scored arch, its
+costs and score) and `log.jsonl` into its folder.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def select(cfg: ZeroCostConfig, out: str | Path) -> tuple[dict, dict]:
         candidates, bucket_seconds = evolution_per_bucket(cfg.space, score, cfg.buckets, cfg.population,
                                                           cfg.evaluations, cfg.seed, cfg.progress, log)
     scores = {"kind": "prezoo.zero-cost-scores", "space": cfg.space.name, "archs": [
-        {"id": c.arch.id, "params": c.params, "flops": c.flops, "score": c.score} for c in candidates]}
+        {"id": c.arch.id, "params": c.params, "flops": c.flops, "score": c.score, "arch": c.arch.to_dict()}
+        for c in candidates]}
     write_json(out / "scores.json", scores)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("space", "buckets", "progress")}
     selector = {"method": "zero-cost", "proxy": "snip", **settings, "bucket_by": "params",
@@ -88,7 +89,6 @@ def select(cfg: ZeroCostConfig, out: str | Path) -> tuple[dict, dict]:
                         pick_preferred(candidates, cfg.buckets, "params", cfg.top_n), family=cfg.space.family)
     write_preferred(doc, out)
     return doc, scores
-
 
 
 def plot_scores(doc: dict, scores: dict, path: Path) -> Path:
