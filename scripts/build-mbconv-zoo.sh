@@ -15,7 +15,7 @@ ZOO=${2:-zoos/mbconv-fmnist}
 PY=.venv/bin/python
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 $PY -m training train --out "$RUN" --space mbconv-small --sampler uniform --sandwich 1 --distill --crop-padding 2 \
-    --random-erasing 0.25 --ema 0.999 --epochs 20 --batch-size 128 --lr 2e-3 --min-lr 1e-5 --warmup-epochs 1 \
+    --random-erasing 0.25 --ema 0.999 --epochs 20 --batch-size 128 --lr 1e-2 --min-lr 1e-5 --warmup-epochs 1 \
     --weight-decay 0.05 --label-smoothing 0.1 --drop-path 0 --seed 0 --ckpt-every 100 --log-every 50
 [ -f "$RUN/pick/preferred.json" ] || $PY -m training pick --run "$RUN" --evaluations 40 --population 10 --val-images 2000 \
     --seed 0
