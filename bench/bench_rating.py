@@ -123,25 +123,22 @@ def rate(ground_truth: dict, run: Path, val_images: int, darts: Path | None = No
     one_shot, words = validation_fitness(train_cfg, supernet, val_images)
     snip = scorer(ZeroCostConfig(space, progress=False))
     snip_labels = scorer(ZeroCostConfig(space, data=train_cfg.data, progress=False))
-    archs = [(m, json.dumps(m["arch"]), family.arch_from_dict(m["arch"]["arch"])) for m in ground_truth["models"]]
+    archs = [(m, family.arch_from_dict(m["arch"]["arch"])) for m in ground_truth["models"]]
     ratings: dict[str, Callable] = {
-        "params": lambda _j, a: family.params(space, a), "MACs": lambda _j, a: family.flops(space, a),
-        "one-shot": lambda _j, a: one_shot(a), "snip": lambda _j, a: snip(a),
-        "snip (labels)": lambda _j, a: snip_labels(a)}
+        "params": lambda a: family.params(space, a), "MACs": lambda a: family.flops(space, a),
+        "one-shot": one_shot, "snip": snip, "snip (labels)": snip_labels}
     if darts:
-        darts_score = policy_scorer(space, darts_searches(space, darts))
-        ratings["DARTS α"] = lambda _j, a: darts_score(a)
+        ratings["DARTS α"] = policy_scorer(space, darts_searches(space, darts))
     if enas:
-        enas_score = policy_scorer(space, enas_searches(space, enas))
-        ratings["ENAS policy"] = lambda _j, a: enas_score(a)
+        ratings["ENAS policy"] = policy_scorer(space, enas_searches(space, enas))
     extra = {}
     if bossnas:
         rater, extra["bossnas"] = bossnas_rater(space, bossnas)
-        ratings["BossNAS"] = lambda _j, a: -rater.score(a)
+        ratings["BossNAS"] = lambda a: -rater.score(a)
     scores, seconds = {name: [] for name in ratings}, {}
     for name, fn in ratings.items():
         t0 = time.perf_counter()
-        scores[name] = [fn(arch_json, a) for _, arch_json, a in archs]
+        scores[name] = [fn(a) for _, a in archs]
         seconds[name] = round(time.perf_counter() - t0, 2)
         print(f"{name}: {len(archs)} archs in {seconds[name]:.1f} s", flush=True)
     return {"kind": "rating", "space": space.name, "machine": machine(),
@@ -150,7 +147,7 @@ def rate(ground_truth: dict, run: Path, val_images: int, darts: Path | None = No
             "seconds": seconds, **extra,
             "archs": [{"id": a.id, "params": m["params"], "test_top1": m["test_top1"], "val_top1": m["val_top1"],
                        "scores": {name: scores[name][k] for name in ratings}}
-                      for k, (m, _, a) in enumerate(archs)]}
+                      for k, (m, a) in enumerate(archs)]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -313,7 +313,7 @@ def fronts(raw: dict) -> str:
              "| budget (params) | first's answer | params | validation top-1 | test top-1 | second's answer | params | "
              "validation top-1 | test top-1 | Δ second − first, pp (95%) | McNemar p | Holm p |", "|---" * 12 + "|"]
     for budget, x, y in answers:
-        d, lo, hi, p_value = pairs.get((x["id"], y["id"]), (None,) * 4) if x and y else (None,) * 4
+        d, lo, hi, p_value = pairs[x["id"], y["id"]] if x and y else (None,) * 4
         compared = f"{d:+.2f} ({lo:+.2f}, {hi:+.2f}) | {p_value:.2g} | {adjusted[x['id'], y['id']]:.2g}" \
             if d is not None else "| |"
         lines.append(f"| {budget:,} | {top1(x)} | {top1(y)} | {compared} |")

@@ -42,6 +42,7 @@ from training.preferred import (
     preferred_table,
     write_preferred,
 )
+from training.proxies import snip
 from training.select import input_batch
 from zoo.family import Space, get_family
 from zoo.io import atomic_write_figure
@@ -56,7 +57,7 @@ def snip_at_init(space: Space, arch, batch: tuple[Tensor, Tensor | None], seed: 
     logits = model(x)
     (logits.sum() if y is None else F.cross_entropy(logits, y, reduction="sum")).backward()
     with torch.no_grad():
-        return float(sum((p * p.grad).abs().sum() for p in model.parameters() if p.grad is not None))
+        return float(sum(snip(p, p.grad).sum() for p in model.parameters() if p.grad is not None))
 
 
 def scorer(cfg: ZeroCostConfig):
