@@ -540,10 +540,31 @@ def finetune_cases(fx: Fixtures) -> list[Case]:
     return cases
 
 
+def tune_cases(fx: Fixtures) -> list[Case]:
+    """`tune` rewrites a zoo in place: every refused case leaves the fixture zoo as it was (`watch`)."""
+    zoo, work = str(fx.zoo), fx.out("tune")
+    base = ("tune", "--zoo", zoo, "--work", work, "--epochs", "1", "--no-progress")
+    cases = [Case(c.command, c.kind, c.argv, c.names, watch=zoo)
+             for c in flag_cases("tune", base, {"--epochs": ("0", "-1", "1.5", "10001"), "--lr": ("0", "-1"),
+                                                "--min-lr": ("-1",), "--batch-size": ("0", "-1"),
+                                                "--warmup-epochs": ("-1",), "--weight-decay": ("-1",),
+                                                "--label-smoothing": ("-1", "1", "2"), "--crop-padding": ("-1", "9"),
+                                                "--seed": ("-1",), "--jobs": ("0", "-1", "17")},
+                                 {}, ("--zoo", "--work"), ("--augment", "--progress"))]
+    cases += [Case("tune", "flag", ("tune", "--work", work), "--zoo"),
+              Case("tune", "flag", ("tune", "--zoo", zoo), "--work"),
+              Case("tune", "file", base, "records no training settings", watch=zoo),
+              Case("tune", "file", base, "records no training settings", subprocess=True, watch=zoo),
+              Case("tune", "file", setting(base, "--work", str(fx.a_file)), "is a file", watch=zoo),
+              Case("tune", "file", setting(base, "--zoo", str(fx.tmp / "absent")), "absent"),
+              Case("tune", "file", setting(base, "--zoo", str(fx.a_file)), "a-file")]
+    return cases
+
+
 def cases(fx: Fixtures) -> list[Case]:
     return [*select_cases(fx), *bossnas_cases(fx), *train_cases(fx), *evaluate_cases(fx), *search_cases(fx),
             *pick_cases(fx), *darts_cases(fx), *edmips_cases(fx), *variants_cases(fx),
-            *package_cases(fx), *finetune_cases(fx),
+            *package_cases(fx), *finetune_cases(fx), *tune_cases(fx),
             Case("(none)", "flag", (), "required"), Case("(none)", "flag", ("nope",), "invalid choice"),
             Case("(none)", "flag", ("",), "invalid choice")]
 

@@ -57,7 +57,7 @@ def model_card(zoo: Zoo, entry: ZooEntry, repo_id: str | None = None, base_model
 # PreZoo {family.title} `{entry.id}` ({human(entry.params)} params)
 
 {article} {family.noun} sliced out of the PreZoo zoo **{zoo.name}** (search space `{zoo.space.name}`,
-{family.origin}; weights inherited from the one-shot supernet, no retraining).{sliced_from(base_model)}
+{family.origin}; {zoo.weights_text(entry)}).{sliced_from(base_model)}
 It loads with timm once PreZoo's package is imported (`import zoo` registers `{family.pretrained.timm_name}`; timm
 alone does not know it), or with ONNX Runtime alone. License: Apache-2.0, PreZoo's.
 

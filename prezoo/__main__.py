@@ -34,6 +34,7 @@ COMMANDS = {
     "pick": ("training", "pick", "a zoo's entries searched bucket by bucket in a uniformly trained supernet"),
     "package": ("training", "package", "package an evaluated run into a zoo"),
     "finetune": ("training", "finetune", "fine-tune an exported subnet on an image folder"),
+    "tune": ("training", "tune", "fine-tune every entry of a zoo standalone from its supernet weights, in place"),
 }
 
 

@@ -3,10 +3,12 @@
 # one uniform supernet with the one-shot recipe (sandwich + in-place distillation, crops, random erasing, EMA)
 # -> each params bucket's entry searched on 2,000 of the 5,000 held-out images (BatchNorm recalibrated per
 # path; the zoo's validation top-1 is measured on all 5,000) -> test evaluation
-# -> packaging into zoos/mbconv-fmnist -> latency profiling on this machine -> each entry's w16/w8/w4 files measured
-# and sized.
-# Interrupted, it resumes: training from its last checkpoint (every 100 steps), and every later step that has not
-# written its output yet. Progress bars with ETA throughout. Usage: bash scripts/build-mbconv-zoo.sh [RUN_DIR] [ZOO_DIR]
+# -> packaging into zoos/mbconv-fmnist -> each entry fine-tuned standalone from its supernet weights, two side by
+# side (10 epochs, lr 2e-3: the zoo then serves the tuned weights) -> latency profiling on this machine -> each
+# entry's w16/w8/w4 files measured and sized.
+# Interrupted, it resumes: training from its last checkpoint (every 100 steps), tuning at the entries not tuned yet,
+# and every later step that has not written its output yet. Progress bars with ETA throughout.
+# Usage: bash scripts/build-mbconv-zoo.sh [RUN_DIR] [ZOO_DIR]
 # (ZOO_DIR defaults to the committed zoos/mbconv-fmnist; give another to rebuild without replacing it.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,7 @@ $PY -m training train --out "$RUN" --space mbconv-small --sampler uniform --sand
     --seed 0
 $PY -m training evaluate --run "$RUN" --preferred "$RUN/pick/preferred.json" --split test
 $PY -m training package --run "$RUN" --out "$ZOO" --name mbconv-fmnist
+$PY -m training tune --zoo "$ZOO" --work "$RUN/tune" --epochs 10 --lr 2e-3 --jobs 2
 $PY -m export profile --zoo "$ZOO"
 $PY -m training variants --zoo "$ZOO" --threads 1
 $PY -m export sizes --zoo "$ZOO"

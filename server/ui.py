@@ -601,7 +601,8 @@ class PreZooUI:
             chosen = gr.State(self.server.default_entry.id)
             chosen_file = gr.State(None)  # the variant a bytes budget chose
             sliced = " and ".join(f"{len(z.entries)} {z.family.noun}s sliced from one supernet (search space "
-                                  f"`{z.space.name}`)" for z in zoos.zoos)
+                                  f"`{z.space.name}`{', each fine-tuned standalone' if z.tuned else ''})"
+                                  for z in zoos.zoos)
             gr.Markdown(f"# PreZoo · {zoos.name}\n{sliced}. Set a budget: you get the most accurate model that fits. "
                         f"Or pick one in the table or the plot. Accuracy: {zoos.choice_text()}."
                         f"{compare_note(self.server)}")

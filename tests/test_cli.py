@@ -53,7 +53,7 @@ def zoo_dir(tmp_path_factory) -> Path:
 COMMANDS = [("zoo",), ("training",), ("export",), ("server",), ("prezoo",),
             *[("zoo", c) for c in ("spaces", "list", "import-official")],
             *[("training", c) for c in ("select", "darts", "edmips", "variants", "train", "evaluate", "search", "pick",
-                                        "package", "finetune")],
+                                        "package", "finetune", "tune")],
             *[("export", c) for c in ("get", "profile", "sizes", "push", "triton")],
             *[("prezoo", c) for c in ("serve", "list", "get", "train")]]  # one per package: every one, in-process below
 

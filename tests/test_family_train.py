@@ -253,8 +253,8 @@ def test_missing_stray_or_broken_statistics_name_the_entry(zoo16, tmp_path, case
 
 def test_a_vit_zoo_with_path_statistics_is_refused(tmp_path):
     folder = rewritten(Zoo.load(DEFAULT_ZOO), tmp_path, lambda t: t.update({"paths.x.norm.weight": torch.ones(2)}))
-    with pytest.raises(ZooError, match=r"tensors paths\.x\.\* are BatchNorm statistics of no entry of the index "
-                                       r"\(a ViT zoo keeps none\)"):
+    with pytest.raises(ZooError, match=r"tensors paths\.x\.\* belong to no entry of the index with own weights \(a "
+                                       r"ViT zoo keeps no BatchNorm statistics\)"):
         Zoo.load(folder)
 
 

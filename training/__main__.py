@@ -594,6 +594,41 @@ def run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_tune_args(p: argparse.ArgumentParser) -> None:
+    from training.config import TUNE_RANGES as R
+    from training.config import TuneConfig as T
+
+    p.add_argument("--zoo", type=nonempty, required=True, help="zoo folder to tune in place (as `package` wrote it)")
+    p.add_argument("--work", type=out_dir, required=True,
+                   help="folder for each tuned entry as it finishes (what an interrupted tuning resumes from)")
+    p.add_argument("--epochs", type=R["epochs"], default=T.epochs, help=f"per entry; default: {T.epochs}")
+    p.add_argument("--lr", type=R["lr"], default=T.lr, help=f"peak learning rate; default: {T.lr}")
+    p.add_argument("--min-lr", type=R["min_lr"], default=T.min_lr)
+    p.add_argument("--batch-size", type=R["batch_size"], default=T.batch_size)
+    p.add_argument("--warmup-epochs", type=R["warmup_epochs"], default=T.warmup_epochs)
+    p.add_argument("--weight-decay", type=R["weight_decay"], default=T.weight_decay)
+    p.add_argument("--label-smoothing", type=R["label_smoothing"], default=T.label_smoothing)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=T.augment, help="flips and crops")
+    p.add_argument("--crop-padding", type=R["crop_padding"], default=T.crop_padding,
+                   help=f"random crops padded by this many pixels (0: none); default: {T.crop_padding}")
+    p.add_argument("--seed", type=R["seed"], default=T.seed)
+    p.add_argument("--jobs", type=R["jobs"], default=T.jobs, help="entries tuned side by side, one thread each")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=T.progress)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from training.config import TuneConfig
+    from training.tune import tune_zoo
+
+    cfg = TuneConfig(**{f.name: getattr(args, f.name) for f in fields(TuneConfig)})
+    zoo = tune_zoo(args.zoo, args.work, cfg)
+    print(f"wrote {zoo.root}: {len(zoo.tuned)} entries with their own weights")
+    print(f"next: python -m training variants --zoo {zoo.root}; python -m export sizes --zoo {zoo.root}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "select": ("zero-cost selection of preferred architectures", add_select_args, run_select),
     "bossnas": ("BossNAS: label-free block-wise selection of preferred HyTra or MBConv paths", add_bossnas_args,
@@ -611,6 +646,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "pick": ("a zoo's entries searched bucket by bucket in a uniformly trained supernet", add_pick_args, run_pick),
     "package": ("package an evaluated run into a zoo directory", add_package_args, run_package),
     "finetune": ("fine-tune an exported subnet on an image folder", add_finetune_args, run_finetune),
+    "tune": ("fine-tune every entry of a zoo standalone from its supernet weights, in place", add_tune_args,
+             run_tune),
 }
 
 

@@ -5,7 +5,7 @@ answers without loading the trainers."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from training.checks import (
@@ -133,6 +133,38 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         check_kinds(self)
         check_all(self, FINETUNE_RANGES)
+
+
+TUNE_RANGES = {k: FINETUNE_RANGES[k] for k in ("epochs", "batch_size", "lr", "min_lr", "warmup_epochs", "weight_decay",
+                                                 "label_smoothing", "seed")} | \
+              {"crop_padding": Range(int, 0, 8), "jobs": Range(int, 1, 16)}
+
+
+@dataclass
+class TuneConfig:
+    """The settings of `python -m training tune` (training.tune): each zoo entry fine-tuned standalone from its
+    supernet weights on the training split the zoo's supernet was trained on (flips and `crop_padding`-pixel crops)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    min_lr: float = 1e-6
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    augment: bool = True  # flips, and crops when crop_padding > 0 (in-memory sources: training.data)
+    crop_padding: int = 2
+    seed: int = 0
+    jobs: int = 1  # entries tuned side by side, one process and one thread each
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_kinds(self)
+        check_all(self, TUNE_RANGES)
+
+    def recipe(self) -> dict:
+        """What decides the tuned weights (what a resumed tuning must match): every setting but jobs and progress."""
+        return {k: v for k, v in asdict(self).items() if k not in ("jobs", "progress")}
 
 
 PICK_RANGES = {"evaluations": SEARCH_RANGES["evaluations"], "population": SEARCH_RANGES["population"],

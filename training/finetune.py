@@ -170,11 +170,22 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     model = family.pretrained.from_pretrained(folder, num_classes=info.num_classes, in_chans=info.in_chans).to(device)
     model.labels, model.preprocessing = list(info.labels), preprocessing_of(info)
 
+    history = train_epochs(model, train_set, val_batches, cfg, teacher, device)
+    model.eval()
+    out = write_result(Path(cfg.out), model.cpu(), cfg, info, history, teacher)
+    return FinetuneResult(model, out, history)
+
+
+def train_epochs(model: torch.nn.Module, train_set, val_batches, cfg, teacher: Teacher | None,
+                 device: torch.device, desc: str = "finetune") -> list[dict]:
+    """Train `model` for `cfg.epochs` (AdamW, linear warm-up then cosine, label smoothing, optional distillation),
+    validating after every epoch; the per-epoch history. `cfg`: a FinetuneConfig or anything with its training
+    fields (training.tune's TuneConfig)."""
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
     history, step = [], 0
-    bar = tqdm(total=total, desc="finetune", unit="step", disable=not cfg.progress)
+    bar = tqdm(total=total, desc=desc, unit="step", disable=not cfg.progress)
     for epoch in range(cfg.epochs):
         model.train()
         seen, loss_sum = 0, 0.0
@@ -195,12 +206,10 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
             bar.set_postfix(loss=f"{loss.item():.3f}")
         top1, val_loss = evaluate(model, val_batches, device)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "val_top1": top1, "val_loss": val_loss})
-        bar.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {loss_sum / seen:.4f}  val top-1 {top1:.2f}%  "
+        bar.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: train loss {loss_sum / seen:.4f}  val top-1 {top1:.2f}%  "
                   f"val loss {val_loss:.4f}")
     bar.close()
-    model.eval()
-    out = write_result(Path(cfg.out), model.cpu(), cfg, info, history, teacher)
-    return FinetuneResult(model, out, history)
+    return history
 
 
 # -- the result --------------------------------------------------------------------------------------

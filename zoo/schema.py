@@ -29,6 +29,10 @@ bytes, by name (`w16`, `w8`, `w4`, `edmips-<budget>`; "fp32" is the entry itself
 variants records validation), written by `python -m training variants`; `file_bytes` (the entry's own fp32 file and
 each variant's, as served) and an optional variant `latency` are written by `python -m export sizes`. The top-level
 `variants` block says how all of them were measured.
+
+Own weights (optional): an entry with `own_weights` true was fine-tuned standalone after extraction (`python -m
+training tune`): the weight file holds its whole model as `paths.<id>.*` (`zoo.store`), its accuracies are the tuned
+model's, and the top-level `tuning` block says how it was tuned (required when any entry has own weights).
 """
 
 from __future__ import annotations
@@ -286,6 +290,7 @@ class Entry(Strict):
     latency: Latency | None = None
     file_bytes: Count | None = None  # the entry's fp32 ONNX file as served (`python -m export sizes`)
     variants: Variants | None = None
+    own_weights: bool = False  # fine-tuned standalone: its whole model is stored, not sliced from the supernet
 
     @model_validator(mode="after")
     def _agrees_with_its_arch(self, info: ValidationInfo) -> Entry:
@@ -345,8 +350,16 @@ class ZooIndex(Strict):
     fp16_check: Metadata | None = None
     latency_protocol: Metadata | None = None
     variants: Metadata | None = None  # how the entries' variants were measured (`training variants`, `export sizes`)
+    tuning: Metadata | None = None  # how the entries with own weights were fine-tuned (`training tune`)
     weights: Weights
     entries: Annotated[list[Entry], Field(min_length=1), AfterValidator(_unique_ids)]
+
+    @model_validator(mode="after")
+    def _own_weights_say_how(self) -> ZooIndex:
+        if self.tuning is None and (tuned := [i for i, e in enumerate(self.entries) if e.own_weights]):
+            raise ValueError(f"entries[{tuned[0]}] has its own weights but the index has no `tuning` block saying how "
+                             f"they were tuned")
+        return self
 
     @model_validator(mode="after")
     def _validation_is_whole_and_held_out(self) -> ZooIndex:

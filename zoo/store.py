@@ -10,6 +10,8 @@ A zoo is a directory (or a Hub model repo) holding the supernet of one model fam
 - the supernet weights as safetensors (fp16 or fp32; always computed in fp32). A family whose paths need their own
   BatchNorm statistics (`Family.calibrate_bn`: HyTra) stores each entry's in the same file, as
   `paths.<entry id>.<key in the extracted module's state_dict>`: one file, one sha256, one unit with the weights.
+  An entry fine-tuned standalone (`own_weights`, `python -m training tune`) stores its whole state_dict there the
+  same way, and is served from it instead of the supernet's slice.
 
 `zoo.json` is written last and atomically, so a directory with one is complete; loading checks the whole zoo, so
 that a zoo that loads serves every request: the index against its schema (`zoo.schema`: every field, every entry
@@ -196,6 +198,7 @@ class ZooEntry:
     val_top5: float | None = None
     file_bytes: int | None = None  # its fp32 ONNX file's, as served (`python -m export sizes`)
     variants: Mapping[str, Variant] = field(default_factory=dict)  # by name; never FP32
+    own_weights: bool = False  # fine-tuned standalone: its whole state_dict is stored, not sliced from the supernet
 
     @property
     def id(self) -> str:
@@ -227,9 +230,10 @@ class ZooEntry:
         val = {k: v for k, v in (("val_top1", self.val_top1), ("val_top5", self.val_top5)) if v is not None}
         sized = {"file_bytes": self.file_bytes} if self.file_bytes is not None else {}
         varied = {"variants": {n: v.to_dict() for n, v in self.variants.items()}} if self.variants else {}
+        tuned = {"own_weights": True} if self.own_weights else {}
         return {"id": self.id, "arch": self.arch.to_dict(), "params": self.params, "flops": self.flops,
                 "top1": self.top1, "top5": self.top5, **val, "loss": self.loss, "latency": self.latency, **sized,
-                **varied}
+                **varied, **tuned}
 
 
 def write_zoo(out: str | Path, *, name: str, space: Space, state: dict[str, torch.Tensor],
@@ -241,7 +245,8 @@ def write_zoo(out: str | Path, *, name: str, space: Space, state: dict[str, torc
     the old zoo or the new one, never a mix or a zoo that would not load. `weights_dtype` applies to floating-point
     tensors; integer ones (BatchNorm's batch counts) are kept as they are. `family` is recorded unless it is the
     default, so a ViT zoo's index reads as it did before families existed. `path_stats` holds each entry's BatchNorm
-    statistics, which a family with `calibrate_bn` needs for every entry (and any other family for none)."""
+    statistics, which a family with `calibrate_bn` needs for every entry (and any other family for none), or, for an
+    entry with `own_weights`, its whole state_dict."""
     out = Path(out)
     flops_rule = get_family(family).flops_rule
     if len(classes) != space.num_classes:
@@ -277,7 +282,7 @@ class Zoo:
                  supernet: Supernet, path_stats: PathStats) -> None:
         self.root, self.doc, self.family, self.space, self.entries = root, doc, family, space, entries
         self.supernet = supernet  # fp32, eval mode
-        self._path_stats = path_stats
+        self.path_stats = path_stats  # by entry id: its BatchNorm statistics, or its whole state_dict if own_weights
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -309,7 +314,8 @@ class Zoo:
             raise ZooError(f"{weights} does not match {index}: sha256 {digest[:16]}… but the index records "
                            f"{checked.weights.sha256[:16]}… (truncated, corrupt or replaced)")
         entries = [ZooEntry(e.arch, e.params, e.flops, e.top1, e.top5, e.loss, e.latency and e.latency.model_dump(),
-                            e.val_top1, e.val_top5, e.file_bytes, _variants(e.variants)) for e in checked.entries]
+                            e.val_top1, e.val_top5, e.file_bytes, _variants(e.variants), e.own_weights)
+                   for e in checked.entries]
         return cls(path, doc, family, space, entries, *load_weights(weights, checked.weights.dtype, family, space,
                                                                     entries))
 
@@ -425,7 +431,8 @@ class Zoo:
     def subnet(self, entry_or_arch: ZooEntry | Arch | str) -> torch.nn.Module:
         """The standalone model (exact weights, eval mode) of an entry, an entry id, or any arch.
 
-        A family with `calibrate_bn` gets the entry's stored BatchNorm statistics (checked at load). Its arch that is
+        An entry with `own_weights` gets its stored state_dict (checked at load), not the supernet's slice. A family
+        with `calibrate_bn` gets the entry's stored BatchNorm statistics (checked at load). Its arch that is
         no entry is refused (ValueError): its statistics would have to be recalibrated on training images, which a
         zoo does not hold, and the supernet's shared ones fit no path, so the model would answer, but wrongly."""
         if isinstance(entry_or_arch, str):
@@ -434,6 +441,10 @@ class Zoo:
             arch = entry_or_arch.arch
         else:
             arch = self.space.validate(entry_or_arch)
+        if arch.id in self.tuned:
+            module = self.supernet.extract(arch)  # a fresh module: loading into it leaves the supernet as it is
+            module.load_state_dict(self.path_stats[arch.id], strict=True)
+            return module.eval()
         if not self.family.calibrate_bn:
             return self.supernet.extract(arch)
         if arch.id not in {e.id for e in self.entries}:
@@ -441,7 +452,20 @@ class Zoo:
                              f"BatchNorm statistics of its own, recalibrated on training images, which the zoo holds "
                              f"for its entries only; pick an entry, or recalibrate `zoo.supernet.extract(arch)` on "
                              f"your training images (zoo.layers.recalibrate_bn)")
-        return load_bn_statistics(self.supernet.extract(arch), self._path_stats[arch.id])
+        return load_bn_statistics(self.supernet.extract(arch), self.path_stats[arch.id])
+
+    def weights_text(self, entry: ZooEntry) -> str:
+        """Where an entry's weights come from, in one phrase (model cards, the UI)."""
+        if not entry.own_weights:
+            return "weights inherited from the one-shot supernet, no retraining"
+        epochs = (self.doc["tuning"].get("recipe") or {}).get("epochs")
+        return (f"weights inherited from the one-shot supernet, then fine-tuned standalone"
+                f"{f' for {epochs} epochs' if isinstance(epochs, int) else ''} (`python -m training tune`)")
+
+    @property
+    def tuned(self) -> frozenset[str]:
+        """The ids of the entries with weights of their own (`own_weights`)."""
+        return frozenset(e.id for e in self.entries if e.own_weights)
 
     def with_latency(self, latencies: dict[str, dict[str, float]], protocol: dict[str, Any]) -> None:
         """Record measured latencies (by entry id) in the index, rewriting `zoo.json` atomically."""
@@ -481,6 +505,31 @@ class Zoo:
 
         self._rewrite([sized(e) for e in self.entries], variants={**(self.doc.get("variants") or {}),
                                                                   "sizes": protocol})
+
+    def with_own_weights(self, states: Mapping[str, Mapping[str, torch.Tensor]],
+                         accuracy: Mapping[str, tuple[float, float, float, float, float]],
+                         tuning: dict[str, Any], validation: dict[str, Any]) -> Zoo:
+        """Store fine-tuned models (by entry id: its state_dict, and (test top-1, top-5, loss, validation top-1,
+        top-5) measured with it as stored) with the weights, rewriting the zoo as one unit (`write_zoo`); the zoo
+        reloaded. Their variants and file sizes are dropped (other weights: rerun `training variants` and `export
+        sizes`), their latencies kept (the same graph). `tuning`: how they were tuned (the index's block);
+        `validation`: the split their validation accuracy was measured on (`zoo.schema.Validation`)."""
+        if unknown := sorted(states.keys() - {e.id for e in self.entries}):
+            raise ValueError(f"{unknown[0]} is not an entry of zoo {self.name}")
+        if states.keys() != accuracy.keys():
+            raise ValueError("every tuned entry needs its accuracy, and only those")
+        entries = [replace(e, top1=a[0], top5=a[1], loss=a[2], val_top1=a[3], val_top5=a[4], file_bytes=None,
+                           variants={}, own_weights=True) if (a := accuracy.get(e.id)) else e for e in self.entries]
+        written = {"schema_version", "kind", "family", "name", "space", "space_hash", "classes", "preprocessing",
+                   "flops_rule", "weights", "entries"}
+        kept = {k: v for k, v in self.doc.items() if k not in written and (k != "variants" or
+                                                                              any(e.variants for e in entries))}
+        write_zoo(self.root, name=self.name, space=self.space, state=self.supernet.state_dict(), entries=entries,
+                  classes=self.classes, preprocessing=self.preprocessing,
+                  weights_dtype=getattr(torch, self.doc["weights"]["dtype"].removeprefix("torch.")),
+                  family=self.family.name, path_stats={**self.path_stats, **states},
+                  **{**kept, "tuning": tuning, "validation": validation})
+        return Zoo.load(self.root)
 
     def _rewrite(self, entries: list[ZooEntry], **fields: Any) -> None:
         """`zoo.json` with these entries and top-level fields, checked as a load checks it, then written atomically
@@ -676,17 +725,22 @@ class WeightSpec:
     statistics: frozenset[str]
     dtype: str
     entry_ids: frozenset[str]
+    tuned: frozenset[str]  # the entries with own weights
 
     @classmethod
     def of(cls, supernet: Supernet, family: Family, space: Space, entries: list[ZooEntry], dtype: str) -> WeightSpec:
-        """The supernet's state and, for a family with `calibrate_bn`, each entry's BatchNorm statistics as its
-        extracted module has them."""
+        """The supernet's state and, as each entry's extracted module has them, the whole state_dict of each entry
+        with own weights and, for a family with `calibrate_bn`, every other entry's BatchNorm statistics."""
         own, statistics = dict(supernet.state_dict()), set(bn_statistics(supernet))
-        for entry in entries if family.calibrate_bn else []:
-            path = {path_stats_key(entry.id, key): t for key, t in bn_statistics(supernet.extract(entry.arch)).items()}
-            own.update(path)
-            statistics.update(path)
-        return cls(family, space, own, frozenset(statistics), dtype, frozenset(e.id for e in entries))
+        for entry in entries:
+            if not (entry.own_weights or family.calibrate_bn):
+                continue
+            module = supernet.extract(entry.arch)
+            stored = module.state_dict() if entry.own_weights else bn_statistics(module)
+            own.update({path_stats_key(entry.id, key): t for key, t in stored.items()})
+            statistics.update(path_stats_key(entry.id, key) for key in bn_statistics(module))
+        return cls(family, space, own, frozenset(statistics), dtype, frozenset(e.id for e in entries),
+                   frozenset(e.id for e in entries if e.own_weights))
 
     def problem(self, name: str, tensor: torch.Tensor) -> str | None:
         """Why a stored tensor of a known name cannot be its module's, or None. Dtypes are exact, never cast: the
@@ -700,7 +754,7 @@ class WeightSpec:
         if tensor.shape != own.shape:
             shapes = f"of shape {tuple(tensor.shape)}, the model's is {tuple(own.shape)}"
             if owner := path_stats_owner(name):
-                return f"{unfit(owner[0])}: statistics {owner[1]} {shapes}"
+                return f"{self.unfit(owner[0])}: {self.what(owner[0])} {owner[1]} {shapes}"
             return f"tensor {quote(name)} {shapes}"
         values = tensor.numpy()  # numpy: ~30x faster than torch.isfinite here
         if not np.isfinite(values).all():  # NaN would answer every prediction
@@ -715,9 +769,11 @@ class WeightSpec:
             return f"tensor {quote(name)} is no part of the {self.family.title} supernet of space {self.space.name}"
         entry_id, key = (clip(printable(part)) for part in owner)
         if owner[0] in self.entry_ids:
-            return f"{unfit(entry_id)}: statistics for {key}, which the model does not have"
-        return (f"tensors {PATHS}{entry_id}.* are BatchNorm statistics of no entry of the index"
-                + ("" if self.family.calibrate_bn else f" (a {self.family.title} zoo keeps none)"))
+            return f"{self.unfit(owner[0])}: {self.what(owner[0])} for {key}, which the model does not have"
+        if self.family.calibrate_bn:
+            return f"tensors {PATHS}{entry_id}.* are BatchNorm statistics of no entry of the index"
+        return (f"tensors {PATHS}{entry_id}.* belong to no entry of the index with own weights (a "
+                f"{self.family.title} zoo keeps no BatchNorm statistics)")
 
     def missing(self, names: list[str]) -> str:
         """What the first of the `names` the file lacks belongs to: the supernet, or an entry's statistics."""
@@ -729,14 +785,21 @@ class WeightSpec:
         entry_id, key = owner
         lacking = set(names)
         if not any(name.startswith(f"{PATHS}{entry_id}.") and name not in lacking for name in self.own):
+            if entry_id in self.tuned:
+                return (f"entry {entry_id} has no weights ({PATHS}{entry_id}.*), though the index says it has its own "
+                        f"(own_weights)")
             return (f"entry {entry_id} has no BatchNorm statistics ({PATHS}{entry_id}.*): a {self.family.title} path "
                     f"needs its own, recalibrated at packaging")
-        return f"{unfit(entry_id)}: no statistics for {key}"
+        return f"{self.unfit(entry_id)}: no {self.what(entry_id)} for {key}"
 
+    def what(self, entry_id: str) -> str:
+        """What an entry's stored tensors are, in a message."""
+        return "weights" if entry_id in self.tuned else "statistics"
 
-def unfit(entry_id: str) -> str:
-    """How a problem with an entry's statistics begins: it names the entry, whichever tensor is wrong."""
-    return f"the BatchNorm statistics of entry {entry_id} do not fit its model"
+    def unfit(self, entry_id: str) -> str:
+        """How a problem with an entry's stored tensors begins: it names the entry, whichever tensor is wrong."""
+        kind = "own weights" if entry_id in self.tuned else "BatchNorm statistics"
+        return f"the {kind} of entry {clip(printable(entry_id))} do not fit its model"
 
 
 def checked_tensors(weights: Path, spec: WeightSpec) -> Iterator[tuple[str, torch.Tensor]]:
