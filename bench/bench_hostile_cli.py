@@ -417,7 +417,8 @@ def pick_cases(fx: Fixtures) -> list[Case]:
     out, run = fx.out("pick"), str(fx.run)
     base = ("pick", "--run", run, "--out", out, "--evaluations", "2", "--population", "2")
     cases = flag_cases("pick", base, {"--evaluations": ("0", "-1", "10000001"), "--population": ("0", "-1", "100001"),
-                                      "--top-n": ("0", "-1", "100001"), "--val-images": ("-1",), "--seed": ("-1",)},
+                                      "--top-n": ("0", "-1", "100001"), "--val-images": ("-1",), "--seed": ("-1",),
+                                      "--bucket-ratio": ("1", "0", "-2", "16.5")},
                        {"--algorithm": "darts"}, ("--run", "--out"))
     cases += out_cases("pick", base, fx)
     cases += [Case("pick", "flag", ("pick", "--out", out), "--run"),

@@ -12,7 +12,7 @@ import pytest
 
 from training.config import PickConfig, TrainConfig
 from training.evaluate import load_supernet
-from training.pick import validation_fitness
+from training.pick import pick_buckets, validation_fitness
 from training.preferred import Buckets
 from zoo.family import get_family
 from zoo.store import Zoo
@@ -94,3 +94,28 @@ def test_pick_settings_are_checked():
         PickConfig(algorithm="darts")
     done = _cli("pick", "--run", "nowhere", "--evaluations", "0")
     assert done.returncode == 2 and "--evaluations" in done.stderr
+
+
+def test_a_finer_bucket_grid_doubles_the_buckets_of_a_ratio_grid_over_the_same_range():
+    small = get_family("mbconv").spaces["mbconv-small"]
+    default, finer = Buckets.default(small, "params"), pick_buckets(small, 2 ** 0.5)
+    assert finer.count == 2 * default.count == 12
+    assert (finer.edges()[0][0], finer.edges()[-1][1]) == pytest.approx((default.low, default.high))
+    assert pick_buckets(small, None) == default
+
+
+def test_the_cli_picks_on_a_bucket_grid_of_the_ratio_asked_each_bucket_holding_its_own(picked, tmp_path):
+    done = _cli("pick", "--run", str(picked), "--evaluations", "3", "--population", "2", "--val-images", "500",
+                "--bucket-ratio", "2", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((tmp_path / "preferred.json").read_text())
+    space, family = load_supernet(picked / "supernet.safetensors").space, get_family("mbconv")
+    smallest = family.cost_range(space)[0][0]  # the tiny space's default buckets are a width grid: from its smallest
+    assert doc["selector"]["bucket_ratio"] == 2 and doc["buckets"][0]["low"] == smallest
+    assert all(b["high"] / b["low"] == pytest.approx(2) for b in doc["buckets"])
+    assert sum(bool(b["entries"]) for b in doc["buckets"]) >= 3
+    for b in doc["buckets"]:
+        assert all(b["low"] <= family.params(space, family.arch_from_dict(e["arch"])) < b["high"]
+                   for e in b["entries"])
+    done = _cli("pick", "--run", str(picked), "--bucket-ratio", "1")
+    assert done.returncode == 2 and "--bucket-ratio" in done.stderr

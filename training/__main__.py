@@ -517,13 +517,17 @@ def add_pick_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-images", type=R["val_images"], default=P.val_images,
                    help="held-out images each arch is scored on (0: all of them)")
     p.add_argument("--seed", type=R["seed"], default=P.seed)
+    p.add_argument("--bucket-ratio", type=R["bucket_ratio"],
+                   help="params buckets each this many times the one before, over the family's range (default: the "
+                        "family's buckets; 1.414 gives two per octave)")
 
 
 def run_pick(args: argparse.Namespace) -> int:
     from training.config import PickConfig
     from training.pick import pick
 
-    cfg = PickConfig(args.algorithm, args.evaluations, args.population, args.top_n, args.val_images, args.seed)
+    cfg = PickConfig(args.algorithm, args.evaluations, args.population, args.top_n, args.val_images, args.seed,
+                     args.bucket_ratio)
     path = pick(args.run, cfg, args.out or Path(args.run) / "pick")
     print(f"wrote {path}")
     print(f"next: python -m training evaluate --run {args.run} --preferred {path}")

@@ -169,7 +169,8 @@ class TuneConfig:
 
 PICK_RANGES = {"evaluations": SEARCH_RANGES["evaluations"], "population": SEARCH_RANGES["population"],
                "seed": SEARCH_RANGES["seed"], "top_n": SEARCH_RANGES["population"],
-               "val_images": IMAGES}  # 0: every held-out image
+               "val_images": IMAGES,  # 0: every held-out image
+               "bucket_ratio": Range(float, 1, 16, open_low=True)}
 
 
 @dataclass
@@ -182,6 +183,7 @@ class PickConfig:
     top_n: int = 1  # entries per bucket
     val_images: int = 0  # 0: every held-out image
     seed: int = 0
+    bucket_ratio: float | None = None  # each params bucket this many times the one before; None: the family's buckets
 
     def __post_init__(self) -> None:
         if self.algorithm not in SEARCHES:

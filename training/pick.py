@@ -22,7 +22,7 @@ from training.config import PickConfig, TrainConfig
 from training.evaluate import accuracy, calibration_batches, load_supernet, path_stats, tensor_batches, validation_split
 from training.preferred import Buckets, Candidate, pick_preferred, preferred_doc, write_preferred
 from training.search import SEARCHES, SearchConfig, check_reachable
-from zoo.family import Arch, Supernet, get_family
+from zoo.family import Arch, Space, Supernet, get_family
 
 
 def validation_fitness(train_cfg: TrainConfig, supernet: Supernet, val_images: int) -> tuple[Callable[[Arch], float],
@@ -45,6 +45,17 @@ def validation_fitness(train_cfg: TrainConfig, supernet: Supernet, val_images: i
     return fitness, words
 
 
+def pick_buckets(space: Space, ratio: float | None) -> Buckets:
+    """The family's params buckets for the space, or, with a `ratio`, buckets each `ratio` times the one before up to
+    the same top, from the same bottom where that is a ratio grid's, else from the space's smallest arch (a finer
+    grid gives more entries, so that a budget just under one entry falls less far)."""
+    buckets = Buckets.default(space, "params")
+    if ratio is None:
+        return buckets
+    low = buckets.low if buckets.ratio is not None else get_family(space.family).cost_range(space)[0][0]
+    return Buckets(low, buckets.high, ratio=ratio)
+
+
 def pick(run: str | Path, cfg: PickConfig, out: str | Path, progress: bool = True) -> Path:
     """Search every bucket of the run's space and write `out/preferred.json`; returns its path."""
     run = Path(run)
@@ -52,7 +63,7 @@ def pick(run: str | Path, cfg: PickConfig, out: str | Path, progress: bool = Tru
     supernet = load_supernet(run / "supernet.safetensors")
     space = supernet.space
     family = get_family(space.family)
-    buckets = Buckets.default(space, "params")
+    buckets = pick_buckets(space, cfg.bucket_ratio)
     fitness, words = validation_fitness(train_cfg, supernet, cfg.val_images)
     start = time.perf_counter()
     candidates = [Candidate(a, family.params(space, a), family.flops(space, a), fitness(a))
