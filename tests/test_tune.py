@@ -175,3 +175,15 @@ def test_exports_of_a_tuned_entry_carry_its_own_weights_and_say_so(tmp_path):
     card = (cache.get(tuned, entry, "safetensors") / "README.md").read_text()
     assert "then fine-tuned standalone for 2 epochs (`python -m training tune`)" in card
     assert "no retraining" not in card
+
+
+def test_the_shipped_mbconv_zoo_is_tuned_as_its_build_script_says():
+    zoo = Zoo.load("mbconv-fmnist")
+    assert zoo.tuned == {e.id for e in zoo.entries}
+    script = (Path(__file__).resolve().parent.parent / "scripts" / "build-mbconv-zoo.sh").read_text()
+    (line,) = [line for line in script.splitlines() if "-m training tune " in line]
+    words = line.split()
+    flags = dict(zip(words, words[1:], strict=False))
+    recipe = zoo.doc["tuning"]["recipe"]
+    assert (int(flags["--epochs"]), float(flags["--lr"])) == (recipe["epochs"], recipe["lr"])
+    assert set(zoo.doc["tuning"]["entries"]) == zoo.tuned
