@@ -50,10 +50,9 @@ def tune_zoo(zoo_dir: str | Path, work: str | Path, cfg: TuneConfig) -> Zoo:
     todo = [e.id for e in sorted(zoo.entries, key=lambda e: -e.flops) if not (work / f"{e.id}.json").is_file()]
     run_entries(zoo.root, todo, work, cfg)
     states = {e.id: load_file(work / f"{e.id}.safetensors") for e in zoo.entries}
-    dtype = getattr(torch, zoo.doc["weights"]["dtype"].removeprefix("torch."))
     val, validation = zoo_split(zoo, "val")
-    accuracy = measured(zoo, states, dtype, tensor_batches(val, EVAL_BATCH), cfg.progress)
-    return zoo.with_own_weights(states, accuracy, tuning_block(zoo, work, cfg, dtype), validation)
+    accuracy = measured(zoo, states, zoo.weights_dtype, tensor_batches(val, EVAL_BATCH), cfg.progress)
+    return zoo.with_own_weights(states, accuracy, tuning_block(zoo, work, cfg, zoo.weights_dtype), validation)
 
 
 def claim_work(work: Path, zoo: Zoo, cfg: TuneConfig) -> None:

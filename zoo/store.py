@@ -333,6 +333,11 @@ class Zoo:
         return self.doc["preprocessing"]
 
     @property
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype its weight file stores floating-point tensors in (the index's weights.dtype)."""
+        return getattr(torch, self.doc["weights"]["dtype"].removeprefix("torch."))
+
+    @property
     def checksum(self) -> str:
         """Identity of this zoo's content: its weights' sha256 (the index names them)."""
         return self.doc["weights"]["sha256"]
@@ -526,7 +531,7 @@ class Zoo:
                                                                               any(e.variants for e in entries))}
         write_zoo(self.root, name=self.name, space=self.space, state=self.supernet.state_dict(), entries=entries,
                   classes=self.classes, preprocessing=self.preprocessing,
-                  weights_dtype=getattr(torch, self.doc["weights"]["dtype"].removeprefix("torch.")),
+                  weights_dtype=self.weights_dtype,
                   family=self.family.name, path_stats={**self.path_stats, **states},
                   **{**kept, "tuning": tuning, "validation": validation})
         return Zoo.load(self.root)
