@@ -325,6 +325,48 @@ def fronts(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def selectors(raw: dict) -> str:
+    """Selectors compared at zoo level: each one's picks sliced from the same supernet and packaged as a zoo (one
+    entry per params bucket), paired bucket by bucket with the first input's (the reference) on the same test images:
+    Δ with its 95% interval, McNemar p alone and Holm-corrected over every selector and bucket. `selectors` gives
+    each input's name, how it chose and its cost; `buckets` the grid (`low`, `ratio`, `count`) every pick falls in."""
+    grid = raw["buckets"]
+    edges = [grid["low"] * grid["ratio"] ** k for k in range(grid["count"] + 1)]
+    bucket_of = lambda params: next(k for k in range(grid["count"]) if edges[k] <= params < edges[k + 1])
+    picks = {}
+    for key, doc in raw["inputs"].items():
+        by_bucket = {bucket_of(p["params"]): p for p in zoo_points(doc)}
+        if len(by_bucket) != grid["count"] or len(doc["entries"]) != grid["count"]:
+            raise ValueError(f"{key} holds {len(doc['entries'])} entries, not one in each of {grid['count']} buckets")
+        picks[key] = by_bucket
+    (reference, ref), *others = picks.items()
+    tests = {(key, k): paired_difference(own[k]["test"], ref[k]["test"]) for key, own in others for k in own}
+    adjusted = dict(zip(tests, holm([t[3] for t in tests.values()]), strict=True))
+    name = lambda key: raw["selectors"][key]["name"]
+    top1 = lambda e: 100 * float(e["test"].mean())
+    lines = [f"Reference: {name(reference)}. {raw['about']}", "",
+             "| selector | its cost on these 2 cores | mean test top-1 over the buckets | Δ vs reference per bucket, "
+             "pp (smallest bucket first) | buckets significantly better / worse (Holm) |", "|---|---|---|---|---|"]
+    for key, own in picks.items():
+        deltas = [tests[key, k][0] for k in sorted(own)] if key != reference else []
+        better = sum(1 for k in own if key != reference and adjusted[key, k] < 0.05 and tests[key, k][0] > 0)
+        worse = sum(1 for k in own if key != reference and adjusted[key, k] < 0.05 and tests[key, k][0] < 0)
+        lines.append(f"| {name(key)}: {raw['selectors'][key]['how']} | {raw['selectors'][key]['cost']} | "
+                     f"{statistics.fmean(top1(e) for e in own.values()):.2f} | "
+                     + (", ".join(f"{d:+.2f}" for d in deltas) + f" | {better} / {worse} |" if deltas else "- | - |"))
+    lines += ["", "| params bucket | selector | pick | params | validation top-1 | test top-1 (95% interval) | "
+              "Δ vs reference, pp (95%) | McNemar p | Holm p |", "|---" * 9 + "|"]
+    for k in range(grid["count"]):
+        for key, own in picks.items():
+            e = own[k]
+            lo, hi = wilson_interval(top1(e), len(e["test"]))
+            compared = "| | |" if key == reference else \
+                "{:+.2f} ({:+.2f}, {:+.2f}) | {:.2g} | ".format(*tests[key, k]) + f"{adjusted[key, k]:.2g} |"
+            lines.append(f"| {edges[k]:,.0f}–{edges[k + 1]:,.0f} | {name(key)} | {e['id']} | {e['params']:,} | "
+                         f"{e['chosen']:.2f} | {top1(e):.2f} ({lo:.2f}–{hi:.2f}) | {compared}")
+    return "\n".join(lines) + "\n"
+
+
 def picks(raw: dict) -> str:
     """A selector's `preferred.json` as committed: each bucket's pick with its params, where they sit in the bucket
     (0: its lower edge, 1: its upper), its score and its layers; and the selector's settings."""
@@ -483,7 +525,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentr
                                                "recipe": recipe, "versus": versus, "rating": rating,
                                                "edmips": edmips, "latency": latency, "bossnas": bossnas,
                                                "selector-accuracy": selector_accuracy, "search": search,
-                                               "bytes": bytes_front, "fronts": fronts,
+                                               "bytes": bytes_front, "fronts": fronts, "selectors": selectors,
                                                "picks": picks}
 
 

@@ -151,6 +151,38 @@ def test_fronts_pairs_what_each_zoo_answers_at_every_entrys_budget():
                                    "at 0.")
 
 
+def test_selectors_pairs_each_selectors_pick_with_the_references_in_the_same_bucket():
+    """Buckets [10K, 20K) and [20K, 40K); the reference picks 12K and 25K, the other 19K and 21K. Bucket 1: the other
+    is right on 20 more images (+10 pp); bucket 2: level. Holm over the 2 tests, by hand; a zoo that misses a bucket
+    is refused."""
+    from bench.report import selectors
+
+    n = 200
+    bits = lambda k: pack_bits(np.arange(n) < k)
+
+    def zoo(entries):
+        return {"zoo": "z", "test_images": n, "val_images": n, "entries": [
+            {"id": i, "params": p, "flops": 1, "test_right": bits(t), "val_right": bits(t)} for i, p, t in entries]}
+
+    raw = {"inputs": {"zoo-front/ref": zoo([("r1", 12_000, 150), ("r2", 25_000, 180)]),
+                      "zoo-front/new": zoo([("n1", 19_000, 170), ("n2", 21_000, 180)])},
+           "selectors": {"zoo-front/ref": {"name": "evolution", "how": "on the supernet", "cost": "9 min"},
+                         "zoo-front/new": {"name": "DARTS", "how": "GDAS", "cost": "33 min"}},
+           "buckets": {"low": 10_000, "ratio": 2, "count": 2}, "about": "Same supernet."}
+    table = selectors(raw)
+    assert table.startswith("Reference: evolution. Same supernet.")
+    assert "| evolution: on the supernet | 9 min | 82.50 | - | - |" in table
+    assert "| DARTS: GDAS | 33 min | 87.50 | +10.00, +0.00 | 1 / 0 |" in table
+    # +10 pp: se sqrt(20 - 400/200)/200, p = 2^-19; Wilson 85% of 200: 79.39-89.29; Holm doubles the smaller p
+    assert "| 10,000–20,000 | DARTS | n1 | 19,000 | 85.00 | 85.00 (79.39–89.29) | +10.00 (+5.84, +14.16) | 1.9e-06 " \
+           "| 3.8e-06 |" in table
+    assert "| 20,000–40,000 | DARTS | n2 | 21,000 | 90.00 | 90.00 (85.06–93.43) | +0.00 (+0.00, +0.00) | 1 | 1 |" \
+        in table
+    raw["inputs"]["zoo-front/new"]["entries"].pop()
+    with pytest.raises(ValueError, match="holds 1 entries, not one in each of 2 buckets"):
+        selectors(raw)
+
+
 def test_picks_places_each_pick_in_its_bucket_and_keeps_its_layers_in_one_cell():
     from bench.report import picks
     from training.preferred import Buckets, Candidate, preferred_doc
