@@ -177,7 +177,7 @@ def test_exports_of_a_tuned_entry_carry_its_own_weights_and_say_so(tmp_path):
     assert "no retraining" not in card
 
 
-def test_the_shipped_mbconv_zoo_is_tuned_as_its_build_script_says():
+def test_the_shipped_mbconv_zoo_is_picked_and_tuned_as_its_build_script_says():
     zoo = Zoo.load("mbconv-fmnist")
     assert zoo.tuned == {e.id for e in zoo.entries}
     script = (Path(__file__).resolve().parent.parent / "scripts" / "build-mbconv-zoo.sh").read_text()
@@ -187,3 +187,6 @@ def test_the_shipped_mbconv_zoo_is_tuned_as_its_build_script_says():
     recipe = zoo.doc["tuning"]["recipe"]
     assert (int(flags["--epochs"]), float(flags["--lr"])) == (recipe["epochs"], recipe["lr"])
     assert set(zoo.doc["tuning"]["entries"]) == zoo.tuned
+    (line,) = [line for line in script.splitlines() if "--bucket-ratio" in line]  # the pick's grid, as packaged
+    words = line.split()
+    assert float(words[words.index("--bucket-ratio") + 1]) == zoo.doc["selector"]["bucket_ratio"]

@@ -27,10 +27,10 @@ class PreZooMBConv(MBConvNet, PreZooHub, library_name=LIBRARY, tags=[*MBCONV_TAG
     weights_layout = "`zoo.families.mbconv.MBConvNet`'s parameter names"
     space_from_dict, arch_from_dict = MBConvSpace.from_dict, MBConvArch.from_dict
     # `timm.create_model("prezoo_mbconv")`: the shipped zoo mbconv-fmnist's most accurate entry
-    timm_default = (MBCONV_SMALL, arch((16, [["fused", 3, 2, False]]),
-                                        (40, [["residual", 3, 1, False], ["mbconv", 7, 6, True]]),
+    timm_default = (MBCONV_SMALL, arch((12, [["fused", 3, 2, False]]),
+                                        (40, [["residual", 3, 1, False], ["mbconv", 3, 3, True]]),
                                         (96, [["residual", 3, 1, False], ["fused", 3, 2, False],
-                                              ["fused", 3, 2, False]])))
+                                              ["mbconv", 5, 3, False]])))
 
     def __init__(self, space: dict, arch: dict, labels: list[str] | None = None,
                  preprocessing: dict | None = None, num_classes: int | None = None, in_chans: int | None = None,
