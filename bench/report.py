@@ -175,24 +175,32 @@ def concentration(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recipe_reference(condition: str) -> str | None:
+    """What a condition is paired with: `all` with the same knobs (a part's effect where the recipe has them), and
+    `all` itself for `all@KNOBS` (the knobs' effect); `all` has none."""
+    parts, _, knobs = condition.partition("@")
+    return None if condition == "all" else "all" if parts == "all" or not knobs else f"all@{knobs}"
+
+
 def recipe(raw: dict) -> str:
     """bench_recipe: per condition the mean val top-1 over the scored archs, one value per seed, with its 95%
-    t-interval over seeds, and its difference from `all` paired by seed."""
+    t-interval over seeds, and its difference from its reference (`recipe_reference`) paired by seed."""
     by = {(r["condition"], r["seed"]): statistics.mean(row["val_top1"] for row in r["rows"]) for r in raw["results"]}
     conditions = list(dict.fromkeys(r["condition"] for r in raw["results"]))
     seeds = sorted({r["seed"] for r in raw["results"]})
     first = raw["results"][0]
     lines = [f"`{raw['space']}`, {raw['epochs']:g} epochs per supernet, seeds {', '.join(map(str, seeds))}; mean val "
              f"top-1 over {len(first['rows'])} archs ({first['metric']}).", "",
-             "| condition | settings | per seed | mean ± 95% t-interval | minus `all`, paired by seed |",
-             "|---|---|---|---|---|"]
+             "| condition | settings | per seed | mean ± 95% t-interval | reference | minus the reference, paired by "
+             "seed |", "|---|---|---|---|---|---|"]
     for c in conditions:
+        ref = recipe_reference(c)
         values = [by[c, s] for s in seeds if (c, s) in by]
-        paired = [by[c, s] - by["all", s] for s in seeds if (c, s) in by and ("all", s) in by]
+        paired = [by[c, s] - by[ref, s] for s in seeds if (c, s) in by and (ref, s) in by]
         setting = next(r["settings"] for r in raw["results"] if r["condition"] == c)
         lines.append(f"| {c} | {', '.join(f'{k}={v}' for k, v in setting.items()) or '-'} | "
-                     f"{', '.join(f'{v:.2f}' for v in values)} | {mean_interval(values)} | "
-                     f"{mean_interval(paired) if c != 'all' and paired else '-'} |")
+                     f"{', '.join(f'{v:.2f}' for v in values)} | {mean_interval(values)} | {ref or '-'} | "
+                     f"{mean_interval(paired) if paired else '-'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -71,7 +71,7 @@ def test_bits_round_trip_and_holm_by_hand():
     assert front([(3, 80.0), (1, 70.0), (2, 60.0), (4, 80.0)]) == [1, 0]
 
 
-def test_the_recipe_table_pairs_each_condition_with_all_by_seed():
+def test_the_recipe_table_pairs_each_condition_with_all_at_its_knobs_by_seed():
     from bench.bench_recipe import PARTS, settings
     from bench.report import recipe
 
@@ -84,14 +84,18 @@ def test_the_recipe_table_pairs_each_condition_with_all_by_seed():
     with pytest.raises(ValueError, match="no knob 'lr1'"):
         settings("all@lr1")
     means = {("all", 0): 80.0, ("all", 1): 82.0, ("all", 2): 81.0, ("base", 0): 78.0, ("base", 1): 80.5,
-             ("base", 2): 79.0}
+             ("base", 2): 79.0, ("all@lr1e-2", 0): 84.0, ("all@lr1e-2", 1): 85.0, ("-ema@lr1e-2", 0): 85.0,
+             ("-ema@lr1e-2", 1): 85.5}
     results = [{"condition": c, "seed": s, "settings": settings(c), "metric": "val top-1",
                 "rows": [{"val_top1": m - 1}, {"val_top1": m + 1}]} for (c, s), m in means.items()]
     table = recipe({"space": "mbconv-tiny", "epochs": 2, "results": results})
-    base = next(line for line in table.splitlines() if line.startswith("| base |"))
+    row = lambda c: next(line for line in table.splitlines() if line.startswith(f"| {c} |"))
     # base - all per seed: -2.0, -1.5, -2.0: mean -1.833, sd 0.289, t(2) 4.3027 -> half-width 0.717
-    assert "78.00, 80.50, 79.00" in base and "-1.833 ± 0.717" in base
-    assert next(line for line in table.splitlines() if line.startswith("| all |")).endswith("| - |")
+    assert "78.00, 80.50, 79.00" in row("base") and row("base").endswith("| all | -1.833 ± 0.717 |")
+    assert row("all").endswith("| - | - |")
+    # a part removed at a knob is paired with `all` at that knob: +1.0, +0.5 -> 0.750 ± 12.706·0.354/√2 = 3.177
+    assert row("-ema@lr1e-2").endswith("| all@lr1e-2 | 0.750 ± 3.177 |")
+    assert row("all@lr1e-2").endswith("| all | 3.500 ± 6.353 |")  # the knob's own effect: +4.0, +3.0
 
 
 def test_versus_answers_each_baseline_with_the_entry_a_budget_of_its_size_gets():
