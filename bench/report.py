@@ -340,11 +340,11 @@ def selectors(raw: dict) -> str:
     each input's name, how it chose and its cost; `buckets` the grid (`low`, `ratio`, `count`) every pick falls in."""
     grid = raw["buckets"]
     edges = [grid["low"] * grid["ratio"] ** k for k in range(grid["count"] + 1)]
-    bucket_of = lambda params: next(k for k in range(grid["count"]) if edges[k] <= params < edges[k + 1])
+    bucket_of = lambda params: next((k for k in range(grid["count"]) if edges[k] <= params < edges[k + 1]), None)
     picks = {}
     for key, doc in raw["inputs"].items():
         by_bucket = {bucket_of(p["params"]): p for p in zoo_points(doc)}
-        if len(by_bucket) != grid["count"] or len(doc["entries"]) != grid["count"]:
+        if None in by_bucket or len(by_bucket) != grid["count"] or len(doc["entries"]) != grid["count"]:
             raise ValueError(f"{key} holds {len(doc['entries'])} entries, not one in each of {grid['count']} buckets")
         picks[key] = by_bucket
     (reference, ref), *others = picks.items()
