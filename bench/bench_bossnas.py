@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.bench_bossnas report --gt runs/bossnas-gt --runs ensemble=runs/bossnas own=... \
         [--picks runs/bossnas-picks] [--pairs "ensemble vs own"] [--raw bench/data/bossnas/micro-hytra.json] \
         [--plot bench/bossnas-rating.png]
+    .venv/bin/python -m bench.bench_bossnas report --onto bench/data/bossnas/micro-hytra.json --runs NAME=DIR ...
     .venv/bin/python -m bench.bench_bossnas report --from bench/data/bossnas/micro-hytra.json [--plot ...]
 
 `ground-truth` trains a stratified set of paths (params tertile x ResAtt count, plus the R50-, ViT- and BoT-like
@@ -22,7 +23,8 @@ the scale-centred rating is recomputed from them; a score per path rounded to 4 
 scale, would take 79 KB a run and could not be centred. The tables: each run's Kendall tau, Spearman rho and
 Pearson R against the ground truth with bootstrap intervals, the noise ceiling, each run's size preference and ResAtt
 share, how much of each score is the scale its blocks are entered from (and the rating without it), how far runs
-agree, and the picks against random paths of equal params.
+agree, and the picks against random paths of equal params. `--onto RAW` adds to a committed raw file (runs join by name;
+a ground truth or picks given replace its own), so that a study longer than one session is gathered in parts.
 """
 
 from __future__ import annotations
@@ -409,21 +411,46 @@ def report_picks(rows: list[dict], gt_rows: list[dict]) -> list[str]:
     return lines
 
 
+def read_onto(path: Path) -> dict:
+    """The raw file `--onto` adds to, or SystemExit saying why it cannot be one."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--onto {path}: {e}") from None
+    if not isinstance(doc, dict) or doc.get("kind") != "prezoo.bench-bossnas":
+        raise SystemExit(f"--onto {path}: not a bench_bossnas raw file (kind prezoo.bench-bossnas)")
+    return doc
+
+
+def gathered(args) -> dict:
+    """The raw document `report` writes: the ground truth, runs and picks given, on top of `--onto`'s raw file, so
+    that a study longer than one session is gathered in parts (runs join by name; a ground truth or picks given
+    replace the file's; `--pairs` replace its pairs, which otherwise stay, and without `--onto` default to every
+    pair)."""
+    base = read_onto(args.onto) if args.onto else {}
+    if bad := [r for r in args.runs or [] if "=" not in r]:
+        raise SystemExit(f"--runs takes NAME=RUN_DIR, got {', '.join(map(repr, bad))}")
+    given = dict(r.split("=", 1) for r in args.runs or [])
+    runs = base.get("runs", {}) | {name: load_run(run) for name, run in given.items()}
+    space = HyTraSpace.from_dict(base["space"] if base else
+                                 json.loads((Path(next(iter(given.values()))) / "scores.json").read_text())["space"])
+    names = list(runs)
+    pairs = ([tuple(p.split(" vs ", 1)) for p in args.pairs] if args.pairs is not None
+             else [tuple(p) for p in base["pairs"]] if base
+             else [(a, b) for k, a in enumerate(names) for b in names[k + 1:]])
+    if bad := [" vs ".join(p) for p in pairs if len(p) != 2]:
+        raise SystemExit(f"--pairs takes \"NAME vs NAME\", got {', '.join(map(repr, bad))}")
+    gt = base["ground_truth"] if base and args.gt is None else read_results(Path(args.gt or "runs/bossnas-gt"))
+    picks = read_results(Path(args.picks)) if args.picks else base.get("picks", [])
+    return raw_doc(space, gt, runs, pairs, picks)
+
+
 def cmd_report(args) -> None:
     if args.from_raw:
         raw = json.loads(Path(args.from_raw).read_text())
     else:
-        runs = {name: load_run(run) for name, run in (r.split("=", 1) for r in args.runs)}
-        space = HyTraSpace.from_dict(json.loads((Path(args.runs[0].split("=", 1)[1]) / "scores.json").read_text())
-                                     ["space"])
-        names = list(runs)
-        pairs = ([tuple(p.split(" vs ", 1)) for p in args.pairs] if args.pairs is not None
-                 else [(a, b) for k, a in enumerate(names) for b in names[k + 1:]])
-        if bad := [" vs ".join(p) for p in pairs if len(p) != 2]:
-            raise SystemExit(f"--pairs takes \"NAME vs NAME\", got {', '.join(map(repr, bad))}")
-        raw = raw_doc(space, read_results(Path(args.gt)), runs, pairs,
-                      read_results(Path(args.picks)) if args.picks else [])
-        out = args.raw or DATA / "bossnas" / f"{space.name}.json"
+        raw = gathered(args)
+        out = args.raw or args.onto or DATA / "bossnas" / f"{HyTraSpace.from_dict(raw['space']).name}.json"
         atomic_write_text(out, json.dumps(raw) + "\n")
         print(f"wrote {out}; its tables in bench/RESULTS.md: python -m bench report\n")
     print(tables(raw))
@@ -522,8 +549,9 @@ def main(argv: list[str] | None = None) -> None:
     pk.add_argument("--epochs", type=float, default=2.0)
     pk.add_argument("--seed", type=int, default=0)
     rp = sub.add_parser("report", help="gather the raw results into one file and print the tables it gives")
-    rp.add_argument("--gt", default="runs/bossnas-gt")
+    rp.add_argument("--gt", help="a `ground-truth` output folder (default: runs/bossnas-gt, or --onto's rows)")
     rp.add_argument("--runs", nargs="+", help="NAME=RUN_DIR (holding scores.json, preferred.json)")
+    rp.add_argument("--onto", type=Path, help="a raw file to add to (default --raw: the same file)")
     rp.add_argument("--picks", help="a `picks` output folder")
     rp.add_argument("--pairs", nargs="*", help='runs to compare, "NAME vs NAME" (default: every pair)')
     rp.add_argument("--raw", type=Path, help="raw results file (default: bench/data/bossnas/SPACE.json)")
@@ -538,8 +566,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--test-images", type=Range(int, 1, IMAGES.high),
                        help="score on the first N test images only (smoke runs; default: all)")
     args = ap.parse_args(argv)
-    if args.cmd == "report" and (args.from_raw is None) == (args.runs is None):
-        ap.error("report takes either --runs (and --gt) or --from RAW_FILE")
+    if args.cmd == "report" and (args.from_raw is None) == (args.runs is None and args.onto is None):
+        ap.error("report takes either --runs (and --gt), --onto RAW_FILE, or --from RAW_FILE")
     if args.cmd in ("ground-truth", "picks"):
         torch.set_num_threads(args.threads)
     {"ground-truth": cmd_ground_truth, "picks": cmd_picks, "report": cmd_report, "pareto": cmd_pareto}[args.cmd](args)

@@ -208,6 +208,28 @@ def test_bossnas_report_keeps_every_path_seed_run_and_pick(bossnas_raw, tmp_path
     assert (tmp_path / "rating.png").stat().st_size > 0
 
 
+def test_bossnas_report_gathered_in_parts_equals_one_report(bossnas_raw, tmp_path):
+    """A study longer than one session: one run and the ground truth first, then `--onto` that file the second run,
+    the pairs and the picks, give the one-report raw file exactly."""
+    from bench.bench_bossnas import main
+
+    whole = json.loads(bossnas_raw.read_text())
+    s0, s1 = (whole["runs"][name]["source"] for name in ("EB s0", "EB s1"))
+    work, part = Path(s0).parent, tmp_path / "part.json"
+    main(["report", "--gt", str(work / "gt"), "--runs", f"EB s0={s0}", "--raw", str(part)])
+    first = json.loads(part.read_text())
+    assert list(first["runs"]) == ["EB s0"] and first["pairs"] == [] and first["picks"] == []
+    main(["report", "--onto", str(part), "--runs", f"EB s1={s1}", "--pairs", "EB s0 vs EB s1", "--picks",
+          str(work / "picks")])
+    assert json.loads(part.read_text()) == whole
+    (tmp_path / "other.json").write_text('{"kind": "prezoo.zoo"}')
+    for onto, says in ((tmp_path / "other.json", "not a bench_bossnas raw file"), (tmp_path / "none.json", "No such")):
+        with pytest.raises(SystemExit, match=says):
+            main(["report", "--onto", str(onto), "--runs", f"EB s1={s1}"])
+    with pytest.raises(SystemExit, match="NAME=RUN_DIR"):
+        main(["report", "--onto", str(part), "--runs", s1])
+
+
 def test_bossnas_report_refuses_paths_of_another_space(bossnas_raw):
     from bench.bench_bossnas import SPACE, raw_doc, stratified_archs
 
