@@ -40,12 +40,10 @@ import argparse
 import io
 import json
 import math
-import multiprocessing
-import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -64,6 +62,7 @@ from bench.report import DATA, pack_bits
 from training.data import load_data, make_loader
 from training.evaluate import tensor_batches
 from training.train import param_groups
+from training.workers import one_thread_pool
 from zoo.families.vit.arch import ViTArch
 from zoo.families.vit.model import ViT
 from zoo.families.vit.space import BUILTIN_SPACES
@@ -422,8 +421,7 @@ def run_jobs(jobs: list[Job], workers: int, done: Callable[[Job, dict | None], N
             except Exception as e:  # one model's failure must not stop the ladder
                 failures.append(f"{job.label}: {type(e).__name__}: {e}")
         return failures
-    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers before torch starts its pool
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with one_thread_pool(workers) as pool:
         futures = {pool.submit(train_model, job): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]

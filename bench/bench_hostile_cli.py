@@ -418,12 +418,14 @@ def pick_cases(fx: Fixtures) -> list[Case]:
     base = ("pick", "--run", run, "--out", out, "--evaluations", "2", "--population", "2")
     cases = flag_cases("pick", base, {"--evaluations": ("0", "-1", "10000001"), "--population": ("0", "-1", "100001"),
                                       "--top-n": ("0", "-1", "100001"), "--val-images": ("-1",), "--seed": ("-1",),
-                                      "--bucket-ratio": ("1", "0", "-2", "16.5")},
+                                      "--bucket-ratio": ("1", "0", "-2", "16.5"), "--jobs": ("0", "-1", "17")},
                        {"--algorithm": "darts"}, ("--run", "--out"))
     cases += out_cases("pick", base, fx)
     cases += [Case("pick", "flag", ("pick", "--out", out), "--run"),
               Case("pick", "file", base, "holds no validation images", watch=run),
               Case("pick", "file", base, "holds no validation images", subprocess=True, watch=run),
+              Case("pick", "file", setting(base, "--jobs", "2"), "holds no validation images", subprocess=True,
+                   watch=run),
               Case("pick", "file", setting(base, "--run", str(fx.tmp / "absent")), "config.json is missing"),
               Case("pick", "file", setting(base, "--run", str(fx.files["config.json a list"])), "JSON object")]
     return cases

@@ -2,7 +2,8 @@
 # Rebuilds the committed MBConv zoo (space `mbconv-small`, Fashion-MNIST) from scratch, as it was made:
 # one uniform supernet with the one-shot recipe (sandwich + in-place distillation, crops, random erasing, EMA)
 # -> each params bucket's entry (two buckets per octave) searched on 2,000 of the 5,000 held-out images
-# (BatchNorm recalibrated per path; the zoo's validation top-1 is measured on all 5,000) -> test evaluation
+# (BatchNorm recalibrated per path; the zoo's validation top-1 is measured on all 5,000), two buckets side by side
+# -> test evaluation
 # -> packaging into zoos/mbconv-fmnist -> each entry fine-tuned standalone from its supernet weights, two side by
 # side (10 epochs, lr 2e-3: the zoo then serves the tuned weights) -> latency profiling on this machine -> each
 # entry's w16/w8/w4 files measured and sized.
@@ -20,7 +21,7 @@ $PY -m training train --out "$RUN" --space mbconv-small --sampler uniform --sand
     --random-erasing 0.25 --ema 0.999 --epochs 20 --batch-size 128 --lr 1e-2 --min-lr 1e-5 --warmup-epochs 1 \
     --weight-decay 0.05 --label-smoothing 0.1 --drop-path 0 --seed 0 --ckpt-every 100 --log-every 50
 [ -f "$RUN/pick/preferred.json" ] || $PY -m training pick --run "$RUN" --evaluations 40 --population 10 --val-images 2000 \
-    --seed 0 --bucket-ratio 1.41421356
+    --seed 0 --bucket-ratio 1.41421356 --jobs 2
 $PY -m training evaluate --run "$RUN" --preferred "$RUN/pick/preferred.json" --split test
 $PY -m training package --run "$RUN" --out "$ZOO" --name mbconv-fmnist
 $PY -m training tune --zoo "$ZOO" --work "$RUN/tune" --epochs 10 --lr 2e-3 --jobs 2

@@ -4,6 +4,7 @@ held-out images with each path's BatchNorm recalibrated, then evaluated and pack
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,23 @@ def test_the_cli_picks_on_a_bucket_grid_of_the_ratio_asked_each_bucket_holding_i
                    for e in b["entries"])
     done = _cli("pick", "--run", str(picked), "--bucket-ratio", "1")
     assert done.returncode == 2 and "--bucket-ratio" in done.stderr
+
+
+@pytest.mark.slow  # two picks, in three processes
+def test_buckets_searched_side_by_side_give_the_same_picks_and_scores(picked, tmp_path):
+    """`--jobs 2` splits the buckets over two one-thread processes; every bucket's search is seeded alike, so at one
+    thread the picks and their scores equal those of one process searching every bucket in turn."""
+    docs = []
+    for jobs in ("1", "2"):
+        done = subprocess.run([sys.executable, "-m", "training", "pick", "--run", str(picked), "--evaluations", "3",
+                               "--population", "2", "--val-images", "500", "--jobs", jobs, "--out",
+                               str(tmp_path / jobs)], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr
+        docs.append(json.loads((tmp_path / jobs / "preferred.json").read_text()))
+    alone, side_by_side = docs
+    assert side_by_side["buckets"] == alone["buckets"] and sum(bool(b["entries"]) for b in alone["buckets"]) >= 3
+    assert side_by_side["stats"]["archs_scored"] == alone["stats"]["archs_scored"]
+    assert side_by_side["selector"] == alone["selector"]
+    done = _cli("pick", "--run", str(picked), "--jobs", "0")
+    assert done.returncode == 2 and "--jobs" in done.stderr

@@ -502,6 +502,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def add_pick_args(p: argparse.ArgumentParser) -> None:
+    from training.config import JOBS
     from training.config import PICK_RANGES as R
     from training.config import PickConfig as P
     from training.search import SEARCHES
@@ -520,6 +521,8 @@ def add_pick_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bucket-ratio", type=R["bucket_ratio"],
                    help="params buckets each this many times the one before, over the family's range (default: the "
                         "family's buckets; 1.414 gives two per octave)")
+    p.add_argument("--jobs", type=JOBS, default=1,
+                   help="buckets searched side by side, one process and one thread each (the picks are the same)")
 
 
 def run_pick(args: argparse.Namespace) -> int:
@@ -528,7 +531,7 @@ def run_pick(args: argparse.Namespace) -> int:
 
     cfg = PickConfig(args.algorithm, args.evaluations, args.population, args.top_n, args.val_images, args.seed,
                      args.bucket_ratio)
-    path = pick(args.run, cfg, args.out or Path(args.run) / "pick")
+    path = pick(args.run, cfg, args.out or Path(args.run) / "pick", jobs=args.jobs)
     print(f"wrote {path}")
     print(f"next: python -m training evaluate --run {args.run} --preferred {path}")
     return 0

@@ -135,9 +135,10 @@ class FinetuneConfig:
         check_all(self, FINETUNE_RANGES)
 
 
+JOBS = Range(int, 1, 16)  # processes side by side, one thread each
 TUNE_RANGES = {k: FINETUNE_RANGES[k] for k in ("epochs", "batch_size", "lr", "min_lr", "warmup_epochs", "weight_decay",
                                                  "label_smoothing", "seed")} | \
-              {"crop_padding": Range(int, 0, 8), "jobs": Range(int, 1, 16)}
+              {"crop_padding": Range(int, 0, 8), "jobs": JOBS}
 
 
 @dataclass

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from training.config import PickConfig, TrainConfig
+from training.config import JOBS, PickConfig, TrainConfig
 from training.evaluate import accuracy, calibration_batches, load_supernet, path_stats, tensor_batches, validation_split
 from training.preferred import Buckets, Candidate, pick_preferred, preferred_doc, write_preferred
 from training.search import SEARCHES, SearchConfig, check_reachable
+from training.workers import one_thread_pool
 from zoo.family import Arch, Space, Supernet, get_family
 
 
@@ -56,36 +57,55 @@ def pick_buckets(space: Space, ratio: float | None) -> Buckets:
     return Buckets(low, buckets.high, ratio=ratio)
 
 
-def pick(run: str | Path, cfg: PickConfig, out: str | Path, progress: bool = True) -> Path:
-    """Search every bucket of the run's space and write `out/preferred.json`; returns its path."""
-    run = Path(run)
-    train_cfg = TrainConfig.load(run / "config.json")
-    supernet = load_supernet(run / "supernet.safetensors")
-    space = supernet.space
-    family = get_family(space.family)
-    buckets = pick_buckets(space, cfg.bucket_ratio)
+def scored_candidates(run: str, cfg: PickConfig, groups: int, group: int, progress: bool
+                      ) -> tuple[list[Candidate], str]:
+    """Every `groups`-th bucket from the `group`-th, each searched (group 0 also scores the space's extreme archs),
+    with the fitness in words: one of `pick`'s processes, or all of its work when it runs alone. Interleaved, the
+    groups share the larger buckets' slower archs."""
+    train_cfg = TrainConfig.load(Path(run) / "config.json")
+    supernet = load_supernet(Path(run) / "supernet.safetensors")
+    space, family = supernet.space, get_family(supernet.space.family)
     fitness, words = validation_fitness(train_cfg, supernet, cfg.val_images)
-    start = time.perf_counter()
-    candidates = [Candidate(a, family.params(space, a), family.flops(space, a), fitness(a))
-                  for a in family.extreme_archs(space)]
-    for low, high in buckets.edges():
+    archs = family.extreme_archs(space) if group == 0 else []
+    candidates = [Candidate(a, family.params(space, a), family.flops(space, a), fitness(a)) for a in archs]
+    for low, high in pick_buckets(space, cfg.bucket_ratio).edges()[group::groups]:
         bucket = SearchConfig.of_population(cfg.population, evaluations=cfg.evaluations, min_params=low,
                                             max_params=high, seed=cfg.seed)
         try:
             check_reachable(space, bucket)
         except ValueError:  # a bucket past the space's cost range stays empty
             continue
-        result = SEARCHES[cfg.algorithm](space, fitness, bucket, progress=progress)
+        result = SEARCHES[cfg.algorithm](space, fitness, bucket, progress=progress and groups == 1)
         candidates += [Candidate(a, family.params(space, a), family.flops(space, a), score)
                        for a, score in result.scores.items()]
         if progress:
             print(f"[{low:,.0f}, {high:,.0f}) params: {result.best.id} val top-1 {result.best_score:.2f}% "
                   f"({result.evaluations} archs, {result.seconds:.0f} s)", flush=True)
-    selector = {"method": "search", "algorithm": cfg.algorithm, "fitness": words, "run": str(run),
+    return candidates, words
+
+
+def pick(run: str | Path, cfg: PickConfig, out: str | Path, progress: bool = True, jobs: int = 1) -> Path:
+    """Search every bucket of the run's space and write `out/preferred.json`; returns its path. `jobs` processes
+    (one thread each) search the buckets side by side; each bucket's search is seeded alike, so the picks do not
+    depend on `jobs`."""
+    JOBS.check("jobs", jobs)
+    run = Path(run)
+    train_cfg = TrainConfig.load(run / "config.json")
+    space = load_supernet(run / "supernet.safetensors").space
+    buckets = pick_buckets(space, cfg.bucket_ratio)
+    start = time.perf_counter()
+    if jobs == 1:
+        groups = [scored_candidates(str(run), cfg, 1, 0, progress)]
+    else:
+        with one_thread_pool(jobs) as pool:
+            futures = [pool.submit(scored_candidates, str(run), cfg, jobs, g, progress) for g in range(jobs)]
+            groups = [f.result() for f in futures]
+    selector = {"method": "search", "algorithm": cfg.algorithm, "fitness": groups[0][1], "run": str(run),
                 "supernet_training": {"sampler": train_cfg.sampler, "sandwich": train_cfg.sandwich},
                 **{k: v for k, v in asdict(cfg).items() if k != "algorithm"}}
-    candidates = list({c.arch.id: c for c in candidates}.values())  # a search may have met an extreme arch too
+    found = [c for candidates, _ in groups for c in candidates]
+    candidates = list({c.arch.id: c for c in found}.values())  # a search may have met an extreme arch too
     stats = {"archs_scored": len(candidates), "seconds": round(time.perf_counter() - start, 1)}
     doc = preferred_doc(space, selector, stats, buckets, pick_preferred(candidates, buckets, "params", cfg.top_n),
-                        family=family.name)
+                        family=get_family(space.family).name)
     return write_preferred(doc, out)

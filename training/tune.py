@@ -16,10 +16,7 @@ dtype, its validation and test accuracy measured as it will be served, and the z
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -29,6 +26,7 @@ from training.config import TuneConfig
 from training.data import load_data
 from training.evaluate import accuracy_of, tensor_batches, zoo_split
 from training.finetune import EVAL_BATCH, train_epochs
+from training.workers import one_thread_pool
 from zoo.io import atomic_write_bytes, atomic_write_text, read_versioned_json
 from zoo.schema import held_out_split
 from zoo.store import Zoo
@@ -77,8 +75,7 @@ def run_entries(zoo_dir: Path, ids: list[str], work: Path, cfg: TuneConfig) -> N
         for entry_id in ids:
             tune_entry(str(zoo_dir), entry_id, str(work), cfg)
         return
-    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers before torch starts its pool
-    with ProcessPoolExecutor(min(cfg.jobs, len(ids)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with one_thread_pool(min(cfg.jobs, len(ids))) as pool:
         for future in [pool.submit(tune_entry, str(zoo_dir), i, str(work), cfg) for i in ids]:
             future.result()  # the first failure stops the tuning; what finished is kept
 
