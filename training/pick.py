@@ -57,13 +57,11 @@ def pick_buckets(space: Space, ratio: float | None) -> Buckets:
     return Buckets(low, buckets.high, ratio=ratio)
 
 
-def scored_candidates(run: str, cfg: PickConfig, groups: int, group: int, progress: bool
-                      ) -> tuple[list[Candidate], str]:
+def scored_candidates(train_cfg: TrainConfig, supernet: Supernet, cfg: PickConfig, groups: int, group: int,
+                      progress: bool) -> tuple[list[Candidate], str]:
     """Every `groups`-th bucket from the `group`-th, each searched (group 0 also scores the space's extreme archs),
     with the fitness in words: one of `pick`'s processes, or all of its work when it runs alone. Interleaved, the
     groups share the larger buckets' slower archs."""
-    train_cfg = TrainConfig.load(Path(run) / "config.json")
-    supernet = load_supernet(Path(run) / "supernet.safetensors")
     space, family = supernet.space, get_family(supernet.space.family)
     fitness, words = validation_fitness(train_cfg, supernet, cfg.val_images)
     archs = family.extreme_archs(space) if group == 0 else []
@@ -84,21 +82,29 @@ def scored_candidates(run: str, cfg: PickConfig, groups: int, group: int, progre
     return candidates, words
 
 
+def searched_group(run: str, cfg: PickConfig, groups: int, group: int, progress: bool) -> tuple[list[Candidate], str]:
+    """`scored_candidates` in a worker process of `pick`, which reads the run itself."""
+    run_dir = Path(run)
+    return scored_candidates(TrainConfig.load(run_dir / "config.json"), load_supernet(run_dir / "supernet.safetensors"),
+                             cfg, groups, group, progress)
+
+
 def pick(run: str | Path, cfg: PickConfig, out: str | Path, progress: bool = True, jobs: int = 1) -> Path:
     """Search every bucket of the run's space and write `out/preferred.json`; returns its path. `jobs` processes
-    (one thread each) search the buckets side by side; each bucket's search is seeded alike, so the picks do not
-    depend on `jobs`."""
+    (one thread each) search the buckets side by side; each bucket's search is seeded alike, so at one thread the
+    picks do not depend on `jobs`."""
     JOBS.check("jobs", jobs)
     run = Path(run)
     train_cfg = TrainConfig.load(run / "config.json")
-    space = load_supernet(run / "supernet.safetensors").space
+    supernet = load_supernet(run / "supernet.safetensors")
+    space = supernet.space
     buckets = pick_buckets(space, cfg.bucket_ratio)
     start = time.perf_counter()
     if jobs == 1:
-        groups = [scored_candidates(str(run), cfg, 1, 0, progress)]
+        groups = [scored_candidates(train_cfg, supernet, cfg, 1, 0, progress)]
     else:
         with one_thread_pool(jobs) as pool:
-            futures = [pool.submit(scored_candidates, str(run), cfg, jobs, g, progress) for g in range(jobs)]
+            futures = [pool.submit(searched_group, str(run), cfg, jobs, g, progress) for g in range(jobs)]
             groups = [f.result() for f in futures]
     selector = {"method": "search", "algorithm": cfg.algorithm, "fitness": groups[0][1], "run": str(run),
                 "supernet_training": {"sampler": train_cfg.sampler, "sandwich": train_cfg.sandwich},
