@@ -6,6 +6,7 @@
         [--picks runs/bossnas-picks] [--pairs "ensemble vs own"] [--raw bench/data/bossnas/micro-hytra.json] \
         [--plot bench/bossnas-rating.png]
     .venv/bin/python -m bench.bench_bossnas report --onto bench/data/bossnas/micro-hytra.json --runs NAME=DIR ...
+        [--zero-cost fashion-mnist] [--darts runs/darts-micro-hytra]
     .venv/bin/python -m bench.bench_bossnas report --from bench/data/bossnas/micro-hytra.json [--plot ...]
 
 `ground-truth` trains a stratified set of paths (params tertile x ResAtt count, plus the R50-, ViT- and BoT-like
@@ -16,15 +17,18 @@ run continues where it stopped.
 
 `report` gathers what the tables need into one raw file (bench/data/bossnas/SPACE.json, from which
 `python -m bench report` builds bench/RESULTS.md; renderer `bossnas`): every ground-truth row (each path's test top-1,
-the re-runs' per seed), each selector run's block-loss tables and picks, and the picks study's rows. A run is kept as
-its block-loss tables rather than as a score per path: the score of any of the space's 3,587 paths is the sum of one
-loss per block (`training.bossnas.arch_score`), so 294 losses per run (13 KB) give every path's score exactly, and
-the scale-centred rating is recomputed from them; a score per path rounded to 4 digits, with its params and input
-scale, would take 79 KB a run and could not be centred. The tables: each run's Kendall tau, Spearman rho and
-Pearson R against the ground truth with bootstrap intervals, the noise ceiling, each run's size preference and ResAtt
-share, how much of each score is the scale its blocks are entered from (and the rating without it), how far runs
-agree, and the picks against random paths of equal params. `--onto RAW` adds to a committed raw file (runs join by name;
-a ground truth or picks given replace its own), so that a study longer than one session is gathered in parts.
+the re-runs' per seed), each selector run's block-loss tables and picks, the picks study's rows, and with
+`--zero-cost DATA` / `--darts RUN` the other selectors' scores of the ground-truth paths, one per path (PreNAS's SNIP
+at initialisation, data-free and after a labelled batch; the log-probability under DARTS's last logits: issue 26's
+comparison on one ground truth). A run is kept as its block-loss tables rather than as a score per path: the score
+of any of the space's 3,587 paths is the sum of one loss per block (`training.bossnas.arch_score`), so 294 losses per
+run (13 KB) give every path's score exactly, and the scale-centred rating is recomputed from them; a score per path
+rounded to 4 digits, with its params and input scale, would take 79 KB a run and could not be centred. The tables:
+each rating's (params, MACs, the other selectors', each run's) Kendall tau, Spearman rho and Pearson R against the
+ground truth with bootstrap intervals, the noise ceiling, each run's size preference and ResAtt share, how much of
+each score is the scale its blocks are entered from (and the rating without it), how far runs agree, and the picks
+against random paths of equal params. `--onto RAW` adds to a committed raw file (runs join by name; a ground truth
+or picks given replace its own; ratings join by name), so that a study longer than one session is gathered in parts.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from bench.report import DATA
 from training.checks import IMAGES, Range
 from training.data import load_data, make_loader
 from training.evaluate import accuracy_of, tensor_batches
-from zoo.families.hytra import MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSpace, enumerate_archs, params
+from zoo.families.hytra import MICRO_HYTRA, HyTraArch, HyTraNet, HyTraSpace, enumerate_archs, flops, params
 from zoo.io import atomic_write_figure, atomic_write_text
 
 SPACE = MICRO_HYTRA
@@ -209,9 +213,10 @@ def load_run(run: str | Path) -> dict:
 
 
 def raw_doc(space: HyTraSpace, gt_rows: list[dict], runs: dict[str, dict], pairs: list[tuple[str, str]],
-            picks_rows: list[dict]) -> dict:
+            picks_rows: list[dict], ratings: dict[str, dict] | None = None) -> dict:
     """The raw results of one report: every ground-truth row (seed 0 and the re-runs), each selector run, the run
-    pairs to compare, the picks study's rows. Refused when the runs or the paths are of another space."""
+    pairs to compare, the picks study's rows, and the other selectors' scores of the ground-truth paths (`ratings`).
+    Refused when the runs or the paths are of another space, or a rating misses a ground-truth path."""
     for name, run in runs.items():
         if run["space_hash"] != space.hash:
             raise ValueError(f"run {name} ({run['source']}) is not of space {space.name}")
@@ -220,8 +225,63 @@ def raw_doc(space: HyTraSpace, gt_rows: list[dict], runs: dict[str, dict], pairs
     for a, b in pairs:
         if a not in runs or b not in runs:
             raise ValueError(f"pair {a!r} vs {b!r} names a run not given (runs: {', '.join(runs)})")
+    ids = {r["id"] for r in gt_rows if r["seed"] == 0}
+    for name, r in (ratings or {}).items():
+        if missing := ids - set(r["scores"]):
+            raise ValueError(f"rating {name!r} has no score for {len(missing)} ground-truth paths: give it again")
     return {"kind": "prezoo.bench-bossnas", "space": space.to_dict(), "ground_truth": gt_rows, "runs": runs,
-            "pairs": [list(p) for p in pairs], "picks": picks_rows}
+            "pairs": [list(p) for p in pairs], "picks": picks_rows, **({"ratings": ratings} if ratings else {})}
+
+
+def gt_archs_by_id(rows: list[dict]) -> dict[str, HyTraArch]:
+    """The ground truth's paths (seed 0), by id."""
+    return {r["id"]: HyTraArch.from_dict(r["arch"]) for r in rows if r["seed"] == 0}
+
+
+def zero_cost_ratings(space: HyTraSpace, archs: dict[str, HyTraArch], data: str) -> dict[str, dict]:
+    """PreNAS's zero-cost score of each path (`training.zero_cost`: SNIP at initialisation, each path's own model
+    from seed 0): data-free, as the selector scores, and after one labelled batch of `data`'s train split."""
+    from training.config import ZeroCostConfig
+    from training.zero_cost import scorer
+
+    out = {}
+    for name, source in (("snip", "gaussian"), ("snip (labels)", data)):
+        score = scorer(ZeroCostConfig(space, data=source, progress=False))
+        out[name] = {"source": f"training.zero_cost, data {source}", "scores": {i: score(a) for i, a in archs.items()}}
+    return out
+
+
+def darts_rating(space: HyTraSpace, archs: dict[str, HyTraArch], run: Path) -> dict:
+    """Each path's log-probability under the last logits of the DARTS search whose bucket holds it (as
+    `bench.bench_rating` rates MBConv archs)."""
+    from bench.bench_rating import darts_searches, policy_scorer
+
+    score = policy_scorer(space, darts_searches(space, run))
+    searches = json.loads((Path(run) / "logits.json").read_text())["searches"]
+    preferred = json.loads((Path(run) / "preferred.json").read_text())
+    return {"source": str(run), "scores": {i: score(a) for i, a in archs.items()},
+            "run": {"seconds": preferred["stats"]["seconds"], "archs_scored": preferred["stats"]["archs_scored"],
+                    "searches": [{k: s[k] for k in ("low", "high", "target")} | s["history"][-1] for s in searches],
+                    "picks": [{"id": e["id"], "params": e["params"], "score": e["score"]}
+                              for b in preferred["buckets"] for e in b["entries"]]}}
+
+
+def report_darts_run(name: str, rating: dict) -> list[str]:
+    """What the DARTS search behind a rating did, per bucket: where E[params] and the cheap share ended, the
+    argmax path's params (DARTS's discretisation), and the bucket's pick with its NAS-val top-1."""
+    run = rating["run"]
+    secs = run["seconds"]
+    lines = [f"{name} from `{rating['source']}`: {secs['warmup']:,.0f} s of warm-up and {secs['search']:,.0f} s of "
+             f"searches on these cores, {run['archs_scored']} archs scored.", "",
+             "| params bucket | E[params] at the end (target) | cheap share | argmax path's params | pick: params, "
+             "NAS-val top-1 |", "|---|---|---|---|---|"]
+    for s in run["searches"]:
+        pick = next((p for p in run["picks"] if s["low"] <= p["params"] < s["high"]), None)
+        cell = f"{pick['params'] / 1e3:.0f}K, {pick['score']:.1f}" if pick else "-"
+        lines.append(f"| [{s['low'] / 1e3:.0f}K, {s['high'] / 1e3:.0f}K) | {s['expected_params'] / 1e3:.0f}K "
+                     f"({s['target'] / 1e3:.0f}K) | {s['cheap_share']:.2f} | {s['argmax_params'] / 1e3:.1f}K | "
+                     f"{cell} |")
+    return lines
 
 
 def scores_of(space: HyTraSpace, run: dict) -> dict:
@@ -283,11 +343,18 @@ def tables(raw: dict) -> str:
              f"epoch(s), seed 0), top-1 on {rows[0]['test_images']:,} test images: {min(acc):.2f}–{max(acc):.2f}%.",
              "", noise_line(noise_ceiling(rows, truth)), "",
              "| rating | Kendall τ [95%] | Spearman ρ [95%] | Pearson R [95%] |", "|---|---|---|---|"]
-    sizes = [params(space, a) for a in gt_archs]
+    sizes, macs = [params(space, a) for a in gt_archs], [flops(space, a) for a in gt_archs]
     lines.append(f"| params alone (no search at all) | {_fmt(correlations(sizes, acc), bootstrap(sizes, acc))} |")
+    lines.append(f"| MACs alone | {_fmt(correlations(macs, acc), bootstrap(macs, acc))} |")
+    for name, r in raw.get("ratings", {}).items():
+        score = [r["scores"][i] for i in ids]
+        lines.append(f"| {name} | {_fmt(correlations(score, acc), bootstrap(score, acc))} |")
     for name, run in runs.items():
         score = rating(space, run, gt_archs)
         lines.append(f"| {name} | {_fmt(correlations(score, acc), bootstrap(score, acc))} |")
+    for name, r in raw.get("ratings", {}).items():
+        if "run" in r:
+            lines += [""] + report_darts_run(name, r)
     lines += ["", f"ResAtt share of the layers: the space {att_share(space, space_archs):.2f}, the ground truth "
               f"{att_share(space, gt_archs):.2f}.", ""]
     lines += report_agreement(space, runs, space_archs, [tuple(p) for p in raw["pairs"]])
@@ -442,7 +509,15 @@ def gathered(args) -> dict:
         raise SystemExit(f"--pairs takes \"NAME vs NAME\", got {', '.join(map(repr, bad))}")
     gt = base["ground_truth"] if base and args.gt is None else read_results(Path(args.gt or "runs/bossnas-gt"))
     picks = read_results(Path(args.picks)) if args.picks else base.get("picks", [])
-    return raw_doc(space, gt, runs, pairs, picks)
+    ratings, archs = dict(base.get("ratings", {})), gt_archs_by_id(gt)
+    try:
+        if args.zero_cost:
+            ratings |= zero_cost_ratings(space, archs, args.zero_cost)
+        if args.darts:
+            ratings["DARTS α"] = darts_rating(space, archs, args.darts)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--zero-cost {args.zero_cost} / --darts {args.darts}: {e}") from None
+    return raw_doc(space, gt, runs, pairs, picks, ratings)
 
 
 def cmd_report(args) -> None:
@@ -554,6 +629,9 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--onto", type=Path, help="a raw file to add to (default --raw: the same file)")
     rp.add_argument("--picks", help="a `picks` output folder")
     rp.add_argument("--pairs", nargs="*", help='runs to compare, "NAME vs NAME" (default: every pair)')
+    rp.add_argument("--zero-cost", metavar="DATA", help="rate the ground truth by PreNAS's zero-cost score too: "
+                    "data-free, and after a labelled batch of DATA (e.g. fashion-mnist)")
+    rp.add_argument("--darts", type=Path, help="rate it by a `python -m training darts` run's logits too")
     rp.add_argument("--raw", type=Path, help="raw results file (default: bench/data/bossnas/SPACE.json)")
     rp.add_argument("--from", dest="from_raw", type=Path, help="print the tables (and --plot) of this raw file")
     rp.add_argument("--plot", help="scatter of score vs ground truth, e.g. bench/bossnas-rating.png")

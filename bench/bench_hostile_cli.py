@@ -446,7 +446,7 @@ def darts_cases(fx: Fixtures) -> list[Case]:
             "--nas-val", "16", "--batch-size", "8", "--warmup-steps", "1", "--steps", "1", "--eval-images", "8")
     cases = flag_cases("darts", base, DARTS_NUMERIC, {}, ("--space", "--data", "--out"))
     cases += out_cases("darts", base, fx)
-    cases += [Case("darts", "file", setting(base, "--space", "mini"), "searches MBConv spaces only"),
+    cases += [Case("darts", "file", setting(base, "--space", "mini"), "built from named decisions: hytra, mbconv"),
               Case("darts", "file", setting(base, "--space", "nowhere"), "unknown search space"),
               Case("darts", "file", setting(base, "--data", "nowhere:x"), "unknown data source"),
               Case("darts", "file", setting(base, "--nas-train", "100"), "exceed the 64 images"),

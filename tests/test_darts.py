@@ -12,21 +12,12 @@ import pytest
 import torch
 
 from training.__main__ import main as training_main
-from training.darts import (
-    DartsConfig,
-    ExpectedParams,
-    batches,
-    decisions,
-    nas_data,
-    sample_path,
-    search_bucket,
-    skip_share,
-    warm_up,
-)
+from training.darts import DartsConfig, batches, decisions, nas_data, sample_path, search_bucket, warm_up
 from training.preferred import load_preferred
 from zoo.families.mbconv import FAMILY as MBCONV
 from zoo.families.mbconv import MBConvSupernet
 from zoo.families.mbconv.layers import params
+from zoo.families.mbconv.relaxation import ExpectedParams, skip_share
 from zoo.families.mbconv.sampling import build_arch, cost_range, random_arch
 from zoo.families.mbconv.space import MBCONV_TINY as TINY
 
@@ -123,7 +114,7 @@ def test_a_large_cost_weight_drives_the_expected_params_down_and_picks_smaller_a
     start = float(ExpectedParams(TINY)({n: torch.ones(len(o)) / len(o) for n, o in NAMES.items()}))
     assert costly.history[-1]["expected_params"] < 0.7 * start < free.history[-1]["expected_params"]
     assert costly.history[-1]["argmax_params"] < free.history[-1]["argmax_params"]
-    assert costly.history[-1]["skip_share"] > free.history[-1]["skip_share"]  # fewer blocks is cheaper
+    assert costly.history[-1]["free_share"] > free.history[-1]["free_share"]  # fewer blocks is cheaper
     assert [h["step"] for h in costly.history] == [10, 20, 30]
     assert all(c.params == params(TINY, c.arch) for c in costly.candidates)
 
@@ -133,7 +124,7 @@ def test_the_skip_share_stops_a_search_past_the_threshold(warmed):
     cfg, data, net = warmed
     cfg = DartsConfig(**{**SMALL, "steps": 30, "collapse_share": 0.01})
     s = search_bucket(cfg, TINY, net, data, ExpectedParams(TINY), NAMES, hi, 2 * hi, progress=False)
-    assert s.stopped_at == 10 and len(s.history) == 1 and s.history[0]["skip_share"] > 0.01
+    assert s.stopped_at == 10 and len(s.history) == 1 and s.history[0]["free_share"] > 0.01
     never = DartsConfig(**{**SMALL, "steps": 20, "collapse_share": 1.0})
     assert search_bucket(never, TINY, net, data, ExpectedParams(TINY), NAMES, hi, 2 * hi, False).stopped_at is None
 
@@ -144,23 +135,32 @@ def test_skip_share_counts_skippable_slots_only():
     assert skip_share(TINY, {"stage1.depth": depth(1.0, 0.0), "stage2.depth": depth(0.5, 0.5)}) == 0.75
 
 
+def searched_in_two_buckets(space: str, lo: int, hi: int, out, data: str, warmup: int, steps: int, every: int,
+                            images: int) -> dict:
+    """`training darts` over two equal params buckets spanning [lo, hi]: its preferred.json, each entry checked to
+    lie in its bucket."""
+    width = int((hi - lo) / 2) + 1
+    assert training_main(["darts", "--space", space, "--data", data, "--nas-train", str(images // 2), "--nas-val",
+                          str(images // 2), "--batch-size", "32", "--warmup-steps", str(warmup), "--steps", str(steps),
+                          "--eval-every", str(every), "--eval-images", str(images // 6), "--arch-lr", "0.05",
+                          "--low", str(lo), "--width", str(width), "--high", str(lo + 2 * width), "--out", str(out),
+                          "--threads", "1"]) == 0
+    doc = json.loads((out / "preferred.json").read_text())
+    assert load_preferred(out / "preferred.json")[1]
+    for b in doc["buckets"]:
+        assert all(b["low"] <= e["params"] < b["high"] for e in b["entries"])
+    return doc
+
+
 def test_darts_writes_preferred_archs_in_their_buckets_and_its_history(tmp_path):
     (lo, hi), _ = cost_range(TINY)
     out = tmp_path / "darts"
-    code = training_main(["darts", "--space", "mbconv-tiny", "--data", "synthetic:384", "--nas-train", "192",
-                          "--nas-val", "192", "--batch-size", "32", "--warmup-steps", "5", "--steps", "20",
-                          "--eval-every", "10", "--eval-images", "64", "--arch-lr", "0.05", "--low", str(lo),
-                          "--width", str(int((hi - lo) / 2) + 1), "--high", str(lo + 2 * (int((hi - lo) / 2) + 1)),
-                          "--out", str(out), "--threads", "1"])
-    assert code == 0
-    space, entries = load_preferred(out / "preferred.json")
-    doc = json.loads((out / "preferred.json").read_text())
-    assert space == TINY and doc["family"] == "mbconv" and entries
-    for b in doc["buckets"]:
-        assert all(b["low"] <= e["params"] < b["high"] for e in b["entries"])
+    doc = searched_in_two_buckets("mbconv-tiny", lo, hi, out, "synthetic:384", warmup=5, steps=20, every=10,
+                                  images=384)
+    assert load_preferred(out / "preferred.json")[0] == TINY and doc["family"] == "mbconv"
     selector = doc["selector"]
     assert selector["method"] == "darts" and len(selector["searches"]) == 2
-    assert all([step for step, _ in s["skip_share"]] == [10, 20] for s in selector["searches"])
+    assert all([step for step, _ in s["free_share"]] == [10, 20] for s in selector["searches"])
     logits = json.loads((out / "logits.json").read_text())
     assert set(logits["searches"][0]["logits"][-1]["logits"]) == set(NAMES)
     assert (out / "darts.png").stat().st_size > 1000
@@ -180,8 +180,8 @@ def test_bad_settings_are_refused(kw, message):
 
 
 def test_the_command_refuses_other_families_and_too_few_images(capsys):
-    assert training_main(["darts", "--space", "micro-hytra"]) == 2
-    assert "searches MBConv spaces only" in capsys.readouterr().err
+    assert training_main(["darts", "--space", "mini"]) == 2
+    assert "built from named decisions: hytra, mbconv" in capsys.readouterr().err
     assert training_main(["darts", "--space", "mbconv-tiny", "--data", "synthetic:100", "--nas-train", "64",
                           "--nas-val", "64", "--batch-size", "32", "--eval-images", "32"]) == 2
     assert "exceed the 100 images" in capsys.readouterr().err
@@ -195,7 +195,7 @@ def test_batches_are_full_and_cover_each_epoch():
     assert len({int(v) for b in first for v in b[1]}) == 8  # one epoch: no repeats
 
 
-@pytest.mark.parametrize("space_name", ["mbconv-tiny", "mbconv-small"])
+@pytest.mark.parametrize("space_name", ["mbconv-tiny", "mbconv-small", "micro-hytra"])
 def test_decisions_of_rebuilds_every_arch_and_names_only_what_build_arch_asks(space_name):
     from zoo.family import space_by_name
 

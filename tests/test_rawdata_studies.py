@@ -71,7 +71,9 @@ def _tiny_bossnas_raw() -> dict:
     study = [{**row("pick0", archs[3], 0, 80.0), "bucket": [1000, 1400], "params": 1400}]
     study += [{**row("random0", archs[k], 0, t), "bucket": [1000, 1400]} for k, t in enumerate((78.0, 82.0, 76.0))]
     return {"space": TINY.to_dict(), "ground_truth": gt, "runs": {"perfect": run(1), "upside-down": run(-1)},
-            "pairs": [["perfect", "upside-down"]], "picks": study}
+            "pairs": [["perfect", "upside-down"]], "picks": study,
+            "ratings": {"minus accuracy": {"source": "-", "scores": {a.id: -t for a, t in zip(archs, accs,
+                                                                                            strict=True)}}}}
 
 
 def test_the_bossnas_tables_by_hand():
@@ -81,7 +83,8 @@ def test_the_bossnas_tables_by_hand():
     assert "Noise ceiling: 2 paths trained again under other seeds, pooled seed-to-seed sd 1.00 pp (2 degrees" in table
     perfect, upside_down = " | ".join(["+1.00 [+1.00, +1.00]"] * 3), " | ".join(["-1.00 [-1.00, -1.00]"] * 3)
     assert f"| perfect | {perfect} |" in table and f"| upside-down | {upside_down} |" in table
-    assert rows_of(table, "params alone (no search at all)")
+    assert f"| minus accuracy | {upside_down} |" in table  # another selector's scores, one per path
+    assert rows_of(table, "params alone (no search at all)") and rows_of(table, "MACs alone")
     # over the whole space the two runs' scores are each other's negatives; they made the same one pick
     assert "| perfect vs upside-down | -1.00 | 1 of 1 buckets |" in table
     size = {name: float(re.search(rf"^\| {name} \| ([+-][0-9.]+) \| [0-9.]+ \|$", table, re.M)[1])
@@ -228,6 +231,43 @@ def test_bossnas_report_gathered_in_parts_equals_one_report(bossnas_raw, tmp_pat
             main(["report", "--onto", str(onto), "--runs", f"EB s1={s1}"])
     with pytest.raises(SystemExit, match="NAME=RUN_DIR"):
         main(["report", "--onto", str(part), "--runs", s1])
+
+
+def test_bossnas_report_rates_the_ground_truth_by_the_other_selectors_too(bossnas_raw, tmp_path):
+    """`--zero-cost` and `--darts` add one score per ground-truth path: SNIP as `training.zero_cost` gives it, and the
+    log-probability under a DARTS search's last logits; a later `--onto` keeps them."""
+    from bench.bench_bossnas import main
+    from training.config import ZeroCostConfig
+    from training.darts import DartsConfig, darts
+    from training.zero_cost import scorer
+
+    space_file = tmp_path / "tiny.json"
+    space_file.write_text(json.dumps({"family": "hytra", **TINY.to_dict()}))
+    with torch_threads(1):
+        darts(DartsConfig(space=str(space_file), data="synthetic:256", buckets=Buckets(500, 8000, ratio=4),
+                          nas_train=128, nas_val=128, batch_size=32, warmup_steps=2, steps=4, eval_every=2,
+                          eval_images=32), tmp_path / "darts", progress=False)
+        part = tmp_path / "raw.json"
+        shutil.copy(bossnas_raw, part)
+        main(["report", "--onto", str(part), "--zero-cost", "synthetic:256", "--darts", str(tmp_path / "darts")])
+    raw = json.loads(part.read_text())
+    archs = {r["id"]: HyTraArch.from_dict(r["arch"]) for r in raw["ground_truth"] if r["seed"] == 0}
+    assert list(raw["ratings"]) == ["snip", "snip (labels)", "DARTS α"]
+    assert all(set(r["scores"]) == set(archs) for r in raw["ratings"].values())
+    first, snip = next(iter(archs.items())), scorer(ZeroCostConfig(TINY, progress=False))
+    assert raw["ratings"]["snip"]["scores"][first[0]] == snip(first[1])
+    assert all(v < 0 for v in raw["ratings"]["DARTS α"]["scores"].values())  # log-probabilities
+    table = bossnas(raw)
+    assert all(sum(line.startswith(f"| {name} | ") for line in table.splitlines()) == 1 for name in raw["ratings"])
+    run = raw["ratings"]["DARTS α"]["run"]  # what the search did, per bucket
+    assert [s["step"] for s in run["searches"]] == [4] * len(run["searches"]) and run["picks"]
+    first_bucket = f"[{run['searches'][0]['low'] / 1e3:.0f}K,"
+    assert f"{run['archs_scored']} archs scored" in table and rows_of(table, first_bucket)
+    main(["report", "--onto", str(part), "--pairs", "EB s1 vs EB s0"])
+    assert json.loads(part.read_text())["ratings"] == raw["ratings"]
+    for flag, value, says in (("--darts", str(tmp_path), "logits.json"), ("--zero-cost", "nowhere:x", "nowhere")):
+        with pytest.raises(SystemExit, match=says):
+            main(["report", "--onto", str(part), flag, value])
 
 
 def test_bossnas_report_refuses_paths_of_another_space(bossnas_raw):

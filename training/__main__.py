@@ -200,7 +200,8 @@ def add_darts_args(p: argparse.ArgumentParser) -> None:
                                  ("arch_lr", "Adam's, on the logits"),
                                  ("arch_weight_decay", ""), ("cost_weight", "λ of λ·log(E[params]/target)²"),
                                  ("tau_start", "Gumbel-softmax temperature, annealed geometrically"), ("tau_end", ""),
-                                 ("collapse_share", "early stop past this share of skipped block slots"),
+                                 ("collapse_share", "early stop past this share of parameter-free choices "
+                                  "(MBConv: skipped block slots)"),
                                  ("eval_every", "steps between checks (candidates, logs)"),
                                  ("eval_images", "NAS-val images each candidate is scored on"),
                                  ("top_n", "preferred archs kept per bucket"), ("seed", "")))
@@ -209,11 +210,11 @@ def add_darts_args(p: argparse.ArgumentParser) -> None:
 def run_darts(args: argparse.Namespace) -> int:
     import torch
 
-    from training.darts import DARTS_RANGES, DartsConfig, darts, mbconv_space
+    from training.darts import DARTS_RANGES, DartsConfig, darts, relaxed_space
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    cfg = DartsConfig(space=args.space, data=args.data, buckets=select_buckets(args, mbconv_space(args.space)),
+    cfg = DartsConfig(space=args.space, data=args.data, buckets=select_buckets(args, relaxed_space(args.space)[1]),
                       **{k: getattr(args, k) for k in DARTS_RANGES})
     path = darts(cfg, args.out)
     print(f"wrote {path}, {Path(args.out) / 'logits.json'}, {Path(args.out) / 'darts.png'}")
@@ -640,8 +641,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "select": ("zero-cost selection of preferred architectures", add_select_args, run_select),
     "bossnas": ("BossNAS: label-free block-wise selection of preferred HyTra or MBConv paths", add_bossnas_args,
                 run_bossnas),
-    "darts": ("DARTS-style differentiable selection of preferred MBConv paths under params budgets", add_darts_args,
-              run_darts),
+    "darts": ("DARTS-style differentiable selection of preferred MBConv or HyTra paths under params budgets",
+              add_darts_args, run_darts),
     "edmips": ("EdMIPS: per-layer weight bits of a zoo entry under file-bytes budgets", add_edmips_args,
                run_edmips),
     "variants": ("an entry's weights at fewer bytes (w16, w8, w4, EdMIPS maps): accuracy into the zoo's index",

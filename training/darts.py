@@ -1,34 +1,39 @@
-"""A differentiable selector for the MBConv family (`python -m training darts`): DARTS's bi-level search under a
-params budget, with GDAS's sampled relaxation so that memory stays one path on a CPU.
+"""A differentiable selector (`python -m training darts`) for the families whose archs are built from named
+decisions (`zoo.family.Relaxation`: MBConv, HyTra): DARTS's bi-level search under a params budget, with GDAS's
+sampled relaxation so that memory stays one path on a CPU.
 
-- Relaxation: one logit vector per decision `sampling.build_arch` asks that has more than one option (widths,
-  depths, ops and each op's kernel, expansion and squeeze-excite). Each step draws every decision by hard
-  Gumbel-softmax (straight-through), builds that arch and runs only its path through the supernet, each decision's
-  one-hot value multiplied into the forward (`MBConvSupernet.forward(x, arch, gates)`: 1 forward, the gradient to
-  the logits backward). The temperature anneals geometrically from `tau_start` to `tau_end` (GDAS: 10 to 0.1).
+- Relaxation: one logit vector per decision the family's `build_arch` asks that has more than one option (MBConv:
+  widths, depths, ops and each op's kernel, expansion and squeeze-excite; HyTra: each layer's scale and op, one
+  decision per reachable input scale). Each step draws every decision by hard Gumbel-softmax (straight-through),
+  builds that arch and runs only its path through the supernet, each decision's one-hot value multiplied into the
+  forward (`supernet(x, arch, gates)`: 1 forward, the gradient to the logits backward). The temperature anneals
+  geometrically from `tau_start` to `tau_end` (GDAS: 10 to 0.1).
 - Bi-level, first order (DARTS's cheap variant): a weight step (AdamW) on a NAS-train batch, then an architecture
   step (Adam, lr 3e-3, betas (0.5, 0.999), weight decay 1e-3 as DARTS's) on a NAS-validation batch. Both sets are
   disjoint seeded parts of the data's "train" split (`training.data.load_data`, its default held-out validation
   images left out, split seed 0 as `bossnas`); neither the test split nor the validation images are touched.
-- Cost: E[params] under the decisions' softmax probabilities, exact (`ExpectedParams`): a block's params depend on
-  its op and options and on its input and output widths only, so the expectation is a sum over each block slot of
-  P(the slot runs) x E[its params] over (width in, width out, op, kernel, expansion, se), the decisions being drawn
-  independently. loss_arch = CE + λ · log(E[params] / target)², target the centre of a params bucket.
+- Cost: E[params] under the decisions' softmax probabilities, exact (the family's `ExpectedParams`; MBConv: a
+  block's params depend on its op and options and on its input and output widths only, so the expectation is a sum
+  over each block slot of P(the slot runs) x E[its params]; HyTra: a layer's on its input and output scales and op,
+  and the scales along a path are a Markov chain), the decisions being drawn independently. loss_arch = CE + λ ·
+  log(E[params] / target)², target the centre of a params bucket.
 - Budgets: one search per bucket of `Buckets.default(space, "params")` (or the given buckets), each from a copy of
-  the supernet after `warmup_steps` weight steps on uniformly drawn paths (shared), with fresh logits and the
-  bucket's centre as target. Every `eval_every` steps two candidates are scored by their top-1 on the first
-  `eval_images` NAS-val images through that search's supernet (batch statistics): the most probable arch (each
-  decision's argmax, DARTS's discretisation, which need not lie near E[params]) and the most probable path drawn
-  since the last check that lies in the bucket; `preferred.json` keeps the best `top_n` candidates of each bucket,
-  whichever search met them.
-- Collapse guard (DARTS+'s early stopping): the share of parameter-free choices, a skippable block slot's
-  probability of being skipped (its stage's depth at or below its index), is logged with the share of the cheapest
-  option over all decisions. A bucket's search stops early when the skip share passes `collapse_share` while
-  E[params] is at or under its target: the cost term then pulls towards more blocks, so the rise is the weights'
-  own drift to skipping, DARTS's collapse, not the budget's demand.
+  the supernet after `warmup_steps` weight steps on paths drawn by the family's `random_arch` (shared), with fresh
+  logits and the bucket's centre as target. Every `eval_every` steps two candidates are scored by their top-1 on
+  the first `eval_images` NAS-val images through that search's supernet (batch statistics): the most probable arch
+  (each decision's argmax, DARTS's discretisation, which need not lie near E[params]) and the most probable path
+  drawn since the last check that lies in the bucket; `preferred.json` keeps the best `top_n` candidates of each
+  bucket, whichever search met them.
+- Collapse guard (DARTS+'s early stopping): the share of parameter-free choices (`free_share`; MBConv: a skippable
+  block slot's probability of being skipped) is logged with the share of the cheapest option over all decisions. A
+  bucket's search stops early when the free share passes `collapse_share` while E[params] is at or under its
+  target: the cost term then pulls towards more blocks, so the rise is the weights' own drift to skipping, DARTS's
+  collapse, not the budget's demand. HyTra has no parameter-free choice (every layer runs a ResConv or a ResAtt), so
+  nothing can collapse that way there and its searches run their steps; the cheap share is logged all the same.
 
-Writes `preferred.json` (selector "darts", with each search's skip-share history), `logits.json` (each search's
-logits at every check) and `darts.png` (skip share and E[params] over the steps, per bucket).
+Writes `preferred.json` (selector "darts", with each search's free-share history), `logits.json` (each search's
+logits at every check) and `darts.png` (the free share, else the cheap share, and E[params] over the steps, per
+bucket).
 """
 
 from __future__ import annotations
@@ -42,11 +47,12 @@ from typing import TYPE_CHECKING, Any
 
 from training.checks import BATCH, IMAGES, LR, SEED, WEIGHT_DECAY, Range, check_all, check_kinds, write_json
 from training.preferred import Buckets, Candidate, pick_preferred, preferred_doc, write_preferred
+from zoo.family import FAMILIES, get_family, space_by_name
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from zoo.families.mbconv import MBConvArch, MBConvSpace, MBConvSupernet
+    from zoo.family import Arch, ExpectedParams, Family, Space, Supernet
 
 # torch loads inside the functions: `python -m training darts --help` reads DARTS_RANGES without it
 COUNT = Range(int, 1, IMAGES.high)
@@ -65,7 +71,7 @@ EVAL_CHUNK = 500  # images per forward while scoring a candidate (memory only)
 class DartsConfig:
     """The settings of `python -m training darts` (module docstring)."""
 
-    space: str = "mbconv-small"  # a built-in MBConv space or a space file
+    space: str = "mbconv-small"  # a built-in MBConv or HyTra space, or a space file
     data: str = "fashion-mnist"
     buckets: Buckets | None = None  # None: the space's default params buckets
     nas_train: int = 20_000  # images of the train split the weights learn from
@@ -80,7 +86,7 @@ class DartsConfig:
     cost_weight: float = 1.0  # λ
     tau_start: float = 5.0
     tau_end: float = 0.5
-    collapse_share: float = 0.8  # early stop past this skip share (at or under the budget)
+    collapse_share: float = 0.8  # early stop past this free share (at or under the budget)
     eval_every: int = 50
     eval_images: int = 1_000
     top_n: int = 1
@@ -98,48 +104,34 @@ class DartsConfig:
             raise ValueError(f"eval_images {self.eval_images} exceeds nas_val {self.nas_val}")
 
 
-def mbconv_space(name: str) -> MBConvSpace:
-    """The MBConv space `name` (built-in or a file); ValueError for another family's."""
-    from zoo.family import space_by_name
-
+def relaxed_space(name: str) -> tuple[Family, Space]:
+    """The space `name` (built-in or a file) and its family; ValueError for a family DARTS cannot relax."""
     family, space = space_by_name(name)
-    if family.name != "mbconv":
-        raise ValueError(f"space {space.name} is a {family.title} space; `python -m training darts` searches MBConv "
-                         f"spaces only")
-    return space
+    if family.relaxation is None or family.build_arch is None:
+        raise ValueError(f"space {space.name} is a {family.title} space; `python -m training darts` searches the "
+                         f"families whose archs are built from named decisions: {', '.join(relaxable())}")
+    return family, space
+
+
+def relaxable() -> list[str]:
+    return [name for name, f in FAMILIES.items() if f.relaxation is not None and f.build_arch is not None]
 
 
 # -- decisions and their logits --------------------------------------------------------------------------------------
 
-def decisions(space: MBConvSpace) -> dict[str, tuple]:
-    """Every decision `build_arch` can ask that has more than one option, with its options: `build_arch` walked once
-    per op position (every stage at full depth, block i taking its stage's i-th op or the last), so every op's own
-    decisions are met."""
-    from zoo.families.mbconv.sampling import build_arch
-
-    found: dict[str, tuple] = {}
-    for k in range(max(len(ops) for ops in space.ops)):
-        def choose(name: str, options: tuple, k: int = k) -> Any:
-            found[name] = tuple(options)
-            if name.endswith(".depth"):
-                return options[-1]
-            return options[min(k, len(options) - 1)] if name.endswith(".op") else options[0]
-
-        build_arch(space, choose)
-    return {name: options for name, options in found.items() if len(options) > 1}
+def decisions(space: Space) -> dict[str, tuple]:
+    """Every decision of the space's family with more than one option, with its options."""
+    return get_family(space.family).relaxation.decisions(space)
 
 
 def probabilities(logits: dict[str, Tensor]) -> dict[str, Tensor]:
     return {name: v.softmax(0) for name, v in logits.items()}
 
 
-def sample_path(space: MBConvSpace, logits: dict[str, Tensor], tau: float) -> tuple[MBConvArch, dict[str, Tensor],
-                                                                                 float]:
+def sample_path(space: Space, logits: dict[str, Tensor], tau: float) -> tuple[Arch, dict[str, Tensor], float]:
     """An arch drawn by hard Gumbel-softmax per decision, each drawn decision's one-hot value (the gates), and the
     arch's log-probability under the logits."""
     import torch.nn.functional as F
-
-    from zoo.families.mbconv.sampling import build_arch
 
     gates, logp = {}, [0.0]
 
@@ -152,10 +144,10 @@ def sample_path(space: MBConvSpace, logits: dict[str, Tensor], tau: float) -> tu
         logp[0] += float(logits[name].detach().log_softmax(0)[k])
         return options[k]
 
-    return build_arch(space, choose), gates, logp[0]
+    return get_family(space.family).build_arch(space, choose), gates, logp[0]
 
 
-def policy_of(space: MBConvSpace, logits: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+def policy_of(space: Space, logits: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     """Logits as `logits.json` stores them, as a policy: per decision, each option's probability (the form of
     ENAS's `Controller.probabilities`, which `training.search.log_probability` reads)."""
     names = decisions(space)
@@ -173,94 +165,10 @@ def search_for(searches: list[dict], params: int) -> dict:
     return holding[0] if holding else min(searches, key=lambda s: abs(math.log(params / s["target"])))
 
 
-def most_probable(space: MBConvSpace, logits: dict[str, Tensor]) -> MBConvArch:
+def most_probable(space: Space, logits: dict[str, Tensor]) -> Arch:
     """Each decision's argmax (DARTS's discretisation)."""
-    from zoo.families.mbconv.sampling import build_arch
-
-    return build_arch(space, lambda name, options: options[int(logits[name].argmax())] if name in logits
-                      else options[0])
-
-
-# -- the expected cost -----------------------------------------------------------------------------------------------
-
-class ExpectedParams:
-    """E[params] of the arch drawn from independent per-decision probabilities, exactly: the stem, plus per block
-    slot P(it runs) x its params averaged over (input width, output width, op, kernel, expansion, se), plus the
-    head averaged over the last width. The block tables are the closed-form `block_cost` of every combination."""
-
-    def __init__(self, space: MBConvSpace) -> None:
-        import torch
-
-        from zoo.families.mbconv.layers import head_cost, layers_cost, stem_layers
-
-        self.space = space
-        self.stem = float(layers_cost(stem_layers(space))[0])
-        self.head = torch.tensor([float(head_cost(space, w)[0]) for w in space.widths[-1]], dtype=torch.float64)
-        self.tables = {(s, i, op): self._table(s, i, op)  # (stage, index, op) -> [width pairs, k, e, se] params
-                       for s, depth in enumerate(space.depths) for i in range(depth) for op in space.ops[s]}
-
-    def _table(self, s: int, i: int, op: str) -> Tensor:
-        import torch
-
-        from zoo.families.mbconv.layers import Placed, block_cost
-        from zoo.families.mbconv.space import Block
-
-        space = self.space
-        kernels, expansions, ses = space.block_options(op)
-        side_in = space.resolution(s) if i else space.img_size if s == 0 else space.resolution(s - 1)
-        cost = lambda c_in, c_out, b: block_cost(Placed(s, i, b, c_in, c_out, 1 if i else space.strides[s], side_in,
-                                                        space.resolution(s), space.se_reduction))[0]
-        return torch.tensor([[[[float(cost(c_in, c_out, Block(op, k, e, se))) for se in ses] for e in expansions]
-                              for k in kernels] for c_in, c_out in self.width_pairs(s, i)], dtype=torch.float64)
-
-    def width_pairs(self, s: int, i: int) -> list[tuple[int, int]]:
-        """A slot's (input, output) widths in the order `pair_probs` weighs them."""
-        space = self.space
-        if i > 0:
-            return [(w, w) for w in space.widths[s]]
-        ins = (space.stem_channels,) if s == 0 else space.widths[s - 1]
-        return [(a, b) for a in ins for b in space.widths[s]]
-
-    def __call__(self, probs: dict[str, Tensor]) -> Tensor:
-        import torch
-
-        p = lambda name, n: probs[name].double() if name in probs else torch.ones(n, dtype=torch.float64) / n
-        total = self.stem + (p(f"stage{len(self.space.depths) - 1}.width", len(self.head)) * self.head).sum()
-        for s, depth in enumerate(self.space.depths):
-            width = p(f"stage{s}.width", len(self.space.widths[s]))
-            for i in range(depth):
-                pairs = width if i > 0 or s == 0 else \
-                    torch.outer(p(f"stage{s - 1}.width", len(self.space.widths[s - 1])), width).flatten()
-                runs = p(f"stage{s}.depth", depth)[i:].sum()
-                ops = p(f"stage{s}.block{i}.op", len(self.space.ops[s]))
-                for o, op in enumerate(self.space.ops[s]):
-                    table = self.tables[s, i, op]
-                    where = f"stage{s}.block{i}.{op}"
-                    k, e, se = (p(f"{where}.{d}", n) for d, n in zip(("kernel", "expansion", "se"), table.shape[1:],
-                                                                      strict=True))
-                    total = total + runs * ops[o] * torch.einsum("w,k,e,s,wkes->", pairs, k, e, se, table)
-        return total
-
-    def cheapest(self, names: dict[str, tuple]) -> dict[str, int]:
-        """Each decision's cheapest option: the first (widths, depths, kernels and expansions ascend; se is False
-        first), for an op the one of fewest params at the slot's narrowest widths and smallest options."""
-        out = {}
-        for name in names:
-            stage, block, *rest = name.split(".")
-            if rest == ["op"]:
-                s, i = int(stage.removeprefix("stage")), int(block.removeprefix("block"))
-                costs = [float(self.tables[s, i, op][0, 0, 0, 0]) for op in self.space.ops[s]]
-                out[name] = costs.index(min(costs))
-            else:
-                out[name] = 0
-        return out
-
-
-def skip_share(space: MBConvSpace, probs: dict[str, Tensor]) -> float:
-    """The mean probability of a skippable block slot (index >= 1) being skipped: its stage's depth <= its index."""
-    shares = [float(probs[f"stage{s}.depth"][:i].sum()) for s, depth in enumerate(space.depths)
-              for i in range(1, depth)]
-    return sum(shares) / len(shares) if shares else 0.0
+    return get_family(space.family).build_arch(
+        space, lambda name, options: options[int(logits[name].argmax())] if name in logits else options[0])
 
 
 def cheap_share(probs: dict[str, Tensor], cheapest: dict[str, int]) -> float:
@@ -278,7 +186,7 @@ class NasData:
     val_y: Tensor
 
 
-def nas_data(cfg: DartsConfig, space: MBConvSpace) -> NasData:
+def nas_data(cfg: DartsConfig, space: Space) -> NasData:
     """NAS-train and NAS-val: disjoint parts of a seeded permutation of the train split (never test, never the
     held-out validation images)."""
     import torch
@@ -310,7 +218,7 @@ def batches(x: Tensor, y: Tensor, size: int, seed: int) -> Iterator[tuple[Tensor
 
 # -- the search ------------------------------------------------------------------------------------------------------
 
-def weight_step(net: MBConvSupernet, opt, arch: MBConvArch, batch: tuple[Tensor, Tensor]) -> None:
+def weight_step(net: Supernet, opt, arch: Arch, batch: tuple[Tensor, Tensor]) -> None:
     import torch.nn.functional as F
 
     x, y = batch
@@ -320,7 +228,7 @@ def weight_step(net: MBConvSupernet, opt, arch: MBConvArch, batch: tuple[Tensor,
     opt.step()
 
 
-def top1(net: MBConvSupernet, arch: MBConvArch, x: Tensor, y: Tensor) -> float:
+def top1(net: Supernet, arch: Arch, x: Tensor, y: Tensor) -> float:
     """Top-1 (%) of `arch` through the supernet, with batch statistics (the supernet's own fit no path)."""
     import torch
 
@@ -343,7 +251,7 @@ class BucketSearch:
     stopped_at: int | None
 
 
-def search_bucket(cfg: DartsConfig, space: MBConvSpace, warm: MBConvSupernet, data: NasData, cost: ExpectedParams,
+def search_bucket(cfg: DartsConfig, space: Space, warm: Supernet, data: NasData, cost: ExpectedParams,
                   names: dict[str, tuple], low: float, high: float, progress: bool) -> BucketSearch:
     """Alternate weight and architecture steps towards the bucket's centre from a copy of the warmed supernet."""
     import copy
@@ -351,8 +259,8 @@ def search_bucket(cfg: DartsConfig, space: MBConvSpace, warm: MBConvSupernet, da
     import torch
     import torch.nn.functional as F
 
-    from zoo.families.mbconv.layers import flops, params
-
+    family = get_family(space.family)
+    params, flops, free_share = family.params, family.flops, family.relaxation.free_share
     net = copy.deepcopy(warm).train()
     logits = {name: torch.zeros(len(options), requires_grad=True) for name, options in names.items()}
     w_opt = torch.optim.AdamW(net.parameters(), lr=cfg.weight_lr, weight_decay=cfg.weight_decay)
@@ -363,7 +271,7 @@ def search_bucket(cfg: DartsConfig, space: MBConvSpace, warm: MBConvSupernet, da
     val = batches(data.val_x, data.val_y, cfg.batch_size, cfg.seed + 2)
     eval_x, eval_y = data.val_x[:cfg.eval_images], data.val_y[:cfg.eval_images]
     out = BucketSearch(low, high, target, [], [], [], None)
-    in_bucket: tuple[float, MBConvArch] | None = None  # the most probable drawn path in the bucket since the last check
+    in_bucket: tuple[float, Arch] | None = None  # the most probable drawn path in the bucket since the last check
     for step in range(1, cfg.steps + 1):
         tau = cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** ((step - 1) / max(cfg.steps - 1, 1))
         with torch.no_grad():
@@ -383,36 +291,39 @@ def search_bucket(cfg: DartsConfig, space: MBConvSpace, warm: MBConvSupernet, da
             continue
         with torch.no_grad():
             probs = probabilities(logits)
-            expected, skip = float(cost(probs)), skip_share(space, probs)
+            expected = float(cost(probs))
+            free = None if free_share is None else free_share(space, probs)
         best = most_probable(space, logits)
         for a in dict.fromkeys([best, *([in_bucket[1]] if in_bucket else [])]):
             out.candidates.append(Candidate(a, params(space, a), flops(space, a), top1(net, a, eval_x, eval_y)))
         in_bucket = None
+        cheap = cheap_share(probs, cheapest)
         out.history.append({"step": step, "tau": round(tau, 4), "expected_params": round(expected, 1),
-                            "skip_share": round(skip, 4), "cheap_share": round(cheap_share(probs, cheapest), 4),
+                            "free_share": None if free is None else round(free, 4), "cheap_share": round(cheap, 4),
                             "argmax": best.id, "argmax_params": params(space, best)})
         out.logits.append({"step": step, "logits": {n: [round(t, 4) for t in v.detach().tolist()]
                                                     for n, v in logits.items()}})
         if progress:
-            print(f"  step {step}: E[params] {expected:,.0f} (target {target:,.0f}), skip share {skip:.2f}, "
-                  f"argmax {best.id} ({params(space, best):,} params)", flush=True)
-        if skip > cfg.collapse_share and expected <= target:
+            shares = f"free share {free:.2f}" if free is not None else f"cheap share {cheap:.2f}"
+            print(f"  step {step}: E[params] {expected:,.0f} (target {target:,.0f}), {shares}, argmax {best.id} "
+                  f"({params(space, best):,} params)", flush=True)
+        if free is not None and free > cfg.collapse_share and expected <= target:
             out.stopped_at = step
             break
     return out
 
 
-def warm_up(cfg: DartsConfig, space: MBConvSpace, data: NasData) -> MBConvSupernet:
-    """The supernet after `warmup_steps` weight steps on uniformly drawn paths (OFA's sampling)."""
+def warm_up(cfg: DartsConfig, space: Space, data: NasData) -> Supernet:
+    """The supernet after `warmup_steps` weight steps on paths drawn by the family's `random_arch` (MBConv: OFA's
+    sampling, uniform per decision; HyTra: uniform over paths)."""
     import random
 
     import torch
 
-    from zoo.families.mbconv import MBConvSupernet
-    from zoo.families.mbconv.sampling import random_arch
-
+    family = get_family(space.family)
+    random_arch = family.random_arch
     torch.manual_seed(cfg.seed)
-    net = MBConvSupernet(space).train()
+    net = family.supernet(space).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.weight_lr, weight_decay=cfg.weight_decay)
     rng, train = random.Random(cfg.seed), batches(data.train_x, data.train_y, cfg.batch_size, cfg.seed)
     for _ in range(cfg.warmup_steps):
@@ -420,10 +331,8 @@ def warm_up(cfg: DartsConfig, space: MBConvSpace, data: NasData) -> MBConvSupern
     return net
 
 
-def reachable(space: MBConvSpace, low: float, high: float) -> bool:
-    from zoo.families.mbconv.sampling import cost_range
-
-    (lo, hi), _ = cost_range(space)
+def reachable(space: Space, low: float, high: float) -> bool:
+    (lo, hi), _ = get_family(space.family).cost_range(space)
     return low <= hi and high > lo
 
 
@@ -432,13 +341,13 @@ def darts(cfg: DartsConfig, out: str | Path, progress: bool = True) -> Path:
     preferred.json path."""
     import torch
 
-    space = mbconv_space(cfg.space)
+    family, space = relaxed_space(cfg.space)
     buckets = cfg.buckets or Buckets.default(space, "params")
     start = time.perf_counter()
     data = nas_data(cfg, space)  # first: a data source it cannot read leaves no folder behind
     warm = warm_up(cfg, space, data)
     warm_s = time.perf_counter() - start
-    cost, names = ExpectedParams(space), decisions(space)
+    cost, names = family.relaxation.expected_params(space), decisions(space)
     searches = []
     for k, (low, high) in enumerate(buckets.edges()):
         if not reachable(space, low, high):
@@ -450,18 +359,20 @@ def darts(cfg: DartsConfig, out: str | Path, progress: bool = True) -> Path:
     selector = {"method": "darts", "relaxation": "hard Gumbel-softmax per decision (GDAS), one path per step",
                 "cost": "exact E[params] under the decisions' probabilities; penalty λ·log(E/target)², target "
                         "the bucket's centre",
-                "collapse_guard": f"early stop past skip share {cfg.collapse_share} at or under the target",
+                "collapse_guard": (f"early stop past free share {cfg.collapse_share} at or under the target"
+                                   if family.relaxation.free_share else "none: the space has no parameter-free "
+                                   "choice"),
                 "fitness": f"NAS-val top-1 (%) on {cfg.eval_images} images of the train split, through the "
                            f"search's supernet with batch statistics",
                 **{k: v for k, v in asdict(cfg).items() if k != "buckets"},
                 "bucket_by": "params", "buckets": asdict(buckets),
                 "searches": [{"low": s.low, "high": s.high, "target": s.target, "stopped_at": s.stopped_at,
-                              "skip_share": [[h["step"], h["skip_share"]] for h in s.history]} for s in searches]}
+                              "free_share": [[h["step"], h["free_share"]] for h in s.history]} for s in searches]}
     candidates = [c for s in searches for c in s.candidates]
     stats = {"archs_scored": len(candidates),
              "seconds": {"warmup": round(warm_s, 1), "search": round(time.perf_counter() - start - warm_s, 1)}}
     doc = preferred_doc(space, selector, stats, buckets, pick_preferred(candidates, buckets, "params", cfg.top_n),
-                        family="mbconv")
+                        family=family.name)
     path = write_preferred(doc, out)
     write_json(Path(out) / "logits.json", {"schema_version": 1, "kind": "prezoo.darts-logits", "space": space.name,
                                            "searches": [{"low": s.low, "high": s.high, "target": s.target,
@@ -471,8 +382,9 @@ def darts(cfg: DartsConfig, out: str | Path, progress: bool = True) -> Path:
     return path
 
 
-def plot_search(space: MBConvSpace, searches: list[BucketSearch], path: Path) -> Path:
-    """Per bucket: the skip share and E[params] (its target dashed) against the step."""
+def plot_search(space: Space, searches: list[BucketSearch], path: Path) -> Path:
+    """Per bucket: the free share (the cheap share where the space has no parameter-free choice) and E[params] (its
+    target dashed) against the step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -481,13 +393,15 @@ def plot_search(space: MBConvSpace, searches: list[BucketSearch], path: Path) ->
     from zoo.io import atomic_write_figure
 
     fig, (share, cost) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    key = "cheap_share" if get_family(space.family).relaxation.free_share is None else "free_share"
     for s in searches:
         steps = [h["step"] for h in s.history]
         label = f"[{s.low:,.0f}, {s.high:,.0f})"
-        share.plot(steps, [h["skip_share"] for h in s.history], marker=".", label=label)
+        share.plot(steps, [h[key] for h in s.history], marker=".", label=label)
         line, = cost.plot(steps, [h["expected_params"] for h in s.history], marker=".")
         cost.axhline(s.target, color=line.get_color(), ls="--", lw=0.8)
-    share.set(xlabel="step", ylabel="share of skipped block slots", ylim=(0, 1))
+    share.set(xlabel="step", ylabel={"free_share": "share of parameter-free choices",
+                                     "cheap_share": "share of each decision's cheapest option"}[key], ylim=(0, 1))
     cost.set(xlabel="step", ylabel="E[params] (target dashed)", yscale="log")
     share.legend(fontsize=7, title="params bucket", title_fontsize=7)
     fig.suptitle(f"{space.name}: DARTS (GDAS sampling) per params bucket", fontsize=10)

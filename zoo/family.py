@@ -109,6 +109,28 @@ class Supernet(Protocol):
     def eval(self) -> Supernet: ...
 
 
+class ExpectedParams(Protocol):
+    """E[params] of the arch drawn from a family's decisions taken independently with these probabilities, exact and
+    differentiable in them (a 0-dim float64 tensor), and each decision's cheapest option (its index)."""
+
+    def __call__(self, probs: Mapping[str, Tensor]) -> Tensor: ...
+
+    def cheapest(self, names: Mapping[str, tuple]) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """What a differentiable search (`python -m training darts`) needs of a family whose archs are built from named
+    decisions (`Family.build_arch`): `decisions` (space) every name with more than one option, with its options;
+    `expected_params` (space) its `ExpectedParams`; `free_share` (space, probs) the probability of the
+    parameter-free choices DARTS collapses towards (None: the family has none). Its supernet takes the drawn
+    decisions' one-hot values, `supernet(x, arch, gates)`, and multiplies each into the part its decision chose."""
+
+    decisions: Callable[[Any], dict[str, tuple]]
+    expected_params: Callable[[Any], ExpectedParams]
+    free_share: Callable[[Any, Mapping[str, Tensor]], float] | None = None
+
+
 @dataclass(frozen=True)
 class Family:
     """One kind of supernet, as plain functions. `params` equals the extracted module's numel and `flops` its
@@ -136,7 +158,8 @@ class Family:
     that later decisions may depend on earlier ones (a depth decides how many layers choose); a name always comes
     with the same options. It serves the ENAS-style controller (one learned categorical per name); a family without
     it is not searched by it. `decisions_of` (space, arch) is its inverse, the choice made at every name that builds
-    `arch`: what a learned policy's (ENAS's, DARTS's) probability of an arch is read from."""
+    `arch`: what a learned policy's (ENAS's, DARTS's) probability of an arch is read from. `relaxation` is what the
+    differentiable search needs (None: it cannot search the family)."""
 
     name: str
     space_from_dict: Callable[[Any], Space]  # ValueError (or TypeError) naming the field
@@ -165,6 +188,7 @@ class Family:
     crossover: Callable[[Any, Any, Any, random.Random], Any | None] | None = None
     build_arch: Callable[[Any, Chooser], Any] | None = None
     decisions_of: Callable[[Any, Any], dict[str, Any]] | None = None
+    relaxation: Relaxation | None = None
 
 
 class Registry(Mapping[str, Family]):

@@ -16,7 +16,7 @@ import functools
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.family import Family, register_family
+from zoo.family import Family, Relaxation, register_family
 from zoo.layers import GradCheckpointing, StagedFeatures, checkpointed, drop_path
 from zoo.pretrained import PreZooHub
 from zoo.records import SpaceRecord, positive_int
@@ -239,14 +239,26 @@ def random_arch(space: HyTraSpace, rng: random.Random) -> HyTraArch:
     return rng.choice(all_archs(space))
 
 
+def decision_name(layer: int, in_scale: int) -> str:
+    """A layer's decision, named by its input's scale too, so that a name fixes its options (`next_steps`)."""
+    return f"layer{layer}@S{in_scale}"
+
+
 def build_arch(space: HyTraSpace, choose: Callable[[str, tuple], Any]) -> HyTraArch:
-    """The path of `choose`'s decisions (`Family.build_arch`): per layer i a step among those its input's scale s
-    allows, named "layer{i}@S{s}" so that a name fixes its options (`next_steps`)."""
+    """The path of `choose`'s decisions (`Family.build_arch`): per layer a step among those its input's scale
+    allows (`decision_name`)."""
     steps: list[Step] = []
     for i in range(space.num_layers):
         scale = steps[-1][0] if steps else STEM_SCALE
-        steps.append(choose(f"layer{i}@S{scale}", tuple(next_steps(space, scale))))
+        steps.append(choose(decision_name(i, scale), tuple(next_steps(space, scale))))
     return HyTraArch(tuple(steps))
+
+
+def decisions_of(space: HyTraSpace, arch: HyTraArch) -> dict[str, Step]:
+    """The step taken at each decision that builds `arch` (`Family.decisions_of`)."""
+    steps = space.validate(arch).layers
+    ins = (STEM_SCALE, *(s for s, _ in steps[:-1]))
+    return {decision_name(i, prev): step for i, (prev, step) in enumerate(zip(ins, steps, strict=True))}
 
 
 def extreme_archs(space: HyTraSpace) -> tuple[HyTraArch, HyTraArch]:
@@ -386,14 +398,22 @@ def _choice_cost(space: HyTraSpace, c: Choice) -> tuple[int, int]:
     return params, macs
 
 
+def _stem_cost(space: HyTraSpace) -> tuple[int, int]:
+    """(params, MACs) of the stem: 3x3 conv and BN."""
+    sc = space.stem_channels
+    return 9 * space.in_chans * sc + 2 * sc, space.img_size**2 * 9 * space.in_chans * sc
+
+
+def _head_cost(space: HyTraSpace, end_scale: int) -> tuple[int, int]:
+    """(params, MACs) of the linear head after a path ending at `end_scale`."""
+    C, k = space.channels(end_scale), space.num_classes
+    return C * k + k, C * k
+
+
 def _cost(space: HyTraSpace, arch: HyTraArch) -> tuple[int, int]:
-    sc, C_end, k = space.stem_channels, space.channels(arch.layers[-1][0]), space.num_classes
-    params = 9 * space.in_chans * sc + 2 * sc + C_end * k + k  # stem conv + BN, head
-    macs = space.img_size**2 * 9 * space.in_chans * sc + C_end * k
-    for c in path_choices(space, arch):
-        p, m = _choice_cost(space, c)
-        params, macs = params + p, macs + m
-    return params, macs
+    parts = [_stem_cost(space), _head_cost(space, arch.layers[-1][0]),
+             *(_choice_cost(space, c) for c in path_choices(space, arch))]
+    return sum(p for p, _ in parts), sum(m for _, m in parts)
 
 
 def params(space: HyTraSpace, arch: HyTraArch) -> int:
@@ -409,6 +429,55 @@ def flops(space: HyTraSpace, arch: HyTraArch) -> int:
     average pool (element-wise work, about 1% of the total).
     """
     return _cost(space, arch)[1]
+
+
+# -- what DARTS's relaxation needs (`zoo.family.Relaxation`) ---------------------------------------------------------
+def _layer_inputs(space: HyTraSpace) -> list[list[int]]:
+    """Per layer, the scales its input can be at."""
+    scales, out = {STEM_SCALE}, []
+    for _ in range(space.num_layers):
+        out.append(sorted(scales))
+        scales = {s for prev in scales for s, _ in next_steps(space, prev)}
+    return out
+
+
+def decisions(space: HyTraSpace) -> dict[str, tuple]:
+    """Every decision `build_arch` can ask that has more than one option, with its options."""
+    found = {decision_name(i, prev): tuple(next_steps(space, prev))
+             for i, scales in enumerate(_layer_inputs(space)) for prev in scales}
+    return {name: options for name, options in found.items() if len(options) > 1}
+
+
+class ExpectedParams:
+    """E[params] of the path drawn layer by layer from independent per-decision probabilities, exactly: the scales
+    along a path are a Markov chain, so it is the stem, plus per layer the sum over its input scale s of P(s) x the
+    params of each step weighted by its probability, plus the head averaged over the end scale."""
+
+    def __init__(self, space: HyTraSpace) -> None:
+        self.space = space
+        self.options = {decision_name(i, prev): torch.tensor(
+            [float(_choice_cost(space, _choice(space, i, prev, s, op))[0]) for s, op in next_steps(space, prev)],
+            dtype=torch.float64) for i, scales in enumerate(_layer_inputs(space)) for prev in scales}
+
+    def __call__(self, probs: Mapping[str, Tensor]) -> Tensor:
+        space = self.space
+        at = {STEM_SCALE: torch.ones((), dtype=torch.float64)}  # P(the next layer's input is at scale s)
+        total = torch.tensor(float(_stem_cost(space)[0]), dtype=torch.float64)
+        for i in range(space.num_layers):
+            reached: dict[int, Tensor] = {}
+            for prev, p_in in at.items():
+                name = decision_name(i, prev)
+                costs = self.options[name]
+                p = probs[name].double() if name in probs else torch.ones_like(costs) / len(costs)
+                total = total + p_in * (p * costs).sum()
+                for (s, _), q in zip(next_steps(space, prev), p, strict=True):
+                    reached[s] = reached[s] + p_in * q if s in reached else p_in * q
+            at = reached
+        return total + sum(p * _head_cost(space, s)[0] for s, p in at.items())
+
+    def cheapest(self, names: Mapping[str, tuple]) -> dict[str, int]:
+        """Each decision's step of fewest params."""
+        return {name: int(self.options[name].argmin()) for name in names}
 
 
 # -- modules --------------------------------------------------------------------------------------------------------
@@ -611,8 +680,17 @@ class HyTraSupernet(nn.Module):
         """The shared modules that `arch` runs, in order."""
         return self.stem, self.layers(path_choices(self.space, arch)), self.heads[f"s{arch.layers[-1][0]}"]
 
-    def forward(self, x: Tensor, arch: HyTraArch) -> Tensor:
-        return hytra_forward(x, *self.path(arch), self.drop_rates, self.training)
+    def forward(self, x: Tensor, arch: HyTraArch, gates: Mapping[str, Tensor] | None = None) -> Tensor:
+        """`arch`'s logits; with `gates` (decision name -> its drawn one-hot value, DARTS) each layer's output is
+        multiplied by its decision's gate, so that the loss reaches the logits the decision was drawn from."""
+        if gates is None:
+            return hytra_forward(x, *self.path(arch), self.drop_rates, self.training)
+        stem, layers, head = self.path(arch)
+        x = stem(x)
+        for i, (layer, name) in enumerate(zip(layers, decisions_of(self.space, arch), strict=True)):
+            x = run_layers(x, [layer], self.drop_rates[i:i + 1], self.training)
+            x = x * gates[name] if name in gates else x
+        return head(hytra_pool(x))
 
     def extract(self, arch: HyTraArch) -> HyTraNet:
         """A standalone `HyTraNet` with copies of `arch`'s weights and BN statistics, in eval mode."""
@@ -680,4 +758,4 @@ FAMILY = register_family(Family(
     layer_headers=LAYER_HEADERS, layer_rows=layer_rows, describe_choices=describe_choices, cost_range=cost_range,
     pretrained=PreZooHyTra, sampling_group=lambda a: (), random_arch=random_arch, extreme_archs=extreme_archs,
     calibrate_bn=True, selectors=("bossnas",), default_buckets=DEFAULT_BUCKETS, mutate=mutate, crossover=crossover,
-    build_arch=build_arch))
+    build_arch=build_arch, decisions_of=decisions_of, relaxation=Relaxation(decisions, ExpectedParams)))
