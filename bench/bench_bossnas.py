@@ -256,8 +256,8 @@ def darts_rating(space: HyTraSpace, archs: dict[str, HyTraArch], run: Path) -> d
     `bench.bench_rating` rates MBConv archs)."""
     from bench.bench_rating import darts_searches, policy_scorer
 
-    score = policy_scorer(space, darts_searches(space, run))
-    searches = json.loads((Path(run) / "logits.json").read_text())["searches"]
+    searches = darts_searches(space, Path(run))
+    score = policy_scorer(space, searches)
     preferred = json.loads((Path(run) / "preferred.json").read_text())
     return {"source": str(run), "scores": {i: score(a) for i, a in archs.items()},
             "run": {"seconds": preferred["stats"]["seconds"], "archs_scored": preferred["stats"]["archs_scored"],
@@ -335,7 +335,7 @@ def tables(raw: dict) -> str:
     space = HyTraSpace.from_dict(raw["space"])
     rows, runs = raw["ground_truth"], raw["runs"]
     truth = {r["id"]: r["top1"] for r in rows if r["seed"] == 0}
-    archs = {r["id"]: HyTraArch.from_dict(r["arch"]) for r in rows}
+    archs = gt_archs_by_id(rows)
     ids = sorted(truth)
     acc, gt_archs, space_archs = [truth[i] for i in ids], [archs[i] for i in ids], enumerate_archs(space)
     epochs = {r["epochs"] for r in rows}

@@ -455,9 +455,11 @@ class ExpectedParams:
 
     def __init__(self, space: HyTraSpace) -> None:
         self.space = space
+        steps = {(i, prev): next_steps(space, prev) for i, scales in enumerate(_layer_inputs(space)) for prev in scales}
         self.options = {decision_name(i, prev): torch.tensor(
-            [float(_choice_cost(space, _choice(space, i, prev, s, op))[0]) for s, op in next_steps(space, prev)],
-            dtype=torch.float64) for i, scales in enumerate(_layer_inputs(space)) for prev in scales}
+            [float(_choice_cost(space, _choice(space, i, prev, s, op))[0]) for s, op in step],
+            dtype=torch.float64) for (i, prev), step in steps.items()}
+        self.next_scales = {decision_name(i, prev): [s for s, _ in step] for (i, prev), step in steps.items()}
 
     def __call__(self, probs: Mapping[str, Tensor]) -> Tensor:
         space = self.space
@@ -470,7 +472,7 @@ class ExpectedParams:
                 costs = self.options[name]
                 p = probs[name].double() if name in probs else torch.ones_like(costs) / len(costs)
                 total = total + p_in * (p * costs).sum()
-                for (s, _), q in zip(next_steps(space, prev), p, strict=True):
+                for s, q in zip(self.next_scales[name], p, strict=True):
                     reached[s] = reached[s] + p_in * q if s in reached else p_in * q
             at = reached
         return total + sum(p * _head_cost(space, s)[0] for s, p in at.items())
