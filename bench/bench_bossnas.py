@@ -6,7 +6,8 @@
         [--picks runs/bossnas-picks] [--pairs "ensemble vs own"] [--raw bench/data/bossnas/micro-hytra.json] \
         [--plot bench/bossnas-rating.png]
     .venv/bin/python -m bench.bench_bossnas report --onto bench/data/bossnas/micro-hytra.json --runs NAME=DIR ...
-        [--zero-cost fashion-mnist] [--darts runs/darts-micro-hytra]
+        [--zero-cost fashion-mnist] [--darts runs/darts-micro-hytra] [--one-shot runs/hytra-uniform] \
+        [--enas runs/enas-micro-hytra/b*/search.json]
     .venv/bin/python -m bench.bench_bossnas report --from bench/data/bossnas/micro-hytra.json [--plot ...]
 
 `ground-truth` trains a stratified set of paths (params tertile x ResAtt count, plus the R50-, ViT- and BoT-like
@@ -18,12 +19,14 @@ run continues where it stopped.
 `report` gathers what the tables need into one raw file (bench/data/bossnas/SPACE.json, from which
 `python -m bench report` builds bench/RESULTS.md; renderer `bossnas`): every ground-truth row (each path's test top-1,
 the re-runs' per seed), each selector run's block-loss tables and picks, the picks study's rows, and with
-`--zero-cost DATA` / `--darts RUN` the other selectors' scores of the ground-truth paths, one per path (PreNAS's SNIP
-at initialisation, data-free and after a labelled batch; the log-probability under DARTS's last logits: issue 26's
-comparison on one ground truth). A run is kept as its block-loss tables rather than as a score per path: the score
-of any of the space's 3,587 paths is the sum of one loss per block (`training.bossnas.arch_score`), so 294 losses per
-run (13 KB) give every path's score exactly, and the scale-centred rating is recomputed from them; a score per path
-rounded to 4 digits, with its params and input scale, would take 79 KB a run and could not be centred. The tables:
+`--zero-cost DATA` / `--darts RUN` / `--one-shot RUN` / `--enas SEARCH...` the other selectors' scores of the
+ground-truth paths, one per path (PreNAS's SNIP at initialisation, data-free and after a labelled batch; the
+log-probability under DARTS's last logits; the held-out top-1 through a uniform supernet, ENAS's reward; the
+log-probability under ENAS's last policy: issue 26's comparison on one ground truth). A run is kept as its
+block-loss tables rather than as a score per path: the score of any of the space's 3,587 paths is the sum of one loss
+per block (`training.bossnas.arch_score`), so 294 losses per run (13 KB) give every path's score exactly, and the
+scale-centred rating is recomputed from them; a score per path rounded to 4 digits, with its params and input scale,
+would take 79 KB a run and could not be centred. The tables:
 each rating's (params, MACs, the other selectors', each run's) Kendall tau, Spearman rho and Pearson R against the
 ground truth with bootstrap intervals, the noise ceiling, each run's size preference and ResAtt share, how much of
 each score is the scale its blocks are entered from (and the rating without it), how far runs agree, and the picks
@@ -264,6 +267,29 @@ def darts_rating(space: HyTraSpace, archs: dict[str, HyTraArch], run: Path) -> d
                     "searches": [{k: s[k] for k in ("low", "high", "target")} | s["history"][-1] for s in searches],
                     "picks": [{"id": e["id"], "params": e["params"], "score": e["score"]}
                               for b in preferred["buckets"] for e in b["entries"]]}}
+
+
+def one_shot_rating(space: HyTraSpace, archs: dict[str, HyTraArch], run: Path, val_images: int = 0) -> dict:
+    """ENAS's reward for each path: its top-1 on the held-out images of a uniformly trained HyTra supernet
+    (`training.pick.validation_fitness`, what `training search` and `pick` score on), BatchNorm recalibrated."""
+    from training.config import TrainConfig
+    from training.evaluate import load_supernet
+    from training.pick import validation_fitness
+
+    supernet = load_supernet(Path(run) / "supernet.safetensors")
+    if supernet.space.to_dict() != space.to_dict():
+        raise ValueError(f"{run}'s supernet is of {supernet.space.name}, the ground truth of {space.name}")
+    fitness, words = validation_fitness(TrainConfig.load(Path(run) / "config.json"), supernet, val_images)
+    return {"source": f"{run}: {words}", "scores": {i: fitness(a) for i, a in archs.items()}}
+
+
+def enas_rating(space: HyTraSpace, archs: dict[str, HyTraArch], searches: list[Path]) -> dict:
+    """Each path's log-probability under the last policy of the ENAS search (`training search --algorithm enas`, one
+    per bucket) whose bucket holds it."""
+    from bench.bench_rating import enas_searches, policy_scorer
+
+    score = policy_scorer(space, enas_searches(space, [Path(s) for s in searches]))
+    return {"source": " ".join(map(str, searches)), "scores": {i: score(a) for i, a in archs.items()}}
 
 
 def report_darts_run(name: str, rating: dict) -> list[str]:
@@ -515,8 +541,13 @@ def gathered(args) -> dict:
             ratings |= zero_cost_ratings(space, archs, args.zero_cost)
         if args.darts:
             ratings["DARTS α"] = darts_rating(space, archs, args.darts)
+        if args.one_shot:
+            ratings["one-shot (ENAS's reward)"] = one_shot_rating(space, archs, args.one_shot)
+        if args.enas:
+            ratings["ENAS policy"] = enas_rating(space, archs, args.enas)
     except (OSError, ValueError, KeyError) as e:
-        raise SystemExit(f"--zero-cost {args.zero_cost} / --darts {args.darts}: {e}") from None
+        raise SystemExit(f"--zero-cost {args.zero_cost} / --darts {args.darts} / --one-shot {args.one_shot} / "
+                         f"--enas {args.enas}: {e}") from None
     return raw_doc(space, gt, runs, pairs, picks, ratings)
 
 
@@ -632,6 +663,10 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--zero-cost", metavar="DATA", help="rate the ground truth by PreNAS's zero-cost score too: "
                     "data-free, and after a labelled batch of DATA (e.g. fashion-mnist)")
     rp.add_argument("--darts", type=Path, help="rate it by a `python -m training darts` run's logits too")
+    rp.add_argument("--one-shot", type=Path, help="rate it by a uniformly trained HyTra supernet (a `training train "
+                    "--sampler uniform` run): each path's held-out top-1 through it, ENAS's reward")
+    rp.add_argument("--enas", type=Path, nargs="+", help="rate it by `training search --algorithm enas` search.json "
+                    "files (one per bucket): the log-probability under the last policy")
     rp.add_argument("--raw", type=Path, help="raw results file (default: bench/data/bossnas/SPACE.json)")
     rp.add_argument("--from", dest="from_raw", type=Path, help="print the tables (and --plot) of this raw file")
     rp.add_argument("--plot", help="scatter of score vs ground truth, e.g. bench/bossnas-rating.png")

@@ -270,6 +270,47 @@ def test_bossnas_report_rates_the_ground_truth_by_the_other_selectors_too(bossna
             main(["report", "--onto", str(part), flag, value])
 
 
+def test_bossnas_report_rates_the_ground_truth_by_a_uniform_supernet_and_enas_s_policy(bossnas_raw, uniform, tmp_path):
+    """`--one-shot RUN` scores each ground-truth path by its held-out top-1 through a uniformly trained HyTra supernet
+    (ENAS's reward), `--enas` by its log-probability under an ENAS search's last policy; a supernet of another space
+    is refused."""
+    from bench.bench_bossnas import main
+    from training.config import TrainConfig
+    from training.evaluate import load_supernet
+    from training.pick import validation_fitness
+    from training.search import log_probability
+
+    space_file, run, search = tmp_path / "tiny.json", tmp_path / "uniform", tmp_path / "enas"
+    space_file.write_text(json.dumps({"family": "hytra", **TINY.to_dict()}))
+    for args in (["train", "--out", run, "--space", space_file, "--sampler", "uniform", "--epochs", "0.003",
+                  "--batch-size", "64", "--warmup-epochs", "0.001", "--val-size", "100", "--no-progress"],
+                 ["search", "--run", run, "--algorithm", "enas", "--evaluations", "3", "--max-params", "1M",
+                  "--val-images", "50", "--out", search]):
+        done = subprocess.run([sys.executable, "-m", "training", *map(str, args)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=600, env=ONE_THREAD)
+        assert done.returncode == 0, done.stderr
+    part = tmp_path / "raw.json"
+    shutil.copy(bossnas_raw, part)
+    with torch_threads(1):
+        main(["report", "--onto", str(part), "--one-shot", str(run), "--enas", str(search / "search.json")])
+        raw = json.loads(part.read_text())
+        archs = {r["id"]: HyTraArch.from_dict(r["arch"]) for r in raw["ground_truth"] if r["seed"] == 0}
+        assert list(raw["ratings"]) == ["one-shot (ENAS's reward)", "ENAS policy"]
+        assert all(set(r["scores"]) == set(archs) for r in raw["ratings"].values())
+        fitness, _ = validation_fitness(TrainConfig.load(run / "config.json"),
+                                        load_supernet(run / "supernet.safetensors"), 0)
+        some = sorted(archs)[:3]
+        assert [raw["ratings"]["one-shot (ENAS's reward)"]["scores"][i] for i in some] == [fitness(archs[i])
+                                                                                           for i in some]
+    policy = json.loads((search / "search.json").read_text())["policy"]
+    assert all(raw["ratings"]["ENAS policy"]["scores"][i] == pytest.approx(log_probability(TINY, a, policy))
+               for i, a in archs.items())
+    table = bossnas(raw)
+    assert all(sum(line.startswith(f"| {name} | ") for line in table.splitlines()) == 1 for name in raw["ratings"])
+    with pytest.raises(SystemExit, match="supernet is of ladder"):
+        main(["report", "--onto", str(part), "--one-shot", str(uniform)])
+
+
 def test_bossnas_report_refuses_paths_of_another_space(bossnas_raw):
     from bench.bench_bossnas import SPACE, raw_doc, stratified_archs
 
