@@ -535,19 +535,20 @@ def gathered(args) -> dict:
         raise SystemExit(f"--pairs takes \"NAME vs NAME\", got {', '.join(map(repr, bad))}")
     gt = base["ground_truth"] if base and args.gt is None else read_results(Path(args.gt or "runs/bossnas-gt"))
     picks = read_results(Path(args.picks)) if args.picks else base.get("picks", [])
-    ratings, archs = dict(base.get("ratings", {})), gt_archs_by_id(gt)
+    archs, added = gt_archs_by_id(gt), {}
     try:
         if args.zero_cost:
-            ratings |= zero_cost_ratings(space, archs, args.zero_cost)
+            added |= zero_cost_ratings(space, archs, args.zero_cost)
         if args.darts:
-            ratings["DARTS α"] = darts_rating(space, archs, args.darts)
+            added["DARTS α"] = darts_rating(space, archs, args.darts)
         if args.one_shot:
-            ratings["one-shot (ENAS's reward)"] = one_shot_rating(space, archs, args.one_shot)
+            added["one-shot (ENAS's reward)"] = one_shot_rating(space, archs, args.one_shot)
         if args.enas:
-            ratings["ENAS policy"] = enas_rating(space, archs, args.enas)
+            added["ENAS policy"] = enas_rating(space, archs, args.enas)
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"--zero-cost {args.zero_cost} / --darts {args.darts} / --one-shot {args.one_shot} / "
                          f"--enas {args.enas}: {e}") from None
+    ratings = base.get("ratings", {}) | {f"{name} {args.tag}" if args.tag else name: r for name, r in added.items()}
     return raw_doc(space, gt, runs, pairs, picks, ratings)
 
 
@@ -667,6 +668,8 @@ def main(argv: list[str] | None = None) -> None:
                     "--sampler uniform` run): each path's held-out top-1 through it, ENAS's reward")
     rp.add_argument("--enas", type=Path, nargs="+", help="rate it by `training search --algorithm enas` search.json "
                     "files (one per bucket): the log-probability under the last policy")
+    rp.add_argument("--tag", help="appended to the names of the ratings this call adds (e.g. s1, another seed's: "
+                    "replicates join beside the first instead of replacing it)")
     rp.add_argument("--raw", type=Path, help="raw results file (default: bench/data/bossnas/SPACE.json)")
     rp.add_argument("--from", dest="from_raw", type=Path, help="print the tables (and --plot) of this raw file")
     rp.add_argument("--plot", help="scatter of score vs ground truth, e.g. bench/bossnas-rating.png")

@@ -272,8 +272,8 @@ def test_bossnas_report_rates_the_ground_truth_by_the_other_selectors_too(bossna
 
 def test_bossnas_report_rates_the_ground_truth_by_a_uniform_supernet_and_enas_s_policy(bossnas_raw, uniform, tmp_path):
     """`--one-shot RUN` scores each ground-truth path by its held-out top-1 through a uniformly trained HyTra supernet
-    (ENAS's reward), `--enas` by its log-probability under an ENAS search's last policy; a supernet of another space
-    is refused."""
+    (ENAS's reward), `--enas` by its log-probability under an ENAS search's last policy; `--tag` adds a replicate
+    beside them; a supernet of another space is refused."""
     from bench.bench_bossnas import main
     from training.config import TrainConfig
     from training.evaluate import load_supernet
@@ -307,6 +307,9 @@ def test_bossnas_report_rates_the_ground_truth_by_a_uniform_supernet_and_enas_s_
                for i, a in archs.items())
     table = bossnas(raw)
     assert all(sum(line.startswith(f"| {name} | ") for line in table.splitlines()) == 1 for name in raw["ratings"])
+    main(["report", "--onto", str(part), "--enas", str(search / "search.json"), "--tag", "s1"])  # a replicate joins
+    tagged = json.loads(part.read_text())["ratings"]
+    assert list(tagged) == [*raw["ratings"], "ENAS policy s1"] and tagged["ENAS policy s1"] == tagged["ENAS policy"]
     with pytest.raises(SystemExit, match="supernet is of ladder"):
         main(["report", "--onto", str(part), "--one-shot", str(uniform)])
 
