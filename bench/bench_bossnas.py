@@ -269,8 +269,8 @@ def darts_rating(space: HyTraSpace, archs: dict[str, HyTraArch], run: Path) -> d
                               for b in preferred["buckets"] for e in b["entries"]]}}
 
 
-def one_shot_rating(space: HyTraSpace, archs: dict[str, HyTraArch], run: Path, val_images: int = 0) -> dict:
-    """ENAS's reward for each path: its top-1 on the held-out images of a uniformly trained HyTra supernet
+def one_shot_rating(space: HyTraSpace, archs: dict[str, HyTraArch], run: Path) -> dict:
+    """ENAS's reward for each path: its top-1 on all the held-out images of a uniformly trained HyTra supernet
     (`training.pick.validation_fitness`, what `training search` and `pick` score on), BatchNorm recalibrated."""
     from training.config import TrainConfig
     from training.evaluate import load_supernet
@@ -279,7 +279,7 @@ def one_shot_rating(space: HyTraSpace, archs: dict[str, HyTraArch], run: Path, v
     supernet = load_supernet(Path(run) / "supernet.safetensors")
     if supernet.space.to_dict() != space.to_dict():
         raise ValueError(f"{run}'s supernet is of {supernet.space.name}, the ground truth of {space.name}")
-    fitness, words = validation_fitness(TrainConfig.load(Path(run) / "config.json"), supernet, val_images)
+    fitness, words = validation_fitness(TrainConfig.load(Path(run) / "config.json"), supernet, 0)
     return {"source": f"{run}: {words}", "scores": {i: fitness(a) for i, a in archs.items()}}
 
 

@@ -333,11 +333,10 @@ def fronts(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def selectors(raw: dict) -> str:
-    """Selectors compared at zoo level: each one's picks sliced from the same supernet and packaged as a zoo (one
-    entry per params bucket), paired bucket by bucket with the first input's (the reference) on the same test images:
-    Δ with its 95% interval, McNemar p alone and Holm-corrected over every selector and bucket. `selectors` gives
-    each input's name, how it chose and its cost; `buckets` the grid (`low`, `ratio`, `count`) every pick falls in."""
+def compare_selectors(raw: dict) -> tuple[list[float], dict, dict, dict]:
+    """A `selectors` raw file's comparison: the bucket edges, each input's pick per bucket, and each non-reference
+    pick's paired test against the reference's in its bucket (Δ pp, 95% interval, McNemar p) with its Holm p over
+    every selector and bucket of the file."""
     grid = raw["buckets"]
     edges = [grid["low"] * grid["ratio"] ** k for k in range(grid["count"] + 1)]
     bucket_of = lambda params: next((k for k in range(grid["count"]) if edges[k] <= params < edges[k + 1]), None)
@@ -347,24 +346,42 @@ def selectors(raw: dict) -> str:
         if None in by_bucket or len(by_bucket) != grid["count"] or len(doc["entries"]) != grid["count"]:
             raise ValueError(f"{key} holds {len(doc['entries'])} entries, not one in each of {grid['count']} buckets")
         picks[key] = by_bucket
-    (reference, ref), *others = picks.items()
+    (_, ref), *others = picks.items()
     tests = {(key, k): paired_difference(own[k]["test"], ref[k]["test"]) for key, own in others for k in own}
     adjusted = dict(zip(tests, holm([t[3] for t in tests.values()]), strict=True))
+    return edges, picks, tests, adjusted
+
+
+def selector_verdict(picks: dict, tests: dict, adjusted: dict, key: str) -> tuple[float, list[float], int, int]:
+    """One selector's zoo in a `compare_selectors` result: its mean test top-1 over the buckets, its Δ vs the
+    reference per bucket (smallest first; none for the reference) and its buckets significantly better and worse
+    after Holm."""
+    own = picks[key]
+    deltas = [tests[key, k][0] for k in sorted(own)] if key != next(iter(picks)) else []
+    significant = [tests[key, k][0] for k in sorted(own) if deltas and adjusted[key, k] < 0.05]
+    return (statistics.fmean(100 * float(e["test"].mean()) for e in own.values()), deltas,
+            sum(d > 0 for d in significant), sum(d < 0 for d in significant))
+
+
+def selectors(raw: dict) -> str:
+    """Selectors compared at zoo level: each one's picks sliced from the same supernet and packaged as a zoo (one
+    entry per params bucket), paired bucket by bucket with the first input's (the reference) on the same test images:
+    Δ with its 95% interval, McNemar p alone and Holm-corrected over every selector and bucket. `selectors` gives
+    each input's name, how it chose and its cost; `buckets` the grid (`low`, `ratio`, `count`) every pick falls in."""
+    edges, picks, tests, adjusted = compare_selectors(raw)
+    reference = next(iter(picks))
     name = lambda key: raw["selectors"][key]["name"]
     top1 = lambda e: 100 * float(e["test"].mean())
     lines = [f"Reference: {name(reference)}. {raw['about']}", "",
              "| selector | its cost on these 2 cores | mean test top-1 over the buckets | Δ vs reference per bucket, "
              "pp (smallest bucket first) | buckets significantly better / worse (Holm) |", "|---|---|---|---|---|"]
-    for key, own in picks.items():
-        deltas = [tests[key, k][0] for k in sorted(own)] if key != reference else []
-        better = sum(1 for k in own if key != reference and adjusted[key, k] < 0.05 and tests[key, k][0] > 0)
-        worse = sum(1 for k in own if key != reference and adjusted[key, k] < 0.05 and tests[key, k][0] < 0)
-        lines.append(f"| {name(key)}: {raw['selectors'][key]['how']} | {raw['selectors'][key]['cost']} | "
-                     f"{statistics.fmean(top1(e) for e in own.values()):.2f} | "
+    for key in picks:
+        mean, deltas, better, worse = selector_verdict(picks, tests, adjusted, key)
+        lines.append(f"| {name(key)}: {raw['selectors'][key]['how']} | {raw['selectors'][key]['cost']} | {mean:.2f} | "
                      + (", ".join(f"{d:+.2f}" for d in deltas) + f" | {better} / {worse} |" if deltas else "- | - |"))
     lines += ["", "| params bucket | selector | pick | params | validation top-1 | test top-1 (95% interval) | "
               "Δ vs reference, pp (95%) | McNemar p | Holm p |", "|---" * 9 + "|"]
-    for k in range(grid["count"]):
+    for k in range(len(edges) - 1):
         for key, own in picks.items():
             e = own[k]
             lo, hi = wilson_interval(top1(e), len(e["test"]))
@@ -372,6 +389,33 @@ def selectors(raw: dict) -> str:
                 "{:+.2f} ({:+.2f}, {:+.2f}) | {:.2g} | ".format(*tests[key, k]) + f"{adjusted[key, k]:.2g} |"
             lines.append(f"| {edges[k]:,.0f}–{edges[k + 1]:,.0f} | {name(key)} | {e['id']} | {e['params']:,} | "
                          f"{e['chosen']:.2f} | {top1(e):.2f} ({lo:.2f}–{hi:.2f}) | {compared}")
+    return "\n".join(lines) + "\n"
+
+
+def selector_seeds(raw: dict) -> str:
+    """The zoo-level selector comparison replicated: `inputs` are `selectors` raw files, one per seed (each with its
+    own supernet and its own selector runs). Each selector's verdict seed by seed, with the mean over the seeds: mean
+    test top-1 over the buckets, mean Δ vs that seed's reference, buckets significantly better / worse after Holm's
+    correction within the seed."""
+    runs: dict[str, list[tuple[float, float | None, int, int]]] = {}
+    for doc in raw["inputs"].values():
+        _, picks, tests, adjusted = compare_selectors(doc)
+        for key in picks:
+            mean, deltas, better, worse = selector_verdict(picks, tests, adjusted, key)
+            runs.setdefault(doc["selectors"][key]["name"], []).append(
+                (mean, statistics.fmean(deltas) if deltas else None, better, worse))
+    if any(len(seeds) != len(raw["inputs"]) for seeds in runs.values()):
+        raise ValueError(f"every selector needs a run in each of the {len(raw['inputs'])} seeds' files")
+    by_seed = lambda values, spec: ", ".join(f"{v:{spec}}" for v in values) + \
+        (f" (mean {statistics.fmean(values):{spec}})" if len(values) > 1 else "")
+    lines = [f"{raw['about']} Seeds' files: {', '.join(f'`{k}`' for k in raw['inputs'])}.", "",
+             "| selector | mean test top-1 over the buckets, by seed | mean Δ vs the seed's reference, pp, by seed | "
+             "buckets significantly better / worse (Holm), by seed |", "|---|---|---|---|"]
+    for name, seeds in runs.items():
+        top1, delta, better, worse = zip(*seeds, strict=True)
+        verdict = "reference | -" if None in delta else \
+            f"{by_seed(delta, '+.2f')} | " + ", ".join(f"{b} / {w}" for b, w in zip(better, worse, strict=True))
+        lines.append(f"| {name} | {by_seed(top1, '.2f')} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
@@ -534,6 +578,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentr
                                                "edmips": edmips, "latency": latency, "bossnas": bossnas,
                                                "selector-accuracy": selector_accuracy, "search": search,
                                                "bytes": bytes_front, "fronts": fronts, "selectors": selectors,
+                                               "selector-seeds": selector_seeds,
                                                "picks": picks}
 
 
@@ -605,7 +650,7 @@ def read_raw(data: Path, key: str) -> dict:
     others' results reads theirs rather than copying them."""
     raw = json.loads((data / f"{key}.json").read_text())
     if "inputs" in raw:
-        raw["inputs"] = {k: json.loads((data / f"{k}.json").read_text()) for k in raw["inputs"]}
+        raw["inputs"] = {k: read_raw(data, k) for k in raw["inputs"]}
     return raw
 
 

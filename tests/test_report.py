@@ -155,24 +155,28 @@ def test_fronts_pairs_what_each_zoo_answers_at_every_entrys_budget():
                                    "at 0.")
 
 
-def test_selectors_pairs_each_selectors_pick_with_the_references_in_the_same_bucket():
-    """Buckets [10K, 20K) and [20K, 40K); the reference picks 12K and 25K, the other 19K and 21K. Bucket 1: the other
-    is right on 20 more images (+10 pp); bucket 2: level. Holm over the 2 tests, by hand; a zoo that misses a bucket
-    is refused."""
-    from bench.report import selectors
-
-    n = 200
+def _selectors_raw(reference: tuple[int, int], darts: tuple[int, int], n: int = 200) -> dict:
+    """A `selectors` raw file over buckets [10K, 20K) and [20K, 40K): the reference picks 12K and 25K, DARTS 19K and
+    21K, each right on the first k of `n` test images (and as many validation images)."""
     bits = lambda k: pack_bits(np.arange(n) < k)
 
     def zoo(entries):
         return {"zoo": "z", "test_images": n, "val_images": n, "entries": [
             {"id": i, "params": p, "flops": 1, "test_right": bits(t), "val_right": bits(t)} for i, p, t in entries]}
 
-    raw = {"inputs": {"zoo-front/ref": zoo([("r1", 12_000, 150), ("r2", 25_000, 180)]),
-                      "zoo-front/new": zoo([("n1", 19_000, 170), ("n2", 21_000, 180)])},
-           "selectors": {"zoo-front/ref": {"name": "evolution", "how": "on the supernet", "cost": "9 min"},
-                         "zoo-front/new": {"name": "DARTS", "how": "GDAS", "cost": "33 min"}},
-           "buckets": {"low": 10_000, "ratio": 2, "count": 2}, "about": "Same supernet."}
+    return {"inputs": {"zoo-front/ref": zoo([("r1", 12_000, reference[0]), ("r2", 25_000, reference[1])]),
+                       "zoo-front/new": zoo([("n1", 19_000, darts[0]), ("n2", 21_000, darts[1])])},
+            "selectors": {"zoo-front/ref": {"name": "evolution", "how": "on the supernet", "cost": "9 min"},
+                          "zoo-front/new": {"name": "DARTS", "how": "GDAS", "cost": "33 min"}},
+            "buckets": {"low": 10_000, "ratio": 2, "count": 2}, "about": "Same supernet."}
+
+
+def test_selectors_pairs_each_selectors_pick_with_the_references_in_the_same_bucket():
+    """Bucket 1: DARTS is right on 20 more images than the reference (+10 pp); bucket 2: level. Holm over the 2
+    tests, by hand; a zoo that misses a bucket is refused."""
+    from bench.report import selectors
+
+    raw = _selectors_raw((150, 180), (170, 180))
     table = selectors(raw)
     assert table.startswith("Reference: evolution. Same supernet.")
     assert "| evolution: on the supernet | 9 min | 82.50 | - | - |" in table
@@ -185,6 +189,22 @@ def test_selectors_pairs_each_selectors_pick_with_the_references_in_the_same_buc
     raw["inputs"]["zoo-front/new"]["entries"].pop()
     with pytest.raises(ValueError, match="holds 1 entries, not one in each of 2 buckets"):
         selectors(raw)
+
+
+def test_selector_seeds_gives_each_selectors_verdict_seed_by_seed_and_their_mean():
+    """Seed 0: DARTS +10 pp in bucket 1 (significant after Holm), level in bucket 2; seed 1: -10 pp in bucket 1,
+    level in bucket 2. Means over the buckets, then over the seeds, by hand; a seed without a selector is refused."""
+    from bench.report import selector_seeds
+
+    raw = {"inputs": {"selectors/s0": _selectors_raw((150, 180), (170, 180)),
+                      "selectors/s1": _selectors_raw((160, 180), (140, 180))}, "about": "Two seeds."}
+    table = selector_seeds(raw)
+    assert table.startswith("Two seeds. Seeds' files: `selectors/s0`, `selectors/s1`.")
+    assert "| evolution | 82.50, 85.00 (mean 83.75) | reference | - |" in table
+    assert "| DARTS | 87.50, 80.00 (mean 83.75) | +5.00, -5.00 (mean +0.00) | 1 / 0, 0 / 1 |" in table
+    raw["inputs"]["selectors/s1"]["selectors"]["zoo-front/new"]["name"] = "BossNAS"
+    with pytest.raises(ValueError, match="every selector needs a run in each of the 2 seeds' files"):
+        selector_seeds(raw)
 
 
 def test_picks_places_each_pick_in_its_bucket_and_keeps_its_layers_in_one_cell():
