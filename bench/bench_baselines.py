@@ -391,18 +391,29 @@ def tuning_of(out: Path, family: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+RECIPE_KEYS = ("epochs", "lr", "data", "val_size", "split_seed", "batch", "weight_decay", "label_smoothing", "augment",
+               "crop_padding", "schedule", "optimizer")  # what every model of one raw file shares
+
+
 def write_raw(raw_dir: Path, out: Path, family: str, command: str, name: str | None = None, kind: str = "baselines",
               **about) -> Path:
-    """bench/data/baselines/FAMILY.json (or `name`.json) from every finished model of the family under `out`;
+    """bench/data/baselines/FAMILY.json (or `name`.json) from every finished model of the family under `out`, added
+    to the models (and lr sweep) the file already holds: a model trained again replaces its own (same rung and seed),
+    and the others stay, so that a fresh checkout with no run folders adds rungs without losing the committed ones.
     `about` adds top-level fields."""
-    models = []
-    for path in sorted((out / family).glob("*/result.json")):
-        model = json.loads(path.read_text())
-        models.append(model)
-    models.sort(key=lambda m: (m["params"], m["seed"]))
-    doc = {"kind": kind, "family": family, **about, "machine": machine(), "command": command,
-           "tuning": tuning_of(out, family), "models": models}
     path = raw_dir / f"{name or family}.json"
+    before = json.loads(path.read_text()) if path.exists() else {}
+    models = {(m["rung"], m["seed"]): m for m in before.get("models", [])}
+    for result in sorted((out / family).glob("*/result.json")):
+        model = json.loads(result.read_text())
+        models[model["rung"], model["seed"]] = model
+    for model in models.values():
+        if (differ := [k for k in RECIPE_KEYS if model[k] != next(iter(models.values()))[k]]):
+            raise SystemExit(f"{path}: its {model['rung']} (seed {model['seed']}) was trained with another {differ[0]} "
+                             f"than the rest; one file holds one recipe (give another --raw-dir)")
+    doc = {"kind": kind, "family": family, **about, "machine": machine(), "command": command,
+           "tuning": tuning_of(out, family) or before.get("tuning"),
+           "models": sorted(models.values(), key=lambda m: (m["params"], m["seed"]))}
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
 

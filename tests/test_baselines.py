@@ -112,6 +112,28 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, capsys):
     assert "holds a run with other settings" in capsys.readouterr().err
 
 
+def test_a_fresh_run_folder_adds_rungs_to_the_committed_raw_file_and_keeps_the_rest(tmp_path, capsys):
+    """Rung 0 trained in one folder, rung 1 in a new one (a fresh checkout has no run folders) with the same raw
+    folder: the raw file holds both, and the lr sweep it recorded stays. Another recipe in the same file is refused
+    and the file is left as it was."""
+    one = ["--epochs", "1", "--families", "cnn"]
+    raw_dir = tmp_path / "raw"
+    assert main([*SMOKE, *one, "--rungs", "0", "--out", str(tmp_path / "first"), "--raw-dir", str(raw_dir)]) == 0
+    raw_file = raw_dir / "cnn.json"
+    sweep = {"rung": LADDERS["cnn"][2].name, "epochs": 2, "seed": 0, "chosen_lr": 3e-3, "val_top1": {"0.003": 50.0}}
+    raw_file.write_text(json.dumps({**json.loads(raw_file.read_text()), "tuning": sweep}))
+    assert main([*SMOKE, *one, "--rungs", "1", "--out", str(tmp_path / "fresh"), "--raw-dir", str(raw_dir)]) == 0
+    raw = json.loads(raw_file.read_text())
+    assert [m["rung"] for m in raw["models"]] == [LADDERS["cnn"][0].name, LADDERS["cnn"][1].name]
+    assert raw["tuning"] == sweep
+    kept = raw_file.read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="was trained with another epochs than the rest; one file holds one recipe"):
+        main([*SMOKE, "--epochs", "2", "--families", "cnn", "--rungs", "0", "--out", str(tmp_path / "other"),
+              "--raw-dir", str(raw_dir)])
+    assert raw_file.read_text() == kept
+
+
 def test_tuning_sweeps_the_middle_rung_and_trains_at_the_chosen_lr(tmp_path):
     """Two processes side by side (--jobs 2); the lr with the best validation top-1 is the family's, in the raw file.
     The command runs in a process of its own: its worker pool's helper processes (multiprocessing's resource
