@@ -407,8 +407,9 @@ def write_raw(raw_dir: Path, out: Path, family: str, command: str, name: str | N
     for result in sorted((out / family).glob("*/result.json")):
         model = json.loads(result.read_text())
         models[model["rung"], model["seed"]] = model
+    first = next(iter(models.values()), None)
     for model in models.values():
-        if (differ := [k for k in RECIPE_KEYS if model[k] != next(iter(models.values()))[k]]):
+        if differ := [k for k in RECIPE_KEYS if model[k] != first[k]]:
             raise SystemExit(f"{path}: its {model['rung']} (seed {model['seed']}) was trained with another {differ[0]} "
                              f"than the rest; one file holds one recipe (give another --raw-dir)")
     doc = {"kind": kind, "family": family, **about, "machine": machine(), "command": command,

@@ -22,8 +22,7 @@ selectors=("$@")
 for sel in "${selectors[@]}"; do
   case $sel in
     evolution|enas) pref=$OUT/$sel-pick/pick/preferred.json
-          algorithm=$([ "$sel" = enas ] && echo enas || echo evolution)
-          [ -f "$pref" ] || $PY -m training pick --run $SUPERNET --out "$(dirname "$pref")" --algorithm $algorithm \
+          [ -f "$pref" ] || $PY -m training pick --run $SUPERNET --out "$(dirname "$pref")" --algorithm "$sel" \
               --evaluations 40 --population 10 --val-images 2000 --seed "$seed" ;;
     darts) pref=runs/darts-mbconv-small$tag/preferred.json ;;
     bossnas) pref=runs/bossnas-mbconv-small$tag/preferred.json ;;
