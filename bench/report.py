@@ -483,6 +483,34 @@ def rating(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rating_seeds(raw: dict) -> str:
+    """The rating table replicated: `inputs` are `rating` raw files of one ground truth, each from its own seed's
+    supernet and searches. Each rating's Kendall tau (95% bootstrap interval over the archs) seed by seed, their mean
+    (the seeds are the replicates of the searches, the archs those of one search's rating), and how well the seeds'
+    scores agree with each other (Kendall tau, the mean over pairs of seeds)."""
+    docs = list(raw["inputs"].values())
+    truths = [[(a["id"], a["test_top1"]) for a in d["archs"]] for d in docs]
+    if any(t != truths[0] for t in truths):
+        raise ValueError("every seed's rating file must rate the same ground truth")
+    truth = [t for _, t in truths[0]]
+    names = list(dict.fromkeys(name for d in docs for name in d["seconds"]))
+    if missing := [n for n in names if any(n not in d["seconds"] for d in docs)]:
+        raise ValueError(f"every seed's file needs every rating; missing somewhere: {', '.join(missing)}")
+    seeds = [d["supernet"]["run"]["seed"] for d in docs]
+    lines = [f"{raw['about']} Seeds' files: {', '.join(f'`{k}`' for k in raw['inputs'])}.", "",
+             "| rating | " + " | ".join(f"Kendall τ [95%], seed {s}" for s in seeds) +
+             " | mean τ | seeds' scores agree, τ |", "|---|" + "---|" * (len(docs) + 2)]
+    for name in names:
+        scores = [[a["scores"][name] for a in d["archs"]] for d in docs]
+        taus = [correlations(score, truth)["tau"] for score in scores]
+        cells = [f"{tau:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+                 for tau, (lo, hi) in zip(taus, (bootstrap(score, truth)["tau"] for score in scores), strict=True)]
+        agree = [correlations(a, b)["tau"] for k, a in enumerate(scores) for b in scores[k + 1:]]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.fmean(taus):+.2f} | "
+                     + (f"{statistics.fmean(agree):+.2f} |" if agree else "- |"))
+    return "\n".join(lines) + "\n"
+
+
 def edmips(raw: dict) -> str:
     """bench_edmips: one entry's files, each with its bytes, test top-1 (Wilson 95%), held-out val top-1, batch-1
     latency and, for an EdMIPS pick, how many layers got each width."""
@@ -575,6 +603,7 @@ def search(raw: dict) -> str:
 
 RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentration": concentration,
                                                "recipe": recipe, "versus": versus, "rating": rating,
+                                               "rating-seeds": rating_seeds,
                                                "edmips": edmips, "latency": latency, "bossnas": bossnas,
                                                "selector-accuracy": selector_accuracy, "search": search,
                                                "bytes": bytes_front, "fronts": fronts, "selectors": selectors,

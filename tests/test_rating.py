@@ -1,6 +1,7 @@
 """bench_rating: every rating's score for every ground-truth arch is what that rating says (params, MACs, the
-supernet's one-shot top-1 with BatchNorm recalibrated, SNIP at initialisation), a ground truth from another split
-than the supernet held out is refused, and the report's table correlates the scores with the ground truth."""
+supernet's one-shot top-1 with BatchNorm recalibrated, SNIP at initialisation), a ground truth of another dataset
+is refused while one of another split is rated (a second seed's supernet), and the report's tables correlate the
+scores with the ground truth."""
 
 from __future__ import annotations
 
@@ -55,13 +56,13 @@ def darts_run(tmp_path_factory) -> Path:
     return out
 
 
-def ground_truth(split_seed: int = 0) -> dict:
+def ground_truth(split_seed: int = 0, data: str = "fashion-mnist") -> dict:
     """Three random mbconv-tiny archs as bench_ground_truth records them, with made-up accuracies (the rater reads
     only the archs and the split; the accuracies are what the table correlates with)."""
     family, space = space_by_name("mbconv-tiny")
     rng = random.Random(1)
     archs = list({a.id: a for a in (family.random_arch(space, rng) for _ in range(20))}.values())[:3]
-    models = [{"arch": {"space": "mbconv-tiny", "arch": a.to_dict()}, "data": "fashion-mnist", "val_size": 5000,
+    models = [{"arch": {"space": "mbconv-tiny", "arch": a.to_dict()}, "data": data, "val_size": 5000,
                "split_seed": split_seed, "epochs": 1, "lr": 0.01, "schedule": SCHEDULE, "test_images": 10000,
                "params": family.params(space, a), "test_top1": 80.0 + k, "val_top1": 79.0 + k}
               for k, a in enumerate(archs)]
@@ -96,9 +97,17 @@ def test_each_rating_scores_each_arch_as_it_says(run):
     assert "3 archs trained from scratch (1 epochs" in table
 
 
-def test_a_ground_truth_from_another_split_is_refused(run):
-    with pytest.raises(SystemExit, match="images it was trained on"):
-        rate(ground_truth(split_seed=1), run, val_images=300)
+def test_a_ground_truth_of_another_dataset_is_refused(run):
+    with pytest.raises(SystemExit, match="trained on 'mnist', the supernet on 'fashion-mnist'"):
+        rate(ground_truth(data="mnist"), run, val_images=50)
+
+
+def test_a_ground_truth_of_another_split_is_rated_and_both_splits_are_recorded(run):
+    """A supernet of seed 0 rates a ground truth validated on seed 1's split: its one-shot scores read only its own
+    held-out images, and neither side's test images."""
+    doc = rate(ground_truth(split_seed=1), run, val_images=50)
+    assert doc["ground_truth"]["split_seed"] == 1 and doc["supernet"]["run"]["seed"] == 0
+    assert len(doc["archs"]) == 3 and all(0 <= a["scores"]["one-shot"] <= 100 for a in doc["archs"])
 
 
 def test_darts_rates_each_arch_by_the_log_softmax_of_its_bucket_searchs_last_logits(run, darts_run):

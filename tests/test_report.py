@@ -207,6 +207,35 @@ def test_selector_seeds_gives_each_selectors_verdict_seed_by_seed_and_their_mean
         selector_seeds(raw)
 
 
+def _rating_raw(seed: int, darts: list[float]) -> dict:
+    truth = [80.0, 82.0, 84.0, 86.0]
+    return {"supernet": {"run": {"seed": seed}}, "seconds": {"params": 0, "DARTS α": 0},
+            "archs": [{"id": f"a{k}", "test_top1": t, "scores": {"params": 1000 * (k + 1), "DARTS α": d}}
+                      for k, (t, d) in enumerate(zip(truth, darts, strict=True))]}
+
+
+def test_rating_seeds_gives_each_ratings_tau_seed_by_seed_their_mean_and_the_seeds_agreement():
+    """Seed 0's DARTS ranks the four archs as their accuracy (tau +1), seed 1's the other way (tau -1): mean 0, and
+    the two seeds' scores agree at tau -1; params is the same in both seeds. Another ground truth, or a rating
+    missing from one seed, is refused."""
+    from bench.report import rating_seeds
+
+    raw = {"inputs": {"rating/s0": _rating_raw(0, [-4.0, -3.0, -2.0, -1.0]),
+                      "rating/s1": _rating_raw(1, [-1.0, -2.0, -3.0, -4.0])}, "about": "Two seeds."}
+    table = rating_seeds(raw)
+    assert table.startswith("Two seeds. Seeds' files: `rating/s0`, `rating/s1`.")
+    assert "| rating | Kendall τ [95%], seed 0 | Kendall τ [95%], seed 1 | mean τ | seeds' scores agree, τ |" in table
+    assert re.search(r"\| DARTS α \| \+1\.00 \[[^]]+\] \| -1\.00 \[[^]]+\] \| \+0\.00 \| -1\.00 \|", table)
+    assert re.search(r"\| params \| \+1\.00 \[[^]]+\] \| \+1\.00 \[[^]]+\] \| \+1\.00 \| \+1\.00 \|", table)
+    raw["inputs"]["rating/s1"]["archs"][0]["test_top1"] = 81.0
+    with pytest.raises(ValueError, match="must rate the same ground truth"):
+        rating_seeds(raw)
+    raw["inputs"]["rating/s1"] = _rating_raw(1, [1.0, 2.0, 3.0, 4.0])
+    del raw["inputs"]["rating/s1"]["seconds"]["DARTS α"]
+    with pytest.raises(ValueError, match="missing somewhere: DARTS α"):
+        rating_seeds(raw)
+
+
 def test_picks_places_each_pick_in_its_bucket_and_keeps_its_layers_in_one_cell():
     from bench.report import picks
     from training.preferred import Buckets, Candidate, preferred_doc
