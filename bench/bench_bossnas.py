@@ -40,6 +40,7 @@ import argparse
 import json
 import math
 import random
+import re
 import statistics
 import time
 from pathlib import Path
@@ -378,6 +379,7 @@ def tables(raw: dict) -> str:
     for name, run in runs.items():
         score = rating(space, run, gt_archs)
         lines.append(f"| {name} | {_fmt(correlations(score, acc), bootstrap(score, acc))} |")
+    lines += rating_replicates(raw.get("ratings", {}), ids)
     for name, r in raw.get("ratings", {}).items():
         if "run" in r:
             lines += [""] + report_darts_run(name, r)
@@ -388,6 +390,18 @@ def tables(raw: dict) -> str:
     if raw["picks"]:
         lines += [""] + report_picks(raw["picks"], rows)
     return "\n".join(lines) + "\n"
+
+
+def rating_replicates(ratings: dict[str, dict], ids: list[str]) -> list[str]:
+    """How far each rating agrees with its replicate under another seed (`report --tag s1`: the same name with the
+    tag appended), ground truth aside: Kendall tau between their scores of the ground-truth paths."""
+    pairs = [(name[:-len(tag) - 1], name) for name in ratings if (tag := name.rsplit(" ", 1)[-1]) != name
+             and re.fullmatch(r"s\d+", tag) and name[:-len(tag) - 1] in ratings]
+    if not pairs:
+        return []
+    score = lambda name: [ratings[name]["scores"][i] for i in ids]
+    return ["", f"Each rating against its replicate under another seed, over the {len(ids)} paths (no ground truth "
+            "involved): " + "; ".join(f"{a} vs {b}: τ {kendall(score(a), score(b)):+.2f}" for a, b in pairs) + "."]
 
 
 def noise_line(ceiling: dict | None) -> str:

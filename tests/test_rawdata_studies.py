@@ -94,6 +94,16 @@ def test_the_bossnas_tables_by_hand():
     assert re.search(r"^\| perfect \| [01]\.\d\d \| \+1\.00 \[\+1\.00, \+1\.00\] \| [+-]\d\.\d\d \|$", table, re.M)
     # the pick (80.00) against 78, 82, 76: mean 78.67, sd 3.055, t(2) 4.3027 -> ± 7.59; one random path beats it
     assert "| [1K, 1K) | " in table and "| 1K | 80.00 | 78.67 ± 7.59 (3) | 2 of 4 | - |" in table
+    assert "replicate under another seed" not in table  # no tagged rating: no agreement line
+
+
+def test_the_bossnas_tables_give_each_rating_its_agreement_with_its_tagged_replicate():
+    raw = _tiny_bossnas_raw()
+    scores = raw["ratings"]["minus accuracy"]["scores"]
+    raw["ratings"]["minus accuracy s1"] = {"source": "-", "scores": {i: -v for i, v in scores.items()}}
+    raw["ratings"]["unrelated s1"] = {"source": "-", "scores": scores}  # a tag with nothing to pair: no entry
+    assert ("Each rating against its replicate under another seed, over the 4 paths (no ground truth involved): "
+            "minus accuracy vs minus accuracy s1: τ -1.00.") in bossnas(raw)
 
 
 def test_the_selector_accuracy_tables_by_hand():
