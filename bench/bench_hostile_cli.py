@@ -270,7 +270,8 @@ def select_cases(fx: Fixtures) -> list[Case]:
                                         "--top-n": ("0", "-1", "1001"), "--low": budget, "--high": budget,
                                         "--width": budget, "--evaluations": ("0", "-1", "1.5", "1e9"),
                                         "--population": ("0", "-1", "100001")},
-                       {"--proxy": "magic", "--bucket-by": "latency"}, ("--space", "--data", "--out"))
+                       {"--proxy": "magic", "--bucket-by": "latency", "--method": "magic"},
+                       ("--space", "--data", "--out"))
     cases += out_cases("select", base, fx)
     mbconv = setting(base, "--space", "mbconv-tiny")
     cases += [Case("select", "flag", setting(base, "--evaluations", "5"), "--evaluations does not apply"),

@@ -22,9 +22,9 @@ COMMANDS = {
     "profile": ("export", "profile", "every entry's latency on this host, into the zoo's index"),
     "push": ("export", "push", "push a model or the whole zoo to the Hugging Face Hub"),
     "triton": ("export", "triton", "write a Triton model repository of zoo entries"),
-    "select": ("training", "select", "zero-cost selection of preferred architectures"),
-    "bossnas": ("training", "bossnas", "BossNAS: label-free selection of preferred HyTra paths"),
-    "darts": ("training", "darts", "DARTS-style differentiable selection of preferred MBConv paths"),
+    "select": ("training", "select", "preferred architectures: zero-cost, or --method darts|bossnas"),
+    "bossnas": ("training", "bossnas", "BossNAS: label-free selection of preferred HyTra or MBConv paths"),
+    "darts": ("training", "darts", "DARTS-style differentiable selection of preferred MBConv or HyTra paths"),
     "edmips": ("training", "edmips", "EdMIPS: per-layer weight bits of a zoo entry under file-bytes budgets"),
     "variants": ("training", "variants", "an entry's weights at fewer bytes (w16/w8/w4, EdMIPS): accuracy into the "
                                          "zoo's index"),

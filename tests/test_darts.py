@@ -136,11 +136,11 @@ def test_skip_share_counts_skippable_slots_only():
 
 
 def searched_in_two_buckets(space: str, lo: int, hi: int, out, data: str, warmup: int, steps: int, every: int,
-                            images: int) -> dict:
-    """`training darts` over two equal params buckets spanning [lo, hi]: its preferred.json, each entry checked to
-    lie in its bucket."""
+                            images: int, command: tuple[str, ...] = ("darts",)) -> dict:
+    """`training darts` (or another `command` meaning it) over two equal params buckets spanning [lo, hi]: its
+    preferred.json, each entry checked to lie in its bucket."""
     width = int((hi - lo) / 2) + 1
-    assert training_main(["darts", "--space", space, "--data", data, "--nas-train", str(images // 2), "--nas-val",
+    assert training_main([*command, "--space", space, "--data", data, "--nas-train", str(images // 2), "--nas-val",
                           str(images // 2), "--batch-size", "32", "--warmup-steps", str(warmup), "--steps", str(steps),
                           "--eval-every", str(every), "--eval-images", str(images // 6), "--arch-lr", "0.05",
                           "--low", str(lo), "--width", str(width), "--high", str(lo + 2 * width), "--out", str(out),
@@ -164,6 +164,16 @@ def test_darts_writes_preferred_archs_in_their_buckets_and_its_history(tmp_path)
     logits = json.loads((out / "logits.json").read_text())
     assert set(logits["searches"][0]["logits"][-1]["logits"]) == set(NAMES)
     assert (out / "darts.png").stat().st_size > 1000
+
+
+def test_select_with_method_darts_is_the_darts_command(tmp_path):
+    """The issue's spelling, `select --method darts`, runs the same seeded search and writes the same picks."""
+    (lo, hi), _ = cost_range(TINY)
+    docs = [searched_in_two_buckets("mbconv-tiny", lo, hi, tmp_path / name, "synthetic:192", warmup=2, steps=4,
+                                    every=2, images=192, command=command)
+            for name, command in (("darts", ("darts",)), ("select", ("select", "--method", "darts")))]
+    picks = [[[e["id"] for e in b["entries"]] for b in doc["buckets"]] for doc in docs]
+    assert picks[0] == picks[1] and all(picks[0])
 
 
 @pytest.mark.parametrize("kw, message", [

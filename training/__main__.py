@@ -36,6 +36,9 @@ def add_select_args(p: argparse.ArgumentParser) -> None:
     from training.config import ZeroCostConfig as Z
     from training.proxies import PROXIES
 
+    p.add_argument("--method", choices=["zero-cost", *SELECT_METHODS], default="zero-cost",
+                   help="zero-cost (PreNAS's, this command's own flags); darts or bossnas: the same as `python -m "
+                        "training darts|bossnas` with the flags that follow")
     p.add_argument("--space", type=nonempty, required=True,
                    help="a ViT or MBConv space: built-in name or a YAML/JSON space file")
     p.add_argument("--proxy", choices=sorted(PROXIES), help="ViT spaces only: step 1's proxy; default: snip-normalised")
@@ -55,6 +58,22 @@ def add_select_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=out_dir, default="runs/select",
                    help="output directory for preferred.json and the plot")
     p.add_argument("--no-plot", action="store_true")
+
+
+SELECT_METHODS = ("darts", "bossnas")  # `select --method M ...` runs the subcommand M
+
+
+def routed(argv: list[str]) -> list[str]:
+    """`select --method darts ...` (or bossnas) as the subcommand of that name with the other flags; zero-cost, an
+    unknown method or no method stays with `select`, whose parser accepts the one and names the choices for another."""
+    if not argv or argv[0] != "select":
+        return argv
+    for k, arg in enumerate(argv):
+        if arg == "--method" and k + 1 < len(argv) and argv[k + 1] in SELECT_METHODS:
+            return [argv[k + 1], *argv[1:k], *argv[k + 2:]]
+        if arg.startswith("--method=") and (method := arg.split("=", 1)[1]) in SELECT_METHODS:
+            return [method, *argv[1:k], *argv[k + 1:]]
+    return argv
 
 
 # The selectors per family that lists them (`Family.selectors`): (module, config class)
@@ -84,7 +103,7 @@ def run_select(args: argparse.Namespace) -> int:
     import importlib
 
     space = space_for(args.space, "select")
-    cfg = selector_config(args, space, "select", SELECT, ("no_plot", "low", "high", "width"),
+    cfg = selector_config(args, space, "select", SELECT, ("method", "no_plot", "low", "high", "width"),
                           buckets=select_buckets(args, space))
     path = importlib.import_module(SELECT[space.family][0]).run(cfg, args.out, plot=not args.no_plot)
     print(f"next: python -m training train --preferred {path}")
@@ -662,7 +681,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Every subcommand is listed, but only the one named first on the command line gets its options: some take
     their choices and defaults from modules that import torch, which `--help` alone should not wait for."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv = routed(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name, (help_, add_args, _) in COMMANDS.items():
