@@ -419,6 +419,21 @@ def write_raw(raw_dir: Path, out: Path, family: str, command: str, name: str | N
     return path
 
 
+def check_recipes(raw_dir: Path, jobs: list[Job]) -> None:
+    """Before any training: a model that its family's raw file would refuse once trained (write_raw: one recipe a
+    file) is refused now, not after hours. A folder that holds a run is left to check_identity, which names what
+    changed."""
+    for job in jobs:
+        path = raw_dir / f"{job.family}.json"
+        if (job.folder / "config.json").exists() or not path.exists():
+            continue
+        held, want = next(iter(json.loads(path.read_text()).get("models", [])), None), job.identity()
+        if held and (differ := [k for k in RECIPE_KEYS if held[k] != want[k]]):
+            raise SystemExit(f"{path}: {job.label} would be trained with another {differ[0]} ({want[differ[0]]!r}) "
+                             f"than the models it holds ({held[differ[0]]!r}); one file holds one recipe (train with "
+                             "its settings, or give another --raw-dir)")
+
+
 # -- the command ------------------------------------------------------------------------------------------------------
 
 
@@ -542,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [Job(f, r.name, s, args.epochs, lrs[f], "tuned" if args.tune else "fixed",
                 folder=args.out / f / f"{r.name}-s{s}", **common)
             for f in lrs for r in select_rungs(f, args.rungs) for s in args.seeds]
+    check_recipes(args.raw_dir, jobs)
     finished = []
 
     def done(job: Job, result: dict | None) -> None:

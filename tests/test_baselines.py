@@ -115,7 +115,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, capsys):
 def test_a_fresh_run_folder_adds_rungs_to_the_committed_raw_file_and_keeps_the_rest(tmp_path, capsys):
     """Rung 0 trained in one folder, rung 1 in a new one (a fresh checkout has no run folders) with the same raw
     folder: the raw file holds both, and the lr sweep it recorded stays. Another recipe in the same file is refused
-    and the file is left as it was."""
+    before anything trains, and the file is left as it was."""
     one = ["--epochs", "1", "--families", "cnn"]
     raw_dir = tmp_path / "raw"
     assert main([*SMOKE, *one, "--rungs", "0", "--out", str(tmp_path / "first"), "--raw-dir", str(raw_dir)]) == 0
@@ -128,9 +128,16 @@ def test_a_fresh_run_folder_adds_rungs_to_the_committed_raw_file_and_keeps_the_r
     assert raw["tuning"] == sweep
     kept = raw_file.read_text()
     capsys.readouterr()
-    with pytest.raises(SystemExit, match="was trained with another epochs than the rest; one file holds one recipe"):
+    with pytest.raises(SystemExit, match=r"would be trained with another epochs \(2\) than the models it holds \(1\); "
+                                         "one file holds one recipe"):
         main([*SMOKE, "--epochs", "2", "--families", "cnn", "--rungs", "0", "--out", str(tmp_path / "other"),
               "--raw-dir", str(raw_dir)])
+    assert raw_file.read_text() == kept and not (tmp_path / "other" / "cnn").exists()
+    # a model already trained elsewhere under the other recipe is refused when its folder is read, as it is added
+    other = ["--epochs", "2", "--families", "cnn", "--rungs", "0", "--out", str(tmp_path / "other")]
+    assert main([*SMOKE, *other, "--raw-dir", str(tmp_path / "elsewhere")]) == 0
+    with pytest.raises(SystemExit, match="was trained with another epochs than the rest; one file holds one recipe"):
+        main([*SMOKE, *other, "--raw-dir", str(raw_dir)])
     assert raw_file.read_text() == kept
 
 
