@@ -230,13 +230,21 @@ def latency_key(model: dict) -> tuple:
     return "zoo", model["zoo"], model["id"]
 
 
-def medians(raw: dict, threads: str = VERSUS_THREADS) -> tuple[dict[tuple, float], dict | None]:
-    """The median batch-1 ms at `threads` of every model the `latency/` input measured (by `latency_key`), and that
-    input (None, and no medians, without one)."""
-    doc = next((doc for key, doc in raw["inputs"].items() if key.startswith("latency/")), None)
-    if doc is None:
-        return {}, None
-    return {latency_key(m): m["latency"][threads]["median_ms"] for m in doc["models"] if threads in m["latency"]}, doc
+def medians(doc: dict, threads: str = VERSUS_THREADS) -> dict[tuple, float]:
+    """The median batch-1 ms at `threads` of every model one latency raw file measured, by `latency_key`."""
+    return {latency_key(m): m["latency"][threads]["median_ms"] for m in doc["models"] if threads in m["latency"]}
+
+
+def latency_runs(raw: dict) -> list[tuple[dict[tuple, float], dict]]:
+    """Each `latency/` input's medians with the input, in the order named: a later run times the baselines trained
+    after the first beside every zoo entry again, so that a baseline is compared with zoo timings of its own run."""
+    return [(medians(doc), doc) for key, doc in raw["inputs"].items() if key.startswith("latency/")]
+
+
+def timed_with(runs: list[tuple[dict[tuple, float], dict]], key: tuple) -> dict[tuple, float]:
+    """The medians of the first run that timed `key`, else the first run's (no run: empty): what a model is paired
+    with comes from the same run whenever both were timed."""
+    return next((ms for ms, _ in runs if key in ms), runs[0][0] if runs else {})
 
 
 def _ms(value: float | None) -> str:
@@ -249,7 +257,7 @@ def versus(raw: dict) -> str:
     Holm-corrected over all the baselines, and the verdict counts; and both models' measured batch-1 latency where a
     `latency/` input has them ("-" where not). The raw file names its zoo-front, baselines and latency `inputs`."""
     zoos = [doc for key, doc in raw["inputs"].items() if key.startswith("zoo-front/")]
-    ms, timing = medians(raw)
+    runs = latency_runs(raw)
     entries = [p for zoo in zoos for p in zoo_points(zoo)]
     rows = []
     for doc in (doc for key, doc in raw["inputs"].items() if key.startswith("baselines/")):
@@ -264,8 +272,8 @@ def versus(raw: dict) -> str:
     for ((family, m, _, entry), (d, lo, hi, p)), p_holm in zip(tested, adjusted, strict=True):
         verdict = "no significant difference" if p_holm >= 0.05 else "better" if d > 0 else "worse"
         verdicts[verdict] += 1
-        base_ms = ms.get(("baseline", family, m["rung"], m["seed"]))
-        entry_ms = ms.get(("zoo", entry["zoo"], entry["id"]))
+        ms = timed_with(runs, key := ("baseline", family, m["rung"], m["seed"]))
+        base_ms, entry_ms = ms.get(key), ms.get(("zoo", entry["zoo"], entry["id"]))
         if base_ms is not None and entry_ms is not None:
             speed["faster" if entry_ms < base_ms else "slower" if entry_ms > base_ms else "as fast"] += 1
         by_model[family, m["rung"], m["seed"]] = f"{entry['id']} ({entry['zoo']}) | {entry['params']:,} | " \
@@ -279,7 +287,8 @@ def versus(raw: dict) -> str:
         lo, hi = wilson_interval(top1, len(right))
         answer = by_model.get((family, m["rung"], m["seed"]), "nothing fits | | | | | | | |")
         lines.append(f"| {family} | {m['rung']}, {m['seed']} | {m['params']:,} | {m['macs'] / 1e6:.2f}M | "
-                     f"{_ms(ms.get(('baseline', family, m['rung'], m['seed'])))} | {top1:.2f} ({lo:.2f}–{hi:.2f}) | "
+                     f"{_ms(timed_with(runs, key := ('baseline', family, m['rung'], m['seed'])).get(key))} | "
+                     f"{top1:.2f} ({lo:.2f}–{hi:.2f}) | "
                      f"{answer}")
     lines += [""] + [f"{doc['family']}: lr {doc['tuning']['chosen_lr']:g} chosen on validation by a sweep at rung "
                      f"{doc['tuning']['rung']}, {doc['tuning']['epochs']} epochs (val top-1 by lr: "
@@ -292,11 +301,13 @@ def versus(raw: dict) -> str:
               f"zoo entry at ≤ their params. After Holm's correction over those {len(tested)} tests, the zoo entry "
               f"is significantly better at {verdicts['better']}, not significantly different at "
               f"{verdicts['no significant difference']}, significantly worse at {verdicts['worse']}."]
-    if timing is not None:
-        protocol = timing["protocol"]
-        lines += ["", f"Latency (median ms): ONNX Runtime on CPU, fp32, batch {protocol['batch']}, {VERSUS_THREADS} "
-                  f"intra-op thread, both sides measured in the same {protocol['rounds']} interleaved rounds (the "
-                  "latency table has every thread count measured and what else ran). Of the "
+    if runs:
+        names = [f"`{key}`" for key in raw["inputs"] if key.startswith("latency/")]
+        rounds = "/".join(sorted({str(doc["protocol"]["rounds"]) for _, doc in runs}))
+        lines += ["", f"Latency (median ms): ONNX Runtime on CPU, fp32, batch 1, {VERSUS_THREADS} intra-op thread, "
+                  f"both sides measured in the same {rounds} interleaved rounds of one run ({', '.join(names)}"
+                  + ("; a later run times the baselines trained since beside every zoo entry again" if len(runs) > 1
+                     else "") + "; the latency tables have every thread count measured and what else ran). Of the "
                   f"{sum(speed.values())} baselines with a zoo entry and both timed, the zoo entry is faster at "
                   f"{speed['faster']} and slower at {speed['slower']}"
                   + (f", as fast (same median) at {speed['as fast']}." if speed["as fast"] else ".")]
@@ -633,9 +644,10 @@ def plot_versus(raw: dict, path: Path) -> Path:
         points = sorted((p for p in points if p.get(cost) is not None), key=lambda p: p[cost])
         bars(ax, [p[cost] for p in points], [p["top1"] for p in points], n, **style)
 
-    ms, _ = medians(raw)
+    runs = latency_runs(raw)
+    first = runs[0][0] if runs else {}  # the zoos' times: the first run's; a baseline's: its own run's
     panels = [("params", "parameters"), ("macs", "MACs per image")]
-    if ms:
+    if first:
         panels.append(("ms", f"ONNX Runtime batch-1 median ms, CPU, {VERSUS_THREADS} thread"))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), sharey=True)
     for ax, (cost, label) in zip(axes, panels, strict=True):
@@ -643,13 +655,14 @@ def plot_versus(raw: dict, path: Path) -> Path:
             if key.startswith("zoo-front/"):
                 points = zoo_points(doc)
                 on_front = [{**points[i], "top1": 100 * float(points[i]["test"].mean()),
-                             "ms": ms.get(("zoo", doc["zoo"], points[i]["id"]))}
+                             "ms": first.get(("zoo", doc["zoo"], points[i]["id"]))}
                             for i in front([(e["params"], e["chosen"]) for e in points])]
                 line(ax, on_front, cost, doc["test_images"], marker="o", lw=2,
                      label=f"zoo {doc['zoo']} (front by validation)")
             elif key.startswith("baselines/"):
-                models = [{**m, "top1": m["test_top1"], "ms": ms.get(("baseline", doc["family"], m["rung"], m["seed"]))}
-                          for m in doc["models"] if m["seed"] == 0]
+                keys = [("baseline", doc["family"], m["rung"], m["seed"]) for m in doc["models"]]
+                models = [{**m, "top1": m["test_top1"], "ms": timed_with(runs, key).get(key)}
+                          for m, key in zip(doc["models"], keys, strict=True) if m["seed"] == 0]
                 line(ax, models, cost, models[0]["test_images"] if models else 1, marker="s", ls="--",
                      label=f"baseline {doc['family']} (trained here)")
         if cost == "params":

@@ -42,7 +42,7 @@ def test_baselines_and_zoo_entries_are_timed_side_by_side(tmp_path):
         assert set(m["latency"]) == {"1", "2"}
         assert all(0 < t["p10_ms"] <= t["median_ms"] <= t["p90_ms"] < 1000 for t in m["latency"].values()), m
     assert raw["conditions"] == "a test" and raw["protocol"]["threads"] == [1, 2] and raw["protocol"]["rounds"] == 10
-    ms, _ = medians({"inputs": {"latency/x": raw}})
+    ms = medians(raw)
     assert ms[("baseline", "cnn", baselines[0]["rung"], 0)] == baselines[0]["latency"]["1"]["median_ms"]
     assert len([line for line in latency(raw).splitlines() if line.startswith("| ")]) == 1 + len(raw["models"])
 

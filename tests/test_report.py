@@ -293,9 +293,26 @@ def test_versus_gives_both_sides_measured_latency_and_counts_the_faster():
     assert a.startswith("| cnn | a, 0 | 12,000 | 2.00M | 0.250 | 90.00 (")
     assert "| e1 (z) | 10,000 | 0.125 | 90.00 |" in a
     assert "| 2.00M | 0.100 | " in b and "| e2 (z) | 30,000 | 0.400 | 90.00 |" in b
-    assert "| 2.00M | - | " in c and "| e2 (z) | 30,000 | 0.400 | " in c
-    assert "batch 1, 1 intra-op thread, both sides measured in the same 7 interleaved rounds" in table
+    assert "| 2.00M | - | " in c and "| e2 (z) | 30,000 | 0.400 | " in c  # the entry's time: the first run's
+    assert "batch 1, 1 intra-op thread, both sides measured in the same 7 interleaved rounds of one run" in table
     assert "Of the 2 baselines with a zoo entry and both timed, the zoo entry is faster at 1 and slower at 1." in table
+
+
+def test_versus_pairs_a_baseline_timed_in_a_later_run_with_that_runs_zoo_times():
+    """A second latency run times baseline c (0.5 ms) beside entry e2 again (0.6 ms there, 0.4 ms in the first run):
+    c is paired with 0.6 and so counts as slower (against the first run's 0.4 it would count as faster); a and b keep
+    the first run's pairs."""
+    from bench.report import versus
+
+    later = {**LATENCY_RAW, "models": [_timing({"kind": "baseline", "family": "cnn", "rung": "c", "seed": 0}, 0.5),
+                                       _timing({"kind": "zoo", "zoo": "z", "id": "e2"}, 0.6)]}
+    table = versus({"inputs": {**_versus_inputs(), "latency/first": LATENCY_RAW, "latency/later": later}})
+    a, b, c = (line for line in table.splitlines() if line.startswith("| cnn |"))
+    assert "| 0.250 | " in a and "| e1 (z) | 10,000 | 0.125 |" in a
+    assert "| 0.100 | " in b and "| e2 (z) | 30,000 | 0.400 |" in b
+    assert "| 2.00M | 0.500 | " in c and "| e2 (z) | 30,000 | 0.600 |" in c
+    assert "of one run (`latency/first`, `latency/later`; a later run times the baselines trained since" in table
+    assert "Of the 3 baselines with a zoo entry and both timed, the zoo entry is faster at 1 and slower at 2." in table
 
 
 def test_latency_table_shows_every_thread_count_and_dash_where_unmeasured():
