@@ -1,7 +1,8 @@
 """The bytes front of mixed precision (issue 26, item 3): EdMIPS picks at several file-bytes budgets against uniform
 precisions, each as the ONNX file ONNX Runtime serves.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_edmips [--entries ZOO:ID ...] [--steps 100] [--out DIR]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_edmips [--entries ZOO:ID ...] [--steps 100] [--seed 0]
+        [--out DIR]
 
 Per entry: fp32 (`export_onnx`), INT8 dynamic (`quantize_int8`), INT8 static QDQ with activations calibrated on 256
 training images (`quantize_qdq_int8`), fp16 (`convert_fp16`), weight-only int4 and int8 (`export_mixed`, every
@@ -9,7 +10,8 @@ layer alike), and EdMIPS's picks at the default budgets (frozen weights; for the
 middle budget with the weights fine-tuned, `weight_lr` 1e-4). Each file: its bytes, test top-1 on the 10k test images
 and top-1 on the validation images the search never saw (both through ONNX Runtime, all graph optimizations, 1
 thread), 95% Wilson intervals, and the batch-1 median latency (100 runs after 10 warm-up, the files of one entry
-measured in turn in this process). One JSON per entry in --out.
+measured in turn in this process). One JSON per entry in --out: ENTRY.json under seed 0, ENTRY-sSEED.json under
+another `--seed` (the searches' batch order and initial logits; the uniform files do not depend on it), a replicate.
 """
 
 from __future__ import annotations
@@ -86,9 +88,9 @@ def edmips_files(zoo: Zoo, entry_id: str, folder: Path, cfg: EdmipsConfig, tag: 
     return files, records
 
 
-def bench_entry(zoo: Zoo, entry_id: str, steps: int, finetune: bool, test, held) -> dict:
-    torch.manual_seed(0)
-    cfg = EdmipsConfig(steps=steps)
+def bench_entry(zoo: Zoo, entry_id: str, steps: int, finetune: bool, test, held, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    cfg = EdmipsConfig(steps=steps, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         train = splits(zoo, EdmipsConfig(weight_lr=FINETUNE_LR))[0]
@@ -100,7 +102,7 @@ def bench_entry(zoo: Zoo, entry_id: str, steps: int, finetune: bool, test, held)
         files.update(picked)
         if finetune:
             middle = sorted(r["budget"] for r in records.values())[1]
-            tuned_cfg = EdmipsConfig(steps=steps, weight_lr=FINETUNE_LR, budgets=(middle,))
+            tuned_cfg = EdmipsConfig(steps=steps, weight_lr=FINETUNE_LR, budgets=(middle,), seed=seed)
             tuned, tuned_records = edmips_files(zoo, entry_id, folder, tuned_cfg, "edmips-finetuned")
             files.update(tuned)
             records.update(tuned_records)
@@ -112,7 +114,7 @@ def bench_entry(zoo: Zoo, entry_id: str, steps: int, finetune: bool, test, held)
                           "latency_b1": measure_latency(sess, (1, zoo.space.in_chans, zoo.space.img_size,
                                                                zoo.space.img_size), warmup=10, runs=100),
                           **({"search": records[name]} if name in records else {})}
-    return {"zoo": zoo.name, "entry": entry_id, "params": zoo.entry(entry_id).params, "steps": steps,
+    return {"zoo": zoo.name, "entry": entry_id, "params": zoo.entry(entry_id).params, "steps": steps, "seed": seed,
             "search_seconds_frozen": round(search_s, 1), "rows": rows}
 
 
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--entries", nargs="+", default=list(ENTRIES), help="ZOO:ENTRY_ID pairs")
     p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="the searches' seed (a replicate: another file per entry)")
     p.add_argument("--out", type=Path, default=Path("bench/data/edmips"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -131,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         test = numpy_batches(zoo_split(zoo, "test")[0])
         held = numpy_batches(splits(zoo, EdmipsConfig())[2])
         started = time.perf_counter()
-        result = bench_entry(zoo, entry_id, args.steps, zoo_name not in seen, test, held)
+        result = bench_entry(zoo, entry_id, args.steps, zoo_name not in seen, test, held, args.seed)
         seen.add(zoo_name)
         result.update(machine=machine(), threads=1, seconds=round(time.perf_counter() - started, 1),
                       command="OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_edmips "
                       + " ".join(sys.argv[1:] if argv is None else argv))
-        path = args.out / f"{entry_id}.json"
+        path = args.out / (f"{entry_id}.json" if args.seed == 0 else f"{entry_id}-s{args.seed}.json")
         atomic_write_text(path, json.dumps(result, indent=1) + "\n")
         print(f"{entry_id}: {result['seconds']} s -> {path}")
         for name, r in result["rows"].items():

@@ -447,6 +447,31 @@ def picks(raw: dict) -> str:
     return "\n".join([*lines, "", f"`{raw['space']['name']}`; selector: {settings}."]) + "\n"
 
 
+def edmips_seeds(raw: dict) -> str:
+    """bench_edmips replicated: `inputs` are its raw files, each entry under several seeds. Per entry and bytes
+    budget, each seed's frozen pick (file bytes, test top-1) and the mean top-1 over the seeds, beside the entry's
+    uniform int8 weights: how much a pick depends on its search's seed."""
+    by_entry: dict[str, list[dict]] = {}
+    for doc in raw["inputs"].values():
+        by_entry.setdefault(f"`{doc['zoo']}` / `{doc['entry']}`", []).append(doc)
+    seeds = sorted({doc.get("seed", 0) for doc in raw["inputs"].values()})
+    header = " | ".join(f"seed {s}: bytes, test top-1" for s in seeds)
+    lines = [raw["about"], "", f"| entry | budget (bytes) | {header} | mean test top-1 | uniform int8 weights: bytes, "
+             "test top-1 |", "|---|---|" + "---|" * (len(seeds) + 2)]
+    for entry, docs in by_entry.items():
+        if sorted(d.get("seed", 0) for d in docs) != seeds:
+            raise ValueError(f"{entry} lacks a seed's file (seeds: {seeds})")
+        docs.sort(key=lambda d: d.get("seed", 0))
+        int8 = docs[0]["rows"]["int8-weights"]
+        for name in sorted((n for n in docs[0]["rows"] if n.startswith("edmips@")), key=lambda n: int(n[7:])):
+            picks, budget = [d["rows"][name] for d in docs], int(name[7:])
+            lines.append(f"| {entry} | {budget:,} | " + " | ".join(
+                f"{r['file_bytes']:,}, {r['test']['top1']:.2f}" for r in picks) +
+                f" | {statistics.fmean(r['test']['top1'] for r in picks):.2f} | "
+                f"{int8['file_bytes']:,}, {int8['test']['top1']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def latency(raw: dict) -> str:
     """bench_latency: every model's batch-1 median ms (p10–p90 over rounds) at each thread count measured, the
     baselines first, then each zoo's entries, smallest first."""
@@ -614,7 +639,7 @@ def search(raw: dict) -> str:
 
 RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentration": concentration,
                                                "recipe": recipe, "versus": versus, "rating": rating,
-                                               "rating-seeds": rating_seeds,
+                                               "rating-seeds": rating_seeds, "edmips-seeds": edmips_seeds,
                                                "edmips": edmips, "latency": latency, "bossnas": bossnas,
                                                "selector-accuracy": selector_accuracy, "search": search,
                                                "bytes": bytes_front, "fronts": fronts, "selectors": selectors,

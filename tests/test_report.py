@@ -236,6 +236,29 @@ def test_rating_seeds_gives_each_ratings_tau_seed_by_seed_their_mean_and_the_see
         rating_seeds(raw)
 
 
+def _edmips_raw(entry: str, seed: int, picks: dict[int, tuple[int, float]]) -> dict:
+    row = lambda size, top1: {"file_bytes": size, "test": {"top1": top1}}
+    return {"zoo": "z", "entry": entry, "seed": seed, "rows": {
+        "int8-weights": row(1000, 90.0), **{f"edmips@{b}": row(*v) for b, v in picks.items()},
+        "edmips-finetuned@900": row(850, 80.0)}}
+
+
+def test_edmips_seeds_puts_each_budgets_pick_of_every_seed_beside_uniform_int8():
+    """Budgets in numeric order (900 before 1200, not as text), the fine-tuned pick left out, the mean over the seeds;
+    an entry without one seed's file is refused."""
+    from bench.report import edmips_seeds
+
+    raw = {"about": "Two seeds.", "inputs": {
+        "edmips/a": _edmips_raw("a", 0, {1200: (1100, 91.0), 900: (880, 89.0)}),
+        "edmips/a-s1": _edmips_raw("a", 1, {1200: (1150, 90.0), 900: (870, 88.0)})}}
+    rows = [line for line in edmips_seeds(raw).splitlines() if line.startswith("| `z`")]
+    assert rows == ["| `z` / `a` | 900 | 880, 89.00 | 870, 88.00 | 88.50 | 1,000, 90.00 |",
+                    "| `z` / `a` | 1,200 | 1,100, 91.00 | 1,150, 90.00 | 90.50 | 1,000, 90.00 |"]
+    raw["inputs"]["edmips/b"] = _edmips_raw("b", 0, {900: (880, 89.0)})
+    with pytest.raises(ValueError, match="`z` / `b` lacks a seed's file"):
+        edmips_seeds(raw)
+
+
 def test_picks_places_each_pick_in_its_bucket_and_keeps_its_layers_in_one_cell():
     from bench.report import picks
     from training.preferred import Buckets, Candidate, preferred_doc
