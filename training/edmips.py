@@ -4,7 +4,9 @@
 - Choices: per quantizable layer (every Conv2d and Linear of the entry's standalone subnet, any family) a softmax
   over the weight widths ONNX Runtime's CPU path serves from a file: int4, int8 (QDQ DequantizeLinear, per-output-
   channel symmetric scales), fp16 and fp32 (`zoo.precision.BITS`). Activations stay fp32: weight-only, as
-  `export.mixed` writes it (the budget is the file's bytes; activations cost no bytes in it).
+  `export.mixed` writes it (activations cost no bytes in it). The budget counts the file's tensors: each weight
+  at its width with its scales, every other float tensor at fp32; the graph, names and metadata come on top
+  (27-111 KB on the four entries of bench/data/edmips: a file is 1.1-2.1x its pick's bytes).
 - Relaxation (EdMIPS's memory-saving form): the layer computes with W̄ = Σ_i π_i Q_i(W), Q_i the fake quantizer of
   choice i (straight-through gradient). A conv and a linear layer are linear in their weight, so this equals the
   π-weighted sum of the layer's outputs under each choice.
@@ -56,7 +58,7 @@ EVAL_BATCH = 500
 class EdmipsConfig:
     """The settings of `python -m training edmips` (module docstring)."""
 
-    budgets: tuple[float, ...] | None = None  # file bytes; None: DEFAULT_BUDGETS between uniform int4 and fp16
+    budgets: tuple[float, ...] | None = None  # tensor bytes; None: DEFAULT_BUDGETS between uniform int4 and fp16
     steps: int = 150  # per budget: an architecture step each (and a weight step with weight_lr > 0)
     batch_size: int = 64
     arch_lr: float = 0.05
