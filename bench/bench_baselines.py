@@ -395,6 +395,11 @@ RECIPE_KEYS = ("epochs", "lr", "data", "val_size", "split_seed", "batch", "weigh
                "crop_padding", "schedule", "optimizer")  # what every model of one raw file shares
 
 
+def recipe_change(held: dict, other: dict) -> str | None:
+    """The first recipe setting in which `other` differs from `held` (None: one recipe)."""
+    return next((k for k in RECIPE_KEYS if other[k] != held[k]), None)
+
+
 def write_raw(raw_dir: Path, out: Path, family: str, command: str, name: str | None = None, kind: str = "baselines",
               **about) -> Path:
     """bench/data/baselines/FAMILY.json (or `name`.json) from every finished model of the family under `out`, added
@@ -409,8 +414,8 @@ def write_raw(raw_dir: Path, out: Path, family: str, command: str, name: str | N
         models[model["rung"], model["seed"]] = model
     first = next(iter(models.values()), None)
     for model in models.values():
-        if differ := [k for k in RECIPE_KEYS if model[k] != first[k]]:
-            raise SystemExit(f"{path}: its {model['rung']} (seed {model['seed']}) was trained with another {differ[0]} "
+        if key := recipe_change(first, model):
+            raise SystemExit(f"{path}: its {model['rung']} (seed {model['seed']}) was trained with another {key} "
                              f"than the rest; one file holds one recipe (give another --raw-dir)")
     doc = {"kind": kind, "family": family, **about, "machine": machine(), "command": command,
            "tuning": tuning_of(out, family) or before.get("tuning"),
@@ -423,15 +428,16 @@ def check_recipes(raw_dir: Path, jobs: list[Job]) -> None:
     """Before any training: a model that its family's raw file would refuse once trained (write_raw: one recipe a
     file) is refused now, not after hours. A folder that holds a run is left to check_identity, which names what
     changed."""
+    paths = {raw_dir / f"{family}.json" for family in {job.family for job in jobs}}
+    held = {path.stem: next(iter(json.loads(path.read_text()).get("models", [])), None)
+            for path in paths if path.exists()}
     for job in jobs:
-        path = raw_dir / f"{job.family}.json"
-        if (job.folder / "config.json").exists() or not path.exists():
+        first, want = held.get(job.family), job.identity()
+        if first is None or (job.folder / "config.json").exists() or not (key := recipe_change(first, want)):
             continue
-        held, want = next(iter(json.loads(path.read_text()).get("models", [])), None), job.identity()
-        if held and (differ := [k for k in RECIPE_KEYS if held[k] != want[k]]):
-            raise SystemExit(f"{path}: {job.label} would be trained with another {differ[0]} ({want[differ[0]]!r}) "
-                             f"than the models it holds ({held[differ[0]]!r}); one file holds one recipe (train with "
-                             "its settings, or give another --raw-dir)")
+        raise SystemExit(f"{raw_dir / f'{job.family}.json'}: {job.label} would be trained with another {key} "
+                         f"({want[key]!r}) than the models it holds ({first[key]!r}); one file holds one recipe "
+                         "(train with its settings, or give another --raw-dir)")
 
 
 # -- the command ------------------------------------------------------------------------------------------------------

@@ -395,8 +395,8 @@ def tables(raw: dict) -> str:
 def rating_replicates(ratings: dict[str, dict], ids: list[str]) -> list[str]:
     """How far each rating agrees with its replicate under another seed (`report --tag s1`: the same name with the
     tag appended), ground truth aside: Kendall tau between their scores of the ground-truth paths."""
-    pairs = [(name[:-len(tag) - 1], name) for name in ratings if (tag := name.rsplit(" ", 1)[-1]) != name
-             and re.fullmatch(r"s\d+", tag) and name[:-len(tag) - 1] in ratings]
+    pairs = [(tagged[1], name) for name in ratings
+             if (tagged := re.fullmatch(r"(.+) s\d+", name)) and tagged[1] in ratings]
     if not pairs:
         return []
     score = lambda name: [ratings[name]["scores"][i] for i in ids]

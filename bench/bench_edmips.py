@@ -1,4 +1,4 @@
-"""The bytes front of mixed precision (issue 26, item 3): EdMIPS picks at several file-bytes budgets against uniform
+"""The bytes front of mixed precision (issue 26, item 3): EdMIPS picks at several bytes budgets against uniform
 precisions, each as the ONNX file ONNX Runtime serves.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_edmips [--entries ZOO:ID ...] [--steps 100] [--seed 0]

@@ -265,6 +265,8 @@ def versus(raw: dict) -> str:
         for m in sorted(doc["models"], key=lambda m: (m["params"], m["seed"])):
             right = unpack_bits(m["test_right"], m["test_images"])
             rows.append((family, m, right, best_fitting(entries, m["params"])))
+    key_of = lambda family, m: latency_key({**m, "kind": "baseline", "family": family})
+    timed = {key_of(family, m): timed_with(runs, key_of(family, m)) for family, m, _, _ in rows}  # its pair's run
     tested = [(row, paired_difference(row[3]["test"], row[2])) for row in rows if row[3] is not None]
     adjusted = holm([diff[3] for _, diff in tested])
     verdicts: dict[str, int] = {"better": 0, "no significant difference": 0, "worse": 0}
@@ -272,7 +274,7 @@ def versus(raw: dict) -> str:
     for ((family, m, _, entry), (d, lo, hi, p)), p_holm in zip(tested, adjusted, strict=True):
         verdict = "no significant difference" if p_holm >= 0.05 else "better" if d > 0 else "worse"
         verdicts[verdict] += 1
-        ms = timed_with(runs, key := ("baseline", family, m["rung"], m["seed"]))
+        ms = timed[key := key_of(family, m)]
         base_ms, entry_ms = ms.get(key), ms.get(("zoo", entry["zoo"], entry["id"]))
         if base_ms is not None and entry_ms is not None:
             speed["faster" if entry_ms < base_ms else "slower" if entry_ms > base_ms else "as fast"] += 1
@@ -287,9 +289,8 @@ def versus(raw: dict) -> str:
         lo, hi = wilson_interval(top1, len(right))
         answer = by_model.get((family, m["rung"], m["seed"]), "nothing fits | | | | | | | |")
         lines.append(f"| {family} | {m['rung']}, {m['seed']} | {m['params']:,} | {m['macs'] / 1e6:.2f}M | "
-                     f"{_ms(timed_with(runs, key := ('baseline', family, m['rung'], m['seed'])).get(key))} | "
-                     f"{top1:.2f} ({lo:.2f}–{hi:.2f}) | "
-                     f"{answer}")
+                     f"{_ms(timed[key := key_of(family, m)].get(key))} | "
+                     f"{top1:.2f} ({lo:.2f}–{hi:.2f}) | {answer}")
     lines += [""] + [f"{doc['family']}: lr {doc['tuning']['chosen_lr']:g} chosen on validation by a sweep at rung "
                      f"{doc['tuning']['rung']}, {doc['tuning']['epochs']} epochs (val top-1 by lr: "
                      + ", ".join(f"{lr}: {v:.2f}" for lr, v in doc["tuning"]["val_top1"].items()) + ")"

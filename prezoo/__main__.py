@@ -25,7 +25,7 @@ COMMANDS = {
     "select": ("training", "select", "preferred architectures: zero-cost, or --method darts|bossnas"),
     "bossnas": ("training", "bossnas", "BossNAS: label-free selection of preferred HyTra or MBConv paths"),
     "darts": ("training", "darts", "DARTS-style differentiable selection of preferred MBConv or HyTra paths"),
-    "edmips": ("training", "edmips", "EdMIPS: per-layer weight bits of a zoo entry under file-bytes budgets"),
+    "edmips": ("training", "edmips", "EdMIPS: per-layer weight bits of a zoo entry under bytes budgets"),
     "variants": ("training", "variants", "an entry's weights at fewer bytes (w16/w8/w4, EdMIPS): accuracy into the "
                                          "zoo's index"),
     "train": ("training", "train", "one-shot supernet training"),

@@ -249,7 +249,8 @@ def add_edmips_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entry", type=nonempty, required=True, help="the entry id whose precision is searched")
     p.add_argument("--out", type=out_dir, default="runs/edmips", help="folder for ENTRY/BYTES.json precision maps")
     p.add_argument("--budgets", type=_number, nargs="+",
-                   help="file bytes, e.g. 60K 80K (default: 3 between every layer at int4 and at fp16)")
+                   help="bytes of the file's tensors, e.g. 60K 80K (default: 3 between every layer at int4 and "
+                        "at fp16)")
     add_ranged_settings(p, E, R, (("steps", "per budget: an architecture step each (and a weight step with "
                                            "--weight-lr)"),
                                  ("batch_size", ""), ("arch_lr", "Adam's, on the logits"),
@@ -662,7 +663,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                 run_bossnas),
     "darts": ("DARTS-style differentiable selection of preferred MBConv or HyTra paths under params budgets",
               add_darts_args, run_darts),
-    "edmips": ("EdMIPS: per-layer weight bits of a zoo entry under file-bytes budgets", add_edmips_args,
+    "edmips": ("EdMIPS: per-layer weight bits of a zoo entry under bytes budgets", add_edmips_args,
                run_edmips),
     "variants": ("an entry's weights at fewer bytes (w16, w8, w4, EdMIPS maps): accuracy into the zoo's index",
                  add_variants_args, run_variants),
