@@ -1,11 +1,14 @@
 """ONNX Runtime latency of every trained baseline and every shipped zoo entry, measured side by side in one run:
 issue 23's "measured ONNX Runtime latency" axis of the zoos-vs-baselines table and plot.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_latency [--runs /tmp/prezoo-run/runs/baselines]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_latency [--runs /tmp/prezoo-run/runs/baselines | --untrained]
         [--zoo NAME_OR_DIR ...] [--threads 1,2] [--rounds 200] [--reps 10] [--warmup 20] [--conditions TEXT]
 
 Baselines: every finished model (`FAMILY/RUNG-sSEED/result.json` and its checkpoint) under `--runs`, as
-bench/bench_baselines.py writes them (its lr sweep under `tune/` is left out), exported as the zoos' fp32 files are
+bench/bench_baselines.py writes them (its lr sweep under `tune/` is left out); or, with `--untrained`, every model of
+the committed raw files (bench/data/baselines/FAMILY.json) built from its rung with initial weights, so that a fresh
+clone without the checkpoints times them too (a graph's latency does not depend on its weights' values). Each is
+exported as the zoos' fp32 files are
 (TorchScript exporter, opset 17, dynamic batch axis; export/onnx.py), with the export's largest logit difference from
 torch recorded. Zoo entries: every entry of every `--zoo` (default: the shipped zoos), built as the server runs them
 (`export.runtime.serving_session` through an ExportCache in a temp folder). Every model then gets one CPU session per
@@ -40,14 +43,21 @@ from bench.report import DATA
 from zoo.io import atomic_write_text
 
 DEFAULT_RUNS = Path("/tmp/prezoo-run/runs/baselines")
+BASELINES_RAW = DATA / "baselines"
 MAX_CONDITIONS = 500  # characters of --conditions
 
 
-def baseline_results(runs: Path) -> list[tuple[dict, Path]]:
-    """(result.json, folder) of every finished baseline under `runs`, smallest first; the lr sweep is not a ladder."""
-    found = [(json.loads(p.read_text()), p.parent) for p in sorted(runs.glob("*/*/result.json"))
-             if p.parent.parent.name != "tune"]
-    return sorted(found, key=lambda rf: (rf[0]["family"], rf[0]["params"], rf[0]["seed"]))
+def trained_baselines(runs: Path) -> list[tuple[dict, torch.nn.Module]]:
+    """(result.json, trained model) of every finished baseline under `runs`; the lr sweep is not a ladder."""
+    return [(result, load_model(architecture(result), p.parent)) for p in sorted(runs.glob("*/*/result.json"))
+            if p.parent.parent.name != "tune" for result in [json.loads(p.read_text())]]
+
+
+def untrained_baselines(data: Path) -> list[tuple[dict, torch.nn.Module]]:
+    """(raw record, model with initial weights) of every model of the committed baseline raw files in `data`."""
+    torch.manual_seed(0)
+    return [(result, architecture(result)().eval()) for p in sorted(data.glob("*.json"))
+            for result in json.loads(p.read_text())["models"]]
 
 
 def architecture(result: dict) -> Callable[[], torch.nn.Module]:
@@ -69,14 +79,14 @@ def export_baseline(model: torch.nn.Module, path: Path) -> Path:
     return path
 
 
-def baseline_sessions(runs: Path, tmp: Path, threads: list[int], x: torch.Tensor) -> list[tuple[dict, dict]]:
-    """(the record, {threads: session}) of every finished baseline, each exported once into `tmp`."""
+def baseline_sessions(baselines: list[tuple[dict, torch.nn.Module]], tmp: Path, threads: list[int], x: torch.Tensor
+                      ) -> list[tuple[dict, dict]]:
+    """(the record, {threads: session}) of every baseline, smallest first, each exported once into `tmp`."""
     from export.onnx import parity, session
 
     out = []
-    for result, folder in baseline_results(runs):
-        model = load_model(architecture(result), folder)
-        path = export_baseline(model, tmp / f"{result['family']}-{folder.name}.onnx")
+    for result, model in sorted(baselines, key=lambda rm: (rm[0]["family"], rm[0]["params"], rm[0]["seed"])):
+        path = export_baseline(model, tmp / f"{result['family']}-{result['rung']}-s{result['seed']}.onnx")
         sessions = {t: session(path, threads=t, spinning=False) for t in threads}  # serving_session's options
         record = {"kind": "baseline", "family": result["family"], "rung": result["rung"], "seed": result["seed"],
                   "params": result["params"], "macs": result["macs"],
@@ -137,7 +147,9 @@ def _conditions(text: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_latency", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="bench_baselines' --out (default: %(default)s)")
+    ap.add_argument("--runs", type=Path, default=None, help=f"bench_baselines' --out (default: {DEFAULT_RUNS})")
+    ap.add_argument("--untrained", action="store_true", help=f"time the models of {BASELINES_RAW}/*.json built with "
+                                                             "initial weights instead of --runs' trained ones")
     ap.add_argument("--zoo", action="append", help="a zoo folder or shipped zoo name, repeatable (default: every "
                                                    "shipped zoo)")
     ap.add_argument("--threads", type=_threads, default=[1, 2], help="ORT intra-op threads, each measured")
@@ -148,7 +160,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="what else ran on the machine (recorded in the raw file)")
     ap.add_argument("--out", type=Path, default=DATA / "latency" / "fashion-mnist.json")
     args = ap.parse_args(argv)
-    if not args.runs.is_dir():
+    if args.untrained and args.runs is not None:
+        ap.error("--untrained times the committed raw files' models: give no --runs")
+    args.runs = args.runs or DEFAULT_RUNS
+    if not args.untrained and not args.runs.is_dir():
         ap.error(f"--runs {args.runs}: no such folder (bench_baselines' --out)")
     return args
 
@@ -166,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     zoos = args.zoo or list(shipped_zoos())
     x = torch.randn(1, IN_CHANS, IMG_SIZE, IMG_SIZE, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
-        models = baseline_sessions(args.runs, Path(tmp), args.threads, x) + \
+        baselines = untrained_baselines(BASELINES_RAW) if args.untrained else trained_baselines(args.runs)
+        models = baseline_sessions(baselines, Path(tmp), args.threads, x) + \
             zoo_sessions(zoos, Path(tmp) / "cache", args.threads)
         if not models:
             raise SystemExit(f"nothing to measure: no finished baseline under {args.runs} and no zoo entry")
@@ -177,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - started
     doc = {"kind": "latency", "dataset": "fashion-mnist", "machine": f"{host_description(CPU)}; {machine()}",
            "command": command, "conditions": args.conditions,
+           "baseline_weights": "initial (untrained)" if args.untrained else "trained",
            "load_average_1min": {"before": round(load, 2), "after": round(os.getloadavg()[0], 2)},
            "protocol": {"engine": f"onnxruntime {ort.__version__} {CPU}, fp32", "batch": 1, "threads": args.threads,
                         "session": "serving_session's options: ORT_ENABLE_ALL, idle threads not spinning",

@@ -483,7 +483,8 @@ def latency(raw: dict) -> str:
              f"of {protocol['reps']} calls per session, every model and thread count in each round; "
              f"{protocol['statistic']}. Machine: {raw['machine']}; {raw['conditions']}"
              + (f"; 1-minute load average {load['before']:g} before the rounds, {load['after']:g} after."
-                if (load := raw.get("load_average_1min")) else "."), "",
+                if (load := raw.get("load_average_1min")) else ".")
+             + (f" Baseline weights: {raw['baseline_weights']}." if "baseline_weights" in raw else ""), "",
              "| model | kind | params | MACs | " + " | ".join(f"{t} thread{'s' * (t != '1')}: median ms (p10–p90)"
                                                          for t in threads) + " |",
              "|---|---|---|---|" + "---|" * len(threads)]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench.bench_baselines import main as train_baselines
-from bench.bench_latency import main
+from bench.bench_latency import BASELINES_RAW, main
 from bench.report import latency, medians
 from zoo.store import Zoo
 
@@ -47,10 +47,26 @@ def test_baselines_and_zoo_entries_are_timed_side_by_side(tmp_path):
     assert len([line for line in latency(raw).splitlines() if line.startswith("| ")]) == 1 + len(raw["models"])
 
 
+def test_untrained_times_every_committed_baseline_from_its_rung(tmp_path):
+    """A fresh clone has no checkpoints: the raw files' models are built with initial weights and timed."""
+    out = tmp_path / "latency.json"
+    assert main(["--untrained", "--zoo", "hytra-fmnist", "--threads", "1", "--rounds", "10", "--reps", "1",
+                 "--warmup", "1", "--out", str(out)]) == 0
+    raw = json.loads(out.read_text())
+    committed = sorted((m["family"], m["rung"], m["seed"], m["params"], m["macs"])
+                       for p in BASELINES_RAW.glob("*.json") for m in json.loads(p.read_text())["models"])
+    timed = [m for m in raw["models"] if m["kind"] == "baseline"]
+    assert sorted((m["family"], m["rung"], m["seed"], m["params"], m["macs"]) for m in timed) == committed
+    assert all(m["onnx_max_abs_diff"] < 1e-4 and m["latency"]["1"]["median_ms"] > 0 for m in timed)
+    assert raw["baseline_weights"] == "initial (untrained)" and "--untrained" in raw["command"]
+
+
 @pytest.mark.parametrize("flags", [["--threads", "1,1"], ["--threads", "0"], ["--threads", ""], ["--rounds", "5"],
-                                   ["--reps", "nan"], ["--conditions", "x" * 501], ["--runs", "/nonexistent/runs"]])
+                                   ["--reps", "nan"], ["--conditions", "x" * 501], ["--runs", "/nonexistent/runs"],
+                                   ["--untrained", "--runs", "/tmp"]])
 def test_bad_flags_are_refused_before_any_work(flags, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        main(["--runs", str(tmp_path), "--out", str(tmp_path / "latency.json"), *flags])
+        main([*(["--runs", str(tmp_path)] if "--runs" not in flags else []), "--out", str(tmp_path / "latency.json"),
+              *flags])
     assert stop.value.code == 2 and "error:" in capsys.readouterr().err
     assert not (tmp_path / "latency.json").exists()
