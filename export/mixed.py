@@ -1,6 +1,6 @@
 """Mixed-precision ONNX of a subnet: each Conv2d/Linear weight stored at the bits a precision map gives it
 (`zoo.precision`), everything else fp32, activations fp32 (weight-only: the file is smaller, the arithmetic is
-ONNX Runtime's choice).
+ONNX Runtime's choice). Each conv's BatchNorm is folded into it first (`zoo.precision.folded`).
 
 How a weight is stored: int8 and int4 as QDQ's DequantizeLinear of packed integers with one float32 scale per output
 channel (symmetric, no zero point; int4 needs opset 21, so every mixed file is opset 21), fp16 as a Cast of float16,
@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper, version_converter
 from torch import nn
 
 from export.onnx import INPUT, Provenance, _finish, _provenance_of, export_onnx
-from zoo.precision import STORAGE, check_map, quantizable_layers, quantize, substituted
+from zoo.precision import STORAGE, check_map, folded, quantizable_layers, quantize, substituted
 
 MARK_DOMAIN, MARK_OP = "prezoo.mark", "Weight"
 OPSET = 21  # DequantizeLinear of int4
@@ -63,6 +63,7 @@ def export_mixed(model: nn.Module, bits: dict[str, int], path: str | Path, metad
     """`model` as an ONNX file with each layer's weight at `bits` (checked: `zoo.precision.check_map`), checked by
     onnx.checker (full), written atomically; the map is in the metadata (`prezoo.precision_map`)."""
     bits = check_map(model, bits)
+    model = folded(model)
     layers = quantizable_layers(model)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "marked.onnx"

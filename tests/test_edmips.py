@@ -20,8 +20,10 @@ from zoo.precision import (
     BITS,
     check_map,
     fixed_bytes,
+    folded,
     model_bytes,
     quantizable_layers,
+    quantize,
     quantized,
     read_map,
     uniform,
@@ -84,8 +86,8 @@ def test_mixed_file_runs_in_ort_and_matches_the_fake_quantized_model(which, tmp_
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["prezoo.precision_map"]) == bits and meta["prezoo.test"] == "1"
     x = test_images[which[0]]
-    with quantized(model, bits), torch.inference_mode():
-        ref = model.eval()(x).numpy()
+    with quantized(folded(model), bits) as stored, torch.inference_mode():
+        ref = stored(x).numpy()
     plain = ort.SessionOptions()
     plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     exact = ort.InferenceSession(str(path), plain, providers=["CPUExecutionProvider"])
@@ -94,6 +96,46 @@ def test_mixed_file_runs_in_ort_and_matches_the_fake_quantized_model(which, tmp_
     assert np.abs(served - ref).max() < SERVED and (served.argmax(1) == ref.argmax(1)).mean() >= 0.95
     with torch.inference_mode():
         assert np.abs(model(x).numpy() - ref).max() > 0  # the quantization is real: fp32 answers otherwise
+
+
+@pytest.mark.parametrize("name", ["hytra-fmnist", "mbconv-fmnist"])
+def test_folding_each_convs_batch_norm_keeps_the_function_and_the_integers(name):
+    zoo = Zoo.load(name)
+    model = zoo.subnet(zoo.entries[3])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    norms = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+    twin = folded(model)
+    assert norms(model) > norms(twin) and model.state_dict().keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the model is unchanged
+    x = torch.randn(8, model.space.in_chans, model.space.img_size, model.space.img_size)
+    with torch.inference_mode():
+        assert torch.allclose(twin(x), model.eval()(x), atol=1e-4)
+    # per-output-channel scales: a folded layer's int8 grid is the unfolded one's, channel signs aside (a float
+    # rounding may move a value lying on a half-step)
+    layers, twins = quantizable_layers(model), quantizable_layers(twin)
+    changed = [layer for layer in layers if not torch.equal(layers[layer].weight, twins[layer].weight)]
+    assert changed
+    for layer in changed:
+        (q, _), (q_folded, _) = quantize(layers[layer].weight, 8), quantize(twins[layer].weight, 8)
+        off = (q_folded.int().abs() - q.int().abs()).abs()
+        assert off.max() <= 1 and (off > 0).float().mean() < 1e-3, layer
+
+
+def test_folding_refuses_a_conv_whose_output_is_read_besides_its_batch_norm():
+    class Skip(torch.nn.Module):
+        space = type("Space", (), {"in_chans": 1, "img_size": 8})
+
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
+            self.bn.running_var.fill_(4.0)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return (self.bn(y) + y).mean((2, 3))
+
+    with pytest.raises(ValueError, match="Skip: folding its BatchNorms into their convs changes its output"):
+        folded(Skip())
 
 
 def test_precision_map_refuses_unknown_layers_missing_layers_and_bits(tmp_path):

@@ -5,8 +5,9 @@
   over the weight widths ONNX Runtime's CPU path serves from a file: int4, int8 (QDQ DequantizeLinear, per-output-
   channel symmetric scales), fp16 and fp32 (`zoo.precision.BITS`). Activations stay fp32: weight-only, as
   `export.mixed` writes it (activations cost no bytes in it). The budget counts the file's tensors: each weight
-  at its width with its scales, every other float tensor at fp32; the graph, names and metadata come on top
-  (27-111 KB on the four entries of bench/data/edmips: a file is 1.1-2.1x its pick's bytes).
+  at its width with its scales, every other float tensor of the model with its BatchNorms folded into their convs
+  (`zoo.precision.folded`, as the file holds it) at fp32; the graph, names and metadata come on top
+  (17-101 KB on the four entries of bench/data/edmips: a file is 1.1-2.4x its pick's bytes).
 - Relaxation (EdMIPS's memory-saving form): the layer computes with W̄ = Σ_i π_i Q_i(W), Q_i the fake quantizer of
   choice i (straight-through gradient). A conv and a linear layer are linear in their weight, so this equals the
   π-weighted sum of the layer's outputs under each choice.

@@ -48,8 +48,9 @@ def variant_maps(model: nn.Module, entry_id: str, bits: Iterable[int], edmips: P
 def measure(model: nn.Module, bits: dict[str, int], splits: dict[str, list]) -> dict[str, float]:
     """top1/top5 (test) and val_top1/val_top5 of `model` with its weights as a file at `bits` stores them."""
     from training.evaluate import accuracy_of
-    from zoo.precision import quantized
+    from zoo.precision import folded, quantized
 
+    model = folded(model)  # as the file holds it (`export.mixed`): its fp16 weights round after folding
     with quantized(model, bits):
         test, val = (accuracy_of(model, splits[s]) for s in ("test", "val"))
     return {"top1": test.top1, "top5": test.top5, "val_top1": val.top1, "val_top5": val.top5}

@@ -2,13 +2,15 @@
 per-output-channel symmetric quantizer, the bytes each choice costs, and the precision map (layer name -> bits).
 
 Here in `zoo` because both sides use it and neither may import the other: the search (`training.edmips`) trains
-through `fake_quantize` and prices with `weight_bytes`; the export (`export.mixed`) writes `quantize`'s integers,
-so the file holds exactly the weights the search evaluated. Family-agnostic: a layer is any Conv2d or Linear of the
-module, named as `named_modules` names it; the rest of the model (biases, norms, embeddings) stays fp32.
+through `fake_quantize` and prices with `weight_bytes`; the export (`export.mixed`) writes `quantize`'s integers
+of the `folded` model (each conv's BatchNorm folded into it), which the search's unfolded weights equal up to a
+per-channel factor, so the file computes what the search evaluated. Family-agnostic: a layer is any Conv2d or Linear
+of the module, named as `named_modules` names it; the rest of the model (biases, norms, embeddings) stays fp32.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -75,10 +77,63 @@ def weight_bytes(shape: tuple[int, ...] | torch.Size, bits: int) -> int:
 
 
 def fixed_bytes(model: nn.Module) -> int:
-    """float32 bytes of every floating-point tensor of the state dict outside the quantizable layers' weights (biases,
-    norms, embeddings, BatchNorm statistics): what every precision map pays alike."""
+    """float32 bytes of every floating-point tensor of the `folded` model's state dict outside the quantizable layers'
+    weights (biases, norms, embeddings, the BatchNorms no conv absorbs): what every precision map pays alike."""
+    model = folded(model)
     weights = {f"{name}.weight" for name in quantizable_layers(model)}
     return sum(4 * t.numel() for k, t in model.state_dict().items() if k not in weights and t.is_floating_point())
+
+
+def folded(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode with each BatchNorm that reads a Conv2d's output folded into that conv (weight
+    scaled per output channel, bias shifted) and replaced by an Identity: the form a file stores, since ONNX Runtime
+    folds a BatchNorm only into a conv whose weight is a constant, which a DequantizeLinear output is not. Per-output-
+    channel symmetric scales make Q(a·W) = a·Q(W), so folding moves no weight to another grid point. ValueError when
+    the copy computes anything else than `model` (a conv's output read besides by its BatchNorm)."""
+    model = copy.deepcopy(model).eval()
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for conv_name, bn_name in _conv_batch_norms(twin):
+            conv, bn = twin.get_submodule(conv_name), twin.get_submodule(bn_name)
+            a = (bn.weight if bn.affine else 1) / torch.sqrt(bn.running_var + bn.eps)
+            shift = (bn.bias if bn.affine else 0) - bn.running_mean * a
+            conv.bias = nn.Parameter(shift if conv.bias is None else conv.bias * a + shift)
+            conv.weight.mul_(a.reshape(-1, *([1] * (conv.weight.dim() - 1))))
+            parent, _, child = bn_name.rpartition(".")
+            setattr(twin.get_submodule(parent), child, nn.Identity())
+        x = torch.randn(2, model.space.in_chans, model.space.img_size, model.space.img_size,
+                        generator=torch.Generator().manual_seed(0))
+        if not torch.allclose(twin(x), model(x), rtol=1e-4, atol=1e-4):
+            raise ValueError(f"{type(model).__name__}: folding its BatchNorms into their convs changes its output")
+    return twin
+
+
+def _conv_batch_norms(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv, BatchNorm) module names where the BatchNorm (with running statistics) reads the conv's output, found by
+    one forward pass of a zero image."""
+    made: dict[int, tuple[str, Tensor]] = {}
+    pairs: list[tuple[str, str]] = []
+
+    def produced(name: str) -> Callable:
+        def hook(_module, _args, out) -> None:
+            made.setdefault(id(out), (name, out))  # the tensor is kept: its id stays its own
+        return hook
+
+    def consumed(name: str) -> Callable:
+        def hook(_module, args) -> None:
+            if id(args[0]) in made:
+                pairs.append((made[id(args[0])][0], name))
+        return hook
+
+    hooks = [m.register_forward_hook(produced(n)) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_pre_hook(consumed(n)) for n, m in model.named_modules()
+              if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
+    try:
+        model(torch.zeros(1, model.space.in_chans, model.space.img_size, model.space.img_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return pairs
 
 
 def model_bytes(model: nn.Module, bits: Mapping[str, int]) -> int:
