@@ -38,6 +38,18 @@ def test_training_benchmark_puts_the_supernet_beside_timm():
     assert rows[0].rstrip().endswith("1.00x |") and all(float(line.split("|")[2]) > 0 for line in rows)
 
 
+@pytest.mark.slow
+def test_step_speed_benchmark_times_the_three_variants_of_one_step(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench.bench_step_speed", "--space", "mbconv-tiny", "--threads", "1",
+                          "--batch", "8", "--rounds", "2", "--reps", "1", "--out", str(tmp_path / "raw.json")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    raw = json.loads((tmp_path / "raw.json").read_text())
+    assert set(raw["seconds_per_step"]) == {"eager fp32", "bf16 autocast", "torch.compile"}
+    assert all(len(t) == 2 and min(t) > 0 for t in raw["seconds_per_step"].values())
+    assert "| eager fp32 |" in out.stdout and out.stdout.count("x |") == 3
+
+
 @pytest.mark.parametrize("module", sorted(p.stem for p in (ROOT / "bench").glob("bench_*.py")))
 def test_every_benchmark_imports(module):
     """Benchmarks run rarely (some only on a GPU): at least their imports follow the code they measure."""
