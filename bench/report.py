@@ -632,6 +632,13 @@ def selector_accuracy(raw: dict) -> str:
     return tables(raw)
 
 
+def coverage(raw: dict) -> str:
+    """bench_coverage: HyTra paths' one-shot scores against their rarest module's share of the training steps."""
+    from bench.bench_coverage import tables
+
+    return tables(raw)
+
+
 def search(raw: dict) -> str:
     """bench_search: the search baselines' best archs against selection's entry per bucket, and their costs."""
     from bench.bench_search import tables
@@ -646,7 +653,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentr
                                                "selector-accuracy": selector_accuracy, "search": search,
                                                "bytes": bytes_front, "fronts": fronts, "selectors": selectors,
                                                "selector-seeds": selector_seeds,
-                                               "picks": picks}
+                                               "picks": picks, "coverage": coverage}
 
 
 def plot_versus(raw: dict, path: Path) -> Path:
