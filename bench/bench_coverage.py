@@ -88,8 +88,8 @@ def _steps(lo: float, hi: float) -> str:
 
 def tables(raw: dict) -> str:
     """Paths grouped by their rarest module's expected training steps in the first run; per run, those steps and
-    the one-shot scores of the same paths; then, per run, Spearman rho of the score with that share and with params
-    (95% bootstrap intervals over the paths)."""
+    the one-shot scores of the same paths; the small paths one by one; then, per run, Spearman rho of the score with
+    that share and with params (95% bootstrap intervals over the paths)."""
     paths, runs = raw["paths"], raw["runs"]
     steps = [[share * run["steps"] for share in run["rarest_share"]] for run in runs]
     names = [Path(run["run"]).name for run in runs]
@@ -113,6 +113,14 @@ def tables(raw: dict) -> str:
                          f"[{min(score):.1f}, {max(score):.1f}]")
         lines.append(f"| {_steps(lo, hi)} | {len(group)} | {min(size) / 1e3:.0f}K–{max(size) / 1e3:.0f}K | "
                      + " | ".join(cells) + " |")
+    lines += ["", f"Each path of at most {raw['max_params']:,} params:", "",
+              "| path | params | " + " | ".join(f"{n}: rarest module's steps | {n}: one-shot top-1" for n in names)
+              + " |", "|---|---:|" + "---:|---:|" * len(runs)]
+    for i in sorted((i for i, p in enumerate(paths) if p["params"] <= raw["max_params"]),
+                    key=lambda i: (paths[i]["params"], paths[i]["layers"])):
+        lines.append(f"| {paths[i]['layers']} | {paths[i]['params']:,} | "
+                     + " | ".join(f"{st[i]:,.1f} | {run['score'][i]:.1f}" for run, st in zip(runs, steps, strict=True))
+                     + " |")
     lines += ["", "| run | steps | sampler | Spearman ρ (score, rarest share) [95%] | "
               "Spearman ρ (score, params) [95%] |", "|---|---:|---|---|---|"]
     size = [p["params"] for p in paths]
