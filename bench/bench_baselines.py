@@ -23,7 +23,8 @@ random crops, batch 128, `--epochs` (default 10) for all, one torch thread per m
 out; the last epoch's weights count, no early stopping), tested once on the 10,000 test images. Tuning gives every
 family the same search effort: `--tune` trains each family's middle rung (index 2) at every lr of `--tune-lrs`
 (default 1e-3, 3e-3, 1e-2) for `--tune-epochs` (default 2) and takes the lr with the best validation top-1; without
-`--tune` every family trains at `--lr`.
+`--tune` every family trains at `--lr`. A family whose raw file already holds the same sweep (and whose sweep folder
+is absent, as in a fresh checkout) trains at that sweep's choice without sweeping again, unless `--resweep`.
 
 Resumable: each (family, rung, seed) trains in its own folder under `--out` (config.json, checkpoint.pt written
 atomically after every epoch, result.json at the end); a rerun skips finished models and resumes unfinished ones
@@ -386,6 +387,20 @@ def tune(family: str, sweep: list[Job]) -> dict | None:
     return tuning
 
 
+def committed_tuning(path: Path, family: str, args: argparse.Namespace, common: dict) -> dict | None:
+    """The raw file's lr sweep when it is the one `args` asks for (same rung, epochs, lrs, data and validation size):
+    a fresh checkout, whose run folders are gone, continues a ladder at the committed choice instead of sweeping
+    again."""
+    if not path.exists():
+        return None
+    held = json.loads(path.read_text())
+    tuning, first = held.get("tuning"), next(iter(held.get("models", [])), {})
+    same = tuning and tuning["rung"] == LADDERS[family][TUNE_RUNG].name and tuning["epochs"] == args.tune_epochs \
+        and {float(lr) for lr in tuning["val_top1"]} == set(args.tune_lrs) \
+        and first.get("data") == common["data"] and first.get("val_size") == common["val_size"]
+    return tuning if same else None
+
+
 def tuning_of(out: Path, family: str) -> dict | None:
     path = out / "tune" / f"{family}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -504,6 +519,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tune", action="store_true", help="choose each family's lr by the sweep first")
     ap.add_argument("--tune-lrs", type=_listed(bounded(float, 1e-6, 1.0)), default=[1e-3, 3e-3, 1e-2])
     ap.add_argument("--tune-epochs", type=bounded(int, 1, MAX_EPOCHS), default=2)
+    ap.add_argument("--resweep", action="store_true",
+                    help="with --tune: sweep again even where the raw file holds the same sweep's choice")
     ap.add_argument("--jobs", type=bounded(int, 1, MAX_JOBS), default=1, help="models trained side by side")
     ap.add_argument("--out", type=Path, default=Path("runs/baselines"))
     ap.add_argument("--raw-dir", type=Path, default=DATA / "baselines")
@@ -536,13 +553,20 @@ def choose_lrs(args: argparse.Namespace, common: dict) -> tuple[dict[str, float]
     unfinished (`--stop-after`, a failure) gets none and trains nothing yet. Also the sweep's failures."""
     if not args.tune:
         return {f: args.lr for f in args.families}, []
+    committed = {} if args.resweep else {f: t for f in args.families
+                                         if not (args.out / "tune" / f).exists()
+                                         and (t := committed_tuning(args.raw_dir / f"{f}.json", f, args, common))}
     sweep = [Job(f, LADDERS[f][TUNE_RUNG].name, 0, args.tune_epochs, lr, "sweep",
                  folder=args.out / "tune" / f / f"{LADDERS[f][TUNE_RUNG].name}-lr{lr:g}-s0", **common)
-             for f in args.families for lr in sorted(set(args.tune_lrs))]
+             for f in args.families if f not in committed for lr in sorted(set(args.tune_lrs))]
     failures = run_jobs(sweep, args.jobs, lambda job, result: None)
     lrs = {}
     for f in args.families:
-        if (tuning := tune(f, sweep)) is None:
+        if f in committed:
+            lrs[f] = committed[f]["chosen_lr"]
+            print(f"{f}: lr {lrs[f]:g}, the committed sweep's choice in {args.raw_dir / f'{f}.json'} (top-1 by lr: "
+                  f"{committed[f]['val_top1']}; --resweep runs it again)", flush=True)
+        elif (tuning := tune(f, sweep)) is None:
             print(f"{f}: the lr sweep is unfinished; rerun to finish it and train the ladder", flush=True)
         else:
             lrs[f] = tuning["chosen_lr"]

@@ -160,6 +160,28 @@ def test_tuning_sweeps_the_middle_rung_and_trains_at_the_chosen_lr(tmp_path):
     assert model["lr"] == float(chosen) and model["lr_source"] == "tuned"
     assert np.isfinite(model["test_top1"])
 
+    # a fresh checkout (no run folders, the raw file committed) trains the next rung at the committed choice ...
+    again = [*args[:args.index("--out")], "--out", str(tmp_path / "fresh"), *args[args.index("--raw-dir"):]]
+    assert main(setting(setting(again, "--rungs", "1"), "--jobs", "1")) == 0
+    assert not (tmp_path / "fresh" / "tune").exists()
+    raw = json.loads((tmp_path / "tune" / "raw" / "vit.json").read_text())
+    assert [(m["rung"], m["lr"], m["lr_source"]) for m in raw["models"]] == \
+        [(LADDERS["vit"][r].name, float(chosen), "tuned") for r in (0, 1)]
+    # ... and sweeps again when asked, or when the sweep asked for is another (its one lr: the raw file's recipe holds)
+    for extra in (["--resweep"], ["--tune-lrs", chosen]):
+        out, raw_dir = tmp_path / f"fresh{len(extra)}", tmp_path / f"raw{len(extra)}"
+        raw_dir.mkdir()
+        (raw_dir / "vit.json").write_text((tmp_path / "tune" / "raw" / "vit.json").read_text())
+        assert main([*setting(setting(setting(again, "--jobs", "1"), "--out", str(out)), "--raw-dir", str(raw_dir)),
+                     *extra]) == 0
+        assert (out / "tune" / "vit.json").exists()
+
+
+def setting(args: list[str], flag: str, value: str) -> list[str]:
+    """`args` with `flag`'s value replaced."""
+    i = args.index(flag)
+    return [*args[:i + 1], value, *args[i + 2:]]
+
 
 def test_ground_truth_trains_a_spaces_archs_from_scratch_across_its_params_strata(tmp_path, capsys):
     """bench_ground_truth: one arch from each of two params strata of mbconv-tiny, trained standalone by the baselines'
