@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,12 +40,15 @@ from zoo.families.hytra import HyTraArch, HyTraSupernet, all_archs, extreme_arch
 from zoo.io import atomic_write_text
 
 
-def path_modules(supernet: HyTraSupernet, arch: HyTraArch) -> set[str]:
-    """The names of the parameter-holding modules `arch` runs (the stem, each layer's three, its head)."""
-    stem, layers, head = supernet.path(arch)
+def modules_of(supernet: HyTraSupernet) -> Callable[[HyTraArch], set[str]]:
+    """A path's parameter-holding modules (the stem, each layer's three, its head), by name in `supernet`."""
     names = {id(m): n for n, m in supernet.named_modules()}
-    return {names[id(m)] for m in (stem, head, *(part for layer in layers for part in layer))
-            if next(m.parameters(), None) is not None}
+
+    def path_modules(arch: HyTraArch) -> set[str]:
+        stem, layers, head = supernet.path(arch)
+        return {names[id(m)] for m in (stem, head, *(part for layer in layers for part in layer))
+                if next(m.parameters(), None) is not None}
+    return path_modules
 
 
 def step_shares(supernet: HyTraSupernet, cfg: TrainConfig) -> dict[str, float]:
@@ -52,23 +56,23 @@ def step_shares(supernet: HyTraSupernet, cfg: TrainConfig) -> dict[str, float]:
     if not isinstance(supernet, HyTraSupernet) or cfg.sampler != "uniform":
         raise SystemExit(f"{cfg.out}: a {cfg.sampler} {cfg.space} run; step shares are worked out for HyTra "
                          "supernets trained by uniform sampling only")
-    paths = all_archs(supernet.space)
-    counts = Counter(name for arch in paths for name in path_modules(supernet, arch))
+    paths, path_modules = all_archs(supernet.space), modules_of(supernet)
+    counts = Counter(name for arch in paths for name in path_modules(arch))
     if cfg.sandwich < 0:  # one uniformly drawn path a step
         return {name: c / len(paths) for name, c in counts.items()}
-    always = set().union(*(path_modules(supernet, a) for a in extreme_archs(supernet.space)))
+    always = set().union(*(path_modules(a) for a in extreme_archs(supernet.space)))
     return {name: 1.0 if name in always else 1 - (1 - c / len(paths)) ** cfg.sandwich for name, c in counts.items()}
 
 
 def scored_paths(space, max_params: int, n_random: int, seed: int) -> list[HyTraArch]:
-    small = [a for a in all_archs(space) if params(space, a) <= max_params]
-    rest = [a for a in all_archs(space) if params(space, a) > max_params]
+    sized = [(a, params(space, a)) for a in all_archs(space)]
+    small = [a for a, n in sized if n <= max_params]
+    rest = [a for a, n in sized if n > max_params]
     return small + random.Random(seed).sample(rest, min(n_random, len(rest)))
 
 
-def measure(run: Path, archs: list[HyTraArch], val_images: int) -> dict:
+def measure(run: Path, supernet: HyTraSupernet, archs: list[HyTraArch], val_images: int) -> dict:
     cfg = TrainConfig.load(run / "config.json")
-    supernet = load_supernet(run / "supernet.safetensors")
     shares = step_shares(supernet, cfg)
     fitness, words = validation_fitness(cfg, supernet, val_images)
     t0 = time.perf_counter()
@@ -76,7 +80,7 @@ def measure(run: Path, archs: list[HyTraArch], val_images: int) -> dict:
     print(f"{run}: {len(archs)} paths scored in {time.perf_counter() - t0:.0f} s", flush=True)
     steps = json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"]
     return {"run": str(run), "config": asdict(cfg), "steps": steps, "one_shot": words,
-            "rarest_share": [min(shares[m] for m in path_modules(supernet, a)) for a in archs], "score": scores}
+            "rarest_share": [min(shares[m] for m in modules_of(supernet)(a)) for a in archs], "score": scores}
 
 
 BINS = ((0, 10), (10, 100), (100, 1000), (1000, float("inf")))  # the rarest module's expected training steps
@@ -145,13 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DATA / "coverage" / "micro-hytra.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    space = load_supernet(args.runs[0] / "supernet.safetensors").space
+    supernets = [load_supernet(run / "supernet.safetensors") for run in args.runs]
+    space = supernets[0].space
     archs = scored_paths(space, args.max_params, args.random, args.seed)
     doc = {"kind": "coverage", "space": space.name, "machine": machine(),
            "command": "python -m bench.bench_coverage " + " ".join(sys.argv[1:] if argv is None else argv),
            "max_params": args.max_params,
            "paths": [{"id": a.id, "layers": a.describe(), "params": params(space, a)} for a in archs],
-           "runs": [measure(run, archs, args.val_images) for run in args.runs]}
+           "runs": [measure(run, supernet, archs, args.val_images)
+                    for run, supernet in zip(args.runs, supernets, strict=True)]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")

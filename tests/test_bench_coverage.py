@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.bench_coverage import main, path_modules, step_shares, tables
+from bench.bench_coverage import main, modules_of, step_shares, tables
 from training.config import TrainConfig
 from zoo.families.hytra import MICRO_HYTRA, HyTraArch, HyTraSupernet, all_archs, extreme_archs
 
@@ -36,7 +36,7 @@ def test_uniform_shares_count_the_paths_that_run_each_module(supernet):
     assert shares["stem"] == 1.0
     assert shares["heads.s0"] == 1 / len(paths)  # only the all-S0 path ends at S0
     for name in ("heads.s1", "projections.l7_s1_att_halve"):
-        assert shares[name] == sum(name in path_modules(supernet, a) for a in paths) / len(paths)
+        assert shares[name] == sum(name in modules_of(supernet)(a) for a in paths) / len(paths)
     assert set(shares) == {n for n, m in supernet.named_modules() if n.count(".") == 1 and not n.startswith("stem")
                            and any(True for _ in m.parameters())} | {"stem"}
 
@@ -45,7 +45,7 @@ def test_sandwich_trains_the_extremes_every_step_and_the_rest_as_often_as_its_dr
     uniform, sandwich = step_shares(supernet, config(-1)), step_shares(supernet, config(1))
     smallest, largest = extreme_archs(MICRO_HYTRA)
     assert smallest == ALL_S0
-    always = path_modules(supernet, smallest) | path_modules(supernet, largest)
+    always = modules_of(supernet)(smallest) | modules_of(supernet)(largest)
     assert all(sandwich[m] == 1.0 for m in always)
     assert all(sandwich[m] == pytest.approx(uniform[m]) for m in set(uniform) - always)
     assert step_shares(supernet, config(2))["heads.s1"] == pytest.approx(1 - (1 - uniform["heads.s1"]) ** 2)
