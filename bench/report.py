@@ -639,6 +639,13 @@ def coverage(raw: dict) -> str:
     return tables(raw)
 
 
+def act_widths(raw: dict) -> str:
+    """bench_act_widths: one entry's files with int8 activations on spans of its layers: bytes, test top-1, latency."""
+    from bench.bench_act_widths import tables
+
+    return tables(raw)
+
+
 def search(raw: dict) -> str:
     """bench_search: the search baselines' best archs against selection's entry per bucket, and their costs."""
     from bench.bench_search import tables
@@ -653,7 +660,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {"zoo-front": zoo_front, "concentr
                                                "selector-accuracy": selector_accuracy, "search": search,
                                                "bytes": bytes_front, "fronts": fronts, "selectors": selectors,
                                                "selector-seeds": selector_seeds,
-                                               "picks": picks, "coverage": coverage}
+                                               "picks": picks, "coverage": coverage, "act-widths": act_widths}
 
 
 def plot_versus(raw: dict, path: Path) -> Path:

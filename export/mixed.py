@@ -158,10 +158,16 @@ def _int4(name: str, q: np.ndarray) -> TensorProto:
     return helper.make_tensor(name, TensorProto.INT4, q.shape, packed, raw=True)
 
 
-def quantize_qdq_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray]) -> Path:
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")  # the layers whose inputs static QDQ quantizes
+
+
+def quantize_qdq_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray], span: slice | None = None
+                      ) -> Path:
     """Static INT8 in QDQ form, activations too: per-channel int8 weights, uint8 activations whose ranges are
     calibrated (MinMax) on `calibration` (preprocessed float32 batches of training images), so ONNX Runtime runs
-    its integer kernels. The uniform baseline the weight-only files are set against."""
+    its integer kernels. The uniform baseline the weight-only files are set against. With `span`, only those compute
+    layers (Conv/Gemm/MatMul in graph order, e.g. `slice(-4, None)`: the last four) are quantized and the rest stay
+    fp32: activation widths per layer (bench_act_widths measures which spans pay)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -178,8 +184,16 @@ def quantize_qdq_int8(src: str | Path, dst: str | Path, calibration: list[np.nda
     with tempfile.TemporaryDirectory() as tmp:
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "qdq.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        layers = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in COMPUTE_OPS]
+        chosen = layers if span is None else layers[span]
+        if not chosen:
+            raise ValueError(f"{span}: no layer of the model's {len(layers)} compute layers")
         quantize_static(str(pre), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        return _finish(onnx.load(str(out)), Path(dst), {**metadata, "prezoo.quantization": "int8-static-qdq"},
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_quantize=None if span is None else chosen)
+        first, stop, _ = (span or slice(None)).indices(len(layers))
+        which, tag = ("", "") if span is None else (f", layers {first}-{stop - 1} of {len(layers)}", f"-{first}:{stop}")
+        return _finish(onnx.load(str(out)), Path(dst), {**metadata, "prezoo.quantization": "int8-static-qdq" + tag},
                        _provenance_of(source, f"INT8: static QDQ quantization (per-channel weights, activations "
-                                              f"calibrated on {sum(len(x) for x in calibration)} training images)."))
+                                              f"calibrated on {sum(len(x) for x in calibration)} training images"
+                                              f"{which})."))
