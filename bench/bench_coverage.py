@@ -2,17 +2,20 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_coverage --runs runs/hytra-uniform runs/hytra-sandwich \
         [--max-params 80000] [--random 50] [--val-images 2000] [--seed 0] [--out bench/data/coverage/NAME.json]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_coverage --runs runs/hytra-option-balanced --add
 
 Micro-HyTra holds one input projection and shortcut per (layer, scale, op, input mode) and one head per end scale
 (`zoo.families.hytra.HyTraSupernet`). Uniform sampling draws one of the space's 3,587 paths a step, and a path that
 stays at S0 for long is one of few: the all-S0 path's S0 head is on no other path, so it is trained in about 1 step
 of 3,587. Each scored path gets its **rarest module's step share** under its run's sampler (the fraction of training
 steps that run that module: its share of the uniformly drawn paths; 1 if the sandwich's largest or smallest path runs
-it; with k sampled paths a step, 1 − (1 − share)^k) and its **one-shot score** through that run's supernet
+it; with k sampled paths a step, 1 − (1 − share)^k; under another sampler, such as `option-balanced`, counted over
+the run's steps replayed) and its **one-shot score** through that run's supernet
 (`training.pick.validation_fitness`, each path's BatchNorm recalibrated: what `pick` and ENAS search on).
 
 The paths, the same for every run: every path of at most `--max-params` parameters (the ENAS buckets that searches
-could not fill) and `--random` more drawn uniformly from the rest (seed `--seed`). Renderer `coverage` of
+could not fill) and `--random` more drawn uniformly from the rest (seed `--seed`); `--add` scores more runs on the
+paths a raw file holds and adds them to it. Renderer `coverage` of
 `python -m bench report`.
 """
 
@@ -36,7 +39,9 @@ from bench.report import DATA
 from training.config import TrainConfig
 from training.evaluate import load_supernet
 from training.pick import validation_fitness
+from training.train import path_sampler
 from zoo.families.hytra import HyTraArch, HyTraSupernet, all_archs, extreme_archs, params
+from zoo.family import get_family
 from zoo.io import atomic_write_text
 
 
@@ -51,12 +56,18 @@ def modules_of(supernet: HyTraSupernet) -> Callable[[HyTraArch], set[str]]:
     return path_modules
 
 
-def step_shares(supernet: HyTraSupernet, cfg: TrainConfig) -> dict[str, float]:
-    """Each module's share of the training steps that run it, under the run's sampler (uniform, maybe sandwiched)."""
-    if not isinstance(supernet, HyTraSupernet) or cfg.sampler != "uniform":
+def step_shares(supernet: HyTraSupernet, cfg: TrainConfig, steps: int) -> dict[str, float]:
+    """Each module's share of the training steps that run it, under the run's sampler: expected under uniform
+    sampling (maybe sandwiched), counted over the run's `steps` draws (replayed: a sampler is a function of the step)
+    under any other."""
+    if not isinstance(supernet, HyTraSupernet) or cfg.sampler.startswith("preferred"):
         raise SystemExit(f"{cfg.out}: a {cfg.sampler} {cfg.space} run; step shares are worked out for HyTra "
-                         "supernets trained by uniform sampling only")
+                         "supernets trained on the whole space only")
     paths, path_modules = all_archs(supernet.space), modules_of(supernet)
+    if cfg.sampler != "uniform":
+        sample = path_sampler(cfg, get_family(supernet.space.family), supernet.space)
+        counts = Counter(name for step in range(steps) for name in set().union(*map(path_modules, sample(step))))
+        return {name: counts[name] / steps for name in set().union(*map(path_modules, paths))}
     counts = Counter(name for arch in paths for name in path_modules(arch))
     if cfg.sandwich < 0:  # one uniformly drawn path a step
         return {name: c / len(paths) for name, c in counts.items()}
@@ -73,12 +84,12 @@ def scored_paths(space, max_params: int, n_random: int, seed: int) -> list[HyTra
 
 def measure(run: Path, supernet: HyTraSupernet, archs: list[HyTraArch], val_images: int) -> dict:
     cfg = TrainConfig.load(run / "config.json")
-    shares = step_shares(supernet, cfg)
+    steps = json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"]
+    shares = step_shares(supernet, cfg, steps)
     fitness, words = validation_fitness(cfg, supernet, val_images)
     t0 = time.perf_counter()
     scores = [fitness(a) for a in archs]
     print(f"{run}: {len(archs)} paths scored in {time.perf_counter() - t0:.0f} s", flush=True)
-    steps = json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"]
     return {"run": str(run), "config": asdict(cfg), "steps": steps, "one_shot": words,
             "rarest_share": [min(shares[m] for m in modules_of(supernet)(a)) for a in archs], "score": scores}
 
@@ -134,7 +145,8 @@ def tables(raw: dict) -> str:
         for x in (run["rarest_share"], size):
             ci = bootstrap(x, run["score"])["rho"]
             rho.append(f"{spearman(x, run['score']):+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]")
-        sampler = "uniform" + (f", sandwich (largest + smallest + {cfg['sandwich']})" if cfg["sandwich"] >= 0 else "")
+        sampler = cfg["sampler"] + (f", sandwich (largest + smallest + {cfg['sandwich']})" if cfg["sandwich"] >= 0
+                                    else "")
         lines.append(f"| {name} | {run['steps']:,} | {sampler} | {rho[0]} | {rho[1]} |")
     return "\n".join(lines) + "\n"
 
@@ -147,17 +159,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-images", type=int, default=2000, help="held-out images per one-shot score")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random paths")
     ap.add_argument("--out", type=Path, default=DATA / "coverage" / "micro-hytra.json")
+    ap.add_argument("--add", action="store_true",
+                    help="score the runs on the paths --out holds and add them to its runs (its runs' folders may be "
+                         "gone: their scores are kept)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    command = "python -m bench.bench_coverage " + " ".join(sys.argv[1:] if argv is None else argv)
     supernets = [load_supernet(run / "supernet.safetensors") for run in args.runs]
     space = supernets[0].space
-    archs = scored_paths(space, args.max_params, args.random, args.seed)
-    doc = {"kind": "coverage", "space": space.name, "machine": machine(),
-           "command": "python -m bench.bench_coverage " + " ".join(sys.argv[1:] if argv is None else argv),
-           "max_params": args.max_params,
-           "paths": [{"id": a.id, "layers": a.describe(), "params": params(space, a)} for a in archs],
-           "runs": [measure(run, supernet, archs, args.val_images)
-                    for run, supernet in zip(args.runs, supernets, strict=True)]}
+    if args.add:
+        doc = json.loads(args.out.read_text())
+        if doc["space"] != space.name:
+            raise SystemExit(f"{args.out} scores paths of {doc['space']}, not of {space.name}")
+        by_id = {a.id: a for a in all_archs(space)}
+        archs = [by_id[p["id"]] for p in doc["paths"]]
+        doc["command"] += f"; {command}"
+    else:
+        archs = scored_paths(space, args.max_params, args.random, args.seed)
+        doc = {"kind": "coverage", "space": space.name, "machine": machine(), "command": command,
+               "max_params": args.max_params,
+               "paths": [{"id": a.id, "layers": a.describe(), "params": params(space, a)} for a in archs], "runs": []}
+    doc["runs"] += [measure(run, supernet, archs, args.val_images)
+                    for run, supernet in zip(args.runs, supernets, strict=True)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -334,6 +334,7 @@ def train_cases(fx: Fixtures) -> list[Case]:
     cases += out_cases("train", base, fx)
     cases += [Case("train", "flag", ("train", "--space", "mini", "--out", out), "needs --preferred"),
               Case("train", "flag", (*base, "--distill"), "needs the sandwich rule"),
+              Case("train", "flag", setting(base, "--sampler", "option-balanced"), "named decisions"),
               Case("train", "file", setting(base, "--crop-padding", "2"), "random_crop_padding needs augment"),
               Case("train", "flag", setting(base, "--lr", "nan"), "--lr", subprocess=True),
               Case("train", "file", setting(base, "--space", "nowhere"), "unknown search space"),

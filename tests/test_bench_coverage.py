@@ -14,6 +14,7 @@ import torch
 
 from bench.bench_coverage import main, modules_of, step_shares, tables
 from training.config import TrainConfig
+from training.sampler import OptionBalancedSampler
 from zoo.families.hytra import MICRO_HYTRA, HyTraArch, HyTraSupernet, all_archs, extreme_archs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,11 +28,11 @@ def supernet() -> HyTraSupernet:
 
 def config(sandwich: int, sampler: str = "uniform") -> TrainConfig:
     return TrainConfig(out="run", space="micro-hytra", sampler=sampler, sandwich=sandwich,
-                       preferred="p.json" if sampler != "uniform" else None)
+                       preferred="p.json" if sampler.startswith("preferred") else None)
 
 
 def test_uniform_shares_count_the_paths_that_run_each_module(supernet):
-    shares = step_shares(supernet, config(-1))
+    shares = step_shares(supernet, config(-1), 100)
     paths = all_archs(MICRO_HYTRA)
     assert shares["stem"] == 1.0
     assert shares["heads.s0"] == 1 / len(paths)  # only the all-S0 path ends at S0
@@ -42,18 +43,29 @@ def test_uniform_shares_count_the_paths_that_run_each_module(supernet):
 
 
 def test_sandwich_trains_the_extremes_every_step_and_the_rest_as_often_as_its_draws(supernet):
-    uniform, sandwich = step_shares(supernet, config(-1)), step_shares(supernet, config(1))
+    uniform, sandwich = step_shares(supernet, config(-1), 100), step_shares(supernet, config(1), 100)
     smallest, largest = extreme_archs(MICRO_HYTRA)
     assert smallest == ALL_S0
     always = modules_of(supernet)(smallest) | modules_of(supernet)(largest)
     assert all(sandwich[m] == 1.0 for m in always)
     assert all(sandwich[m] == pytest.approx(uniform[m]) for m in set(uniform) - always)
-    assert step_shares(supernet, config(2))["heads.s1"] == pytest.approx(1 - (1 - uniform["heads.s1"]) ** 2)
+    assert step_shares(supernet, config(2), 100)["heads.s1"] == pytest.approx(1 - (1 - uniform["heads.s1"]) ** 2)
 
 
-def test_other_samplers_are_refused(supernet):
-    with pytest.raises(SystemExit, match="uniform sampling only"):
-        step_shares(supernet, config(-1, sampler="preferred"))
+def test_preferred_runs_are_refused(supernet):
+    with pytest.raises(SystemExit, match="whole space only"):
+        step_shares(supernet, config(-1, sampler="preferred"), 100)
+
+
+def test_option_balanced_shares_are_counted_over_the_runs_replayed_steps(supernet):
+    steps = 300
+    shares = step_shares(supernet, config(-1, sampler="option-balanced"), steps)
+    sample, path_modules = OptionBalancedSampler(MICRO_HYTRA, seed=0), modules_of(supernet)
+    drawn = [path_modules(sample(s)) for s in range(steps)]
+    assert set(shares) == set(step_shares(supernet, config(-1), steps))
+    for name in ("stem", "heads.s0", "heads.s1", "projections.l7_s1_att_halve"):
+        assert shares[name] == sum(name in modules for modules in drawn) / steps
+    assert shares["stem"] == 1.0 and shares["heads.s0"] > 10 / len(all_archs(MICRO_HYTRA))
 
 
 @pytest.mark.slow
@@ -78,3 +90,11 @@ def test_a_trained_supernets_paths_are_scored_and_grouped(tmp_path):
     text = tables(raw)
     assert "\n| < 10 | 3 | 39K–" in text  # 4 steps: no module can run in 10
     assert "\n| run | 4 | uniform |" in text
+    # --add: the same run scored again on the paths the file holds, added beside the first
+    try:
+        assert main(["--runs", str(run), "--val-images", "64", "--add", "--out", str(tmp_path / "coverage.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    added = json.loads((tmp_path / "coverage.json").read_text())
+    assert added["paths"] == raw["paths"] and added["runs"][0] == raw["runs"][0] and len(added["runs"]) == 2
+    assert added["runs"][1]["rarest_share"] == raw["runs"][0]["rarest_share"] and "--add" in added["command"]

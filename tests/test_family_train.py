@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from training.__main__ import main as training_main
 from training.data import load_data
 from training.evaluate import accuracy_of, load_supernet, tensor_batches
 from training.package import package_run
-from training.sampler import PreferredSampler, UniformSampler
+from training.sampler import OptionBalancedSampler, PreferredSampler, UniformSampler
 from training.train import TrainConfig, train
 from zoo import BUILTIN_SPACES, Zoo, ZooError
 from zoo.families.hytra import MICRO_HYTRA, HyTraSpace, HyTraSupernet, enumerate_archs, params
@@ -134,8 +135,29 @@ def test_hytra_samplers_one_preferred_group_uniform_over_paths_and_the_extremes(
     assert HYTRA.extreme_archs(TINY) == (PATHS[0], PATHS[-1])
 
 
-def test_micro_hytra_trains_by_name_with_uniform_sandwich_sampling(tmp_path):
-    cfg = TrainConfig(out=str(tmp_path), space="micro-hytra", sampler="uniform", sandwich=1, data="synthetic:64",
+def test_the_option_balanced_sampler_trains_every_decisions_every_option_alike():
+    """Micro-HyTra's rarest options under uniform sampling (the all-S0 path's last layers: about 1 step in 4,290)
+    are each drawn in about 1/64 of the steps here (64 options), by paths the space allows, reproducibly."""
+    decisions = HYTRA.relaxation.decisions(MICRO_HYTRA)
+    options = [(name, o) for name, opts in decisions.items() for o in opts]
+    steps = 4290
+    sampler = OptionBalancedSampler(MICRO_HYTRA, seed=0)
+    drawn = [sampler(s) for s in range(steps)]
+    assert drawn[:50] == [OptionBalancedSampler(MICRO_HYTRA, seed=0)(s) for s in range(50)]
+    assert all(MICRO_HYTRA.validate(a) for a in drawn)
+    taken = Counter(pair for a in drawn for pair in HYTRA.decisions_of(MICRO_HYTRA, a).items())
+    assert set(taken) == set(options) and len(options) == 64
+    assert min(taken.values()) >= 0.5 * steps / len(options)
+    uniform = UniformSampler(MICRO_HYTRA, seed=0)
+    rare = ("layer7@S0", (0, "conv"))  # only the all-S0 path takes it
+    assert sum(HYTRA.decisions_of(MICRO_HYTRA, uniform(s)).get(rare[0]) == rare[1] for s in range(steps)) <= 5
+    with pytest.raises(ValueError, match="named decisions"):
+        OptionBalancedSampler(BUILTIN_SPACES["mini"], seed=0)  # the ViT family has no relaxation
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "option-balanced"])
+def test_micro_hytra_trains_by_name_with_sandwich_sampling(tmp_path, sampler):
+    cfg = TrainConfig(out=str(tmp_path), space="micro-hytra", sampler=sampler, sandwich=1, data="synthetic:64",
                       augment=False, epochs=1, batch_size=32, progress=False)
     train(cfg)
     with safe_open(tmp_path / "supernet.safetensors", "pt") as f:

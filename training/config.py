@@ -26,7 +26,7 @@ from training.preferred import Buckets
 from training.search import SEARCH_RANGES, SEARCHES
 from zoo.family import Space
 
-SAMPLERS = ("preferred", "preferred-plain", "uniform")
+SAMPLERS = ("preferred", "preferred-plain", "uniform", "option-balanced")
 STEPS = Range(int, 1, 10**9)
 MIX_ALPHA = Range(float, 0, 100)  # a Beta distribution's parameter; 0 turns mixup/cutmix off
 # every numeric setting's valid values: the dataclasses check them, the command line parses with them
@@ -50,7 +50,8 @@ class TrainConfig:
     out: str = "runs/train"
     space: str = "ladder"
     preferred: str | None = None  # preferred.json; required by the preferred sampler
-    sampler: str = "preferred"  # Eq. 11; "preferred-plain" (uniform over the preferred set) or "uniform"
+    sampler: str = "preferred"  # Eq. 11; "preferred-plain" (uniform over the preferred set), "uniform", or
+    # "option-balanced" (each decision's options trained alike, training.sampler)
     sandwich: int = -1  # k >= 0: train largest + smallest + k sampled archs per step
     distill: bool = False  # in-place distillation: the sandwich's largest path's predictions teach the others
     data: str = "fashion-mnist"
@@ -85,7 +86,7 @@ class TrainConfig:
         check_kinds(self)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.sampler != "uniform" and not self.preferred:
+        if self.sampler.startswith("preferred") and not self.preferred:
             raise ValueError("the preferred sampler needs --preferred PATH (from `python -m training select`)")
         check_all(self, TRAIN_RANGES)
         if self.distill and self.sandwich < 0:

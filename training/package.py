@@ -53,7 +53,7 @@ def _selector(evaluation: dict, results: dict[str, dict], cfg: TrainConfig) -> d
     evaluations name none: the run's own set), checked to hold exactly those archs."""
     preferred = evaluation.get("preferred") or cfg.preferred
     if not preferred:
-        return {"sampler": "uniform"}
+        return {"sampler": cfg.sampler}
     _, entries = load_preferred(preferred)  # validates it
     if {e["id"] for e in entries} != set(results):
         raise ValueError(f"eval_test.json measured other archs than {preferred} holds: rerun `python -m training "

@@ -45,6 +45,41 @@ class UniformSampler:
         return self.draw(self.space, _rng(self.seed, step))
 
 
+class OptionBalancedSampler:
+    """Every decision's every option trained about equally often, whatever share of the space's paths runs it: each
+    step draws one (decision, option) uniformly, then a path that takes it, the other decisions drawn uniformly
+    (rejection until the path reaches the decision: in HyTra a decision exists only at the scale it is named by).
+    Under uniform sampling a module that few paths run is trained in almost no step, and those paths score near
+    chance (bench_coverage); here each of a space's U options is the target of 1/U of the steps. Needs the family's
+    `build_arch` and `relaxation` (its decisions and their options)."""
+
+    MAX_TRIES = 100_000
+
+    def __init__(self, space: Space, seed: int) -> None:
+        family = get_family(space.family)
+        if family.build_arch is None or family.relaxation is None:
+            raise ValueError(f"the option-balanced sampler needs a family built from named decisions ({family.name} "
+                             "is not)")
+        self.space, self.seed, self.build = space, seed, family.build_arch
+        self.targets = [(name, option) for name, options in family.relaxation.decisions(space).items()
+                        for option in options]
+
+    def __call__(self, step: int) -> Arch:
+        rng = _rng(self.seed, step)
+        target, option = rng.choice(self.targets)
+        for _ in range(self.MAX_TRIES):
+            reached = False
+
+            def choose(name: str, options: tuple):
+                nonlocal reached
+                reached |= name == target
+                return option if name == target else rng.choice(options)
+            arch = self.build(self.space, choose)
+            if reached:
+                return arch
+        raise RuntimeError(f"no path of {self.space.name} reached {target} in {self.MAX_TRIES} draws")
+
+
 def sandwich(sample, largest: Arch, smallest: Arch, k: int):
     """Largest + smallest + k sampled archs per step (BigNAS-style), as one list."""
     return lambda step: [largest, smallest, *(sample(step * 1_009 + i) for i in range(k))]

@@ -33,7 +33,7 @@ from training.checks import json_text, write_json
 from training.config import TrainConfig
 from training.data import load_data, make_loader
 from training.preferred import load_preferred
-from training.sampler import PreferredSampler, UniformSampler, sandwich
+from training.sampler import OptionBalancedSampler, PreferredSampler, UniformSampler, sandwich
 from zoo.family import Arch, Family, Space, Supernet, space_by_name
 from zoo.io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 
@@ -66,8 +66,9 @@ def _dist_env() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def _sampler(cfg: TrainConfig, family: Family, space: Space):
-    if cfg.sampler != "uniform":
+def path_sampler(cfg: TrainConfig, family: Family, space: Space):
+    """The run's paths per step, as a function of the step (stateless: a replay draws what training drew)."""
+    if cfg.sampler.startswith("preferred"):
         pref_space, entries = load_preferred(cfg.preferred)
         if pref_space.hash != space.hash:
             raise ValueError(f"{cfg.preferred} was selected on space {pref_space.name} [{pref_space.hash}], "
@@ -77,7 +78,7 @@ def _sampler(cfg: TrainConfig, family: Family, space: Space):
         largest = max(archs, key=lambda a: family.params(space, a))
         smallest = min(archs, key=lambda a: family.params(space, a))
     else:
-        sample = UniformSampler(space, cfg.seed)
+        sample = (OptionBalancedSampler if cfg.sampler == "option-balanced" else UniformSampler)(space, cfg.seed)
         smallest, largest = family.extreme_archs(space)
     if cfg.sandwich >= 0:
         return sandwich(sample, largest, smallest, cfg.sandwich)
@@ -173,7 +174,7 @@ def train(cfg: TrainConfig, allow_changed_settings: bool = False) -> Path:
     rank, world, device = _dist_env()
     out = Path(cfg.out)
     family, space = space_by_name(cfg.space)
-    sample = _sampler(cfg, family, space)
+    sample = path_sampler(cfg, family, space)
     data, info = load_data(cfg.data, "train", img_size=cfg.img_size or space.img_size,
                            in_chans=cfg.in_chans or space.in_chans, augment=cfg.augment, val_size=cfg.val_size,
                            seed=cfg.seed, auto_augment=cfg.auto_augment, random_crop_padding=cfg.crop_padding)
