@@ -85,13 +85,13 @@ def scored_paths(space, max_params: int, n_random: int, seed: int) -> list[HyTra
 def measure(run: Path, supernet: HyTraSupernet, archs: list[HyTraArch], val_images: int) -> dict:
     cfg = TrainConfig.load(run / "config.json")
     steps = json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"]
-    shares = step_shares(supernet, cfg, steps)
+    shares, path_modules = step_shares(supernet, cfg, steps), modules_of(supernet)
     fitness, words = validation_fitness(cfg, supernet, val_images)
     t0 = time.perf_counter()
     scores = [fitness(a) for a in archs]
     print(f"{run}: {len(archs)} paths scored in {time.perf_counter() - t0:.0f} s", flush=True)
     return {"run": str(run), "config": asdict(cfg), "steps": steps, "one_shot": words,
-            "rarest_share": [min(shares[m] for m in modules_of(supernet)(a)) for a in archs], "score": scores}
+            "rarest_share": [min(shares[m] for m in path_modules(a)) for a in archs], "score": scores}
 
 
 BINS = ((0, 10), (10, 100), (100, 1000), (1000, float("inf")))  # the rarest module's expected training steps

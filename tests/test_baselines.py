@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bench.bench_baselines import LADDERS, REFERENCE_CNN, VGG, macs_of, main, params_of, rung_of
+from bench.bench_hostile_cli import setting
 from bench.report import unpack_bits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,8 +162,8 @@ def test_tuning_sweeps_the_middle_rung_and_trains_at_the_chosen_lr(tmp_path):
     assert np.isfinite(model["test_top1"])
 
     # a fresh checkout (no run folders, the raw file committed) trains the next rung at the committed choice ...
-    again = [*args[:args.index("--out")], "--out", str(tmp_path / "fresh"), *args[args.index("--raw-dir"):]]
-    assert main(setting(setting(again, "--rungs", "1"), "--jobs", "1")) == 0
+    again = setting(args, "--out", str(tmp_path / "fresh"))
+    assert main(list(setting(setting(again, "--rungs", "1"), "--jobs", "1"))) == 0
     assert not (tmp_path / "fresh" / "tune").exists()
     raw = json.loads((tmp_path / "tune" / "raw" / "vit.json").read_text())
     assert [(m["rung"], m["lr"], m["lr_source"]) for m in raw["models"]] == \
@@ -175,12 +176,6 @@ def test_tuning_sweeps_the_middle_rung_and_trains_at_the_chosen_lr(tmp_path):
         assert main([*setting(setting(setting(again, "--jobs", "1"), "--out", str(out)), "--raw-dir", str(raw_dir)),
                      *extra]) == 0
         assert (out / "tune" / "vit.json").exists()
-
-
-def setting(args: list[str], flag: str, value: str) -> list[str]:
-    """`args` with `flag`'s value replaced."""
-    i = args.index(flag)
-    return [*args[:i + 1], value, *args[i + 2:]]
 
 
 def test_ground_truth_trains_a_spaces_archs_from_scratch_across_its_params_strata(tmp_path, capsys):

@@ -36,8 +36,9 @@ def test_uniform_shares_count_the_paths_that_run_each_module(supernet):
     paths = all_archs(MICRO_HYTRA)
     assert shares["stem"] == 1.0
     assert shares["heads.s0"] == 1 / len(paths)  # only the all-S0 path ends at S0
+    path_modules = modules_of(supernet)
     for name in ("heads.s1", "projections.l7_s1_att_halve"):
-        assert shares[name] == sum(name in modules_of(supernet)(a) for a in paths) / len(paths)
+        assert shares[name] == sum(name in path_modules(a) for a in paths) / len(paths)
     assert set(shares) == {n for n, m in supernet.named_modules() if n.count(".") == 1 and not n.startswith("stem")
                            and any(True for _ in m.parameters())} | {"stem"}
 
@@ -46,7 +47,8 @@ def test_sandwich_trains_the_extremes_every_step_and_the_rest_as_often_as_its_dr
     uniform, sandwich = step_shares(supernet, config(-1), 100), step_shares(supernet, config(1), 100)
     smallest, largest = extreme_archs(MICRO_HYTRA)
     assert smallest == ALL_S0
-    always = modules_of(supernet)(smallest) | modules_of(supernet)(largest)
+    path_modules = modules_of(supernet)
+    always = path_modules(smallest) | path_modules(largest)
     assert all(sandwich[m] == 1.0 for m in always)
     assert all(sandwich[m] == pytest.approx(uniform[m]) for m in set(uniform) - always)
     assert step_shares(supernet, config(2), 100)["heads.s1"] == pytest.approx(1 - (1 - uniform["heads.s1"]) ** 2)
